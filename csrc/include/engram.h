@@ -1,0 +1,58 @@
+/* engram kernel ABI: one set of C signatures, exported by the C library
+ * (csrc/) and the Zig library (zig/), and declared once for ctypes in
+ * engram/_kernels/abi.py.
+ *
+ * Names are eg_<op>_<dtype>_<isa> for each ISA variant and eg_<op>_<dtype>
+ * for the dispatcher, which probes the CPU once and calls the best variant.
+ * Kernels never abort: they return a negative EG_E* code on bad arguments.
+ */
+#ifndef ENGRAM_H
+#define ENGRAM_H
+#include <stdint.h>
+#include "engram_layout.h"
+
+#if defined(__GNUC__)
+#define EG_API __attribute__((visibility("default")))
+#else
+#define EG_API
+#endif
+
+#define EG_OK 0
+#define EG_EINVAL (-1)   /* a null pointer where data is needed, or dim == 0 */
+
+/* CPU feature bits reported by eg_cpu_features(). */
+#define EG_CPU_AVX2 1u     /* AVX2 + FMA + F16C, with OS support */
+#define EG_CPU_AVX512 2u   /* AVX-512 F/BW/VL/DQ, with OS support */
+
+/* Top-k similarity over n rows.
+ *   q          query, dim floats
+ *   rows       first row; row i starts at (char*)rows + i*row_stride
+ *   mask       NULL, or n bytes: row i is skipped where mask[i] == 0
+ *   out_idx    k slots; out_score: k slots
+ * Results are sorted by score, best first; equal scores by lower index.
+ * Returns the number of results (min(k, rows not masked)) or EG_E*.
+ * dot: q.r; cosine: q.r / (|q| |r|), 0 where either norm is 0.
+ */
+#define EG_TOPK_ARGS const float *q, const void *rows, uint64_t n, uint64_t dim, \
+    uint64_t row_stride, const uint8_t *mask, uint64_t k, int64_t *out_idx, float *out_score
+
+#define EG_DECLARE_TOPK(isa_suffix) \
+    EG_API int64_t eg_dot_topk_f32##isa_suffix(EG_TOPK_ARGS); \
+    EG_API int64_t eg_dot_topk_f16##isa_suffix(EG_TOPK_ARGS); \
+    EG_API int64_t eg_cosine_topk_f32##isa_suffix(EG_TOPK_ARGS); \
+    EG_API int64_t eg_cosine_topk_f16##isa_suffix(EG_TOPK_ARGS);
+
+EG_DECLARE_TOPK()
+EG_DECLARE_TOPK(_scalar)
+EG_DECLARE_TOPK(_avx2)
+EG_DECLARE_TOPK(_avx512)
+
+EG_API uint32_t eg_abi_version(void);
+EG_API uint64_t eg_layout_hash(void);
+EG_API uint32_t eg_cpu_features(void);
+/* Name of the variant the dispatchers call: "scalar", "avx2" or "avx512". */
+EG_API const char *eg_isa(void);
+/* Offset and size of record.field (field "" gives the record's size). 0 if found. */
+EG_API int32_t eg_layout_lookup(const char *record, const char *field, int64_t *offset, int64_t *size);
+
+#endif /* ENGRAM_H */

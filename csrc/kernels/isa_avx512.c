@@ -1,0 +1,12 @@
+/* AVX-512 F/BW/VL/DQ variant (compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq). */
+#include <immintrin.h>
+#define EG_SUFFIX _avx512
+typedef __m512 vf;
+#define VW 16
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD32(p) _mm512_loadu_ps(p)
+#define VLOAD16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VADD(a, b) _mm512_add_ps(a, b)
+#define VSUM(a) _mm512_reduce_add_ps(a)
+#include "topk_impl.h"

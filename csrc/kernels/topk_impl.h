@@ -1,0 +1,85 @@
+/* Top-k scan kernels, written once and compiled once per ISA variant.
+ * The including file defines EG_SUFFIX (_scalar, _avx2, _avx512) and the
+ * vector layer: VW lanes, vf, VZERO, VLOAD32, VLOAD16, VFMA, VADD, VSUM.
+ * Four accumulators per sum hide the FMA latency; the rows are streamed
+ * once, so for large n the scan runs at memory bandwidth.
+ */
+#include "engram.h"
+#include "topk_heap.h"
+
+#define EG_CAT2(a, b) a##b
+#define EG_CAT(a, b) EG_CAT2(a, b)
+#define EG_FN(name) EG_CAT(name, EG_SUFFIX)
+
+typedef float (*eg_tail_load_t)(const void *, uint64_t);
+static inline float eg_at_f32(const void *p, uint64_t i) { return ((const float *)p)[i]; }
+static inline float eg_at_f16(const void *p, uint64_t i) { return eg_half_to_float(((const uint16_t *)p)[i]); }
+
+/* One row: dot product with q, and (when want_rr) the row's squared norm. */
+#define EG_ROW_KERNEL(NAME, T, LOAD, AT)                                              \
+static inline float NAME(const float *q, const T *r, uint64_t dim, float *rr_out) {   \
+    vf d0 = VZERO(), d1 = VZERO(), d2 = VZERO(), d3 = VZERO();                        \
+    vf n0 = VZERO(), n1 = VZERO(), n2 = VZERO(), n3 = VZERO();                        \
+    uint64_t i = 0;                                                                   \
+    for (; i + 4 * VW <= dim; i += 4 * VW) {                                          \
+        vf r0 = LOAD(r + i), r1 = LOAD(r + i + VW);                                   \
+        vf r2 = LOAD(r + i + 2 * VW), r3 = LOAD(r + i + 3 * VW);                      \
+        d0 = VFMA(VLOAD32(q + i), r0, d0);                                            \
+        d1 = VFMA(VLOAD32(q + i + VW), r1, d1);                                       \
+        d2 = VFMA(VLOAD32(q + i + 2 * VW), r2, d2);                                   \
+        d3 = VFMA(VLOAD32(q + i + 3 * VW), r3, d3);                                   \
+        if (rr_out) {                                                                 \
+            n0 = VFMA(r0, r0, n0); n1 = VFMA(r1, r1, n1);                             \
+            n2 = VFMA(r2, r2, n2); n3 = VFMA(r3, r3, n3);                             \
+        }                                                                             \
+    }                                                                                 \
+    for (; i + VW <= dim; i += VW) {                                                  \
+        vf r0 = LOAD(r + i);                                                          \
+        d0 = VFMA(VLOAD32(q + i), r0, d0);                                            \
+        if (rr_out) n0 = VFMA(r0, r0, n0);                                            \
+    }                                                                                 \
+    float dot = VSUM(VADD(VADD(d0, d1), VADD(d2, d3)));                               \
+    float rr = rr_out ? VSUM(VADD(VADD(n0, n1), VADD(n2, n3))) : 0.0f;                \
+    for (; i < dim; i++) {                                                            \
+        float x = AT(r, i);                                                           \
+        dot += q[i] * x;                                                              \
+        rr += x * x;                                                                  \
+    }                                                                                 \
+    if (rr_out) *rr_out = rr;                                                         \
+    return dot;                                                                       \
+}
+
+EG_ROW_KERNEL(EG_FN(eg_row_f32), float, VLOAD32, eg_at_f32)
+EG_ROW_KERNEL(EG_FN(eg_row_f16), uint16_t, VLOAD16, eg_at_f16)
+
+static float EG_FN(eg_qnorm)(const float *q, uint64_t dim) {
+    double s = 0.0;
+    for (uint64_t i = 0; i < dim; i++) s += (double)q[i] * q[i];
+    return (float)__builtin_sqrt(s);
+}
+
+#define EG_TOPK_KERNEL(NAME, T, ROW, COSINE)                                          \
+EG_API int64_t NAME(EG_TOPK_ARGS) {                                                   \
+    if (k == 0 || n == 0) return 0;                                                   \
+    if (!q || !rows || !out_idx || !out_score || dim == 0) return EG_EINVAL;          \
+    eg_topk_t h = {out_idx, out_score, k, 0};                                         \
+    float qn = COSINE ? EG_FN(eg_qnorm)(q, dim) : 1.0f;                               \
+    const char *base = (const char *)rows;                                            \
+    for (uint64_t i = 0; i < n; i++) {                                                \
+        if (mask && !mask[i]) continue;                                               \
+        const T *r = (const T *)(base + i * row_stride);                              \
+        float rr = 0.0f;                                                              \
+        float s = ROW(q, r, dim, COSINE ? &rr : (float *)0);                          \
+        if (COSINE) {                                                                 \
+            float den = qn * __builtin_sqrtf(rr);                                     \
+            s = den > 0.0f ? s / den : 0.0f;                                          \
+        }                                                                             \
+        eg_topk_push(&h, s, (int64_t)i);                                              \
+    }                                                                                 \
+    return eg_topk_finish(&h);                                                        \
+}
+
+EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f32), float, EG_FN(eg_row_f32), 0)
+EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f16), uint16_t, EG_FN(eg_row_f16), 0)
+EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f32), float, EG_FN(eg_row_f32), 1)
+EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f16), uint16_t, EG_FN(eg_row_f16), 1)

@@ -1,0 +1,1 @@
+"""Cython drivers: call kernel function pointers directly, without ctypes per call."""

@@ -1,0 +1,69 @@
+"""Scan driver: calls a top-k kernel through its raw function pointer.
+
+ctypes costs 2-4 us per array argument per call; this driver takes the
+kernel's address once (from the ctypes-loaded library) and then calls it
+with the arrays' raw pointers, releasing the GIL so concurrent callers scan
+in parallel. It checks what memory safety needs (shapes, itemsizes, inner
+contiguity); the Python layer above has already validated values.
+"""
+cimport numpy as cnp
+from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
+
+cnp.import_array()
+
+ctypedef int64_t (*topk_fn)(const float *q, const void *rows, uint64_t n, uint64_t dim,
+                            uint64_t row_stride, const uint8_t *mask, uint64_t k,
+                            int64_t *out_idx, float *out_score) noexcept nogil
+
+
+cdef class TopKKernel:
+    """A top-k kernel bound by address.
+
+    TopKKernel(address)(q, rows, mask, out_idx, out_score) -> results written
+    q: f32[dim] contiguous; rows: 2-D f32 or f16 with contiguous rows;
+    mask: None or uint8[n]; out_idx: int64[k]; out_score: f32[k].
+    """
+    cdef topk_fn fn
+    cdef readonly uintptr_t address
+    cdef readonly int row_itemsize
+
+    def __cinit__(self, uintptr_t address, int row_itemsize):
+        if address == 0:
+            raise ValueError("kernel address is NULL")
+        if row_itemsize not in (2, 4):
+            raise ValueError("row_itemsize must be 2 (f16) or 4 (f32)")
+        self.fn = <topk_fn>address
+        self.address = address
+        self.row_itemsize = row_itemsize
+
+    def __call__(self, cnp.ndarray q, cnp.ndarray rows, object mask,
+                 cnp.ndarray out_idx, cnp.ndarray out_score):
+        cdef uint64_t n, dim, stride, k
+        cdef const uint8_t *mp = NULL
+        cdef int64_t got
+        if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_ITEMSIZE(rows) != self.row_itemsize:
+            raise ValueError("rows must be 2-D with the kernel's element size")
+        n = <uint64_t>cnp.PyArray_DIM(rows, 0)
+        dim = <uint64_t>cnp.PyArray_DIM(rows, 1)
+        stride = <uint64_t>cnp.PyArray_STRIDE(rows, 0)
+        if dim > 1 and cnp.PyArray_STRIDE(rows, 1) != self.row_itemsize:
+            raise ValueError("rows must be contiguous along their last axis")
+        if not (cnp.PyArray_ISCARRAY_RO(q) and cnp.PyArray_ITEMSIZE(q) == 4
+                and <uint64_t>cnp.PyArray_SIZE(q) == dim):
+            raise ValueError("q must be a contiguous f32 vector of length dim")
+        k = <uint64_t>cnp.PyArray_SIZE(out_idx)
+        if not (cnp.PyArray_ISCARRAY(out_idx) and cnp.PyArray_ISCARRAY(out_score)
+                and cnp.PyArray_ITEMSIZE(out_idx) == 8 and cnp.PyArray_ITEMSIZE(out_score) == 4
+                and <uint64_t>cnp.PyArray_SIZE(out_score) == k):
+            raise ValueError("out_idx (int64) and out_score (f32) must be writable, contiguous, same length")
+        if mask is not None:
+            if not (cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>mask) and cnp.PyArray_ITEMSIZE(<cnp.ndarray>mask) == 1
+                    and <uint64_t>cnp.PyArray_SIZE(<cnp.ndarray>mask) >= n):
+                raise ValueError("mask must be a contiguous uint8 array of at least n entries")
+            mp = <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>mask)
+        if k == 0 or n == 0:
+            return 0
+        with nogil:
+            got = self.fn(<const float *>cnp.PyArray_DATA(q), cnp.PyArray_DATA(rows), n, dim, stride,
+                          mp, k, <int64_t *>cnp.PyArray_DATA(out_idx), <float *>cnp.PyArray_DATA(out_score))
+        return got

@@ -1,0 +1,48 @@
+"""The kernel C ABI for ctypes, declared once (csrc/include/engram.h).
+
+The C library and every Zig library export the same symbols; ``bind`` applies
+this one block of argtypes/restype to whichever library is loaded.
+"""
+import ctypes as C
+
+ISAS = ("avx512", "avx2", "scalar")          # best first
+TOPK_OPS = ("dot_topk_f32", "dot_topk_f16", "cosine_topk_f32", "cosine_topk_f16")
+
+TOPK_ARGTYPES = [C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint64, C.c_uint64,
+                 C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p]
+
+IDENTITY = {
+    "eg_abi_version": (C.c_uint32, []),
+    "eg_layout_hash": (C.c_uint64, []),
+    "eg_isa": (C.c_char_p, []),
+    "eg_layout_lookup": (C.c_int32, [C.c_char_p, C.c_char_p, C.POINTER(C.c_int64), C.POINTER(C.c_int64)]),
+}
+OPTIONAL = {
+    "eg_cpu_features": (C.c_uint32, []),     # C library only
+}
+CPU_AVX2, CPU_AVX512 = 1, 2
+
+
+def kernel_symbol(op: str, isa: str) -> str:
+    return f"eg_{op}_{isa}"
+
+
+def bind(lib: C.CDLL, isas) -> dict:
+    """Declare every symbol; return {name: function}. Raises AttributeError if one is missing."""
+    fns = {}
+    for name, (res, args) in IDENTITY.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+        fns[name] = fn
+    for name, (res, args) in OPTIONAL.items():
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.restype, fn.argtypes = res, args
+            fns[name] = fn
+    for isa in isas:
+        for op in TOPK_OPS:
+            name = kernel_symbol(op, isa)
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = C.c_int64, TOPK_ARGTYPES
+            fns[name] = fn
+    return fns

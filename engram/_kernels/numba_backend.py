@@ -1,0 +1,111 @@
+"""The numba backend: the same kernels JIT-compiled from Python.
+
+numba has no float16 on the CPU, so f16 rows are read as uint16 and widened
+through a 65,536-entry lookup table (exact, 256 KiB, stays in L2).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .table import KernelTable
+
+HALF_TO_FLOAT = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+@numba.njit(cache=True, inline="always")
+def _worse(sa, ia, sb, ib):
+    return sa < sb or (sa == sb and ia > ib)
+
+
+@numba.njit(cache=True)
+def _sift_down(score, idx, i, size):
+    s, x = score[i], idx[i]
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(score[c + 1], idx[c + 1], score[c], idx[c]):
+            c += 1
+        if not _worse(score[c], idx[c], s, x):
+            break
+        score[i], idx[i] = score[c], idx[c]
+        i = c
+    score[i], idx[i] = s, x
+
+
+@numba.njit(cache=True)
+def _push(score, idx, size, k, s, x):
+    """Push (s, x) into the bounded heap; returns the new size."""
+    if size < k:
+        i = size
+        while i > 0:
+            p = (i - 1) // 2
+            if not _worse(s, x, score[p], idx[p]):
+                break
+            score[i], idx[i] = score[p], idx[p]
+            i = p
+        score[i], idx[i] = s, x
+        return size + 1
+    if _worse(score[0], idx[0], s, x):
+        score[0], idx[0] = s, x
+        _sift_down(score, idx, 0, size)
+    return size
+
+
+@numba.njit(cache=True)
+def _finish(score, idx, size):
+    end = size
+    while end > 1:
+        score[0], score[end - 1] = score[end - 1], score[0]
+        idx[0], idx[end - 1] = idx[end - 1], idx[0]
+        _sift_down(score, idx, 0, end - 1)
+        end -= 1
+    return size
+
+
+@numba.njit(cache=True)
+def _topk(q, rows, lut, mask, use_mask, cosine, out_idx, out_score):
+    # lut is None for f32 rows: numba prunes the branch at compile time
+    n, dim = rows.shape
+    k = out_idx.shape[0]
+    size = 0
+    qn = np.float32(1.0)
+    if cosine:
+        acc = 0.0
+        for j in range(dim):
+            acc += np.float64(q[j]) * q[j]
+        qn = np.float32(np.sqrt(acc))
+    for i in range(n):
+        if use_mask and mask[i] == 0:
+            continue
+        dot = np.float32(0.0)
+        rr = np.float32(0.0)
+        for j in range(dim):
+            if lut is None:
+                x = np.float32(rows[i, j])
+            else:
+                x = lut[rows[i, j]]
+            dot += q[j] * x
+            rr += x * x
+        s = dot
+        if cosine:
+            den = qn * np.float32(np.sqrt(rr))
+            s = dot / den if den > 0 else np.float32(0.0)
+        size = _push(out_score, out_idx, size, k, np.float32(s), i)
+    return _finish(out_score, out_idx, size)
+
+
+class NumbaTable(KernelTable):
+    name = "numba"
+    isa = "llvm-jit"
+
+    def _topk(self, metric, q, rows, k, mask):
+        k = min(k, rows.shape[0])
+        idx = np.empty(k, np.int64)
+        score = np.empty(k, np.float32)
+        f16 = rows.dtype == np.float16
+        r = rows.view(np.uint16) if f16 else rows
+        m = mask if mask is not None else np.empty(0, np.uint8)
+        got = _topk(q, r, HALF_TO_FLOAT if f16 else None, m, mask is not None, metric == "cosine", idx, score) if k else 0
+        return idx[:got], score[:got]

@@ -1,0 +1,10 @@
+"""Shared-memory layout: the schema (single source) and its numpy dtypes."""
+from .generated import (  # noqa: F401
+    ACTIVATION_RECORD_DTYPE, CSR_HEADER_DTYPE, EDGE_DELTA_DTYPE, NODE_HOT_DTYPE,
+    SEGMENT_HEADER_DTYPE, SPACE_DIRECTORY_DTYPE, TABLE_REF_DTYPE,
+)
+from .schema import ABI_VERSION, CONSTANTS, FORMAT_VERSION, LAYOUT_HASH, RECORDS, SEGMENT_MAGIC  # noqa: F401
+from .generated import LAYOUT_HASH as _GENERATED_HASH
+
+if _GENERATED_HASH != LAYOUT_HASH:  # the generated file is stale
+    raise ImportError("engram/layout/generated.py is out of date with schema.py: run `python tools/gen_layout.py`")

@@ -1,0 +1,205 @@
+"""The single source of every record that lives in shared memory.
+
+Everything that two processes (or Python and a kernel) both read is declared
+here once. ``tools/gen_layout.py`` turns these declarations into the C header
+(``csrc/include/engram_layout.h``), the Zig module (``zig/src/layout.zig``)
+and the numpy dtypes (``engram/layout/generated.py``); each has compile-time
+or import-time checks of every size and offset, and the layout hash computed
+here is compiled into the kernel libraries and written into every segment
+header, so a mismatch is refused at load and at attach.
+
+Rules: fields are listed in memory order with explicit padding, every record
+is naturally aligned, and records that live in tables are a power-of-two size.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+#: Bumped when the C/Zig function signatures change (independent of layout).
+ABI_VERSION = 1
+#: Bumped when a segment's meaning changes without its records changing.
+FORMAT_VERSION = 1
+#: "ENGRAM01" little-endian: the first 8 bytes of every segment.
+SEGMENT_MAGIC = int.from_bytes(b"ENGRAM01", "little")
+
+# scalar type name -> (numpy code, C type, Zig type, size)
+SCALARS = {
+    "u8": ("u1", "uint8_t", "u8", 1),
+    "u16": ("<u2", "uint16_t", "u16", 2),
+    "u32": ("<u4", "uint32_t", "u32", 4),
+    "u64": ("<u8", "uint64_t", "u64", 8),
+    "i32": ("<i4", "int32_t", "i32", 4),
+    "i64": ("<i8", "int64_t", "i64", 8),
+    "f32": ("<f4", "float", "f32", 4),
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str          # a key of SCALARS
+    count: int = 1     # > 1 for fixed arrays (e.g. names, padding)
+    doc: str = ""
+
+    @property
+    def size(self) -> int:
+        return SCALARS[self.type][3] * self.count
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str          # CamelCase; C gets eg_<snake>_t, Zig gets the name
+    fields: tuple
+    size: int          # asserted: the sum of the fields
+    align: int
+    doc: str = ""
+
+    def offsets(self) -> dict:
+        out, off = {}, 0
+        for f in self.fields:
+            align = SCALARS[f.type][3]
+            if off % align:
+                raise ValueError(f"{self.name}.{f.name} at {off} is not {align}-aligned")
+            out[f.name] = off
+            off += f.size
+        if off != self.size:
+            raise ValueError(f"{self.name} fields add up to {off} bytes, declared {self.size}")
+        return out
+
+
+F = Field
+
+#: Every segment starts with this header (128 bytes, so data starts 64-aligned).
+SEGMENT_HEADER = Record("SegmentHeader", (
+    F("magic", "u64", doc="SEGMENT_MAGIC"),
+    F("format_version", "u32"),
+    F("header_size", "u32", doc="bytes before the data region"),
+    F("layout_hash", "u64", doc="LAYOUT_HASH of the writer"),
+    F("generation", "u64", doc="bumped each time the table is re-created larger"),
+    F("capacity", "u64", doc="rows (or bytes) the data region holds"),
+    F("count", "u64", doc="rows (or bytes) in use; published after the data"),
+    F("owner_pid", "u32"),
+    F("owner_uid", "u32"),
+    F("kind", "u32", doc="TABLE_* of this segment"),
+    F("row_bytes", "u32", doc="stride of one row in the main region"),
+    F("created_ns", "u64", doc="CLOCK_REALTIME at creation"),
+    F("dim", "u32", doc="embedding dimension (0 where not applicable)"),
+    F("flags", "u32"),
+    F("_reserved", "u64", 6),
+), size=128, align=64, doc="Prefix of every shared-memory segment.")
+
+#: The hot record spreading touches: exactly one cache line.
+NODE_HOT = Record("NodeHot", (
+    F("id", "u64", doc="memory id (== slot index in this format)"),
+    F("activation", "f32"),
+    F("confidence", "f32", doc="[0, 1]"),
+    F("tier", "u8", doc="TIER_HOT (f32 embedding) or TIER_WARM (f16)"),
+    F("flags", "u8", doc="NODE_* bits"),
+    F("refractory", "u16", doc="hops a node rests after firing"),
+    F("visit_epoch", "u32", doc="epoch of the last spread that touched it"),
+    F("edge_begin", "u32", doc="first CSR edge"),
+    F("edge_count", "u32", doc="CSR out-degree"),
+    F("strength", "f32", doc="memory strength for forgetting curves"),
+    F("access_count", "u32"),
+    F("created_ns", "u64"),
+    F("last_access_ns", "u64"),
+    F("content_ref", "u64", doc="byte offset of its record in the content heap, 0 = none"),
+), size=64, align=64, doc="Node hot record: hot fields first, then warm fields.")
+
+#: One pending association in the delta log (merged into CSR by compaction).
+EDGE_DELTA = Record("EdgeDelta", (
+    F("src", "u32"),
+    F("dst", "u32"),
+    F("weight", "f32", doc="(0, 1]"),
+    F("seq", "u32", doc="low 32 bits of the link sequence number"),
+), size=16, align=16, doc="An append-only new link.")
+
+#: Pooled record of the spreading engine (the freelist links by index).
+ACTIVATION_RECORD = Record("ActivationRecord", (
+    F("node", "u32"),
+    F("next", "u32", doc="freelist / frontier link by index; EG_NIL = none"),
+    F("activation", "f32"),
+    F("confidence", "f32"),
+    F("source", "u32", doc="node this activation came from"),
+    F("hop", "u16"),
+    F("flags", "u16"),
+    F("_pad", "u64", 1),
+), size=32, align=32, doc="Activation record in the shared pool.")
+
+#: Region table of a CSR segment: three arrays in one segment so a reader
+#: switches offsets, targets and weights together (never a torn edge).
+CSR_HEADER = Record("CsrHeader", (
+    F("n_nodes", "u64"),
+    F("n_edges", "u64"),
+    F("offsets_at", "u64", doc="byte offset of u64 offsets[n_nodes + 1]"),
+    F("targets_at", "u64", doc="byte offset of u32 targets[n_edges]"),
+    F("weights_at", "u64", doc="byte offset of f32 weights[n_edges]"),
+    F("delta_applied", "u64", doc="delta-log entries folded into this CSR"),
+    F("_reserved", "u64", 2),
+), size=64, align=64, doc="Follows the segment header in a CSR segment.")
+
+#: One table's current generation, published in the space directory.
+TABLE_REF = Record("TableRef", (
+    F("generation", "u64"),
+    F("capacity", "u64"),
+), size=16, align=8)
+
+#: Tables of a memory space, in the order of SpaceDirectory.tables.
+TABLES = ("nodes", "emb_hot", "emb_warm", "content", "csr", "delta")
+MAX_TABLES = 8
+
+#: The directory segment of a space: where readers learn each table's generation.
+SPACE_DIRECTORY = Record("SpaceDirectory", (
+    F("name", "u8", 64, doc="space name, NUL padded"),
+    F("dim", "u32"),
+    F("n_tables", "u32"),
+    F("next_id", "u64", doc="ids handed out so far"),
+    F("n_live", "u64", doc="memories not forgotten"),
+    F("n_links", "u64", doc="links accepted (CSR + delta)"),
+    F("change_seq", "u64", doc="bumped after every published change"),
+    F("_reserved", "u64", 3),
+    F("tables", "u64", 2 * MAX_TABLES, doc="TableRef[MAX_TABLES]"),
+), size=256, align=64)
+
+RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, CSR_HEADER,
+           TABLE_REF, SPACE_DIRECTORY)
+
+CONSTANTS = {
+    "ABI_VERSION": ABI_VERSION,
+    "FORMAT_VERSION": FORMAT_VERSION,
+    "SEGMENT_MAGIC": SEGMENT_MAGIC,
+    "TIER_HOT": 0,
+    "TIER_WARM": 1,
+    "NODE_LIVE": 1,
+    "NODE_FORGOTTEN": 2,
+    "TABLE_DIRECTORY": 1,
+    "TABLE_NODES": 2,
+    "TABLE_EMB_HOT": 3,
+    "TABLE_EMB_WARM": 4,
+    "TABLE_CONTENT": 5,
+    "TABLE_CSR": 6,
+    "TABLE_DELTA": 7,
+    "ROW_ALIGN": 64,
+    "NIL": 0xFFFFFFFF,
+}
+
+
+def _canonical() -> str:
+    lines = [f"abi {ABI_VERSION}", f"format {FORMAT_VERSION}"]
+    for rec in RECORDS:
+        offs = rec.offsets()
+        lines.append(f"record {rec.name} {rec.size} {rec.align}")
+        for f in rec.fields:
+            lines.append(f"  {f.name} {f.type} {f.count} @{offs[f.name]}")
+    for k in sorted(CONSTANTS):
+        lines.append(f"const {k} {CONSTANTS[k]}")
+    return "\n".join(lines)
+
+
+def layout_hash() -> int:
+    """64-bit hash of every record's fields, offsets and the constants."""
+    return int.from_bytes(hashlib.sha256(_canonical().encode()).digest()[:8], "little")
+
+
+LAYOUT_HASH = layout_hash()

@@ -1,0 +1,58 @@
+//! engram kernel library in Zig: the same C ABI as csrc/ (see csrc/include/engram.h).
+//!
+//! One build per ISA level (setup.py passes -mcpu x86_64, x86_64_v3 or
+//! x86_64_v4); each exports eg_<op>_<dtype>_<isa> for the level it was built
+//! for, and Python loads the best library the CPU runs. Vector width comes
+//! from the target at compile time, so one source serves every level.
+const std = @import("std");
+const builtin = @import("builtin");
+const layout = @import("layout.zig");
+const topk = @import("topk.zig");
+
+const has = std.Target.x86.featureSetHas;
+const features = builtin.cpu.features;
+/// The ISA level this library was compiled for.
+pub const isa: []const u8 = if (builtin.cpu.arch != .x86_64)
+    "scalar"
+else if (has(features, .avx512f) and has(features, .avx512bw))
+    "avx512"
+else if (has(features, .avx2) and has(features, .fma) and has(features, .f16c))
+    "avx2"
+else
+    "scalar";
+
+export fn eg_abi_version() callconv(.c) u32 {
+    return layout.ABI_VERSION;
+}
+
+export fn eg_layout_hash() callconv(.c) u64 {
+    return layout.layout_hash;
+}
+
+export fn eg_isa() callconv(.c) [*:0]const u8 {
+    return @ptrCast(isa.ptr);
+}
+
+export fn eg_layout_lookup(record: ?[*:0]const u8, field: ?[*:0]const u8, offset: ?*i64, size: ?*i64) callconv(.c) i32 {
+    const r = std.mem.span(record orelse return topk.EINVAL);
+    const f = std.mem.span(field orelse return topk.EINVAL);
+    for (layout.entries) |e| {
+        if (std.mem.eql(u8, e.record, r) and std.mem.eql(u8, e.field, f)) {
+            if (offset) |o| o.* = e.offset;
+            if (size) |s| s.* = e.size;
+            return 0;
+        }
+    }
+    return topk.EINVAL;
+}
+
+comptime {
+    for (.{ .{ "dot", f32, false }, .{ "dot", f16, false }, .{ "cosine", f32, true }, .{ "cosine", f16, true } }) |v| {
+        const name = "eg_" ++ v[0] ++ "_topk_" ++ @typeName(v[1]) ++ "_" ++ isa;
+        @export(&topk.TopK(v[1], v[2]).run, .{ .name = name, .linkage = .strong });
+    }
+}
+
+test "layout hash is exported" {
+    try std.testing.expect(eg_layout_hash() == layout.layout_hash);
+}

@@ -1,0 +1,130 @@
+//! Top-k scan kernels: dot or cosine of one query against n rows of f32 or f16.
+//! Semantics match csrc/kernels/topk_impl.h exactly (see engram.h).
+const std = @import("std");
+
+pub const EINVAL: i32 = -1;
+const VW = std.simd.suggestVectorLength(f32) orelse 4;
+const Vf = @Vector(VW, f32);
+
+/// Bounded min-heap in the caller's arrays; root = worst kept result.
+const Heap = struct {
+    idx: [*]i64,
+    score: [*]f32,
+    k: u64,
+    size: u64 = 0,
+
+    inline fn worse(sa: f32, ia: i64, sb: f32, ib: i64) bool {
+        return sa < sb or (sa == sb and ia > ib);
+    }
+
+    fn siftDown(h: *Heap, start: u64, size: u64) void {
+        var i = start;
+        const s = h.score[i];
+        const x = h.idx[i];
+        while (true) {
+            var c = 2 * i + 1;
+            if (c >= size) break;
+            if (c + 1 < size and worse(h.score[c + 1], h.idx[c + 1], h.score[c], h.idx[c])) c += 1;
+            if (!worse(h.score[c], h.idx[c], s, x)) break;
+            h.score[i] = h.score[c];
+            h.idx[i] = h.idx[c];
+            i = c;
+        }
+        h.score[i] = s;
+        h.idx[i] = x;
+    }
+
+    inline fn push(h: *Heap, s: f32, x: i64) void {
+        if (h.size < h.k) {
+            var i = h.size;
+            h.size += 1;
+            while (i > 0) {
+                const p = (i - 1) / 2;
+                if (!worse(s, x, h.score[p], h.idx[p])) break;
+                h.score[i] = h.score[p];
+                h.idx[i] = h.idx[p];
+                i = p;
+            }
+            h.score[i] = s;
+            h.idx[i] = x;
+        } else if (worse(h.score[0], h.idx[0], s, x)) {
+            h.score[0] = s;
+            h.idx[0] = x;
+            h.siftDown(0, h.size);
+        }
+    }
+
+    fn finish(h: *Heap) i64 {
+        var end = h.size;
+        while (end > 1) : (end -= 1) {
+            std.mem.swap(f32, &h.score[0], &h.score[end - 1]);
+            std.mem.swap(i64, &h.idx[0], &h.idx[end - 1]);
+            h.siftDown(0, end - 1);
+        }
+        return @intCast(h.size);
+    }
+};
+
+inline fn load(comptime T: type, p: [*]const T) Vf {
+    const v: @Vector(VW, T) = p[0..VW].*;
+    return if (T == f32) v else @floatCast(v);
+}
+
+/// Dot product of q with one row, and the row's squared norm when wanted.
+inline fn row(comptime T: type, comptime want_rr: bool, q: [*]const f32, r: [*]const T, dim: u64, rr_out: *f32) f32 {
+    var d = [4]Vf{ @splat(0), @splat(0), @splat(0), @splat(0) };
+    var nn = [4]Vf{ @splat(0), @splat(0), @splat(0), @splat(0) };
+    var i: u64 = 0;
+    while (i + 4 * VW <= dim) : (i += 4 * VW) {
+        inline for (0..4) |u| {
+            const x = load(T, r + i + u * VW);
+            d[u] = @mulAdd(Vf, load(f32, q + i + u * VW), x, d[u]);
+            if (want_rr) nn[u] = @mulAdd(Vf, x, x, nn[u]);
+        }
+    }
+    while (i + VW <= dim) : (i += VW) {
+        const x = load(T, r + i);
+        d[0] = @mulAdd(Vf, load(f32, q + i), x, d[0]);
+        if (want_rr) nn[0] = @mulAdd(Vf, x, x, nn[0]);
+    }
+    var dot: f32 = @reduce(.Add, (d[0] + d[1]) + (d[2] + d[3]));
+    var rr: f32 = if (want_rr) @reduce(.Add, (nn[0] + nn[1]) + (nn[2] + nn[3])) else 0;
+    while (i < dim) : (i += 1) {
+        const x: f32 = @floatCast(r[i]);
+        dot += q[i] * x;
+        rr += x * x;
+    }
+    rr_out.* = rr;
+    return dot;
+}
+
+pub fn TopK(comptime T: type, comptime cosine: bool) type {
+    return struct {
+        pub fn run(q: ?[*]const f32, rows: ?*const anyopaque, n: u64, dim: u64, row_stride: u64, mask: ?[*]const u8, k: u64, out_idx: ?[*]i64, out_score: ?[*]f32) callconv(.c) i64 {
+            if (k == 0 or n == 0) return 0;
+            const qq = q orelse return EINVAL;
+            const base: [*]const u8 = @ptrCast(rows orelse return EINVAL);
+            var h = Heap{ .idx = out_idx orelse return EINVAL, .score = out_score orelse return EINVAL, .k = k };
+            if (dim == 0) return EINVAL;
+            var qn: f32 = 1;
+            if (cosine) {
+                var s: f64 = 0;
+                for (0..dim) |j| s += @as(f64, qq[j]) * qq[j];
+                qn = @floatCast(@sqrt(s));
+            }
+            var i: u64 = 0;
+            while (i < n) : (i += 1) {
+                if (mask) |m| if (m[i] == 0) continue;
+                const r: [*]const T = @ptrCast(@alignCast(base + i * row_stride));
+                var rr: f32 = 0;
+                var s = row(T, cosine, qq, r, dim, &rr);
+                if (cosine) {
+                    const den = qn * @sqrt(rr);
+                    s = if (den > 0) s / den else 0;
+                }
+                h.push(s, @intCast(i));
+            }
+            return h.finish();
+        }
+    };
+}
