@@ -1,0 +1,408 @@
+"""The Python API: Engine (owns memory spaces in shared memory) and Space.
+
+    with engram.Engine(dim=384) as eng:
+        mem = eng.space("default")
+        ids = mem.remember(vectors, content=texts)
+        mem.link(ids[0], ids[1], 0.8)
+        res = mem.recall(query, k=10)
+
+Another process reads a live engine with ``engram.attach(eng.name)``.
+Every call validates all of its input before it changes anything, so a
+rejected call leaves the store exactly as it was.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels, validate
+from .errors import ClosedError, InvalidInputError, UnknownIdError
+from .graph import FORGOTTEN, Graph
+from .layout import schema
+from .shm import EngineName, cleanup_stale, spaces_of, unlink_engine
+from .store import TIER_DTYPE, TIER_NAMES, TIER_TABLE, SpaceStore
+
+LIVE = schema.CONSTANTS["NODE_LIVE"]
+TIER_LABEL = {v: k for k, v in TIER_NAMES.items()}
+MAX_DIM = 65536
+
+
+@dataclass
+class RecallResult:
+    """What recall found, best first."""
+    ids: np.ndarray                 # int64 memory ids
+    scores: np.ndarray              # float32 ranking scores
+    confidence: np.ndarray          # float32 confidence of each memory
+    origin: np.ndarray              # "seed" (similarity) or "spread"
+    hops: np.ndarray                # int8: 0 for seeds, hop count for spread results
+    content: list                   # the memories' content (None where absent)
+    partial: bool = False           # spreading stopped early to meet the budget
+    fallback: bool = False          # answered from similarity alone
+    timings: dict = field(default_factory=dict)   # milliseconds per stage
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def __iter__(self):
+        return iter(zip(self.ids.tolist(), self.scores.tolist(), self.content))
+
+
+@dataclass
+class Memories:
+    """Memories fetched by get(), in the order asked."""
+    ids: np.ndarray
+    vectors: np.ndarray             # float32 (n, dim); warm-tier rows widened from f16
+    content: list
+    confidence: np.ndarray
+    strength: np.ndarray
+    tier: list                      # "hot" | "warm"
+    created_ns: np.ndarray
+    last_access_ns: np.ndarray
+    access_count: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+class SpaceView:
+    """Read access to a memory space (an attached reader, or the owner's base)."""
+
+    def __init__(self, store: SpaceStore, kern=None, closed_check=None):
+        self._store = store
+        self._graph = Graph(store)
+        self._kern = kern or kernels.backend()
+        self._closed_check = closed_check
+        self.name = store.space
+        self.dim = store.dim
+
+    def _open(self) -> SpaceStore:
+        if self._closed_check is not None:
+            self._closed_check()
+        if not self._store.segs:
+            raise ClosedError(f"memory space {self.name!r} is closed")
+        if not self._store.writable:
+            self._store.refresh()
+        return self._store
+
+    def __len__(self) -> int:
+        return int(self._open().dir["n_live"][0])
+
+    def _live_ids(self, ids) -> np.ndarray:
+        st = self._open()
+        a = validate.ids(ids)
+        n = st.n_nodes
+        bad = (a < 0) | (a >= n)
+        if not bad.any():
+            bad = (st.hot()["flags"][a] & FORGOTTEN) != 0
+        if bad.any():
+            wrong = a[bad][:5].tolist()
+            raise UnknownIdError(f"unknown or forgotten memory ids {wrong} in space {self.name!r} "
+                                 f"(ids are 0..{n - 1}; forgotten ones are gone)")
+        return a
+
+    def get(self, ids) -> Memories:
+        a = self._live_ids(ids)
+        st = self._store
+        rec = st.hot()[a]
+        rows = st.views["nodes"]["node_row"][a]
+        vecs = np.empty((a.shape[0], self.dim), np.float32)
+        for tier, table in TIER_TABLE.items():
+            sel = rec["tier"] == tier
+            if sel.any():
+                vecs[sel] = st.views[table]["rows"][rows[sel], :self.dim]
+        return Memories(
+            ids=a, vectors=vecs, content=[st.content_at(int(r)) for r in rec["content_ref"]],
+            confidence=rec["confidence"].copy(), strength=rec["strength"].copy(),
+            tier=[TIER_LABEL[int(t)] for t in rec["tier"]], created_ns=rec["created_ns"].copy(),
+            last_access_ns=rec["last_access_ns"].copy(), access_count=rec["access_count"].copy())
+
+    def neighbors(self, memory_id: int):
+        """(ids, weights) of the memories this one links to."""
+        a = self._live_ids(memory_id)
+        if a.shape[0] != 1:
+            raise InvalidInputError("neighbors takes one memory id")
+        return self._graph.neighbors(int(a[0]))
+
+    def _similar(self, q: np.ndarray, k: int):
+        """Exact top-k by cosine over both tiers: (ids, scores)."""
+        st = self._store
+        found_ids, found_scores = [], []
+        for tier in TIER_TABLE:
+            rows, row_node, row_live = st.tier_rows(tier)
+            if rows.shape[0] == 0:
+                continue
+            idx, sc = self._kern._topk("cosine", q, rows, k, row_live)
+            found_ids.append(row_node[idx].astype(np.int64))
+            found_scores.append(sc)
+        if not found_ids:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        ids = np.concatenate(found_ids)
+        scores = np.concatenate(found_scores)
+        order = np.lexsort((ids, -scores))[:k]
+        return ids[order], scores[order]
+
+    def recall(self, query, k: int = 10) -> RecallResult:
+        """The k memories most similar to ``query`` (exact cosine scan through the kernels)."""
+        t0 = time.perf_counter_ns()
+        st = self._open()
+        q = kernels_query(query, self.dim)
+        k = validate.positive_int(k, "k", 1)
+        t1 = time.perf_counter_ns()
+        ids, scores = self._similar(q, k)
+        t2 = time.perf_counter_ns()
+        rec = st.hot()[ids]
+        self._touch(ids)
+        res = RecallResult(
+            ids=ids, scores=scores, confidence=rec["confidence"].copy(),
+            origin=np.full(ids.shape[0], "seed", dtype="<U6"), hops=np.zeros(ids.shape[0], np.int8),
+            content=[st.content_at(int(r)) for r in rec["content_ref"]])
+        res.timings = {"validate_ms": (t1 - t0) / 1e6, "scan_ms": (t2 - t1) / 1e6,
+                       "total_ms": (time.perf_counter_ns() - t0) / 1e6}
+        return res
+
+    def _touch(self, ids) -> None:
+        """Readers cannot record access; the owner's Space does."""
+
+    def stats(self) -> dict:
+        st = self._open()
+        d = st.dir[0]
+        return {
+            "space": self.name, "dim": self.dim, "memories": int(d["n_live"]),
+            "ids_issued": int(d["next_id"]), "links": int(d["n_links"]),
+            "csr_edges": self._graph.csr_edges(), "pending_links": st.count("delta"),
+            "hot_rows": st.count("emb_hot"), "warm_rows": st.count("emb_warm"),
+            "content_bytes": st.count("content"),
+            "generations": {t: st.generation(t) for t in schema.TABLES},
+            "kernels": f"{self._kern.name}/{self._kern.isa}",
+        }
+
+    def __repr__(self):
+        return f"<engram space {self.name!r} dim={self.dim}>"
+
+
+def kernels_query(query, dim: int) -> np.ndarray:
+    from ._kernels.table import as_query
+    q = as_query(query, dim)
+    if not q.any():
+        raise InvalidInputError("query is all zeros: cosine similarity is undefined for it")
+    return q
+
+
+class Space(SpaceView):
+    """A memory space owned by this process: read and write."""
+
+    def __init__(self, store, kern, closed_check):
+        super().__init__(store, kern, closed_check)
+        self._lock = threading.RLock()   # one writer at a time within the owner
+
+    def remember(self, vectors, content=None, confidence=None, tier: str = "hot") -> np.ndarray:
+        """Store memories; returns their int64 ids. ``tier``: "hot" (f32) or "warm" (f16)."""
+        if tier not in TIER_NAMES:
+            raise InvalidInputError(f"tier must be 'hot' or 'warm', got {tier!r}")
+        t = TIER_NAMES[tier]
+        v = validate.vectors(vectors, self.dim, f16=(tier == "warm"))
+        n = v.shape[0]
+        texts = validate.contents(content, n)
+        conf = validate.per_item(confidence, n, "confidence", 1.0, 0.0, 1.0)
+        with self._lock:
+            st = self._open()
+            table = TIER_TABLE[t]
+            st.reserve("nodes", n)
+            st.reserve(table, n)
+            refs = st.append_content(texts)
+            first, row0 = st.n_nodes, st.count(table)
+            ids = np.arange(first, first + n, dtype=np.int64)
+            rows = np.arange(row0, row0 + n, dtype=np.uint32)
+            tv = st.views[table]
+            tv["rows"][row0:row0 + n, :self.dim] = v.astype(TIER_DTYPE[t], copy=False)
+            tv["row_node"][row0:row0 + n] = ids
+            tv["row_live"][row0:row0 + n] = 1
+            st.publish(table, row0 + n)
+            now = time.time_ns()
+            rec = st.views["nodes"]["hot"][first:first + n]
+            rec["id"] = ids
+            rec["activation"] = 0.0
+            rec["confidence"] = conf
+            rec["tier"] = t
+            rec["flags"] = LIVE
+            rec["refractory"] = 0
+            rec["visit_epoch"] = 0
+            rec["edge_begin"] = 0
+            rec["edge_count"] = 0
+            rec["strength"] = 1.0
+            rec["access_count"] = 0
+            rec["created_ns"] = now
+            rec["last_access_ns"] = now
+            rec["content_ref"] = refs
+            st.views["nodes"]["node_row"][first:first + n] = rows
+            st.publish("nodes", first + n)          # nodes last: publishes the whole memory
+            st.dir["next_id"] = first + n
+            st.dir["n_live"] += n
+            st.bump()
+        return ids
+
+    def link(self, src, dst, weights=1.0) -> int:
+        """Associate src -> dst with weight in (0, 1]; scalars broadcast. Returns links added."""
+        with self._lock:
+            s = self._live_ids(src)
+            d = self._live_ids(dst)
+            if s.shape[0] != d.shape[0]:
+                if s.shape[0] == 1:
+                    s = np.repeat(s, d.shape[0])
+                elif d.shape[0] == 1:
+                    d = np.repeat(d, s.shape[0])
+                else:
+                    raise InvalidInputError(f"src has {s.shape[0]} ids and dst {d.shape[0]}: pass equal lengths or one id")
+            w = validate.per_item(weights, s.shape[0], "weights", 1.0, 0.0, 1.0, lo_open=True)
+            self._graph.append(s.astype(np.uint32), d.astype(np.uint32), w)
+            self._store.bump()
+        return int(s.shape[0])
+
+    def forget(self, ids) -> int:
+        """Forget memories (all or none): they leave recall, get and links. Returns how many."""
+        with self._lock:
+            a = np.unique(self._live_ids(ids))
+            st = self._store
+            rec = st.hot()
+            rows = st.views["nodes"]["node_row"][a]
+            tiers = rec["tier"][a]
+            for tier, table in TIER_TABLE.items():
+                st.views[table]["row_live"][rows[tiers == tier]] = 0
+            rec["flags"][a] = FORGOTTEN
+            st.dir["n_live"] -= a.shape[0]
+            st.bump()
+        return int(a.shape[0])
+
+    def compact(self) -> int:
+        """Merge pending links into the CSR now; returns the number of live links."""
+        with self._lock:
+            self._open()
+            return self._graph.compact()
+
+    def recall(self, query, k: int = 10) -> RecallResult:
+        with self._lock:
+            return super().recall(query, k)
+
+    def _touch(self, ids) -> None:
+        if ids.shape[0]:
+            rec = self._store.hot()
+            rec["last_access_ns"][ids] = time.time_ns()
+            rec["access_count"][ids] += 1
+
+
+def _unlink_owned(engine: EngineName) -> None:
+    if os.getpid() == engine.pid:   # never from a forked child
+        unlink_engine(engine)
+
+
+class Engine:
+    """Owner of memory spaces in shared memory.
+
+    path: None keeps everything in memory (ephemeral); the durability layer
+    (WAL + snapshots) stores spaces under ``path``.
+    dim: embedding dimension of every space. workers: spreading worker
+    processes (None: CPU count; 0: run in-process).
+    """
+
+    def __init__(self, path=None, dim: int = 768, workers=None):
+        self.dim = validate.positive_int(dim, "dim", 1)
+        if self.dim > MAX_DIM:
+            raise InvalidInputError(f"dim {dim} is larger than the maximum {MAX_DIM}")
+        self.workers = (os.cpu_count() or 1) if workers is None else validate.positive_int(workers, "workers")
+        if path is not None:
+            raise InvalidInputError(
+                "path= (durable storage) is not available yet in this version: use path=None for an "
+                "ephemeral engine")
+        self.path = path
+        self.cleaned = cleanup_stale()
+        self._name = EngineName.new()
+        self._kern = kernels.backend()
+        self._spaces: dict = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _unlink_owned, self._name)
+
+    @property
+    def name(self) -> str:
+        """The engine's name, for ``engram.attach`` and the attach tools."""
+        return str(self._name)
+
+    def _check_open(self):
+        if self._closed:
+            raise ClosedError("this engram.Engine is closed; create a new one")
+
+    def space(self, name: str = "default") -> Space:
+        """The memory space ``name``, created on first use."""
+        self._check_open()
+        validate.space_name(name)
+        with self._lock:
+            sp = self._spaces.get(name)
+            if sp is None:
+                store = SpaceStore(self._name, name, self.dim, create=True)
+                sp = self._spaces[name] = Space(store, self._kern, self._check_open)
+            return sp
+
+    def spaces(self) -> list:
+        self._check_open()
+        return sorted(self._spaces)
+
+    def close(self) -> None:
+        """Remove every segment of this engine. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for sp in self._spaces.values():
+            sp._store.close(unlink=True)
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"{len(self._spaces)} spaces"
+        return f"<engram.Engine {self.name} dim={self.dim} {state}>"
+
+
+class Attached:
+    """A live engine opened read-only from another process."""
+
+    def __init__(self, name: str):
+        self._name = EngineName.parse(name)
+        self._views: dict = {}
+
+    @property
+    def name(self) -> str:
+        return str(self._name)
+
+    def spaces(self) -> list:
+        return spaces_of(self._name)
+
+    def space(self, name: str = "default") -> SpaceView:
+        validate.space_name(name)
+        if name not in self._views:
+            self._views[name] = SpaceView(SpaceStore(self._name, name, create=False))
+        return self._views[name]
+
+    def close(self) -> None:
+        for v in self._views.values():
+            v._store.close(unlink=False)
+        self._views.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def attach(name: str) -> Attached:
+    """Open a running engine by name (``Engine.name``), read-only."""
+    return Attached(name)

@@ -1,0 +1,104 @@
+"""Input checks shared by the public API. Each raises an engram error that
+names the argument, what was wrong, and what is expected; none mutates."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .errors import (DimensionError, EmptyBatchError, InvalidInputError, InvalidSpaceNameError,
+                     InvalidWeightError, NonFiniteError)
+
+SPACE_NAME = re.compile(r"^[a-z0-9_-]{3,64}$")
+F16_MAX = float(np.finfo(np.float16).max)
+
+
+def space_name(name) -> str:
+    if not isinstance(name, str) or not SPACE_NAME.match(name):
+        raise InvalidSpaceNameError(
+            f"memory space name {name!r} is invalid: use 3-64 characters of lowercase a-z, 0-9, '_' or '-'")
+    return name
+
+
+def vectors(v, dim: int, *, f16: bool = False) -> np.ndarray:
+    """A (n, dim) finite float32 batch from one vector or a batch."""
+    a = np.asarray(v)
+    if a.dtype.kind not in "fiu":
+        raise InvalidInputError(f"vectors must be numeric, got dtype {a.dtype}")
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise InvalidInputError(f"vectors must be one vector ({dim},) or a batch (n, {dim}), got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise EmptyBatchError("vectors is an empty batch: pass at least one vector")
+    if a.shape[1] != dim:
+        raise DimensionError(f"vectors have {a.shape[1]} dimensions, this engine stores {dim}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise NonFiniteError(f"vectors contain NaN or infinity (rows {rows}{'...' if bad.sum() > 5 else ''}); "
+                             "remove or replace those values")
+    if f16:
+        big = (np.abs(a) > F16_MAX).any(axis=1)
+        if big.any():
+            raise InvalidInputError(f"rows {np.flatnonzero(big)[:5].tolist()} exceed the float16 range "
+                                    f"(|x| <= {F16_MAX:g}) of the warm tier: scale them or use tier='hot'")
+    return a
+
+
+def per_item(value, n: int, what: str, default: float, lo: float, hi: float, lo_open: bool = False) -> np.ndarray:
+    """A float32 array of n values in [lo, hi] (or (lo, hi]) from a scalar or sequence."""
+    if value is None:
+        return np.full(n, default, np.float32)
+    a = np.asarray(value, dtype=np.float64)
+    if a.ndim == 0:
+        a = np.full(n, float(a))
+    if a.shape != (n,):
+        raise InvalidInputError(f"{what} must be a scalar or have {n} values, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise NonFiniteError(f"{what} contains NaN or infinity")
+    low_bad = a <= lo if lo_open else a < lo
+    if (low_bad | (a > hi)).any():
+        i = int(np.flatnonzero(low_bad | (a > hi))[0])
+        interval = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+        err = InvalidWeightError if what.startswith("weight") else InvalidInputError
+        raise err(f"{what}[{i}] = {a[i]!r} is outside {interval}")
+    return a.astype(np.float32)
+
+
+def ids(value, what: str = "ids") -> np.ndarray:
+    """A non-empty 1-D int64 array from an int or a sequence of ints."""
+    a = np.asarray(value)
+    if a.ndim == 0:
+        a = a[None]
+    if a.ndim != 1:
+        raise InvalidInputError(f"{what} must be an id or a 1-D sequence of ids, got shape {a.shape}")
+    if a.size == 0:
+        raise EmptyBatchError(f"{what} is empty: pass at least one id")
+    if a.dtype.kind not in "iu":
+        if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+            a = a.astype(np.int64)
+        else:
+            raise InvalidInputError(f"{what} must be integers, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+def contents(content, n: int) -> list:
+    if content is None:
+        return [None] * n
+    if isinstance(content, str):
+        content = [content]
+    items = list(content)
+    if len(items) != n:
+        raise InvalidInputError(f"content has {len(items)} items for {n} vectors; pass one string (or None) per vector")
+    for i, c in enumerate(items):
+        if c is not None and not isinstance(c, str):
+            raise InvalidInputError(f"content[{i}] must be a string or None, got {type(c).__name__}")
+    return items
+
+
+def positive_int(value, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidInputError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
