@@ -62,10 +62,16 @@ class Graph:
         w = np.concatenate([csr["weights"], d["weight"]])
         if src.size:
             src, dst, w = _last_per_key(src, dst, w)
-            flags = st.hot()["flags"]
-            live = ((flags[src] & FORGOTTEN) == 0) & ((flags[dst] & FORGOTTEN) == 0)
+            live = self._live(src) & self._live(dst)
             src, dst, w = src[live], dst[live], w[live]
         return src, dst, w
+
+    def _live(self, ids: np.ndarray) -> np.ndarray:
+        """Mask of ids that are visible (a reader's snapshot may predate some) and not forgotten."""
+        flags = self.store.hot()["flags"]
+        ok = ids < flags.shape[0]
+        ok[ok] = (flags[ids[ok]] & FORGOTTEN) == 0
+        return ok
 
     def neighbors(self, node: int):
         """(target ids, weights) of one memory's outgoing links, sorted by target."""
@@ -83,7 +89,7 @@ class Graph:
             dst = np.concatenate([dst, d["dst"][mine]])
             w = np.concatenate([w, d["weight"][mine]])
             _, dst, w = _last_per_key(np.full(dst.shape, node, np.uint32), dst, w)
-        live = (st.hot()["flags"][dst] & FORGOTTEN) == 0
+        live = self._live(dst)
         return dst[live].astype(np.int64), w[live].copy()
 
     def compact(self) -> int:

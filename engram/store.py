@@ -80,6 +80,7 @@ class SpaceStore:
         self.engine, self.space, self.writable = engine, space, create
         self.segs: dict = {}
         self.views: dict = {}
+        self._snap: dict = {}
         if create:
             self.dir_seg = Segment.create(engine.directory(space), kind=C["TABLE_DIRECTORY"],
                                           data_bytes=SPACE_DIRECTORY_DTYPE.itemsize, capacity=1, dim=dim)
@@ -104,8 +105,15 @@ class SpaceStore:
 
     # ---- reading ---------------------------------------------------------------
     def refresh(self) -> None:
-        """Re-attach every table whose generation changed (readers; cheap when none did)."""
-        for t in schema.TABLES:
+        """Reader: re-attach tables whose generation changed and snapshot their counts.
+
+        Order matters: the nodes count is read first and every other table
+        after it. The owner publishes a memory's rows, content and links
+        before the node count that makes it visible, and grows a table
+        before writing into it, so every node below the snapshot finds its
+        data in the tables attached afterwards.
+        """
+        for t in schema.TABLES:   # "nodes" is first
             for attempt in range(50):
                 gen = int(self.refs[TABLE_INDEX[t]]["generation"])
                 if t in self.segs and self.segs[t].h("generation") == gen:
@@ -118,9 +126,11 @@ class SpaceStore:
                     continue  # grew again while we looked: read the directory again
                 self._bind(t, seg)
                 break
+            self._snap[t] = self.segs[t].h("count")
 
     def count(self, table: str) -> int:
-        return self.segs[table].h("count")
+        """Rows (bytes for content) in use: live for the owner, as of refresh() for readers."""
+        return self.segs[table].h("count") if self.writable else self._snap[table]
 
     def generation(self, table: str) -> int:
         return self.segs[table].h("generation")

@@ -1,0 +1,86 @@
+"""The `engram` command line.
+
+    engram info            backends, ISA variants, layout hash, live engines
+    engram demo            build a memory of the Python stdlib and query it
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+
+def cmd_info(args) -> int:
+    import numpy
+
+    import engram
+    from engram import kernels
+    from engram._kernels import native
+    from engram.layout import ABI_VERSION, LAYOUT_HASH, NODE_HOT_DTYPE
+    from engram.shm import engines, pid_alive
+
+    print(f"engram {engram.__version__}  (python {platform.python_version()}, numpy {numpy.__version__}, "
+          f"{platform.machine()})")
+    print(f"layout hash   0x{LAYOUT_HASH:016x}   kernel ABI {ABI_VERSION}   node record {NODE_HOT_DTYPE.itemsize} B")
+    print(f"CPU runs      {', '.join(kernels.cpu_isas())}   (ENGRAM_ISA forces one)")
+    print(f"libraries     {native.lib_dir()}")
+    try:
+        import engram._cy.scan  # noqa: F401
+        print("cython        engram._cy.scan loaded")
+    except ImportError as e:
+        print(f"cython        NOT loaded: {e}")
+    print("backends:")
+    for key, table in kernels.available().items():
+        if isinstance(table, Exception):
+            print(f"  {key:<14} unavailable: {table}")
+        else:
+            where = getattr(table, "path", "")
+            print(f"  {key:<14} ok  {where}")
+    try:
+        d = kernels.backend()
+        print(f"default       {d.name}/{d.isa}   (ENGRAM_KERNELS picks another)")
+    except Exception as e:  # noqa: BLE001 - report, do not crash info
+        print(f"default       none loads: {e}")
+    live = engines()
+    print(f"engines       {len(live)} of this user in shared memory")
+    for e in live:
+        print(f"  {e}   {'running' if pid_alive(e.pid) else 'dead (cleaned at next start)'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from engram import demo
+    demo.run(limit=args.limit, queries=args.query or None, k=args.k, dim=args.dim, tier=args.tier)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="engram", description="engram: a cognitive memory engine in shared memory")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("info", help="show kernel backends, ISA variants, layout hash and live engines")
+    p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("demo", help="build a memory of the Python standard library and recall from it")
+    p.add_argument("--limit", type=int, default=None, help="at most this many memories")
+    p.add_argument("--query", action="append", help="a question to ask (repeatable); default: a built-in set")
+    p.add_argument("-k", type=int, default=5, help="results per query (default 5)")
+    p.add_argument("--dim", type=int, default=384, help="embedding dimension (default 384)")
+    p.add_argument("--tier", choices=("hot", "warm"), default="hot", help="store f32 (hot) or f16 (warm)")
+    p.set_defaults(fn=cmd_demo)
+    args = ap.parse_args(argv)
+    if not getattr(args, "fn", None):
+        ap.print_help()
+        return 2
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        from engram.errors import EngramError
+        if isinstance(e, EngramError):
+            print(f"engram: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

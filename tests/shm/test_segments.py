@@ -1,0 +1,193 @@
+"""Shared memory across real processes: attach, read-only, growth under a
+reader, cleanup at exit and after a crash, and refusal of foreign layouts."""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import engram
+from engram import errors
+from engram.shm import EngineName, segments_of
+
+DIM = 16
+
+
+def run_py(code: str, *args, timeout=60, check=True):
+    """Run python code in a fresh interpreter; returns CompletedProcess."""
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+                       capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"child failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def shm_names(engine_name):
+    return segments_of(EngineName.parse(engine_name))
+
+
+def test_segments_are_private_and_unguessable():
+    with engram.Engine(dim=DIM, workers=0) as a, engram.Engine(dim=DIM, workers=0) as b:
+        a.space("alpha")
+        b.space("alpha")
+        names = shm_names(a.name)
+        assert names and all(n.startswith(f"/{a.name}.") for n in names)
+        for n in names:
+            mode = stat.S_IMODE(os.stat("/dev/shm" + n).st_mode)
+            assert mode == 0o600, f"{n} has mode {oct(mode)}"
+        ta, tb = EngineName.parse(a.name).token, EngineName.parse(b.name).token
+        assert ta != tb and len(ta) == 16 and int(ta, 16) >= 0
+
+
+def test_second_process_attaches_read_only_and_sees_writes():
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        m = eng.space("shared")
+        rng = np.random.default_rng(5)
+        v = rng.standard_normal((50, DIM)).astype(np.float32)
+        m.remember(v, content=[f"item {i}" for i in range(50)])
+        m.link(3, [4, 5], [0.5, 0.9])
+        q = v[10] + 0.01
+        want = m.recall(q, k=5).ids.tolist()
+        out = run_py("""
+            import sys, numpy as np, engram
+            from engram import errors
+            a = engram.attach(sys.argv[1])
+            print(a.spaces())
+            s = a.space("shared")
+            g = s.get([0, 49])
+            print(len(s), g.content, float(g.vectors[1, 0]))
+            q = np.array([float(x) for x in sys.argv[2].split(",")], np.float32)
+            print(s.recall(q, k=5).ids.tolist())
+            print(s.neighbors(3)[0].tolist())
+            try:
+                s._store.reserve("nodes", 1)
+            except errors.ReadOnlyError as e:
+                print("readonly", e)
+            try:
+                s._store.hot()["confidence"][0] = 0.1
+            except ValueError:
+                print("numpy refuses writes")
+        """, eng.name, ",".join(map(repr, q.tolist()))).stdout.splitlines()
+        assert out[0] == "['shared']"
+        assert out[1] == f"50 ['item 0', 'item 49'] {float(v[49, 0])}"
+        assert out[2] == str(want)
+        assert out[3] == "[4, 5]"
+        assert out[4].startswith("readonly") and "read-only" in out[4]
+        assert out[5] == "numpy refuses writes"
+        assert m.get(0).confidence[0] == 1.0     # the reader wrote nothing
+
+
+def test_tables_grow_while_a_reader_is_attached():
+    """A reader polls while the owner grows every table many times over."""
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        m = eng.space("growing")
+        m.remember(np.full((1, DIM), 1.0, np.float32), content=["row 0"])
+        reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+            import sys, time, numpy as np, engram
+            s = engram.attach(sys.argv[1]).space("growing")
+            seen, checks, gens = 0, 0, set()
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                n = len(s)
+                assert n >= seen, (n, seen)
+                seen = n
+                gens.add(s.stats()["generations"]["nodes"])
+                last = n - 1
+                g = s.get([0, last])
+                # row i holds the value i everywhere, and its content says so
+                assert g.content[1] == f"row {last}", (g.content, last)
+                assert np.all(g.vectors[1] == float(last) + 1.0), (g.vectors[1][:3], last)
+                checks += 1
+                if n >= 20000:
+                    break
+            print(seen, checks, len(gens))
+        """), eng.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)   # let it attach first
+        start = 1
+        while start < 20000:
+            n = min(1500, 20000 - start)
+            rows = np.repeat(np.arange(start, start + n, dtype=np.float32)[:, None] + 1.0, DIM, axis=1)
+            m.remember(rows, content=[f"row {i}" for i in range(start, start + n)])
+            start += n
+            time.sleep(0.01)
+        out, err = reader.communicate(timeout=90)
+        assert reader.returncode == 0, err
+        seen, checks, gens = map(int, out.split())
+        assert seen == 20000 and checks > 1
+        assert m.stats()["generations"]["nodes"] >= 4
+        assert gens >= 2, "the reader should have re-attached to grown tables"
+
+
+def test_owner_exit_removes_segments():
+    out = run_py("""
+        import engram, numpy as np
+        eng = engram.Engine(dim=8, workers=0)
+        eng.space("exiting").remember(np.ones((3, 8)))
+        print(eng.name)
+        # no close(): interpreter exit must clean up
+    """).stdout.strip()
+    assert shm_names(out) == []
+
+
+def test_context_manager_removes_segments():
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        eng.space("ctx").remember(np.ones(DIM))
+        name = eng.name
+        assert shm_names(name)
+    assert shm_names(name) == []
+
+
+@pytest.mark.parametrize("how", ["kill9", "os_exit"])
+def test_leftovers_of_a_crashed_owner_are_cleaned_at_next_start(how):
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, sys, time, engram, numpy as np
+        eng = engram.Engine(dim=8, workers=0)
+        eng.space("crashing").remember(np.ones((3, 8)))
+        print(eng.name, flush=True)
+        if {how == 'os_exit'!r}:
+            os._exit(3)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    name = p.stdout.readline().strip()
+    if how == "kill9":
+        p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert shm_names(name), "a crash leaves segments behind"
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        assert str(EngineName.parse(name)) in map(str, eng.cleaned)
+    assert shm_names(name) == []
+
+
+def test_attach_refuses_a_foreign_layout():
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        m = eng.space("foreign")
+        hdr = m._store.dir_seg.header
+        good = int(hdr["layout_hash"][0])
+        hdr["layout_hash"] = good ^ 0xFFFF
+        try:
+            with pytest.raises(errors.LayoutMismatchError, match="layout"):
+                engram.attach(eng.name).space("foreign")
+            p = run_py("""
+                import sys, engram
+                try:
+                    engram.attach(sys.argv[1]).space("foreign")
+                except engram.errors.LayoutMismatchError as e:
+                    print("refused:", e)
+            """, eng.name)
+            assert p.stdout.startswith("refused:") and f"{good ^ 0xFFFF:016x}" in p.stdout
+        finally:
+            hdr["layout_hash"] = good
+        assert len(engram.attach(eng.name).space("foreign")) == 0
+
+
+def test_attach_to_a_missing_engine_or_space_is_a_clear_error():
+    with pytest.raises(ValueError, match="engine name"):
+        engram.attach("not-an-engine")
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        with pytest.raises(errors.SegmentError, match="no shared-memory segment"):
+            engram.attach(eng.name).space("nothere")
