@@ -284,15 +284,14 @@ class Space(SpaceView):
             self._open()
             return self._graph.compact()
 
-    def recall(self, query, k: int = 10) -> RecallResult:
-        with self._lock:
-            return super().recall(query, k)
-
     def _touch(self, ids) -> None:
+        # The scan itself runs without the lock (the kernels release the GIL,
+        # so concurrent recalls overlap); only the access update is serialised.
         if ids.shape[0]:
-            rec = self._store.hot()
-            rec["last_access_ns"][ids] = time.time_ns()
-            rec["access_count"][ids] += 1
+            with self._lock:
+                rec = self._store.hot()
+                rec["last_access_ns"][ids] = time.time_ns()
+                rec["access_count"][ids] += 1
 
 
 def _unlink_owned(engine: EngineName) -> None:

@@ -278,3 +278,34 @@ def test_recall_results_iterate_as_id_score_content(mem):
     rows = list(res)
     assert len(rows) == len(res) == 2
     assert rows[0][0] == 0 and rows[0][2] == "hot 0"
+
+
+def test_concurrent_recalls_and_remembers_from_threads(eng):
+    """Recalls in several threads while another thread keeps remembering (and growing tables)."""
+    import threading
+    m = eng.space("threads")
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((200, DIM)).astype(np.float32)
+    m.remember(base)
+    failures = []
+
+    def reader(seed):
+        r = np.random.default_rng(seed)
+        for _ in range(200):
+            i = int(r.integers(0, 200))
+            res = m.recall(base[i], k=1)
+            if res.ids[0] != i:
+                failures.append((i, res.ids.tolist()))
+
+    def writer():
+        for _ in range(20):
+            m.remember(rng.standard_normal((150, DIM)).astype(np.float32) * 0.01 + 5.0)
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(3)] + [threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert len(m) == 200 + 20 * 150
+    assert m.get(np.arange(200)).access_count.sum() == 600
