@@ -62,9 +62,14 @@ class BuildNative(build_ext):
         for d in out_dirs:
             d.mkdir(parents=True, exist_ok=True)
             for stale in d.glob("libengram_*.so"):
-                stale.unlink()
+                if stale.name not in {lib.name for lib in built}:
+                    stale.unlink()
             for lib in built:
-                (d / lib.name).write_bytes(lib.read_bytes())
+                # write aside, then rename: a running process that has the old
+                # library mapped keeps its (unlinked) copy instead of crashing
+                tmp_copy = d / (lib.name + ".tmp")
+                tmp_copy.write_bytes(lib.read_bytes())
+                os.replace(tmp_copy, d / lib.name)
         super().run()
 
     def build_c(self, tmp: Path) -> Path:

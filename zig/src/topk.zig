@@ -65,9 +65,40 @@ const Heap = struct {
     }
 };
 
+const builtin = @import("builtin");
+/// Fused multiply-add only where the CPU has it: without FMA, @mulAdd
+/// lowers to a libm-style software fmaf call per vector (7x slower).
+const has_fma = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .fma);
+
+inline fn madd(a: Vf, b: Vf, c: Vf) Vf {
+    return if (has_fma) @mulAdd(Vf, a, b, c) else a * b + c;
+}
+
+const has_f16c = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .f16c);
+
+/// Exact f16 -> f32 with integer vector ops, for CPUs without F16C (where
+/// @floatCast would call a compiler-rt routine per element). Normals and
+/// subnormals: shift the bits into place and rescale by 2^112; inf/NaN:
+/// force the exponent to all ones.
+inline fn widenHalf(raw: @Vector(VW, u16)) Vf {
+    const h: @Vector(VW, u32) = raw;
+    const sign = (h & @as(@Vector(VW, u32), @splat(0x8000))) << @splat(16);
+    const mag = (h & @as(@Vector(VW, u32), @splat(0x7fff))) << @splat(13);
+    const scaled: Vf = @as(Vf, @bitCast(mag)) * @as(Vf, @splat(0x1.0p112));
+    var bits: @Vector(VW, u32) = @bitCast(scaled);
+    const infnan = (h & @as(@Vector(VW, u32), @splat(0x7c00))) == @as(@Vector(VW, u32), @splat(0x7c00));
+    bits = @select(u32, infnan, bits | @as(@Vector(VW, u32), @splat(0x7f800000)), bits);
+    return @bitCast(bits | sign);
+}
+
 inline fn load(comptime T: type, p: [*]const T) Vf {
-    const v: @Vector(VW, T) = p[0..VW].*;
-    return if (T == f32) v else @floatCast(v);
+    if (T == f32) return p[0..VW].*;
+    if (has_f16c) {
+        const v: @Vector(VW, f16) = p[0..VW].*;
+        return @floatCast(v);
+    }
+    const raw: @Vector(VW, u16) = @bitCast(@as(@Vector(VW, f16), p[0..VW].*));
+    return widenHalf(raw);
 }
 
 /// Dot product of q with one row, and the row's squared norm when wanted.
@@ -78,14 +109,14 @@ inline fn row(comptime T: type, comptime want_rr: bool, q: [*]const f32, r: [*]c
     while (i + 4 * VW <= dim) : (i += 4 * VW) {
         inline for (0..4) |u| {
             const x = load(T, r + i + u * VW);
-            d[u] = @mulAdd(Vf, load(f32, q + i + u * VW), x, d[u]);
-            if (want_rr) nn[u] = @mulAdd(Vf, x, x, nn[u]);
+            d[u] = madd(load(f32, q + i + u * VW), x, d[u]);
+            if (want_rr) nn[u] = madd(x, x, nn[u]);
         }
     }
     while (i + VW <= dim) : (i += VW) {
         const x = load(T, r + i);
-        d[0] = @mulAdd(Vf, load(f32, q + i), x, d[0]);
-        if (want_rr) nn[0] = @mulAdd(Vf, x, x, nn[0]);
+        d[0] = madd(load(f32, q + i), x, d[0]);
+        if (want_rr) nn[0] = madd(x, x, nn[0]);
     }
     var dot: f32 = @reduce(.Add, (d[0] + d[1]) + (d[2] + d[3]));
     var rr: f32 = if (want_rr) @reduce(.Add, (nn[0] + nn[1]) + (nn[2] + nn[3])) else 0;
