@@ -17,10 +17,11 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from . import kernels, validate
+from . import kernels, snapshot, validate
 from .errors import ClosedError, InvalidInputError, UnknownIdError
 from .graph import FORGOTTEN, Graph
 from .layout import schema
@@ -302,8 +303,10 @@ def _unlink_owned(engine: EngineName) -> None:
 class Engine:
     """Owner of memory spaces in shared memory.
 
-    path: None keeps everything in memory (ephemeral); the durability layer
-    (WAL + snapshots) stores spaces under ``path``.
+    path: None keeps everything in shared memory only (ephemeral). A
+    directory keeps a snapshot there: loaded at start, written by save() and
+    close(). Changes since the last save are lost if the process dies (the
+    write-ahead log that makes every remember durable is a later layer).
     dim: embedding dimension of every space. workers: spreading worker
     processes (None: CPU count; 0: run in-process).
     """
@@ -313,18 +316,24 @@ class Engine:
         if self.dim > MAX_DIM:
             raise InvalidInputError(f"dim {dim} is larger than the maximum {MAX_DIM}")
         self.workers = (os.cpu_count() or 1) if workers is None else validate.positive_int(workers, "workers")
-        if path is not None:
-            raise InvalidInputError(
-                "path= (durable storage) is not available yet in this version: use path=None for an "
-                "ephemeral engine")
-        self.path = path
+        self.path = None if path is None else Path(path)
         self.cleaned = cleanup_stale()
         self._name = EngineName.new()
         self._kern = kernels.backend()
         self._spaces: dict = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._path_lock = None
         self._finalizer = weakref.finalize(self, _unlink_owned, self._name)
+        if self.path is not None:
+            self._path_lock = snapshot.PathLock(self.path)
+            try:
+                for name, arrs in snapshot.load(self.path, self.dim).items():
+                    snapshot.restore(self.space(name)._store, arrs)
+            except BaseException:
+                self._path_lock.release()
+                self.close()
+                raise
 
     @property
     def name(self) -> str:
@@ -350,14 +359,30 @@ class Engine:
         self._check_open()
         return sorted(self._spaces)
 
+    def save(self):
+        """Write a snapshot of every space to ``path`` (compacting links first); returns its directory."""
+        self._check_open()
+        if self.path is None:
+            raise InvalidInputError("this engine has no path: create it with engram.Engine(path=...) to save")
+        with self._lock:
+            for sp in self._spaces.values():
+                sp.compact()
+            return snapshot.save(self.path, self.dim, {n: sp._store for n, sp in self._spaces.items()})
+
     def close(self) -> None:
-        """Remove every segment of this engine. Safe to call twice."""
+        """Save (with a path), then remove every segment of this engine. Safe to call twice."""
         if self._closed:
             return
-        self._closed = True
-        for sp in self._spaces.values():
-            sp._store.close(unlink=True)
-        self._finalizer()
+        try:
+            if self._path_lock is not None and self._path_lock.fd >= 0:
+                self.save()
+        finally:
+            self._closed = True
+            for sp in self._spaces.values():
+                sp._store.close(unlink=True)
+            if self._path_lock is not None:
+                self._path_lock.release()
+            self._finalizer()
 
     def __enter__(self):
         return self

@@ -1,0 +1,101 @@
+"""Engine(path=...): snapshots written by save()/close() and loaded at start."""
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import engram
+from engram import errors
+from engram.snapshot import SnapshotError
+
+DIM = 12
+
+
+def fill(eng):
+    rng = np.random.default_rng(2)
+    m = eng.space("kept")
+    m.remember(rng.standard_normal((2500, DIM)), content=[f"k{i}" for i in range(2500)], confidence=0.75)
+    m.remember(rng.standard_normal((10, DIM)), tier="warm")
+    m.link(0, [1, 2, 3], [0.2, 0.4, 0.6])
+    m.link(5, 6)                 # left in the delta log: save compacts it
+    m.forget([2, 7])
+    m.recall(m.get(9).vectors[0], k=1)
+    eng.space("second").remember(np.ones((2, DIM)))
+    return m
+
+
+def observe(m):
+    ids = [i for i in range(m.stats()["ids_issued"]) if i not in (2, 7)]
+    g = m.get(ids)
+    return (len(m), g.vectors.tobytes(), g.content, g.confidence.tobytes(), g.access_count.tobytes(),
+            g.tier, m.neighbors(0)[0].tolist(), m.neighbors(0)[1].tolist(), m.neighbors(5)[0].tolist())
+
+
+def test_round_trip_keeps_everything(tmp_path):
+    with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
+        m = fill(eng)
+        recalled = m.recall(np.ones(DIM), k=7).ids.tolist()   # recall updates access counts...
+        before = observe(m)                                     # ...which must survive too
+    manifest = json.loads((tmp_path / "CURRENT").read_text())
+    assert manifest["spaces"] == ["kept", "second"] and manifest["dim"] == DIM
+    with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
+        assert eng.spaces() == ["kept", "second"]
+        m = eng.space("kept")
+        assert observe(m) == before
+        assert m.recall(np.ones(DIM), k=7).ids.tolist() == recalled
+        with pytest.raises(errors.UnknownIdError):
+            m.get(2)
+        assert m.remember(np.ones(DIM)).tolist() == [2510]     # ids continue, never reused
+
+
+def test_one_engine_per_path(tmp_path):
+    with engram.Engine(path=tmp_path, dim=DIM, workers=0):
+        with pytest.raises(SnapshotError, match="in use"):
+            engram.Engine(path=tmp_path, dim=DIM, workers=0)
+    engram.Engine(path=tmp_path, dim=DIM, workers=0).close()   # free again after close
+
+
+def test_dimension_mismatch_is_refused_and_changes_nothing(tmp_path):
+    with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
+        fill(eng)
+    before = (tmp_path / "CURRENT").read_text()
+    with pytest.raises(errors.DimensionError, match=f"dim={DIM}"):
+        engram.Engine(path=tmp_path, dim=DIM + 1, workers=0)
+    assert (tmp_path / "CURRENT").read_text() == before
+    with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
+        assert len(eng.space("kept")) == 2508
+
+
+def test_damaged_manifest_is_a_clear_error(tmp_path):
+    (tmp_path / "CURRENT").write_text("{not json")
+    with pytest.raises(SnapshotError, match="damaged"):
+        engram.Engine(path=tmp_path, dim=DIM, workers=0)
+
+
+def test_save_needs_a_path():
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        with pytest.raises(errors.InvalidInputError, match="path"):
+            eng.save()
+
+
+def test_a_killed_owner_leaves_the_last_saved_snapshot(tmp_path):
+    code = textwrap.dedent("""
+        import sys, time, numpy as np, engram
+        eng = engram.Engine(path=sys.argv[1], dim=4, workers=0)
+        m = eng.space("crash")
+        m.remember(np.ones((10, 4)))
+        eng.save()
+        m.remember(np.ones((5, 4)))      # not saved
+        print("saved", flush=True)
+        time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "saved"
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    with engram.Engine(path=tmp_path, dim=4, workers=0) as eng:   # the lock died with the process
+        assert len(eng.space("crash")) == 10
