@@ -63,14 +63,15 @@ def backend(name: str | None = None, isa: str | None = None) -> KernelTable:
     """The kernel table of backend ``name`` (default: ENGRAM_KERNELS, else the fastest that loads).
 
     A named backend that cannot load raises KernelError. The default instead
-    falls back along c -> zig -> numba -> numpy, warning once per fallback.
+    falls back to the next fastest (c -> zig -> numba -> numpy), warning once.
     """
     if name is not None:
         return _load(name, isa)
     wanted = os.environ.get("ENGRAM_KERNELS") or None
     if wanted is not None and wanted not in BACKENDS:
         raise KernelError(f"ENGRAM_KERNELS={wanted!r} is not a backend; choose one of {', '.join(BACKENDS)}")
-    order = BACKENDS[BACKENDS.index(wanted):] if wanted else BACKENDS
+    # the wanted backend first, then the rest fastest first
+    order = (wanted,) + tuple(b for b in BACKENDS if b != wanted) if wanted else BACKENDS
     for i, cand in enumerate(order):
         try:
             return _load(cand, isa)

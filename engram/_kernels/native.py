@@ -33,7 +33,8 @@ class NativeLibrary:
 
     def __init__(self, path: Path, isas):
         if not path.exists():
-            raise KernelError(f"kernel library {path} is missing; {REBUILD}")
+            hint = " (was it built with ENGRAM_BUILD_ZIG=0?)" if "zig" in path.name else ""
+            raise KernelError(f"kernel library {path} is missing{hint}; {REBUILD}")
         try:
             self.cdll = ctypes.CDLL(str(path))
         except OSError as e:
