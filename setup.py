@@ -27,7 +27,7 @@ X86 = platform.machine().lower() in ("x86_64", "amd64")
 C_FLAGS = ["-O3", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden",
            "-fno-strict-aliasing", "-Icsrc/include", "-Icsrc/kernels"]
 # (source, extra flags): one translation unit per ISA variant.
-C_SOURCES = [("csrc/dispatch.c", []), ("csrc/kernels/isa_scalar.c", [])]
+C_SOURCES = [("csrc/dispatch.c", []), ("csrc/kernels/isa_scalar.c", []), ("csrc/kernels/spread.c", [])]
 if X86:
     C_SOURCES += [
         ("csrc/kernels/isa_avx2.c", ["-mavx2", "-mfma", "-mf16c"]),
@@ -99,10 +99,11 @@ class BuildNative(build_ext):
 def extensions():
     from Cython.Build import cythonize
     import numpy
-    ext = Extension("engram._cy.scan", ["engram/_cy/scan.pyx"],
-                    include_dirs=["csrc/include", numpy.get_include()], extra_compile_args=["-O3"],
-                    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
-    return cythonize([ext], language_level=3, compiler_directives={
+    exts = [Extension(f"engram._cy.{name}", [f"engram/_cy/{name}.pyx"],
+                      include_dirs=["csrc/include", numpy.get_include()], extra_compile_args=["-O3"],
+                      define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
+            for name in ("scan", "spread")]
+    return cythonize(exts, language_level=3, compiler_directives={
         "boundscheck": False, "wraparound": False, "initializedcheck": False})
 
 

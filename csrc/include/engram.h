@@ -18,7 +18,8 @@
 #endif
 
 #define EG_OK 0
-#define EG_EINVAL (-1)   /* a null pointer where data is needed, or dim == 0 */
+#define EG_EINVAL (-1)   /* a null pointer where data is needed, dim == 0, an id out of range */
+#define EG_ENOSPACE (-2) /* an output buffer is too small */
 
 /* CPU feature bits reported by eg_cpu_features(). */
 #define EG_CPU_AVX2 1u     /* AVX2 + FMA + F16C, with OS support */
@@ -46,6 +47,18 @@ EG_DECLARE_TOPK()
 EG_DECLARE_TOPK(_scalar)
 EG_DECLARE_TOPK(_avx2)
 EG_DECLARE_TOPK(_avx512)
+
+/* Spread activation from seeds over CSR (offsets[n+1], targets, weights) for up to
+ * max_depth hops. state: n_nodes records owned by the caller, reused across spreads
+ * with a new epoch (1..2^24-1) each time. Touched nodes go to out_nodes in
+ * first-touch order; fire[] (same capacity) ends holding their activations.
+ * Returns the number touched, EG_ENOSPACE if out_cap is too small, or EG_EINVAL.
+ * Semantics: csrc/kernels/spread.c. */
+#define EG_SPREAD_ARGS const uint64_t *offsets, const uint32_t *targets, const float *weights, \
+    uint64_t n_nodes, const uint32_t *seeds, const float *seed_act, uint64_t n_seeds, \
+    uint32_t max_depth, float decay, float threshold, float cycle_penalty, uint32_t prefetch_distance, \
+    uint32_t epoch, eg_spread_state_t *state, uint32_t *out_nodes, float *fire, uint64_t out_cap
+EG_API int64_t eg_spread(EG_SPREAD_ARGS);
 
 EG_API uint32_t eg_abi_version(void);
 EG_API uint64_t eg_layout_hash(void);

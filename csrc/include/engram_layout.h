@@ -4,8 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xf47a20cdc976f1d9ULL
-#define EG_ABI_VERSION 1
+#define EG_LAYOUT_HASH 0xedabb56f8cf3fc5dULL
+#define EG_ABI_VERSION 2
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0
@@ -124,6 +124,15 @@ _Static_assert(offsetof(eg_activation_record_t, hop) == 20, "ActivationRecord.ho
 _Static_assert(offsetof(eg_activation_record_t, flags) == 22, "ActivationRecord.flags offset");
 _Static_assert(offsetof(eg_activation_record_t, _pad) == 24, "ActivationRecord._pad offset");
 
+/* Spreading scratch: a node is in the current spread only if mark's epoch matches. */
+typedef struct __attribute__((aligned(8))) {
+    uint32_t mark;
+    float act;
+} eg_spread_state_t;
+_Static_assert(sizeof(eg_spread_state_t) == 8, "SpreadState size");
+_Static_assert(offsetof(eg_spread_state_t, mark) == 0, "SpreadState.mark offset");
+_Static_assert(offsetof(eg_spread_state_t, act) == 4, "SpreadState.act offset");
+
 /* Follows the segment header in a CSR segment. */
 typedef struct __attribute__((aligned(64))) {
     uint64_t n_nodes;
@@ -222,6 +231,9 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"ActivationRecord", "hop", (int64_t)offsetof(eg_activation_record_t, hop), (int64_t)sizeof(((eg_activation_record_t *)0)->hop)}, \
     {"ActivationRecord", "flags", (int64_t)offsetof(eg_activation_record_t, flags), (int64_t)sizeof(((eg_activation_record_t *)0)->flags)}, \
     {"ActivationRecord", "_pad", (int64_t)offsetof(eg_activation_record_t, _pad), (int64_t)sizeof(((eg_activation_record_t *)0)->_pad)}, \
+    {"SpreadState", "", 0, (int64_t)sizeof(eg_spread_state_t)}, \
+    {"SpreadState", "mark", (int64_t)offsetof(eg_spread_state_t, mark), (int64_t)sizeof(((eg_spread_state_t *)0)->mark)}, \
+    {"SpreadState", "act", (int64_t)offsetof(eg_spread_state_t, act), (int64_t)sizeof(((eg_spread_state_t *)0)->act)}, \
     {"CsrHeader", "", 0, (int64_t)sizeof(eg_csr_header_t)}, \
     {"CsrHeader", "n_nodes", (int64_t)offsetof(eg_csr_header_t, n_nodes), (int64_t)sizeof(((eg_csr_header_t *)0)->n_nodes)}, \
     {"CsrHeader", "n_edges", (int64_t)offsetof(eg_csr_header_t, n_edges), (int64_t)sizeof(((eg_csr_header_t *)0)->n_edges)}, \

@@ -17,6 +17,11 @@ IDENTITY = {
     "eg_isa": (C.c_char_p, []),
     "eg_layout_lookup": (C.c_int32, [C.c_char_p, C.c_char_p, C.POINTER(C.c_int64), C.POINTER(C.c_int64)]),
 }
+SPREAD = {
+    "eg_spread": (C.c_int64, [C.c_void_p, C.c_void_p, C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p, C.c_uint64,
+                              C.c_uint32, C.c_float, C.c_float, C.c_float, C.c_uint32, C.c_uint32,
+                              C.c_void_p, C.c_void_p, C.c_void_p, C.c_uint64]),
+}
 OPTIONAL = {
     "eg_cpu_features": (C.c_uint32, []),     # C library only
 }
@@ -27,10 +32,20 @@ def kernel_symbol(op: str, isa: str) -> str:
     return f"eg_{op}_{isa}"
 
 
-def bind(lib: C.CDLL, isas) -> dict:
-    """Declare every symbol; return {name: function}. Raises AttributeError if one is missing."""
+def bind_identity(lib: C.CDLL) -> dict:
+    """The version and layout symbols, bound first so a stale library is named as such."""
     fns = {}
     for name, (res, args) in IDENTITY.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+        fns[name] = fn
+    return fns
+
+
+def bind(lib: C.CDLL, isas) -> dict:
+    """Declare every kernel symbol; return {name: function}. Raises AttributeError if one is missing."""
+    fns = {}
+    for name, (res, args) in SPREAD.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
         fns[name] = fn

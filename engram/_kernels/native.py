@@ -41,9 +41,9 @@ class NativeLibrary:
             raise KernelError(f"cannot load {path}: {e}; {REBUILD}") from e
         self.path = path
         try:
-            self.fns = abi.bind(self.cdll, isas)
+            self.fns = abi.bind_identity(self.cdll)
         except AttributeError as e:
-            raise KernelError(f"{path} lacks a kernel symbol ({e}); it is from another version: {REBUILD}") from e
+            raise KernelError(f"{path} is not an engram kernel library ({e}); {REBUILD}") from e
         version = self.fns["eg_abi_version"]()
         if version != ABI_VERSION:
             raise KernelError(f"{path} has kernel ABI {version}, this engram needs {ABI_VERSION}: {REBUILD}")
@@ -52,10 +52,17 @@ class NativeLibrary:
             raise LayoutMismatchError(
                 f"{path} was built for shared-memory layout 0x{got:016x} but engram's schema is "
                 f"0x{LAYOUT_HASH:016x}: the library is stale; {REBUILD}")
+        try:
+            self.fns.update(abi.bind(self.cdll, isas))
+        except AttributeError as e:
+            raise KernelError(f"{path} lacks a kernel symbol ({e}); it is from another version: {REBUILD}") from e
         self.isas = tuple(isas)
 
     def address(self, op: str, isa: str) -> int:
-        return ctypes.cast(self.fns[abi.kernel_symbol(op, isa)], ctypes.c_void_p).value
+        return self.address_of(abi.kernel_symbol(op, isa))
+
+    def address_of(self, symbol: str) -> int:
+        return ctypes.cast(self.fns[symbol], ctypes.c_void_p).value
 
     def lookup(self, record: str, field: str = ""):
         off, size = ctypes.c_int64(), ctypes.c_int64()

@@ -39,3 +39,43 @@ class NumpyTable(KernelTable):
     def _topk(self, metric, q, rows, k, mask):
         idx, s = select_topk(scores(metric, q, rows), k, mask)
         return idx, s.astype(np.float32)
+
+    def _spread(self, g, seeds, seed_act, p):
+        nodes, act, hops = spread(g[0], g[1], g[2], seeds, seed_act, p.max_depth, p.decay, p.threshold,
+                                  p.cycle_penalty)
+        return nodes, act.astype(np.float32), hops
+
+
+def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, threshold, cycle_penalty):
+    """The spreading oracle, in float64 (csrc/kernels/spread.c states the same rules).
+
+    Returns (nodes in first-touch order, activations, hop of first touch).
+    """
+    act: dict = {}
+    hop_of: dict = {}
+    order: list = []
+    for s, a in zip(seeds.tolist(), seed_act.tolist()):
+        if s not in act:
+            act[s], hop_of[s] = 0.0, 0
+            order.append(s)
+        act[s] = min(1.0, act[s] + a)
+    begin, end = 0, len(order)
+    for hop in range(1, max_depth + 1):
+        if begin == end:
+            break
+        fire = [act[u] for u in order[begin:end]]
+        for u, a_u in zip(order[begin:end], fire):
+            for e in range(int(offsets[u]), int(offsets[u + 1])):
+                c = a_u * decay * float(weights[e])
+                if c < threshold:
+                    continue
+                v = int(targets[e])
+                if v not in act:
+                    act[v], hop_of[v] = 0.0, hop
+                    order.append(v)
+                elif hop_of[v] < hop:
+                    c *= cycle_penalty
+                act[v] = min(1.0, act[v] + c)
+        begin, end = end, len(order)
+    nodes = np.array(order, dtype=np.int64)
+    return nodes, np.array([act[v] for v in order]), np.array([hop_of[v] for v in order], dtype=np.uint8)

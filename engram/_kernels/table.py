@@ -6,6 +6,9 @@ have already validated (the store) call ``_topk`` directly.
 """
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import DimensionError, InvalidInputError, NonFiniteError
@@ -56,11 +59,106 @@ def as_mask(mask, n: int):
     return np.ascontiguousarray(m)
 
 
+@dataclass(frozen=True)
+class SpreadParams:
+    max_depth: int = 4
+    decay: float = 0.7
+    threshold: float = 0.01
+    cycle_penalty: float = 0.5
+    prefetch_distance: int = 8
+
+    def check(self) -> "SpreadParams":
+        if isinstance(self.max_depth, bool) or not isinstance(self.max_depth, (int, np.integer)) \
+                or not 0 <= self.max_depth <= 255:
+            raise InvalidInputError(f"max_depth must be an integer in [0, 255], got {self.max_depth!r}")
+        for name, lo, hi, lo_open in (("decay", 0.0, 1.0, True), ("threshold", 0.0, 1.0, False),
+                                      ("cycle_penalty", 0.0, 1.0, False)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) \
+                    or v > hi or (v <= lo if lo_open else v < lo):
+                raise InvalidInputError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {v!r}")
+        if not isinstance(self.prefetch_distance, (int, np.integer)) or not 0 <= self.prefetch_distance <= 64:
+            raise InvalidInputError(f"prefetch_distance must be an integer in [0, 64], got {self.prefetch_distance!r}")
+        return self
+
+
+class SpreadScratch(threading.local):
+    """Per-thread spreading state, reused across spreads by bumping the epoch."""
+    EPOCH_MAX = 0xFFFFFF
+
+    def __init__(self):
+        self.state = self.nodes = self.fire = None
+        self.epoch = 0
+
+    def take(self, n_nodes: int) -> "SpreadScratch":
+        from ..layout import SPREAD_STATE_DTYPE
+        if self.state is None or self.state.shape[0] < n_nodes:
+            cap = max(n_nodes, 1024)
+            self.state = np.zeros(cap, SPREAD_STATE_DTYPE)
+            self.nodes = np.empty(cap, np.uint32)
+            self.fire = np.empty(cap, np.float32)
+            self.epoch = 0
+        self.epoch += 1
+        if self.epoch > self.EPOCH_MAX:       # marks of old epochs could alias: start clean
+            self.state["mark"] = 0
+            self.epoch = 1
+        return self
+
+
+def as_csr(offsets, targets, weights):
+    """Validated CSR arrays (u64 offsets[n+1], u32 targets[m], f32 weights[m])."""
+    o = np.ascontiguousarray(offsets, dtype=np.uint64)
+    t = np.ascontiguousarray(targets, dtype=np.uint32)
+    w = np.ascontiguousarray(weights, dtype=np.float32)
+    if o.ndim != 1 or o.shape[0] < 1:
+        raise InvalidInputError("offsets must be a 1-D array of n_nodes + 1 entries")
+    if t.ndim != 1 or w.shape != t.shape:
+        raise InvalidInputError(f"targets and weights must be 1-D and equal in length, got {t.shape} and {w.shape}")
+    if o[0] != 0 or o[-1] != t.shape[0] or (np.diff(o.astype(np.int64)) < 0).any():
+        raise InvalidInputError("offsets must start at 0, never decrease, and end at len(targets)")
+    n = o.shape[0] - 1
+    if t.size and int(t.max()) >= n:
+        raise InvalidInputError(f"targets name node {int(t.max())}, but the graph has {n} nodes")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise NonFiniteError("weights must be finite and non-negative")
+    return o, t, w
+
+
 class KernelTable:
-    """One backend's kernels. Subclasses implement ``_topk``."""
+    """One backend's kernels. Subclasses implement ``_topk`` and ``_spread``."""
 
     name = "?"
     isa = "-"
+
+    def __init__(self):
+        self._scratch = SpreadScratch()
+
+    def spread(self, offsets, targets, weights, seeds, seed_act=None, *, max_depth: int = 4,
+               decay: float = 0.7, threshold: float = 0.01, cycle_penalty: float = 0.5,
+               prefetch_distance: int = 8):
+        """Spread activation from seeds over a CSR graph.
+
+        Returns (nodes int64, activation f32, hop u8), in first-touch order;
+        seeds are hop 0. Rules: csrc/kernels/spread.c.
+        """
+        g = as_csr(offsets, targets, weights)
+        n = g[0].shape[0] - 1
+        s = np.atleast_1d(np.asarray(seeds))
+        if s.ndim != 1 or s.dtype.kind not in "iu":
+            raise InvalidInputError("seeds must be a 1-D array of node ids")
+        if s.size and (s.min() < 0 or s.max() >= n):
+            raise InvalidInputError(f"seed ids must be in [0, {n}), got {s.min()}..{s.max()}")
+        a = np.ones(s.shape[0], np.float32) if seed_act is None else np.atleast_1d(
+            np.asarray(seed_act, dtype=np.float32))
+        if a.shape != s.shape:
+            raise InvalidInputError(f"seed_act must have one value per seed ({s.shape[0]}), got {a.shape}")
+        if not np.isfinite(a).all() or (a < 0).any():
+            raise NonFiniteError("seed_act must be finite and >= 0")
+        p = SpreadParams(max_depth, decay, threshold, cycle_penalty, prefetch_distance).check()
+        return self._spread(g, np.ascontiguousarray(s, dtype=np.uint32), np.ascontiguousarray(a), p)
+
+    def _spread(self, g, seeds, seed_act, p):  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def cosine_topk(self, query, rows, k: int = 10, mask=None):
         """Top-k rows by cosine similarity to query: (indices int64, scores f32), best first."""
@@ -89,7 +187,10 @@ class NativeTable(KernelTable):
 
     def __init__(self, name: str, lib, isa: str):
         from .._cy.scan import TopKKernel
+        from .._cy.spread import SpreadKernel
+        super().__init__()
         self.name, self.lib, self.isa = name, lib, isa
+        self._spread_fn = SpreadKernel(lib.address_of("eg_spread"))
         self.path = lib.path
         self._fns = {}
         for metric in METRICS:
@@ -106,3 +207,13 @@ class NativeTable(KernelTable):
             from ..errors import KernelError
             raise KernelError(f"{self.name}/{self.isa} {metric}_topk returned error {got}")
         return idx[:got], score[:got]
+
+    def _spread(self, g, seeds, seed_act, p):
+        sc = self._scratch.take(g[0].shape[0] - 1)
+        got = self._spread_fn(g[0], g[1], g[2], seeds, seed_act, p.max_depth, p.decay, p.threshold,
+                              p.cycle_penalty, p.prefetch_distance, sc.epoch, sc.state, sc.nodes, sc.fire)
+        if got < 0:
+            from ..errors import KernelError
+            raise KernelError(f"{self.name} spread returned error {got}")
+        nodes = sc.nodes[:got]
+        return nodes.astype(np.int64), sc.fire[:got].copy(), (sc.state["mark"][nodes] & 0xFF).astype(np.uint8)

@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 
 #: Bumped when the C/Zig function signatures change (independent of layout).
-ABI_VERSION = 1
+ABI_VERSION = 2
 #: Bumped when a segment's meaning changes without its records changing.
 FORMAT_VERSION = 1
 #: "ENGRAM01" little-endian: the first 8 bytes of every segment.
@@ -127,6 +127,12 @@ ACTIVATION_RECORD = Record("ActivationRecord", (
     F("_pad", "u64", 1),
 ), size=32, align=32, doc="Activation record in the shared pool.")
 
+#: Per-node scratch of one spread (per worker, not shared): see csrc/kernels/spread.c.
+SPREAD_STATE = Record("SpreadState", (
+    F("mark", "u32", doc="epoch << 8 | hop at which the node was first touched"),
+    F("act", "f32", doc="activation in this spread, clamped to 1"),
+), size=8, align=8, doc="Spreading scratch: a node is in the current spread only if mark's epoch matches.")
+
 #: Region table of a CSR segment: three arrays in one segment so a reader
 #: switches offsets, targets and weights together (never a torn edge).
 CSR_HEADER = Record("CsrHeader", (
@@ -162,7 +168,7 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
     F("tables", "u64", 2 * MAX_TABLES, doc="TableRef[MAX_TABLES]"),
 ), size=256, align=64)
 
-RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, CSR_HEADER,
+RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, SPREAD_STATE, CSR_HEADER,
            TABLE_REF, SPACE_DIRECTORY)
 
 CONSTANTS = {

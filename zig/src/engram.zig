@@ -8,6 +8,7 @@ const std = @import("std");
 const builtin = @import("builtin");
 const layout = @import("layout.zig");
 const topk = @import("topk.zig");
+const spread_mod = @import("spread.zig");
 
 const has = std.Target.x86.featureSetHas;
 const features = builtin.cpu.features;
@@ -47,6 +48,7 @@ export fn eg_layout_lookup(record: ?[*:0]const u8, field: ?[*:0]const u8, offset
 }
 
 comptime {
+    @export(&spread_mod.spread, .{ .name = "eg_spread", .linkage = .strong });
     for (.{ .{ "dot", f32, false }, .{ "dot", f16, false }, .{ "cosine", f32, true }, .{ "cosine", f16, true } }) |v| {
         const name = "eg_" ++ v[0] ++ "_topk_" ++ @typeName(v[1]) ++ "_" ++ isa;
         @export(&topk.TopK(v[1], v[2]).run, .{ .name = name, .linkage = .strong });

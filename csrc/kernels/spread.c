@@ -1,0 +1,96 @@
+/* Spreading activation over a CSR graph (one ISA: the work is latency-bound,
+ * so what pays is prefetching and a compact per-node state, not SIMD).
+ *
+ * Semantics (the numpy oracle in engram/_kernels/reference.py is the spec):
+ * seeds are touched at hop 0 with their activation (clamped to 1). At hop h
+ * (1..max_depth) every node touched at hop h-1 fires once with the
+ * activation it had when the hop began: each out-edge (u -> v, w) carries
+ * c = a_u * w * decay. Contributions below threshold are dropped. A node
+ * that has already fired (touched at an earlier hop) still gains c *
+ * cycle_penalty but never fires again; a new node is touched at hop h.
+ * Activation is clamped to 1 (all contributions are positive, so clamping
+ * as we go equals clamping at the end).
+ *
+ * State: one 8-byte record per node, {mark = epoch << 8 | hop, act}; a node
+ * belongs to this spread only if its mark's epoch matches, so nothing is
+ * cleared between spreads (the caller clears when the 24-bit epoch wraps).
+ * Touched nodes are appended to out_nodes in first-touch order, so the
+ * frontier of each hop is a contiguous range of it.
+ */
+#include "engram.h"
+
+#define EG_HOP_MASK 0xffu
+
+static inline void eg_prefetch(const void *p) {
+#if defined(__GNUC__)
+    __builtin_prefetch(p, 1, 3);
+#endif
+}
+
+EG_API int64_t eg_spread(EG_SPREAD_ARGS) {
+    if (n_seeds == 0) return 0;
+    if (!offsets || !state || !seeds || !seed_act || !out_nodes || !fire || (n_nodes && !targets)
+        || (n_nodes && !weights))
+        return EG_EINVAL;
+    if (max_depth > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu) return EG_EINVAL;
+    const uint32_t tag = epoch << 8;
+    uint64_t count = 0;
+
+    for (uint64_t i = 0; i < n_seeds; i++) {             /* hop 0 */
+        uint32_t s = seeds[i];
+        if (s >= n_nodes) return EG_EINVAL;
+        float a = seed_act[i];
+        if (!(a >= 0.0f)) return EG_EINVAL;               /* also rejects NaN */
+        eg_spread_state_t *st = &state[s];
+        if ((st->mark & ~EG_HOP_MASK) != tag) {
+            if (count >= out_cap) return EG_ENOSPACE;
+            st->mark = tag;
+            st->act = 0.0f;
+            out_nodes[count++] = s;
+        }
+        float x = st->act + a;
+        st->act = x < 1.0f ? x : 1.0f;
+    }
+
+    uint64_t begin = 0, end = count;
+    for (uint32_t hop = 1; hop <= max_depth && begin < end; hop++) {
+        for (uint64_t i = begin; i < end; i++)            /* what each fires: its act as the hop begins */
+            fire[i] = state[out_nodes[i]].act;
+        const uint32_t new_mark = tag | hop;
+        for (uint64_t i = begin; i < end; i++) {
+            if (prefetch_distance && i + prefetch_distance < end) {
+                uint32_t ahead = out_nodes[i + prefetch_distance];
+                eg_prefetch(&offsets[ahead]);
+                eg_prefetch(&targets[offsets[ahead]]);
+                eg_prefetch(&weights[offsets[ahead]]);
+            }
+            const uint32_t u = out_nodes[i];
+            const float out = fire[i] * decay;
+            const uint64_t e0 = offsets[u], e1 = offsets[u + 1];
+            for (uint64_t e = e0; e < e1; e++) {
+                if (prefetch_distance && e + prefetch_distance < e1)
+                    eg_prefetch(&state[targets[e + prefetch_distance]]);
+                float c = out * weights[e];
+                if (c < threshold) continue;
+                const uint32_t v = targets[e];
+                if (v >= n_nodes) return EG_EINVAL;
+                eg_spread_state_t *st = &state[v];
+                if ((st->mark & ~EG_HOP_MASK) != tag) {   /* first touch: joins the next frontier */
+                    if (count >= out_cap) return EG_ENOSPACE;
+                    st->mark = new_mark;
+                    st->act = 0.0f;
+                    out_nodes[count++] = v;
+                } else if ((st->mark & EG_HOP_MASK) < hop) {
+                    c *= cycle_penalty;                   /* fired already: gains, never re-fires */
+                }
+                float x = st->act + c;
+                st->act = x < 1.0f ? x : 1.0f;
+            }
+        }
+        begin = end;
+        end = count;
+    }
+    for (uint64_t i = 0; i < count; i++)                  /* final activations, in touch order */
+        fire[i] = state[out_nodes[i]].act;
+    return (int64_t)count;
+}

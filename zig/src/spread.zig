@@ -1,0 +1,95 @@
+//! Spreading activation over CSR: the same rules as csrc/kernels/spread.c.
+const std = @import("std");
+const layout = @import("layout.zig");
+
+pub const EINVAL: i64 = -1;
+pub const ENOSPACE: i64 = -2;
+const HOP_MASK: u32 = 0xff;
+
+inline fn prefetch(p: anytype) void {
+    @prefetch(p, .{ .rw = .write, .locality = 3, .cache = .data });
+}
+
+pub fn spread(
+    offsets_: ?[*]const u64, targets_: ?[*]const u32, weights_: ?[*]const f32, n_nodes: u64,
+    seeds_: ?[*]const u32, seed_act_: ?[*]const f32, n_seeds: u64,
+    max_depth: u32, decay: f32, threshold: f32, cycle_penalty: f32, prefetch_distance: u32,
+    epoch: u32, state_: ?[*]layout.SpreadState, out_nodes_: ?[*]u32, fire_: ?[*]f32, out_cap: u64,
+) callconv(.c) i64 {
+    if (n_seeds == 0) return 0;
+    const offsets = offsets_ orelse return EINVAL;
+    const state = state_ orelse return EINVAL;
+    const seeds = seeds_ orelse return EINVAL;
+    const seed_act = seed_act_ orelse return EINVAL;
+    const out_nodes = out_nodes_ orelse return EINVAL;
+    const fire = fire_ orelse return EINVAL;
+    if (n_nodes > 0 and (targets_ == null or weights_ == null)) return EINVAL;
+    if (max_depth > HOP_MASK or epoch == 0 or epoch > 0xffffff) return EINVAL;
+    const targets = targets_ orelse offsetsAsEmpty(u32);
+    const weights = weights_ orelse offsetsAsEmpty(f32);
+    const tag: u32 = epoch << 8;
+    var count: u64 = 0;
+
+    for (0..n_seeds) |i| {
+        const s = seeds[i];
+        if (s >= n_nodes) return EINVAL;
+        const a = seed_act[i];
+        if (!(a >= 0)) return EINVAL;
+        const st = &state[s];
+        if ((st.mark & ~HOP_MASK) != tag) {
+            if (count >= out_cap) return ENOSPACE;
+            st.mark = tag;
+            st.act = 0;
+            out_nodes[count] = s;
+            count += 1;
+        }
+        st.act = @min(st.act + a, 1.0);
+    }
+
+    var begin: u64 = 0;
+    var end: u64 = count;
+    var hop: u32 = 1;
+    while (hop <= max_depth and begin < end) : (hop += 1) {
+        for (begin..end) |i| fire[i] = state[out_nodes[i]].act;
+        const new_mark = tag | hop;
+        for (begin..end) |i| {
+            if (prefetch_distance != 0 and i + prefetch_distance < end) {
+                const ahead = out_nodes[i + prefetch_distance];
+                prefetch(&offsets[ahead]);
+                prefetch(&targets[offsets[ahead]]);
+                prefetch(&weights[offsets[ahead]]);
+            }
+            const u = out_nodes[i];
+            const out = fire[i] * decay;
+            const e1 = offsets[u + 1];
+            var e = offsets[u];
+            while (e < e1) : (e += 1) {
+                if (prefetch_distance != 0 and e + prefetch_distance < e1) prefetch(&state[targets[e + prefetch_distance]]);
+                var c = out * weights[e];
+                if (c < threshold) continue;
+                const v = targets[e];
+                if (v >= n_nodes) return EINVAL;
+                const st = &state[v];
+                if ((st.mark & ~HOP_MASK) != tag) {
+                    if (count >= out_cap) return ENOSPACE;
+                    st.mark = new_mark;
+                    st.act = 0;
+                    out_nodes[count] = v;
+                    count += 1;
+                } else if ((st.mark & HOP_MASK) < hop) {
+                    c *= cycle_penalty;
+                }
+                st.act = @min(st.act + c, 1.0);
+            }
+        }
+        begin = end;
+        end = count;
+    }
+    for (0..count) |i| fire[i] = state[out_nodes[i]].act;
+    return @intCast(count);
+}
+
+fn offsetsAsEmpty(comptime T: type) [*]const T {
+    const empty = [_]T{};
+    return &empty;
+}
