@@ -33,12 +33,13 @@ def vectors(v, dim: int, *, f16: bool = False) -> np.ndarray:
         raise EmptyBatchError("vectors is an empty batch: pass at least one vector")
     if a.shape[1] != dim:
         raise DimensionError(f"vectors have {a.shape[1]} dimensions, this engine stores {dim}")
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    with np.errstate(over="ignore"):   # values past float32's range become inf: reported below
+        a = np.ascontiguousarray(a, dtype=np.float32)
     bad = ~np.isfinite(a).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)[:5].tolist()
-        raise NonFiniteError(f"vectors contain NaN or infinity (rows {rows}{'...' if bad.sum() > 5 else ''}); "
-                             "remove or replace those values")
+        raise NonFiniteError(f"vectors contain NaN, infinity or values beyond float32's range (rows "
+                             f"{rows}{'...' if bad.sum() > 5 else ''}); remove or replace those values")
     if f16:
         big = (np.abs(a) > F16_MAX).any(axis=1)
         if big.any():

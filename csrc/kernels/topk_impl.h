@@ -52,18 +52,37 @@ static inline float NAME(const float *q, const T *r, uint64_t dim, float *rr_out
 EG_ROW_KERNEL(EG_FN(eg_row_f32), float, VLOAD32, eg_at_f32)
 EG_ROW_KERNEL(EG_FN(eg_row_f16), uint16_t, VLOAD16, eg_at_f16)
 
-static float EG_FN(eg_qnorm)(const float *q, uint64_t dim) {
+static double EG_FN(eg_qnorm)(const float *q, uint64_t dim) {
     double s = 0.0;
     for (uint64_t i = 0; i < dim; i++) s += (double)q[i] * q[i];
-    return (float)__builtin_sqrt(s);
+    return __builtin_sqrt(s);
 }
 
-#define EG_TOPK_KERNEL(NAME, T, ROW, COSINE)                                          \
+/* Cosine in double: the slow path for rows (or queries) whose squares
+ * overflow or underflow float, where the fast path would return 0 or NaN. */
+static float EG_FN(eg_cosine_exact)(const float *q, double qn, const void *r, uint64_t dim, eg_tail_load_t at) {
+    double dot = 0.0, rr = 0.0;
+    for (uint64_t i = 0; i < dim; i++) {
+        double x = at(r, i);
+        dot += q[i] * x;
+        rr += x * x;
+    }
+    double den = qn * __builtin_sqrt(rr);
+    return den > 0.0 ? (float)(dot / den) : 0.0f;
+}
+
+/* Outside these bounds float sums of squares lose precision or overflow. */
+#define EG_SAFE_LO 1e-28f
+#define EG_SAFE_HI 1e28f
+
+#define EG_TOPK_KERNEL(NAME, T, ROW, AT, COSINE)                                      \
 EG_API int64_t NAME(EG_TOPK_ARGS) {                                                   \
     if (k == 0 || n == 0) return 0;                                                   \
     if (!q || !rows || !out_idx || !out_score || dim == 0) return EG_EINVAL;          \
     eg_topk_t h = {out_idx, out_score, k, 0};                                         \
-    float qn = COSINE ? EG_FN(eg_qnorm)(q, dim) : 1.0f;                               \
+    double qn = COSINE ? EG_FN(eg_qnorm)(q, dim) : 1.0;                               \
+    /* an extreme query takes the exact path for every row */                         \
+    int q_extreme = COSINE && qn > 0.0 && (qn < 1e-14 || qn > 1e14);                  \
     const char *base = (const char *)rows;                                            \
     for (uint64_t i = 0; i < n; i++) {                                                \
         if (mask && !mask[i]) continue;                                               \
@@ -71,15 +90,20 @@ EG_API int64_t NAME(EG_TOPK_ARGS) {                                             
         float rr = 0.0f;                                                              \
         float s = ROW(q, r, dim, COSINE ? &rr : (float *)0);                          \
         if (COSINE) {                                                                 \
-            float den = qn * __builtin_sqrtf(rr);                                     \
-            s = den > 0.0f ? s / den : 0.0f;                                          \
+            if (q_extreme || !(rr > EG_SAFE_LO && rr < EG_SAFE_HI)                    \
+                || !(__builtin_fabsf(s) < EG_SAFE_HI)) {                              \
+                s = EG_FN(eg_cosine_exact)(q, qn, r, dim, AT);                        \
+            } else {                                                                  \
+                float den = (float)qn * __builtin_sqrtf(rr);                          \
+                s = den > 0.0f ? s / den : 0.0f;                                      \
+            }                                                                         \
         }                                                                             \
         eg_topk_push(&h, s, (int64_t)i);                                              \
     }                                                                                 \
     return eg_topk_finish(&h);                                                        \
 }
 
-EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f32), float, EG_FN(eg_row_f32), 0)
-EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f16), uint16_t, EG_FN(eg_row_f16), 0)
-EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f32), float, EG_FN(eg_row_f32), 1)
-EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f16), uint16_t, EG_FN(eg_row_f16), 1)
+EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f32), float, EG_FN(eg_row_f32), eg_at_f32, 0)
+EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f16), uint16_t, EG_FN(eg_row_f16), eg_at_f16, 0)
+EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f32), float, EG_FN(eg_row_f32), eg_at_f32, 1)
+EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f16), uint16_t, EG_FN(eg_row_f16), eg_at_f16, 1)

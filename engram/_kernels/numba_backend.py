@@ -64,18 +64,38 @@ def _finish(score, idx, size):
     return size
 
 
+SAFE_LO, SAFE_HI = np.float32(1e-28), np.float32(1e28)
+
+
+@numba.njit(cache=True)
+def _cosine_exact(q, qn, rows, lut, i):
+    """Cosine in float64, for rows whose squares overflow or underflow float32."""
+    dot = 0.0
+    rr = 0.0
+    for j in range(q.shape[0]):
+        if lut is None:
+            x = np.float64(rows[i, j])
+        else:
+            x = np.float64(lut[rows[i, j]])
+        dot += np.float64(q[j]) * x
+        rr += x * x
+    den = qn * np.sqrt(rr)
+    return np.float32(dot / den) if den > 0 else np.float32(0.0)
+
+
 @numba.njit(cache=True)
 def _topk(q, rows, lut, mask, use_mask, cosine, out_idx, out_score):
     # lut is None for f32 rows: numba prunes the branch at compile time
     n, dim = rows.shape
     k = out_idx.shape[0]
     size = 0
-    qn = np.float32(1.0)
+    qn = 1.0
     if cosine:
         acc = 0.0
         for j in range(dim):
             acc += np.float64(q[j]) * q[j]
-        qn = np.float32(np.sqrt(acc))
+        qn = np.sqrt(acc)
+    q_extreme = cosine and qn > 0 and (qn < 1e-14 or qn > 1e14)
     for i in range(n):
         if use_mask and mask[i] == 0:
             continue
@@ -90,8 +110,11 @@ def _topk(q, rows, lut, mask, use_mask, cosine, out_idx, out_score):
             rr += x * x
         s = dot
         if cosine:
-            den = qn * np.float32(np.sqrt(rr))
-            s = dot / den if den > 0 else np.float32(0.0)
+            if q_extreme or not (rr > SAFE_LO and rr < SAFE_HI) or not (abs(dot) < SAFE_HI):
+                s = _cosine_exact(q, qn, rows, lut, i)
+            else:
+                den = np.float32(qn) * np.float32(np.sqrt(rr))
+                s = dot / den if den > 0 else np.float32(0.0)
         size = _push(out_score, out_idx, size, k, np.float32(s), i)
     return _finish(out_score, out_idx, size)
 

@@ -14,7 +14,9 @@ def scores(metric: str, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Exact float64 scores of every row."""
     r = rows.astype(np.float64)
     qq = q.astype(np.float64)
-    dots = r @ qq
+    # an elementwise product and a per-row sum, not BLAS: BLAS may round two
+    # identical rows differently by position, which would break the tie rule
+    dots = (r * qq).sum(axis=1)
     if metric == "dot":
         return dots
     den = np.linalg.norm(r, axis=1) * np.linalg.norm(qq)

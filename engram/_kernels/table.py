@@ -26,9 +26,12 @@ def as_query(query, dim: int | None = None, what: str = "query") -> np.ndarray:
         raise InvalidInputError(f"{what} must be a 1-D vector, got shape {q.shape}")
     if dim is not None and q.shape[0] != dim:
         raise DimensionError(f"{what} has {q.shape[0]} dimensions, expected {dim}")
-    q = np.ascontiguousarray(q, dtype=np.float32)
     if not np.isfinite(q).all():
         raise NonFiniteError(f"{what} contains NaN or infinity; remove or replace those values")
+    with np.errstate(over="ignore"):
+        q = np.ascontiguousarray(q, dtype=np.float32)
+    if not np.isfinite(q).all():
+        raise NonFiniteError(f"{what} has values beyond the float32 range (|x| > 3.4e38)")
     return q
 
 
@@ -37,6 +40,8 @@ def as_rows(rows) -> np.ndarray:
         raise InvalidInputError("rows must be a 2-D numpy array (n, dim)")
     if rows.dtype not in ROW_DTYPES:
         raise InvalidInputError(f"rows must be float32 or float16, got {rows.dtype}")
+    if rows.shape[0] == 0:
+        return rows   # numpy gives empty arrays arbitrary (even zero) strides: nothing to check
     if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
         raise InvalidInputError("rows must be contiguous along the last axis (use np.ascontiguousarray)")
     if rows.shape[0] > 1 and rows.strides[0] % rows.itemsize:
@@ -173,7 +178,10 @@ class KernelTable:
         q = as_query(query, rows.shape[1])
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidInputError(f"k must be a non-negative integer, got {k!r}")
-        return self._topk(metric, q, rows, int(k), as_mask(mask, rows.shape[0]))
+        mask = as_mask(mask, rows.shape[0])
+        if rows.shape[0] == 0 or k == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return self._topk(metric, q, rows, int(k), mask)
 
     def _topk(self, metric, q, rows, k, mask):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -129,6 +129,24 @@ inline fn row(comptime T: type, comptime want_rr: bool, q: [*]const f32, r: [*]c
     return dot;
 }
 
+/// Outside these bounds float sums of squares lose precision or overflow.
+const safe_lo: f32 = 1e-28;
+const safe_hi: f32 = 1e28;
+
+/// Cosine in f64: the slow path for rows (or queries) whose squares overflow
+/// or underflow f32, where the fast path would return 0 or NaN.
+fn cosineExact(comptime T: type, q: [*]const f32, qn: f64, r: [*]const T, dim: u64) f32 {
+    var dot: f64 = 0;
+    var rr: f64 = 0;
+    for (0..dim) |i| {
+        const x: f64 = @floatCast(r[i]);
+        dot += @as(f64, q[i]) * x;
+        rr += x * x;
+    }
+    const den = qn * @sqrt(rr);
+    return if (den > 0) @floatCast(dot / den) else 0;
+}
+
 pub fn TopK(comptime T: type, comptime cosine: bool) type {
     return struct {
         pub fn run(q: ?[*]const f32, rows: ?*const anyopaque, n: u64, dim: u64, row_stride: u64, mask: ?[*]const u8, k: u64, out_idx: ?[*]i64, out_score: ?[*]f32) callconv(.c) i64 {
@@ -137,12 +155,14 @@ pub fn TopK(comptime T: type, comptime cosine: bool) type {
             const base: [*]const u8 = @ptrCast(rows orelse return EINVAL);
             var h = Heap{ .idx = out_idx orelse return EINVAL, .score = out_score orelse return EINVAL, .k = k };
             if (dim == 0) return EINVAL;
-            var qn: f32 = 1;
+            var qn: f64 = 1;
             if (cosine) {
                 var s: f64 = 0;
                 for (0..dim) |j| s += @as(f64, qq[j]) * qq[j];
-                qn = @floatCast(@sqrt(s));
+                qn = @sqrt(s);
             }
+            // an extreme query takes the exact path for every row
+            const q_extreme = cosine and qn > 0 and (qn < 1e-14 or qn > 1e14);
             var i: u64 = 0;
             while (i < n) : (i += 1) {
                 if (mask) |m| if (m[i] == 0) continue;
@@ -150,8 +170,12 @@ pub fn TopK(comptime T: type, comptime cosine: bool) type {
                 var rr: f32 = 0;
                 var s = row(T, cosine, qq, r, dim, &rr);
                 if (cosine) {
-                    const den = qn * @sqrt(rr);
-                    s = if (den > 0) s / den else 0;
+                    if (q_extreme or !(rr > safe_lo and rr < safe_hi) or !(@abs(s) < safe_hi)) {
+                        s = cosineExact(T, qq, qn, r, dim);
+                    } else {
+                        const den = @as(f32, @floatCast(qn)) * @sqrt(rr);
+                        s = if (den > 0) s / den else 0;
+                    }
                 }
                 h.push(s, @intCast(i));
             }
