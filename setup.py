@@ -24,15 +24,16 @@ ROOT = Path(__file__).resolve().parent
 LIB_DIR = Path("engram", "_kernels", "lib")
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 
-C_FLAGS = ["-O3", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden",
+C_FLAGS = ["-O3", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden", "-fno-trapping-math",
            "-fno-strict-aliasing", "-Icsrc/include", "-Icsrc/kernels"]
+# -fno-trapping-math lets float selects (clamps) vectorise; no kernel relies on FP exceptions.
 # (source, extra flags): one translation unit per ISA variant.
 C_SOURCES = [("csrc/dispatch.c", []), ("csrc/kernels/isa_scalar.c", []), ("csrc/kernels/spread.c", [])]
 if X86:
     C_SOURCES += [
-        ("csrc/kernels/isa_avx2.c", ["-mavx2", "-mfma", "-mf16c"]),
+        ("csrc/kernels/isa_avx2.c", ["-mavx2", "-mfma", "-mf16c", "-msse4.2"]),
         ("csrc/kernels/isa_avx512.c", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
-                                       "-mavx2", "-mfma", "-mf16c"]),
+                                       "-mavx2", "-mfma", "-mf16c", "-msse4.2"]),
     ]
 else:
     C_FLAGS.append("-DEG_NO_X86_VARIANTS")
@@ -102,7 +103,7 @@ def extensions():
     exts = [Extension(f"engram._cy.{name}", [f"engram/_cy/{name}.pyx"],
                       include_dirs=["csrc/include", numpy.get_include()], extra_compile_args=["-O3"],
                       define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
-            for name in ("scan", "spread")]
+            for name in ("scan", "spread", "stream")]
     return cythonize(exts, language_level=3, compiler_directives={
         "boundscheck": False, "wraparound": False, "initializedcheck": False})
 

@@ -16,7 +16,7 @@ EG_API uint32_t eg_cpu_features(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         unsigned a, b, c, d;
         __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
-        if (c & (1u << 29)) f |= EG_CPU_AVX2;  /* F16C */
+        if ((c & (1u << 29)) && (c & (1u << 20))) f |= EG_CPU_AVX2;  /* F16C and SSE4.2 */
         if ((f & EG_CPU_AVX2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
             && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
             f |= EG_CPU_AVX512;
@@ -29,9 +29,12 @@ typedef int64_t (*eg_topk_fn)(EG_TOPK_ARGS);
 typedef struct {
     const char *isa;
     eg_topk_fn dot_f32, dot_f16, cos_f32, cos_f16;
+    int64_t (*decay)(EG_DECAY_ARGS);
+    uint32_t (*crc)(EG_CRC_ARGS);
 } eg_table_t;
 
-#define EG_TABLE(s) {#s, eg_dot_topk_f32_##s, eg_dot_topk_f16_##s, eg_cosine_topk_f32_##s, eg_cosine_topk_f16_##s}
+#define EG_TABLE(s) {#s, eg_dot_topk_f32_##s, eg_dot_topk_f16_##s, eg_cosine_topk_f32_##s, \
+                     eg_cosine_topk_f16_##s, eg_decay_f32_##s, eg_crc32c_##s}
 #ifndef EG_NO_X86_VARIANTS
 static const eg_table_t eg_tables[] = {EG_TABLE(avx512), EG_TABLE(avx2), EG_TABLE(scalar)};
 #else
@@ -53,6 +56,9 @@ EG_API int64_t eg_dot_topk_f32(EG_TOPK_ARGS) { return eg_table()->dot_f32(q, row
 EG_API int64_t eg_dot_topk_f16(EG_TOPK_ARGS) { return eg_table()->dot_f16(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
 EG_API int64_t eg_cosine_topk_f32(EG_TOPK_ARGS) { return eg_table()->cos_f32(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
 EG_API int64_t eg_cosine_topk_f16(EG_TOPK_ARGS) { return eg_table()->cos_f16(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
+
+EG_API int64_t eg_decay_f32(EG_DECAY_ARGS) { return eg_table()->decay(strength, age, n, kind, p0, p1, p2, out); }
+EG_API uint32_t eg_crc32c(EG_CRC_ARGS) { return eg_table()->crc(crc, data, n); }
 
 static const eg_layout_entry_t eg_layout_entries[] = EG_LAYOUT_ENTRIES;
 

@@ -37,16 +37,29 @@
 #define EG_TOPK_ARGS const float *q, const void *rows, uint64_t n, uint64_t dim, \
     uint64_t row_stride, const uint8_t *mask, uint64_t k, int64_t *out_idx, float *out_score
 
-#define EG_DECLARE_TOPK(isa_suffix) \
+/* Forgetting curves: out[i] = strength[i] * curve(age[i]) (csrc/kernels/decay_impl.h).
+ * Ages are >= 0 in the curve's time unit. Returns n or EG_EINVAL. */
+#define EG_DECAY_EXP 0u     /* p0 = tau */
+#define EG_DECAY_POWER 1u   /* p0 = beta */
+#define EG_DECAY_TWO 2u     /* p0 = tau_fast, p1 = tau_slow, p2 = weight of the fast part */
+#define EG_DECAY_ARGS const float *strength, const float *age, uint64_t n, uint32_t kind, \
+    float p0, float p1, float p2, float *out
+
+/* CRC32C (Castagnoli) of n bytes, continuing from crc (0 to start). */
+#define EG_CRC_ARGS uint32_t crc, const void *data, uint64_t n
+
+#define EG_DECLARE_VARIANT(isa_suffix) \
     EG_API int64_t eg_dot_topk_f32##isa_suffix(EG_TOPK_ARGS); \
     EG_API int64_t eg_dot_topk_f16##isa_suffix(EG_TOPK_ARGS); \
     EG_API int64_t eg_cosine_topk_f32##isa_suffix(EG_TOPK_ARGS); \
-    EG_API int64_t eg_cosine_topk_f16##isa_suffix(EG_TOPK_ARGS);
+    EG_API int64_t eg_cosine_topk_f16##isa_suffix(EG_TOPK_ARGS); \
+    EG_API int64_t eg_decay_f32##isa_suffix(EG_DECAY_ARGS); \
+    EG_API uint32_t eg_crc32c##isa_suffix(EG_CRC_ARGS);
 
-EG_DECLARE_TOPK()
-EG_DECLARE_TOPK(_scalar)
-EG_DECLARE_TOPK(_avx2)
-EG_DECLARE_TOPK(_avx512)
+EG_DECLARE_VARIANT()
+EG_DECLARE_VARIANT(_scalar)
+EG_DECLARE_VARIANT(_avx2)
+EG_DECLARE_VARIANT(_avx512)
 
 /* Spread activation from seeds over CSR (offsets[n+1], targets, weights) for up to
  * max_depth hops. state: n_nodes records owned by the caller, reused across spreads

@@ -15,4 +15,7 @@ static inline float eg_hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 #define VSUM(a) eg_hsum256(a)
+#define EG_HW_CRC
 #include "topk_impl.h"
+#include "decay_impl.h"
+#include "crc_impl.h"

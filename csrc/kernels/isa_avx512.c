@@ -9,4 +9,7 @@ typedef __m512 vf;
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VADD(a, b) _mm512_add_ps(a, b)
 #define VSUM(a) _mm512_reduce_add_ps(a)
+#define EG_HW_CRC
 #include "topk_impl.h"
+#include "decay_impl.h"
+#include "crc_impl.h"

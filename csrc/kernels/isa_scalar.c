@@ -38,3 +38,5 @@ typedef float vf;
 #define VSUM(a) (a)
 #endif
 #include "topk_impl.h"
+#include "decay_impl.h"
+#include "crc_impl.h"

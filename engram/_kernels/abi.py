@@ -10,6 +10,12 @@ TOPK_OPS = ("dot_topk_f32", "dot_topk_f16", "cosine_topk_f32", "cosine_topk_f16"
 
 TOPK_ARGTYPES = [C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint64, C.c_uint64,
                  C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p]
+DECAY_ARGTYPES = [C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint32, C.c_float, C.c_float, C.c_float, C.c_void_p]
+CRC_ARGTYPES = [C.c_uint32, C.c_void_p, C.c_uint64]
+# per-ISA ops: name -> (restype, argtypes)
+VARIANT_OPS = {**{op: (C.c_int64, TOPK_ARGTYPES) for op in TOPK_OPS},
+               "decay_f32": (C.c_int64, DECAY_ARGTYPES), "crc32c": (C.c_uint32, CRC_ARGTYPES)}
+DECAY_KINDS = {"exponential": 0, "power": 1, "two_component": 2}
 
 IDENTITY = {
     "eg_abi_version": (C.c_uint32, []),
@@ -55,9 +61,9 @@ def bind(lib: C.CDLL, isas) -> dict:
             fn.restype, fn.argtypes = res, args
             fns[name] = fn
     for isa in isas:
-        for op in TOPK_OPS:
+        for op, (res, args) in VARIANT_OPS.items():
             name = kernel_symbol(op, isa)
             fn = getattr(lib, name)
-            fn.restype, fn.argtypes = C.c_int64, TOPK_ARGTYPES
+            fn.restype, fn.argtypes = res, args
             fns[name] = fn
     return fns

@@ -133,6 +133,14 @@ class NumbaTable(KernelTable):
         got = _topk(q, r, HALF_TO_FLOAT if f16 else None, m, mask is not None, metric == "cosine", idx, score) if k else 0
         return idx[:got], score[:got]
 
+    def _decay(self, s, a, kind, p):
+        out = np.empty_like(s)
+        _decay(s, a, kind, np.float32(p[0]), np.float32(p[1]), np.float32(p[2]), out)
+        return out
+
+    def _crc32c(self, view, crc):
+        return int(_crc32c(np.frombuffer(view, np.uint8), crc, CRC_TABLE))
+
     def _spread(self, g, seeds, seed_act, p):
         sc = self._scratch.take(g[0].shape[0] - 1)
         mark = sc.state["mark"]
@@ -185,3 +193,30 @@ def _spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, thresh
     for i in range(count):
         fire[i] = act[out_nodes[i]]
     return count
+
+
+@numba.njit(cache=True)
+def _decay(s, a, kind, p0, p1, p2, out):
+    for i in range(s.shape[0]):
+        if kind == 0:
+            out[i] = s[i] * np.exp(-a[i] / p0)
+        elif kind == 1:
+            out[i] = s[i] * np.exp(-p0 * np.log1p(a[i]))
+        else:
+            out[i] = s[i] * (p2 * np.exp(-a[i] / p0) + (np.float32(1.0) - p2) * np.exp(-a[i] / p1))
+
+
+CRC_TABLE = np.zeros(256, np.uint32)
+for _i in range(256):
+    _c = _i
+    for _ in range(8):
+        _c = (_c >> 1) ^ (0x82F63B78 if _c & 1 else 0)
+    CRC_TABLE[_i] = _c
+
+
+@numba.njit(cache=True)
+def _crc32c(data, crc, table):
+    c = np.uint32(crc) ^ np.uint32(0xFFFFFFFF)
+    for i in range(data.shape[0]):
+        c = (c >> np.uint32(8)) ^ table[(c ^ np.uint32(data[i])) & np.uint32(0xFF)]
+    return c ^ np.uint32(0xFFFFFFFF)

@@ -42,6 +42,12 @@ class NumpyTable(KernelTable):
         idx, s = select_topk(scores(metric, q, rows), k, mask)
         return idx, s.astype(np.float32)
 
+    def _decay(self, s, a, kind, p):
+        return decay(s, a, kind, p).astype(np.float32)
+
+    def _crc32c(self, view, crc):
+        return crc32c(bytes(view), crc)
+
     def _spread(self, g, seeds, seed_act, p):
         nodes, act, hops = spread(g[0], g[1], g[2], seeds, seed_act, p.max_depth, p.decay, p.threshold,
                                   p.cycle_penalty)
@@ -81,3 +87,35 @@ def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, thresho
         begin, end = end, len(order)
     nodes = np.array(order, dtype=np.int64)
     return nodes, np.array([act[v] for v in order]), np.array([hop_of[v] for v in order], dtype=np.uint8)
+
+
+def decay(strength, age, kind: int, p) -> np.ndarray:
+    """Forgetting curves in float64 (kind: 0 exponential, 1 power, 2 two-component)."""
+    s = strength.astype(np.float64)
+    a = age.astype(np.float64)
+    if kind == 0:
+        return s * np.exp(-a / p[0])
+    if kind == 1:
+        return s * (1.0 + a) ** -p[0]
+    return s * (p[2] * np.exp(-a / p[0]) + (1.0 - p[2]) * np.exp(-a / p[1]))
+
+
+def _crc_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        table.append(c)
+    return table
+
+
+CRC_TABLE = _crc_table()
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC32C, one byte at a time (RFC 3720 appendix B.4)."""
+    c = crc ^ 0xFFFFFFFF
+    for b in data:
+        c = (c >> 8) ^ CRC_TABLE[(c ^ b) & 0xFF]
+    return c ^ 0xFFFFFFFF

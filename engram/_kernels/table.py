@@ -110,6 +110,34 @@ class SpreadScratch(threading.local):
         return self
 
 
+DECAY_CURVES = {"exponential": (0, ("tau",)), "power": (1, ("beta",)),
+                "two_component": (2, ("tau_fast", "tau_slow", "weight"))}
+
+
+def decay_params(curve, params):
+    """(kind, (p0, p1, p2)) for a curve and its named parameters, validated."""
+    if curve not in DECAY_CURVES:
+        raise InvalidInputError(f"unknown decay curve {curve!r}; choose one of {', '.join(DECAY_CURVES)}")
+    kind, names = DECAY_CURVES[curve]
+    extra = set(params) - set(names)
+    missing = [n for n in names if n not in params]
+    if extra or missing:
+        raise InvalidInputError(f"curve {curve!r} takes {', '.join(names)}"
+                                + (f"; unknown: {', '.join(sorted(extra))}" if extra else "")
+                                + (f"; missing: {', '.join(missing)}" if missing else ""))
+    vals = []
+    for n in names:
+        v = params[n]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+            raise InvalidInputError(f"{n} must be a finite number, got {v!r}")
+        ok = {"tau": v > 0, "tau_fast": v > 0, "tau_slow": v > 0, "beta": v >= 0, "weight": 0 <= v <= 1}[n]
+        if not ok:
+            rule = {"beta": ">= 0", "weight": "in [0, 1]"}.get(n, "> 0")
+            raise InvalidInputError(f"{n} must be {rule}, got {v!r}")
+        vals.append(float(v))
+    return kind, tuple(vals + [0.0] * (3 - len(vals)))
+
+
 def as_csr(offsets, targets, weights):
     """Validated CSR arrays (u64 offsets[n+1], u32 targets[m], f32 weights[m])."""
     o = np.ascontiguousarray(offsets, dtype=np.uint64)
@@ -165,6 +193,49 @@ class KernelTable:
     def _spread(self, g, seeds, seed_act, p):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def decay(self, strength, age, curve: str = "exponential", **params) -> np.ndarray:
+        """strength * forgetting_curve(age), elementwise, as float32.
+
+        curve="exponential": tau (> 0)              s * exp(-age / tau)
+        curve="power":       beta (>= 0)            s * (1 + age) ** -beta
+        curve="two_component": tau_fast, tau_slow (> 0), weight in [0, 1]
+                             s * (weight * exp(-age/tau_fast) + (1 - weight) * exp(-age/tau_slow))
+        Ages are >= 0, in the same unit as the time constants.
+        """
+        kind, p = decay_params(curve, params)
+        s = np.asarray(strength)
+        a = np.asarray(age)
+        if s.shape != a.shape:
+            raise InvalidInputError(f"strength and age must have the same shape, got {s.shape} and {a.shape}")
+        if s.dtype.kind not in "fiu" or a.dtype.kind not in "fiu":
+            raise InvalidInputError("strength and age must be numeric")
+        s32 = np.ascontiguousarray(s, dtype=np.float32).reshape(-1)
+        a32 = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+        if not (np.isfinite(s32).all() and np.isfinite(a32).all()):
+            raise NonFiniteError("strength and age must be finite (within float32 range)")
+        if (a32 < 0).any():
+            raise InvalidInputError("age must be >= 0")
+        return self._decay(s32, a32, kind, p).reshape(s.shape)
+
+    def _decay(self, s, a, kind, p):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def crc32c(self, data, crc: int = 0) -> int:
+        """CRC32C (Castagnoli) of a bytes-like object, continuing from ``crc``."""
+        if isinstance(crc, bool) or not isinstance(crc, (int, np.integer)) or not 0 <= crc <= 0xFFFFFFFF:
+            raise InvalidInputError(f"crc must be an integer in [0, 2**32), got {crc!r}")
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise InvalidInputError(f"data must be bytes-like (bytes, bytearray, memoryview, ndarray), "
+                                    f"got {type(data).__name__}") from None
+        if not view.c_contiguous:
+            raise InvalidInputError("data must be contiguous")
+        return self._crc32c(view.cast("B") if view.ndim != 1 or view.format != "B" else view, int(crc))
+
+    def _crc32c(self, view, crc):  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def cosine_topk(self, query, rows, k: int = 10, mask=None):
         """Top-k rows by cosine similarity to query: (indices int64, scores f32), best first."""
         return self._checked_topk("cosine", query, rows, k, mask)
@@ -198,7 +269,10 @@ class NativeTable(KernelTable):
         from .._cy.spread import SpreadKernel
         super().__init__()
         self.name, self.lib, self.isa = name, lib, isa
+        from .._cy.stream import CrcKernel, DecayKernel
         self._spread_fn = SpreadKernel(lib.address_of("eg_spread"))
+        self._decay_fn = DecayKernel(lib.address("decay_f32", isa))
+        self._crc_fn = CrcKernel(lib.address("crc32c", isa))
         self.path = lib.path
         self._fns = {}
         for metric in METRICS:
@@ -225,3 +299,14 @@ class NativeTable(KernelTable):
             raise KernelError(f"{self.name} spread returned error {got}")
         nodes = sc.nodes[:got]
         return nodes.astype(np.int64), sc.fire[:got].copy(), (sc.state["mark"][nodes] & 0xFF).astype(np.uint8)
+
+    def _decay(self, s, a, kind, p):
+        out = np.empty_like(s)
+        got = self._decay_fn(s, a, kind, p[0], p[1], p[2], out)
+        if got < 0:
+            from ..errors import KernelError
+            raise KernelError(f"{self.name} decay returned error {got}")
+        return out
+
+    def _crc32c(self, view, crc):
+        return self._crc_fn(view, crc)

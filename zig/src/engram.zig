@@ -9,6 +9,7 @@ const builtin = @import("builtin");
 const layout = @import("layout.zig");
 const topk = @import("topk.zig");
 const spread_mod = @import("spread.zig");
+const decay_mod = @import("decay.zig");
 
 const has = std.Target.x86.featureSetHas;
 const features = builtin.cpu.features;
@@ -49,6 +50,8 @@ export fn eg_layout_lookup(record: ?[*:0]const u8, field: ?[*:0]const u8, offset
 
 comptime {
     @export(&spread_mod.spread, .{ .name = "eg_spread", .linkage = .strong });
+    @export(&decay_mod.decay, .{ .name = "eg_decay_f32_" ++ isa, .linkage = .strong });
+    @export(&decay_mod.crc32c, .{ .name = "eg_crc32c_" ++ isa, .linkage = .strong });
     for (.{ .{ "dot", f32, false }, .{ "dot", f16, false }, .{ "cosine", f32, true }, .{ "cosine", f16, true } }) |v| {
         const name = "eg_" ++ v[0] ++ "_topk_" ++ @typeName(v[1]) ++ "_" ++ isa;
         @export(&topk.TopK(v[1], v[2]).run, .{ .name = name, .linkage = .strong });
