@@ -19,12 +19,12 @@ WRONG_HASH = LAYOUT_HASH ^ 0x00F0_0000_0000_0F0F
 
 
 def required_symbols(isas) -> set:
-    """Every symbol abi.bind may look up: its symbol tables plus the top-k kernels of isas."""
+    """Every symbol abi.bind may look up: its symbol tables plus the per-ISA kernels of isas."""
     names = set()
     for v in vars(abi).values():
         if isinstance(v, dict) and v and all(isinstance(x, str) and x.startswith("eg_") for x in v):
             names |= set(v)
-    return names | {abi.kernel_symbol(op, isa) for isa in isas for op in abi.TOPK_OPS}
+    return names | {abi.kernel_symbol(op, isa) for isa in isas for op in abi.VARIANT_OPS}
 
 
 def build_stub(tmp_path, *, abi_version=ABI_VERSION, layout_hash=LAYOUT_HASH, isas=("scalar",),
