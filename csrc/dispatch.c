@@ -28,13 +28,14 @@ EG_API uint32_t eg_cpu_features(void) {
 typedef int64_t (*eg_topk_fn)(EG_TOPK_ARGS);
 typedef struct {
     const char *isa;
-    eg_topk_fn dot_f32, dot_f16, cos_f32, cos_f16;
+    eg_topk_fn dot_f32, dot_f16, cos_f32, cos_f16, dot_i8, cos_i8;
     int64_t (*decay)(EG_DECAY_ARGS);
     uint32_t (*crc)(EG_CRC_ARGS);
 } eg_table_t;
 
 #define EG_TABLE(s) {#s, eg_dot_topk_f32_##s, eg_dot_topk_f16_##s, eg_cosine_topk_f32_##s, \
-                     eg_cosine_topk_f16_##s, eg_decay_f32_##s, eg_crc32c_##s}
+                     eg_cosine_topk_f16_##s, eg_dot_topk_i8_##s, eg_cosine_topk_i8_##s, \
+                     eg_decay_f32_##s, eg_crc32c_##s}
 #ifndef EG_NO_X86_VARIANTS
 static const eg_table_t eg_tables[] = {EG_TABLE(avx512), EG_TABLE(avx2), EG_TABLE(scalar)};
 #else
@@ -57,6 +58,8 @@ EG_API int64_t eg_dot_topk_f16(EG_TOPK_ARGS) { return eg_table()->dot_f16(q, row
 EG_API int64_t eg_cosine_topk_f32(EG_TOPK_ARGS) { return eg_table()->cos_f32(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
 EG_API int64_t eg_cosine_topk_f16(EG_TOPK_ARGS) { return eg_table()->cos_f16(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
 
+EG_API int64_t eg_dot_topk_i8(EG_TOPK_ARGS) { return eg_table()->dot_i8(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
+EG_API int64_t eg_cosine_topk_i8(EG_TOPK_ARGS) { return eg_table()->cos_i8(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
 EG_API int64_t eg_decay_f32(EG_DECAY_ARGS) { return eg_table()->decay(strength, age, n, kind, p0, p1, p2, out); }
 EG_API uint32_t eg_crc32c(EG_CRC_ARGS) { return eg_table()->crc(crc, data, n); }
 

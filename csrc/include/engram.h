@@ -25,7 +25,8 @@
 #define EG_CPU_AVX2 1u     /* AVX2 + FMA + F16C, with OS support */
 #define EG_CPU_AVX512 2u   /* AVX-512 F/BW/VL/DQ, with OS support */
 
-/* Top-k similarity over n rows.
+/* Top-k similarity over n rows of f32, f16 or int8 (the cold tier's quantised rows;
+ * cosine is scale-free, so per-row quantisation scales do not change it).
  *   q          query, dim floats
  *   rows       first row; row i starts at (char*)rows + i*row_stride
  *   mask       NULL, or n bytes: row i is skipped where mask[i] == 0
@@ -53,6 +54,8 @@
     EG_API int64_t eg_dot_topk_f16##isa_suffix(EG_TOPK_ARGS); \
     EG_API int64_t eg_cosine_topk_f32##isa_suffix(EG_TOPK_ARGS); \
     EG_API int64_t eg_cosine_topk_f16##isa_suffix(EG_TOPK_ARGS); \
+    EG_API int64_t eg_dot_topk_i8##isa_suffix(EG_TOPK_ARGS); \
+    EG_API int64_t eg_cosine_topk_i8##isa_suffix(EG_TOPK_ARGS); \
     EG_API int64_t eg_decay_f32##isa_suffix(EG_DECAY_ARGS); \
     EG_API uint32_t eg_crc32c##isa_suffix(EG_CRC_ARGS);
 

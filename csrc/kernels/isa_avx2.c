@@ -6,6 +6,7 @@ typedef __m256 vf;
 #define VZERO() _mm256_setzero_ps()
 #define VLOAD32(p) _mm256_loadu_ps(p)
 #define VLOAD16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define VLOADI8(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define VADD(a, b) _mm256_add_ps(a, b)
 static inline float eg_hsum256(__m256 v) {

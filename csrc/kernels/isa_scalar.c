@@ -1,5 +1,6 @@
 /* Baseline variant: any x86-64 (SSE2, 4 lanes, no FMA), or plain C elsewhere. */
 #include <stdint.h>
+#include <string.h>
 #define EG_SUFFIX _scalar
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -21,6 +22,15 @@ static inline __m128 eg_load_f16_sse2(const uint16_t *p) {
     return _mm_castsi128_ps(_mm_or_si128(bits, sign));
 }
 #define VLOAD16(p) eg_load_f16_sse2(p)
+/* int8 -> float with SSE2 only: place each byte in the top of a 32-bit lane, shift back arithmetically. */
+static inline __m128 eg_load_i8_sse2(const int8_t *p) {
+    int32_t w;
+    memcpy(&w, p, 4);
+    __m128i b = _mm_cvtsi32_si128(w);
+    __m128i x = _mm_unpacklo_epi16(_mm_unpacklo_epi8(b, b), _mm_unpacklo_epi8(b, b));
+    return _mm_cvtepi32_ps(_mm_srai_epi32(x, 24));
+}
+#define VLOADI8(p) eg_load_i8_sse2(p)
 static inline float eg_hsum128(__m128 s) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
@@ -33,6 +43,7 @@ typedef float vf;
 #define VZERO() 0.0f
 #define VLOAD32(p) (*(p))
 #define VLOAD16(p) eg_half_to_float(*(p))
+#define VLOADI8(p) ((float)*(p))
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #define VADD(a, b) ((a) + (b))
 #define VSUM(a) (a)

@@ -1,6 +1,6 @@
 /* Top-k scan kernels, written once and compiled once per ISA variant.
  * The including file defines EG_SUFFIX (_scalar, _avx2, _avx512) and the
- * vector layer: VW lanes, vf, VZERO, VLOAD32, VLOAD16, VFMA, VADD, VSUM.
+ * vector layer: VW lanes, vf, VZERO, VLOAD32, VLOAD16, VLOADI8, VFMA, VADD, VSUM.
  * Four accumulators per sum hide the FMA latency; the rows are streamed
  * once, so for large n the scan runs at memory bandwidth.
  */
@@ -14,6 +14,7 @@
 typedef float (*eg_tail_load_t)(const void *, uint64_t);
 static inline float eg_at_f32(const void *p, uint64_t i) { return ((const float *)p)[i]; }
 static inline float eg_at_f16(const void *p, uint64_t i) { return eg_half_to_float(((const uint16_t *)p)[i]); }
+static inline float eg_at_i8(const void *p, uint64_t i) { return (float)((const int8_t *)p)[i]; }
 
 /* One row: dot product with q, and (when want_rr) the row's squared norm. */
 #define EG_ROW_KERNEL(NAME, T, LOAD, AT)                                              \
@@ -51,6 +52,7 @@ static inline float NAME(const float *q, const T *r, uint64_t dim, float *rr_out
 
 EG_ROW_KERNEL(EG_FN(eg_row_f32), float, VLOAD32, eg_at_f32)
 EG_ROW_KERNEL(EG_FN(eg_row_f16), uint16_t, VLOAD16, eg_at_f16)
+EG_ROW_KERNEL(EG_FN(eg_row_i8), int8_t, VLOADI8, eg_at_i8)
 
 static double EG_FN(eg_qnorm)(const float *q, uint64_t dim) {
     double s = 0.0;
@@ -107,3 +109,5 @@ EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f32), float, EG_FN(eg_row_f32), eg_at_f32, 0)
 EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f16), uint16_t, EG_FN(eg_row_f16), eg_at_f16, 0)
 EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f32), float, EG_FN(eg_row_f32), eg_at_f32, 1)
 EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f16), uint16_t, EG_FN(eg_row_f16), eg_at_f16, 1)
+EG_TOPK_KERNEL(EG_FN(eg_dot_topk_i8), int8_t, EG_FN(eg_row_i8), eg_at_i8, 0)
+EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_i8), int8_t, EG_FN(eg_row_i8), eg_at_i8, 1)

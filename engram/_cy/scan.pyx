@@ -20,7 +20,7 @@ cdef class TopKKernel:
     """A top-k kernel bound by address.
 
     TopKKernel(address)(q, rows, mask, out_idx, out_score) -> results written
-    q: f32[dim] contiguous; rows: 2-D f32 or f16 with contiguous rows;
+    q: f32[dim] contiguous; rows: 2-D f32, f16 or int8 with contiguous rows;
     mask: None or uint8[n]; out_idx: int64[k]; out_score: f32[k].
     """
     cdef topk_fn fn
@@ -30,8 +30,8 @@ cdef class TopKKernel:
     def __cinit__(self, uintptr_t address, int row_itemsize):
         if address == 0:
             raise ValueError("kernel address is NULL")
-        if row_itemsize not in (2, 4):
-            raise ValueError("row_itemsize must be 2 (f16) or 4 (f32)")
+        if row_itemsize not in (1, 2, 4):
+            raise ValueError("row_itemsize must be 1 (int8), 2 (f16) or 4 (f32)")
         self.fn = <topk_fn>address
         self.address = address
         self.row_itemsize = row_itemsize

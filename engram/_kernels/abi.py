@@ -6,7 +6,7 @@ this one block of argtypes/restype to whichever library is loaded.
 import ctypes as C
 
 ISAS = ("avx512", "avx2", "scalar")          # best first
-TOPK_OPS = ("dot_topk_f32", "dot_topk_f16", "cosine_topk_f32", "cosine_topk_f16")
+TOPK_OPS = ("dot_topk_f32", "dot_topk_f16", "cosine_topk_f32", "cosine_topk_f16", "dot_topk_i8", "cosine_topk_i8")
 
 TOPK_ARGTYPES = [C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint64, C.c_uint64,
                  C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p]

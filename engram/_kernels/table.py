@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import DimensionError, InvalidInputError, NonFiniteError
 
-ROW_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+ROW_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.int8))
+DTYPE_TAG = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(np.int8): "i8"}
 METRICS = ("cosine", "dot")
 
 
@@ -39,7 +40,7 @@ def as_rows(rows) -> np.ndarray:
     if not isinstance(rows, np.ndarray) or rows.ndim != 2:
         raise InvalidInputError("rows must be a 2-D numpy array (n, dim)")
     if rows.dtype not in ROW_DTYPES:
-        raise InvalidInputError(f"rows must be float32 or float16, got {rows.dtype}")
+        raise InvalidInputError(f"rows must be float32, float16 or int8, got {rows.dtype}")
     if rows.shape[0] == 0:
         return rows   # numpy gives empty arrays arbitrary (even zero) strides: nothing to check
     if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
@@ -237,7 +238,7 @@ class KernelTable:
         raise NotImplementedError
 
     def cosine_topk(self, query, rows, k: int = 10, mask=None):
-        """Top-k rows by cosine similarity to query: (indices int64, scores f32), best first."""
+        """Top-k rows (f32, f16 or int8) by cosine similarity to query: (indices int64, scores f32), best first."""
         return self._checked_topk("cosine", query, rows, k, mask)
 
     def dot_topk(self, query, rows, k: int = 10, mask=None):
@@ -276,9 +277,8 @@ class NativeTable(KernelTable):
         self.path = lib.path
         self._fns = {}
         for metric in METRICS:
-            for dt, size in ((np.float32, 4), (np.float16, 2)):
-                op = f"{metric}_topk_{np.dtype(dt).name.replace('float', 'f')}"
-                self._fns[metric, np.dtype(dt)] = TopKKernel(lib.address(op, isa), size)
+            for dt, tag in DTYPE_TAG.items():
+                self._fns[metric, dt] = TopKKernel(lib.address(f"{metric}_topk_{tag}", isa), dt.itemsize)
 
     def _topk(self, metric, q, rows, k, mask):
         k = min(k, rows.shape[0])

@@ -52,7 +52,7 @@ comptime {
     @export(&spread_mod.spread, .{ .name = "eg_spread", .linkage = .strong });
     @export(&decay_mod.decay, .{ .name = "eg_decay_f32_" ++ isa, .linkage = .strong });
     @export(&decay_mod.crc32c, .{ .name = "eg_crc32c_" ++ isa, .linkage = .strong });
-    for (.{ .{ "dot", f32, false }, .{ "dot", f16, false }, .{ "cosine", f32, true }, .{ "cosine", f16, true } }) |v| {
+    for (.{ .{ "dot", f32, false }, .{ "dot", f16, false }, .{ "cosine", f32, true }, .{ "cosine", f16, true }, .{ "dot", i8, false }, .{ "cosine", i8, true } }) |v| {
         const name = "eg_" ++ v[0] ++ "_topk_" ++ @typeName(v[1]) ++ "_" ++ isa;
         @export(&topk.TopK(v[1], v[2]).run, .{ .name = name, .linkage = .strong });
     }

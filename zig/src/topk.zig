@@ -93,6 +93,10 @@ inline fn widenHalf(raw: @Vector(VW, u16)) Vf {
 
 inline fn load(comptime T: type, p: [*]const T) Vf {
     if (T == f32) return p[0..VW].*;
+    if (T == i8) {
+        const v: @Vector(VW, i8) = p[0..VW].*;
+        return @floatFromInt(v);
+    }
     if (has_f16c) {
         const v: @Vector(VW, f16) = p[0..VW].*;
         return @floatCast(v);
@@ -121,12 +125,16 @@ inline fn row(comptime T: type, comptime want_rr: bool, q: [*]const f32, r: [*]c
     var dot: f32 = @reduce(.Add, (d[0] + d[1]) + (d[2] + d[3]));
     var rr: f32 = if (want_rr) @reduce(.Add, (nn[0] + nn[1]) + (nn[2] + nn[3])) else 0;
     while (i < dim) : (i += 1) {
-        const x: f32 = @floatCast(r[i]);
+        const x = toF32(T, r[i]);
         dot += q[i] * x;
         rr += x * x;
     }
     rr_out.* = rr;
     return dot;
+}
+
+inline fn toF32(comptime T: type, x: T) f32 {
+    return if (T == i8) @floatFromInt(x) else @floatCast(x);
 }
 
 /// Outside these bounds float sums of squares lose precision or overflow.
@@ -139,7 +147,7 @@ fn cosineExact(comptime T: type, q: [*]const f32, qn: f64, r: [*]const T, dim: u
     var dot: f64 = 0;
     var rr: f64 = 0;
     for (0..dim) |i| {
-        const x: f64 = @floatCast(r[i]);
+        const x: f64 = toF32(T, r[i]);
         dot += @as(f64, q[i]) * x;
         rr += x * x;
     }
