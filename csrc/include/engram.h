@@ -20,6 +20,7 @@
 #define EG_OK 0
 #define EG_EINVAL (-1)   /* a null pointer where data is needed, dim == 0, an id out of range */
 #define EG_ENOSPACE (-2) /* an output buffer is too small */
+#define EG_ENOMEM (-3)   /* scratch memory could not be allocated */
 
 /* CPU feature bits reported by eg_cpu_features(). */
 #define EG_CPU_AVX2 1u     /* AVX2 + FMA + F16C, with OS support */
@@ -49,6 +50,13 @@
 /* CRC32C (Castagnoli) of n bytes, continuing from crc (0 to start). */
 #define EG_CRC_ARGS uint32_t crc, const void *data, uint64_t n
 
+/* M:N top-k: m queries, query j at qs + j*q_stride (q_stride >= dim floats);
+ * query j's results at out_idx/out_score + j*k, its count in out_count[j].
+ * Returns out_count[0] (every query has the same count) or EG_E*. */
+#define EG_TOPK_MN_ARGS const float *qs, uint64_t m, uint64_t q_stride, const void *rows, uint64_t n, \
+    uint64_t dim, uint64_t row_stride, const uint8_t *mask, uint64_t k, int64_t *out_idx, \
+    float *out_score, int64_t *out_count
+
 #define EG_DECLARE_VARIANT(isa_suffix) \
     EG_API int64_t eg_dot_topk_f32##isa_suffix(EG_TOPK_ARGS); \
     EG_API int64_t eg_dot_topk_f16##isa_suffix(EG_TOPK_ARGS); \
@@ -56,6 +64,12 @@
     EG_API int64_t eg_cosine_topk_f16##isa_suffix(EG_TOPK_ARGS); \
     EG_API int64_t eg_dot_topk_i8##isa_suffix(EG_TOPK_ARGS); \
     EG_API int64_t eg_cosine_topk_i8##isa_suffix(EG_TOPK_ARGS); \
+    EG_API int64_t eg_dot_topk_mn_f32##isa_suffix(EG_TOPK_MN_ARGS); \
+    EG_API int64_t eg_dot_topk_mn_f16##isa_suffix(EG_TOPK_MN_ARGS); \
+    EG_API int64_t eg_dot_topk_mn_i8##isa_suffix(EG_TOPK_MN_ARGS); \
+    EG_API int64_t eg_cosine_topk_mn_f32##isa_suffix(EG_TOPK_MN_ARGS); \
+    EG_API int64_t eg_cosine_topk_mn_f16##isa_suffix(EG_TOPK_MN_ARGS); \
+    EG_API int64_t eg_cosine_topk_mn_i8##isa_suffix(EG_TOPK_MN_ARGS); \
     EG_API int64_t eg_decay_f32##isa_suffix(EG_DECAY_ARGS); \
     EG_API uint32_t eg_crc32c##isa_suffix(EG_CRC_ARGS);
 

@@ -6,6 +6,7 @@
  */
 #include "engram.h"
 #include "topk_heap.h"
+#include <stdlib.h>
 
 #define EG_CAT2(a, b) a##b
 #define EG_CAT(a, b) EG_CAT2(a, b)
@@ -77,37 +78,77 @@ static float EG_FN(eg_cosine_exact)(const float *q, double qn, const void *r, ui
 #define EG_SAFE_LO 1e-28f
 #define EG_SAFE_HI 1e28f
 
-#define EG_TOPK_KERNEL(NAME, T, ROW, AT, COSINE)                                      \
-EG_API int64_t NAME(EG_TOPK_ARGS) {                                                   \
-    if (k == 0 || n == 0) return 0;                                                   \
-    if (!q || !rows || !out_idx || !out_score || dim == 0) return EG_EINVAL;          \
-    eg_topk_t h = {out_idx, out_score, k, 0};                                         \
-    double qn = COSINE ? EG_FN(eg_qnorm)(q, dim) : 1.0;                               \
-    /* an extreme query takes the exact path for every row */                         \
-    int q_extreme = COSINE && qn > 0.0 && (qn < 1e-14 || qn > 1e14);                  \
+/* M:N top-k, the one implementation (1:N is m = 1). Rows are visited in
+ * blocks small enough to stay in L2, and every query scans a block before the
+ * next is read, so each row comes from memory once for all m queries. For
+ * cosine the first query also computes the block's row norms; the others
+ * reuse them. Heaps live in the caller's output arrays (query j at j*k). */
+#define EG_MN_BLOCK 128
+#define EG_MN_STACK 8
+
+#define EG_TOPK_KERNEL(NAME, NAME_MN, T, ROW, AT, COSINE)                             \
+EG_API int64_t NAME_MN(EG_TOPK_MN_ARGS) {                                             \
+    if (m == 0) return 0;                                                             \
+    if (!qs || !out_idx || !out_score || !out_count || (n && !rows) || dim == 0       \
+        || q_stride < dim)                                                            \
+        return EG_EINVAL;                                                             \
+    if (k == 0 || n == 0) {                                                           \
+        for (uint64_t j = 0; j < m; j++) out_count[j] = 0;                            \
+        return 0;                                                                     \
+    }                                                                                 \
+    eg_topk_t stack_h[EG_MN_STACK];                                                   \
+    double stack_qn[EG_MN_STACK];                                                     \
+    eg_topk_t *h = stack_h;                                                           \
+    double *qn = stack_qn;                                                            \
+    if (m > EG_MN_STACK) {                                                            \
+        h = (eg_topk_t *)malloc(m * sizeof *h);                                       \
+        qn = (double *)malloc(m * sizeof *qn);                                        \
+        if (!h || !qn) { free(h); free(qn); return EG_ENOMEM; }                       \
+    }                                                                                 \
+    for (uint64_t j = 0; j < m; j++) {                                                \
+        h[j] = (eg_topk_t){out_idx + j * k, out_score + j * k, k, 0};                 \
+        qn[j] = COSINE ? EG_FN(eg_qnorm)(qs + j * q_stride, dim) : 1.0;               \
+    }                                                                                 \
     const char *base = (const char *)rows;                                            \
-    for (uint64_t i = 0; i < n; i++) {                                                \
-        if (mask && !mask[i]) continue;                                               \
-        const T *r = (const T *)(base + i * row_stride);                              \
-        float rr = 0.0f;                                                              \
-        float s = ROW(q, r, dim, COSINE ? &rr : (float *)0);                          \
-        if (COSINE) {                                                                 \
-            if (q_extreme || !(rr > EG_SAFE_LO && rr < EG_SAFE_HI)                    \
-                || !(__builtin_fabsf(s) < EG_SAFE_HI)) {                              \
-                s = EG_FN(eg_cosine_exact)(q, qn, r, dim, AT);                        \
-            } else {                                                                  \
-                float den = (float)qn * __builtin_sqrtf(rr);                          \
-                s = den > 0.0f ? s / den : 0.0f;                                      \
+    float rrs[EG_MN_BLOCK];                                                           \
+    for (uint64_t b = 0; b < n; b += EG_MN_BLOCK) {                                   \
+        const uint64_t e = n - b < EG_MN_BLOCK ? n : b + EG_MN_BLOCK;                 \
+        for (uint64_t j = 0; j < m; j++) {                                            \
+            const float *q = qs + j * q_stride;                                       \
+            /* an extreme query takes the exact path for every row */                 \
+            const int q_extreme = COSINE && qn[j] > 0.0 && (qn[j] < 1e-14 || qn[j] > 1e14); \
+            for (uint64_t i = b; i < e; i++) {                                        \
+                if (mask && !mask[i]) continue;                                       \
+                const T *r = (const T *)(base + i * row_stride);                      \
+                float s = ROW(q, r, dim, (COSINE && j == 0) ? &rrs[i - b] : (float *)0); \
+                if (COSINE) {                                                         \
+                    float rr = rrs[i - b];                                            \
+                    if (q_extreme || !(rr > EG_SAFE_LO && rr < EG_SAFE_HI)            \
+                        || !(__builtin_fabsf(s) < EG_SAFE_HI)) {                      \
+                        s = EG_FN(eg_cosine_exact)(q, qn[j], r, dim, AT);             \
+                    } else {                                                          \
+                        float den = (float)qn[j] * __builtin_sqrtf(rr);               \
+                        s = den > 0.0f ? s / den : 0.0f;                              \
+                    }                                                                 \
+                }                                                                     \
+                eg_topk_push(&h[j], s, (int64_t)i);                                   \
             }                                                                         \
         }                                                                             \
-        eg_topk_push(&h, s, (int64_t)i);                                              \
     }                                                                                 \
-    return eg_topk_finish(&h);                                                        \
+    for (uint64_t j = 0; j < m; j++) out_count[j] = eg_topk_finish(&h[j]);            \
+    int64_t got = out_count[0];                                                       \
+    if (h != stack_h) { free(h); free(qn); }                                          \
+    return got;                                                                       \
+}                                                                                     \
+EG_API int64_t NAME(EG_TOPK_ARGS) {                                                   \
+    int64_t count = 0;                                                                \
+    int64_t rc = NAME_MN(q, 1, dim, rows, n, dim, row_stride, mask, k, out_idx, out_score, &count); \
+    return rc < 0 ? rc : count;                                                       \
 }
 
-EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f32), float, EG_FN(eg_row_f32), eg_at_f32, 0)
-EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f16), uint16_t, EG_FN(eg_row_f16), eg_at_f16, 0)
-EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f32), float, EG_FN(eg_row_f32), eg_at_f32, 1)
-EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f16), uint16_t, EG_FN(eg_row_f16), eg_at_f16, 1)
-EG_TOPK_KERNEL(EG_FN(eg_dot_topk_i8), int8_t, EG_FN(eg_row_i8), eg_at_i8, 0)
-EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_i8), int8_t, EG_FN(eg_row_i8), eg_at_i8, 1)
+EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f32), EG_FN(eg_dot_topk_mn_f32), float, EG_FN(eg_row_f32), eg_at_f32, 0)
+EG_TOPK_KERNEL(EG_FN(eg_dot_topk_f16), EG_FN(eg_dot_topk_mn_f16), uint16_t, EG_FN(eg_row_f16), eg_at_f16, 0)
+EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f32), EG_FN(eg_cosine_topk_mn_f32), float, EG_FN(eg_row_f32), eg_at_f32, 1)
+EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f16), EG_FN(eg_cosine_topk_mn_f16), uint16_t, EG_FN(eg_row_f16), eg_at_f16, 1)
+EG_TOPK_KERNEL(EG_FN(eg_dot_topk_i8), EG_FN(eg_dot_topk_mn_i8), int8_t, EG_FN(eg_row_i8), eg_at_i8, 0)
+EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_i8), EG_FN(eg_cosine_topk_mn_i8), int8_t, EG_FN(eg_row_i8), eg_at_i8, 1)

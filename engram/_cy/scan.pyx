@@ -67,3 +67,56 @@ cdef class TopKKernel:
             got = self.fn(<const float *>cnp.PyArray_DATA(q), cnp.PyArray_DATA(rows), n, dim, stride,
                           mp, k, <int64_t *>cnp.PyArray_DATA(out_idx), <float *>cnp.PyArray_DATA(out_score))
         return got
+
+
+ctypedef int64_t (*topk_mn_fn)(const float *qs, uint64_t m, uint64_t q_stride, const void *rows, uint64_t n,
+                               uint64_t dim, uint64_t row_stride, const uint8_t *mask, uint64_t k,
+                               int64_t *out_idx, float *out_score, int64_t *out_count) noexcept nogil
+
+
+cdef class TopKManyKernel:
+    """An M:N top-k kernel bound by address: (qs (m, dim) f32, rows, mask, out_idx (m, k), out_score (m, k), out_count (m,))."""
+    cdef topk_mn_fn fn
+    cdef readonly int row_itemsize
+
+    def __cinit__(self, uintptr_t address, int row_itemsize):
+        if address == 0:
+            raise ValueError("kernel address is NULL")
+        if row_itemsize not in (1, 2, 4):
+            raise ValueError("row_itemsize must be 1 (int8), 2 (f16) or 4 (f32)")
+        self.fn = <topk_mn_fn>address
+        self.row_itemsize = row_itemsize
+
+    def __call__(self, cnp.ndarray qs, cnp.ndarray rows, object mask, cnp.ndarray out_idx,
+                 cnp.ndarray out_score, cnp.ndarray out_count):
+        cdef uint64_t n, dim, stride, k, m
+        cdef const uint8_t *mp = NULL
+        cdef int64_t got
+        if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_ITEMSIZE(rows) != self.row_itemsize:
+            raise ValueError("rows must be 2-D with the kernel's element size")
+        n = <uint64_t>cnp.PyArray_DIM(rows, 0)
+        dim = <uint64_t>cnp.PyArray_DIM(rows, 1)
+        stride = <uint64_t>cnp.PyArray_STRIDE(rows, 0)
+        if dim > 1 and cnp.PyArray_STRIDE(rows, 1) != self.row_itemsize:
+            raise ValueError("rows must be contiguous along their last axis")
+        if not (cnp.PyArray_NDIM(qs) == 2 and cnp.PyArray_ISCARRAY_RO(qs) and cnp.PyArray_ITEMSIZE(qs) == 4
+                and <uint64_t>cnp.PyArray_DIM(qs, 1) == dim):
+            raise ValueError("qs must be a C-contiguous (m, dim) float32 array")
+        m = <uint64_t>cnp.PyArray_DIM(qs, 0)
+        if not (cnp.PyArray_NDIM(out_idx) == 2 and cnp.PyArray_ISCARRAY(out_idx) and cnp.PyArray_ISCARRAY(out_score)
+                and cnp.PyArray_ISCARRAY(out_count) and cnp.PyArray_ITEMSIZE(out_idx) == 8
+                and cnp.PyArray_ITEMSIZE(out_score) == 4 and cnp.PyArray_ITEMSIZE(out_count) == 8
+                and <uint64_t>cnp.PyArray_DIM(out_idx, 0) == m and <uint64_t>cnp.PyArray_SIZE(out_count) == m
+                and cnp.PyArray_SIZE(out_idx) == cnp.PyArray_SIZE(out_score)):
+            raise ValueError("out_idx (m, k) int64, out_score (m, k) f32 and out_count (m,) int64 must be contiguous")
+        k = <uint64_t>cnp.PyArray_DIM(out_idx, 1)
+        if mask is not None:
+            if not (cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>mask) and cnp.PyArray_ITEMSIZE(<cnp.ndarray>mask) == 1
+                    and <uint64_t>cnp.PyArray_SIZE(<cnp.ndarray>mask) >= n):
+                raise ValueError("mask must be a contiguous uint8 array of at least n entries")
+            mp = <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>mask)
+        with nogil:
+            got = self.fn(<const float *>cnp.PyArray_DATA(qs), m, dim, cnp.PyArray_DATA(rows), n, dim, stride, mp, k,
+                          <int64_t *>cnp.PyArray_DATA(out_idx), <float *>cnp.PyArray_DATA(out_score),
+                          <int64_t *>cnp.PyArray_DATA(out_count))
+        return got

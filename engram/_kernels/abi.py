@@ -10,10 +10,14 @@ TOPK_OPS = ("dot_topk_f32", "dot_topk_f16", "cosine_topk_f32", "cosine_topk_f16"
 
 TOPK_ARGTYPES = [C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint64, C.c_uint64,
                  C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p]
+TOPK_MN_OPS = tuple(op.replace("_topk_", "_topk_mn_") for op in TOPK_OPS)
+TOPK_MN_ARGTYPES = [C.c_void_p, C.c_uint64, C.c_uint64, C.c_void_p, C.c_uint64, C.c_uint64, C.c_uint64,
+                    C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p, C.c_void_p]
 DECAY_ARGTYPES = [C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint32, C.c_float, C.c_float, C.c_float, C.c_void_p]
 CRC_ARGTYPES = [C.c_uint32, C.c_void_p, C.c_uint64]
 # per-ISA ops: name -> (restype, argtypes)
 VARIANT_OPS = {**{op: (C.c_int64, TOPK_ARGTYPES) for op in TOPK_OPS},
+               **{op: (C.c_int64, TOPK_MN_ARGTYPES) for op in TOPK_MN_OPS},
                "decay_f32": (C.c_int64, DECAY_ARGTYPES), "crc32c": (C.c_uint32, CRC_ARGTYPES)}
 DECAY_KINDS = {"exponential": 0, "power": 1, "two_component": 2}
 

@@ -36,6 +36,22 @@ def as_query(query, dim: int | None = None, what: str = "query") -> np.ndarray:
     return q
 
 
+def as_queries(queries, dim: int) -> np.ndarray:
+    """A finite, C-contiguous (m, dim) float32 batch."""
+    qs = np.asarray(queries)
+    if qs.dtype.kind not in "fiu":
+        raise InvalidInputError(f"queries must be numeric, got dtype {qs.dtype}")
+    if qs.shape[1] != dim:
+        raise DimensionError(f"queries have {qs.shape[1]} dimensions, expected {dim}")
+    if not np.isfinite(qs).all():
+        raise NonFiniteError("queries contain NaN or infinity; remove or replace those values")
+    with np.errstate(over="ignore"):
+        qs = np.ascontiguousarray(qs, dtype=np.float32)
+    if not np.isfinite(qs).all():
+        raise NonFiniteError("queries have values beyond the float32 range (|x| > 3.4e38)")
+    return qs
+
+
 def as_rows(rows) -> np.ndarray:
     if not isinstance(rows, np.ndarray) or rows.ndim != 2:
         raise InvalidInputError("rows must be a 2-D numpy array (n, dim)")
@@ -238,7 +254,11 @@ class KernelTable:
         raise NotImplementedError
 
     def cosine_topk(self, query, rows, k: int = 10, mask=None):
-        """Top-k rows (f32, f16 or int8) by cosine similarity to query: (indices int64, scores f32), best first."""
+        """Top-k rows (f32, f16 or int8) by cosine similarity to query: (indices int64, scores f32), best first.
+
+        A 2-D query (m, dim) is a batch: the results are (m, k) arrays, and
+        native backends read each row once for all m queries.
+        """
         return self._checked_topk("cosine", query, rows, k, mask)
 
     def dot_topk(self, query, rows, k: int = 10, mask=None):
@@ -247,13 +267,23 @@ class KernelTable:
 
     def _checked_topk(self, metric, query, rows, k, mask):
         rows = as_rows(rows)
-        q = as_query(query, rows.shape[1])
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidInputError(f"k must be a non-negative integer, got {k!r}")
         mask = as_mask(mask, rows.shape[0])
+        if np.ndim(query) == 2:       # a batch of queries: M:N, each row read once for all
+            qs = as_queries(query, rows.shape[1])
+            if rows.shape[0] == 0 or k == 0 or qs.shape[0] == 0:
+                return np.zeros((qs.shape[0], 0), np.int64), np.zeros((qs.shape[0], 0), np.float32)
+            return self._topk_many(metric, qs, rows, int(k), mask)
+        q = as_query(query, rows.shape[1])
         if rows.shape[0] == 0 or k == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         return self._topk(metric, q, rows, int(k), mask)
+
+    def _topk_many(self, metric, qs, rows, k, mask):
+        """Backends without an M:N kernel answer query by query."""
+        res = [self._topk(metric, q, rows, k, mask) for q in qs]
+        return np.stack([r[0] for r in res]), np.stack([r[1] for r in res])
 
     def _topk(self, metric, q, rows, k, mask):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -266,7 +296,7 @@ class NativeTable(KernelTable):
     """C or Zig kernels of one ISA variant, called through the Cython driver."""
 
     def __init__(self, name: str, lib, isa: str):
-        from .._cy.scan import TopKKernel
+        from .._cy.scan import TopKKernel, TopKManyKernel
         from .._cy.spread import SpreadKernel
         super().__init__()
         self.name, self.lib, self.isa = name, lib, isa
@@ -276,9 +306,11 @@ class NativeTable(KernelTable):
         self._crc_fn = CrcKernel(lib.address("crc32c", isa))
         self.path = lib.path
         self._fns = {}
+        self._many = {}
         for metric in METRICS:
             for dt, tag in DTYPE_TAG.items():
                 self._fns[metric, dt] = TopKKernel(lib.address(f"{metric}_topk_{tag}", isa), dt.itemsize)
+                self._many[metric, dt] = TopKManyKernel(lib.address(f"{metric}_topk_mn_{tag}", isa), dt.itemsize)
 
     def _topk(self, metric, q, rows, k, mask):
         k = min(k, rows.shape[0])
@@ -299,6 +331,18 @@ class NativeTable(KernelTable):
             raise KernelError(f"{self.name} spread returned error {got}")
         nodes = sc.nodes[:got]
         return nodes.astype(np.int64), sc.fire[:got].copy(), (sc.state["mark"][nodes] & 0xFF).astype(np.uint8)
+
+    def _topk_many(self, metric, qs, rows, k, mask):
+        k = min(k, rows.shape[0])
+        m = qs.shape[0]
+        idx = np.empty((m, k), np.int64)
+        score = np.empty((m, k), np.float32)
+        count = np.empty(m, np.int64)
+        got = self._many[metric, rows.dtype](qs, rows, mask, idx, score, count)
+        if got < 0:
+            from ..errors import KernelError
+            raise KernelError(f"{self.name}/{self.isa} {metric}_topk_mn returned error {got}")
+        return idx[:, :got], score[:, :got]
 
     def _decay(self, s, a, kind, p):
         out = np.empty_like(s)

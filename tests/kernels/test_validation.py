@@ -61,8 +61,9 @@ def test_wrong_query_length(table, length):
     bad_query(table, np.ones(length, np.float32), DimensionError, f"has {length} dimensions", f"expected {DIM}")
 
 
-def test_2d_query(table):
-    bad_query(table, np.ones((1, DIM), np.float32), InvalidInputError, "1-D", "(1, 6)")
+def test_3d_query(table):
+    # 1-D is one query, 2-D a batch (tests/kernels/test_topk_batch.py); more is an error
+    bad_query(table, np.ones((1, 1, DIM), np.float32), InvalidInputError, "1-D", "(1, 1, 6)")
 
 
 def test_scalar_and_string_query(table):

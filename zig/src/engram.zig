@@ -55,6 +55,8 @@ comptime {
     for (.{ .{ "dot", f32, false }, .{ "dot", f16, false }, .{ "cosine", f32, true }, .{ "cosine", f16, true }, .{ "dot", i8, false }, .{ "cosine", i8, true } }) |v| {
         const name = "eg_" ++ v[0] ++ "_topk_" ++ @typeName(v[1]) ++ "_" ++ isa;
         @export(&topk.TopK(v[1], v[2]).run, .{ .name = name, .linkage = .strong });
+        const name_mn = "eg_" ++ v[0] ++ "_topk_mn_" ++ @typeName(v[1]) ++ "_" ++ isa;
+        @export(&topk.TopK(v[1], v[2]).many, .{ .name = name_mn, .linkage = .strong });
     }
 }
 

@@ -155,39 +155,93 @@ fn cosineExact(comptime T: type, q: [*]const f32, qn: f64, r: [*]const T, dim: u
     return if (den > 0) @floatCast(dot / den) else 0;
 }
 
+pub const ENOMEM: i64 = -3;
+const MN_BLOCK = 128;
+const MN_STACK = 8;
+
+/// M:N top-k, the one implementation (1:N is m = 1); the same blocking as
+/// csrc/kernels/topk_impl.h: every query scans an L2-sized block of rows
+/// before the next block is read, and the first query computes its norms.
 pub fn TopK(comptime T: type, comptime cosine: bool) type {
     return struct {
-        pub fn run(q: ?[*]const f32, rows: ?*const anyopaque, n: u64, dim: u64, row_stride: u64, mask: ?[*]const u8, k: u64, out_idx: ?[*]i64, out_score: ?[*]f32) callconv(.c) i64 {
-            if (k == 0 or n == 0) return 0;
-            const qq = q orelse return EINVAL;
-            const base: [*]const u8 = @ptrCast(rows orelse return EINVAL);
-            var h = Heap{ .idx = out_idx orelse return EINVAL, .score = out_score orelse return EINVAL, .k = k };
-            if (dim == 0) return EINVAL;
-            var qn: f64 = 1;
-            if (cosine) {
-                var s: f64 = 0;
-                for (0..dim) |j| s += @as(f64, qq[j]) * qq[j];
-                qn = @sqrt(s);
+        pub fn many(qs_: ?[*]const f32, m: u64, q_stride: u64, rows: ?*const anyopaque, n: u64, dim: u64, row_stride: u64, mask: ?[*]const u8, k: u64, out_idx_: ?[*]i64, out_score_: ?[*]f32, out_count_: ?[*]i64) callconv(.c) i64 {
+            if (m == 0) return 0;
+            const qs = qs_ orelse return EINVAL;
+            const out_idx = out_idx_ orelse return EINVAL;
+            const out_score = out_score_ orelse return EINVAL;
+            const out_count = out_count_ orelse return EINVAL;
+            if ((n != 0 and rows == null) or dim == 0 or q_stride < dim) return EINVAL;
+            if (k == 0 or n == 0) {
+                for (0..m) |j| out_count[j] = 0;
+                return 0;
             }
-            // an extreme query takes the exact path for every row
-            const q_extreme = cosine and qn > 0 and (qn < 1e-14 or qn > 1e14);
-            var i: u64 = 0;
-            while (i < n) : (i += 1) {
-                if (mask) |m| if (m[i] == 0) continue;
-                const r: [*]const T = @ptrCast(@alignCast(base + i * row_stride));
-                var rr: f32 = 0;
-                var s = row(T, cosine, qq, r, dim, &rr);
+            const base: [*]const u8 = @ptrCast(rows.?);
+            var stack_h: [MN_STACK]Heap = undefined;
+            var stack_qn: [MN_STACK]f64 = undefined;
+            var h: []Heap = stack_h[0..];
+            var qn: []f64 = stack_qn[0..];
+            const alloc = std.heap.page_allocator;
+            if (m > MN_STACK) {
+                h = alloc.alloc(Heap, m) catch return ENOMEM;
+                qn = alloc.alloc(f64, m) catch {
+                    alloc.free(h);
+                    return ENOMEM;
+                };
+            }
+            defer if (m > MN_STACK) {
+                alloc.free(h);
+                alloc.free(qn);
+            };
+            for (0..m) |j| {
+                h[j] = Heap{ .idx = out_idx + j * k, .score = out_score + j * k, .k = k };
+                qn[j] = 1;
                 if (cosine) {
-                    if (q_extreme or !(rr > safe_lo and rr < safe_hi) or !(@abs(s) < safe_hi)) {
-                        s = cosineExact(T, qq, qn, r, dim);
-                    } else {
-                        const den = @as(f32, @floatCast(qn)) * @sqrt(rr);
-                        s = if (den > 0) s / den else 0;
+                    var s: f64 = 0;
+                    const q = qs + j * q_stride;
+                    for (0..dim) |d| s += @as(f64, q[d]) * q[d];
+                    qn[j] = @sqrt(s);
+                }
+            }
+            var rrs: [MN_BLOCK]f32 = undefined;
+            var b: u64 = 0;
+            while (b < n) : (b += MN_BLOCK) {
+                const e = @min(n, b + MN_BLOCK);
+                for (0..m) |j| {
+                    const q = qs + j * q_stride;
+                    // an extreme query takes the exact path for every row
+                    const q_extreme = cosine and qn[j] > 0 and (qn[j] < 1e-14 or qn[j] > 1e14);
+                    var i = b;
+                    while (i < e) : (i += 1) {
+                        if (mask) |mk| if (mk[i] == 0) continue;
+                        const r: [*]const T = @ptrCast(@alignCast(base + i * row_stride));
+                        var s: f32 = undefined;
+                        if (cosine and j == 0) {
+                            s = row(T, true, q, r, dim, &rrs[i - b]);
+                        } else {
+                            var unused: f32 = 0;
+                            s = row(T, false, q, r, dim, &unused);
+                        }
+                        if (cosine) {
+                            const rr = rrs[i - b];
+                            if (q_extreme or !(rr > safe_lo and rr < safe_hi) or !(@abs(s) < safe_hi)) {
+                                s = cosineExact(T, q, qn[j], r, dim);
+                            } else {
+                                const den = @as(f32, @floatCast(qn[j])) * @sqrt(rr);
+                                s = if (den > 0) s / den else 0;
+                            }
+                        }
+                        h[j].push(s, @intCast(i));
                     }
                 }
-                h.push(s, @intCast(i));
             }
-            return h.finish();
+            for (0..m) |j| out_count[j] = h[j].finish();
+            return out_count[0];
+        }
+
+        pub fn run(q: ?[*]const f32, rows: ?*const anyopaque, n: u64, dim: u64, row_stride: u64, mask: ?[*]const u8, k: u64, out_idx: ?[*]i64, out_score: ?[*]f32) callconv(.c) i64 {
+            var count = [1]i64{0};
+            const rc = many(q, 1, dim, rows, n, dim, row_stride, mask, k, out_idx, out_score, &count);
+            return if (rc < 0) rc else count[0];
         }
     };
 }
