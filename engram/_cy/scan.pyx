@@ -11,6 +11,10 @@ from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
 
 cnp.import_array()
 
+
+cdef inline int _row_type(int itemsize):
+    return cnp.NPY_FLOAT32 if itemsize == 4 else (cnp.NPY_FLOAT16 if itemsize == 2 else cnp.NPY_INT8)
+
 ctypedef int64_t (*topk_fn)(const float *q, const void *rows, uint64_t n, uint64_t dim,
                             uint64_t row_stride, const uint8_t *mask, uint64_t k,
                             int64_t *out_idx, float *out_score) noexcept nogil
@@ -36,27 +40,29 @@ cdef class TopKKernel:
         self.address = address
         self.row_itemsize = row_itemsize
 
-    def __call__(self, cnp.ndarray q, cnp.ndarray rows, object mask,
-                 cnp.ndarray out_idx, cnp.ndarray out_score):
+    def __call__(self, cnp.ndarray q not None, cnp.ndarray rows not None, object mask,
+                 cnp.ndarray out_idx not None, cnp.ndarray out_score not None):
         cdef uint64_t n, dim, stride, k
         cdef const uint8_t *mp = NULL
         cdef int64_t got
-        if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_ITEMSIZE(rows) != self.row_itemsize:
-            raise ValueError("rows must be 2-D with the kernel's element size")
+        if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_TYPE(rows) != _row_type(self.row_itemsize):
+            raise ValueError("rows must be 2-D float32, float16 or int8, matching the kernel")
         n = <uint64_t>cnp.PyArray_DIM(rows, 0)
         dim = <uint64_t>cnp.PyArray_DIM(rows, 1)
         stride = <uint64_t>cnp.PyArray_STRIDE(rows, 0)
         if dim > 1 and cnp.PyArray_STRIDE(rows, 1) != self.row_itemsize:
             raise ValueError("rows must be contiguous along their last axis")
-        if not (cnp.PyArray_ISCARRAY_RO(q) and cnp.PyArray_ITEMSIZE(q) == 4
+        if not (cnp.PyArray_ISCARRAY_RO(q) and cnp.PyArray_TYPE(q) == cnp.NPY_FLOAT32
                 and <uint64_t>cnp.PyArray_SIZE(q) == dim):
             raise ValueError("q must be a contiguous f32 vector of length dim")
         k = <uint64_t>cnp.PyArray_SIZE(out_idx)
         if not (cnp.PyArray_ISCARRAY(out_idx) and cnp.PyArray_ISCARRAY(out_score)
-                and cnp.PyArray_ITEMSIZE(out_idx) == 8 and cnp.PyArray_ITEMSIZE(out_score) == 4
+                and cnp.PyArray_TYPE(out_idx) == cnp.NPY_INT64 and cnp.PyArray_TYPE(out_score) == cnp.NPY_FLOAT32
                 and <uint64_t>cnp.PyArray_SIZE(out_score) == k):
             raise ValueError("out_idx (int64) and out_score (f32) must be writable, contiguous, same length")
         if mask is not None:
+            if not isinstance(mask, cnp.ndarray) or cnp.PyArray_TYPE(<cnp.ndarray>mask) not in (cnp.NPY_UINT8, cnp.NPY_BOOL):
+                raise ValueError("mask must be None or a uint8/bool ndarray")
             if not (cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>mask) and cnp.PyArray_ITEMSIZE(<cnp.ndarray>mask) == 1
                     and <uint64_t>cnp.PyArray_SIZE(<cnp.ndarray>mask) >= n):
                 raise ValueError("mask must be a contiguous uint8 array of at least n entries")
@@ -87,30 +93,32 @@ cdef class TopKManyKernel:
         self.fn = <topk_mn_fn>address
         self.row_itemsize = row_itemsize
 
-    def __call__(self, cnp.ndarray qs, cnp.ndarray rows, object mask, cnp.ndarray out_idx,
-                 cnp.ndarray out_score, cnp.ndarray out_count):
+    def __call__(self, cnp.ndarray qs not None, cnp.ndarray rows not None, object mask,
+                 cnp.ndarray out_idx not None, cnp.ndarray out_score not None, cnp.ndarray out_count not None):
         cdef uint64_t n, dim, stride, k, m
         cdef const uint8_t *mp = NULL
         cdef int64_t got
-        if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_ITEMSIZE(rows) != self.row_itemsize:
-            raise ValueError("rows must be 2-D with the kernel's element size")
+        if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_TYPE(rows) != _row_type(self.row_itemsize):
+            raise ValueError("rows must be 2-D float32, float16 or int8, matching the kernel")
         n = <uint64_t>cnp.PyArray_DIM(rows, 0)
         dim = <uint64_t>cnp.PyArray_DIM(rows, 1)
         stride = <uint64_t>cnp.PyArray_STRIDE(rows, 0)
         if dim > 1 and cnp.PyArray_STRIDE(rows, 1) != self.row_itemsize:
             raise ValueError("rows must be contiguous along their last axis")
-        if not (cnp.PyArray_NDIM(qs) == 2 and cnp.PyArray_ISCARRAY_RO(qs) and cnp.PyArray_ITEMSIZE(qs) == 4
+        if not (cnp.PyArray_NDIM(qs) == 2 and cnp.PyArray_ISCARRAY_RO(qs) and cnp.PyArray_TYPE(qs) == cnp.NPY_FLOAT32
                 and <uint64_t>cnp.PyArray_DIM(qs, 1) == dim):
             raise ValueError("qs must be a C-contiguous (m, dim) float32 array")
         m = <uint64_t>cnp.PyArray_DIM(qs, 0)
         if not (cnp.PyArray_NDIM(out_idx) == 2 and cnp.PyArray_ISCARRAY(out_idx) and cnp.PyArray_ISCARRAY(out_score)
-                and cnp.PyArray_ISCARRAY(out_count) and cnp.PyArray_ITEMSIZE(out_idx) == 8
-                and cnp.PyArray_ITEMSIZE(out_score) == 4 and cnp.PyArray_ITEMSIZE(out_count) == 8
+                and cnp.PyArray_ISCARRAY(out_count) and cnp.PyArray_TYPE(out_idx) == cnp.NPY_INT64
+                and cnp.PyArray_TYPE(out_score) == cnp.NPY_FLOAT32 and cnp.PyArray_TYPE(out_count) == cnp.NPY_INT64
                 and <uint64_t>cnp.PyArray_DIM(out_idx, 0) == m and <uint64_t>cnp.PyArray_SIZE(out_count) == m
                 and cnp.PyArray_SIZE(out_idx) == cnp.PyArray_SIZE(out_score)):
             raise ValueError("out_idx (m, k) int64, out_score (m, k) f32 and out_count (m,) int64 must be contiguous")
         k = <uint64_t>cnp.PyArray_DIM(out_idx, 1)
         if mask is not None:
+            if not isinstance(mask, cnp.ndarray) or cnp.PyArray_TYPE(<cnp.ndarray>mask) not in (cnp.NPY_UINT8, cnp.NPY_BOOL):
+                raise ValueError("mask must be None or a uint8/bool ndarray")
             if not (cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>mask) and cnp.PyArray_ITEMSIZE(<cnp.ndarray>mask) == 1
                     and <uint64_t>cnp.PyArray_SIZE(<cnp.ndarray>mask) >= n):
                 raise ValueError("mask must be a contiguous uint8 array of at least n entries")

@@ -15,8 +15,8 @@ ctypedef int64_t (*spread_fn)(const uint64_t *offsets, const uint32_t *targets, 
                               uint32_t *out_nodes, float *fire, uint64_t out_cap) noexcept nogil
 
 
-cdef inline bint _vec(cnp.ndarray a, int itemsize, bint writable):
-    return (cnp.PyArray_NDIM(a) == 1 and cnp.PyArray_ITEMSIZE(a) == itemsize
+cdef inline bint _vec(cnp.ndarray a, int typenum, bint writable):
+    return (cnp.PyArray_NDIM(a) == 1 and cnp.PyArray_TYPE(a) == typenum
             and (cnp.PyArray_ISCARRAY(a) if writable else cnp.PyArray_ISCARRAY_RO(a)))
 
 
@@ -32,16 +32,20 @@ cdef class SpreadKernel:
         self.fn = <spread_fn>address
         self.address = address
 
-    def __call__(self, cnp.ndarray offsets, cnp.ndarray targets, cnp.ndarray weights,
-                 cnp.ndarray seeds, cnp.ndarray seed_act, uint32_t max_depth, float decay,
+    def __call__(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
+                 cnp.ndarray seeds not None, cnp.ndarray seed_act not None, uint32_t max_depth, float decay,
                  float threshold, float cycle_penalty, uint32_t prefetch_distance, uint32_t epoch,
-                 cnp.ndarray state, cnp.ndarray out_nodes, cnp.ndarray fire):
+                 cnp.ndarray state not None, cnp.ndarray out_nodes not None, cnp.ndarray fire not None):
         cdef uint64_t n, m, n_seeds, cap
         cdef int64_t got
-        if not (_vec(offsets, 8, False) and _vec(targets, 4, False) and _vec(weights, 4, False)
-                and _vec(seeds, 4, False) and _vec(seed_act, 4, False) and _vec(out_nodes, 4, True)
-                and _vec(fire, 4, True) and cnp.PyArray_ITEMSIZE(state) == 8 and cnp.PyArray_ISCARRAY(state)):
-            raise ValueError("spread arrays must be contiguous 1-D arrays of the documented types")
+        if not (_vec(offsets, cnp.NPY_UINT64, False) and _vec(targets, cnp.NPY_UINT32, False)
+                and _vec(weights, cnp.NPY_FLOAT32, False) and _vec(seeds, cnp.NPY_UINT32, False)
+                and _vec(seed_act, cnp.NPY_FLOAT32, False) and _vec(out_nodes, cnp.NPY_UINT32, True)
+                and _vec(fire, cnp.NPY_FLOAT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
+                and cnp.PyArray_ISCARRAY(state)):
+            raise ValueError("spread arrays must be contiguous 1-D arrays of the documented types: offsets u64, "
+                             "targets u32, weights f32, seeds u32, seed_act f32, state SpreadState, "
+                             "out_nodes u32, fire f32")
         n = <uint64_t>cnp.PyArray_SIZE(offsets) - 1
         m = <uint64_t>cnp.PyArray_SIZE(targets)
         if cnp.PyArray_SIZE(offsets) < 1 or <uint64_t>cnp.PyArray_SIZE(weights) != m:

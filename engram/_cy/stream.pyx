@@ -20,12 +20,12 @@ cdef class DecayKernel:
             raise ValueError("kernel address is NULL")
         self.fn = <decay_fn>address
 
-    def __call__(self, cnp.ndarray strength, cnp.ndarray age, uint32_t kind, float p0, float p1, float p2,
-                 cnp.ndarray out):
+    def __call__(self, cnp.ndarray strength not None, cnp.ndarray age not None, uint32_t kind, float p0,
+                 float p1, float p2, cnp.ndarray out not None):
         cdef uint64_t n = <uint64_t>cnp.PyArray_SIZE(strength)
         cdef int64_t got
         for a in (strength, age, out):
-            if not (cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a) and cnp.PyArray_ITEMSIZE(<cnp.ndarray>a) == 4
+            if not (cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT32
                     and <uint64_t>cnp.PyArray_SIZE(<cnp.ndarray>a) == n):
                 raise ValueError("strength, age and out must be contiguous float32 arrays of one length")
         if not cnp.PyArray_ISWRITEABLE(out):

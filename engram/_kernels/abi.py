@@ -34,7 +34,13 @@ SPREAD = {
 }
 OPTIONAL = {
     "eg_cpu_features": (C.c_uint32, []),     # C library only
+    # Zig library only: the per-thread kernel scratch arena
+    "eg_arena_configure": (C.c_int32, [C.c_uint64, C.c_uint32]),
+    "eg_arena_stats": (C.c_int32, [C.POINTER(C.c_uint64)]),
+    "eg_arena_reset_stats": (None, []),
+    "eg_arena_probe": (C.c_int64, [C.c_uint64]),
 }
+ARENA_OVERFLOW = {"panic": 0, "error": 1, "fallback": 2}
 CPU_AVX2, CPU_AVX512 = 1, 2
 
 

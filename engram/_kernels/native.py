@@ -115,3 +115,36 @@ def _cpuinfo_features() -> int:
         if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
             feats |= abi.CPU_AVX512
     return feats
+
+
+class Arena:
+    """The Zig library's per-thread scratch arena: size, overflow strategy, counters."""
+
+    FIELDS = ("bytes", "overflow", "high_water", "overflows", "fallbacks", "allocations", "threads")
+
+    def __init__(self, lib: NativeLibrary):
+        self._fns = lib.fns
+
+    def configure(self, size_mb: int = 1, overflow: str = "fallback") -> None:
+        """size_mb in 1..100 per thread; overflow: "panic" (abort), "error" (kernel fails), "fallback"."""
+        from ..errors import InvalidInputError
+        if isinstance(size_mb, bool) or not isinstance(size_mb, int) or not 1 <= size_mb <= 100:
+            raise InvalidInputError(f"size_mb must be an integer from 1 to 100, got {size_mb!r}")
+        if overflow not in abi.ARENA_OVERFLOW:
+            raise InvalidInputError(f"overflow must be one of {', '.join(abi.ARENA_OVERFLOW)}, got {overflow!r}")
+        if self._fns["eg_arena_configure"](size_mb << 20, abi.ARENA_OVERFLOW[overflow]) != 0:
+            raise KernelError("eg_arena_configure refused its arguments")
+
+    def stats(self) -> dict:
+        out = (ctypes.c_uint64 * len(self.FIELDS))()
+        self._fns["eg_arena_stats"](out)
+        d = dict(zip(self.FIELDS, (int(x) for x in out)))
+        d["overflow"] = {v: k for k, v in abi.ARENA_OVERFLOW.items()}[d["overflow"]]
+        return d
+
+    def reset_stats(self) -> None:
+        self._fns["eg_arena_reset_stats"]()
+
+    def probe(self, nbytes: int) -> bool:
+        """Take nbytes of this thread's arena and check it holds data; False if it did not fit."""
+        return self._fns["eg_arena_probe"](nbytes) == 0

@@ -148,8 +148,8 @@ class NumbaTable(KernelTable):
         got = _spread(g[0], g[1], g[2], seeds, seed_act, p.max_depth, np.float32(p.decay),
                       np.float32(p.threshold), np.float32(p.cycle_penalty), sc.epoch, mark, act,
                       sc.nodes, sc.fire)
-        nodes = sc.nodes[:got]
-        return nodes.astype(np.int64), sc.fire[:got].copy(), (mark[nodes] & 0xFF).astype(np.uint8)
+        nodes = sc.nodes[:got].astype(np.int64)
+        return nodes, sc.fire[:got].copy(), (mark[nodes] & 0xFF).astype(np.uint8)
 
 
 @numba.njit(cache=True)

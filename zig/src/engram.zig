@@ -10,6 +10,7 @@ const layout = @import("layout.zig");
 const topk = @import("topk.zig");
 const spread_mod = @import("spread.zig");
 const decay_mod = @import("decay.zig");
+const arena = @import("arena.zig");
 
 const has = std.Target.x86.featureSetHas;
 const features = builtin.cpu.features;
@@ -50,6 +51,10 @@ export fn eg_layout_lookup(record: ?[*:0]const u8, field: ?[*:0]const u8, offset
 
 comptime {
     @export(&spread_mod.spread, .{ .name = "eg_spread", .linkage = .strong });
+    @export(&arena.configure, .{ .name = "eg_arena_configure", .linkage = .strong });
+    @export(&arena.stats, .{ .name = "eg_arena_stats", .linkage = .strong });
+    @export(&arena.resetStats, .{ .name = "eg_arena_reset_stats", .linkage = .strong });
+    @export(&arena.probe, .{ .name = "eg_arena_probe", .linkage = .strong });
     @export(&decay_mod.decay, .{ .name = "eg_decay_f32_" ++ isa, .linkage = .strong });
     @export(&decay_mod.crc32c, .{ .name = "eg_crc32c_" ++ isa, .linkage = .strong });
     for (.{ .{ "dot", f32, false }, .{ "dot", f16, false }, .{ "cosine", f32, true }, .{ "cosine", f16, true }, .{ "dot", i8, false }, .{ "cosine", i8, true } }) |v| {

@@ -1,6 +1,7 @@
 //! Top-k scan kernels: dot or cosine of one query against n rows of f32 or f16.
 //! Semantics match csrc/kernels/topk_impl.h exactly (see engram.h).
 const std = @import("std");
+const arena = @import("arena.zig");
 
 pub const EINVAL: i32 = -1;
 const VW = std.simd.suggestVectorLength(f32) orelse 4;
@@ -180,18 +181,11 @@ pub fn TopK(comptime T: type, comptime cosine: bool) type {
             var stack_qn: [MN_STACK]f64 = undefined;
             var h: []Heap = stack_h[0..];
             var qn: []f64 = stack_qn[0..];
-            const alloc = std.heap.page_allocator;
-            if (m > MN_STACK) {
-                h = alloc.alloc(Heap, m) catch return ENOMEM;
-                qn = alloc.alloc(f64, m) catch {
-                    alloc.free(h);
-                    return ENOMEM;
-                };
+            if (m > MN_STACK) { // per-query heaps from this thread's arena
+                arena.reset();
+                h = arena.alloc(Heap, m) catch return ENOMEM;
+                qn = arena.alloc(f64, m) catch return ENOMEM;
             }
-            defer if (m > MN_STACK) {
-                alloc.free(h);
-                alloc.free(qn);
-            };
             for (0..m) |j| {
                 h[j] = Heap{ .idx = out_idx + j * k, .score = out_score + j * k, .k = k };
                 qn[j] = 1;
