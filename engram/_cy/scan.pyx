@@ -15,6 +15,29 @@ cnp.import_array()
 cdef inline int _row_type(int itemsize):
     return cnp.NPY_FLOAT32 if itemsize == 4 else (cnp.NPY_FLOAT16 if itemsize == 2 else cnp.NPY_INT8)
 
+
+cdef int _check_rows(cnp.ndarray rows, int itemsize, uint64_t *n, uint64_t *dim, uint64_t *stride) except -1:
+    """Rows must be 2-D of the kernel's dtype with contiguous rows; reports n, dim and the row stride."""
+    if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_TYPE(rows) != _row_type(itemsize):
+        raise ValueError("rows must be 2-D float32, float16 or int8, matching the kernel")
+    n[0] = <uint64_t>cnp.PyArray_DIM(rows, 0)
+    dim[0] = <uint64_t>cnp.PyArray_DIM(rows, 1)
+    stride[0] = <uint64_t>cnp.PyArray_STRIDE(rows, 0)
+    if dim[0] > 1 and cnp.PyArray_STRIDE(rows, 1) != itemsize:
+        raise ValueError("rows must be contiguous along their last axis")
+    return 0
+
+
+cdef const uint8_t *_mask_ptr(object mask, uint64_t n) except? NULL:
+    """NULL for no mask, else the data of a contiguous uint8/bool array of at least n entries."""
+    if mask is None:
+        return NULL
+    if not isinstance(mask, cnp.ndarray) or cnp.PyArray_TYPE(<cnp.ndarray>mask) not in (cnp.NPY_UINT8, cnp.NPY_BOOL):
+        raise ValueError("mask must be None or a uint8/bool ndarray")
+    if not (cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>mask) and <uint64_t>cnp.PyArray_SIZE(<cnp.ndarray>mask) >= n):
+        raise ValueError("mask must be a contiguous uint8 array of at least n entries")
+    return <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>mask)
+
 ctypedef int64_t (*topk_fn)(const float *q, const void *rows, uint64_t n, uint64_t dim,
                             uint64_t row_stride, const uint8_t *mask, uint64_t k,
                             int64_t *out_idx, float *out_score) noexcept nogil
@@ -45,13 +68,7 @@ cdef class TopKKernel:
         cdef uint64_t n, dim, stride, k
         cdef const uint8_t *mp = NULL
         cdef int64_t got
-        if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_TYPE(rows) != _row_type(self.row_itemsize):
-            raise ValueError("rows must be 2-D float32, float16 or int8, matching the kernel")
-        n = <uint64_t>cnp.PyArray_DIM(rows, 0)
-        dim = <uint64_t>cnp.PyArray_DIM(rows, 1)
-        stride = <uint64_t>cnp.PyArray_STRIDE(rows, 0)
-        if dim > 1 and cnp.PyArray_STRIDE(rows, 1) != self.row_itemsize:
-            raise ValueError("rows must be contiguous along their last axis")
+        _check_rows(rows, self.row_itemsize, &n, &dim, &stride)
         if not (cnp.PyArray_ISCARRAY_RO(q) and cnp.PyArray_TYPE(q) == cnp.NPY_FLOAT32
                 and <uint64_t>cnp.PyArray_SIZE(q) == dim):
             raise ValueError("q must be a contiguous f32 vector of length dim")
@@ -60,13 +77,7 @@ cdef class TopKKernel:
                 and cnp.PyArray_TYPE(out_idx) == cnp.NPY_INT64 and cnp.PyArray_TYPE(out_score) == cnp.NPY_FLOAT32
                 and <uint64_t>cnp.PyArray_SIZE(out_score) == k):
             raise ValueError("out_idx (int64) and out_score (f32) must be writable, contiguous, same length")
-        if mask is not None:
-            if not isinstance(mask, cnp.ndarray) or cnp.PyArray_TYPE(<cnp.ndarray>mask) not in (cnp.NPY_UINT8, cnp.NPY_BOOL):
-                raise ValueError("mask must be None or a uint8/bool ndarray")
-            if not (cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>mask) and cnp.PyArray_ITEMSIZE(<cnp.ndarray>mask) == 1
-                    and <uint64_t>cnp.PyArray_SIZE(<cnp.ndarray>mask) >= n):
-                raise ValueError("mask must be a contiguous uint8 array of at least n entries")
-            mp = <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>mask)
+        mp = _mask_ptr(mask, n)
         if k == 0 or n == 0:
             return 0
         with nogil:
@@ -98,13 +109,7 @@ cdef class TopKManyKernel:
         cdef uint64_t n, dim, stride, k, m
         cdef const uint8_t *mp = NULL
         cdef int64_t got
-        if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_TYPE(rows) != _row_type(self.row_itemsize):
-            raise ValueError("rows must be 2-D float32, float16 or int8, matching the kernel")
-        n = <uint64_t>cnp.PyArray_DIM(rows, 0)
-        dim = <uint64_t>cnp.PyArray_DIM(rows, 1)
-        stride = <uint64_t>cnp.PyArray_STRIDE(rows, 0)
-        if dim > 1 and cnp.PyArray_STRIDE(rows, 1) != self.row_itemsize:
-            raise ValueError("rows must be contiguous along their last axis")
+        _check_rows(rows, self.row_itemsize, &n, &dim, &stride)
         if not (cnp.PyArray_NDIM(qs) == 2 and cnp.PyArray_ISCARRAY_RO(qs) and cnp.PyArray_TYPE(qs) == cnp.NPY_FLOAT32
                 and <uint64_t>cnp.PyArray_DIM(qs, 1) == dim):
             raise ValueError("qs must be a C-contiguous (m, dim) float32 array")
@@ -116,13 +121,7 @@ cdef class TopKManyKernel:
                 and cnp.PyArray_SIZE(out_idx) == cnp.PyArray_SIZE(out_score)):
             raise ValueError("out_idx (m, k) int64, out_score (m, k) f32 and out_count (m,) int64 must be contiguous")
         k = <uint64_t>cnp.PyArray_DIM(out_idx, 1)
-        if mask is not None:
-            if not isinstance(mask, cnp.ndarray) or cnp.PyArray_TYPE(<cnp.ndarray>mask) not in (cnp.NPY_UINT8, cnp.NPY_BOOL):
-                raise ValueError("mask must be None or a uint8/bool ndarray")
-            if not (cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>mask) and cnp.PyArray_ITEMSIZE(<cnp.ndarray>mask) == 1
-                    and <uint64_t>cnp.PyArray_SIZE(<cnp.ndarray>mask) >= n):
-                raise ValueError("mask must be a contiguous uint8 array of at least n entries")
-            mp = <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>mask)
+        mp = _mask_ptr(mask, n)
         with nogil:
             got = self.fn(<const float *>cnp.PyArray_DATA(qs), m, dim, cnp.PyArray_DATA(rows), n, dim, stride, mp, k,
                           <int64_t *>cnp.PyArray_DATA(out_idx), <float *>cnp.PyArray_DATA(out_score),

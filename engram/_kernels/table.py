@@ -18,6 +18,17 @@ DTYPE_TAG = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(
 METRICS = ("cosine", "dot")
 
 
+def _finite_f32(a: np.ndarray, what: str) -> np.ndarray:
+    """C-contiguous float32 of a numeric array with no NaN, inf or float32 overflow."""
+    if not np.isfinite(a).all():
+        raise NonFiniteError(f"{what} contains NaN or infinity; remove or replace those values")
+    with np.errstate(over="ignore"):
+        a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise NonFiniteError(f"{what} has values beyond the float32 range (|x| > 3.4e38)")
+    return a
+
+
 def as_query(query, dim: int | None = None, what: str = "query") -> np.ndarray:
     """A finite, contiguous f32 vector; raises a clear error otherwise."""
     q = np.asarray(query)
@@ -27,13 +38,7 @@ def as_query(query, dim: int | None = None, what: str = "query") -> np.ndarray:
         raise InvalidInputError(f"{what} must be a 1-D vector, got shape {q.shape}")
     if dim is not None and q.shape[0] != dim:
         raise DimensionError(f"{what} has {q.shape[0]} dimensions, expected {dim}")
-    if not np.isfinite(q).all():
-        raise NonFiniteError(f"{what} contains NaN or infinity; remove or replace those values")
-    with np.errstate(over="ignore"):
-        q = np.ascontiguousarray(q, dtype=np.float32)
-    if not np.isfinite(q).all():
-        raise NonFiniteError(f"{what} has values beyond the float32 range (|x| > 3.4e38)")
-    return q
+    return _finite_f32(q, what)
 
 
 def as_queries(queries, dim: int) -> np.ndarray:
@@ -43,13 +48,7 @@ def as_queries(queries, dim: int) -> np.ndarray:
         raise InvalidInputError(f"queries must be numeric, got dtype {qs.dtype}")
     if qs.shape[1] != dim:
         raise DimensionError(f"queries have {qs.shape[1]} dimensions, expected {dim}")
-    if not np.isfinite(qs).all():
-        raise NonFiniteError("queries contain NaN or infinity; remove or replace those values")
-    with np.errstate(over="ignore"):
-        qs = np.ascontiguousarray(qs, dtype=np.float32)
-    if not np.isfinite(qs).all():
-        raise NonFiniteError("queries have values beyond the float32 range (|x| > 3.4e38)")
-    return qs
+    return _finite_f32(qs, "queries")
 
 
 def as_rows(rows) -> np.ndarray:

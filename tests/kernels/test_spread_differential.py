@@ -27,12 +27,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import engram.kernels
-from engram._kernels import native
 from engram._kernels.reference import spread as oracle_spread
 from engram._kernels.table import SpreadScratch
 from engram.errors import InvalidInputError, KernelError, NonFiniteError
 from engram.layout import SPREAD_STATE_DTYPE
+
+from .backends import BACKEND_KEYS, LOADED, get_table  # noqa: E402
 
 # Allowed activation error against the float64 oracle, per backend family:
 #     |got - exact| <= rel * exact + abs
@@ -71,24 +71,9 @@ N_CHUNKS = 4
 CASES_PER_CHUNK = 2500         # x 4 chunks = 10,000 cases per backend
 MAX_N = 97
 
-AVAILABLE = engram.kernels.available()
-BACKEND_KEYS = sorted(AVAILABLE)
-LOADED = [k for k in BACKEND_KEYS if not isinstance(AVAILABLE[k], Exception)]
 KERNEL_KEYS = [k for k in BACKEND_KEYS if k != "numpy"]
 NATIVE_KEYS = [k for k in BACKEND_KEYS if k.split("/")[0] in ("c", "zig")]
 
-
-def get_table(key):
-    """The backend's table; skip only when its library was genuinely not built."""
-    t = AVAILABLE[key]
-    if isinstance(t, Exception):
-        name, _, isa = key.partition("/")
-        if name in ("c", "zig"):
-            path = native.lib_file(name, isa or None)
-            if not path.exists():
-                pytest.skip(f"{key}: {path.name} was not built (e.g. ENGRAM_BUILD_ZIG=0): {t}")
-        pytest.fail(f"{key} should load but raised: {t!r}")
-    return t
 
 
 def fresh_table(t):

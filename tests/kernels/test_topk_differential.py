@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import engram.kernels
-from engram._kernels import native
 from engram.errors import InvalidInputError
 from engram._kernels.reference import scores as oracle_scores
 from engram._kernels.reference import select_topk
+
+from .backends import AVAILABLE, BACKEND_KEYS, LOADED, get_table  # noqa: E402
 
 # Allowed error of a returned score against the exact (float64) score, per row
 # dtype, relative to the input scale: |got - exact| <= tol * max(1, |q| |r|)
@@ -36,23 +37,7 @@ DTYPES = ("float32", "float16", "int8")
 METRICS = ("cosine", "dot")
 F16_MAX = 65504.0
 
-AVAILABLE = engram.kernels.available()
-BACKEND_KEYS = sorted(AVAILABLE)
-# for tests that loop over backends themselves; each key's own tests report a missing one
-LOADED = [k for k in BACKEND_KEYS if not isinstance(AVAILABLE[k], Exception)]
 
-
-def get_table(key):
-    """The backend's table; skip only when its library was genuinely not built."""
-    t = AVAILABLE[key]
-    if isinstance(t, Exception):
-        name, _, isa = key.partition("/")
-        if name in ("c", "zig"):
-            path = native.lib_file(name, isa or None)
-            if not path.exists():
-                pytest.skip(f"{key}: {path.name} was not built (e.g. ENGRAM_BUILD_ZIG=0): {t}")
-        pytest.fail(f"{key} should load but raised: {t!r}")
-    return t
 
 
 def test_every_backend_and_isa_is_listed():

@@ -1,0 +1,23 @@
+"""Every kernel backend and ISA variant this machine has, for the kernel tests."""
+import pytest
+
+import engram.kernels
+from engram._kernels import native
+
+AVAILABLE = engram.kernels.available()
+BACKEND_KEYS = sorted(AVAILABLE)
+# for tests that loop over backends themselves; each key's own tests report a missing one
+LOADED = [k for k in BACKEND_KEYS if not isinstance(AVAILABLE[k], Exception)]
+
+
+def get_table(key):
+    """The backend's table; skip only when its library was genuinely not built."""
+    t = AVAILABLE[key]
+    if isinstance(t, Exception):
+        name, _, isa = key.partition("/")
+        if name in ("c", "zig"):
+            path = native.lib_file(name, isa or None)
+            if not path.exists():
+                pytest.skip(f"{key}: {path.name} was not built (e.g. ENGRAM_BUILD_ZIG=0): {t}")
+        pytest.fail(f"{key} should load but raised: {t!r}")
+    return t
