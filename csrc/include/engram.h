@@ -90,6 +90,15 @@ EG_DECLARE_VARIANT(_avx512)
     uint32_t epoch, eg_spread_state_t *state, uint32_t *out_nodes, float *fire, uint64_t out_cap
 EG_API int64_t eg_spread(EG_SPREAD_ARGS);
 
+/* One hop: the nodes out_nodes[begin..end) (touched at hop-1) fire; new nodes are
+ * appended after out_nodes[count-1]. Returns the new count (the next frontier is
+ * [end, new count)), EG_ENOSPACE or EG_EINVAL. fire[begin..end) receives what fired. */
+#define EG_SPREAD_HOP_ARGS const uint64_t *offsets, const uint32_t *targets, const float *weights, \
+    uint64_t n_nodes, uint32_t hop, float decay, float threshold, float cycle_penalty, \
+    uint32_t prefetch_distance, uint32_t epoch, eg_spread_state_t *state, uint32_t *out_nodes, \
+    float *fire, uint64_t begin, uint64_t end, uint64_t count, uint64_t out_cap
+EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS);
+
 EG_API uint32_t eg_abi_version(void);
 EG_API uint64_t eg_layout_hash(void);
 EG_API uint32_t eg_cpu_features(void);

@@ -15,7 +15,9 @@
  * belongs to this spread only if its mark's epoch matches, so nothing is
  * cleared between spreads (the caller clears when the 24-bit epoch wraps).
  * Touched nodes are appended to out_nodes in first-touch order, so the
- * frontier of each hop is a contiguous range of it.
+ * frontier of each hop is a contiguous range of it. eg_spread_hop runs one
+ * hop over such a range, so a caller can stop between hops (a latency
+ * budget) or split a hop's frontier; eg_spread is seeding plus its loop.
  */
 #include "engram.h"
 
@@ -25,6 +27,49 @@ static inline void eg_prefetch(const void *p) {
 #if defined(__GNUC__)
     __builtin_prefetch(p, 1, 3);
 #endif
+}
+
+EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS) {
+    if (!offsets || !state || !out_nodes || !fire || (n_nodes && (!targets || !weights))) return EG_EINVAL;
+    if (hop == 0 || hop > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu || begin > end || end > count
+        || count > out_cap)
+        return EG_EINVAL;
+    const uint32_t tag = epoch << 8;
+    for (uint64_t i = begin; i < end; i++)                /* what each fires: its act as the hop begins */
+        fire[i] = state[out_nodes[i]].act;
+    const uint32_t new_mark = tag | hop;
+    for (uint64_t i = begin; i < end; i++) {
+        if (prefetch_distance && i + prefetch_distance < end) {
+            uint32_t ahead = out_nodes[i + prefetch_distance];
+            eg_prefetch(&offsets[ahead]);
+            eg_prefetch(&targets[offsets[ahead]]);
+            eg_prefetch(&weights[offsets[ahead]]);
+        }
+        const uint32_t u = out_nodes[i];
+        if (u >= n_nodes) return EG_EINVAL;
+        const float out = fire[i] * decay;
+        const uint64_t e0 = offsets[u], e1 = offsets[u + 1];
+        for (uint64_t e = e0; e < e1; e++) {
+            if (prefetch_distance && e + prefetch_distance < e1)
+                eg_prefetch(&state[targets[e + prefetch_distance]]);
+            float c = out * weights[e];
+            if (c < threshold) continue;
+            const uint32_t v = targets[e];
+            if (v >= n_nodes) return EG_EINVAL;
+            eg_spread_state_t *st = &state[v];
+            if ((st->mark & ~EG_HOP_MASK) != tag) {       /* first touch: joins the next frontier */
+                if (count >= out_cap) return EG_ENOSPACE;
+                st->mark = new_mark;
+                st->act = 0.0f;
+                out_nodes[count++] = v;
+            } else if ((st->mark & EG_HOP_MASK) < hop) {
+                c *= cycle_penalty;                       /* fired already: gains, never re-fires */
+            }
+            float x = st->act + c;
+            st->act = x < 1.0f ? x : 1.0f;
+        }
+    }
+    return (int64_t)count;
 }
 
 EG_API int64_t eg_spread(EG_SPREAD_ARGS) {
@@ -54,41 +99,11 @@ EG_API int64_t eg_spread(EG_SPREAD_ARGS) {
 
     uint64_t begin = 0, end = count;
     for (uint32_t hop = 1; hop <= max_depth && begin < end; hop++) {
-        for (uint64_t i = begin; i < end; i++)            /* what each fires: its act as the hop begins */
-            fire[i] = state[out_nodes[i]].act;
-        const uint32_t new_mark = tag | hop;
-        for (uint64_t i = begin; i < end; i++) {
-            if (prefetch_distance && i + prefetch_distance < end) {
-                uint32_t ahead = out_nodes[i + prefetch_distance];
-                eg_prefetch(&offsets[ahead]);
-                eg_prefetch(&targets[offsets[ahead]]);
-                eg_prefetch(&weights[offsets[ahead]]);
-            }
-            const uint32_t u = out_nodes[i];
-            const float out = fire[i] * decay;
-            const uint64_t e0 = offsets[u], e1 = offsets[u + 1];
-            for (uint64_t e = e0; e < e1; e++) {
-                if (prefetch_distance && e + prefetch_distance < e1)
-                    eg_prefetch(&state[targets[e + prefetch_distance]]);
-                float c = out * weights[e];
-                if (c < threshold) continue;
-                const uint32_t v = targets[e];
-                if (v >= n_nodes) return EG_EINVAL;
-                eg_spread_state_t *st = &state[v];
-                if ((st->mark & ~EG_HOP_MASK) != tag) {   /* first touch: joins the next frontier */
-                    if (count >= out_cap) return EG_ENOSPACE;
-                    st->mark = new_mark;
-                    st->act = 0.0f;
-                    out_nodes[count++] = v;
-                } else if ((st->mark & EG_HOP_MASK) < hop) {
-                    c *= cycle_penalty;                   /* fired already: gains, never re-fires */
-                }
-                float x = st->act + c;
-                st->act = x < 1.0f ? x : 1.0f;
-            }
-        }
+        int64_t next = eg_spread_hop(offsets, targets, weights, n_nodes, hop, decay, threshold, cycle_penalty,
+                                     prefetch_distance, epoch, state, out_nodes, fire, begin, end, count, out_cap);
+        if (next < 0) return next;
         begin = end;
-        end = count;
+        end = count = (uint64_t)next;
     }
     for (uint64_t i = 0; i < count; i++)                  /* final activations, in touch order */
         fire[i] = state[out_nodes[i]].act;

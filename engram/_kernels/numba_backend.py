@@ -8,6 +8,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import spread_steps
 from .table import KernelTable
 
 HALF_TO_FLOAT = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
@@ -141,58 +142,17 @@ class NumbaTable(KernelTable):
     def _crc32c(self, view, crc):
         return int(_crc32c(np.frombuffer(view, np.uint8), crc, CRC_TABLE))
 
-    def _spread(self, g, seeds, seed_act, p):
-        sc = self._scratch.take(g[0].shape[0] - 1)
-        mark = sc.state["mark"]
-        act = sc.state["act"]
-        got = _spread(g[0], g[1], g[2], seeds, seed_act, p.max_depth, np.float32(p.decay),
-                      np.float32(p.threshold), np.float32(p.cycle_penalty), sc.epoch, mark, act,
-                      sc.nodes, sc.fire)
-        nodes = sc.nodes[:got].astype(np.int64)
-        return nodes, sc.fire[:got].copy(), (mark[nodes] & 0xFF).astype(np.uint8)
+    def _seed(self, sc, g, seeds, seed_act, p):
+        return _seed(seeds, seed_act, sc.epoch, sc.state["mark"], sc.state["act"], sc.nodes)
+
+    def _hop(self, sc, g, p, hop, begin, end, count):
+        return _hop(g[0], g[1], g[2], hop, np.float32(p.decay), np.float32(p.threshold),
+                    np.float32(p.cycle_penalty), sc.epoch, sc.state["mark"], sc.state["act"], sc.nodes,
+                    sc.fire, begin, end, count)
 
 
-@numba.njit(cache=True)
-def _spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, threshold, cycle_penalty,
-            epoch, mark, act, out_nodes, fire):
-    """Same rules as csrc/kernels/spread.c, on split mark/act arrays."""
-    tag = np.uint32(epoch) << np.uint32(8)
-    count = 0
-    for i in range(seeds.shape[0]):
-        s = seeds[i]
-        if (mark[s] & ~np.uint32(0xff)) != tag:
-            mark[s] = tag
-            act[s] = np.float32(0.0)
-            out_nodes[count] = s
-            count += 1
-        act[s] = min(act[s] + seed_act[i], np.float32(1.0))
-    begin, end = 0, count
-    hop = 1
-    while hop <= max_depth and begin < end:
-        for i in range(begin, end):
-            fire[i] = act[out_nodes[i]]
-        new_mark = tag | np.uint32(hop)
-        for i in range(begin, end):
-            u = out_nodes[i]
-            out = fire[i] * decay
-            for e in range(offsets[u], offsets[u + 1]):
-                c = np.float32(out * weights[e])
-                if c < threshold:
-                    continue
-                v = targets[e]
-                if (mark[v] & ~np.uint32(0xff)) != tag:
-                    mark[v] = new_mark
-                    act[v] = np.float32(0.0)
-                    out_nodes[count] = v
-                    count += 1
-                elif (mark[v] & np.uint32(0xff)) < hop:
-                    c = np.float32(c * cycle_penalty)
-                act[v] = min(act[v] + c, np.float32(1.0))
-        begin, end = end, count
-        hop += 1
-    for i in range(count):
-        fire[i] = act[out_nodes[i]]
-    return count
+_seed = numba.njit(cache=True)(spread_steps.seed)
+_hop = numba.njit(cache=True)(spread_steps.hop)
 
 
 @numba.njit(cache=True)

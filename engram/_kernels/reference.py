@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import spread_steps
 from .table import KernelTable
 
 
@@ -47,6 +48,15 @@ class NumpyTable(KernelTable):
 
     def _crc32c(self, view, crc):
         return crc32c(bytes(view), crc)
+
+    # step-wise spreads (spread_run) follow the same rules in float32, in plain Python
+    def _seed(self, sc, g, seeds, seed_act, p):
+        return spread_steps.seed(seeds, seed_act, sc.epoch, sc.state["mark"], sc.state["act"], sc.nodes)
+
+    def _hop(self, sc, g, p, hop, begin, end, count):
+        return spread_steps.hop(g[0], g[1], g[2], hop, np.float32(p.decay), np.float32(p.threshold),
+                                np.float32(p.cycle_penalty), sc.epoch, sc.state["mark"], sc.state["act"],
+                                sc.nodes, sc.fire, begin, end, count)
 
     def _spread(self, g, seeds, seed_act, p):
         nodes, act, hops = spread(g[0], g[1], g[2], seeds, seed_act, p.max_depth, p.decay, p.threshold,

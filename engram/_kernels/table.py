@@ -124,6 +124,7 @@ class SpreadScratch(threading.local):
     def __init__(self):
         self.state = self.nodes = self.fire = None
         self.epoch = 0
+        self.busy = False      # held by an unfinished SpreadRun of this thread
 
     def take(self, n_nodes: int) -> "SpreadScratch":
         from ..layout import SPREAD_STATE_DTYPE
@@ -246,8 +247,63 @@ def as_csr(offsets, targets, weights):
     return (np.ascontiguousarray(o, dtype=np.uint64), np.ascontiguousarray(t, dtype=np.uint32), w)
 
 
+class SpreadRun:
+    """Spreading one hop at a time, so a caller can stop between hops (a latency
+    budget) and keep what it has: ``run = k.spread_run(graph, seeds)``, then
+    ``run.step()`` per hop and ``run.result()``. Same rules and results as spread().
+
+    A run holds its thread's spreading scratch until result() or close().
+    """
+
+    def __init__(self, table, graph, seeds, seed_act, params):
+        self._table, self.graph, self.params = table, graph, params
+        self._g = (graph.offsets, graph.targets, graph.weights)
+        self._sc = table._take_scratch(graph.n_nodes, hold=True)
+        self.count = table._seed(self._sc, self._g, seeds, seed_act, params)
+        self.begin, self.end, self.hop = 0, self.count, 0
+
+    @property
+    def frontier(self) -> int:
+        """Nodes that fire at the next step."""
+        return self.end - self.begin
+
+    def step(self) -> int:
+        """Run one hop; returns the size of the new frontier (0: spreading is over)."""
+        if self._sc is None:
+            raise InvalidInputError("this SpreadRun is closed")
+        if self.begin == self.end or self.hop >= 255:
+            return 0
+        self.hop += 1
+        new = self._table._hop(self._sc, self._g, self.params, self.hop, self.begin, self.end, self.count)
+        self.begin, self.end, self.count = self.end, new, new
+        return self.end - self.begin
+
+    def result(self, close: bool = True):
+        """(nodes int64, activation f32, hop u8) in first-touch order, as spread() returns."""
+        if self._sc is None:
+            raise InvalidInputError("this SpreadRun is closed")
+        nodes = self._sc.nodes[:self.count].astype(np.int64)
+        st = self._sc.state[nodes]
+        out = nodes, st["act"].copy(), (st["mark"] & 0xFF).astype(np.uint8)
+        if close:
+            self.close()
+        return out
+
+    def close(self) -> None:
+        if self._sc is not None:
+            self._sc.busy = False
+            self._sc = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class KernelTable:
-    """One backend's kernels. Subclasses implement ``_topk`` and ``_spread``."""
+    """One backend's kernels. Subclasses implement ``_topk``, ``_seed``/``_hop`` (and
+    may override ``_spread`` with a one-call kernel), ``_decay`` and ``_crc32c``."""
 
     name = "?"
     isa = "-"
@@ -274,8 +330,12 @@ class KernelTable:
         """spread() over a graph validated once (CsrGraph): only the seeds are checked per call."""
         if not isinstance(graph, CsrGraph):
             raise InvalidInputError(f"graph must be an engram.kernels.CsrGraph, got {type(graph).__name__}")
-        g = (graph.offsets, graph.targets, graph.weights)
-        n = graph.n_nodes
+        s, a = self._check_seeds(graph.n_nodes, seeds, seed_act)
+        p = SpreadParams(max_depth, decay, threshold, cycle_penalty, prefetch_distance).check()
+        return self._spread((graph.offsets, graph.targets, graph.weights), s, a, p)
+
+    @staticmethod
+    def _check_seeds(n: int, seeds, seed_act):
         s = _int_array(np.atleast_1d(np.asarray(seeds)), "seeds")
         if s.size and (int(s.min()) < 0 or int(s.max()) >= n):
             raise InvalidInputError(f"seed ids must be in [0, {n}), got {s.min()}..{s.max()}")
@@ -283,10 +343,42 @@ class KernelTable:
             np.asarray(seed_act)), "seed_act")
         if a.shape != s.shape:
             raise InvalidInputError(f"seed_act must have one value per seed ({s.shape[0]}), got {a.shape}")
-        p = SpreadParams(max_depth, decay, threshold, cycle_penalty, prefetch_distance).check()
-        return self._spread(g, np.ascontiguousarray(s, dtype=np.uint32), np.ascontiguousarray(a), p)
+        return np.ascontiguousarray(s, dtype=np.uint32), np.ascontiguousarray(a)
 
-    def _spread(self, g, seeds, seed_act, p):  # pragma: no cover - abstract
+    def spread_run(self, graph: "CsrGraph", seeds, seed_act=None, *, decay: float = 0.7,
+                   threshold: float = 0.01, cycle_penalty: float = 0.5, prefetch_distance: int = 8) -> SpreadRun:
+        """Start spreading from seeds over a CsrGraph; advance it with run.step() (see SpreadRun)."""
+        if not isinstance(graph, CsrGraph):
+            raise InvalidInputError(f"graph must be an engram.kernels.CsrGraph, got {type(graph).__name__}")
+        s, a = self._check_seeds(graph.n_nodes, seeds, seed_act)
+        p = SpreadParams(255, decay, threshold, cycle_penalty, prefetch_distance).check()
+        return SpreadRun(self, graph, s, a, p)
+
+    def _take_scratch(self, n_nodes: int, hold: bool = False) -> SpreadScratch:
+        """This thread's scratch, or a private one while a SpreadRun holds it."""
+        sc = self._scratch if not self._scratch.busy else SpreadScratch()
+        sc.take(n_nodes)
+        sc.busy = hold
+        return sc
+
+    def _spread(self, g, seeds, seed_act, p):
+        """Seeding and then one hop at a time; backends with a one-call kernel override this."""
+        sc = self._take_scratch(g[0].shape[0] - 1)
+        count = self._seed(sc, g, seeds, seed_act, p)
+        begin, end = 0, count
+        for hop in range(1, p.max_depth + 1):
+            if begin == end:
+                break
+            count = self._hop(sc, g, p, hop, begin, end, count)
+            begin, end = end, count
+        nodes = sc.nodes[:count].astype(np.int64)
+        st = sc.state[nodes]
+        return nodes, st["act"].copy(), (st["mark"] & 0xFF).astype(np.uint8)
+
+    def _seed(self, sc, g, seeds, seed_act, p) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _hop(self, sc, g, p, hop, begin, end, count) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def decay(self, strength, age, curve: str = "exponential", **params) -> np.ndarray:
@@ -376,7 +468,7 @@ class NativeTable(KernelTable):
 
     def __init__(self, name: str, lib, isa: str):
         from .._cy.scan import TopKKernel, TopKManyKernel
-        from .._cy.spread import SpreadKernel
+        from .._cy.spread import SpreadHopKernel, SpreadKernel
         from .._cy.stream import CrcKernel, DecayKernel
         from .native import Arena
         super().__init__()
@@ -384,6 +476,7 @@ class NativeTable(KernelTable):
         self.path = lib.path
         self.arena = Arena(lib) if "eg_arena_stats" in lib.fns else None   # Zig only
         self._spread_fn = SpreadKernel(lib.address_of("eg_spread"))
+        self._hop_fn = SpreadHopKernel(lib.address_of("eg_spread_hop"))
         self._decay_fn = DecayKernel(lib.address("decay_f32", isa))
         self._crc_fn = CrcKernel(lib.address("crc32c", isa))
         self._fns = {}
@@ -404,14 +497,27 @@ class NativeTable(KernelTable):
         return idx[:got], score[:got]
 
     def _spread(self, g, seeds, seed_act, p):
-        sc = self._scratch.take(g[0].shape[0] - 1)
-        got = self._spread_fn(g[0], g[1], g[2], seeds, seed_act, p.max_depth, p.decay, p.threshold,
+        sc = self._take_scratch(g[0].shape[0] - 1)
+        got = self._seed(sc, g, seeds, seed_act, p, p.max_depth)
+        nodes = sc.nodes[:got].astype(np.int64)       # int64 indexes gather ~3x faster than uint32
+        return nodes, sc.fire[:got].copy(), (sc.state["mark"][nodes] & 0xFF).astype(np.uint8)
+
+    def _seed(self, sc, g, seeds, seed_act, p, max_depth: int = 0) -> int:
+        """eg_spread: seeding, then max_depth hops in one call (0: seeding only)."""
+        got = self._spread_fn(g[0], g[1], g[2], seeds, seed_act, max_depth, p.decay, p.threshold,
                               p.cycle_penalty, p.prefetch_distance, sc.epoch, sc.state, sc.nodes, sc.fire)
         if got < 0:
             from ..errors import KernelError
             raise KernelError(f"{self.name} spread returned error {got}")
-        nodes = sc.nodes[:got].astype(np.int64)       # int64 indexes gather ~3x faster than uint32
-        return nodes, sc.fire[:got].copy(), (sc.state["mark"][nodes] & 0xFF).astype(np.uint8)
+        return got
+
+    def _hop(self, sc, g, p, hop, begin, end, count) -> int:
+        got = self._hop_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty, p.prefetch_distance,
+                           sc.epoch, sc.state, sc.nodes, sc.fire, begin, end, count)
+        if got < 0:
+            from ..errors import KernelError
+            raise KernelError(f"{self.name} spread_hop returned error {got}")
+        return got
 
     def _topk_many(self, metric, qs, rows, k, mask):
         k = min(k, rows.shape[0])

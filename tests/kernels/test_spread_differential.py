@@ -991,3 +991,57 @@ def test_spread_graph_equals_spread(key):
         t.spread_graph(g, [0])
     with pytest.raises(InvalidInputError, match="seed ids"):
         t.spread_graph(graph, [50])
+
+
+@pytest.mark.parametrize("key", BACKEND_KEYS)
+def test_spread_run_steps_equal_whole_spreads(key):
+    """Hop by hop (eg_spread_hop on native backends) gives what one spread call gives,
+    and a spread in the same thread while a run holds the scratch disturbs neither."""
+    from engram.kernels import CsrGraph
+    t = get_table(key)
+    rng = np.random.default_rng(12)
+    for trial in range(60):
+        n = int(rng.integers(1, 98))
+        m = int(rng.integers(0, 4 * n))
+        g = csr(n, rng.integers(0, n, m).tolist(), rng.integers(0, n, m).tolist(),
+                rng.uniform(0.05, 1, m).tolist())
+        graph = CsrGraph(*g)
+        seeds = rng.integers(0, n, int(rng.integers(1, 6)))
+        depth = int(rng.integers(0, 6))
+        p = dict(decay=0.8, threshold=0.02, cycle_penalty=float(rng.choice([0.0, 0.5, 1.0])))
+        whole = t.spread_graph(graph, seeds, max_depth=depth, **p)
+        with t.spread_run(graph, seeds, **p) as run:
+            frontiers = [run.frontier]
+            while run.hop < depth and run.frontier:
+                frontiers.append(run.step())
+                other = t.spread_graph(graph, seeds[:1], max_depth=depth, **p)   # borrows a private scratch
+                assert np.array_equal(other[0], t.spread_graph(graph, seeds[:1], max_depth=depth, **p)[0])
+            nodes, act, hops = run.result(close=False)
+        tol = 2e-6 if key != "numpy" else 5e-6     # numpy: float32 steps vs its float64 whole spread
+        assert np.array_equal(nodes, whole[0]) and np.array_equal(hops, whole[2]), trial
+        assert np.allclose(act, whole[1], rtol=0, atol=tol), trial
+        # each step's frontier is exactly the nodes first touched at that hop
+        assert sum(frontiers) == len(nodes)
+        assert np.bincount(hops, minlength=len(frontiers)).tolist() == frontiers
+        with pytest.raises(InvalidInputError, match="closed"):
+            run.step()
+
+
+def test_native_hop_kernel_error_paths():
+    from engram._cy.spread import SpreadHopKernel
+    from engram.layout import SPREAD_STATE_DTYPE
+    for key in NATIVE_KEYS:
+        t = get_table(key)
+        k = SpreadHopKernel(t.lib.address_of("eg_spread_hop"))
+        off = np.array([0, 1, 1], np.uint64)
+        tgt = np.array([1], np.uint32)
+        w = np.ones(1, np.float32)
+        state = np.zeros(2, SPREAD_STATE_DTYPE)
+        nodes = np.zeros(2, np.uint32)
+        fire = np.zeros(2, np.float32)
+        assert k(off, tgt, w, 1, 0.5, 0.0, 0.5, 0, 1, state, nodes, fire, 1, 0, 1) == -1   # begin > end
+        assert k(off, tgt, w, 0, 0.5, 0.0, 0.5, 0, 1, state, nodes, fire, 0, 1, 1) == -1   # hop 0
+        state[0]["mark"] = 1 << 8                                                        # node 0 seeded
+        assert k(off, tgt, w, 1, 0.5, 0.0, 0.5, 0, 1, state, nodes[:1], fire, 0, 1, 1) == -2  # no room
+        assert k(off, tgt, w, 1, 0.5, 0.0, 0.5, 0, 1, state, nodes, fire, 0, 1, 1) == 2
+        assert nodes.tolist() == [0, 1]

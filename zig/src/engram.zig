@@ -51,6 +51,7 @@ export fn eg_layout_lookup(record: ?[*:0]const u8, field: ?[*:0]const u8, offset
 
 comptime {
     @export(&spread_mod.spread, .{ .name = "eg_spread", .linkage = .strong });
+    @export(&spread_mod.spreadHop, .{ .name = "eg_spread_hop", .linkage = .strong });
     @export(&arena.configure, .{ .name = "eg_arena_configure", .linkage = .strong });
     @export(&arena.stats, .{ .name = "eg_arena_stats", .linkage = .strong });
     @export(&arena.resetStats, .{ .name = "eg_arena_reset_stats", .linkage = .strong });

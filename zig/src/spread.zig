@@ -50,39 +50,10 @@ pub fn spread(
     var end: u64 = count;
     var hop: u32 = 1;
     while (hop <= max_depth and begin < end) : (hop += 1) {
-        for (begin..end) |i| fire[i] = state[out_nodes[i]].act;
-        const new_mark = tag | hop;
-        for (begin..end) |i| {
-            if (prefetch_distance != 0 and i + prefetch_distance < end) {
-                const ahead = out_nodes[i + prefetch_distance];
-                prefetch(&offsets[ahead]);
-                prefetch(&targets[offsets[ahead]]);
-                prefetch(&weights[offsets[ahead]]);
-            }
-            const u = out_nodes[i];
-            const out = fire[i] * decay;
-            const e1 = offsets[u + 1];
-            var e = offsets[u];
-            while (e < e1) : (e += 1) {
-                if (prefetch_distance != 0 and e + prefetch_distance < e1) prefetch(&state[targets[e + prefetch_distance]]);
-                var c = out * weights[e];
-                if (c < threshold) continue;
-                const v = targets[e];
-                if (v >= n_nodes) return EINVAL;
-                const st = &state[v];
-                if ((st.mark & ~HOP_MASK) != tag) {
-                    if (count >= out_cap) return ENOSPACE;
-                    st.mark = new_mark;
-                    st.act = 0;
-                    out_nodes[count] = v;
-                    count += 1;
-                } else if ((st.mark & HOP_MASK) < hop) {
-                    c *= cycle_penalty;
-                }
-                st.act = @min(st.act + c, 1.0);
-            }
-        }
+        const next = spreadHop(offsets, targets, weights, n_nodes, hop, decay, threshold, cycle_penalty, prefetch_distance, epoch, state, out_nodes, fire, begin, end, count, out_cap);
+        if (next < 0) return next;
         begin = end;
+        count = @intCast(next);
         end = count;
     }
     for (0..count) |i| fire[i] = state[out_nodes[i]].act;
@@ -92,4 +63,57 @@ pub fn spread(
 fn offsetsAsEmpty(comptime T: type) [*]const T {
     const empty = [_]T{};
     return &empty;
+}
+
+/// One hop over the frontier out_nodes[begin..end): see eg_spread_hop in engram.h.
+pub fn spreadHop(
+    offsets_: ?[*]const u64, targets_: ?[*]const u32, weights_: ?[*]const f32, n_nodes: u64,
+    hop: u32, decay: f32, threshold: f32, cycle_penalty: f32, prefetch_distance: u32,
+    epoch: u32, state_: ?[*]layout.SpreadState, out_nodes_: ?[*]u32, fire_: ?[*]f32,
+    begin: u64, end: u64, count_in: u64, out_cap: u64,
+) callconv(.c) i64 {
+    const offsets = offsets_ orelse return EINVAL;
+    const state = state_ orelse return EINVAL;
+    const out_nodes = out_nodes_ orelse return EINVAL;
+    const fire = fire_ orelse return EINVAL;
+    if (n_nodes > 0 and (targets_ == null or weights_ == null)) return EINVAL;
+    if (hop == 0 or hop > HOP_MASK or epoch == 0 or epoch > 0xffffff or begin > end or end > count_in or count_in > out_cap) return EINVAL;
+    const targets = targets_ orelse offsetsAsEmpty(u32);
+    const weights = weights_ orelse offsetsAsEmpty(f32);
+    const tag: u32 = epoch << 8;
+    var count = count_in;
+    for (begin..end) |i| fire[i] = state[out_nodes[i]].act;
+    const new_mark = tag | hop;
+    for (begin..end) |i| {
+        if (prefetch_distance != 0 and i + prefetch_distance < end) {
+            const ahead = out_nodes[i + prefetch_distance];
+            prefetch(&offsets[ahead]);
+            prefetch(&targets[offsets[ahead]]);
+            prefetch(&weights[offsets[ahead]]);
+        }
+        const u = out_nodes[i];
+        if (u >= n_nodes) return EINVAL;
+        const out = fire[i] * decay;
+        const e1 = offsets[u + 1];
+        var e = offsets[u];
+        while (e < e1) : (e += 1) {
+            if (prefetch_distance != 0 and e + prefetch_distance < e1) prefetch(&state[targets[e + prefetch_distance]]);
+            var c = out * weights[e];
+            if (c < threshold) continue;
+            const v = targets[e];
+            if (v >= n_nodes) return EINVAL;
+            const st = &state[v];
+            if ((st.mark & ~HOP_MASK) != tag) {
+                if (count >= out_cap) return ENOSPACE;
+                st.mark = new_mark;
+                st.act = 0;
+                out_nodes[count] = v;
+                count += 1;
+            } else if ((st.mark & HOP_MASK) < hop) {
+                c *= cycle_penalty;
+            }
+            st.act = @min(st.act + c, 1.0);
+        }
+    }
+    return @intCast(count);
 }

@@ -1,0 +1,51 @@
+"""Spreading seed and hop steps in plain Python on the split (mark, act) state.
+
+The same rules as csrc/kernels/spread.c, in float32. numba compiles these
+functions for the numba backend; the numpy backend runs them as they are
+for step-wise spreads (its whole spreads use the float64 oracle).
+"""
+import numpy as np
+
+HOP_MASK = np.uint32(0xFF)
+ONE = np.float32(1.0)
+
+
+def seed(seeds, seed_act, epoch, mark, act, out_nodes):
+    """Hop 0: touch the seeds; returns the count of touched nodes."""
+    tag = np.uint32(epoch) << np.uint32(8)
+    count = 0
+    for i in range(seeds.shape[0]):
+        s = seeds[i]
+        if (mark[s] & ~HOP_MASK) != tag:
+            mark[s] = tag
+            act[s] = np.float32(0.0)
+            out_nodes[count] = s
+            count += 1
+        act[s] = min(act[s] + seed_act[i], ONE)
+    return count
+
+
+def hop(offsets, targets, weights, hop_no, decay, threshold, cycle_penalty, epoch, mark, act,
+        out_nodes, fire, begin, end, count):
+    """Nodes out_nodes[begin:end] fire; returns the new count (next frontier: [end, count))."""
+    tag = np.uint32(epoch) << np.uint32(8)
+    for i in range(begin, end):
+        fire[i] = act[out_nodes[i]]
+    new_mark = tag | np.uint32(hop_no)
+    for i in range(begin, end):
+        u = out_nodes[i]
+        out = np.float32(fire[i] * decay)
+        for e in range(offsets[u], offsets[u + 1]):
+            c = np.float32(out * weights[e])
+            if c < threshold:
+                continue
+            v = targets[e]
+            if (mark[v] & ~HOP_MASK) != tag:
+                mark[v] = new_mark
+                act[v] = np.float32(0.0)
+                out_nodes[count] = v
+                count += 1
+            elif (mark[v] & HOP_MASK) < hop_no:
+                c = np.float32(c * cycle_penalty)
+            act[v] = min(act[v] + c, ONE)
+    return count
