@@ -655,7 +655,7 @@ def main(argv=None) -> int:
                       f"{nodes_mean:>8.0f} {row['ns_per_touched_node']:>8.1f} {row['ns_per_edge_examined']:>8.1f} "
                       f"{rc} {nrep:>5}", flush=True)
             print()
-        del peers, nxg, flusher
+        peers = nxg = flusher = None   # free the big graph copies before the next size
         gc.collect()
 
     wall = time.perf_counter() - wall0

@@ -14,9 +14,12 @@
 static inline float EG_FN(eg_bits_to_float)(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
 static inline int32_t EG_FN(eg_float_to_bits)(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
 
-/* exp(x) for x in float range; 0 below -87.3, +inf-free clamp above 88.7. */
+/* exp(x) for x in float range: 0 below -87 (the result would be near or below
+ * the smallest normal float, and subnormal arithmetic costs ~100 cycles per
+ * operation on SSE/AVX2), clamped above 88.7 so it never overflows. */
 static inline float EG_FN(eg_expf)(float x) {
-    x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+    const float zero = x < -87.0f ? 0.0f : 1.0f;
+    x = x < -87.0f ? -87.0f : (x > 88.7f ? 88.7f : x);
     float fn = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round to nearest */
     float r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -26,7 +29,7 @@ static inline float EG_FN(eg_expf)(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    return p * EG_FN(eg_bits_to_float)(((int32_t)fn + 127) << 23);
+    return zero * p * EG_FN(eg_bits_to_float)(((int32_t)fn + 127) << 23);
 }
 
 /* log(x) for finite x > 0 (normal range). */

@@ -155,15 +155,21 @@ _seed = numba.njit(cache=True)(spread_steps.seed)
 _hop = numba.njit(cache=True)(spread_steps.hop)
 
 
+@numba.njit(cache=True, inline="always")
+def _exp(x):
+    # 0 below -87, like the C and Zig kernels: subnormal results are slow to compute with
+    return np.exp(x) if x > -87.0 else np.float32(0.0)
+
+
 @numba.njit(cache=True)
 def _decay(s, a, kind, p0, p1, p2, out):
     for i in range(s.shape[0]):
         if kind == 0:
-            out[i] = s[i] * np.exp(-a[i] / p0)
+            out[i] = s[i] * _exp(-a[i] / p0)
         elif kind == 1:
-            out[i] = s[i] * np.exp(-p0 * np.log1p(a[i]))
+            out[i] = s[i] * _exp(-p0 * np.log1p(a[i]))
         else:
-            out[i] = s[i] * (p2 * np.exp(-a[i] / p0) + (np.float32(1.0) - p2) * np.exp(-a[i] / p1))
+            out[i] = s[i] * (p2 * _exp(-a[i] / p0) + (np.float32(1.0) - p2) * _exp(-a[i] / p1))
 
 
 CRC_TABLE = np.zeros(256, np.uint32)

@@ -13,8 +13,11 @@ inline fn splat(x: f32) Vf {
     return @splat(x);
 }
 
+/// 0 below -87 (a result near or below the smallest normal float: subnormal
+/// arithmetic costs ~100 cycles per operation), clamped above 88.7.
 fn expV(x_in: Vf) Vf {
-    const x = @min(@max(x_in, splat(-87.3)), splat(88.7));
+    const keep = @select(f32, x_in < splat(-87.0), splat(0.0), splat(1.0));
+    const x = @min(@max(x_in, splat(-87.0)), splat(88.7));
     const fn_ = (x * splat(1.44269504088896341) + splat(12582912.0)) - splat(12582912.0);
     const r = x - fn_ * splat(0.693359375) + fn_ * splat(2.12194440e-4);
     var p = splat(1.9875691500e-4);
@@ -26,7 +29,7 @@ fn expV(x_in: Vf) Vf {
     p = p * r * r + r + splat(1.0);
     const e: Vi = @intFromFloat(fn_);
     const scale: Vf = @bitCast((e + @as(Vi, @splat(127))) << @splat(23));
-    return p * scale;
+    return keep * p * scale;
 }
 
 fn logV(x: Vf) Vf {
