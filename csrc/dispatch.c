@@ -53,13 +53,13 @@ static const eg_table_t *eg_table(void) {
 
 EG_API const char *eg_isa(void) { return eg_table()->isa; }
 
-EG_API int64_t eg_dot_topk_f32(EG_TOPK_ARGS) { return eg_table()->dot_f32(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
-EG_API int64_t eg_dot_topk_f16(EG_TOPK_ARGS) { return eg_table()->dot_f16(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
-EG_API int64_t eg_cosine_topk_f32(EG_TOPK_ARGS) { return eg_table()->cos_f32(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
-EG_API int64_t eg_cosine_topk_f16(EG_TOPK_ARGS) { return eg_table()->cos_f16(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
+EG_API int64_t eg_dot_topk_f32(EG_TOPK_ARGS) { return eg_table()->dot_f32(q, rows, n, dim, row_stride, mask, row_norms, k, out_idx, out_score); }
+EG_API int64_t eg_dot_topk_f16(EG_TOPK_ARGS) { return eg_table()->dot_f16(q, rows, n, dim, row_stride, mask, row_norms, k, out_idx, out_score); }
+EG_API int64_t eg_cosine_topk_f32(EG_TOPK_ARGS) { return eg_table()->cos_f32(q, rows, n, dim, row_stride, mask, row_norms, k, out_idx, out_score); }
+EG_API int64_t eg_cosine_topk_f16(EG_TOPK_ARGS) { return eg_table()->cos_f16(q, rows, n, dim, row_stride, mask, row_norms, k, out_idx, out_score); }
 
-EG_API int64_t eg_dot_topk_i8(EG_TOPK_ARGS) { return eg_table()->dot_i8(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
-EG_API int64_t eg_cosine_topk_i8(EG_TOPK_ARGS) { return eg_table()->cos_i8(q, rows, n, dim, row_stride, mask, k, out_idx, out_score); }
+EG_API int64_t eg_dot_topk_i8(EG_TOPK_ARGS) { return eg_table()->dot_i8(q, rows, n, dim, row_stride, mask, row_norms, k, out_idx, out_score); }
+EG_API int64_t eg_cosine_topk_i8(EG_TOPK_ARGS) { return eg_table()->cos_i8(q, rows, n, dim, row_stride, mask, row_norms, k, out_idx, out_score); }
 EG_API int64_t eg_decay_f32(EG_DECAY_ARGS) { return eg_table()->decay(strength, age, n, kind, p0, p1, p2, out); }
 EG_API uint32_t eg_crc32c(EG_CRC_ARGS) { return eg_table()->crc(crc, data, n); }
 

@@ -134,10 +134,10 @@ class SpaceView:
         st = self._store
         found_ids, found_scores = [], []
         for tier in TIER_TABLE:
-            rows, row_node, row_live = st.tier_rows(tier)
+            rows, row_node, row_live, row_norm = st.tier_rows(tier)
             if rows.shape[0] == 0:
                 continue
-            idx, sc = self._kern._topk("cosine", q, rows, k, row_live)
+            idx, sc = self._kern._topk("cosine", q, rows, k, row_live, row_norm)
             found_ids.append(row_node[idx].astype(np.int64))
             found_scores.append(sc)
         if not found_ids:
@@ -220,7 +220,10 @@ class Space(SpaceView):
             ids = np.arange(first, first + n, dtype=np.int64)
             rows = np.arange(row0, row0 + n, dtype=np.uint32)
             tv = st.views[table]
-            tv["rows"][row0:row0 + n, :self.dim] = v.astype(TIER_DTYPE[t], copy=False)
+            stored = v.astype(TIER_DTYPE[t], copy=False)
+            tv["rows"][row0:row0 + n, :self.dim] = stored
+            with np.errstate(over="ignore"):      # a norm past float32 is inf: the kernel then recomputes
+                tv["row_norm"][row0:row0 + n] = np.linalg.norm(stored.astype(np.float64), axis=1)
             tv["row_node"][row0:row0 + n] = ids
             tv["row_live"][row0:row0 + n] = 1
             st.publish(table, row0 + n)

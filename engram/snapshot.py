@@ -24,7 +24,7 @@ from .errors import DimensionError, EngramError, LayoutMismatchError
 from .layout import LAYOUT_HASH
 from .store import TIER_TABLE
 
-FORMAT = 1
+FORMAT = 2   # 2: row norms are stored with the rows
 
 
 class SnapshotError(EngramError, OSError):
@@ -66,10 +66,11 @@ def space_arrays(store) -> dict:
     out = {"hot": store.hot().copy(), "node_row": store.views["nodes"]["node_row"][:n].copy(),
            "content": store.views["content"]["heap"][:store.count("content")].copy()}
     for tier, table in TIER_TABLE.items():
-        rows, row_node, row_live = store.tier_rows(tier)
+        rows, row_node, row_live, row_norm = store.tier_rows(tier)
         out[f"{table}_rows"] = np.ascontiguousarray(rows)
         out[f"{table}_row_node"] = row_node.copy()
         out[f"{table}_row_live"] = row_live.copy()
+        out[f"{table}_row_norm"] = row_norm.copy()
     csr = store.csr()
     out["csr_offsets"] = csr["offsets"].copy()
     out["csr_targets"] = csr["targets"].copy()
@@ -153,6 +154,7 @@ def restore(store, arrs: dict) -> None:
         v["rows"][:r, :store.dim] = rows
         v["row_node"][:r] = arrs[f"{table}_row_node"]
         v["row_live"][:r] = arrs[f"{table}_row_live"]
+        v["row_norm"][:r] = arrs[f"{table}_row_norm"]
         store.publish(table, r)
     content = arrs["content"]
     store.reserve("content", content.shape[0])

@@ -3,7 +3,7 @@
 A space is a directory segment plus one segment per table:
 
     nodes     NodeHot[cap] (64-byte records) | node_row u32[cap]
-    emb_hot   f32 rows[cap][row_bytes]        | row_node u32[cap] | row_live u8[cap]
+    emb_hot   f32 rows[cap][row_bytes]        | row_node u32[cap] | row_live u8[cap] | row_norm f32[cap]
     emb_warm  f16 rows, same regions
     content   bytes: records of u32 length + UTF-8, addressed by NodeHot.content_ref
     csr       CsrHeader | offsets u64[n+1] | targets u32[m] | weights f32[m]
@@ -64,6 +64,7 @@ def regions(table: str, cap: int, dim: int) -> tuple:
         add("rows", dt, cap * (rb // dt.itemsize), (cap, rb // dt.itemsize))
         add("row_node", np.uint32, cap)
         add("row_live", np.uint8, cap)
+        add("row_norm", np.float32, cap)     # L2 norms, so cosine scans read only the rows
     elif table == "content":
         add("heap", np.uint8, cap)
     elif table == "delta":
@@ -143,11 +144,11 @@ class SpaceStore:
         return self.views["nodes"]["hot"][:self.n_nodes]
 
     def tier_rows(self, tier: int):
-        """(rows, row_node, row_live) of a tier, cut to the published count."""
+        """(rows, row_node, row_live, row_norm) of a tier, cut to the published count."""
         t = TIER_TABLE[tier]
         n = self.count(t)
         v = self.views[t]
-        return v["rows"][:n, :self.dim], v["row_node"][:n], v["row_live"][:n]
+        return v["rows"][:n, :self.dim], v["row_node"][:n], v["row_live"][:n], v["row_norm"][:n]
 
     def content_at(self, ref: int):
         if ref == 0:

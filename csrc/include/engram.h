@@ -31,13 +31,17 @@
  *   q          query, dim floats
  *   rows       first row; row i starts at (char*)rows + i*row_stride
  *   mask       NULL, or n bytes: row i is skipped where mask[i] == 0
+ *   row_norms  NULL, or n precomputed L2 norms (cosine only): the scan then
+ *              reads only the rows for the dot product; NULL computes them
+ *              in the same pass
  *   out_idx    k slots; out_score: k slots
  * Results are sorted by score, best first; equal scores by lower index.
  * Returns the number of results (min(k, rows not masked)) or EG_E*.
  * dot: q.r; cosine: q.r / (|q| |r|), 0 where either norm is 0.
  */
 #define EG_TOPK_ARGS const float *q, const void *rows, uint64_t n, uint64_t dim, \
-    uint64_t row_stride, const uint8_t *mask, uint64_t k, int64_t *out_idx, float *out_score
+    uint64_t row_stride, const uint8_t *mask, const float *row_norms, uint64_t k, int64_t *out_idx, \
+    float *out_score
 
 /* Forgetting curves: out[i] = strength[i] * curve(age[i]) (csrc/kernels/decay_impl.h).
  * Ages are >= 0 in the curve's time unit. Returns n or EG_EINVAL. */
@@ -54,8 +58,8 @@
  * query j's results at out_idx/out_score + j*k, its count in out_count[j].
  * Returns out_count[0] (every query has the same count) or EG_E*. */
 #define EG_TOPK_MN_ARGS const float *qs, uint64_t m, uint64_t q_stride, const void *rows, uint64_t n, \
-    uint64_t dim, uint64_t row_stride, const uint8_t *mask, uint64_t k, int64_t *out_idx, \
-    float *out_score, int64_t *out_count
+    uint64_t dim, uint64_t row_stride, const uint8_t *mask, const float *row_norms, uint64_t k, \
+    int64_t *out_idx, float *out_score, int64_t *out_count
 
 #define EG_DECLARE_VARIANT(isa_suffix) \
     EG_API int64_t eg_dot_topk_f32##isa_suffix(EG_TOPK_ARGS); \

@@ -4,8 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xced95951a105840eULL
-#define EG_ABI_VERSION 4
+#define EG_LAYOUT_HASH 0x6f172a03ba95a896ULL
+#define EG_ABI_VERSION 5
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0

@@ -81,8 +81,8 @@ static float EG_FN(eg_cosine_exact)(const float *q, double qn, const void *r, ui
 /* M:N top-k, the one implementation (1:N is m = 1). Rows are visited in
  * blocks small enough to stay in L2, and every query scans a block before the
  * next is read, so each row comes from memory once for all m queries. For
- * cosine the first query also computes the block's row norms; the others
- * reuse them. Heaps live in the caller's output arrays (query j at j*k). */
+ * cosine the first query also computes the block's row norms (unless the
+ * caller passes them); the others reuse them. Heaps live in the caller's output arrays (query j at j*k). */
 #define EG_MN_BLOCK 128
 #define EG_MN_STACK 8
 
@@ -120,9 +120,9 @@ EG_API int64_t NAME_MN(EG_TOPK_MN_ARGS) {                                       
             for (uint64_t i = b; i < e; i++) {                                        \
                 if (mask && !mask[i]) continue;                                       \
                 const T *r = (const T *)(base + i * row_stride);                      \
-                float s = ROW(q, r, dim, (COSINE && j == 0) ? &rrs[i - b] : (float *)0); \
+                float s = ROW(q, r, dim, (COSINE && j == 0 && !row_norms) ? &rrs[i - b] : (float *)0); \
                 if (COSINE) {                                                         \
-                    float rr = rrs[i - b];                                            \
+                    float rr = row_norms ? row_norms[i] * row_norms[i] : rrs[i - b];  \
                     if (q_extreme || !(rr > EG_SAFE_LO && rr < EG_SAFE_HI)            \
                         || !(__builtin_fabsf(s) < EG_SAFE_HI)) {                      \
                         s = EG_FN(eg_cosine_exact)(q, qn[j], r, dim, AT);             \
@@ -142,7 +142,7 @@ EG_API int64_t NAME_MN(EG_TOPK_MN_ARGS) {                                       
 }                                                                                     \
 EG_API int64_t NAME(EG_TOPK_ARGS) {                                                   \
     int64_t count = 0;                                                                \
-    int64_t rc = NAME_MN(q, 1, dim, rows, n, dim, row_stride, mask, k, out_idx, out_score, &count); \
+    int64_t rc = NAME_MN(q, 1, dim, rows, n, dim, row_stride, mask, row_norms, k, out_idx, out_score, &count); \
     return rc < 0 ? rc : count;                                                       \
 }
 

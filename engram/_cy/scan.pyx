@@ -28,6 +28,16 @@ cdef int _check_rows(cnp.ndarray rows, int itemsize, uint64_t *n, uint64_t *dim,
     return 0
 
 
+cdef const float *_norms_ptr(object norms, uint64_t n) except? NULL:
+    """NULL for none, else the data of a contiguous float32 array of at least n entries."""
+    if norms is None:
+        return NULL
+    if not (isinstance(norms, cnp.ndarray) and cnp.PyArray_TYPE(<cnp.ndarray>norms) == cnp.NPY_FLOAT32
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>norms) and <uint64_t>cnp.PyArray_SIZE(<cnp.ndarray>norms) >= n):
+        raise ValueError("norms must be None or a contiguous float32 array of at least n entries")
+    return <const float *>cnp.PyArray_DATA(<cnp.ndarray>norms)
+
+
 cdef const uint8_t *_mask_ptr(object mask, uint64_t n) except? NULL:
     """NULL for no mask, else the data of a contiguous uint8/bool array of at least n entries."""
     if mask is None:
@@ -39,7 +49,7 @@ cdef const uint8_t *_mask_ptr(object mask, uint64_t n) except? NULL:
     return <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>mask)
 
 ctypedef int64_t (*topk_fn)(const float *q, const void *rows, uint64_t n, uint64_t dim,
-                            uint64_t row_stride, const uint8_t *mask, uint64_t k,
+                            uint64_t row_stride, const uint8_t *mask, const float *row_norms, uint64_t k,
                             int64_t *out_idx, float *out_score) noexcept nogil
 
 
@@ -64,9 +74,10 @@ cdef class TopKKernel:
         self.row_itemsize = row_itemsize
 
     def __call__(self, cnp.ndarray q not None, cnp.ndarray rows not None, object mask,
-                 cnp.ndarray out_idx not None, cnp.ndarray out_score not None):
+                 cnp.ndarray out_idx not None, cnp.ndarray out_score not None, object norms=None):
         cdef uint64_t n, dim, stride, k
         cdef const uint8_t *mp = NULL
+        cdef const float *np_ = NULL
         cdef int64_t got
         _check_rows(rows, self.row_itemsize, &n, &dim, &stride)
         if not (cnp.PyArray_ISCARRAY_RO(q) and cnp.PyArray_TYPE(q) == cnp.NPY_FLOAT32
@@ -78,17 +89,18 @@ cdef class TopKKernel:
                 and <uint64_t>cnp.PyArray_SIZE(out_score) == k):
             raise ValueError("out_idx (int64) and out_score (f32) must be writable, contiguous, same length")
         mp = _mask_ptr(mask, n)
+        np_ = _norms_ptr(norms, n)
         if k == 0 or n == 0:
             return 0
         with nogil:
             got = self.fn(<const float *>cnp.PyArray_DATA(q), cnp.PyArray_DATA(rows), n, dim, stride,
-                          mp, k, <int64_t *>cnp.PyArray_DATA(out_idx), <float *>cnp.PyArray_DATA(out_score))
+                          mp, np_, k, <int64_t *>cnp.PyArray_DATA(out_idx), <float *>cnp.PyArray_DATA(out_score))
         return got
 
 
 ctypedef int64_t (*topk_mn_fn)(const float *qs, uint64_t m, uint64_t q_stride, const void *rows, uint64_t n,
-                               uint64_t dim, uint64_t row_stride, const uint8_t *mask, uint64_t k,
-                               int64_t *out_idx, float *out_score, int64_t *out_count) noexcept nogil
+                               uint64_t dim, uint64_t row_stride, const uint8_t *mask, const float *row_norms,
+                               uint64_t k, int64_t *out_idx, float *out_score, int64_t *out_count) noexcept nogil
 
 
 cdef class TopKManyKernel:
@@ -105,9 +117,11 @@ cdef class TopKManyKernel:
         self.row_itemsize = row_itemsize
 
     def __call__(self, cnp.ndarray qs not None, cnp.ndarray rows not None, object mask,
-                 cnp.ndarray out_idx not None, cnp.ndarray out_score not None, cnp.ndarray out_count not None):
+                 cnp.ndarray out_idx not None, cnp.ndarray out_score not None, cnp.ndarray out_count not None,
+                 object norms=None):
         cdef uint64_t n, dim, stride, k, m
         cdef const uint8_t *mp = NULL
+        cdef const float *np_ = NULL
         cdef int64_t got
         _check_rows(rows, self.row_itemsize, &n, &dim, &stride)
         if not (cnp.PyArray_NDIM(qs) == 2 and cnp.PyArray_ISCARRAY_RO(qs) and cnp.PyArray_TYPE(qs) == cnp.NPY_FLOAT32
@@ -122,8 +136,9 @@ cdef class TopKManyKernel:
             raise ValueError("out_idx (m, k) int64, out_score (m, k) f32 and out_count (m,) int64 must be contiguous")
         k = <uint64_t>cnp.PyArray_DIM(out_idx, 1)
         mp = _mask_ptr(mask, n)
+        np_ = _norms_ptr(norms, n)
         with nogil:
-            got = self.fn(<const float *>cnp.PyArray_DATA(qs), m, dim, cnp.PyArray_DATA(rows), n, dim, stride, mp, k,
+            got = self.fn(<const float *>cnp.PyArray_DATA(qs), m, dim, cnp.PyArray_DATA(rows), n, dim, stride, mp, np_, k,
                           <int64_t *>cnp.PyArray_DATA(out_idx), <float *>cnp.PyArray_DATA(out_score),
                           <int64_t *>cnp.PyArray_DATA(out_count))
         return got

@@ -9,10 +9,10 @@ ISAS = ("avx512", "avx2", "scalar")          # best first
 TOPK_OPS = ("dot_topk_f32", "dot_topk_f16", "cosine_topk_f32", "cosine_topk_f16", "dot_topk_i8", "cosine_topk_i8")
 
 TOPK_ARGTYPES = [C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint64, C.c_uint64,
-                 C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p]
+                 C.c_void_p, C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p]
 TOPK_MN_OPS = tuple(op.replace("_topk_", "_topk_mn_") for op in TOPK_OPS)
 TOPK_MN_ARGTYPES = [C.c_void_p, C.c_uint64, C.c_uint64, C.c_void_p, C.c_uint64, C.c_uint64, C.c_uint64,
-                    C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p, C.c_void_p]
+                    C.c_void_p, C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p, C.c_void_p]
 DECAY_ARGTYPES = [C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint32, C.c_float, C.c_float, C.c_float, C.c_void_p]
 CRC_ARGTYPES = [C.c_uint32, C.c_void_p, C.c_uint64]
 # per-ISA ops: name -> (restype, argtypes)

@@ -85,7 +85,7 @@ def _cosine_exact(q, qn, rows, lut, i):
 
 
 @numba.njit(cache=True)
-def _topk(q, rows, lut, mask, use_mask, cosine, out_idx, out_score):
+def _topk(q, rows, lut, mask, use_mask, norms, use_norms, cosine, out_idx, out_score):
     # lut is None for f32 rows: numba prunes the branch at compile time
     n, dim = rows.shape
     k = out_idx.shape[0]
@@ -110,6 +110,8 @@ def _topk(q, rows, lut, mask, use_mask, cosine, out_idx, out_score):
             dot += q[j] * x
             rr += x * x
         s = dot
+        if cosine and use_norms:
+            rr = norms[i] * norms[i]
         if cosine:
             if q_extreme or not (rr > SAFE_LO and rr < SAFE_HI) or not (abs(dot) < SAFE_HI):
                 s = _cosine_exact(q, qn, rows, lut, i)
@@ -124,14 +126,16 @@ class NumbaTable(KernelTable):
     name = "numba"
     isa = "llvm-jit"
 
-    def _topk(self, metric, q, rows, k, mask):
+    def _topk(self, metric, q, rows, k, mask, norms=None):
         k = min(k, rows.shape[0])
         idx = np.empty(k, np.int64)
         score = np.empty(k, np.float32)
         f16 = rows.dtype == np.float16
         r = rows.view(np.uint16) if f16 else rows
         m = mask if mask is not None else np.empty(0, np.uint8)
-        got = _topk(q, r, HALF_TO_FLOAT if f16 else None, m, mask is not None, metric == "cosine", idx, score) if k else 0
+        nr = norms if norms is not None else np.empty(0, np.float32)
+        got = _topk(q, r, HALF_TO_FLOAT if f16 else None, m, mask is not None, nr, norms is not None,
+                    metric == "cosine", idx, score) if k else 0
         return idx[:got], score[:got]
 
     def _decay(self, s, a, kind, p):

@@ -11,8 +11,8 @@ from . import spread_steps
 from .table import KernelTable
 
 
-def scores(metric: str, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Exact float64 scores of every row."""
+def scores(metric: str, q: np.ndarray, rows: np.ndarray, norms=None) -> np.ndarray:
+    """Exact float64 scores of every row (cosine with the given row norms, if any)."""
     r = rows.astype(np.float64)
     qq = q.astype(np.float64)
     # an elementwise product and a per-row sum, not BLAS: BLAS may round two
@@ -20,7 +20,8 @@ def scores(metric: str, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
     dots = (r * qq).sum(axis=1)
     if metric == "dot":
         return dots
-    den = np.linalg.norm(r, axis=1) * np.linalg.norm(qq)
+    rn = np.linalg.norm(r, axis=1) if norms is None else norms.astype(np.float64)
+    den = rn * np.linalg.norm(qq)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, dots / np.where(den > 0, den, 1.0), 0.0)
 
@@ -39,8 +40,8 @@ class NumpyTable(KernelTable):
     name = "numpy"
     isa = "float64"
 
-    def _topk(self, metric, q, rows, k, mask):
-        idx, s = select_topk(scores(metric, q, rows), k, mask)
+    def _topk(self, metric, q, rows, k, mask, norms=None):
+        idx, s = select_topk(scores(metric, q, rows, norms), k, mask)
         return idx, s.astype(np.float32)
 
     def _decay(self, s, a, kind, p):

@@ -424,39 +424,44 @@ class KernelTable:
     def _crc32c(self, view, crc):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def cosine_topk(self, query, rows, k: int = 10, mask=None):
+    def cosine_topk(self, query, rows, k: int = 10, mask=None, norms=None):
         """Top-k rows (f32, f16 or int8) by cosine similarity to query: (indices int64, scores f32), best first.
 
         A 2-D query (m, dim) is a batch: the results are (m, k) arrays, and
-        native backends read each row once for all m queries.
+        native backends read each row once for all m queries. ``norms``: the
+        rows' L2 norms, precomputed (float32, one per row), so the scan reads
+        only what the dot product needs; they are used as given.
         """
-        return self._checked_topk("cosine", query, rows, k, mask)
+        return self._checked_topk("cosine", query, rows, k, mask, norms)
 
     def dot_topk(self, query, rows, k: int = 10, mask=None):
         """Top-k rows by dot product with query: (indices int64, scores f32), best first."""
         return self._checked_topk("dot", query, rows, k, mask)
 
-    def _checked_topk(self, metric, query, rows, k, mask):
+    def _checked_topk(self, metric, query, rows, k, mask, norms=None):
         rows = as_rows(rows)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidInputError(f"k must be a non-negative integer, got {k!r}")
         mask = as_mask(mask, rows.shape[0])
+        norms = None if norms is None else _float_array(norms, "norms")
+        if norms is not None and norms.shape != (rows.shape[0],):
+            raise InvalidInputError(f"norms must have one value per row ({rows.shape[0]}), got shape {norms.shape}")
         if np.ndim(query) == 2:       # a batch of queries: M:N, each row read once for all
             qs = as_queries(query, rows.shape[1])
             if rows.shape[0] == 0 or k == 0 or qs.shape[0] == 0:
                 return np.zeros((qs.shape[0], 0), np.int64), np.zeros((qs.shape[0], 0), np.float32)
-            return self._topk_many(metric, qs, rows, int(k), mask)
+            return self._topk_many(metric, qs, rows, int(k), mask, norms)
         q = as_query(query, rows.shape[1])
         if rows.shape[0] == 0 or k == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return self._topk(metric, q, rows, int(k), mask)
+        return self._topk(metric, q, rows, int(k), mask, norms)
 
-    def _topk_many(self, metric, qs, rows, k, mask):
+    def _topk_many(self, metric, qs, rows, k, mask, norms=None):
         """Backends without an M:N kernel answer query by query."""
-        res = [self._topk(metric, q, rows, k, mask) for q in qs]
+        res = [self._topk(metric, q, rows, k, mask, norms) for q in qs]
         return np.stack([r[0] for r in res]), np.stack([r[1] for r in res])
 
-    def _topk(self, metric, q, rows, k, mask):  # pragma: no cover - abstract
+    def _topk(self, metric, q, rows, k, mask, norms=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __repr__(self):
@@ -486,11 +491,11 @@ class NativeTable(KernelTable):
                 self._fns[metric, dt] = TopKKernel(lib.address(f"{metric}_topk_{tag}", isa), dt.itemsize)
                 self._many[metric, dt] = TopKManyKernel(lib.address(f"{metric}_topk_mn_{tag}", isa), dt.itemsize)
 
-    def _topk(self, metric, q, rows, k, mask):
+    def _topk(self, metric, q, rows, k, mask, norms=None):
         k = min(k, rows.shape[0])
         idx = np.empty(k, np.int64)
         score = np.empty(k, np.float32)
-        got = self._fns[metric, rows.dtype](q, rows, mask, idx, score)
+        got = self._fns[metric, rows.dtype](q, rows, mask, idx, score, norms)
         if got < 0:
             from ..errors import KernelError
             raise KernelError(f"{self.name}/{self.isa} {metric}_topk returned error {got}")
@@ -519,13 +524,13 @@ class NativeTable(KernelTable):
             raise KernelError(f"{self.name} spread_hop returned error {got}")
         return got
 
-    def _topk_many(self, metric, qs, rows, k, mask):
+    def _topk_many(self, metric, qs, rows, k, mask, norms=None):
         k = min(k, rows.shape[0])
         m = qs.shape[0]
         idx = np.empty((m, k), np.int64)
         score = np.empty((m, k), np.float32)
         count = np.empty(m, np.int64)
-        got = self._many[metric, rows.dtype](qs, rows, mask, idx, score, count)
+        got = self._many[metric, rows.dtype](qs, rows, mask, idx, score, count, norms)
         if got < 0:
             from ..errors import KernelError
             raise KernelError(f"{self.name}/{self.isa} {metric}_topk_mn returned error {got}")

@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 
 #: Bumped when the C/Zig function signatures change (independent of layout).
-ABI_VERSION = 4
+ABI_VERSION = 5
 #: Bumped when a segment's meaning changes without its records changing.
 FORMAT_VERSION = 1
 #: "ENGRAM01" little-endian: the first 8 bytes of every segment.

@@ -5,7 +5,7 @@ import pytest
 
 import engram.kernels
 from engram._kernels.reference import scores, select_topk
-from engram.errors import DimensionError, NonFiniteError
+from engram.errors import DimensionError, InvalidInputError, NonFiniteError
 
 TABLES = {k: t for k, t in engram.kernels.available().items() if not isinstance(t, Exception)}
 DTYPES = (np.float32, np.float16, np.int8)
@@ -52,3 +52,41 @@ def test_batch_validation():
     assert idx.shape == (0, 0)
     idx, sc = t.dot_topk(np.ones((2, 3)), rows, 0)
     assert idx.shape == (2, 0)
+
+
+@pytest.mark.parametrize("key", sorted(TABLES))
+@pytest.mark.parametrize("dt", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_cosine_with_precomputed_norms(key, dt):
+    """norms= are used as given (the oracle divides by the same values); true norms
+    give what on-the-fly norms give; one query and batches alike."""
+    t = TABLES[key]
+    rng = np.random.default_rng(23)
+    for n, dim in [(1, 1), (7, 3), (129, 17), (700, 61)]:
+        rows = make_rows(rng, n, dim, dt)
+        true = np.linalg.norm(rows.astype(np.float64), axis=1).astype(np.float32)
+        fake = (true * rng.uniform(0.5, 2.0, n)).astype(np.float32)
+        q = rng.standard_normal(dim)
+        for norms in (true, fake):
+            exact = scores("cosine", q, rows, norms)
+            _, want = select_topk(exact, 9)
+            _, got = t.cosine_topk(q, rows, 9, norms=norms)
+            assert np.allclose(got, want, rtol=0, atol=4e-6)
+            qs = rng.standard_normal((3, dim))
+            _, got_b = t.cosine_topk(qs, rows, 9, norms=norms)
+            for j in range(3):
+                _, want_j = select_topk(scores("cosine", qs[j], rows, norms), 9)
+                assert np.allclose(got_b[j], want_j, rtol=0, atol=4e-6)
+        i_fly, s_fly = t.cosine_topk(q, rows, 9)
+        i_pre, s_pre = t.cosine_topk(q, rows, 9, norms=true)
+        assert np.allclose(s_fly, s_pre, rtol=0, atol=4e-6)
+
+
+def test_norms_validation():
+    t = TABLES[sorted(TABLES)[0]]
+    rows = np.ones((4, 3), np.float32)
+    with pytest.raises(InvalidInputError, match="one value per row"):
+        t.cosine_topk(np.ones(3), rows, 2, norms=np.ones(3))
+    with pytest.raises(NonFiniteError):
+        t.cosine_topk(np.ones(3), rows, 2, norms=np.array([1, 1, np.nan, 1]))
+    with pytest.raises(InvalidInputError, match=">= 0"):
+        t.cosine_topk(np.ones(3), rows, 2, norms=-np.ones(4))

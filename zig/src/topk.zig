@@ -165,7 +165,7 @@ const MN_STACK = 8;
 /// before the next block is read, and the first query computes its norms.
 pub fn TopK(comptime T: type, comptime cosine: bool) type {
     return struct {
-        pub fn many(qs_: ?[*]const f32, m: u64, q_stride: u64, rows: ?*const anyopaque, n: u64, dim: u64, row_stride: u64, mask: ?[*]const u8, k: u64, out_idx_: ?[*]i64, out_score_: ?[*]f32, out_count_: ?[*]i64) callconv(.c) i64 {
+        pub fn many(qs_: ?[*]const f32, m: u64, q_stride: u64, rows: ?*const anyopaque, n: u64, dim: u64, row_stride: u64, mask: ?[*]const u8, row_norms: ?[*]const f32, k: u64, out_idx_: ?[*]i64, out_score_: ?[*]f32, out_count_: ?[*]i64) callconv(.c) i64 {
             if (m == 0) return 0;
             const qs = qs_ orelse return EINVAL;
             const out_idx = out_idx_ orelse return EINVAL;
@@ -209,14 +209,14 @@ pub fn TopK(comptime T: type, comptime cosine: bool) type {
                         if (mask) |mk| if (mk[i] == 0) continue;
                         const r: [*]const T = @ptrCast(@alignCast(base + i * row_stride));
                         var s: f32 = undefined;
-                        if (cosine and j == 0) {
+                        if (cosine and j == 0 and row_norms == null) {
                             s = row(T, true, q, r, dim, &rrs[i - b]);
                         } else {
                             var unused: f32 = 0;
                             s = row(T, false, q, r, dim, &unused);
                         }
                         if (cosine) {
-                            const rr = rrs[i - b];
+                            const rr = if (row_norms) |nr| nr[i] * nr[i] else rrs[i - b];
                             if (q_extreme or !(rr > safe_lo and rr < safe_hi) or !(@abs(s) < safe_hi)) {
                                 s = cosineExact(T, q, qn[j], r, dim);
                             } else {
@@ -232,9 +232,9 @@ pub fn TopK(comptime T: type, comptime cosine: bool) type {
             return out_count[0];
         }
 
-        pub fn run(q: ?[*]const f32, rows: ?*const anyopaque, n: u64, dim: u64, row_stride: u64, mask: ?[*]const u8, k: u64, out_idx: ?[*]i64, out_score: ?[*]f32) callconv(.c) i64 {
+        pub fn run(q: ?[*]const f32, rows: ?*const anyopaque, n: u64, dim: u64, row_stride: u64, mask: ?[*]const u8, row_norms: ?[*]const f32, k: u64, out_idx: ?[*]i64, out_score: ?[*]f32) callconv(.c) i64 {
             var count = [1]i64{0};
-            const rc = many(q, 1, dim, rows, n, dim, row_stride, mask, k, out_idx, out_score, &count);
+            const rc = many(q, 1, dim, rows, n, dim, row_stride, mask, row_norms, k, out_idx, out_score, &count);
             return if (rc < 0) rc else count[0];
         }
     };
