@@ -83,7 +83,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -207,21 +206,9 @@ def check_topk(metric, rows, q, got_ids, peer_ids, what: str, rel_tol: float = R
 
 
 def timeit(fn, min_repeats: int, target_s: float, warmup: int = 2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        while len(times) < MAX_REPEATS and (len(times) < min_repeats or time.perf_counter() - start < target_s):
-            t0 = time.perf_counter_ns()
-            fn()
-            times.append(time.perf_counter_ns() - t0)
-    finally:
-        if gc_was:
-            gc.enable()
-    return min(times) / 1e6, statistics.median(times) / 1e6, len(times)
+    """(best ms, median ms, repeats): _common.timeit in milliseconds, capped at MAX_REPEATS."""
+    best, med, reps, _ = _common.timeit(fn, min_repeats, target_s, MAX_REPEATS, warmup)
+    return best * 1e3, med * 1e3, reps
 
 
 # ----------------------------------------------------------------- BLAS threads

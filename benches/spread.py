@@ -99,20 +99,19 @@ import argparse
 import datetime as dt
 import gc
 import json
-import os
-import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-import engram
 import engram.kernels as ek
 from engram._kernels.reference import spread as oracle_spread
 from engram._kernels.table import SpreadParams, as_csr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402  (benches/_common.py: machine info, keys, JSON output)
 
 MAX_DEPTH, DECAY, THRESHOLD, CYCLE_PENALTY = 4, 0.7, 0.01, 0.5
 W_LO, W_HI = 0.1, 1.0
@@ -359,64 +358,13 @@ def measure(fn, reps: int, warmup: int, flush=None):
 
 # ----------------------------------------------------------------- machine
 
-def _cache_bytes(index: int):
-    try:
-        txt = Path(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size").read_text().strip()
-        return int(txt[:-1]) * {"K": 1024, "M": 1024 ** 2}[txt[-1]] if txt[-1] in "KM" else int(txt)
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _version(mod: str):
-    try:
-        return __import__(mod).__version__
-    except Exception:           # noqa: BLE001 - a missing peer is reported, not fatal
-        return None
-
-
 def machine_info() -> dict:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
-    except OSError:
-        pass
-    commit = None
-    try:
-        commit = subprocess.run(["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "l2_bytes": _cache_bytes(2),
-        "l3_bytes": _cache_bytes(3),
-        "cpu_isas": list(ek.cpu_isas()),
-        "numpy": np.__version__,
-        "scipy": _version("scipy"),
-        "networkx": _version("networkx"),
-        "numba": _version("numba"),
-        "python": platform.python_version(),
-        "engram": getattr(engram, "__version__", None),
-        "git": commit,
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "loadavg_at_start": _loadavg(),
-    }
-
-
-def _loadavg():
-    try:
-        return list(os.getloadavg())
-    except OSError:
-        return None
+    return _common.machine_info(scipy=_common._version("scipy"), networkx=_common._version("networkx"))
 
 
 # ----------------------------------------------------------------- the bench
 
-def human(n: int) -> str:
-    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1_000}K"
+human = _common.human
 
 
 def main(argv=None) -> int:
@@ -659,7 +607,7 @@ def main(argv=None) -> int:
         gc.collect()
 
     wall = time.perf_counter() - wall0
-    info["loadavg_at_end"] = _loadavg()
+    info["loadavg_at_end"] = _common.loadavg()
     doc = {"bench": "spread", "quick": quick, "argv": sys.argv[1:], "wall_seconds": wall,
            "params": {"max_depth": MAX_DEPTH, "decay": DECAY, "threshold": THRESHOLD, "cycle_penalty": CYCLE_PENALTY,
                       "seed_act": 1.0, "seed_counts": list(SEED_COUNTS), "seeds_rng": f"default_rng([{SEEDS_SEED}, n, k])"},
