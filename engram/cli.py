@@ -36,11 +36,13 @@ def cmd_info(args) -> int:
         else:
             where = getattr(table, "path", "")
             print(f"  {key:<14} ok  {where}")
+    from engram.errors import KernelError
     try:
         d = kernels.backend()
-        print(f"default       {d.name}/{d.isa}   (ENGRAM_KERNELS picks another)")
-    except Exception as e:  # noqa: BLE001 - report, do not crash info
+    except KernelError as e:
         print(f"default       none loads: {e}")
+    else:
+        print(f"default       {d.name}/{d.isa}   (ENGRAM_KERNELS picks another)")
     live = engines()
     print(f"engines       {len(live)} of this user in shared memory")
     for e in live:
@@ -74,6 +76,10 @@ def main(argv=None) -> int:
         return args.fn(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:          # e.g. `engram info | head`: the reader left
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:
         from engram.errors import EngramError
         if isinstance(e, EngramError):
