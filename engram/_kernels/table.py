@@ -410,8 +410,12 @@ class KernelTable:
 
     def crc32c(self, data, crc: int = 0) -> int:
         """CRC32C (Castagnoli) of a bytes-like object, continuing from ``crc``."""
-        if isinstance(crc, bool) or not isinstance(crc, (int, np.integer)) or not 0 <= crc <= 0xFFFFFFFF:
-            raise InvalidInputError(f"crc must be an integer in [0, 2**32), got {crc!r}")
+        if type(crc) is not int or not 0 <= crc <= 0xFFFFFFFF:
+            if isinstance(crc, bool) or not isinstance(crc, (int, np.integer)) or not 0 <= crc <= 0xFFFFFFFF:
+                raise InvalidInputError(f"crc must be an integer in [0, 2**32), got {crc!r}")
+            crc = int(crc)
+        if type(data) is bytes:          # the common case (a WAL record): no view to build or check
+            return self._crc32c(data, crc)
         try:
             view = memoryview(data)
         except TypeError:
