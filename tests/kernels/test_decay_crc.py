@@ -153,3 +153,16 @@ def test_crc32c_rejects_bad_input():
         t.crc32c(b"x", crc=-1)
     with pytest.raises(InvalidInputError, match="crc"):
         t.crc32c(b"x", crc=2**32)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_crc32c_across_the_interleaved_block_sizes(key):
+    """Lengths at and around 3 x 256 and 3 x 8192 bytes, where the three-stream
+    hardware path joins its blocks, at several alignments."""
+    rng = np.random.default_rng(31)
+    buf = rng.integers(0, 256, 3 * 8192 * 2 + 64, dtype=np.uint8)
+    t = TABLES[key]
+    for n in (767, 768, 769, 1543, 3 * 8192 - 1, 3 * 8192, 3 * 8192 + 9, 2 * 3 * 8192 + 768 + 13):
+        for off in (0, 5):
+            view = buf[off:off + n]
+            assert t.crc32c(view) == reference.crc32c(view.tobytes()), (n, off)

@@ -139,11 +139,67 @@ inline fn hw64(c: u64, v: u64) u64 {
     );
 }
 
+// Three interleaved crc32 streams joined by "append n zero bytes" tables,
+// as in csrc/kernels/crc_impl.h.
+const CRC_LONG: u64 = 8192;
+const CRC_SHORT: u64 = 256;
+var crc_long: [4][256]u32 = undefined;
+var crc_short: [4][256]u32 = undefined;
+var crc_ready = std.atomic.Value(u32).init(0);
+
+fn shiftTable(t: *[4][256]u32, n: u64) void {
+    var basis: [32]u32 = undefined;
+    for (0..32) |i| {
+        var x: u64 = @as(u64, 1) << @intCast(i);
+        var j: u64 = 0;
+        while (j < n) : (j += 8) x = hw64(x, 0);
+        basis[i] = @truncate(x);
+    }
+    for (0..4) |k| {
+        for (0..256) |b| {
+            var v: u32 = 0;
+            for (0..8) |bit| {
+                if ((b >> @intCast(bit)) & 1 != 0) v ^= basis[8 * k + bit];
+            }
+            t[k][b] = v;
+        }
+    }
+}
+
+inline fn shift(t: *const [4][256]u32, c: u32) u32 {
+    return t[0][c & 0xff] ^ t[1][(c >> 8) & 0xff] ^ t[2][(c >> 16) & 0xff] ^ t[3][c >> 24];
+}
+
+inline fn crc3(c_in: u64, p: *[*]const u8, n: *u64, comptime blk: u64, t: *const [4][256]u32) u64 {
+    var c = c_in;
+    while (n.* >= 3 * blk) {
+        var c1: u64 = 0;
+        var c2: u64 = 0;
+        var i: u64 = 0;
+        while (i < blk) : (i += 8) {
+            c = hw64(c, std.mem.readInt(u64, p.*[i..][0..8], .little));
+            c1 = hw64(c1, std.mem.readInt(u64, p.*[blk + i ..][0..8], .little));
+            c2 = hw64(c2, std.mem.readInt(u64, p.*[2 * blk + i ..][0..8], .little));
+        }
+        c = shift(t, shift(t, @truncate(c)) ^ @as(u32, @truncate(c1))) ^ @as(u32, @truncate(c2));
+        p.* += 3 * blk;
+        n.* -= 3 * blk;
+    }
+    return c;
+}
+
 pub fn crc32c(crc: u32, data_: ?[*]const u8, n_in: u64) callconv(.c) u32 {
     var p = data_ orelse return crc;
     var n = n_in;
     if (has_sse42) {
+        if (crc_ready.load(.acquire) == 0) { // racing first calls compute the same tables
+            shiftTable(&crc_long, CRC_LONG);
+            shiftTable(&crc_short, CRC_SHORT);
+            crc_ready.store(1, .release);
+        }
         var c: u64 = ~crc;
+        c = crc3(c, &p, &n, CRC_LONG, &crc_long);
+        c = crc3(c, &p, &n, CRC_SHORT, &crc_short);
         while (n >= 8) : (n -= 8) {
             c = hw64(c, std.mem.readInt(u64, p[0..8], .little));
             p += 8;
