@@ -37,8 +37,9 @@ if X86:
     ]
 else:
     C_FLAGS.append("-DEG_NO_X86_VARIANTS")
-# Zig: one library per ISA level; -mcpu names a baseline, never "native".
-ZIG_LEVELS = {"scalar": "baseline", "avx2": "x86_64_v3", "avx512": "x86_64_v4"} if X86 else {"scalar": "baseline"}
+# Zig: one library per ISA level; -mcpu names a baseline, never "native". LLVM tunes
+# x86_64_v4 to prefer 256-bit vectors; -prefer_256_bit lets the AVX-512 build use zmm.
+ZIG_LEVELS = {"scalar": "baseline", "avx2": "x86_64_v3", "avx512": "x86_64_v4-prefer_256_bit"} if X86 else {"scalar": "baseline"}
 
 
 def run(cmd, **kw):
