@@ -37,6 +37,17 @@ def make_key(*parts) -> str:
     return "/".join(slug(p) for p in parts if p not in (None, ""))
 
 
+def parse_count(text: str) -> int:
+    """argparse type for counts: 10000, 10K, 1.5M."""
+    import argparse
+    t = text.strip().upper().replace("_", "")
+    mult = {"K": 1_000, "M": 1_000_000}.get(t[-1:], 1)
+    try:
+        return int(float(t[:-1]) * mult) if mult > 1 else int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (use e.g. 10000, 10K, 1M)") from None
+
+
 def human(n: int) -> str:
     if n >= 1_000_000 and n % 1_000_000 == 0:
         return f"{n // 1_000_000}M"

@@ -79,15 +79,6 @@ TOP = 15
 RECALL_FRAME = re.compile(r"^(?:[\w.<>]+\.)?recall \(")     # py-spy: "SpaceView.recall (engram/engine.py:154)"
 
 
-def parse_count(text: str) -> int:
-    t = text.strip().upper().replace("_", "")
-    mult = {"K": 1_000, "M": 1_000_000}.get(t[-1:], 1)
-    try:
-        return int(float(t[:-1]) * mult) if mult > 1 else int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a count: {text!r} (use e.g. 10000, 10K)")
-
-
 def random_links(n: int, m: int, rng):
     """m distinct (src, dst) pairs over n nodes without self-links, weights U[0.1, 1)."""
     if m > n * (n - 1):
@@ -213,9 +204,9 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="See the module docstring (benches/profile_harness.py) for the workload.")
     ap.add_argument("--quick", action="store_true", help="300 recalls instead of 1,000 (same space)")
-    ap.add_argument("--memories", type=parse_count, default=10_000, metavar="N", help="memories (default 10K)")
-    ap.add_argument("--links", type=parse_count, default=50_000, metavar="M", help="associations (default 50K)")
-    ap.add_argument("--recalls", type=parse_count, default=None, metavar="R",
+    ap.add_argument("--memories", type=_common.parse_count, default=10_000, metavar="N", help="memories (default 10K)")
+    ap.add_argument("--links", type=_common.parse_count, default=50_000, metavar="M", help="associations (default 50K)")
+    ap.add_argument("--recalls", type=_common.parse_count, default=None, metavar="R",
                     help="timed recalls (default 1,000; 300 with --quick)")
     ap.add_argument("--profile", action="store_true",
                     help="then profile the recalls with py-spy (else cProfile): top 15 functions by self time")

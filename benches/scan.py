@@ -110,23 +110,13 @@ HERE = Path(__file__).resolve().parent
 # ----------------------------------------------------------------- helpers
 
 def parse_size(text: str) -> int:
-    t = text.strip().upper().replace("_", "")
-    mult = {"K": 1_000, "M": 1_000_000}.get(t[-1:], 1)
-    try:
-        n = int(float(t[:-1]) * mult) if mult > 1 else int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 10000, 10K, 1M)")
+    n = _common.parse_count(text)
     if n < K:
         raise argparse.ArgumentTypeError(f"size {n} is below k={K}")
     return n
 
 
-def human(n: int) -> str:
-    if n >= 1_000_000 and n % 1_000_000 == 0:
-        return f"{n // 1_000_000}M"
-    if n >= 1_000 and n % 1_000 == 0:
-        return f"{n // 1_000}K"
-    return str(n)
+human = _common.human
 
 
 def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:

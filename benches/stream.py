@@ -91,15 +91,6 @@ RECORD_BYTES = 256
 MAX_REPEATS = 2000
 
 
-def parse_count(text: str) -> int:
-    t = text.strip().upper().replace("_", "")
-    mult = {"K": 1_000, "M": 1_000_000}.get(t[-1:], 1)
-    try:
-        return int(float(t[:-1]) * mult) if mult > 1 else int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a count: {text!r} (use e.g. 1000000, 1M)")
-
-
 # ----------------------------------------------------------------- peers
 
 def numpy_decay_fn(curve: str, params: dict, s, a):
@@ -204,7 +195,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="See the module docstring (benches/stream.py) for the method.")
     ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke test)")
-    ap.add_argument("--n", type=parse_count, default=DEFAULT_N, metavar="N",
+    ap.add_argument("--n", type=_common.parse_count, default=DEFAULT_N, metavar="N",
                     help="(strength, age) pairs for decay (default 1M)")
     ap.add_argument("--json", type=Path, metavar="PATH",
                     help="write the JSON here instead of benches/results/stream-<time>.json and stream-latest.json")

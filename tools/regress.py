@@ -59,16 +59,8 @@ STAMP = re.compile(r"^(?P<bench>.+)-(?P<stamp>\d{8}T\d{6}Z)\.json$")
 
 # ----------------------------------------------------------------- metrics from result files
 
-def slug(text) -> str:
-    return re.sub(r"[\s/]+", "-", str(text).strip())
-
-
-def human(n: int) -> str:
-    if n >= 1_000_000 and n % 1_000_000 == 0:
-        return f"{n // 1_000_000}M"
-    if n >= 1_000 and n % 1_000 == 0:
-        return f"{n // 1_000}K"
-    return str(n)
+sys.path.insert(0, str(ROOT / "benches"))
+from _common import human, slug  # noqa: E402  (the key format the benches write)
 
 
 def row_key(bench: str, row: dict) -> str:
