@@ -16,6 +16,14 @@ cdef inline int _row_type(int itemsize):
     return cnp.NPY_FLOAT32 if itemsize == 4 else (cnp.NPY_FLOAT16 if itemsize == 2 else cnp.NPY_INT8)
 
 
+cdef int _check_binding(uintptr_t address, int row_itemsize) except -1:
+    if address == 0:
+        raise ValueError("kernel address is NULL")
+    if row_itemsize not in (1, 2, 4):
+        raise ValueError("row_itemsize must be 1 (int8), 2 (f16) or 4 (f32)")
+    return 0
+
+
 cdef int _check_rows(cnp.ndarray rows, int itemsize, uint64_t *n, uint64_t *dim, uint64_t *stride) except -1:
     """Rows must be 2-D of the kernel's dtype with contiguous rows; reports n, dim and the row stride."""
     if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_TYPE(rows) != _row_type(itemsize):
@@ -65,10 +73,7 @@ cdef class TopKKernel:
     cdef readonly int row_itemsize
 
     def __cinit__(self, uintptr_t address, int row_itemsize):
-        if address == 0:
-            raise ValueError("kernel address is NULL")
-        if row_itemsize not in (1, 2, 4):
-            raise ValueError("row_itemsize must be 1 (int8), 2 (f16) or 4 (f32)")
+        _check_binding(address, row_itemsize)
         self.fn = <topk_fn>address
         self.address = address
         self.row_itemsize = row_itemsize
@@ -109,10 +114,7 @@ cdef class TopKManyKernel:
     cdef readonly int row_itemsize
 
     def __cinit__(self, uintptr_t address, int row_itemsize):
-        if address == 0:
-            raise ValueError("kernel address is NULL")
-        if row_itemsize not in (1, 2, 4):
-            raise ValueError("row_itemsize must be 1 (int8), 2 (f16) or 4 (f32)")
+        _check_binding(address, row_itemsize)
         self.fn = <topk_mn_fn>address
         self.row_itemsize = row_itemsize
 
