@@ -228,22 +228,57 @@ class CsrGraph:
         return f"<CsrGraph {self.n_nodes} nodes, {self.n_edges} edges>"
 
 
+_CSR_INDEX = {np.dtype(t) for t in (np.int32, np.int64, np.uint32, np.uint64)}
+_CSR_ERRORS = {
+    1: "offsets must start at 0",
+    2: "offsets must never decrease (offsets[{i}] < offsets[{i_1}])",
+    3: "offsets must end at len(targets)",
+    5: "weights must be finite (weights[{i}] is not)",
+    6: "weights must be >= 0 (weights[{i}] is negative)",
+    7: "targets and weights must be equal in length",
+}
+
+
+def _csr_checker():
+    try:
+        from .._cy.spread import csr_check
+    except ImportError:          # the Cython drivers are not built: the numpy checks below
+        return None
+    return csr_check
+
+
+_csr_check = _csr_checker()
+
+
 def as_csr(offsets, targets, weights):
     """Validated CSR arrays (u64 offsets[n+1], u32 targets[m], f32 weights[m])."""
     o = _int_array(offsets, "offsets")
     t = _int_array(targets, "targets")
     if o.shape[0] < 1:
         raise InvalidInputError("offsets must have n_nodes + 1 entries (at least one)")
-    w = _float_array(weights, "weights")
-    if w.shape != t.shape:
-        raise InvalidInputError(f"targets and weights must be equal in length, got {t.shape} and {w.shape}")
-    if o[0] != 0 or int(o[-1]) != t.shape[0] or (np.diff(o.astype(np.int64)) < 0).any():
-        raise InvalidInputError("offsets must start at 0, never decrease, and end at len(targets)")
     n = o.shape[0] - 1
-    if t.size and int(t.max()) >= n:
-        raise InvalidInputError(f"targets name node {int(t.max())}, but the graph has {n} nodes (ids 0..{n - 1})")
-    if t.size and int(t.min()) < 0:
-        raise InvalidInputError(f"targets name node {int(t.min())}: node ids are >= 0")
+    w = np.asarray(weights)
+    if (_csr_check is not None and n < 2**31 and o.dtype in _CSR_INDEX and t.dtype in _CSR_INDEX and w.dtype == np.float32
+            and o.flags.c_contiguous and t.flags.c_contiguous and w.flags.c_contiguous and w.ndim == 1):
+        code, i = _csr_check(o, t, w)           # one typed pass over each array
+        if code == 4:
+            raise InvalidInputError(f"targets[{i}] names node {int(t[i])}, but the graph has {n} nodes (ids 0..{n - 1})")
+        if code == 5:
+            raise NonFiniteError(_CSR_ERRORS[code].format(i=i))
+        if code:
+            if code == 7:
+                raise InvalidInputError(f"{_CSR_ERRORS[7]}, got {t.shape} and {w.shape}")
+            raise InvalidInputError(_CSR_ERRORS[code].format(i=i, i_1=i - 1))
+    else:
+        w = _float_array(w, "weights")
+        if w.shape != t.shape:
+            raise InvalidInputError(f"targets and weights must be equal in length, got {t.shape} and {w.shape}")
+        if o[0] != 0 or int(o[-1]) != t.shape[0] or (np.diff(o.astype(np.int64)) < 0).any():
+            raise InvalidInputError("offsets must start at 0, never decrease, and end at len(targets)")
+        if t.size and int(t.max()) >= n:
+            raise InvalidInputError(f"targets name node {int(t.max())}, but the graph has {n} nodes (ids 0..{n - 1})")
+        if t.size and int(t.min()) < 0:
+            raise InvalidInputError(f"targets name node {int(t.min())}: node ids are >= 0")
     return (np.ascontiguousarray(o, dtype=np.uint64), np.ascontiguousarray(t, dtype=np.uint32), w)
 
 

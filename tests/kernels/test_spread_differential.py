@@ -1045,3 +1045,40 @@ def test_native_hop_kernel_error_paths():
         assert k(off, tgt, w, 1, 0.5, 0.0, 0.5, 0, 1, state, nodes[:1], fire, 0, 1, 1) == -2  # no room
         assert k(off, tgt, w, 1, 0.5, 0.0, 0.5, 0, 1, state, nodes, fire, 0, 1, 1) == 2
         assert nodes.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("tdtype", [np.int32, np.int64, np.uint32, np.uint64])
+@pytest.mark.parametrize("odtype", [np.int32, np.int64, np.uint64])
+def test_graph_checks_on_typed_arrays(odtype, tdtype):
+    """Typed contiguous arrays take the one-pass compiled check (engram._cy.spread.csr_check);
+    it must refuse exactly what the numpy checks refuse, with the same words."""
+    t = get_table(LOADED[0])
+    t.spread(*G_OK, [0])
+    graph_cases = [c for c in VALIDATION if c[3] is not None or c[4] is not None or c[5] is not None]
+    graph_cases = [c for c in graph_cases if np.asarray(c[3] if c[3] is not None else G_OK[0]).ndim == 1]
+    assert len(graph_cases) >= 10
+    for name, err, words, o, tg, w, seeds, act, kw in graph_cases:
+        o = np.asarray(G_OK[0] if o is None else o)
+        if o.size == 0:
+            o = o.astype(odtype)
+        elif np.can_cast(o.min(), odtype) and np.can_cast(o.max(), odtype):
+            o = o.astype(odtype)
+        args = (o, np.asarray(G_OK[1] if tg is None else tg).astype(tdtype),
+                np.asarray(G_OK[2] if w is None else w).astype(np.float32), seeds, act)
+        try:
+            bad_spread(t, err, words, *args, **kw)
+        except AssertionError as e:
+            raise AssertionError(f"{name} ({odtype.__name__}, {tdtype.__name__}): {e}") from None
+    # negative targets and a decrease deep in a long graph
+    n = 1000
+    o = np.arange(n + 1, dtype=odtype)
+    tg = np.arange(n, dtype=tdtype)[::-1].copy()
+    w = np.full(n, 0.5, np.float32)
+    t.spread(o, tg, w, [0])
+    if np.dtype(tdtype).kind == "i":
+        bad = tg.copy(); bad[700] = -3
+        bad_spread(t, InvalidInputError, ["targets[700]", "-3"], o, bad, w, [0])
+    bad = o.copy(); bad[500] = bad[499] - 1 if bad[499] > 0 else 0; bad[500] = max(bad[500], 0)
+    bad_spread(t, InvalidInputError, ["never decrease", "offsets[500]"], bad, tg, w, [0])
+    bad = w.copy(); bad[999] = -0.0 - 1e-3
+    bad_spread(t, InvalidInputError, ["weights[999]", ">= 0"], o, tg, bad, [0])
