@@ -16,21 +16,26 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import kernels, snapshot, validate
+from . import recall as _recall
+from ._kernels.table import CsrGraph, SpreadParams
 from .errors import ClosedError, InvalidInputError, UnknownIdError
 from .graph import FORGOTTEN, Graph
 from .layout import schema
 from .shm import EngineName, cleanup_stale, spaces_of, unlink_engine
+from .recall import RecallConfig
+from .spreading import AdaptiveBatcher, LatencyPredictor, topology
 from .store import TIER_DTYPE, TIER_NAMES, TIER_TABLE, SpaceStore
 
 LIVE = schema.CONSTANTS["NODE_LIVE"]
 TIER_LABEL = {v: k for k, v in TIER_NAMES.items()}
 MAX_DIM = 65536
+SCAN_CHUNK = 65536   # rows per kernel call while a budget is running: the check interval
 
 
 @dataclass
@@ -42,8 +47,10 @@ class RecallResult:
     origin: np.ndarray              # "seed" (similarity) or "spread"
     hops: np.ndarray                # int8: 0 for seeds, hop count for spread results
     content: list                   # the memories' content (None where absent)
-    partial: bool = False           # spreading stopped early to meet the budget
-    fallback: bool = False          # answered from similarity alone
+    partial: bool = False           # a stage stopped early to meet the budget
+    fallback: bool = False          # answered from similarity alone (the spread would not fit)
+    activation: np.ndarray = None   # float32 activation after spreading (seeds: sigmoid of cosine)
+    similarity: np.ndarray = None   # float32 cosine to the query; NaN if reached only by spreading
     timings: dict = field(default_factory=dict)   # milliseconds per stage
 
     def __len__(self) -> int:
@@ -80,6 +87,10 @@ class SpaceView:
         self._closed_check = closed_check
         self.name = store.space
         self.dim = store.dim
+        self._recall_cfg = RecallConfig()
+        self._predictor = LatencyPredictor()
+        self._batcher = AdaptiveBatcher(topology())
+        self._graph_cache = None
 
     def _open(self) -> SpaceStore:
         if self._closed_check is not None:
@@ -129,42 +140,133 @@ class SpaceView:
             raise InvalidInputError("neighbors takes one memory id")
         return self._graph.neighbors(int(a[0]))
 
-    def _similar(self, q: np.ndarray, k: int):
-        """Exact top-k by cosine over both tiers: (ids, scores)."""
+    def _similar(self, q: np.ndarray, k: int, deadline_ns: int | None = None, hot_share: float = 0.5):
+        """Exact top-k by cosine, hot tier (f32) first, then warm (f16): (ids, scores, warm share
+        of the results, partial). With a deadline each tier has a time budget (the hot tier
+        ``hot_share`` of it, the warm tier the rest); rows are scanned in chunks and a tier
+        stops at the chunk that reaches its budget (partial)."""
         st = self._store
-        found_ids, found_scores = [], []
+        found_ids, found_scores, found_tier = [], [], []
+        partial = False
+        t_start = time.perf_counter_ns()
         for tier in TIER_TABLE:
             rows, row_node, row_live, row_norm = st.tier_rows(tier)
-            if rows.shape[0] == 0:
-                continue
-            idx, sc = self._kern._topk("cosine", q, rows, k, row_live, row_norm)
-            found_ids.append(row_node[idx].astype(np.int64))
-            found_scores.append(sc)
+            if deadline_ns is not None and tier == schema.CONSTANTS["TIER_HOT"]:
+                tier_deadline = t_start + int(hot_share * (deadline_ns - t_start))
+            else:
+                tier_deadline = deadline_ns
+            for a in range(0, rows.shape[0], SCAN_CHUNK):
+                if tier_deadline is not None and a and time.perf_counter_ns() >= tier_deadline:
+                    partial = True
+                    break
+                b = a + SCAN_CHUNK
+                idx, sc = self._kern._topk("cosine", q, rows[a:b], k, row_live[a:b], row_norm[a:b])
+                found_ids.append(row_node[a:b][idx].astype(np.int64))
+                found_scores.append(sc)
+                found_tier.append(np.full(idx.shape[0], tier, np.uint8))
         if not found_ids:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), 0.0, partial
         ids = np.concatenate(found_ids)
         scores = np.concatenate(found_scores)
+        tiers = np.concatenate(found_tier)
         order = np.lexsort((ids, -scores))[:k]
-        return ids[order], scores[order]
+        warm = float((tiers[order] == schema.CONSTANTS["TIER_WARM"]).mean()) if order.size else 0.0
+        return ids[order], scores[order], warm, partial
 
-    def recall(self, query, k: int = 10) -> RecallResult:
-        """The k memories most similar to ``query`` (exact cosine scan through the kernels)."""
+    def _visible(self, ids: np.ndarray) -> np.ndarray:
+        """Mask of ids that are published and not forgotten."""
+        return self._graph._live(ids.astype(np.int64))
+
+    def _spread_graph(self):
+        """(CsrGraph, out-degree per node) of the compacted links, cached per CSR generation."""
+        st = self._store
+        gen = st.generation("csr")
+        cached = self._graph_cache
+        if cached is None or cached[0] != gen:
+            csr = st.csr()
+            g = CsrGraph._trusted(csr["offsets"], csr["targets"], csr["weights"])
+            degree = np.diff(g.offsets).astype(np.int64)
+            cached = self._graph_cache = (gen, g, degree)
+        return cached[1], cached[2]
+
+    def recall(self, query, k: int = 10, spread: bool = True, budget_ms: float | None = 10.0) -> RecallResult:
+        """The k memories that best answer ``query``: similarity seeds, then spreading
+        activation along associations within ``budget_ms`` (None: no budget). See
+        engram/recall.py for the pipeline and RecallResult for what comes back."""
         t0 = time.perf_counter_ns()
         st = self._open()
         q = kernels_query(query, self.dim)
         k = validate.positive_int(k, "k", 1)
-        t1 = time.perf_counter_ns()
-        ids, scores = self._similar(q, k)
-        t2 = time.perf_counter_ns()
-        rec = st.hot()[ids]
-        self._touch(ids)
+        if not isinstance(spread, (bool, np.bool_)):
+            raise InvalidInputError(f"spread must be True or False, got {spread!r}")
+        if budget_ms is not None:
+            budget_ms = validate.positive_float(budget_ms, "budget_ms")
+        self._before_spread(spread)
+        r = _recall.recall(self, q, k, spread=bool(spread), budget_ms=budget_ms, cfg=self._recall_cfg,
+                           predictor=self._predictor, batcher=self._batcher, t_begin=t0)
+        rec = st.hot()[r.ids]
+        self._touch(r.ids)
         res = RecallResult(
-            ids=ids, scores=scores, confidence=rec["confidence"].copy(),
-            origin=np.full(ids.shape[0], "seed", dtype="<U6"), hops=np.zeros(ids.shape[0], np.int8),
-            content=[st.content_at(int(r)) for r in rec["content_ref"]])
-        res.timings = {"validate_ms": (t1 - t0) / 1e6, "scan_ms": (t2 - t1) / 1e6,
-                       "total_ms": (time.perf_counter_ns() - t0) / 1e6}
+            ids=r.ids, scores=r.scores, confidence=rec["confidence"].copy(),
+            origin=np.where(r.hops == 0, "seed", "spread").astype("<U6"), hops=r.hops,
+            content=[st.content_at(int(c)) for c in rec["content_ref"]], partial=r.partial,
+            fallback=r.fallback, activation=r.activation, similarity=r.similarity)
+        r.timings["validate_ms"] = (r.timings.get("validate_ms", 0.0))
+        r.timings["total_ms"] = (time.perf_counter_ns() - t0) / 1e6
+        res.timings = r.timings
         return res
+
+    def spread(self, seeds, max_depth: int | None = None, decay: float | None = None,
+               threshold: float | None = None, cycle_penalty: float | None = None):
+        """Spreading alone: ``ids, activation = mem.spread({seed_id: 1.0, ...})``.
+
+        seeds: a {id: activation} mapping, or ids (activation 1.0 each). Parameters
+        left None take the space's recall configuration. Returns every memory
+        touched, most active first (ties by id), as int64 ids and float32 activations.
+        """
+        self._open()
+        if isinstance(seeds, dict):
+            ids = self._live_ids(list(seeds.keys()))
+            act = validate.per_item(list(seeds.values()), ids.shape[0], "seed activation", 1.0, 0.0, 1.0)
+        else:
+            ids = self._live_ids(seeds)
+            act = np.ones(ids.shape[0], np.float32)
+        cfg = self._recall_cfg
+        p = SpreadParams(cfg.max_depth if max_depth is None else max_depth, cfg.decay if decay is None else decay,
+                         cfg.threshold if threshold is None else threshold,
+                         cfg.cycle_penalty if cycle_penalty is None else cycle_penalty,
+                         cfg.prefetch_distance).check()
+        self._before_spread(True)
+        graph, _ = self._spread_graph()
+        inside = ids < graph.n_nodes
+        nodes, a, _ = self._kern.spread_graph(graph, ids[inside], act[inside], max_depth=p.max_depth,
+                                              decay=p.decay, threshold=p.threshold,
+                                              cycle_penalty=p.cycle_penalty, prefetch_distance=p.prefetch_distance)
+        nodes = np.concatenate([nodes, ids[~inside]])
+        a = np.concatenate([a, np.minimum(act[~inside], 1.0).astype(np.float32)])
+        live = self._visible(nodes)
+        nodes, a = nodes[live], a[live]
+        order = np.lexsort((nodes, -a))
+        return nodes[order], a[order]
+
+    def _before_spread(self, spread: bool) -> None:
+        """Readers spread over the compacted links only; the owner compacts first."""
+
+    def configure_recall(self, **changes) -> RecallConfig:
+        """Change recall's tunables (see engram.recall.RecallConfig); returns the new config."""
+        unknown = set(changes) - set(RecallConfig.__dataclass_fields__)
+        if unknown:
+            raise InvalidInputError(f"unknown recall settings {sorted(unknown)}; "
+                                    f"known: {sorted(RecallConfig.__dataclass_fields__)}")
+        self._recall_cfg = replace(self._recall_cfg, **changes).check()
+        return self._recall_cfg
+
+    def spreading_stats(self) -> dict:
+        """The latency predictor's error distribution and the batcher's state."""
+        p, b = self._predictor, self._batcher
+        return {"prediction_error": p.stats.summary(), "spread_estimate_error": p.spread_stats.summary(),
+                "hops_seen": p.hops_seen, "spreads_seen": p.spreads_seen,
+                "batch_size": b.batch_size, "batch_changes": b.changes}
 
     def _touch(self, ids) -> None:
         """Readers cannot record access; the owner's Space does."""
@@ -281,6 +383,13 @@ class Space(SpaceView):
             st.dir["n_live"] -= a.shape[0]
             st.bump()
         return int(a.shape[0])
+
+    def _before_spread(self, spread: bool) -> None:
+        # spreading runs over the CSR: merge pending links first (once per batch of links)
+        if spread and self._store.count("delta"):
+            with self._lock:
+                if self._store.count("delta"):
+                    self._graph.compact()
 
     def compact(self) -> int:
         """Merge pending links into the CSR now; returns the number of live links."""

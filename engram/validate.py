@@ -2,6 +2,7 @@
 names the argument, what was wrong, and what is expected; none mutates."""
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -103,3 +104,13 @@ def positive_int(value, what: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InvalidInputError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def positive_float(value, what: str) -> float:
+    """A finite number > 0 (not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInputError(f"{what} must be a number > 0, got {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise InvalidInputError(f"{what} must be a finite number > 0, got {value!r}")
+    return v

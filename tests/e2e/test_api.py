@@ -83,7 +83,7 @@ def test_recall_is_the_exact_cosine_top_k_over_both_tiers(mem):
                           rng.standard_normal((20, DIM)).astype(np.float32).astype(np.float16).astype(np.float64)])
     q = np.random.default_rng(1).standard_normal(DIM)
     exact = all_vecs @ q / (np.linalg.norm(all_vecs, axis=1) * np.linalg.norm(q))
-    res = mem.recall(q, k=8)
+    res = mem.recall(q, k=8, spread=False)      # similarity only: scores are the cosines
     order = np.argsort(-exact)[:8]
     assert res.ids.tolist() == order.tolist()
     assert np.allclose(res.scores, exact[order], atol=1e-5)
@@ -96,7 +96,7 @@ def test_recall_finds_a_memory_by_its_own_vector_and_updates_access(mem):
     v = mem.get(17).vectors[0]
     before = mem.get(17)
     res = mem.recall(v, k=3)
-    assert res.ids[0] == 17 and math.isclose(res.scores[0], 1.0, abs_tol=1e-5)
+    assert res.ids[0] == 17 and math.isclose(res.similarity[0], 1.0, abs_tol=1e-5)
     after = mem.get(17)
     assert after.access_count[0] == before.access_count[0] + 1
     assert after.last_access_ns[0] >= before.last_access_ns[0]

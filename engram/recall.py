@@ -1,0 +1,145 @@
+"""Integrated recall: similarity seeds, spreading within a budget, ranking.
+
+    1. seeds   the top ``seeds`` memories by cosine (both tiers, exact scan);
+               each seed's activation is sigmoid(steepness * (cos - midpoint))
+    2. budget  before spreading, the predictor's estimate for the whole spread
+               is compared with what is left of ``budget_ms``: more than 1.5x
+               over means similarity alone (fallback=True)
+    3. spread  hop by hop over the association graph (max_depth 4, decay 0.7,
+               threshold 0.01, cycle penalty 0.5); a hop predicted to end past
+               the budget is not started (partial=True)
+    4. rank    score = activation x confidence x retention, where retention =
+               strength x exp(-(now - last_access) / forget_tau_s); ties by id
+    5. touch   the returned memories' last access and access count are updated
+
+With spread=False (or a fallback) the ranking is plain cosine similarity and
+``scores`` are the cosines. See docs/recall.md for the formulas.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._kernels.table import SpreadParams
+from .errors import InvalidInputError
+from .spreading import FALLBACK_FACTOR, LatencyPredictor, run_spread
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """Recall's tunables; ``Space.configure_recall(**changes)`` replaces them."""
+    max_depth: int = 4
+    decay: float = 0.7
+    threshold: float = 0.01
+    cycle_penalty: float = 0.5
+    prefetch_distance: int = 8
+    sigmoid_midpoint: float = 0.5       # cosine that maps to activation 0.5
+    sigmoid_steepness: float = 10.0
+    forget_tau_s: float = 30 * 86400.0  # retention e-folds after 30 days without access
+    seed_factor: int = 2                # seeds = seed_factor x k (at least k)
+    hot_budget_share: float = 0.5       # of the scan budget, what the hot (f32) tier may use
+
+    def spread_params(self) -> SpreadParams:
+        return SpreadParams(self.max_depth, self.decay, self.threshold, self.cycle_penalty,
+                            self.prefetch_distance).check()
+
+    def check(self) -> "RecallConfig":
+        self.spread_params()
+        for name, lo in (("sigmoid_steepness", 0.0), ("forget_tau_s", 0.0)):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > lo):
+                raise InvalidInputError(f"{name} must be a finite number > {lo}, got {v!r}")
+        if not (isinstance(self.sigmoid_midpoint, (int, float)) and -1.0 <= self.sigmoid_midpoint <= 1.0):
+            raise InvalidInputError(f"sigmoid_midpoint must be in [-1, 1], got {self.sigmoid_midpoint!r}")
+        if isinstance(self.seed_factor, bool) or not isinstance(self.seed_factor, int) or not 1 <= self.seed_factor <= 64:
+            raise InvalidInputError(f"seed_factor must be an integer in [1, 64], got {self.seed_factor!r}")
+        if not (isinstance(self.hot_budget_share, (int, float)) and 0.0 < self.hot_budget_share < 1.0):
+            raise InvalidInputError(f"hot_budget_share must be in (0, 1), got {self.hot_budget_share!r}")
+        return self
+
+
+def seed_activation(cos: np.ndarray, cfg: RecallConfig) -> np.ndarray:
+    """Similarity in [-1, 1] -> activation in (0, 1), by a logistic curve."""
+    z = np.clip(cfg.sigmoid_steepness * (cos.astype(np.float64) - cfg.sigmoid_midpoint), -60.0, 60.0)
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def retention(kern, strength: np.ndarray, last_access_ns: np.ndarray, now_ns: int, cfg: RecallConfig) -> np.ndarray:
+    """strength x exp(-age / tau), age in seconds since last access (never negative)."""
+    age = np.maximum(now_ns - last_access_ns.astype(np.int64), 0) / 1e9
+    return kern.decay(strength.astype(np.float32), age.astype(np.float32), "exponential", tau=cfg.forget_tau_s)
+
+
+@dataclass
+class Ranked:
+    ids: np.ndarray
+    scores: np.ndarray
+    activation: np.ndarray
+    similarity: np.ndarray      # cosine for seeds, NaN for memories reached only by spreading
+    hops: np.ndarray            # int8: 0 seed, h reached at hop h
+    partial: bool
+    fallback: bool
+    timings: dict
+
+
+def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None, cfg: RecallConfig,
+           predictor: LatencyPredictor, batcher, t_begin: int) -> Ranked:
+    """The pipeline above, for a SpaceView (the owner's Space or a reader)."""
+    deadline = None if budget_ms is None else t_begin + int(budget_ms * 1e6)
+    n_seeds = k if not spread else max(k, cfg.seed_factor * k)
+    t0 = time.perf_counter_ns()
+    seed_ids, cos, warm_share, scan_partial = view._similar(q, n_seeds, deadline, cfg.hot_budget_share)
+    t1 = time.perf_counter_ns()
+    timings = {"scan_ms": (t1 - t0) / 1e6}
+    if not spread or seed_ids.shape[0] == 0 or scan_partial:
+        return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=scan_partial,
+                                fallback=bool(spread and scan_partial))
+
+    graph, degree = view._spread_graph()
+    in_graph = seed_ids < graph.n_nodes
+    act0 = seed_activation(cos, cfg)
+    params = cfg.spread_params()
+    batch = batcher.batch_size
+    x = LatencyPredictor.spread_features(n_seeds, int(degree[seed_ids[in_graph]].sum()), params.max_depth,
+                                         warm_share, batch)
+    estimate = predictor.predict_spread(x)
+    t2 = time.perf_counter_ns()
+    timings["predicted_spread_ms"] = estimate / 1e6
+    if deadline is not None and estimate > FALLBACK_FACTOR * max(deadline - t2, 0):
+        return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=False, fallback=True)
+
+    out = run_spread(view._kern, graph, degree, seed_ids[in_graph], act0[in_graph], params,
+                     deadline_ns=deadline, predictor=predictor, batch_size=batch, tier_mix=warm_share)
+    predictor.observe_spread(x, out.elapsed_ns, estimate if predictor.ready else None)
+    batcher.observe(int(out.nodes.shape[0]), int(degree[out.nodes].sum()) if out.nodes.size else 0)
+    t3 = time.perf_counter_ns()
+    timings["spread_ms"] = (t3 - t2) / 1e6
+    timings["hops"] = out.hops_run
+    timings["predicted_hops_ms"] = out.predicted_ns / 1e6
+
+    # candidates: everything touched, plus seeds outside the compacted graph (no links yet)
+    ids = np.concatenate([out.nodes, seed_ids[~in_graph]])
+    act = np.concatenate([out.activation, act0[~in_graph]])
+    hops = np.concatenate([out.hops.astype(np.int8), np.zeros(int((~in_graph).sum()), np.int8)])
+    live = view._visible(ids)
+    ids, act, hops = ids[live], act[live], hops[live]
+    rec = view._store.hot()[ids]
+    now = time.time_ns()
+    score = act * rec["confidence"] * retention(view._kern, rec["strength"], rec["last_access_ns"], now, cfg)
+    order = np.lexsort((ids, -score))[:k]
+    sim = np.full(order.shape[0], np.nan, np.float32)
+    pos = {int(i): j for j, i in enumerate(seed_ids.tolist())}
+    for j, i in enumerate(ids[order].tolist()):
+        if i in pos:
+            sim[j] = cos[pos[i]]
+    timings["rank_ms"] = (time.perf_counter_ns() - t3) / 1e6
+    return Ranked(ids[order], score[order].astype(np.float32), act[order], sim, hops[order],
+                  out.partial, False, timings)
+
+
+def _similarity_only(ids, cos, cfg, timings, partial: bool, fallback: bool) -> Ranked:
+    return Ranked(ids, cos.astype(np.float32), seed_activation(cos, cfg), cos.astype(np.float32),
+                  np.zeros(ids.shape[0], np.int8), partial, fallback, timings)
