@@ -52,6 +52,7 @@ class RecallResult:
     activation: np.ndarray = None   # float32 activation after spreading (seeds: sigmoid of cosine)
     similarity: np.ndarray = None   # float32 cosine to the query; NaN if reached only by spreading
     timings: dict = field(default_factory=dict)   # milliseconds per stage
+    spreading: dict = field(default_factory=dict)  # hops run, nodes touched, predicted vs taken ms
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -88,6 +89,7 @@ class SpaceView:
         self.name = store.space
         self.dim = store.dim
         self._recall_cfg = RecallConfig()
+        self._spread_params = self._recall_cfg.spread_params()
         self._predictor = LatencyPredictor()
         self._batcher = AdaptiveBatcher(topology())
         self._graph_cache = None
@@ -170,7 +172,7 @@ class SpaceView:
         scores = np.concatenate(found_scores)
         tiers = np.concatenate(found_tier)
         order = np.lexsort((ids, -scores))[:k]
-        warm = float((tiers[order] == schema.CONSTANTS["TIER_WARM"]).mean()) if order.size else 0.0
+        warm = np.count_nonzero(tiers[order] == schema.CONSTANTS["TIER_WARM"]) / max(order.size, 1)
         return ids[order], scores[order], warm, partial
 
     def _visible(self, ids: np.ndarray) -> np.ndarray:
@@ -210,8 +212,7 @@ class SpaceView:
             ids=r.ids, scores=r.scores, confidence=rec["confidence"].copy(),
             origin=np.where(r.hops == 0, "seed", "spread").astype("<U6"), hops=r.hops,
             content=[st.content_at(int(c)) for c in rec["content_ref"]], partial=r.partial,
-            fallback=r.fallback, activation=r.activation, similarity=r.similarity)
-        r.timings["validate_ms"] = (r.timings.get("validate_ms", 0.0))
+            fallback=r.fallback, activation=r.activation, similarity=r.similarity, spreading=r.info)
         r.timings["total_ms"] = (time.perf_counter_ns() - t0) / 1e6
         res.timings = r.timings
         return res
@@ -258,8 +259,9 @@ class SpaceView:
         if unknown:
             raise InvalidInputError(f"unknown recall settings {sorted(unknown)}; "
                                     f"known: {sorted(RecallConfig.__dataclass_fields__)}")
-        self._recall_cfg = replace(self._recall_cfg, **changes).check()
-        return self._recall_cfg
+        cfg = replace(self._recall_cfg, **changes).check()
+        self._recall_cfg, self._spread_params = cfg, cfg.spread_params()
+        return cfg
 
     def spreading_stats(self) -> dict:
         """The latency predictor's error distribution and the batcher's state."""

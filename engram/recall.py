@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._kernels.table import SpreadParams
+from ._kernels.table import SpreadParams, decay_params
 from .errors import InvalidInputError
 from .spreading import FALLBACK_FACTOR, LatencyPredictor, run_spread
 
@@ -63,14 +63,19 @@ class RecallConfig:
 
 def seed_activation(cos: np.ndarray, cfg: RecallConfig) -> np.ndarray:
     """Similarity in [-1, 1] -> activation in (0, 1), by a logistic curve."""
-    z = np.clip(cfg.sigmoid_steepness * (cos.astype(np.float64) - cfg.sigmoid_midpoint), -60.0, 60.0)
-    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    z = np.float32(-cfg.sigmoid_steepness) * (cos.astype(np.float32) - np.float32(cfg.sigmoid_midpoint))
+    with np.errstate(over="ignore"):       # exp overflow -> inf -> activation 0, as it should
+        return (np.float32(1.0) / (np.float32(1.0) + np.exp(z))).astype(np.float32)
+
+
+_EXPONENTIAL = decay_params("exponential", {"tau": 1.0})[0]
 
 
 def retention(kern, strength: np.ndarray, last_access_ns: np.ndarray, now_ns: int, cfg: RecallConfig) -> np.ndarray:
-    """strength x exp(-age / tau), age in seconds since last access (never negative)."""
-    age = np.maximum(now_ns - last_access_ns.astype(np.int64), 0) / 1e9
-    return kern.decay(strength.astype(np.float32), age.astype(np.float32), "exponential", tau=cfg.forget_tau_s)
+    """strength x exp(-age / tau), age in seconds since last access (never negative),
+    through the decay kernel (inputs are the engine's own finite fields: no re-check)."""
+    age = (np.maximum(now_ns - last_access_ns.astype(np.int64), 0) / 1e9).astype(np.float32)
+    return kern._decay(np.ascontiguousarray(strength, np.float32), age, _EXPONENTIAL, (cfg.forget_tau_s, 0.0, 0.0))
 
 
 @dataclass
@@ -83,6 +88,7 @@ class Ranked:
     partial: bool
     fallback: bool
     timings: dict
+    info: dict = None           # spreading details: hops run, nodes touched, predictions
 
 
 def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None, cfg: RecallConfig,
@@ -101,15 +107,15 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
     graph, degree = view._spread_graph()
     in_graph = seed_ids < graph.n_nodes
     act0 = seed_activation(cos, cfg)
-    params = cfg.spread_params()
+    params = view._spread_params
     batch = batcher.batch_size
     x = LatencyPredictor.spread_features(n_seeds, int(degree[seed_ids[in_graph]].sum()), params.max_depth,
                                          warm_share, batch)
     estimate = predictor.predict_spread(x)
     t2 = time.perf_counter_ns()
-    timings["predicted_spread_ms"] = estimate / 1e6
     if deadline is not None and estimate > FALLBACK_FACTOR * max(deadline - t2, 0):
-        return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=False, fallback=True)
+        return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=False, fallback=True,
+                                info={"predicted_spread_ms": estimate / 1e6})
 
     out = run_spread(view._kern, graph, degree, seed_ids[in_graph], act0[in_graph], params,
                      deadline_ns=deadline, predictor=predictor, batch_size=batch, tier_mix=warm_share)
@@ -117,29 +123,56 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
     batcher.observe(int(out.nodes.shape[0]), int(degree[out.nodes].sum()) if out.nodes.size else 0)
     t3 = time.perf_counter_ns()
     timings["spread_ms"] = (t3 - t2) / 1e6
-    timings["hops"] = out.hops_run
-    timings["predicted_hops_ms"] = out.predicted_ns / 1e6
 
     # candidates: everything touched, plus seeds outside the compacted graph (no links yet)
-    ids = np.concatenate([out.nodes, seed_ids[~in_graph]])
-    act = np.concatenate([out.activation, act0[~in_graph]])
-    hops = np.concatenate([out.hops.astype(np.int8), np.zeros(int((~in_graph).sum()), np.int8)])
-    live = view._visible(ids)
-    ids, act, hops = ids[live], act[live], hops[live]
-    rec = view._store.hot()[ids]
-    now = time.time_ns()
-    score = act * rec["confidence"] * retention(view._kern, rec["strength"], rec["last_access_ns"], now, cfg)
-    order = np.lexsort((ids, -score))[:k]
-    sim = np.full(order.shape[0], np.nan, np.float32)
-    pos = {int(i): j for j, i in enumerate(seed_ids.tolist())}
-    for j, i in enumerate(ids[order].tolist()):
-        if i in pos:
-            sim[j] = cos[pos[i]]
+    outside = ~in_graph
+    if outside.any():
+        ids = np.concatenate([out.nodes, seed_ids[outside]])
+        act = np.concatenate([out.activation, act0[outside]])
+        hops = np.concatenate([out.hops.astype(np.int8), np.zeros(int(outside.sum()), np.int8)])
+    else:
+        ids, act, hops = out.nodes, out.activation, out.hops.astype(np.int8)
+    top, score = rank(view, ids, act, k, cfg)
+    sim = np.full(top.shape[0], np.nan, np.float32)
+    order = np.argsort(seed_ids)
+    at = np.searchsorted(seed_ids, ids[top], sorter=order)
+    found = (at < seed_ids.shape[0])
+    found[found] = seed_ids[order[at[found]]] == ids[top][found]
+    sim[found] = cos[order[at[found]]]
     timings["rank_ms"] = (time.perf_counter_ns() - t3) / 1e6
-    return Ranked(ids[order], score[order].astype(np.float32), act[order], sim, hops[order],
-                  out.partial, False, timings)
+    info = {"hops": out.hops_run, "touched": int(out.nodes.shape[0]), "predicted_spread_ms": estimate / 1e6,
+            "predicted_hops_ms": out.predicted_ns / 1e6, "hop_ms": out.hop_ns / 1e6, "batch_size": batch}
+    return Ranked(ids[top], score, act[top], sim, hops[top], out.partial, False, timings, info)
 
 
-def _similarity_only(ids, cos, cfg, timings, partial: bool, fallback: bool) -> Ranked:
+def rank(view, ids: np.ndarray, act: np.ndarray, k: int, cfg: RecallConfig):
+    """(positions of the best k live candidates, their scores), best first, ties by id.
+
+    score = act x confidence x retention, and confidence x retention <= 1
+    (both factors are in [0, 1]), so a candidate can only beat the k-th score
+    if its activation does: score the most active M first and widen M only
+    when something outside could still get in. Exact, and it touches ~8k
+    records instead of every node the spread reached."""
+    n = act.shape[0]
+    hot = view._store.hot()
+    now = time.time_ns()
+    m = min(n, max(8 * k, 64))
+    while True:
+        top_m = np.argpartition(-act, m - 1)[:m] if m < n else np.arange(n)
+        pos = top_m[view._visible(ids[top_m])]
+        cand = ids[pos]
+        score = act[pos] * hot["confidence"][cand] * retention(view._kern, hot["strength"][cand],
+                                                               hot["last_access_ns"][cand], now, cfg)
+        order = np.lexsort((cand, -score))[:k]
+        if m == n:
+            break
+        floor = act[top_m].min()          # the most any unscored candidate has
+        if order.shape[0] == k and score[order[-1]] > floor:
+            break
+        m = min(n, m * 4)
+    return pos[order], score[order].astype(np.float32)
+
+
+def _similarity_only(ids, cos, cfg, timings, partial: bool, fallback: bool, info=None) -> Ranked:
     return Ranked(ids, cos.astype(np.float32), seed_activation(cos, cfg), cos.astype(np.float32),
-                  np.zeros(ids.shape[0], np.int8), partial, fallback, timings)
+                  np.zeros(ids.shape[0], np.int8), partial, fallback, timings, info or {})

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._kernels.table import CsrGraph, SpreadParams
+from ._kernels.table import CsrGraph, SpreadParams, SpreadRun
 from .errors import InvalidInputError
 
 FALLBACK_FACTOR = 1.5       # fallback when the estimate exceeds the budget by more than 50%
@@ -133,39 +133,42 @@ def _pow2(x: float) -> int:
 # --- latency prediction -----------------------------------------------------------------------
 
 class OnlineLinear:
-    """Least squares y ~ w . x kept as sufficient statistics (X'X, X'y), refit
-    every ``refit`` observations (ridge-regularised, so it is defined from the
-    first samples on). Prediction is a dot product with no allocation."""
+    """Least squares y ~ w . x, learned online: observations are buffered and
+    every ``refit`` of them folded into the sufficient statistics (X'X, X'y,
+    old ones fading by ``forget`` per sample, since the machine is shared and
+    its speed drifts) and the weights re-solved (ridge-regularised, so they are
+    defined from the first samples on). predict() is a short dot product."""
 
     def __init__(self, n_features: int, refit: int = 16, ridge: float = 1e-3, forget: float = 0.999):
         self.n = n_features
         self.refit, self.ridge, self.forget = refit, ridge, forget
         self.xtx = np.zeros((n_features, n_features))
         self.xty = np.zeros(n_features)
-        self.w = [0.0] * n_features
+        self.w = (0.0,) * n_features
         self.count = 0
-        self._pending = 0
+        self._buf: list = []
 
     def predict(self, x) -> float:
-        w = self.w
-        return sum(w[i] * x[i] for i in range(self.n))
+        return sum(a * b for a, b in zip(self.w, x))
 
     def observe(self, x, y: float) -> None:
-        v = np.asarray(x, dtype=np.float64)
-        self.xtx *= self.forget              # old hardware states fade: the machine is shared
-        self.xty *= self.forget
-        self.xtx += np.outer(v, v)
-        self.xty += v * y
+        self._buf.append((*x, y))
         self.count += 1
-        self._pending += 1
-        if self._pending >= self.refit or self.count <= 4:
-            self._pending = 0
-            scale = np.maximum(np.diag(self.xtx), 1e-12)
-            a = self.xtx + self.ridge * np.diag(scale)
-            try:
-                self.w = np.linalg.solve(a, self.xty).tolist()
-            except np.linalg.LinAlgError:
-                pass
+        if len(self._buf) >= self.refit or self.count <= 4:
+            self._fold()
+
+    def _fold(self) -> None:
+        a = np.asarray(self._buf, dtype=np.float64)
+        self._buf.clear()
+        x, y = a[:, :self.n], a[:, self.n]
+        fade = self.forget ** a.shape[0]
+        self.xtx = self.xtx * fade + x.T @ x
+        self.xty = self.xty * fade + x.T @ y
+        scale = np.maximum(np.diag(self.xtx), 1e-12)
+        try:
+            self.w = tuple(np.linalg.solve(self.xtx + self.ridge * np.diag(scale), self.xty).tolist())
+        except np.linalg.LinAlgError:
+            pass
 
 
 @dataclass
@@ -276,8 +279,10 @@ def run_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray, see
     hop_total = 0
     partial = False
     hops_run = 0
-    with kern.spread_run(graph, seeds, seed_act, decay=params.decay, threshold=params.threshold,
-                         cycle_penalty=params.cycle_penalty, prefetch_distance=params.prefetch_distance) as run:
+    # seeds come from the engine's own scan (ids inside the graph, finite activations):
+    # the run starts without the public spread_run's re-checks
+    with SpreadRun(kern, graph, np.ascontiguousarray(seeds, np.uint32), np.ascontiguousarray(seed_act, np.float32),
+                   params) as run:
         nodes_buf = run._sc.nodes
         while hops_run < params.max_depth and run.frontier:
             frontier = nodes_buf[run.begin:run.end]
