@@ -70,34 +70,35 @@ class AdaptiveBatcher:
     """Frontier nodes per unit of hop work (what a worker takes at once).
 
     The topology gives a target: the geometric mean of what fits in half of
-    L2 (each frontier node touches its 64-byte record plus its edges, 8 bytes
-    each, and the 8-byte state of each target), what fits in L1d, and 64 per
-    core, rounded to a power of two in [16, 4096]. History adjusts it: the
-    measured per-node cost of recent spreads scales the L2 term (a graph whose
-    nodes cost more gets smaller batches). The size moves toward the target
-    by EWMA with damping 0.5 and changes at most once per ``interval``
-    spreads, so it cannot oscillate.
+    L2 (each frontier node touches its 64-byte record plus, per edge, 8 bytes
+    of target and weight and the 8-byte state of the target), what fits in
+    L1d, and 64 per core, as a power of two in [16, 4096]. History adjusts it:
+    the measured out-degree of what spreads fire (an EWMA) sets the bytes per
+    node. The size starts at the topology's target and moves toward a new
+    target by EWMA in log2 space with damping 0.5, snapping once within half
+    a power of two (so a 4x shift converges in 3 steps and then holds), and
+    it steps at most once per ``interval`` spreads, so it cannot oscillate.
     """
 
     def __init__(self, topology: Topology | None = None, damping: float = 0.5, interval: int = 500,
-                 initial: int = 256):
+                 initial: int | None = None):
         if not 0.0 < damping <= 1.0:
             raise InvalidInputError(f"damping must be in (0, 1], got {damping!r}")
-        if interval < 1:
-            raise InvalidInputError(f"interval must be >= 1, got {interval!r}")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise InvalidInputError(f"interval must be an integer >= 1, got {interval!r}")
         self.topology = topology or Topology.probe()
         self.damping, self.interval = float(damping), int(interval)
-        self._ewma = float(initial)
-        self.batch_size = _pow2(initial)
+        self._edges_per_node = 8.0        # EWMA of out-degree over the nodes spreads fire
+        self.batch_size = self.target() if initial is None else _pow2(initial)
+        self._log = math.log2(self.batch_size)
         self.changes = 0
         self._since = 0
-        self._edges_per_node = 8.0        # EWMA of frontier edges per frontier node
         self._lock = threading.Lock()
 
     def target(self, edges_per_node: float | None = None) -> int:
         """The batch size the topology recommends for nodes of this out-degree."""
         e = self._edges_per_node if edges_per_node is None else max(float(edges_per_node), 0.0)
-        node_bytes = 64 + 16 * e                 # record + (target, weight) + target state per edge
+        node_bytes = 64 + 16 * e
         l2_nodes = (self.topology.l2 / 2) / node_bytes
         l1_nodes = self.topology.l1d / node_bytes
         core_nodes = 64 * max(self.topology.cores, 1)
@@ -106,8 +107,11 @@ class AdaptiveBatcher:
     def update(self) -> int:
         """One damped step toward the target; returns the (possibly new) batch size."""
         with self._lock:
-            self._ewma = (1 - self.damping) * self._ewma + self.damping * self.target()
-            new = _pow2(self._ewma)
+            goal = math.log2(self.target())
+            self._log = (1 - self.damping) * self._log + self.damping * goal
+            if abs(self._log - goal) < 0.5:
+                self._log = goal
+            new = _pow2(2.0 ** self._log)
             if new != self.batch_size:
                 self.batch_size = new
                 self.changes += 1
@@ -139,7 +143,7 @@ class OnlineLinear:
     its speed drifts) and the weights re-solved (ridge-regularised, so they are
     defined from the first samples on). predict() is a short dot product."""
 
-    def __init__(self, n_features: int, refit: int = 16, ridge: float = 1e-3, forget: float = 0.999):
+    def __init__(self, n_features: int, refit: int = 16, ridge: float = 1e-7, forget: float = 0.999):
         self.n = n_features
         self.refit, self.ridge, self.forget = refit, ridge, forget
         self.xtx = np.zeros((n_features, n_features))
