@@ -103,6 +103,28 @@ EG_API int64_t eg_spread(EG_SPREAD_ARGS);
     float *fire, uint64_t begin, uint64_t end, uint64_t count, uint64_t out_cap
 EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS);
 
+/* The shared activation record pool (csrc/kernels/pool.c): a PoolHeader then
+ * ActivationRecord[capacity] in one shared segment, and per process a local
+ * cache of record indices in front of the shared lock-free freelist. */
+#define EG_POOL_CACHE_MAX 1024
+typedef struct {
+    uint32_t n;            /* indices held */
+    uint32_t cap;          /* 1..EG_POOL_CACHE_MAX; refills and spills move cap/2 */
+    uint64_t epoch;        /* PoolHeader.resets when filled: a reset drops the cache */
+    uint32_t idx[EG_POOL_CACHE_MAX];
+} eg_pool_cache_t;
+EG_API int32_t eg_pool_init(eg_pool_header_t *h, uint32_t capacity);
+/* Up to n records into out[]; returns how many (fewer only when the pool is exhausted). */
+EG_API int64_t eg_pool_acquire(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c,
+                               uint32_t *out, uint64_t n);
+/* Give back idx[0..n): all or nothing; an index not held (or twice) is EG_EINVAL. */
+EG_API int64_t eg_pool_release(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c,
+                               const uint32_t *idx, uint64_t n);
+/* Move this cache's records to the shared freelist (a process that stops). */
+EG_API int64_t eg_pool_flush(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c);
+/* Idle only: all records never-used again; every cache is dropped. EG_EINVAL while any is held. */
+EG_API int32_t eg_pool_reset(eg_pool_header_t *h);
+
 EG_API uint32_t eg_abi_version(void);
 EG_API uint64_t eg_layout_hash(void);
 EG_API uint32_t eg_cpu_features(void);

@@ -4,8 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0x6f172a03ba95a896ULL
-#define EG_ABI_VERSION 5
+#define EG_LAYOUT_HASH 0x5c0f5f71f2a82318ULL
+#define EG_ABI_VERSION 6
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0
@@ -19,6 +19,7 @@
 #define EG_TABLE_CONTENT 5
 #define EG_TABLE_CSR 6
 #define EG_TABLE_DELTA 7
+#define EG_TABLE_POOL 8
 #define EG_ROW_ALIGN 64
 #define EG_NIL 4294967295ULL
 
@@ -123,6 +124,39 @@ _Static_assert(offsetof(eg_activation_record_t, source) == 16, "ActivationRecord
 _Static_assert(offsetof(eg_activation_record_t, hop) == 20, "ActivationRecord.hop offset");
 _Static_assert(offsetof(eg_activation_record_t, flags) == 22, "ActivationRecord.flags offset");
 _Static_assert(offsetof(eg_activation_record_t, _pad) == 24, "ActivationRecord._pad offset");
+
+/* Shared activation record pool header (PoolHeader then ActivationRecord[capacity]). */
+typedef struct __attribute__((aligned(64))) {
+    uint64_t head;
+    uint32_t capacity;
+    uint32_t _pad0;
+    uint64_t _pad1[6];
+    uint64_t bump;
+    uint64_t _pad2[7];
+    uint64_t acquired;
+    uint64_t released;
+    uint64_t reused;
+    uint64_t fresh;
+    uint64_t failed;
+    uint64_t in_use;
+    uint64_t high_water;
+    uint64_t resets;
+} eg_pool_header_t;
+_Static_assert(sizeof(eg_pool_header_t) == 192, "PoolHeader size");
+_Static_assert(offsetof(eg_pool_header_t, head) == 0, "PoolHeader.head offset");
+_Static_assert(offsetof(eg_pool_header_t, capacity) == 8, "PoolHeader.capacity offset");
+_Static_assert(offsetof(eg_pool_header_t, _pad0) == 12, "PoolHeader._pad0 offset");
+_Static_assert(offsetof(eg_pool_header_t, _pad1) == 16, "PoolHeader._pad1 offset");
+_Static_assert(offsetof(eg_pool_header_t, bump) == 64, "PoolHeader.bump offset");
+_Static_assert(offsetof(eg_pool_header_t, _pad2) == 72, "PoolHeader._pad2 offset");
+_Static_assert(offsetof(eg_pool_header_t, acquired) == 128, "PoolHeader.acquired offset");
+_Static_assert(offsetof(eg_pool_header_t, released) == 136, "PoolHeader.released offset");
+_Static_assert(offsetof(eg_pool_header_t, reused) == 144, "PoolHeader.reused offset");
+_Static_assert(offsetof(eg_pool_header_t, fresh) == 152, "PoolHeader.fresh offset");
+_Static_assert(offsetof(eg_pool_header_t, failed) == 160, "PoolHeader.failed offset");
+_Static_assert(offsetof(eg_pool_header_t, in_use) == 168, "PoolHeader.in_use offset");
+_Static_assert(offsetof(eg_pool_header_t, high_water) == 176, "PoolHeader.high_water offset");
+_Static_assert(offsetof(eg_pool_header_t, resets) == 184, "PoolHeader.resets offset");
 
 /* Spreading scratch: a node is in the current spread only if mark's epoch matches. */
 typedef struct __attribute__((aligned(8))) {
@@ -231,6 +265,21 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"ActivationRecord", "hop", (int64_t)offsetof(eg_activation_record_t, hop), (int64_t)sizeof(((eg_activation_record_t *)0)->hop)}, \
     {"ActivationRecord", "flags", (int64_t)offsetof(eg_activation_record_t, flags), (int64_t)sizeof(((eg_activation_record_t *)0)->flags)}, \
     {"ActivationRecord", "_pad", (int64_t)offsetof(eg_activation_record_t, _pad), (int64_t)sizeof(((eg_activation_record_t *)0)->_pad)}, \
+    {"PoolHeader", "", 0, (int64_t)sizeof(eg_pool_header_t)}, \
+    {"PoolHeader", "head", (int64_t)offsetof(eg_pool_header_t, head), (int64_t)sizeof(((eg_pool_header_t *)0)->head)}, \
+    {"PoolHeader", "capacity", (int64_t)offsetof(eg_pool_header_t, capacity), (int64_t)sizeof(((eg_pool_header_t *)0)->capacity)}, \
+    {"PoolHeader", "_pad0", (int64_t)offsetof(eg_pool_header_t, _pad0), (int64_t)sizeof(((eg_pool_header_t *)0)->_pad0)}, \
+    {"PoolHeader", "_pad1", (int64_t)offsetof(eg_pool_header_t, _pad1), (int64_t)sizeof(((eg_pool_header_t *)0)->_pad1)}, \
+    {"PoolHeader", "bump", (int64_t)offsetof(eg_pool_header_t, bump), (int64_t)sizeof(((eg_pool_header_t *)0)->bump)}, \
+    {"PoolHeader", "_pad2", (int64_t)offsetof(eg_pool_header_t, _pad2), (int64_t)sizeof(((eg_pool_header_t *)0)->_pad2)}, \
+    {"PoolHeader", "acquired", (int64_t)offsetof(eg_pool_header_t, acquired), (int64_t)sizeof(((eg_pool_header_t *)0)->acquired)}, \
+    {"PoolHeader", "released", (int64_t)offsetof(eg_pool_header_t, released), (int64_t)sizeof(((eg_pool_header_t *)0)->released)}, \
+    {"PoolHeader", "reused", (int64_t)offsetof(eg_pool_header_t, reused), (int64_t)sizeof(((eg_pool_header_t *)0)->reused)}, \
+    {"PoolHeader", "fresh", (int64_t)offsetof(eg_pool_header_t, fresh), (int64_t)sizeof(((eg_pool_header_t *)0)->fresh)}, \
+    {"PoolHeader", "failed", (int64_t)offsetof(eg_pool_header_t, failed), (int64_t)sizeof(((eg_pool_header_t *)0)->failed)}, \
+    {"PoolHeader", "in_use", (int64_t)offsetof(eg_pool_header_t, in_use), (int64_t)sizeof(((eg_pool_header_t *)0)->in_use)}, \
+    {"PoolHeader", "high_water", (int64_t)offsetof(eg_pool_header_t, high_water), (int64_t)sizeof(((eg_pool_header_t *)0)->high_water)}, \
+    {"PoolHeader", "resets", (int64_t)offsetof(eg_pool_header_t, resets), (int64_t)sizeof(((eg_pool_header_t *)0)->resets)}, \
     {"SpreadState", "", 0, (int64_t)sizeof(eg_spread_state_t)}, \
     {"SpreadState", "mark", (int64_t)offsetof(eg_spread_state_t, mark), (int64_t)sizeof(((eg_spread_state_t *)0)->mark)}, \
     {"SpreadState", "act", (int64_t)offsetof(eg_spread_state_t, act), (int64_t)sizeof(((eg_spread_state_t *)0)->act)}, \

@@ -37,6 +37,12 @@ SPREAD = {
 }
 OPTIONAL = {
     "eg_cpu_features": (C.c_uint32, []),     # C library only
+    # C library only: the shared activation record pool (csrc/kernels/pool.c)
+    "eg_pool_init": (C.c_int32, [C.c_void_p, C.c_uint32]),
+    "eg_pool_acquire": (C.c_int64, [C.c_void_p, C.c_void_p, C.c_void_p, C.c_void_p, C.c_uint64]),
+    "eg_pool_release": (C.c_int64, [C.c_void_p, C.c_void_p, C.c_void_p, C.c_void_p, C.c_uint64]),
+    "eg_pool_flush": (C.c_int64, [C.c_void_p, C.c_void_p, C.c_void_p]),
+    "eg_pool_reset": (C.c_int32, [C.c_void_p]),
     # Zig library only: the per-thread kernel scratch arena
     "eg_arena_configure": (C.c_int32, [C.c_uint64, C.c_uint32]),
     "eg_arena_stats": (C.c_int32, [C.POINTER(C.c_uint64)]),
@@ -45,6 +51,8 @@ OPTIONAL = {
 }
 ARENA_OVERFLOW = {"panic": 0, "error": 1, "fallback": 2}
 CPU_AVX2, CPU_AVX512 = 1, 2
+POOL_CACHE_MAX = 1024            # EG_POOL_CACHE_MAX
+POOL_CACHE_BYTES = 16 + 4 * POOL_CACHE_MAX   # sizeof(eg_pool_cache_t)
 
 
 def kernel_symbol(op: str, isa: str) -> str:

@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 
 #: Bumped when the C/Zig function signatures change (independent of layout).
-ABI_VERSION = 5
+ABI_VERSION = 6
 #: Bumped when a segment's meaning changes without its records changing.
 FORMAT_VERSION = 1
 #: "ENGRAM01" little-endian: the first 8 bytes of every segment.
@@ -127,6 +127,26 @@ ACTIVATION_RECORD = Record("ActivationRecord", (
     F("_pad", "u64", 1),
 ), size=32, align=32, doc="Activation record in the shared pool.")
 
+#: Head of the shared activation record pool. Each contended word has its own
+#: cache line: the Treiber-stack head, the bump pointer, and the counters
+#: (updated once per batch operation, never per record).
+POOL_HEADER = Record("PoolHeader", (
+    F("head", "u64", doc="freelist top: tag << 32 | index (EG_NIL: empty); the tag defeats ABA"),
+    F("capacity", "u32", doc="records in the pool"),
+    F("_pad0", "u32"),
+    F("_pad1", "u64", 6),
+    F("bump", "u64", doc="records ever handed out fresh (never-used ones start here)"),
+    F("_pad2", "u64", 7),
+    F("acquired", "u64", doc="records handed out"),
+    F("released", "u64", doc="records given back"),
+    F("reused", "u64", doc="acquisitions served by recycled records (local cache or freelist)"),
+    F("fresh", "u64", doc="acquisitions that took a never-used record: the allocations"),
+    F("failed", "u64", doc="acquisitions refused because the pool was exhausted"),
+    F("in_use", "u64", doc="records held by callers now"),
+    F("high_water", "u64", doc="most records ever held at once"),
+    F("resets", "u64", doc="times the pool was reset while idle"),
+), size=192, align=64, doc="Shared activation record pool header (PoolHeader then ActivationRecord[capacity]).")
+
 #: Per-node scratch of one spread (per worker, not shared): see csrc/kernels/spread.c.
 SPREAD_STATE = Record("SpreadState", (
     F("mark", "u32", doc="epoch << 8 | hop at which the node was first touched"),
@@ -168,7 +188,7 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
     F("tables", "u64", 2 * MAX_TABLES, doc="TableRef[MAX_TABLES]"),
 ), size=256, align=64)
 
-RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, SPREAD_STATE, CSR_HEADER,
+RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, SPREAD_STATE, CSR_HEADER,
            TABLE_REF, SPACE_DIRECTORY)
 
 CONSTANTS = {
@@ -186,6 +206,7 @@ CONSTANTS = {
     "TABLE_CONTENT": 5,
     "TABLE_CSR": 6,
     "TABLE_DELTA": 7,
+    "TABLE_POOL": 8,
     "ROW_ALIGN": 64,
     "NIL": 0xFFFFFFFF,
 }
