@@ -119,29 +119,29 @@ def run_threads(make_fn, queries, clients: int):
     return out, time.perf_counter() - t0
 
 
-def _client_process(name, space, queries, idx, conn, start):
+def _client_process(name, space, queries, idx, conn, start, budget_ms):
     with engram.attach(name) as eng:
         sp = eng.space(space)
         for i in idx[:20]:                    # warm this process's caches and predictor
-            sp.recall(queries[i], k=K)
+            sp.recall(queries[i], k=K, budget_ms=budget_ms)
         start.wait()
         lat = []
         for i in idx:
             t0 = time.perf_counter_ns()
-            sp.recall(queries[i], k=K)
+            sp.recall(queries[i], k=K, budget_ms=budget_ms)
             lat.append(time.perf_counter_ns() - t0)
     conn.send(lat)
     conn.close()
 
 
-def run_processes(name, space, queries, clients: int):
+def run_processes(name, space, queries, clients: int, budget_ms):
     ctx = mp.get_context("fork")
     start = ctx.Barrier(clients + 1)
     procs, pipes = [], []
     for c in range(clients):
         a, b = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_client_process, args=(name, space, queries, list(range(c, queries.shape[0], clients)),
-                                                        b, start))
+                                                        b, start, budget_ms))
         p.start()
         procs.append(p)
         pipes.append(a)
@@ -167,7 +167,7 @@ def summarize(lat_ns, wall_s) -> dict:
 
 # ----------------------------------------------------------------- main
 
-def bench_size(n: int, recalls: int, rows_out: list, extra: dict):
+def bench_size(n: int, recalls: int, rows_out: list, extra: dict, budget_ms):
     vecs, src, dst, w = build(n)
     t0 = time.perf_counter()
     eng = engram.Engine(dim=DIM, workers=0)
@@ -180,13 +180,17 @@ def bench_size(n: int, recalls: int, rows_out: list, extra: dict):
     pick, queries = make_queries(vecs, recalls)
     warm = make_queries(vecs, 200)[1]
     for q in warm:                            # warm the predictor and caches
-        sp.recall(q, k=K)
+        sp.recall(q, k=K, budget_ms=budget_ms)
 
     # correctness on the way: the memory a query came from ranks first
-    wrong = sum(int(sp.recall(queries[i], k=K).ids[0] != pick[i]) for i in range(min(200, recalls)))
+    wrong = sum(int(sp.recall(queries[i], k=K, budget_ms=budget_ms).ids[0] != pick[i])
+                for i in range(min(200, recalls)))
     if wrong:
         raise SystemExit(f"CORRECTNESS FAILURE: {wrong} of 200 recalls did not rank their source memory first")
-    spread_results = sum(int((sp.recall(queries[i], k=K).hops > 0).sum()) for i in range(50))
+    sample = [sp.recall(queries[i], k=K, budget_ms=budget_ms) for i in range(50)]
+    spread_results = sum(int((r.hops > 0).sum()) for r in sample)
+    fallbacks = sum(int(r.fallback) for r in sample)
+    partials = sum(int(r.partial) for r in sample)
 
     g, _ = sp._spread_graph()
     rows32 = sp._store.tier_rows(schema_warm())[0].astype(np.float32)
@@ -197,18 +201,19 @@ def bench_size(n: int, recalls: int, rows_out: list, extra: dict):
     for clients in CLIENTS:
         sp._predictor.stats.errors.clear()
         sp._predictor.spread_stats.errors.clear()
-        lat, wall = run_threads(lambda: (lambda q: sp.recall(q, k=K)), queries, clients)
+        lat, wall = run_threads(lambda: (lambda q: sp.recall(q, k=K, budget_ms=budget_ms)), queries, clients)
         rows_out.append({"config": label, "clients": clients, "mode": "threads", "system": "engram", **summarize(lat, wall)})
         if clients == 1:      # one client: no GIL waits inside the timed hops
             prediction = (sp._predictor.stats.summary(), sp._predictor.spread_stats.summary())
-        lat, wall = run_processes(eng.name, "bench", queries, clients)
+        lat, wall = run_processes(eng.name, "bench", queries, clients, budget_ms)
         rows_out.append({"config": label, "clients": clients, "mode": "processes", "system": "engram",
                          **summarize(lat, wall)})
         lat, wall = run_threads(lambda: NumpyScipyPipeline(rows32, norms, g.offsets, g.targets, g.weights, seeds),
                                 queries, clients)
         rows_out.append({"config": label, "clients": clients, "mode": "threads", "system": "numpy+scipy",
                          **summarize(lat, wall)})
-    extra[label] = {"setup_s": setup_s, "spread_results_in_50_recalls": spread_results,
+    extra[label] = {"setup_s": setup_s, "budget_ms": budget_ms, "spread_results_in_50_recalls": spread_results,
+                    "fallbacks_in_50_recalls": fallbacks, "partials_in_50_recalls": partials,
                     "prediction_error": prediction[0], "spread_estimate_error": prediction[1],
                     "batch_size": sp._batcher.batch_size}
     eng.close()
@@ -224,6 +229,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", nargs="+", default=["10K"], help="memory counts (links: 5 per memory)")
     ap.add_argument("--recalls", type=int, default=1000, help="recalls per row (default 1,000)")
     ap.add_argument("--quick", action="store_true", help="10K, 300 recalls per row")
+    ap.add_argument("--budget-ms", default="10", help="recall's budget_ms (default 10; 'none': unbounded)")
     ap.add_argument("--json", help="write the JSON here only")
     a = ap.parse_args(argv)
     sizes = [10_000] if a.quick else [_common.parse_count(s) for s in a.sizes]
@@ -234,8 +240,9 @@ def main(argv=None) -> int:
         print(line)
     rows, extra = [], {}
     t0 = time.perf_counter()
+    budget = None if a.budget_ms.lower() == "none" else float(a.budget_ms)
     for n in sizes:
-        bench_size(n, recalls, rows, extra)
+        bench_size(n, recalls, rows, extra, budget)
     print()
     hdr = f"{'config':<16}{'clients':>8}  {'mode':<10}{'system':<13}{'P50 ms':>9}{'P95 ms':>9}{'P99 ms':>9}" \
           f"{'P99.9 ms':>10}{'recalls/s':>11}{'x peer P95':>11}"
@@ -254,7 +261,8 @@ def main(argv=None) -> int:
         print(f"{label}: latency prediction error (1 client) over {pe.get('requests', 0)} requests: "
               f"P50 {100 * pe.get('p50', 0):.1f}%, P95 {100 * pe.get('p95', 0):.1f}%, "
               f"within 20%: {100 * pe.get('within_20pct', 0):.1f}% of requests; "
-              f"{e['spread_results_in_50_recalls']} of 500 results in 50 recalls came from spreading; "
+              f"budget {e['budget_ms']} ms: {e['spread_results_in_50_recalls']} of 500 results in 50 recalls came "
+              f"from spreading, {e['fallbacks_in_50_recalls']} fallbacks, {e['partials_in_50_recalls']} partial; "
               f"batch size {e['batch_size']}")
     doc = {"bench": "recall", "argv": sys.argv[1:], "k": K, "dim": DIM, "rows": rows, "spreading": extra,
            "machine": info, "wall_seconds": time.perf_counter() - t0}
