@@ -23,7 +23,7 @@ import numpy as np
 
 from . import kernels, snapshot, validate
 from . import recall as _recall
-from ._kernels.table import CsrGraph, SpreadParams
+from ._kernels.table import CsrGraph
 from .errors import ClosedError, InvalidInputError, UnknownIdError
 from .graph import FORGOTTEN, Graph
 from .layout import schema
@@ -232,11 +232,8 @@ class SpaceView:
         else:
             ids = self._live_ids(seeds)
             act = np.ones(ids.shape[0], np.float32)
-        cfg = self._recall_cfg
-        p = SpreadParams(cfg.max_depth if max_depth is None else max_depth, cfg.decay if decay is None else decay,
-                         cfg.threshold if threshold is None else threshold,
-                         cfg.cycle_penalty if cycle_penalty is None else cycle_penalty,
-                         cfg.prefetch_distance).check()
+        given = {"max_depth": max_depth, "decay": decay, "threshold": threshold, "cycle_penalty": cycle_penalty}
+        p = replace(self._recall_cfg.spread, **{k: v for k, v in given.items() if v is not None}).check()
         self._before_spread(True)
         graph, _ = self._spread_graph()
         inside = ids < graph.n_nodes
@@ -255,11 +252,7 @@ class SpaceView:
 
     def configure_recall(self, **changes) -> RecallConfig:
         """Change recall's tunables (see engram.recall.RecallConfig); returns the new config."""
-        unknown = set(changes) - set(RecallConfig.__dataclass_fields__)
-        if unknown:
-            raise InvalidInputError(f"unknown recall settings {sorted(unknown)}; "
-                                    f"known: {sorted(RecallConfig.__dataclass_fields__)}")
-        cfg = replace(self._recall_cfg, **changes).check()
+        cfg = self._recall_cfg.with_changes(**changes)
         self._recall_cfg, self._spread_params = cfg, cfg.spread_params()
         return cfg
 

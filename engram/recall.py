@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,14 +28,15 @@ from .errors import InvalidInputError
 from .spreading import FALLBACK_FACTOR, LatencyPredictor, run_spread
 
 
+SPREAD_SETTINGS = tuple(SpreadParams.__dataclass_fields__)   # max_depth, decay, threshold, ...
+
+
 @dataclass(frozen=True)
 class RecallConfig:
-    """Recall's tunables; ``Space.configure_recall(**changes)`` replaces them."""
-    max_depth: int = 4
-    decay: float = 0.7
-    threshold: float = 0.01
-    cycle_penalty: float = 0.5
-    prefetch_distance: int = 8
+    """Recall's tunables; ``Space.configure_recall(**changes)`` replaces them. The
+    spreading rules (max_depth, decay, threshold, cycle_penalty, prefetch_distance)
+    are a SpreadParams, with its defaults."""
+    spread: SpreadParams = SpreadParams()
     sigmoid_midpoint: float = 0.5       # cosine that maps to activation 0.5
     sigmoid_steepness: float = 10.0
     forget_tau_s: float = 30 * 86400.0  # retention e-folds after 30 days without access
@@ -43,8 +44,16 @@ class RecallConfig:
     hot_budget_share: float = 0.5       # of the scan budget, what the hot (f32) tier may use
 
     def spread_params(self) -> SpreadParams:
-        return SpreadParams(self.max_depth, self.decay, self.threshold, self.cycle_penalty,
-                            self.prefetch_distance).check()
+        return self.spread.check()
+
+    def with_changes(self, **changes) -> "RecallConfig":
+        """A checked copy with changes, spreading settings included by name."""
+        known = set(SPREAD_SETTINGS) | (set(self.__dataclass_fields__) - {"spread"})
+        unknown = set(changes) - known
+        if unknown:
+            raise InvalidInputError(f"unknown recall settings {sorted(unknown)}; known: {sorted(known)}")
+        sp = {k: changes.pop(k) for k in list(changes) if k in SPREAD_SETTINGS}
+        return replace(self, spread=replace(self.spread, **sp), **changes).check()
 
     def check(self) -> "RecallConfig":
         self.spread_params()

@@ -24,7 +24,8 @@ def reference_recall(vecs, conf, offsets, targets, weights, q, k, cfg=RecallConf
     seeds = np.lexsort((np.arange(len(cos)), -cos))[:max(k, cfg.seed_factor * k)]
     act0 = 1.0 / (1.0 + np.exp(-cfg.sigmoid_steepness * (cos[seeds] - cfg.sigmoid_midpoint)))
     nodes, act, hops = reference.spread(offsets, targets, weights, seeds.astype(np.uint32), act0.astype(np.float32),
-                                        cfg.max_depth, cfg.decay, cfg.threshold, cfg.cycle_penalty)
+                                        cfg.spread.max_depth, cfg.spread.decay, cfg.spread.threshold,
+                                        cfg.spread.cycle_penalty)
     score = act * conf[nodes]
     order = np.lexsort((nodes, -score))[:k]
     return nodes[order], act[order], hops[order], score[order]
@@ -208,7 +209,7 @@ def test_configure_recall(world):
         mem.configure_recall(forget_tau_s=0)
     assert mem._recall_cfg == RecallConfig()            # refused changes left it alone
     cfg = mem.configure_recall(max_depth=1)
-    assert cfg.max_depth == 1
+    assert cfg.spread.max_depth == 1
     assert mem.recall(vecs[0], k=50).hops.max() <= 1
 
 
