@@ -30,11 +30,13 @@ from .layout import schema
 from .shm import EngineName, cleanup_stale, spaces_of, unlink_engine
 from .recall import RecallConfig
 from .spreading import AdaptiveBatcher, LatencyPredictor, topology
+from .workers import WorkerError, WorkerPool
 from .store import TIER_DTYPE, TIER_NAMES, TIER_TABLE, SpaceStore
 
 LIVE = schema.CONSTANTS["NODE_LIVE"]
 TIER_LABEL = {v: k for k, v in TIER_NAMES.items()}
 MAX_DIM = 65536
+ROUTINGS = ("auto", "workers")
 SCAN_CHUNK = 65536   # rows per kernel call while a budget is running: the check interval
 
 
@@ -204,8 +206,7 @@ class SpaceView:
         if budget_ms is not None:
             budget_ms = validate.positive_float(budget_ms, "budget_ms")
         self._before_spread(spread)
-        r = _recall.recall(self, q, k, spread=bool(spread), budget_ms=budget_ms, cfg=self._recall_cfg,
-                           predictor=self._predictor, batcher=self._batcher, t_begin=t0)
+        r = self._ranked(q, k, bool(spread), budget_ms, t0)
         rec = st.hot()[r.ids]
         self._touch(r.ids)
         res = RecallResult(
@@ -216,6 +217,11 @@ class SpaceView:
         r.timings["total_ms"] = (time.perf_counter_ns() - t0) / 1e6
         res.timings = r.timings
         return res
+
+    def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int):
+        """The recall pipeline, run here (a reader, or an owner without workers)."""
+        return _recall.recall(self, q, k, spread=spread, budget_ms=budget_ms, cfg=self._recall_cfg,
+                              predictor=self._predictor, batcher=self._batcher, t_begin=t0)
 
     def spread(self, seeds, max_depth: int | None = None, decay: float | None = None,
                threshold: float | None = None, cycle_penalty: float | None = None):
@@ -294,9 +300,30 @@ def kernels_query(query, dim: int) -> np.ndarray:
 class Space(SpaceView):
     """A memory space owned by this process: read and write."""
 
-    def __init__(self, store, kern, closed_check):
+    def __init__(self, store, kern, closed_check, workers=None, routing: str = "auto"):
         super().__init__(store, kern, closed_check)
         self._lock = threading.RLock()   # one writer at a time within the owner
+        self._workers = workers          # engram.workers.WorkerPool, or None: recall in-process
+        self._routing = routing
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+
+    def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int):
+        # "auto": a lone caller runs the pipeline in its own thread (a round trip to a
+        # worker costs more than it saves); callers beyond the first go to the workers,
+        # so concurrent recalls run in parallel instead of taking turns at the GIL.
+        with self._inflight_lock:
+            busy = self._inflight
+            self._inflight += 1
+        try:
+            if self._workers is not None and (busy or self._routing == "workers"):
+                r = self._workers.recall(self.name, q, k, spread, budget_ms, self._recall_cfg, t0)
+                if r is not None:        # None: workers starting, broken, or every slot busy
+                    return r
+            return super()._ranked(q, k, spread, budget_ms, t0)
+        finally:
+            with self._inflight_lock:
+                self._inflight -= 1
 
     def remember(self, vectors, content=None, confidence=None, tier: str = "hot") -> np.ndarray:
         """Store memories; returns their int64 ids. ``tier``: "hot" (f32) or "warm" (f16)."""
@@ -402,8 +429,10 @@ class Space(SpaceView):
                 rec["access_count"][ids] += 1
 
 
-def _unlink_owned(engine: EngineName) -> None:
+def _shutdown(engine: EngineName, workers) -> None:
     if os.getpid() == engine.pid:   # never from a forked child
+        if workers is not None:
+            workers.close()
         unlink_engine(engine)
 
 
@@ -414,15 +443,21 @@ class Engine:
     directory keeps a snapshot there: loaded at start, written by save() and
     close(). Changes since the last save are lost if the process dies (the
     write-ahead log that makes every remember durable is a later layer).
-    dim: embedding dimension of every space. workers: spreading worker
-    processes (None: CPU count; 0: run in-process).
+    dim: embedding dimension of every space. workers: recall worker
+    processes (None: CPU count; 0: recall runs in the calling thread). They
+    start on the first recall; see engram/workers.py. routing: "auto" (a lone
+    caller recalls in its own thread, concurrent callers go to the workers) or
+    "workers" (every recall goes to a worker once they are up).
     """
 
-    def __init__(self, path=None, dim: int = 768, workers=None):
+    def __init__(self, path=None, dim: int = 768, workers=None, routing: str = "auto"):
         self.dim = validate.positive_int(dim, "dim", 1)
         if self.dim > MAX_DIM:
             raise InvalidInputError(f"dim {dim} is larger than the maximum {MAX_DIM}")
         self.workers = (os.cpu_count() or 1) if workers is None else validate.positive_int(workers, "workers")
+        if routing not in ROUTINGS:
+            raise InvalidInputError(f"routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
+        self.routing = routing
         self.path = None if path is None else Path(path)
         self.cleaned = cleanup_stale()
         self._name = EngineName.new()
@@ -431,7 +466,8 @@ class Engine:
         self._lock = threading.Lock()
         self._closed = False
         self._path_lock = None
-        self._finalizer = weakref.finalize(self, _unlink_owned, self._name)
+        self._workers = WorkerPool(self._name, self.dim, self.workers) if self.workers else None
+        self._finalizer = weakref.finalize(self, _shutdown, self._name, self._workers)
         if self.path is not None:
             self._path_lock = snapshot.PathLock(self.path)
             try:
@@ -459,12 +495,28 @@ class Engine:
             sp = self._spaces.get(name)
             if sp is None:
                 store = SpaceStore(self._name, name, self.dim, create=True)
-                sp = self._spaces[name] = Space(store, self._kern, self._check_open)
+                sp = self._spaces[name] = Space(store, self._kern, self._check_open, self._workers, self.routing)
             return sp
 
     def spaces(self) -> list:
         self._check_open()
         return sorted(self._spaces)
+
+    def start_workers(self, timeout: float = 30.0) -> bool:
+        """Start the worker processes now (they otherwise start on the first recall, which
+        then runs in-process until they are up) and wait until they take tasks."""
+        self._check_open()
+        if self._workers is None:
+            return False
+        if not self._workers.wait_ready(timeout):
+            raise WorkerError(f"the worker processes did not start within {timeout} s"
+                              + (f": {self._workers.broken}" if self._workers.broken else ""))
+        return True
+
+    def worker_stats(self) -> dict:
+        """The worker processes: alive, requests served, failed, retried, restarts, the record pool."""
+        self._check_open()
+        return {"workers": 0} if self._workers is None else self._workers.stats()
 
     def save(self):
         """Write a snapshot of every space to ``path`` (compacting links first); returns its directory."""
@@ -485,6 +537,8 @@ class Engine:
                 self.save()
         finally:
             self._closed = True
+            if self._workers is not None:
+                self._workers.close()        # before the segments they read go away
             for sp in self._spaces.values():
                 sp._store.close(unlink=True)
             if self._path_lock is not None:

@@ -39,7 +39,7 @@ class PoolExhaustedError(EngramError):
 
 
 def pool_segment_name(engine: EngineName) -> str:
-    return f"/{engine}.pool"
+    return engine.engine_object("pool")
 
 
 class ActivationRecordPool:

@@ -124,6 +124,11 @@ EG_API int64_t eg_pool_release(eg_pool_header_t *h, eg_activation_record_t *recs
 EG_API int64_t eg_pool_flush(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c);
 /* Idle only: all records never-used again; every cache is dropped. EG_EINVAL while any is held. */
 EG_API int32_t eg_pool_reset(eg_pool_header_t *h);
+/* Word atomics on shared memory (acquire/release), for the task board's states. */
+EG_API int32_t eg_cas_u32(uint32_t *p, uint32_t expected, uint32_t desired);
+EG_API uint32_t eg_load_u32(const uint32_t *p);
+EG_API void eg_store_u32(uint32_t *p, uint32_t v);
+EG_API uint64_t eg_add_u64(uint64_t *p, uint64_t v);
 
 EG_API uint32_t eg_abi_version(void);
 EG_API uint64_t eg_layout_hash(void);

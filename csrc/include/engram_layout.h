@@ -4,8 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0x5c0f5f71f2a82318ULL
-#define EG_ABI_VERSION 6
+#define EG_LAYOUT_HASH 0xd9b178968f7ea771ULL
+#define EG_ABI_VERSION 7
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0
@@ -20,6 +20,13 @@
 #define EG_TABLE_CSR 6
 #define EG_TABLE_DELTA 7
 #define EG_TABLE_POOL 8
+#define EG_TABLE_TASKS 9
+#define EG_TASK_FREE 0
+#define EG_TASK_FILLING 1
+#define EG_TASK_READY 2
+#define EG_TASK_TAKEN 3
+#define EG_TASK_DONE 4
+#define EG_TASK_FAILED 5
 #define EG_ROW_ALIGN 64
 #define EG_NIL 4294967295ULL
 
@@ -113,7 +120,8 @@ typedef struct __attribute__((aligned(32))) {
     uint32_t source;
     uint16_t hop;
     uint16_t flags;
-    uint64_t _pad;
+    float score;
+    float similarity;
 } eg_activation_record_t;
 _Static_assert(sizeof(eg_activation_record_t) == 32, "ActivationRecord size");
 _Static_assert(offsetof(eg_activation_record_t, node) == 0, "ActivationRecord.node offset");
@@ -123,7 +131,8 @@ _Static_assert(offsetof(eg_activation_record_t, confidence) == 12, "ActivationRe
 _Static_assert(offsetof(eg_activation_record_t, source) == 16, "ActivationRecord.source offset");
 _Static_assert(offsetof(eg_activation_record_t, hop) == 20, "ActivationRecord.hop offset");
 _Static_assert(offsetof(eg_activation_record_t, flags) == 22, "ActivationRecord.flags offset");
-_Static_assert(offsetof(eg_activation_record_t, _pad) == 24, "ActivationRecord._pad offset");
+_Static_assert(offsetof(eg_activation_record_t, score) == 24, "ActivationRecord.score offset");
+_Static_assert(offsetof(eg_activation_record_t, similarity) == 28, "ActivationRecord.similarity offset");
 
 /* Shared activation record pool header (PoolHeader then ActivationRecord[capacity]). */
 typedef struct __attribute__((aligned(64))) {
@@ -157,6 +166,84 @@ _Static_assert(offsetof(eg_pool_header_t, failed) == 160, "PoolHeader.failed off
 _Static_assert(offsetof(eg_pool_header_t, in_use) == 168, "PoolHeader.in_use offset");
 _Static_assert(offsetof(eg_pool_header_t, high_water) == 176, "PoolHeader.high_water offset");
 _Static_assert(offsetof(eg_pool_header_t, resets) == 184, "PoolHeader.resets offset");
+
+/* A request on the task board and where its answer is. */
+typedef struct __attribute__((aligned(64))) {
+    uint32_t state;
+    uint32_t kind;
+    uint32_t worker;
+    uint32_t attempt;
+    uint32_t k;
+    uint32_t flags;
+    uint32_t result_head;
+    uint32_t result_count;
+    uint64_t budget_ns;
+    uint64_t submit_ns;
+    uint64_t done_ns;
+    uint64_t seq;
+    float scan_ms;
+    float spread_ms;
+    float rank_ms;
+    float total_ms;
+    uint32_t hops_run;
+    uint32_t touched;
+    uint32_t status;
+    uint32_t worker_pid;
+    uint8_t space[64];
+    uint8_t message[96];
+} eg_task_slot_t;
+_Static_assert(sizeof(eg_task_slot_t) == 256, "TaskSlot size");
+_Static_assert(offsetof(eg_task_slot_t, state) == 0, "TaskSlot.state offset");
+_Static_assert(offsetof(eg_task_slot_t, kind) == 4, "TaskSlot.kind offset");
+_Static_assert(offsetof(eg_task_slot_t, worker) == 8, "TaskSlot.worker offset");
+_Static_assert(offsetof(eg_task_slot_t, attempt) == 12, "TaskSlot.attempt offset");
+_Static_assert(offsetof(eg_task_slot_t, k) == 16, "TaskSlot.k offset");
+_Static_assert(offsetof(eg_task_slot_t, flags) == 20, "TaskSlot.flags offset");
+_Static_assert(offsetof(eg_task_slot_t, result_head) == 24, "TaskSlot.result_head offset");
+_Static_assert(offsetof(eg_task_slot_t, result_count) == 28, "TaskSlot.result_count offset");
+_Static_assert(offsetof(eg_task_slot_t, budget_ns) == 32, "TaskSlot.budget_ns offset");
+_Static_assert(offsetof(eg_task_slot_t, submit_ns) == 40, "TaskSlot.submit_ns offset");
+_Static_assert(offsetof(eg_task_slot_t, done_ns) == 48, "TaskSlot.done_ns offset");
+_Static_assert(offsetof(eg_task_slot_t, seq) == 56, "TaskSlot.seq offset");
+_Static_assert(offsetof(eg_task_slot_t, scan_ms) == 64, "TaskSlot.scan_ms offset");
+_Static_assert(offsetof(eg_task_slot_t, spread_ms) == 68, "TaskSlot.spread_ms offset");
+_Static_assert(offsetof(eg_task_slot_t, rank_ms) == 72, "TaskSlot.rank_ms offset");
+_Static_assert(offsetof(eg_task_slot_t, total_ms) == 76, "TaskSlot.total_ms offset");
+_Static_assert(offsetof(eg_task_slot_t, hops_run) == 80, "TaskSlot.hops_run offset");
+_Static_assert(offsetof(eg_task_slot_t, touched) == 84, "TaskSlot.touched offset");
+_Static_assert(offsetof(eg_task_slot_t, status) == 88, "TaskSlot.status offset");
+_Static_assert(offsetof(eg_task_slot_t, worker_pid) == 92, "TaskSlot.worker_pid offset");
+_Static_assert(offsetof(eg_task_slot_t, space) == 96, "TaskSlot.space offset");
+_Static_assert(offsetof(eg_task_slot_t, message) == 160, "TaskSlot.message offset");
+
+/* Head of the task board segment. */
+typedef struct __attribute__((aligned(32))) {
+    uint32_t slots;
+    uint32_t dim;
+    uint32_t workers;
+    uint32_t stop;
+    uint64_t submitted;
+    uint64_t completed;
+    uint64_t failed;
+    uint64_t retried;
+    uint64_t restarts;
+    uint64_t test_hold_ns;
+    uint64_t ready;
+    uint64_t _reserved[3];
+} eg_task_board_header_t;
+_Static_assert(sizeof(eg_task_board_header_t) == 96, "TaskBoardHeader size");
+_Static_assert(offsetof(eg_task_board_header_t, slots) == 0, "TaskBoardHeader.slots offset");
+_Static_assert(offsetof(eg_task_board_header_t, dim) == 4, "TaskBoardHeader.dim offset");
+_Static_assert(offsetof(eg_task_board_header_t, workers) == 8, "TaskBoardHeader.workers offset");
+_Static_assert(offsetof(eg_task_board_header_t, stop) == 12, "TaskBoardHeader.stop offset");
+_Static_assert(offsetof(eg_task_board_header_t, submitted) == 16, "TaskBoardHeader.submitted offset");
+_Static_assert(offsetof(eg_task_board_header_t, completed) == 24, "TaskBoardHeader.completed offset");
+_Static_assert(offsetof(eg_task_board_header_t, failed) == 32, "TaskBoardHeader.failed offset");
+_Static_assert(offsetof(eg_task_board_header_t, retried) == 40, "TaskBoardHeader.retried offset");
+_Static_assert(offsetof(eg_task_board_header_t, restarts) == 48, "TaskBoardHeader.restarts offset");
+_Static_assert(offsetof(eg_task_board_header_t, test_hold_ns) == 56, "TaskBoardHeader.test_hold_ns offset");
+_Static_assert(offsetof(eg_task_board_header_t, ready) == 64, "TaskBoardHeader.ready offset");
+_Static_assert(offsetof(eg_task_board_header_t, _reserved) == 72, "TaskBoardHeader._reserved offset");
 
 /* Spreading scratch: a node is in the current spread only if mark's epoch matches. */
 typedef struct __attribute__((aligned(8))) {
@@ -264,7 +351,8 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"ActivationRecord", "source", (int64_t)offsetof(eg_activation_record_t, source), (int64_t)sizeof(((eg_activation_record_t *)0)->source)}, \
     {"ActivationRecord", "hop", (int64_t)offsetof(eg_activation_record_t, hop), (int64_t)sizeof(((eg_activation_record_t *)0)->hop)}, \
     {"ActivationRecord", "flags", (int64_t)offsetof(eg_activation_record_t, flags), (int64_t)sizeof(((eg_activation_record_t *)0)->flags)}, \
-    {"ActivationRecord", "_pad", (int64_t)offsetof(eg_activation_record_t, _pad), (int64_t)sizeof(((eg_activation_record_t *)0)->_pad)}, \
+    {"ActivationRecord", "score", (int64_t)offsetof(eg_activation_record_t, score), (int64_t)sizeof(((eg_activation_record_t *)0)->score)}, \
+    {"ActivationRecord", "similarity", (int64_t)offsetof(eg_activation_record_t, similarity), (int64_t)sizeof(((eg_activation_record_t *)0)->similarity)}, \
     {"PoolHeader", "", 0, (int64_t)sizeof(eg_pool_header_t)}, \
     {"PoolHeader", "head", (int64_t)offsetof(eg_pool_header_t, head), (int64_t)sizeof(((eg_pool_header_t *)0)->head)}, \
     {"PoolHeader", "capacity", (int64_t)offsetof(eg_pool_header_t, capacity), (int64_t)sizeof(((eg_pool_header_t *)0)->capacity)}, \
@@ -280,6 +368,42 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"PoolHeader", "in_use", (int64_t)offsetof(eg_pool_header_t, in_use), (int64_t)sizeof(((eg_pool_header_t *)0)->in_use)}, \
     {"PoolHeader", "high_water", (int64_t)offsetof(eg_pool_header_t, high_water), (int64_t)sizeof(((eg_pool_header_t *)0)->high_water)}, \
     {"PoolHeader", "resets", (int64_t)offsetof(eg_pool_header_t, resets), (int64_t)sizeof(((eg_pool_header_t *)0)->resets)}, \
+    {"TaskSlot", "", 0, (int64_t)sizeof(eg_task_slot_t)}, \
+    {"TaskSlot", "state", (int64_t)offsetof(eg_task_slot_t, state), (int64_t)sizeof(((eg_task_slot_t *)0)->state)}, \
+    {"TaskSlot", "kind", (int64_t)offsetof(eg_task_slot_t, kind), (int64_t)sizeof(((eg_task_slot_t *)0)->kind)}, \
+    {"TaskSlot", "worker", (int64_t)offsetof(eg_task_slot_t, worker), (int64_t)sizeof(((eg_task_slot_t *)0)->worker)}, \
+    {"TaskSlot", "attempt", (int64_t)offsetof(eg_task_slot_t, attempt), (int64_t)sizeof(((eg_task_slot_t *)0)->attempt)}, \
+    {"TaskSlot", "k", (int64_t)offsetof(eg_task_slot_t, k), (int64_t)sizeof(((eg_task_slot_t *)0)->k)}, \
+    {"TaskSlot", "flags", (int64_t)offsetof(eg_task_slot_t, flags), (int64_t)sizeof(((eg_task_slot_t *)0)->flags)}, \
+    {"TaskSlot", "result_head", (int64_t)offsetof(eg_task_slot_t, result_head), (int64_t)sizeof(((eg_task_slot_t *)0)->result_head)}, \
+    {"TaskSlot", "result_count", (int64_t)offsetof(eg_task_slot_t, result_count), (int64_t)sizeof(((eg_task_slot_t *)0)->result_count)}, \
+    {"TaskSlot", "budget_ns", (int64_t)offsetof(eg_task_slot_t, budget_ns), (int64_t)sizeof(((eg_task_slot_t *)0)->budget_ns)}, \
+    {"TaskSlot", "submit_ns", (int64_t)offsetof(eg_task_slot_t, submit_ns), (int64_t)sizeof(((eg_task_slot_t *)0)->submit_ns)}, \
+    {"TaskSlot", "done_ns", (int64_t)offsetof(eg_task_slot_t, done_ns), (int64_t)sizeof(((eg_task_slot_t *)0)->done_ns)}, \
+    {"TaskSlot", "seq", (int64_t)offsetof(eg_task_slot_t, seq), (int64_t)sizeof(((eg_task_slot_t *)0)->seq)}, \
+    {"TaskSlot", "scan_ms", (int64_t)offsetof(eg_task_slot_t, scan_ms), (int64_t)sizeof(((eg_task_slot_t *)0)->scan_ms)}, \
+    {"TaskSlot", "spread_ms", (int64_t)offsetof(eg_task_slot_t, spread_ms), (int64_t)sizeof(((eg_task_slot_t *)0)->spread_ms)}, \
+    {"TaskSlot", "rank_ms", (int64_t)offsetof(eg_task_slot_t, rank_ms), (int64_t)sizeof(((eg_task_slot_t *)0)->rank_ms)}, \
+    {"TaskSlot", "total_ms", (int64_t)offsetof(eg_task_slot_t, total_ms), (int64_t)sizeof(((eg_task_slot_t *)0)->total_ms)}, \
+    {"TaskSlot", "hops_run", (int64_t)offsetof(eg_task_slot_t, hops_run), (int64_t)sizeof(((eg_task_slot_t *)0)->hops_run)}, \
+    {"TaskSlot", "touched", (int64_t)offsetof(eg_task_slot_t, touched), (int64_t)sizeof(((eg_task_slot_t *)0)->touched)}, \
+    {"TaskSlot", "status", (int64_t)offsetof(eg_task_slot_t, status), (int64_t)sizeof(((eg_task_slot_t *)0)->status)}, \
+    {"TaskSlot", "worker_pid", (int64_t)offsetof(eg_task_slot_t, worker_pid), (int64_t)sizeof(((eg_task_slot_t *)0)->worker_pid)}, \
+    {"TaskSlot", "space", (int64_t)offsetof(eg_task_slot_t, space), (int64_t)sizeof(((eg_task_slot_t *)0)->space)}, \
+    {"TaskSlot", "message", (int64_t)offsetof(eg_task_slot_t, message), (int64_t)sizeof(((eg_task_slot_t *)0)->message)}, \
+    {"TaskBoardHeader", "", 0, (int64_t)sizeof(eg_task_board_header_t)}, \
+    {"TaskBoardHeader", "slots", (int64_t)offsetof(eg_task_board_header_t, slots), (int64_t)sizeof(((eg_task_board_header_t *)0)->slots)}, \
+    {"TaskBoardHeader", "dim", (int64_t)offsetof(eg_task_board_header_t, dim), (int64_t)sizeof(((eg_task_board_header_t *)0)->dim)}, \
+    {"TaskBoardHeader", "workers", (int64_t)offsetof(eg_task_board_header_t, workers), (int64_t)sizeof(((eg_task_board_header_t *)0)->workers)}, \
+    {"TaskBoardHeader", "stop", (int64_t)offsetof(eg_task_board_header_t, stop), (int64_t)sizeof(((eg_task_board_header_t *)0)->stop)}, \
+    {"TaskBoardHeader", "submitted", (int64_t)offsetof(eg_task_board_header_t, submitted), (int64_t)sizeof(((eg_task_board_header_t *)0)->submitted)}, \
+    {"TaskBoardHeader", "completed", (int64_t)offsetof(eg_task_board_header_t, completed), (int64_t)sizeof(((eg_task_board_header_t *)0)->completed)}, \
+    {"TaskBoardHeader", "failed", (int64_t)offsetof(eg_task_board_header_t, failed), (int64_t)sizeof(((eg_task_board_header_t *)0)->failed)}, \
+    {"TaskBoardHeader", "retried", (int64_t)offsetof(eg_task_board_header_t, retried), (int64_t)sizeof(((eg_task_board_header_t *)0)->retried)}, \
+    {"TaskBoardHeader", "restarts", (int64_t)offsetof(eg_task_board_header_t, restarts), (int64_t)sizeof(((eg_task_board_header_t *)0)->restarts)}, \
+    {"TaskBoardHeader", "test_hold_ns", (int64_t)offsetof(eg_task_board_header_t, test_hold_ns), (int64_t)sizeof(((eg_task_board_header_t *)0)->test_hold_ns)}, \
+    {"TaskBoardHeader", "ready", (int64_t)offsetof(eg_task_board_header_t, ready), (int64_t)sizeof(((eg_task_board_header_t *)0)->ready)}, \
+    {"TaskBoardHeader", "_reserved", (int64_t)offsetof(eg_task_board_header_t, _reserved), (int64_t)sizeof(((eg_task_board_header_t *)0)->_reserved)}, \
     {"SpreadState", "", 0, (int64_t)sizeof(eg_spread_state_t)}, \
     {"SpreadState", "mark", (int64_t)offsetof(eg_spread_state_t, mark), (int64_t)sizeof(((eg_spread_state_t *)0)->mark)}, \
     {"SpreadState", "act", (int64_t)offsetof(eg_spread_state_t, act), (int64_t)sizeof(((eg_spread_state_t *)0)->act)}, \

@@ -159,3 +159,12 @@ EG_API int32_t eg_pool_reset(eg_pool_header_t *h) {
     __atomic_add_fetch(&h->resets, 1, __ATOMIC_ACQ_REL);
     return 0;
 }
+
+/* Word atomics on shared memory for the Python side (the task board's slot
+ * states): Python has no compare-exchange of its own. */
+EG_API int32_t eg_cas_u32(uint32_t *p, uint32_t expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+EG_API uint32_t eg_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+EG_API void eg_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+EG_API uint64_t eg_add_u64(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }

@@ -43,6 +43,10 @@ OPTIONAL = {
     "eg_pool_release": (C.c_int64, [C.c_void_p, C.c_void_p, C.c_void_p, C.c_void_p, C.c_uint64]),
     "eg_pool_flush": (C.c_int64, [C.c_void_p, C.c_void_p, C.c_void_p]),
     "eg_pool_reset": (C.c_int32, [C.c_void_p]),
+    "eg_cas_u32": (C.c_int32, [C.c_void_p, C.c_uint32, C.c_uint32]),
+    "eg_load_u32": (C.c_uint32, [C.c_void_p]),
+    "eg_store_u32": (None, [C.c_void_p, C.c_uint32]),
+    "eg_add_u64": (C.c_uint64, [C.c_void_p, C.c_uint64]),
     # Zig library only: the per-thread kernel scratch arena
     "eg_arena_configure": (C.c_int32, [C.c_uint64, C.c_uint32]),
     "eg_arena_stats": (C.c_int32, [C.POINTER(C.c_uint64)]),

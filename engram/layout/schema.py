@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 
 #: Bumped when the C/Zig function signatures change (independent of layout).
-ABI_VERSION = 6
+ABI_VERSION = 7
 #: Bumped when a segment's meaning changes without its records changing.
 FORMAT_VERSION = 1
 #: "ENGRAM01" little-endian: the first 8 bytes of every segment.
@@ -124,7 +124,8 @@ ACTIVATION_RECORD = Record("ActivationRecord", (
     F("source", "u32", doc="node this activation came from"),
     F("hop", "u16"),
     F("flags", "u16"),
-    F("_pad", "u64", 1),
+    F("score", "f32", doc="ranking score, when the record carries a recall result"),
+    F("similarity", "f32", doc="cosine to the query (NaN: reached only by spreading)"),
 ), size=32, align=32, doc="Activation record in the shared pool.")
 
 #: Head of the shared activation record pool. Each contended word has its own
@@ -146,6 +147,50 @@ POOL_HEADER = Record("PoolHeader", (
     F("high_water", "u64", doc="most records ever held at once"),
     F("resets", "u64", doc="times the pool was reset while idle"),
 ), size=192, align=64, doc="Shared activation record pool header (PoolHeader then ActivationRecord[capacity]).")
+
+#: One request on the task board (TaskBoardHeader, then TaskSlot[slots], then
+#: the slots' query vectors). A slot moves FREE -> FILLING (a client claimed it)
+#: -> READY -> TAKEN (a worker) -> DONE | FAILED -> FREE, each step by
+#: compare-exchange on `state`; results travel in pool records.
+TASK_SLOT = Record("TaskSlot", (
+    F("state", "u32"),
+    F("kind", "u32", doc="1 = recall"),
+    F("worker", "u32", doc="worker id that took it"),
+    F("attempt", "u32", doc="times taken (a dead worker's task is retried once)"),
+    F("k", "u32"),
+    F("flags", "u32", doc="bit 0 spread, bit 1 has a budget"),
+    F("result_head", "u32", doc="first pool record of the result (EG_NIL: none)"),
+    F("result_count", "u32"),
+    F("budget_ns", "u64"),
+    F("submit_ns", "u64", doc="CLOCK_MONOTONIC at submission: the budget runs from here"),
+    F("done_ns", "u64"),
+    F("seq", "u64", doc="request number, for tracing"),
+    F("scan_ms", "f32"),
+    F("spread_ms", "f32"),
+    F("rank_ms", "f32"),
+    F("total_ms", "f32"),
+    F("hops_run", "u32"),
+    F("touched", "u32"),
+    F("status", "u32", doc="bit 0 partial, bit 1 fallback"),
+    F("worker_pid", "u32"),
+    F("space", "u8", 64, doc="memory space name, NUL padded"),
+    F("message", "u8", 96, doc="what failed, UTF-8, NUL padded"),
+), size=256, align=64, doc="A request on the task board and where its answer is.")
+
+TASK_BOARD_HEADER = Record("TaskBoardHeader", (
+    F("slots", "u32"),
+    F("dim", "u32"),
+    F("workers", "u32", doc="worker processes the owner keeps running"),
+    F("stop", "u32", doc="set by the owner: workers exit"),
+    F("submitted", "u64"),
+    F("completed", "u64"),
+    F("failed", "u64"),
+    F("retried", "u64"),
+    F("restarts", "u64", doc="workers replaced after dying"),
+    F("test_hold_ns", "u64", doc="fault injection for tests: a worker holds each task this long"),
+    F("ready", "u64", doc="workers that attached and wait for tasks (started minus exited)"),
+    F("_reserved", "u64", 3),
+), size=96, align=32, doc="Head of the task board segment.")
 
 #: Per-node scratch of one spread (per worker, not shared): see csrc/kernels/spread.c.
 SPREAD_STATE = Record("SpreadState", (
@@ -188,8 +233,8 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
     F("tables", "u64", 2 * MAX_TABLES, doc="TableRef[MAX_TABLES]"),
 ), size=256, align=64)
 
-RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, SPREAD_STATE, CSR_HEADER,
-           TABLE_REF, SPACE_DIRECTORY)
+RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,
+           SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY)
 
 CONSTANTS = {
     "ABI_VERSION": ABI_VERSION,
@@ -207,6 +252,13 @@ CONSTANTS = {
     "TABLE_CSR": 6,
     "TABLE_DELTA": 7,
     "TABLE_POOL": 8,
+    "TABLE_TASKS": 9,
+    "TASK_FREE": 0,
+    "TASK_FILLING": 1,
+    "TASK_READY": 2,
+    "TASK_TAKEN": 3,
+    "TASK_DONE": 4,
+    "TASK_FAILED": 5,
     "ROW_ALIGN": 64,
     "NIL": 0xFFFFFFFF,
 }

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 
-from .names import EngineName, engines, pid_alive, segments_of, spaces_of  # noqa: F401
+import posix_ipc
+
+from .names import EngineName, engines, pid_alive, segments_of, semaphores_of, spaces_of  # noqa: F401
 from .segment import Segment  # noqa: F401
 
 log = logging.getLogger("engram.shm")
@@ -22,10 +24,22 @@ def cleanup_stale() -> list:
         names = segments_of(eng)
         for name in names:
             Segment.unlink(name)
+        _unlink_semaphores(eng)
         log.warning("engram: removed %d shared-memory segments left by crashed engine %s", len(names), eng)
         cleaned.append(eng)
     return cleaned
 
 
+def _unlink_semaphores(engine: EngineName) -> int:
+    n = 0
+    for name in semaphores_of(engine):
+        try:
+            posix_ipc.unlink_semaphore(name)
+            n += 1
+        except posix_ipc.ExistentialError:
+            pass
+    return n
+
+
 def unlink_engine(engine: EngineName) -> int:
-    return sum(Segment.unlink(name) for name in segments_of(engine))
+    return sum(Segment.unlink(name) for name in segments_of(engine)) + _unlink_semaphores(engine)

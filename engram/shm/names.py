@@ -45,6 +45,10 @@ class EngineName:
     def table(self, space: str, table: str, generation: int) -> str:
         return f"/{self}.{space}.{table}.g{generation}"
 
+    def engine_object(self, what: str) -> str:
+        """An engine-wide segment or semaphore (the record pool, the task board, ...)."""
+        return f"/{self}.{what}"
+
 
 def _entries() -> list:
     try:
@@ -54,7 +58,10 @@ def _entries() -> list:
 
 
 def engine_of(entry: str):
-    """The EngineName a /dev/shm entry belongs to, or None if it is not ours."""
+    """The EngineName a /dev/shm entry (a segment, or a semaphore's "sem." file) belongs to,
+    or None if it is not ours."""
+    if entry.startswith("sem."):
+        entry = entry[4:]
     parts = entry.split(".")
     if len(parts) < 5 or parts[0] != PREFIX:
         return None
@@ -67,6 +74,12 @@ def engine_of(entry: str):
 def segments_of(engine: EngineName) -> list:
     prefix = f"{engine}."
     return sorted("/" + e for e in _entries() if e.startswith(prefix))
+
+
+def semaphores_of(engine: EngineName) -> list:
+    """Names of the engine's posix semaphores (/dev/shm/sem.<name>)."""
+    prefix = f"sem.{engine}."
+    return sorted("/" + e[4:] for e in _entries() if e.startswith(prefix))
 
 
 def spaces_of(engine: EngineName) -> list:

@@ -1,0 +1,427 @@
+"""Worker processes: recalls served by N processes attached to the engine.
+
+The owner keeps a task board in shared memory (a TaskBoardHeader, TaskSlot[slots]
+and one query row per slot; see engram/layout/schema.py) and N worker processes,
+started on the first recall. A request:
+
+    client   claims a FREE slot (compare-exchange FREE -> FILLING), writes the query,
+             its settings and the submit time, marks it READY, posts the `work`
+             semaphore, and waits on the slot's `done` semaphore
+    worker   wakes on `work`, takes a READY slot (READY -> TAKEN), runs the same
+             recall pipeline as in-process (engram/recall.py) on its read-only view
+             of the space, writes the ranked answer into activation records from
+             the shared ActivationRecordPool, marks the slot DONE, posts `done`
+    client   reads the records, releases them to the pool, frees the slot; the
+             owner then records the access, as for an in-process recall
+
+Threads of the owner and other processes are served in parallel, one worker each.
+A supervisor thread in the owner polls the workers: a dead worker's task is put
+back on the board once (then it fails with an error naming the worker), and a new
+worker takes the dead one's place. Budgets run from the submit time
+(CLOCK_MONOTONIC is the same clock in every process), so queueing counts.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import posix_ipc
+
+from ._kernels.native import load_c
+from .errors import EngramError
+from .layout import TASK_BOARD_HEADER_DTYPE, TASK_SLOT_DTYPE, schema
+from .pool import ActivationRecordPool
+from .shm.names import EngineName, pid_alive
+from .shm.segment import Segment, align_up
+
+log = logging.getLogger("engram.workers")
+C = schema.CONSTANTS
+FREE, FILLING, READY, TAKEN, DONE, FAILED = (C[f"TASK_{s}"] for s in
+                                            ("FREE", "FILLING", "READY", "TAKEN", "DONE", "FAILED"))
+NIL = C["NIL"]
+KIND_RECALL = 1
+FLAG_SPREAD, FLAG_BUDGET = 1, 2
+STATUS_PARTIAL, STATUS_FALLBACK = 1, 2
+CONFIG_FLOATS = 16          # recall settings travel beside the query (see _config_vector)
+MAX_ATTEMPTS = 2            # a task whose worker dies twice fails
+DEFAULT_SLOTS = 64
+POLL_S = 0.05
+EARLY_DEATH_S = 3.0         # a worker that dies this soon after starting, CRASH_LOOP times running,
+CRASH_LOOP = 3              # is not restarted again: recalls then run in the calling process
+
+
+class WorkerError(EngramError):
+    """A worker could not answer: it died (twice) while running the request, or it failed."""
+
+
+def _config_vector(cfg) -> np.ndarray:
+    sp = cfg.spread
+    return np.array([sp.max_depth, sp.decay, sp.threshold, sp.cycle_penalty, sp.prefetch_distance,
+                     cfg.sigmoid_midpoint, cfg.sigmoid_steepness, cfg.forget_tau_s, cfg.seed_factor,
+                     cfg.hot_budget_share] + [0.0] * (CONFIG_FLOATS - 10), np.float64)
+
+
+def _config_from(v: np.ndarray):
+    from ._kernels.table import SpreadParams
+    from .recall import RecallConfig
+    return RecallConfig(spread=SpreadParams(int(v[0]), float(v[1]), float(v[2]), float(v[3]), int(v[4])),
+                        sigmoid_midpoint=float(v[5]), sigmoid_steepness=float(v[6]), forget_tau_s=float(v[7]),
+                        seed_factor=int(v[8]), hot_budget_share=float(v[9]))
+
+
+class TaskBoard:
+    """The task board segment; slot states change only by the C library's word atomics."""
+
+    def __init__(self, seg: Segment):
+        self.seg = seg
+        self.header = seg.array(0, TASK_BOARD_HEADER_DTYPE, 1)
+        self.n = int(self.header["slots"][0])
+        self.dim = int(self.header["dim"][0])
+        off = align_up(TASK_BOARD_HEADER_DTYPE.itemsize)
+        self.slots = seg.array(off, TASK_SLOT_DTYPE, self.n)
+        off = align_up(off + self.n * TASK_SLOT_DTYPE.itemsize)
+        self.queries = seg.array(off, np.float32, self.n * self.dim, shape=(self.n, self.dim))
+        off = align_up(off + self.n * self.dim * 4)
+        self.configs = seg.array(off, np.float64, self.n * CONFIG_FLOATS, shape=(self.n, CONFIG_FLOATS))
+        fns = load_c().fns
+        self._cas, self._load, self._store, self._add = (fns["eg_cas_u32"], fns["eg_load_u32"],
+                                                         fns["eg_store_u32"], fns["eg_add_u64"])
+        base = self.slots.ctypes.data
+        self._state = [base + i * TASK_SLOT_DTYPE.itemsize for i in range(self.n)]   # state is at offset 0
+        h = self.header.ctypes.data
+        self._counter = {f: h + TASK_BOARD_HEADER_DTYPE.fields[f][1]
+                         for f in ("submitted", "completed", "failed", "retried", "restarts", "ready")}
+
+    @staticmethod
+    def size(slots: int, dim: int) -> int:
+        return (align_up(TASK_BOARD_HEADER_DTYPE.itemsize) + align_up(slots * TASK_SLOT_DTYPE.itemsize)
+                + align_up(slots * dim * 4) + slots * CONFIG_FLOATS * 8)
+
+    @classmethod
+    def create(cls, engine: EngineName, slots: int, dim: int, workers: int) -> "TaskBoard":
+        seg = Segment.create(engine.engine_object("tasks"), kind=C["TABLE_TASKS"],
+                             data_bytes=cls.size(slots, dim), capacity=slots, dim=dim)
+        h = seg.array(0, TASK_BOARD_HEADER_DTYPE, 1)
+        h["slots"], h["dim"], h["workers"] = slots, dim, workers
+        return cls(seg)
+
+    @classmethod
+    def attach(cls, engine: EngineName) -> "TaskBoard":
+        return cls(Segment.attach(engine.engine_object("tasks"), kind=C["TABLE_TASKS"], writable=True))
+
+    def state(self, i: int) -> int:
+        return self._load(self._state[i])
+
+    def cas(self, i: int, expected: int, desired: int) -> bool:
+        return bool(self._cas(self._state[i], expected, desired))
+
+    def set_state(self, i: int, value: int) -> None:
+        self._store(self._state[i], value)
+
+    def count(self, field: str, v: int = 1) -> int:
+        return int(self._add(self._counter[field], v))
+
+    def _grab(self, want: int, new: int):
+        for i in np.flatnonzero(self.slots["state"] == want).tolist():
+            if self.cas(i, want, new):
+                return i
+        return None
+
+    def claim(self):
+        """A FREE slot, now FILLING and this caller's; None when every slot is busy."""
+        return self._grab(FREE, FILLING)
+
+    def take(self):
+        """A READY slot, now TAKEN by the calling worker; None when there is none."""
+        return self._grab(READY, TAKEN)
+
+
+def _semaphore(engine: EngineName, what: str, create: bool) -> posix_ipc.Semaphore:
+    name = engine.engine_object(what)
+    if create:
+        return posix_ipc.Semaphore(name, flags=posix_ipc.O_CREX, mode=0o600, initial_value=0)
+    return posix_ipc.Semaphore(name)
+
+
+# ----------------------------------------------------------------- the worker process
+
+def worker_main(engine_text: str, worker_id: int) -> None:
+    """Entry point of a worker process (started with the spawn method)."""
+    from .engine import Attached
+    from . import recall as _recall
+    engine = EngineName.parse(engine_text)
+    board = TaskBoard.attach(engine)
+    pool = ActivationRecordPool.attach(engine)
+    work = _semaphore(engine, "work", create=False)
+    done = [_semaphore(engine, f"done{i}", create=False) for i in range(board.n)]
+    eng = Attached(engine_text)
+    pid = os.getpid()
+    if os.environ.get("ENGRAM_WORKER_FAULT") == "exit-at-start":    # fault injection for the tests
+        os._exit(3)
+    board.count("ready")
+    while not board.header["stop"][0]:
+        try:
+            work.acquire(1.0)
+        except posix_ipc.BusyError:
+            if not pid_alive(engine.pid):       # the owner is gone: nothing left to serve
+                break
+            continue
+        while not board.header["stop"][0]:
+            i = board.take()
+            if i is None:
+                break
+            _serve(board, pool, eng, _recall, i, worker_id, pid)
+            done[i].release()
+    pool.flush()
+    board.count("ready", -1 & 0xFFFFFFFFFFFFFFFF)       # wraps: minus one
+
+
+def _serve(board, pool, eng, _recall, i, worker_id, pid):
+    slot = board.slots[i:i + 1]
+    slot["worker"], slot["worker_pid"] = worker_id, pid
+    slot["attempt"] += 1
+    hold = int(board.header["test_hold_ns"][0])
+    if hold:
+        time.sleep(hold / 1e9)
+    try:
+        space = bytes(slot["space"][0]).rstrip(b"\0").decode()
+        view = eng.space(space)
+        view._open()
+        cfg = _config_from(board.configs[i])
+        if cfg != view._recall_cfg:
+            view._recall_cfg, view._spread_params = cfg, cfg.spread_params()
+        flags = int(slot["flags"][0])
+        budget = float(slot["budget_ns"][0]) / 1e6 if flags & FLAG_BUDGET else None
+        r = _recall.recall(view, board.queries[i], int(slot["k"][0]), spread=bool(flags & FLAG_SPREAD),
+                           budget_ms=budget, cfg=cfg, predictor=view._predictor, batcher=view._batcher,
+                           t_begin=int(slot["submit_ns"][0]))
+        n = int(r.ids.shape[0])
+        idx = pool.acquire(n)
+        rec = pool.records
+        rec["node"][idx] = r.ids
+        rec["activation"][idx] = r.activation
+        rec["score"][idx] = r.scores
+        rec["similarity"][idx] = r.similarity
+        rec["hop"][idx] = r.hops
+        rec["confidence"][idx] = view._store.hot()["confidence"][r.ids]
+        rec["source"][idx] = worker_id
+        if n:
+            rec["next"][idx[:-1]] = idx[1:]
+            rec["next"][idx[-1]] = NIL
+        t = r.timings
+        slot["result_head"] = int(idx[0]) if n else NIL
+        slot["result_count"] = n
+        slot["scan_ms"], slot["spread_ms"], slot["rank_ms"] = (t.get("scan_ms", 0.0), t.get("spread_ms", 0.0),
+                                                               t.get("rank_ms", 0.0))
+        info = r.info or {}
+        slot["hops_run"], slot["touched"] = info.get("hops", 0), info.get("touched", 0)
+        slot["status"] = (STATUS_PARTIAL if r.partial else 0) | (STATUS_FALLBACK if r.fallback else 0)
+        slot["done_ns"] = time.perf_counter_ns()
+        board.set_state(i, DONE)
+        board.count("completed")
+    except Exception as e:       # the client gets the message; the worker keeps serving
+        _fail(board, i, f"worker {worker_id}: {type(e).__name__}: {e}")
+
+
+def _fail(board, i: int, message: str) -> None:
+    msg = message.encode()[:95]
+    err = np.zeros(96, np.uint8)
+    err[:len(msg)] = np.frombuffer(msg, np.uint8)
+    board.slots["message"][i] = err
+    board.set_state(i, FAILED)
+    board.count("failed")
+
+
+# ----------------------------------------------------------------- the owner's side
+
+class WorkerPool:
+    """The owner's workers: started on first use, supervised, stopped by close()."""
+
+    def __init__(self, engine: EngineName, dim: int, workers: int, slots: int = DEFAULT_SLOTS):
+        self.engine, self.dim, self.size, self.n_slots = engine, dim, workers, slots
+        self.board = None
+        self.pool = None
+        self.procs: dict = {}
+        self._started_at: dict = {}
+        self._early: dict = {}
+        self.broken = None                    # why workers are no longer used, once they crash-loop
+        self._lock = threading.Lock()
+        self._closed = False
+        self._supervisor = None
+
+    @property
+    def started(self) -> bool:
+        return self.board is not None
+
+    def start(self) -> None:
+        with self._lock:
+            if self.board is not None or self._closed:
+                return
+            self.pool = ActivationRecordPool.create(self.engine, capacity=max(1 << 16, self.n_slots * 1024))
+            self.board = TaskBoard.create(self.engine, self.n_slots, self.dim, self.size)
+            self.work = _semaphore(self.engine, "work", create=True)
+            self.done = [_semaphore(self.engine, f"done{i}", create=True) for i in range(self.n_slots)]
+            for w in range(self.size):
+                self._spawn(w)
+            self._supervisor = threading.Thread(target=self._supervise, name="engram-supervisor", daemon=True)
+            self._supervisor.start()
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Start the workers if needed and wait until all of them take tasks."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.broken is None:
+            if int(self.board.header["ready"][0]) >= self.size:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _spawn(self, w: int) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)       # where this engram is imported from
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        p = subprocess.Popen([sys.executable, "-m", "engram._worker_main", str(self.engine), str(w)],
+                             stdin=subprocess.DEVNULL, env=env, close_fds=True)
+        self.procs[w] = p
+        self._started_at[w] = time.monotonic()
+
+    def _supervise(self) -> None:
+        while not self._closed:
+            time.sleep(POLL_S)
+            for w, p in list(self.procs.items()):
+                if self._closed:
+                    return
+                if p.poll() is not None:
+                    self._worker_died(w, p)
+
+    def _worker_died(self, w: int, p) -> None:
+        with self._lock:
+            if self._closed or self.procs.get(w) is not p:
+                return
+            early = time.monotonic() - self._started_at[w] < EARLY_DEATH_S
+            self._early[w] = self._early.get(w, 0) + 1 if early else 0
+            b = self.board
+            for i in np.flatnonzero((b.slots["state"] == TAKEN) & (b.slots["worker"] == w)).tolist():
+                if int(b.slots["attempt"][i]) < MAX_ATTEMPTS and b.cas(i, TAKEN, READY):
+                    b.count("retried")
+                    self.work.release()
+                elif b.state(i) == TAKEN:
+                    _fail(b, i, f"worker {w} (pid {p.pid}) died twice while running this request")
+                    self.done[i].release()
+            del self.procs[w]
+            if p.returncode != 0 and b.header["ready"][0] > len(self.procs):
+                b.count("ready", -1 & 0xFFFFFFFFFFFFFFFF)   # it died without saying it left
+            if self._early[w] >= CRASH_LOOP:
+                self.broken = (f"worker {w} exited {CRASH_LOOP} times within {EARLY_DEATH_S:.0f} s of starting "
+                               f"(last exit code {p.returncode}); recalls run in the calling process")
+                log.error("engram: %s", self.broken)
+                if not self.procs:
+                    self._fail_waiting("no worker process is running: " + self.broken)
+                return
+            log.warning("engram: worker %d (pid %s) exited with %s; starting a new one", w, p.pid, p.returncode)
+            b.count("restarts")
+            self._spawn(w)
+
+    def _fail_waiting(self, message: str) -> None:
+        b = self.board
+        for i in np.flatnonzero(np.isin(b.slots["state"], (READY, TAKEN))).tolist():
+            st = b.state(i)
+            if st in (READY, TAKEN) and b.cas(i, st, FAILED):
+                _fail(b, i, message)
+                self.done[i].release()
+
+    def recall(self, space: str, q: np.ndarray, k: int, spread: bool, budget_ms, cfg, t_begin: int):
+        """Ranked result from a worker, or None when every slot is busy (serve in-process)."""
+        from .recall import Ranked
+        if not self.started:
+            self.start()
+        b = self.board
+        if self.broken is not None or not b.header["ready"][0]:
+            return None            # broken, or still starting: the caller serves itself meanwhile
+        i = b.claim()
+        if i is None:
+            return None
+        slot = b.slots[i:i + 1]
+        name = space.encode()
+        sp = np.zeros(64, np.uint8)
+        sp[:len(name)] = np.frombuffer(name, np.uint8)
+        slot["space"] = sp
+        slot["kind"], slot["k"], slot["attempt"] = KIND_RECALL, k, 0
+        slot["flags"] = (FLAG_SPREAD if spread else 0) | (FLAG_BUDGET if budget_ms is not None else 0)
+        slot["budget_ns"] = 0 if budget_ms is None else int(budget_ms * 1e6)
+        slot["submit_ns"] = t_begin
+        slot["seq"] = b.count("submitted")
+        slot["message"] = 0
+        b.queries[i] = q
+        b.configs[i] = _config_vector(cfg)
+        b.set_state(i, READY)
+        self.work.release()
+        try:
+            while True:
+                try:
+                    self.done[i].acquire(0.5)
+                except posix_ipc.BusyError:
+                    if self._closed:
+                        raise WorkerError("the engine closed while a recall was waiting for a worker") from None
+                    continue
+                st = b.state(i)
+                if st in (DONE, FAILED):
+                    break
+            if st == FAILED:
+                raise WorkerError(bytes(slot["message"][0]).rstrip(b"\0").decode(errors="replace"))
+            n = int(slot["result_count"][0])
+            idx = np.empty(n, np.uint32)
+            j = int(slot["result_head"][0])
+            nxt = self.pool.records["next"]
+            for m in range(n):
+                idx[m] = j
+                j = int(nxt[j])
+            rec = self.pool.records[idx]
+            self.pool.release(idx)
+        finally:
+            b.set_state(i, FREE)
+        status = int(slot["status"][0])
+        timings = {"scan_ms": float(slot["scan_ms"][0]), "spread_ms": float(slot["spread_ms"][0]),
+                   "rank_ms": float(slot["rank_ms"][0]),
+                   "worker_ms": (int(slot["done_ns"][0]) - t_begin) / 1e6}
+        info = {"hops": int(slot["hops_run"][0]), "touched": int(slot["touched"][0]),
+                "worker": int(slot["worker"][0])}
+        return Ranked(rec["node"].astype(np.int64), rec["score"].copy(), rec["activation"].copy(),
+                      rec["similarity"].copy(), rec["hop"].astype(np.int8), bool(status & STATUS_PARTIAL),
+                      bool(status & STATUS_FALLBACK), timings, info)
+
+    def stats(self) -> dict:
+        if not self.started:
+            return {"workers": self.size, "started": False}
+        h = self.board.header[0]
+        alive = sum(p.poll() is None for p in self.procs.values())
+        return {"workers": self.size, "started": True, "alive": alive, "broken": self.broken,
+                "submitted": int(h["submitted"]), "completed": int(h["completed"]), "failed": int(h["failed"]),
+                "retried": int(h["retried"]), "restarts": int(h["restarts"]),
+                "pids": {w: p.pid for w, p in self.procs.items()}, "pool": self.pool.stats()}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self.board is None:
+            return
+        self.board.header["stop"] = 1
+        for _ in self.procs:
+            self.work.release()
+        deadline = time.monotonic() + 5
+        for p in self.procs.values():
+            try:
+                p.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(1)
+        for s in [self.work, *self.done]:
+            s.close()

@@ -1,0 +1,204 @@
+"""Recall served by real worker processes: same answers as the numpy reference and
+as in-process recall, concurrent callers, a worker killed mid-request, a worker
+that cannot start, and nothing left behind by close() or by a killed owner."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import engram
+from engram import errors, shm
+from engram.shm.names import EngineName, pid_alive, segments_of, semaphores_of
+from engram.workers import TAKEN, WorkerError
+
+from test_recall_spread import DIM, N, csr_of, reference_recall
+
+
+def build(eng, seed=11):
+    rng = np.random.default_rng(seed)
+    vecs = rng.standard_normal((N, DIM)).astype(np.float32)
+    src = rng.integers(0, N, 3000)
+    dst = (src + rng.integers(1, 6, 3000)) % N
+    conf = rng.uniform(0.5, 1.0, N).astype(np.float32)
+    mem = eng.space("workers-test")
+    mem.remember(vecs[:400], confidence=conf[:400])
+    mem.remember(vecs[400:], confidence=conf[400:], tier="warm")
+    mem.link(src, dst, rng.uniform(0.3, 1.0, 3000).astype(np.float32))
+    mem.compact()
+    stored = vecs.copy()
+    stored[400:] = stored[400:].astype(np.float16).astype(np.float32)
+    queries = vecs[rng.integers(0, N, 60)] + 0.5 * rng.standard_normal((60, DIM)).astype(np.float32)
+    return mem, stored, conf, queries
+
+
+@pytest.fixture
+def served():
+    with engram.Engine(dim=DIM, workers=2, routing="workers") as eng:
+        mem, stored, conf, queries = build(eng)
+        eng.start_workers()
+        yield eng, mem, stored, conf, queries
+
+
+def test_workers_answer_like_the_numpy_reference(served):
+    eng, mem, stored, conf, queries = served
+    o, t, w = csr_of(mem)
+    for q in queries[:30]:
+        res = mem.recall(q, k=10, budget_ms=None)
+        ids, act, hops, score = reference_recall(stored.astype(np.float64), conf, o, t, w, q.astype(np.float64), 10)
+        assert res.ids.tolist() == ids.tolist()
+        np.testing.assert_allclose(res.activation, act, atol=1e-6)
+        np.testing.assert_allclose(res.scores, score, rtol=1e-5, atol=1e-6)
+        assert res.hops.tolist() == hops.astype(int).tolist()
+        assert "worker_ms" in res.timings and res.spreading["worker"] in (0, 1)
+    s = eng.worker_stats()
+    assert s["completed"] >= 30 and s["failed"] == 0 and s["alive"] == 2
+    assert s["pool"]["in_use"] == 0 and s["pool"]["acquired"] == s["pool"]["released"]
+
+
+def test_concurrent_callers_get_the_in_process_answers(served):
+    eng, mem, stored, conf, queries = served
+    with engram.Engine(dim=DIM, workers=0) as local_eng:
+        local = build(local_eng)[0]
+        want = [local.recall(q, k=8, budget_ms=None) for q in queries]
+    got = [None] * len(queries)
+    errs = []
+
+    def client(c):
+        try:
+            for i in range(c, len(queries), 4):
+                got[i] = mem.recall(queries[i], k=8, budget_ms=None)
+        except Exception as e:        # surfaced below
+            errs.append(e)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errs, errs
+    for g, w in zip(got, want):
+        assert g.ids.tolist() == w.ids.tolist()
+        np.testing.assert_allclose(g.activation, w.activation, atol=1e-6)
+        assert g.content == w.content
+    served_by = {g.spreading.get("worker") for g in got}
+    assert served_by <= {0, 1} and len(served_by) == 2          # both workers took requests
+
+
+def test_auto_routing_sends_concurrent_callers_to_workers():
+    with engram.Engine(dim=DIM, workers=2) as eng:
+        mem, stored, conf, queries = build(eng)
+        eng.start_workers()
+        lone = mem.recall(queries[0], k=5)
+        assert "worker_ms" not in lone.timings               # a lone caller recalls in its own thread
+        done = []
+        threads = [threading.Thread(target=lambda: done.extend(mem.recall(q, k=5) for q in queries))
+                   for _ in range(3)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        assert len(done) == 3 * len(queries)
+        assert eng.worker_stats()["completed"] > 0
+
+
+def test_a_worker_killed_mid_request_is_replaced_and_the_request_retried(served):
+    eng, mem, stored, conf, queries = served
+    want = mem.recall(queries[0], k=10, budget_ms=None)
+    board = eng._workers.board
+    board.header["test_hold_ns"] = int(0.4e9)      # each worker holds a task 0.4 s before running it
+    out = {}
+    th = threading.Thread(target=lambda: out.setdefault("res", mem.recall(queries[0], k=10, budget_ms=None)))
+    th.start()
+    deadline = time.monotonic() + 10
+    victim = None
+    while time.monotonic() < deadline and victim is None:
+        taken = np.flatnonzero(board.slots["state"] == TAKEN)
+        if taken.size and board.slots["worker_pid"][taken[0]]:
+            victim = int(board.slots["worker_pid"][taken[0]])
+        time.sleep(0.005)
+    assert victim, "no worker took the request"
+    os.kill(victim, signal.SIGKILL)
+    board.header["test_hold_ns"] = 0
+    th.join(30)
+    res = out["res"]
+    assert res.ids.tolist() == want.ids.tolist()
+    s = eng.worker_stats()
+    assert s["retried"] == 1 and s["restarts"] == 1 and s["failed"] == 0
+    assert victim not in s["pids"].values()
+    deadline = time.monotonic() + 20
+    while eng.worker_stats()["alive"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert eng.worker_stats()["alive"] == 2
+    assert mem.recall(queries[1], k=3).ids.size == 3
+
+
+def test_workers_that_cannot_start_leave_recall_in_process(monkeypatch):
+    monkeypatch.setenv("ENGRAM_WORKER_FAULT", "exit-at-start")
+    with engram.Engine(dim=DIM, workers=1, routing="workers") as eng:
+        mem, stored, conf, queries = build(eng)
+        with pytest.raises(WorkerError, match="exited 3 times"):
+            eng.start_workers(timeout=60)
+        res = mem.recall(queries[0], k=5)                    # served in-process
+        assert len(res) == 5 and "worker_ms" not in res.timings
+        assert eng.worker_stats()["broken"]
+
+
+def test_close_leaves_no_process_segment_or_semaphore():
+    eng = engram.Engine(dim=DIM, workers=2, routing="workers")
+    build(eng)
+    eng.start_workers()
+    pids = list(eng.worker_stats()["pids"].values())
+    name = EngineName.parse(eng.name)
+    assert semaphores_of(name) and segments_of(name)
+    eng.close()
+    for p in pids:
+        assert not pid_alive(p) or _zombie(p)
+    assert not semaphores_of(name) and not segments_of(name)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_workers_exit_when_their_owner_is_killed():
+    code = textwrap.dedent(f"""
+        import sys, time, numpy as np, engram
+        eng = engram.Engine(dim=8, workers=2)
+        eng.space("owner-test").remember(np.ones((3, 8)))
+        eng.start_workers()
+        print(eng.name, *eng.worker_stats()["pids"].values(), flush=True)
+        time.sleep(120)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        name, *pids = p.stdout.readline().split()
+        pids = [int(x) for x in pids]
+        assert len(pids) == 2 and all(pid_alive(x) for x in pids)
+        p.kill()
+        p.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(pid_alive(x) and not _zombie(x) for x in pids):
+            time.sleep(0.1)
+        assert not any(pid_alive(x) and not _zombie(x) for x in pids), "workers outlived their owner"
+        eng = EngineName.parse(name)
+        assert segments_of(eng) and semaphores_of(eng)
+        assert eng in shm.cleanup_stale()
+        assert not segments_of(eng) and not semaphores_of(eng)
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def test_bad_routing_is_refused():
+    with pytest.raises(errors.InvalidInputError, match="routing"):
+        engram.Engine(dim=DIM, routing="sometimes")
