@@ -12,9 +12,11 @@ engram recall is ``space.recall(q, k=10)`` with the defaults: 20 similarity seed
 spreading 4 hops (decay 0.7, threshold 0.01, cycle penalty 0.5) within a 10 ms
 budget, ranking by activation x confidence x retention.
 
-Clients: 1, 2 and 4 at once, as threads calling the owner's space, and as processes
-that ``engram.attach`` the engine read-only and recall from their own address
-space. Each row is 1,000 recalls in all (split among the clients); latency is per
+Clients: 1, 2 and 4 at once, as threads calling the owner's space ("threads",
+``workers=0``), as threads calling an engine with 2 worker processes ("workers",
+routing "auto": a lone caller recalls in its own thread, concurrent callers go to
+the workers), and as processes that ``engram.attach`` the engine read-only and
+recall from their own address space. Each row is 1,000 recalls in all (split among the clients); latency is per
 call as the client sees it; P50 / P95 / P99 / P99.9 and recalls/s.
 
 Peer, measured in the same run with the same clients: a numpy brute-force +
@@ -57,6 +59,7 @@ DIM = 768
 K = 10
 NOISE = 0.3
 CLIENTS = (1, 2, 4)
+WORKERS = 2
 
 
 def build(n: int, links_per_node: int = 5):
@@ -167,16 +170,25 @@ def summarize(lat_ns, wall_s) -> dict:
 
 # ----------------------------------------------------------------- main
 
-def bench_size(n: int, recalls: int, rows_out: list, extra: dict, budget_ms):
-    vecs, src, dst, w = build(n)
-    t0 = time.perf_counter()
-    eng = engram.Engine(dim=DIM, workers=0)
+def make_engine(vecs, src, dst, w, workers: int):
+    """An engine holding the workload; with workers, they are up before it returns."""
+    eng = engram.Engine(dim=DIM, workers=workers)
     sp = eng.space("bench")
-    for a in range(0, n, 20_000):
+    for a in range(0, vecs.shape[0], 20_000):
         sp.remember(vecs[a:a + 20_000], tier="warm")
     sp.link(src, dst, w)
     sp.compact()
+    if workers:
+        eng.start_workers()
+    return eng, sp
+
+
+def bench_size(n: int, recalls: int, rows_out: list, extra: dict, budget_ms):
+    vecs, src, dst, w = build(n)
+    t0 = time.perf_counter()
+    eng, sp = make_engine(vecs, src, dst, w, 0)
     setup_s = time.perf_counter() - t0
+    weng, wsp = make_engine(vecs, src, dst, w, WORKERS)
     pick, queries = make_queries(vecs, recalls)
     warm = make_queries(vecs, 200)[1]
     for q in warm:                            # warm the predictor and caches
@@ -203,6 +215,10 @@ def bench_size(n: int, recalls: int, rows_out: list, extra: dict, budget_ms):
         sp._predictor.spread_stats.errors.clear()
         lat, wall = run_threads(lambda: (lambda q: sp.recall(q, k=K, budget_ms=budget_ms)), queries, clients)
         rows_out.append({"config": label, "clients": clients, "mode": "threads", "system": "engram", **summarize(lat, wall)})
+        before = weng.worker_stats()["completed"]
+        lat, wall = run_threads(lambda: (lambda q: wsp.recall(q, k=K, budget_ms=budget_ms)), queries, clients)
+        rows_out.append({"config": label, "clients": clients, "mode": "workers", "system": "engram",
+                         "served_by_workers": weng.worker_stats()["completed"] - before, **summarize(lat, wall)})
         if clients == 1:      # one client: no GIL waits inside the timed hops
             prediction = (sp._predictor.stats.summary(), sp._predictor.spread_stats.summary())
         lat, wall = run_processes(eng.name, "bench", queries, clients, budget_ms)
@@ -216,6 +232,8 @@ def bench_size(n: int, recalls: int, rows_out: list, extra: dict, budget_ms):
                     "fallbacks_in_50_recalls": fallbacks, "partials_in_50_recalls": partials,
                     "prediction_error": prediction[0], "spread_estimate_error": prediction[1],
                     "batch_size": sp._batcher.batch_size}
+    extra[label]["worker_stats"] = {k: v for k, v in weng.worker_stats().items() if k != "pids"}
+    weng.close()
     eng.close()
 
 

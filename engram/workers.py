@@ -184,6 +184,7 @@ def worker_main(engine_text: str, worker_id: int) -> None:
 
 def _serve(board, pool, eng, _recall, i, worker_id, pid):
     slot = board.slots[i:i + 1]
+    slot["taken_ns"] = time.perf_counter_ns()
     slot["worker"], slot["worker_pid"] = worker_id, pid
     slot["attempt"] += 1
     hold = int(board.header["test_hold_ns"][0])
@@ -230,8 +231,8 @@ def _serve(board, pool, eng, _recall, i, worker_id, pid):
 
 
 def _fail(board, i: int, message: str) -> None:
-    msg = message.encode()[:95]
-    err = np.zeros(96, np.uint8)
+    msg = message.encode()[:87]
+    err = np.zeros(88, np.uint8)
     err[:len(msg)] = np.frombuffer(msg, np.uint8)
     board.slots["message"][i] = err
     board.set_state(i, FAILED)
@@ -389,7 +390,8 @@ class WorkerPool:
         status = int(slot["status"][0])
         timings = {"scan_ms": float(slot["scan_ms"][0]), "spread_ms": float(slot["spread_ms"][0]),
                    "rank_ms": float(slot["rank_ms"][0]),
-                   "worker_ms": (int(slot["done_ns"][0]) - t_begin) / 1e6}
+                   "queue_ms": (int(slot["taken_ns"][0]) - t_begin) / 1e6,
+                   "worker_ms": (int(slot["done_ns"][0]) - int(slot["taken_ns"][0])) / 1e6}
         info = {"hops": int(slot["hops_run"][0]), "touched": int(slot["touched"][0]),
                 "worker": int(slot["worker"][0])}
         return Ranked(rec["node"].astype(np.int64), rec["score"].copy(), rec["activation"].copy(),

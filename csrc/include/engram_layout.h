@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xd9b178968f7ea771ULL
+#define EG_LAYOUT_HASH 0x35bd7ebfb3bab986ULL
 #define EG_ABI_VERSION 7
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
@@ -190,7 +190,8 @@ typedef struct __attribute__((aligned(64))) {
     uint32_t status;
     uint32_t worker_pid;
     uint8_t space[64];
-    uint8_t message[96];
+    uint64_t taken_ns;
+    uint8_t message[88];
 } eg_task_slot_t;
 _Static_assert(sizeof(eg_task_slot_t) == 256, "TaskSlot size");
 _Static_assert(offsetof(eg_task_slot_t, state) == 0, "TaskSlot.state offset");
@@ -214,7 +215,8 @@ _Static_assert(offsetof(eg_task_slot_t, touched) == 84, "TaskSlot.touched offset
 _Static_assert(offsetof(eg_task_slot_t, status) == 88, "TaskSlot.status offset");
 _Static_assert(offsetof(eg_task_slot_t, worker_pid) == 92, "TaskSlot.worker_pid offset");
 _Static_assert(offsetof(eg_task_slot_t, space) == 96, "TaskSlot.space offset");
-_Static_assert(offsetof(eg_task_slot_t, message) == 160, "TaskSlot.message offset");
+_Static_assert(offsetof(eg_task_slot_t, taken_ns) == 160, "TaskSlot.taken_ns offset");
+_Static_assert(offsetof(eg_task_slot_t, message) == 168, "TaskSlot.message offset");
 
 /* Head of the task board segment. */
 typedef struct __attribute__((aligned(32))) {
@@ -390,6 +392,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"TaskSlot", "status", (int64_t)offsetof(eg_task_slot_t, status), (int64_t)sizeof(((eg_task_slot_t *)0)->status)}, \
     {"TaskSlot", "worker_pid", (int64_t)offsetof(eg_task_slot_t, worker_pid), (int64_t)sizeof(((eg_task_slot_t *)0)->worker_pid)}, \
     {"TaskSlot", "space", (int64_t)offsetof(eg_task_slot_t, space), (int64_t)sizeof(((eg_task_slot_t *)0)->space)}, \
+    {"TaskSlot", "taken_ns", (int64_t)offsetof(eg_task_slot_t, taken_ns), (int64_t)sizeof(((eg_task_slot_t *)0)->taken_ns)}, \
     {"TaskSlot", "message", (int64_t)offsetof(eg_task_slot_t, message), (int64_t)sizeof(((eg_task_slot_t *)0)->message)}, \
     {"TaskBoardHeader", "", 0, (int64_t)sizeof(eg_task_board_header_t)}, \
     {"TaskBoardHeader", "slots", (int64_t)offsetof(eg_task_board_header_t, slots), (int64_t)sizeof(((eg_task_board_header_t *)0)->slots)}, \

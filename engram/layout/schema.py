@@ -174,7 +174,8 @@ TASK_SLOT = Record("TaskSlot", (
     F("status", "u32", doc="bit 0 partial, bit 1 fallback"),
     F("worker_pid", "u32"),
     F("space", "u8", 64, doc="memory space name, NUL padded"),
-    F("message", "u8", 96, doc="what failed, UTF-8, NUL padded"),
+    F("taken_ns", "u64", doc="CLOCK_MONOTONIC when a worker took it"),
+    F("message", "u8", 88, doc="what failed, UTF-8, NUL padded"),
 ), size=256, align=64, doc="A request on the task board and where its answer is.")
 
 TASK_BOARD_HEADER = Record("TaskBoardHeader", (
