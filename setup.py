@@ -29,7 +29,7 @@ C_FLAGS = ["-O3", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidde
 # -fno-trapping-math lets float selects (clamps) vectorise; no kernel relies on FP exceptions.
 # (source, extra flags): one translation unit per ISA variant.
 C_SOURCES = [("csrc/dispatch.c", []), ("csrc/kernels/isa_scalar.c", []), ("csrc/kernels/spread.c", []),
-             ("csrc/kernels/pool.c", [])]
+             ("csrc/kernels/pool.c", []), ("csrc/kernels/hwcounters.c", [])]
 if X86:
     C_SOURCES += [
         ("csrc/kernels/isa_avx2.c", ["-mavx2", "-mfma", "-mf16c", "-msse4.2"]),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import kernels, snapshot, validate
+from . import hwcounters, kernels, snapshot, validate
 from . import recall as _recall
 from ._kernels.table import CsrGraph
 from .errors import ClosedError, InvalidInputError, UnknownIdError
@@ -30,6 +30,7 @@ from .layout import schema
 from .shm import EngineName, cleanup_stale, spaces_of, unlink_engine
 from .recall import RecallConfig
 from .spreading import AdaptiveBatcher, LatencyPredictor, topology
+from .spreading_metrics import SpreadingMetrics
 from .workers import WorkerError, WorkerPool
 from .store import TIER_DTYPE, TIER_NAMES, TIER_TABLE, SpaceStore
 
@@ -95,6 +96,7 @@ class SpaceView:
         self._predictor = LatencyPredictor()
         self._batcher = AdaptiveBatcher(topology())
         self._graph_cache = None
+        self._metrics = None           # this process's SpreadingMetrics slot (owner and workers)
 
     def _open(self) -> SpaceStore:
         if self._closed_check is not None:
@@ -466,6 +468,7 @@ class Engine:
         self._lock = threading.Lock()
         self._closed = False
         self._path_lock = None
+        self._spreading = SpreadingMetrics.create(self._name, 1 + self.workers, hwcounters.probe()[0])
         self._workers = WorkerPool(self._name, self.dim, self.workers) if self.workers else None
         self._finalizer = weakref.finalize(self, _shutdown, self._name, self._workers)
         if self.path is not None:
@@ -496,11 +499,19 @@ class Engine:
             if sp is None:
                 store = SpaceStore(self._name, name, self.dim, create=True)
                 sp = self._spaces[name] = Space(store, self._kern, self._check_open, self._workers, self.routing)
+                sp._metrics = self._spreading.slot(0)
             return sp
 
     def spaces(self) -> list:
         self._check_open()
         return sorted(self._spaces)
+
+    def spreading_metrics(self) -> dict:
+        """Spreading metrics summed over the owner and every worker (shared memory):
+        prediction error, cache miss rate (or "not supported"), pool use and hit rate."""
+        self._check_open()
+        pool = self._workers.pool.stats() if self._workers is not None and self._workers.started else None
+        return self._spreading.summary(pool)
 
     def start_workers(self, timeout: float = 30.0) -> bool:
         """Start the worker processes now (they otherwise start on the first recall, which

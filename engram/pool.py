@@ -99,15 +99,18 @@ class ActivationRecordPool:
                                      f"{self.capacity - int(self.header['in_use'][0])} of {self.capacity} free")
         return out
 
-    def release(self, idx) -> None:
-        """Give records back (all or nothing): each must be held, and appear once."""
+    def release(self, idx, local: bool = True) -> None:
+        """Give records back (all or nothing): each must be held, and appear once.
+        local=False pushes them straight to the shared freelist instead of this
+        thread's cache: for a process that releases what others acquire."""
         a = np.ascontiguousarray(np.atleast_1d(np.asarray(idx)))
         if a.dtype.kind not in "iu" or a.ndim != 1:
             raise InvalidInputError(f"record indices must be a 1-D integer array, got {a.dtype} {a.shape}")
         if a.size and (int(a.min()) < 0 or int(a.max()) >= self.capacity):
             raise InvalidInputError(f"record indices must be in [0, {self.capacity})")
         a = a.astype(np.uint32, copy=False)
-        rc = self._fns["eg_pool_release"](self._h, self._r, self._cache().ctypes.data, a.ctypes.data, a.size)
+        rc = self._fns["eg_pool_release"](self._h, self._r, self._cache().ctypes.data if local else None,
+                                          a.ctypes.data, a.size)
         if rc < 0:
             held = (self.records["flags"][a] & 1) != 0
             if not held.all():

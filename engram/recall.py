@@ -25,6 +25,7 @@ import numpy as np
 
 from ._kernels.table import SpreadParams, decay_params
 from .errors import InvalidInputError
+from .hwcounters import CacheCounters
 from .spreading import FALLBACK_FACTOR, LatencyPredictor, run_spread
 
 
@@ -122,12 +123,23 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
                                          warm_share, batch)
     estimate = predictor.predict_spread(x)
     t2 = time.perf_counter_ns()
+    metrics = view._metrics
     if deadline is not None and estimate > FALLBACK_FACTOR * max(deadline - t2, 0):
+        if metrics is not None:
+            metrics.record(0.0, 0.0, False, True, predictor.ready)
         return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=False, fallback=True,
                                 info={"predicted_spread_ms": estimate / 1e6})
 
+    counters = CacheCounters() if metrics is not None and metrics.sample_counters() else None
+    if counters is not None:
+        counters.__enter__()
     out = run_spread(view._kern, graph, degree, seed_ids[in_graph], act0[in_graph], params,
                      deadline_ns=deadline, predictor=predictor, batch_size=batch, tier_mix=warm_share)
+    if counters is not None:
+        counters.__exit__(None, None, None)
+    if metrics is not None:
+        metrics.record(out.predicted_ns, out.hop_ns, out.partial, False, predictor.ready,
+                       counters.result() if counters is not None else None)
     predictor.observe_spread(x, out.elapsed_ns, estimate if predictor.ready else None)
     batcher.observe(int(out.nodes.shape[0]), int(degree[out.nodes].sum()) if out.nodes.size else 0)
     t3 = time.perf_counter_ns()

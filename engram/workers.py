@@ -37,6 +37,7 @@ from ._kernels.native import load_c
 from .errors import EngramError
 from .layout import TASK_BOARD_HEADER_DTYPE, TASK_SLOT_DTYPE, schema
 from .pool import ActivationRecordPool
+from .spreading_metrics import SpreadingMetrics
 from .shm.names import EngineName, pid_alive
 from .shm.segment import Segment, align_up
 
@@ -161,6 +162,7 @@ def worker_main(engine_text: str, worker_id: int) -> None:
     work = _semaphore(engine, "work", create=False)
     done = [_semaphore(engine, f"done{i}", create=False) for i in range(board.n)]
     eng = Attached(engine_text)
+    metrics = SpreadingMetrics.attach(engine, writable=True).slot(worker_id + 1)
     pid = os.getpid()
     if os.environ.get("ENGRAM_WORKER_FAULT") == "exit-at-start":    # fault injection for the tests
         os._exit(3)
@@ -176,13 +178,13 @@ def worker_main(engine_text: str, worker_id: int) -> None:
             i = board.take()
             if i is None:
                 break
-            _serve(board, pool, eng, _recall, i, worker_id, pid)
+            _serve(board, pool, eng, _recall, i, worker_id, pid, metrics)
             done[i].release()
     pool.flush()
     board.count("ready", -1 & 0xFFFFFFFFFFFFFFFF)       # wraps: minus one
 
 
-def _serve(board, pool, eng, _recall, i, worker_id, pid):
+def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics):
     slot = board.slots[i:i + 1]
     slot["taken_ns"] = time.perf_counter_ns()
     slot["worker"], slot["worker_pid"] = worker_id, pid
@@ -193,6 +195,7 @@ def _serve(board, pool, eng, _recall, i, worker_id, pid):
     try:
         space = bytes(slot["space"][0]).rstrip(b"\0").decode()
         view = eng.space(space)
+        view._metrics = metrics
         view._open()
         cfg = _config_from(board.configs[i])
         if cfg != view._recall_cfg:
@@ -384,7 +387,7 @@ class WorkerPool:
                 idx[m] = j
                 j = int(nxt[j])
             rec = self.pool.records[idx]
-            self.pool.release(idx)
+            self.pool.release(idx, local=False)     # the workers acquire: give them back at once
         finally:
             b.set_state(i, FREE)
         status = int(slot["status"][0])

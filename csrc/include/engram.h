@@ -117,7 +117,8 @@ EG_API int32_t eg_pool_init(eg_pool_header_t *h, uint32_t capacity);
 /* Up to n records into out[]; returns how many (fewer only when the pool is exhausted). */
 EG_API int64_t eg_pool_acquire(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c,
                                uint32_t *out, uint64_t n);
-/* Give back idx[0..n): all or nothing; an index not held (or twice) is EG_EINVAL. */
+/* Give back idx[0..n): all or nothing; an index not held (or twice) is EG_EINVAL.
+ * c NULL: straight to the shared freelist (a process that releases what others acquired). */
 EG_API int64_t eg_pool_release(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c,
                                const uint32_t *idx, uint64_t n);
 /* Move this cache's records to the shared freelist (a process that stops). */
@@ -129,6 +130,12 @@ EG_API int32_t eg_cas_u32(uint32_t *p, uint32_t expected, uint32_t desired);
 EG_API uint32_t eg_load_u32(const uint32_t *p);
 EG_API void eg_store_u32(uint32_t *p, uint32_t v);
 EG_API uint64_t eg_add_u64(uint64_t *p, uint64_t v);
+
+/* Hardware counters (csrc/kernels/hwcounters.c): a perf_event_open fd for this
+ * thread, or -errno (the machine refuses: "not supported"). */
+EG_API int64_t eg_perf_open(uint32_t type, uint64_t config);
+EG_API int64_t eg_perf_read(int32_t fd);
+EG_API int32_t eg_perf_close(int32_t fd);
 
 EG_API uint32_t eg_abi_version(void);
 EG_API uint64_t eg_layout_hash(void);

@@ -113,7 +113,7 @@ EG_API int64_t eg_pool_acquire(eg_pool_header_t *h, eg_activation_record_t *recs
 
 EG_API int64_t eg_pool_release(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c,
                                const uint32_t *idx, uint64_t n) {
-    if (!h || !recs || !c || (n && !idx) || c->cap == 0 || c->cap > EG_POOL_CACHE_MAX) return EG_EINVAL;
+    if (!h || !recs || (n && !idx) || (c && (c->cap == 0 || c->cap > EG_POOL_CACHE_MAX))) return EG_EINVAL;
     uint64_t bump = ld(&h->bump);
     for (uint64_t j = 0; j < n; j++)                        /* all or nothing */
         if (idx[j] >= bump || !(recs[idx[j]].flags & EG_REC_HELD)) return EG_EINVAL;
@@ -125,6 +125,16 @@ EG_API int64_t eg_pool_release(eg_pool_header_t *h, eg_activation_record_t *recs
         recs[idx[j]].flags &= (uint16_t)~0x8000u;
     }
     if (dup) return EG_EINVAL;
+    if (!c) {                     /* no local cache (a process that never acquires): straight back */
+        for (uint64_t j = 0; j < n; j++) recs[idx[j]].flags = 0;
+        for (uint64_t j = 0; j < n; j += EG_POOL_CACHE_MAX) {
+            uint32_t m = (uint32_t)(n - j < EG_POOL_CACHE_MAX ? n - j : EG_POOL_CACHE_MAX);
+            stack_push_chain(h, recs, idx + j, m);
+        }
+        add(&h->released, n);
+        __atomic_sub_fetch(&h->in_use, n, __ATOMIC_RELAXED);
+        return (int64_t)n;
+    }
     cache_sync(h, c);
     for (uint64_t j = 0; j < n; j++) {
         recs[idx[j]].flags = 0;

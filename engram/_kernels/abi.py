@@ -47,6 +47,9 @@ OPTIONAL = {
     "eg_load_u32": (C.c_uint32, [C.c_void_p]),
     "eg_store_u32": (None, [C.c_void_p, C.c_uint32]),
     "eg_add_u64": (C.c_uint64, [C.c_void_p, C.c_uint64]),
+    "eg_perf_open": (C.c_int64, [C.c_uint32, C.c_uint64]),
+    "eg_perf_read": (C.c_int64, [C.c_int32]),
+    "eg_perf_close": (C.c_int32, [C.c_int32]),
     # Zig library only: the per-thread kernel scratch arena
     "eg_arena_configure": (C.c_int32, [C.c_uint64, C.c_uint32]),
     "eg_arena_stats": (C.c_int32, [C.POINTER(C.c_uint64)]),

@@ -193,6 +193,25 @@ TASK_BOARD_HEADER = Record("TaskBoardHeader", (
     F("_reserved", "u64", 3),
 ), size=96, align=32, doc="Head of the task board segment.")
 
+#: Spreading metrics of one process (slot 0 the owner, slot w + 1 worker w),
+#: single writer each, summed by readers; fixed point so sums are exact.
+SPREADING_METRICS = Record("SpreadingMetrics", (
+    F("spreads", "u64", doc="recalls that spread (the predictor's requests)"),
+    F("predicted", "u64", doc="of those, with a prediction (the predictor was warm)"),
+    F("within_20pct", "u64", doc="predictions within 20% of the time the hops took"),
+    F("error_ppm", "u64", doc="sum of relative prediction errors, in millionths"),
+    F("partial", "u64"),
+    F("fallback", "u64"),
+    F("l1d_reads", "u64", doc="hardware counts over sampled spreads (0: not supported here)"),
+    F("l1d_misses", "u64"),
+), size=64, align=64, doc="One process's spreading metrics in the engine's metrics segment.")
+
+SPREADING_METRICS_HEADER = Record("SpreadingMetricsHeader", (
+    F("slots", "u32"),
+    F("counters", "u32", doc="1 if hardware cache counters work on this machine"),
+    F("_reserved", "u64", 7),
+), size=64, align=64, doc="Head of the spreading metrics segment.")
+
 #: Per-node scratch of one spread (per worker, not shared): see csrc/kernels/spread.c.
 SPREAD_STATE = Record("SpreadState", (
     F("mark", "u32", doc="epoch << 8 | hop at which the node was first touched"),
@@ -235,7 +254,7 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
 ), size=256, align=64)
 
 RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,
-           SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY)
+           SPREADING_METRICS, SPREADING_METRICS_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY)
 
 CONSTANTS = {
     "ABI_VERSION": ABI_VERSION,
@@ -254,6 +273,7 @@ CONSTANTS = {
     "TABLE_DELTA": 7,
     "TABLE_POOL": 8,
     "TABLE_TASKS": 9,
+    "TABLE_METRICS": 10,
     "TASK_FREE": 0,
     "TASK_FILLING": 1,
     "TASK_READY": 2,

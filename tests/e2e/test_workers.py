@@ -202,3 +202,27 @@ def test_workers_exit_when_their_owner_is_killed():
 def test_bad_routing_is_refused():
     with pytest.raises(errors.InvalidInputError, match="routing"):
         engram.Engine(dim=DIM, routing="sometimes")
+
+
+def test_spreading_metrics_are_summed_over_owner_and_workers_in_shared_memory(served):
+    eng, mem, stored, conf, queries = served
+    before = eng.spreading_metrics()["spreads"]
+    for q in queries[:40]:
+        mem.recall(q, k=5, budget_ms=None)
+    with engram.Engine(dim=DIM, workers=0) as other:           # the owner's own slot counts too
+        m2 = build(other)[0]
+        m2.recall(queries[0], k=5)
+        assert other.spreading_metrics()["spreads"] == 1
+    s = eng.spreading_metrics()
+    assert s["spreads"] - before == 40
+    from engram.hwcounters import probe
+    if probe()[0]:
+        assert s["engram_spreading_cache_miss_rate"] is None or 0 <= s["engram_spreading_cache_miss_rate"] <= 1
+    else:
+        assert s["engram_spreading_cache_miss_rate"] == "not supported"
+    assert 0 <= s["engram_spreading_pool_utilization"] <= 1 and s["pool_high_water_mark"] >= 5
+    assert 0 < s["activation_pool_hit_rate"] <= 1
+    # the counts live in shared memory: another process reads the same sums
+    from engram.spreading_metrics import SpreadingMetrics
+    seen = SpreadingMetrics.attach(EngineName.parse(eng.name)).summary()
+    assert seen["spreads"] == s["spreads"]

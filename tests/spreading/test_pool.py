@@ -161,3 +161,17 @@ def test_no_record_is_ever_handed_out_twice_across_processes(procs):
         assert len(seen) == 2048 - s["never_used"]
     finally:
         pool.close(unlink=True)
+
+
+def test_release_without_a_local_cache_goes_straight_to_the_shared_freelist(pool):
+    a = pool.acquire(50)
+    pool.release(a, local=False)
+    head = int(pool.header["head"][0]) & 0xFFFFFFFF
+    assert head in set(a.tolist())
+    with pytest.raises(InvalidInputError, match="not held"):
+        pool.release(a[:1], local=False)
+    other = ActivationRecordPool.attach(EngineName.parse(pool.seg.name.split(".pool")[0].lstrip("/")), cache_size=8)
+    b = other.acquire(50)                          # another process-side cache refills from them
+    assert len(set(b.tolist()) & set(a.tolist())) >= 4       # recycled, not fresh
+    assert other.stats()["reused"] >= 4
+    other.release(b)
