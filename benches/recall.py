@@ -50,6 +50,7 @@ from pathlib import Path              # noqa: E402
 import numpy as np                    # noqa: E402
 
 import engram                         # noqa: E402
+from engram import hwcounters         # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common                        # noqa: E402
@@ -233,6 +234,9 @@ def bench_size(n: int, recalls: int, rows_out: list, extra: dict, budget_ms):
                     "prediction_error": prediction[0], "spread_estimate_error": prediction[1],
                     "batch_size": sp._batcher.batch_size}
     extra[label]["worker_stats"] = {k: v for k, v in weng.worker_stats().items() if k != "pids"}
+    extra[label]["spreading_metrics"] = weng.spreading_metrics()
+    supported, why = hwcounters.probe()
+    extra[label]["hardware_counters"] = {"supported": supported, "reason": why}
     weng.close()
     eng.close()
 
@@ -282,6 +286,10 @@ def main(argv=None) -> int:
               f"budget {e['budget_ms']} ms: {e['spread_results_in_50_recalls']} of 500 results in 50 recalls came "
               f"from spreading, {e['fallbacks_in_50_recalls']} fallbacks, {e['partials_in_50_recalls']} partial; "
               f"batch size {e['batch_size']}")
+        m = e["spreading_metrics"]
+        print(f"  shared-memory metrics (engine with workers): cache miss rate {m['engram_spreading_cache_miss_rate']}"
+              f"{'' if e['hardware_counters']['supported'] else ' (' + e['hardware_counters']['reason'] + ')'}, "
+              f"pool hit rate {m.get('activation_pool_hit_rate', 0):.3f}, high water {m.get('pool_high_water_mark')}")
     doc = {"bench": "recall", "argv": sys.argv[1:], "k": K, "dim": DIM, "rows": rows, "spreading": extra,
            "machine": info, "wall_seconds": time.perf_counter() - t0}
     outs = _common.write_results("recall", doc, a.json)

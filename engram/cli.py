@@ -24,6 +24,12 @@ def cmd_info(args) -> int:
     print(f"layout hash   0x{LAYOUT_HASH:016x}   kernel ABI {ABI_VERSION}   node record {NODE_HOT_DTYPE.itemsize} B")
     print(f"CPU runs      {', '.join(kernels.cpu_isas())}   (ENGRAM_ISA forces one)")
     print(f"libraries     {native.lib_dir()}")
+    from engram import hwcounters
+    from engram.spreading import topology
+    ok, why = hwcounters.probe()
+    topo = topology()
+    print(f"topology      {topo.cores} cores, L1d {topo.l1d >> 10} KiB, L2 {topo.l2 >> 10} KiB, L3 {topo.l3 >> 20} MiB")
+    print(f"hw counters   {'available (L1D and LLC misses)' if ok else 'not supported: ' + why}")
     try:
         import engram._cy.scan  # noqa: F401
         print("cython        engram._cy.scan loaded")
