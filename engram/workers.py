@@ -185,7 +185,7 @@ def worker_main(engine_text: str, worker_id: int) -> None:
 
 
 def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics):
-    slot = board.slots[i:i + 1]
+    slot = board.slots[i]          # a record view: field stores go straight to shared memory
     slot["taken_ns"] = time.perf_counter_ns()
     slot["worker"], slot["worker_pid"] = worker_id, pid
     slot["attempt"] += 1
@@ -193,18 +193,20 @@ def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics):
     if hold:
         time.sleep(hold / 1e9)
     try:
-        space = bytes(slot["space"][0]).rstrip(b"\0").decode()
+        space = bytes(slot["space"]).rstrip(b"\0").decode()
         view = eng.space(space)
         view._metrics = metrics
         view._open()
-        cfg = _config_from(board.configs[i])
-        if cfg != view._recall_cfg:
-            view._recall_cfg, view._spread_params = cfg, cfg.spread_params()
-        flags = int(slot["flags"][0])
-        budget = float(slot["budget_ns"][0]) / 1e6 if flags & FLAG_BUDGET else None
-        r = _recall.recall(view, board.queries[i], int(slot["k"][0]), spread=bool(flags & FLAG_SPREAD),
+        raw = board.configs[i].tobytes()
+        if raw != getattr(view, "_config_raw", None):      # settings changed (or first use)
+            cfg = _config_from(board.configs[i])
+            view._recall_cfg, view._spread_params, view._config_raw = cfg, cfg.spread_params(), raw
+        cfg = view._recall_cfg
+        flags = int(slot["flags"])
+        budget = float(slot["budget_ns"]) / 1e6 if flags & FLAG_BUDGET else None
+        r = _recall.recall(view, board.queries[i], int(slot["k"]), spread=bool(flags & FLAG_SPREAD),
                            budget_ms=budget, cfg=cfg, predictor=view._predictor, batcher=view._batcher,
-                           t_begin=int(slot["submit_ns"][0]))
+                           t_begin=int(slot["submit_ns"]))
         n = int(r.ids.shape[0])
         idx = pool.acquire(n)
         rec = pool.records
@@ -351,7 +353,7 @@ class WorkerPool:
         i = b.claim()
         if i is None:
             return None
-        slot = b.slots[i:i + 1]
+        slot = b.slots[i]
         name = space.encode()
         sp = np.zeros(64, np.uint8)
         sp[:len(name)] = np.frombuffer(name, np.uint8)
@@ -378,10 +380,10 @@ class WorkerPool:
                 if st in (DONE, FAILED):
                     break
             if st == FAILED:
-                raise WorkerError(bytes(slot["message"][0]).rstrip(b"\0").decode(errors="replace"))
-            n = int(slot["result_count"][0])
+                raise WorkerError(bytes(slot["message"]).rstrip(b"\0").decode(errors="replace"))
+            n = int(slot["result_count"])
             idx = np.empty(n, np.uint32)
-            j = int(slot["result_head"][0])
+            j = int(slot["result_head"])
             nxt = self.pool.records["next"]
             for m in range(n):
                 idx[m] = j
@@ -390,13 +392,12 @@ class WorkerPool:
             self.pool.release(idx, local=False)     # the workers acquire: give them back at once
         finally:
             b.set_state(i, FREE)
-        status = int(slot["status"][0])
-        timings = {"scan_ms": float(slot["scan_ms"][0]), "spread_ms": float(slot["spread_ms"][0]),
-                   "rank_ms": float(slot["rank_ms"][0]),
-                   "queue_ms": (int(slot["taken_ns"][0]) - t_begin) / 1e6,
-                   "worker_ms": (int(slot["done_ns"][0]) - int(slot["taken_ns"][0])) / 1e6}
-        info = {"hops": int(slot["hops_run"][0]), "touched": int(slot["touched"][0]),
-                "worker": int(slot["worker"][0])}
+        status = int(slot["status"])
+        timings = {"scan_ms": float(slot["scan_ms"]), "spread_ms": float(slot["spread_ms"]),
+                   "rank_ms": float(slot["rank_ms"]),
+                   "queue_ms": (int(slot["taken_ns"]) - t_begin) / 1e6,
+                   "worker_ms": (int(slot["done_ns"]) - int(slot["taken_ns"])) / 1e6}
+        info = {"hops": int(slot["hops_run"]), "touched": int(slot["touched"]), "worker": int(slot["worker"])}
         return Ranked(rec["node"].astype(np.int64), rec["score"].copy(), rec["activation"].copy(),
                       rec["similarity"].copy(), rec["hop"].astype(np.int8), bool(status & STATUS_PARTIAL),
                       bool(status & STATUS_FALLBACK), timings, info)
