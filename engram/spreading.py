@@ -25,6 +25,7 @@ from ._kernels.table import CsrGraph, SpreadParams, SpreadRun
 from .errors import InvalidInputError
 
 FALLBACK_FACTOR = 1.5       # fallback when the estimate exceeds the budget by more than 50%
+OUTLIER = 2.0               # a hop slower than this x its prediction trains as this x (see observe_hop)
 
 
 # --- CPU topology and the batch size ----------------------------------------------------------
@@ -212,7 +213,7 @@ class LatencyPredictor:
     SPREAD_FEATURES = 6
 
     def __init__(self, warmup: int = 20):
-        self.hop = OnlineLinear(self.HOP_FEATURES)
+        self.hop = OnlineLinear(self.HOP_FEATURES, forget=0.995)
         self.spread = OnlineLinear(self.SPREAD_FEATURES)
         self.warmup = warmup
         self.stats = PredictionStats()          # per request: the hop predictions vs those hops' time
@@ -239,7 +240,12 @@ class LatencyPredictor:
     def predict_spread(self, x) -> float:
         return max(self.spread.predict(x), 0.0) if self.ready else 0.0
 
-    def observe_hop(self, x, ns: float) -> None:
+    def observe_hop(self, x, ns: float, predicted: float = 0.0) -> None:
+        """Learn from one hop. A hop that took more than OUTLIER x its prediction was
+        preempted or stalled (the machine is shared): it teaches the model only
+        OUTLIER x the prediction, so one stall does not inflate every estimate."""
+        if predicted > 0 and ns > OUTLIER * predicted:
+            ns = OUTLIER * predicted
         with self._lock:
             self.hop.observe(x, ns)
             self.hops_seen += 1
@@ -300,7 +306,7 @@ def run_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray, see
             run.step()
             t1 = time.perf_counter_ns()
             if predictor is not None:
-                predictor.observe_hop(x, t1 - t0)
+                predictor.observe_hop(x, t1 - t0, guess)
             predicted_total += guess
             hop_total += t1 - t0
             hops_run += 1
