@@ -128,19 +128,23 @@ class TaskBoard:
     def count(self, field: str, v: int = 1) -> int:
         return int(self._add(self._counter[field], v))
 
-    def _grab(self, want: int, new: int):
-        for i in np.flatnonzero(self.slots["state"] == want).tolist():
+    def _grab(self, candidates, want: int, new: int):
+        for i in candidates:
             if self.cas(i, want, new):
                 return i
         return None
 
     def claim(self):
         """A FREE slot, now FILLING and this caller's; None when every slot is busy."""
-        return self._grab(FREE, FILLING)
+        return self._grab(np.flatnonzero(self.slots["state"] == FREE).tolist(), FREE, FILLING)
 
     def take(self):
-        """A READY slot, now TAKEN by the calling worker; None when there is none."""
-        return self._grab(READY, TAKEN)
+        """The oldest READY slot (by submission number: first come, first served, so no
+        request starves behind newer ones in lower slots), now TAKEN; None if none."""
+        ready = np.flatnonzero(self.slots["state"] == READY)
+        if ready.size > 1:
+            ready = ready[np.argsort(self.slots["seq"][ready], kind="stable")]
+        return self._grab(ready.tolist(), READY, TAKEN)
 
 
 def _semaphore(engine: EngineName, what: str, create: bool) -> posix_ipc.Semaphore:

@@ -245,3 +245,19 @@ def test_soak_recalls_through_workers_return_the_pool_to_its_start():
         assert s["completed"] >= count and s["failed"] == 0
         assert p["in_use"] == 0 and p["acquired"] == p["released"] == 5 * s["completed"]
         assert p["allocations"] <= 2 * 256 + 64 and p["hit_rate"] > 0.9
+
+
+def test_workers_take_the_oldest_request_first():
+    """A request in a high slot must not starve behind newer ones in lower slots."""
+    from engram.workers import FREE, READY, TaskBoard
+    from engram.pool import ActivationRecordPool  # noqa: F401  (the C library is loaded)
+    name = EngineName.new()
+    board = TaskBoard.create(name, slots=8, dim=4, workers=1)
+    try:
+        for i, seq in [(6, 1), (1, 5), (3, 2), (0, 9)]:
+            board.slots["seq"][i] = seq
+            board.set_state(i, READY)
+        assert [board.take() for _ in range(5)] == [6, 3, 1, 0, None]
+        assert board.claim() in {2, 4, 5, 7} and (board.slots["state"] == FREE).sum() == 3
+    finally:
+        board.seg.unlink(board.seg.name)
