@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hwcounters, kernels, snapshot, validate
+from . import hwcounters, kernels, metrics, snapshot, validate
 from . import recall as _recall
 from ._kernels.table import CsrGraph
 from .errors import ClosedError, InvalidInputError, UnknownIdError
@@ -97,6 +97,7 @@ class SpaceView:
         self._batcher = AdaptiveBatcher(topology())
         self._graph_cache = None
         self._metrics = None           # this process's SpreadingMetrics slot (owner and workers)
+        self._rec = metrics.recorder(None, 0, store.space)   # readers record nothing (no-ops)
 
     def _open(self) -> SpaceStore:
         if self._closed_check is not None:
@@ -216,8 +217,20 @@ class SpaceView:
             origin=np.where(r.hops == 0, "seed", "spread").astype("<U6"), hops=r.hops,
             content=[st.content_at(int(c)) for c in rec["content_ref"]], partial=r.partial,
             fallback=r.fallback, activation=r.activation, similarity=r.similarity, spreading=r.info)
-        r.timings["total_ms"] = (time.perf_counter_ns() - t0) / 1e6
+        total_ns = time.perf_counter_ns() - t0
+        r.timings["total_ms"] = total_ns / 1e6
         res.timings = r.timings
+        rec_ = self._rec
+        rec_.recalls_total.inc()
+        rec_.recall_latency_seconds.observe_ns(total_ns)
+        if r.partial:
+            rec_.recall_partial_total.inc()
+        if r.fallback:
+            rec_.recall_fallback_total.inc()
+        hops = (r.info or {}).get("hops", 0)
+        if hops:
+            rec_.spread_hops_total.inc(hops)
+            rec_.spread_latency_seconds.observe_ns(int(r.timings.get("spread_ms", 0.0) * 1e6))
         return res
 
     def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int):
@@ -374,6 +387,8 @@ class Space(SpaceView):
             st.dir["next_id"] = first + n
             st.dir["n_live"] += n
             st.bump()
+        self._rec.remembered_total.inc(n)
+        self._rec.memories.set(int(st.dir["n_live"][0]))
         return ids
 
     def link(self, src, dst, weights=1.0) -> int:
@@ -391,6 +406,7 @@ class Space(SpaceView):
             w = validate.per_item(weights, s.shape[0], "weights", 1.0, 0.0, 1.0, lo_open=True)
             self._graph.append(s.astype(np.uint32), d.astype(np.uint32), w)
             self._store.bump()
+        self._rec.links_total.inc(int(s.shape[0]))
         return int(s.shape[0])
 
     def forget(self, ids) -> int:
@@ -406,6 +422,8 @@ class Space(SpaceView):
             rec["flags"][a] = FORGOTTEN
             st.dir["n_live"] -= a.shape[0]
             st.bump()
+        self._rec.forgotten_total.inc(int(a.shape[0]))
+        self._rec.memories.set(int(st.dir["n_live"][0]))
         return int(a.shape[0])
 
     def _before_spread(self, spread: bool) -> None:
@@ -469,13 +487,17 @@ class Engine:
         self._closed = False
         self._path_lock = None
         self._spreading = SpreadingMetrics.create(self._name, 1 + self.workers, hwcounters.probe()[0])
+        self._metrics_seg = metrics.MetricsSegment.create(self._name)
+        self._metrics_slot = self._metrics_seg.claim(metrics.ROLE_OWNER)
         self._workers = WorkerPool(self._name, self.dim, self.workers) if self.workers else None
         self._finalizer = weakref.finalize(self, _shutdown, self._name, self._workers)
         if self.path is not None:
             self._path_lock = snapshot.PathLock(self.path)
             try:
                 for name, arrs in snapshot.load(self.path, self.dim).items():
-                    snapshot.restore(self.space(name)._store, arrs)
+                    sp = self.space(name)
+                    snapshot.restore(sp._store, arrs)
+                    sp._rec.memories.set(len(sp))
             except BaseException:
                 self._path_lock.release()
                 self.close()
@@ -500,6 +522,7 @@ class Engine:
                 store = SpaceStore(self._name, name, self.dim, create=True)
                 sp = self._spaces[name] = Space(store, self._kern, self._check_open, self._workers, self.routing)
                 sp._metrics = self._spreading.slot(0)
+                sp._rec = metrics.recorder(self._metrics_seg, self._metrics_slot, name, assign=True)
             return sp
 
     def spaces(self) -> list:

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0x22a77597eafa35d5ULL
+#define EG_LAYOUT_HASH 0xe626838efc47500aULL
 #define EG_ABI_VERSION 7
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
@@ -22,6 +22,7 @@
 #define EG_TABLE_POOL 8
 #define EG_TABLE_TASKS 9
 #define EG_TABLE_METRICS 10
+#define EG_TABLE_METRICS_SLOTS 11
 #define EG_TASK_FREE 0
 #define EG_TASK_FILLING 1
 #define EG_TASK_READY 2
@@ -280,6 +281,42 @@ _Static_assert(offsetof(eg_spreading_metrics_header_t, slots) == 0, "SpreadingMe
 _Static_assert(offsetof(eg_spreading_metrics_header_t, counters) == 4, "SpreadingMetricsHeader.counters offset");
 _Static_assert(offsetof(eg_spreading_metrics_header_t, _reserved) == 8, "SpreadingMetricsHeader._reserved offset");
 
+/* Head of the metrics segment. */
+typedef struct __attribute__((aligned(64))) {
+    uint32_t slots;
+    uint32_t slot_bytes;
+    uint32_t labels;
+    uint32_t cells;
+    uint64_t schema_hash;
+    uint32_t spaces;
+    uint32_t _pad;
+    uint64_t _reserved[4];
+} eg_metrics_header_t;
+_Static_assert(sizeof(eg_metrics_header_t) == 64, "MetricsHeader size");
+_Static_assert(offsetof(eg_metrics_header_t, slots) == 0, "MetricsHeader.slots offset");
+_Static_assert(offsetof(eg_metrics_header_t, slot_bytes) == 4, "MetricsHeader.slot_bytes offset");
+_Static_assert(offsetof(eg_metrics_header_t, labels) == 8, "MetricsHeader.labels offset");
+_Static_assert(offsetof(eg_metrics_header_t, cells) == 12, "MetricsHeader.cells offset");
+_Static_assert(offsetof(eg_metrics_header_t, schema_hash) == 16, "MetricsHeader.schema_hash offset");
+_Static_assert(offsetof(eg_metrics_header_t, spaces) == 24, "MetricsHeader.spaces offset");
+_Static_assert(offsetof(eg_metrics_header_t, _pad) == 28, "MetricsHeader._pad offset");
+_Static_assert(offsetof(eg_metrics_header_t, _reserved) == 32, "MetricsHeader._reserved offset");
+
+/* Starts every per-process slot of the metrics segment. */
+typedef struct __attribute__((aligned(64))) {
+    uint64_t pid;
+    uint64_t claimed_ns;
+    uint32_t role;
+    uint32_t _pad;
+    uint64_t _reserved[5];
+} eg_metrics_slot_header_t;
+_Static_assert(sizeof(eg_metrics_slot_header_t) == 64, "MetricsSlotHeader size");
+_Static_assert(offsetof(eg_metrics_slot_header_t, pid) == 0, "MetricsSlotHeader.pid offset");
+_Static_assert(offsetof(eg_metrics_slot_header_t, claimed_ns) == 8, "MetricsSlotHeader.claimed_ns offset");
+_Static_assert(offsetof(eg_metrics_slot_header_t, role) == 16, "MetricsSlotHeader.role offset");
+_Static_assert(offsetof(eg_metrics_slot_header_t, _pad) == 20, "MetricsSlotHeader._pad offset");
+_Static_assert(offsetof(eg_metrics_slot_header_t, _reserved) == 24, "MetricsSlotHeader._reserved offset");
+
 /* Spreading scratch: a node is in the current spread only if mark's epoch matches. */
 typedef struct __attribute__((aligned(8))) {
     uint32_t mark;
@@ -453,6 +490,21 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"SpreadingMetricsHeader", "slots", (int64_t)offsetof(eg_spreading_metrics_header_t, slots), (int64_t)sizeof(((eg_spreading_metrics_header_t *)0)->slots)}, \
     {"SpreadingMetricsHeader", "counters", (int64_t)offsetof(eg_spreading_metrics_header_t, counters), (int64_t)sizeof(((eg_spreading_metrics_header_t *)0)->counters)}, \
     {"SpreadingMetricsHeader", "_reserved", (int64_t)offsetof(eg_spreading_metrics_header_t, _reserved), (int64_t)sizeof(((eg_spreading_metrics_header_t *)0)->_reserved)}, \
+    {"MetricsHeader", "", 0, (int64_t)sizeof(eg_metrics_header_t)}, \
+    {"MetricsHeader", "slots", (int64_t)offsetof(eg_metrics_header_t, slots), (int64_t)sizeof(((eg_metrics_header_t *)0)->slots)}, \
+    {"MetricsHeader", "slot_bytes", (int64_t)offsetof(eg_metrics_header_t, slot_bytes), (int64_t)sizeof(((eg_metrics_header_t *)0)->slot_bytes)}, \
+    {"MetricsHeader", "labels", (int64_t)offsetof(eg_metrics_header_t, labels), (int64_t)sizeof(((eg_metrics_header_t *)0)->labels)}, \
+    {"MetricsHeader", "cells", (int64_t)offsetof(eg_metrics_header_t, cells), (int64_t)sizeof(((eg_metrics_header_t *)0)->cells)}, \
+    {"MetricsHeader", "schema_hash", (int64_t)offsetof(eg_metrics_header_t, schema_hash), (int64_t)sizeof(((eg_metrics_header_t *)0)->schema_hash)}, \
+    {"MetricsHeader", "spaces", (int64_t)offsetof(eg_metrics_header_t, spaces), (int64_t)sizeof(((eg_metrics_header_t *)0)->spaces)}, \
+    {"MetricsHeader", "_pad", (int64_t)offsetof(eg_metrics_header_t, _pad), (int64_t)sizeof(((eg_metrics_header_t *)0)->_pad)}, \
+    {"MetricsHeader", "_reserved", (int64_t)offsetof(eg_metrics_header_t, _reserved), (int64_t)sizeof(((eg_metrics_header_t *)0)->_reserved)}, \
+    {"MetricsSlotHeader", "", 0, (int64_t)sizeof(eg_metrics_slot_header_t)}, \
+    {"MetricsSlotHeader", "pid", (int64_t)offsetof(eg_metrics_slot_header_t, pid), (int64_t)sizeof(((eg_metrics_slot_header_t *)0)->pid)}, \
+    {"MetricsSlotHeader", "claimed_ns", (int64_t)offsetof(eg_metrics_slot_header_t, claimed_ns), (int64_t)sizeof(((eg_metrics_slot_header_t *)0)->claimed_ns)}, \
+    {"MetricsSlotHeader", "role", (int64_t)offsetof(eg_metrics_slot_header_t, role), (int64_t)sizeof(((eg_metrics_slot_header_t *)0)->role)}, \
+    {"MetricsSlotHeader", "_pad", (int64_t)offsetof(eg_metrics_slot_header_t, _pad), (int64_t)sizeof(((eg_metrics_slot_header_t *)0)->_pad)}, \
+    {"MetricsSlotHeader", "_reserved", (int64_t)offsetof(eg_metrics_slot_header_t, _reserved), (int64_t)sizeof(((eg_metrics_slot_header_t *)0)->_reserved)}, \
     {"SpreadState", "", 0, (int64_t)sizeof(eg_spread_state_t)}, \
     {"SpreadState", "mark", (int64_t)offsetof(eg_spread_state_t, mark), (int64_t)sizeof(((eg_spread_state_t *)0)->mark)}, \
     {"SpreadState", "act", (int64_t)offsetof(eg_spread_state_t, act), (int64_t)sizeof(((eg_spread_state_t *)0)->act)}, \

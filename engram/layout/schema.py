@@ -212,6 +212,28 @@ SPREADING_METRICS_HEADER = Record("SpreadingMetricsHeader", (
     F("_reserved", "u64", 7),
 ), size=64, align=64, doc="Head of the spreading metrics segment.")
 
+#: Head of the metrics segment (engram/metrics): the label table of memory
+#: spaces follows (MAX_SPACES x 64-byte names), then the per-process slots.
+METRICS_HEADER = Record("MetricsHeader", (
+    F("slots", "u32", doc="per-process slots"),
+    F("slot_bytes", "u32", doc="bytes per slot, a multiple of 64"),
+    F("labels", "u32", doc="label values per metric (memory spaces; the last is 'other')"),
+    F("cells", "u32", doc="u64 cells per slot"),
+    F("schema_hash", "u64", doc="hash of the metric definitions: readers refuse another"),
+    F("spaces", "u32", doc="label values assigned so far"),
+    F("_pad", "u32"),
+    F("_reserved", "u64", 4),
+), size=64, align=64, doc="Head of the metrics segment.")
+
+#: One process's slot in the metrics segment: a claim word, then cells.
+METRICS_SLOT_HEADER = Record("MetricsSlotHeader", (
+    F("pid", "u64", doc="owning process (0: free); a dead process's counts stay"),
+    F("claimed_ns", "u64", doc="wall time of the claim"),
+    F("role", "u32", doc="0 owner, 1 worker, 2 other"),
+    F("_pad", "u32"),
+    F("_reserved", "u64", 5),
+), size=64, align=64, doc="Starts every per-process slot of the metrics segment.")
+
 #: Per-node scratch of one spread (per worker, not shared): see csrc/kernels/spread.c.
 SPREAD_STATE = Record("SpreadState", (
     F("mark", "u32", doc="epoch << 8 | hop at which the node was first touched"),
@@ -254,7 +276,7 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
 ), size=256, align=64)
 
 RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,
-           SPREADING_METRICS, SPREADING_METRICS_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY)
+           SPREADING_METRICS, SPREADING_METRICS_HEADER, METRICS_HEADER, METRICS_SLOT_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY)
 
 CONSTANTS = {
     "ABI_VERSION": ABI_VERSION,
@@ -274,6 +296,7 @@ CONSTANTS = {
     "TABLE_POOL": 8,
     "TABLE_TASKS": 9,
     "TABLE_METRICS": 10,
+    "TABLE_METRICS_SLOTS": 11,
     "TASK_FREE": 0,
     "TASK_FILLING": 1,
     "TASK_READY": 2,

@@ -1,0 +1,69 @@
+"""Every metric engram records, declared once: name, kind, help, and whether it is
+labelled by memory space. The segment layout, the recorders and the Prometheus
+exporter all follow this table.
+
+Histograms have fixed power-of-two buckets in nanoseconds (1.024 us .. 2^40 ns,
+about 18 minutes): the bucket of a value is its bit length, so recording is a
+shift and two adds, and sums are exact integers of nanoseconds (fixed point).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+MAX_SPACES = 16              # label values; spaces beyond MAX_SPACES - 1 fold into "other"
+OTHER = "other"
+HIST_MIN_BITS = 10           # first bucket: <= 2^10 ns
+HIST_BUCKETS = 31            # 2^10 .. 2^40 ns, then +Inf
+HIST_CELLS = HIST_BUCKETS + 1 + 2     # buckets, +Inf bucket, count, sum_ns
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: str                # "counter" | "gauge" | "histogram"
+    help: str
+    per_space: bool = True
+    unit: str = ""           # "seconds" for histograms of nanoseconds
+
+    @property
+    def cells_per_label(self) -> int:
+        return HIST_CELLS if self.kind == "histogram" else 1
+
+
+METRICS = (
+    Metric("engram_recalls_total", "counter", "Recalls answered."),
+    Metric("engram_recall_latency_seconds", "histogram", "Recall latency as the caller sees it.", unit="seconds"),
+    Metric("engram_recall_partial_total", "counter", "Recalls whose spreading or scan stopped for the budget."),
+    Metric("engram_recall_fallback_total", "counter", "Recalls answered from similarity alone for the budget."),
+    Metric("engram_spread_hops_total", "counter", "Spreading hops run by recalls."),
+    Metric("engram_spread_latency_seconds", "histogram", "Time in the spreading stage of recall.", unit="seconds"),
+    Metric("engram_remembered_total", "counter", "Memories stored."),
+    Metric("engram_forgotten_total", "counter", "Memories forgotten."),
+    Metric("engram_links_total", "counter", "Associations added."),
+    Metric("engram_memories", "gauge", "Memories held (not forgotten)."),
+    Metric("engram_priming_total", "counter", "Priming events (semantic, associative, repetition)."),
+    Metric("engram_interference_total", "counter", "Interference events (proactive, retroactive, fan)."),
+    Metric("engram_reconsolidation_total", "counter", "Reconsolidation updates applied."),
+)
+BY_NAME = {m.name: m for m in METRICS}
+
+
+def layout():
+    """{metric name: first cell index}, and the cells per slot (after the slot header)."""
+    offsets, cell = {}, 0
+    for m in METRICS:
+        offsets[m.name] = cell
+        cell += m.cells_per_label * (MAX_SPACES if m.per_space else 1)
+    return offsets, cell
+
+
+def schema_hash() -> int:
+    text = ";".join(f"{m.name}:{m.kind}:{m.per_space}" for m in METRICS)
+    text += f";{MAX_SPACES};{HIST_MIN_BITS};{HIST_BUCKETS}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def bucket_bounds_seconds():
+    """Upper bounds (le) of the finite buckets, in seconds."""
+    return [(1 << (HIST_MIN_BITS + i)) / 1e9 for i in range(HIST_BUCKETS)]

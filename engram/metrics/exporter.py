@@ -1,0 +1,85 @@
+"""Prometheus exposition: a prometheus_client custom collector that reads an
+engine's metrics segments (read-only) and sums the per-process slots at scrape
+time, and a small HTTP server for it (the daemon reuses the collector)."""
+from __future__ import annotations
+
+import threading
+
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import start_http_server
+
+from ..shm.names import EngineName
+from . import definitions as d
+from .segment import MetricsSegment
+
+
+class EngramCollector:
+    """Reads one engine's metrics; every scrape sums the slots anew."""
+
+    def __init__(self, engine_name: str):
+        self.engine = EngineName.parse(str(engine_name))
+        self.seg = MetricsSegment.attach(self.engine)
+        self._spreading = None
+
+    def _spreading_summary(self):
+        from ..spreading_metrics import SpreadingMetrics
+        try:
+            if self._spreading is None:
+                self._spreading = SpreadingMetrics.attach(self.engine)
+            return self._spreading.summary()
+        except Exception:          # an engine without that segment: nothing to add
+            return None
+
+    def collect(self):
+        bounds = d.bucket_bounds_seconds()
+        for m in d.METRICS:
+            values = self.seg.totals()[m.name]
+            labels = ["space"] if m.per_space else []
+            if m.kind == "counter":
+                fam = CounterMetricFamily(m.name, m.help, labels=labels)
+                for space, v in values.items():
+                    fam.add_metric([space] if m.per_space else [], v)
+            elif m.kind == "gauge":
+                fam = GaugeMetricFamily(m.name, m.help, labels=labels)
+                for space, v in values.items():
+                    fam.add_metric([space] if m.per_space else [], v)
+            else:
+                fam = HistogramMetricFamily(m.name, m.help, labels=labels)
+                for space, (buckets, count, sum_ns) in values.items():
+                    cum, pairs = 0, []
+                    for le, b in zip(bounds, buckets[:-1]):
+                        cum += int(b)
+                        pairs.append((repr(le), cum))
+                    pairs.append(("+Inf", count))
+                    fam.add_metric([space] if m.per_space else [], pairs, sum_value=sum_ns / 1e9)
+            yield fam
+        s = self._spreading_summary()
+        if s is not None:
+            err = s["engram_spreading_latency_prediction_error"]
+            yield GaugeMetricFamily("engram_spreading_latency_prediction_error",
+                                    "Mean relative error of the spreading latency predictor.",
+                                    value=err if err is not None else float("nan"))
+            rate = s["engram_spreading_cache_miss_rate"]
+            yield GaugeMetricFamily("engram_spreading_cache_miss_rate",
+                                    "L1D misses per read over sampled spreads (NaN: no hardware counters here).",
+                                    value=rate if isinstance(rate, float) else float("nan"))
+
+
+class MetricsServer:
+    def __init__(self, server, thread):
+        self._server, self._thread = server, thread
+        self.port = server.server_port
+        self.url = f"http://{server.server_address[0]}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+def serve(engine, port: int = 0, addr: str = "127.0.0.1") -> MetricsServer:
+    name = engine.name if hasattr(engine, "name") else str(engine)
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(EngramCollector(name))
+    server, thread = start_http_server(port, addr=addr, registry=reg)
+    return MetricsServer(server, thread)
