@@ -41,7 +41,11 @@ class _Noop:
         pass
 
 
-NOOP = _Noop()
+try:                                   # the compiled no-op, when the Cython drivers are built
+    from .._cy.metrics import Noop as _CNoop
+    NOOP = _CNoop()
+except ImportError:
+    NOOP = _Noop()
 
 
 class Recorder:
