@@ -62,6 +62,27 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_list(args) -> int:
+    from engram import attach_tools
+    print(attach_tools.format_list(attach_tools.list_engines()))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from engram import attach_tools
+    eng = attach_tools.resolve(args.engine)
+    text = attach_tools.format_inspect(eng, args.space, args.node, args.pool)
+    print(text)
+    return 3 if "REFUSED" in text else 0
+
+
+def cmd_top(args) -> int:
+    from engram import attach_tools
+    if args.interval <= 0:
+        raise SystemExit("engram top: --interval must be > 0")
+    return attach_tools.run_top(attach_tools.resolve(args.engine), args.interval, args.iterations)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="engram", description="engram: a cognitive memory engine in shared memory")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -74,6 +95,19 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=384, help="embedding dimension (default 384)")
     p.add_argument("--tier", choices=("hot", "warm"), default="hot", help="store f32 (hot) or f16 (warm)")
     p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("list", help="the running engines this user can attach to")
+    p.set_defaults(fn=cmd_list)
+    p = sub.add_parser("inspect", help="a running engine's segments (with layout checks), node records, pool")
+    p.add_argument("engine", help="engine name (eg.<uid>.<pid>.<token>) or owner pid")
+    p.add_argument("--space", default=None, help="memory space for --node (default 'default')")
+    p.add_argument("--node", type=int, action="append", help="show this node's record and edges (repeatable)")
+    p.add_argument("--pool", action="store_true", help="show the activation record pool's counters")
+    p.set_defaults(fn=cmd_inspect)
+    p = sub.add_parser("top", help="live view of a running engine: memories, recalls/s, latency, pool, workers")
+    p.add_argument("engine", help="engine name or owner pid")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    p.add_argument("--iterations", type=int, default=None, help="stop after this many refreshes")
+    p.set_defaults(fn=cmd_top)
     args = ap.parse_args(argv)
     if not getattr(args, "fn", None):
         ap.print_help()

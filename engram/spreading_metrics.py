@@ -16,7 +16,7 @@ from .layout import SPREADING_METRICS_DTYPE, SPREADING_METRICS_HEADER_DTYPE, sch
 from .shm.names import EngineName
 from .shm.segment import Segment
 
-KIND = schema.CONSTANTS["TABLE_METRICS"]
+KIND = schema.CONSTANTS["TABLE_SPREADING"]
 SAMPLE_EVERY = 64           # spreads between hardware-counter samples (a read costs ~1 us)
 
 

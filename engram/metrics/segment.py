@@ -15,7 +15,7 @@ from ..shm.names import EngineName
 from ..shm.segment import Segment, align_up
 from . import definitions as d
 
-KIND = schema.CONSTANTS["TABLE_METRICS_SLOTS"]
+KIND = schema.CONSTANTS["TABLE_METRICS"]
 DEFAULT_SLOTS = 64
 ROLE_OWNER, ROLE_WORKER, ROLE_OTHER = 0, 1, 2
 NAME_BYTES = 64
