@@ -83,6 +83,26 @@ def cmd_top(args) -> int:
     return attach_tools.run_top(attach_tools.resolve(args.engine), args.interval, args.iterations)
 
 
+def cmd_trace(args) -> int:
+    from engram import attach_tools
+    from engram.tracing.tail import tail
+    eng = attach_tools.resolve(args.engine)
+    if args.collect:
+        from engram.tracing.collector import Collector
+        import signal
+        c = Collector(str(eng), args.collect, args.formats.split(","))
+        signal.signal(signal.SIGTERM, lambda *_: c.stop.set())
+        try:
+            n = c.run()
+        except KeyboardInterrupt:
+            c.stop.set()
+            n = c.run()
+        print(f"collected {n} events into {args.collect} ({c.lost} lost to full rings)")
+        return 0
+    return tail(eng, kinds=args.kind, space=args.space, min_strength=args.min_strength, count=args.count,
+                seconds=args.seconds)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="engram", description="engram: a cognitive memory engine in shared memory")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -108,6 +128,16 @@ def main(argv=None) -> int:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     p.add_argument("--iterations", type=int, default=None, help="stop after this many refreshes")
     p.set_defaults(fn=cmd_top)
+    p = sub.add_parser("trace", help="tail a running engine's trace events live (or --collect them to files)")
+    p.add_argument("engine", help="engine name or owner pid")
+    p.add_argument("--kind", action="append", help="only these event kinds (repeatable)")
+    p.add_argument("--space", default=None, help="only this memory space")
+    p.add_argument("--min-strength", type=float, default=None, help="only events at least this strong")
+    p.add_argument("--count", type=int, default=None, help="stop after this many events")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--collect", metavar="DIR", help="drain every ring into DIR (trace.jsonl, trace.perfetto.json)")
+    p.add_argument("--formats", default="jsonl,perfetto", help="with --collect (default jsonl,perfetto)")
+    p.set_defaults(fn=cmd_trace)
     args = ap.parse_args(argv)
     if not getattr(args, "fn", None):
         ap.print_help()

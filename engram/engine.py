@@ -31,6 +31,8 @@ from .shm import EngineName, cleanup_stale, spaces_of, unlink_engine
 from .recall import RecallConfig
 from .spreading import AdaptiveBatcher, LatencyPredictor, topology
 from .spreading_metrics import SpreadingMetrics
+from .tracing import KINDS, TraceConfig, Tracer
+from .tracing.process import next_trace_id as _next_trace_id, start_collector, stop_collector
 from .workers import WorkerError, WorkerPool
 from .store import TIER_DTYPE, TIER_NAMES, TIER_TABLE, SpaceStore
 
@@ -98,6 +100,9 @@ class SpaceView:
         self._graph_cache = None
         self._metrics = None           # this process's SpreadingMetrics slot (owner and workers)
         self._rec = metrics.recorder(None, 0, store.space)   # readers record nothing (no-ops)
+        self._tracing = False             # set by the owner (or a worker) that has a trace ring
+        self._trace = None                # its writer's emit
+        self._trace_space = 0             # this space's label index
 
     def _open(self) -> SpaceStore:
         if self._closed_check is not None:
@@ -231,7 +236,20 @@ class SpaceView:
         if hops:
             rec_.spread_hops_total.inc(hops)
             rec_.spread_latency_seconds.observe_ns(int(r.timings.get("spread_ms", 0.0) * 1e6))
+        if self._tracing:
+            self._trace_recall(r, k, total_ns)
         return res
+
+    def _trace_recall(self, r, k: int, total_ns: int) -> None:
+        emit, sp, tid = self._trace, self._trace_space, _next_trace_id()
+        emit(KINDS["recall"], sp, tid, k, int(r.ids.shape[0]), float(total_ns), 1.0)
+        emit(KINDS["scan"], sp, tid, 0, 0, r.timings.get("scan_ms", 0.0) * 1e6, 1.0)
+        if "spread_ms" in r.timings:
+            info = r.info or {}
+            emit(KINDS["spread"], sp, tid, info.get("hops", 0), info.get("touched", 0),
+                 r.timings["spread_ms"] * 1e6, 1.0)
+        for i, h, score in zip(r.ids.tolist(), r.hops.tolist(), r.scores.tolist()):
+            emit(KINDS["result"], sp, tid, i, h, 0.0, score)
 
     def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int):
         """The recall pipeline, run here (a reader, or an owner without workers)."""
@@ -389,6 +407,8 @@ class Space(SpaceView):
             st.bump()
         self._rec.remembered_total.inc(n)
         self._rec.memories.set(int(st.dir["n_live"][0]))
+        if self._tracing:
+            self._trace(KINDS["remember"], self._trace_space, 0, first, n, 0.0, 1.0)
         return ids
 
     def link(self, src, dst, weights=1.0) -> int:
@@ -407,6 +427,8 @@ class Space(SpaceView):
             self._graph.append(s.astype(np.uint32), d.astype(np.uint32), w)
             self._store.bump()
         self._rec.links_total.inc(int(s.shape[0]))
+        if self._tracing:
+            self._trace(KINDS["link"], self._trace_space, 0, int(s[0]), int(d[0]), float(s.shape[0]), float(w[0]))
         return int(s.shape[0])
 
     def forget(self, ids) -> int:
@@ -424,6 +446,8 @@ class Space(SpaceView):
             st.bump()
         self._rec.forgotten_total.inc(int(a.shape[0]))
         self._rec.memories.set(int(st.dir["n_live"][0]))
+        if self._tracing:
+            self._trace(KINDS["forget"], self._trace_space, 0, int(a[0]), int(a.shape[0]), 0.0, 1.0)
         return int(a.shape[0])
 
     def _before_spread(self, spread: bool) -> None:
@@ -465,12 +489,14 @@ class Engine:
     write-ahead log that makes every remember durable is a later layer).
     dim: embedding dimension of every space. workers: recall worker
     processes (None: CPU count; 0: recall runs in the calling thread). They
-    start on the first recall; see engram/workers.py. routing: "auto" (a lone
+    start on the first recall; see engram/workers.py. trace: None (off), True,
+    or an engram.tracing.TraceConfig (with collect_to=DIR, a collector process
+    writes the events there). routing: "auto" (a lone
     caller recalls in its own thread, concurrent callers go to the workers) or
     "workers" (every recall goes to a worker once they are up).
     """
 
-    def __init__(self, path=None, dim: int = 768, workers=None, routing: str = "auto"):
+    def __init__(self, path=None, dim: int = 768, workers=None, routing: str = "auto", trace=None):
         self.dim = validate.positive_int(dim, "dim", 1)
         if self.dim > MAX_DIM:
             raise InvalidInputError(f"dim {dim} is larger than the maximum {MAX_DIM}")
@@ -478,6 +504,11 @@ class Engine:
         if routing not in ROUTINGS:
             raise InvalidInputError(f"routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
         self.routing = routing
+        if trace is True:
+            trace = TraceConfig()
+        if trace is not None and not isinstance(trace, TraceConfig):
+            raise InvalidInputError(f"trace must be None, True or an engram.tracing.TraceConfig, got {trace!r}")
+        self.trace_config = trace.check() if trace is not None else None
         self.path = None if path is None else Path(path)
         self.cleaned = cleanup_stale()
         self._name = EngineName.new()
@@ -489,8 +520,12 @@ class Engine:
         self._spreading = SpreadingMetrics.create(self._name, 1 + self.workers, hwcounters.probe()[0])
         self._metrics_seg = metrics.MetricsSegment.create(self._name)
         self._metrics_slot = self._metrics_seg.claim(metrics.ROLE_OWNER)
+        self._tracer = Tracer(self._name if self.trace_config else None, self.trace_config, worker=0)
+        self._collector = None
         self._workers = WorkerPool(self._name, self.dim, self.workers) if self.workers else None
         self._finalizer = weakref.finalize(self, _shutdown, self._name, self._workers)
+        if self.trace_config is not None and self.trace_config.collect_to:
+            self._collector = start_collector(self._name, self.trace_config)
         if self.path is not None:
             self._path_lock = snapshot.PathLock(self.path)
             try:
@@ -523,6 +558,8 @@ class Engine:
                 sp = self._spaces[name] = Space(store, self._kern, self._check_open, self._workers, self.routing)
                 sp._metrics = self._spreading.slot(0)
                 sp._rec = metrics.recorder(self._metrics_seg, self._metrics_slot, name, assign=True)
+                sp._tracing, sp._trace = self._tracer.enabled, self._tracer.emit
+                sp._trace_space = self._metrics_seg.space_index(name)
             return sp
 
     def spaces(self) -> list:
@@ -573,6 +610,9 @@ class Engine:
             self._closed = True
             if self._workers is not None:
                 self._workers.close()        # before the segments they read go away
+            self._tracer.close()
+            if self._collector is not None:  # it drains every ring before the segments go
+                stop_collector(self._collector)
             for sp in self._spaces.values():
                 sp._store.close(unlink=True)
             if self._path_lock is not None:

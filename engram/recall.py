@@ -134,7 +134,8 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
     if counters is not None:
         counters.__enter__()
     out = run_spread(view._kern, graph, degree, seed_ids[in_graph], act0[in_graph], params,
-                     deadline_ns=deadline, predictor=predictor, batch_size=batch, tier_mix=warm_share)
+                     deadline_ns=deadline, predictor=predictor, batch_size=batch, tier_mix=warm_share,
+                     trace=view._trace if view._tracing else None, trace_space=view._trace_space)
     if counters is not None:
         counters.__exit__(None, None, None)
     if metrics is not None:

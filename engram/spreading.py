@@ -281,7 +281,7 @@ class SpreadOutcome:
 
 def run_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray, seed_act: np.ndarray,
                params: SpreadParams, *, deadline_ns: int | None = None, predictor: LatencyPredictor | None = None,
-               batch_size: int = 0, tier_mix: float = 0.0) -> SpreadOutcome:
+               batch_size: int = 0, tier_mix: float = 0.0, trace=None, trace_space: int = 0) -> SpreadOutcome:
     """Spread hop by hop; before each hop, skip it (partial) if the predictor says
     it would end after ``deadline_ns`` (a perf_counter_ns time)."""
     t_start = time.perf_counter_ns()
@@ -310,6 +310,8 @@ def run_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray, see
             predicted_total += guess
             hop_total += t1 - t0
             hops_run += 1
+            if trace is not None:
+                trace(4, trace_space, 0, hops_run, int(x[4]), float(t1 - t0), 1.0)   # KINDS["hop"]
         nodes, act, hops = run.result(close=False)
     if predictor is not None:
         predictor.observe_request(predicted_total, hop_total)

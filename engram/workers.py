@@ -167,6 +167,11 @@ def worker_main(engine_text: str, worker_id: int) -> None:
     done = [_semaphore(engine, f"done{i}", create=False) for i in range(board.n)]
     eng = Attached(engine_text)
     metrics = SpreadingMetrics.attach(engine, writable=True).slot(worker_id + 1)
+    from .tracing import Tracer, config_of
+    cfg = config_of(engine)
+    tracer = Tracer(engine if cfg else None, cfg, worker=worker_id + 1)
+    from .metrics.segment import MetricsSegment
+    labels = MetricsSegment.attach(engine) if cfg else None
     pid = os.getpid()
     if os.environ.get("ENGRAM_WORKER_FAULT") == "exit-at-start":    # fault injection for the tests
         os._exit(3)
@@ -182,13 +187,14 @@ def worker_main(engine_text: str, worker_id: int) -> None:
             i = board.take()
             if i is None:
                 break
-            _serve(board, pool, eng, _recall, i, worker_id, pid, metrics)
+            _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels)
             done[i].release()
     pool.flush()
+    tracer.close()
     board.count("ready", -1 & 0xFFFFFFFFFFFFFFFF)       # wraps: minus one
 
 
-def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics):
+def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels):
     slot = board.slots[i]          # a record view: field stores go straight to shared memory
     slot["taken_ns"] = time.perf_counter_ns()
     slot["worker"], slot["worker_pid"] = worker_id, pid
@@ -200,6 +206,9 @@ def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics):
         space = bytes(slot["space"]).rstrip(b"\0").decode()
         view = eng.space(space)
         view._metrics = metrics
+        view._tracing, view._trace = tracer.enabled, tracer.emit
+        if labels is not None:
+            view._trace_space = labels.space_index(space)
         view._open()
         raw = board.configs[i].tobytes()
         if raw != getattr(view, "_config_raw", None):      # settings changed (or first use)

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xa0d2410227a208d6ULL
+#define EG_LAYOUT_HASH 0x0972def49bc2f8a1ULL
 #define EG_ABI_VERSION 7
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
@@ -23,6 +23,7 @@
 #define EG_TABLE_TASKS 9
 #define EG_TABLE_SPREADING 10
 #define EG_TABLE_METRICS 11
+#define EG_TABLE_TRACE 12
 #define EG_TASK_FREE 0
 #define EG_TASK_FILLING 1
 #define EG_TASK_READY 2
@@ -317,6 +318,62 @@ _Static_assert(offsetof(eg_metrics_slot_header_t, role) == 16, "MetricsSlotHeade
 _Static_assert(offsetof(eg_metrics_slot_header_t, _pad) == 20, "MetricsSlotHeader._pad offset");
 _Static_assert(offsetof(eg_metrics_slot_header_t, _reserved) == 24, "MetricsSlotHeader._reserved offset");
 
+/* A trace event in a per-process ring. */
+typedef struct __attribute__((aligned(64))) {
+    uint64_t ts_ns;
+    uint64_t seq;
+    uint64_t trace_id;
+    uint64_t node_a;
+    uint64_t node_b;
+    double value;
+    float strength;
+    uint16_t kind;
+    uint16_t worker;
+    uint16_t space;
+    uint16_t flags;
+    uint32_t _pad;
+} eg_trace_event_t;
+_Static_assert(sizeof(eg_trace_event_t) == 64, "TraceEvent size");
+_Static_assert(offsetof(eg_trace_event_t, ts_ns) == 0, "TraceEvent.ts_ns offset");
+_Static_assert(offsetof(eg_trace_event_t, seq) == 8, "TraceEvent.seq offset");
+_Static_assert(offsetof(eg_trace_event_t, trace_id) == 16, "TraceEvent.trace_id offset");
+_Static_assert(offsetof(eg_trace_event_t, node_a) == 24, "TraceEvent.node_a offset");
+_Static_assert(offsetof(eg_trace_event_t, node_b) == 32, "TraceEvent.node_b offset");
+_Static_assert(offsetof(eg_trace_event_t, value) == 40, "TraceEvent.value offset");
+_Static_assert(offsetof(eg_trace_event_t, strength) == 48, "TraceEvent.strength offset");
+_Static_assert(offsetof(eg_trace_event_t, kind) == 52, "TraceEvent.kind offset");
+_Static_assert(offsetof(eg_trace_event_t, worker) == 54, "TraceEvent.worker offset");
+_Static_assert(offsetof(eg_trace_event_t, space) == 56, "TraceEvent.space offset");
+_Static_assert(offsetof(eg_trace_event_t, flags) == 58, "TraceEvent.flags offset");
+_Static_assert(offsetof(eg_trace_event_t, _pad) == 60, "TraceEvent._pad offset");
+
+/* Head of a trace ring segment (the events follow, 64-byte aligned). */
+typedef struct __attribute__((aligned(64))) {
+    uint64_t capacity;
+    uint64_t head;
+    uint32_t pid;
+    uint32_t worker;
+    uint64_t kinds;
+    float min_strength;
+    float sample;
+    uint64_t dropped_sampling;
+    uint32_t closed;
+    uint32_t _pad;
+    uint64_t considered;
+} eg_trace_ring_header_t;
+_Static_assert(sizeof(eg_trace_ring_header_t) == 64, "TraceRingHeader size");
+_Static_assert(offsetof(eg_trace_ring_header_t, capacity) == 0, "TraceRingHeader.capacity offset");
+_Static_assert(offsetof(eg_trace_ring_header_t, head) == 8, "TraceRingHeader.head offset");
+_Static_assert(offsetof(eg_trace_ring_header_t, pid) == 16, "TraceRingHeader.pid offset");
+_Static_assert(offsetof(eg_trace_ring_header_t, worker) == 20, "TraceRingHeader.worker offset");
+_Static_assert(offsetof(eg_trace_ring_header_t, kinds) == 24, "TraceRingHeader.kinds offset");
+_Static_assert(offsetof(eg_trace_ring_header_t, min_strength) == 32, "TraceRingHeader.min_strength offset");
+_Static_assert(offsetof(eg_trace_ring_header_t, sample) == 36, "TraceRingHeader.sample offset");
+_Static_assert(offsetof(eg_trace_ring_header_t, dropped_sampling) == 40, "TraceRingHeader.dropped_sampling offset");
+_Static_assert(offsetof(eg_trace_ring_header_t, closed) == 48, "TraceRingHeader.closed offset");
+_Static_assert(offsetof(eg_trace_ring_header_t, _pad) == 52, "TraceRingHeader._pad offset");
+_Static_assert(offsetof(eg_trace_ring_header_t, considered) == 56, "TraceRingHeader.considered offset");
+
 /* Spreading scratch: a node is in the current spread only if mark's epoch matches. */
 typedef struct __attribute__((aligned(8))) {
     uint32_t mark;
@@ -505,6 +562,31 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"MetricsSlotHeader", "role", (int64_t)offsetof(eg_metrics_slot_header_t, role), (int64_t)sizeof(((eg_metrics_slot_header_t *)0)->role)}, \
     {"MetricsSlotHeader", "_pad", (int64_t)offsetof(eg_metrics_slot_header_t, _pad), (int64_t)sizeof(((eg_metrics_slot_header_t *)0)->_pad)}, \
     {"MetricsSlotHeader", "_reserved", (int64_t)offsetof(eg_metrics_slot_header_t, _reserved), (int64_t)sizeof(((eg_metrics_slot_header_t *)0)->_reserved)}, \
+    {"TraceEvent", "", 0, (int64_t)sizeof(eg_trace_event_t)}, \
+    {"TraceEvent", "ts_ns", (int64_t)offsetof(eg_trace_event_t, ts_ns), (int64_t)sizeof(((eg_trace_event_t *)0)->ts_ns)}, \
+    {"TraceEvent", "seq", (int64_t)offsetof(eg_trace_event_t, seq), (int64_t)sizeof(((eg_trace_event_t *)0)->seq)}, \
+    {"TraceEvent", "trace_id", (int64_t)offsetof(eg_trace_event_t, trace_id), (int64_t)sizeof(((eg_trace_event_t *)0)->trace_id)}, \
+    {"TraceEvent", "node_a", (int64_t)offsetof(eg_trace_event_t, node_a), (int64_t)sizeof(((eg_trace_event_t *)0)->node_a)}, \
+    {"TraceEvent", "node_b", (int64_t)offsetof(eg_trace_event_t, node_b), (int64_t)sizeof(((eg_trace_event_t *)0)->node_b)}, \
+    {"TraceEvent", "value", (int64_t)offsetof(eg_trace_event_t, value), (int64_t)sizeof(((eg_trace_event_t *)0)->value)}, \
+    {"TraceEvent", "strength", (int64_t)offsetof(eg_trace_event_t, strength), (int64_t)sizeof(((eg_trace_event_t *)0)->strength)}, \
+    {"TraceEvent", "kind", (int64_t)offsetof(eg_trace_event_t, kind), (int64_t)sizeof(((eg_trace_event_t *)0)->kind)}, \
+    {"TraceEvent", "worker", (int64_t)offsetof(eg_trace_event_t, worker), (int64_t)sizeof(((eg_trace_event_t *)0)->worker)}, \
+    {"TraceEvent", "space", (int64_t)offsetof(eg_trace_event_t, space), (int64_t)sizeof(((eg_trace_event_t *)0)->space)}, \
+    {"TraceEvent", "flags", (int64_t)offsetof(eg_trace_event_t, flags), (int64_t)sizeof(((eg_trace_event_t *)0)->flags)}, \
+    {"TraceEvent", "_pad", (int64_t)offsetof(eg_trace_event_t, _pad), (int64_t)sizeof(((eg_trace_event_t *)0)->_pad)}, \
+    {"TraceRingHeader", "", 0, (int64_t)sizeof(eg_trace_ring_header_t)}, \
+    {"TraceRingHeader", "capacity", (int64_t)offsetof(eg_trace_ring_header_t, capacity), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->capacity)}, \
+    {"TraceRingHeader", "head", (int64_t)offsetof(eg_trace_ring_header_t, head), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->head)}, \
+    {"TraceRingHeader", "pid", (int64_t)offsetof(eg_trace_ring_header_t, pid), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->pid)}, \
+    {"TraceRingHeader", "worker", (int64_t)offsetof(eg_trace_ring_header_t, worker), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->worker)}, \
+    {"TraceRingHeader", "kinds", (int64_t)offsetof(eg_trace_ring_header_t, kinds), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->kinds)}, \
+    {"TraceRingHeader", "min_strength", (int64_t)offsetof(eg_trace_ring_header_t, min_strength), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->min_strength)}, \
+    {"TraceRingHeader", "sample", (int64_t)offsetof(eg_trace_ring_header_t, sample), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->sample)}, \
+    {"TraceRingHeader", "dropped_sampling", (int64_t)offsetof(eg_trace_ring_header_t, dropped_sampling), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->dropped_sampling)}, \
+    {"TraceRingHeader", "closed", (int64_t)offsetof(eg_trace_ring_header_t, closed), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->closed)}, \
+    {"TraceRingHeader", "_pad", (int64_t)offsetof(eg_trace_ring_header_t, _pad), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->_pad)}, \
+    {"TraceRingHeader", "considered", (int64_t)offsetof(eg_trace_ring_header_t, considered), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->considered)}, \
     {"SpreadState", "", 0, (int64_t)sizeof(eg_spread_state_t)}, \
     {"SpreadState", "mark", (int64_t)offsetof(eg_spread_state_t, mark), (int64_t)sizeof(((eg_spread_state_t *)0)->mark)}, \
     {"SpreadState", "act", (int64_t)offsetof(eg_spread_state_t, act), (int64_t)sizeof(((eg_spread_state_t *)0)->act)}, \

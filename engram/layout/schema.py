@@ -32,6 +32,7 @@ SCALARS = {
     "i32": ("<i4", "int32_t", "i32", 4),
     "i64": ("<i8", "int64_t", "i64", 8),
     "f32": ("<f4", "float", "f32", 4),
+    "f64": ("<f8", "double", "f64", 8),
 }
 
 
@@ -234,6 +235,37 @@ METRICS_SLOT_HEADER = Record("MetricsSlotHeader", (
     F("_reserved", "u64", 5),
 ), size=64, align=64, doc="Starts every per-process slot of the metrics segment.")
 
+#: One trace event, 64 bytes, in a process's trace ring (engram/tracing).
+TRACE_EVENT = Record("TraceEvent", (
+    F("ts_ns", "u64", doc="CLOCK_MONOTONIC; the collector converts to wall time at export"),
+    F("seq", "u64", doc="ring index + 1, written last: a reader that copies a different seq lost the race"),
+    F("trace_id", "u64", doc="request the event belongs to (0: none)"),
+    F("node_a", "u64"),
+    F("node_b", "u64"),
+    F("value", "f64", doc="a duration in ns for spans, else a measurement"),
+    F("strength", "f32"),
+    F("kind", "u16"),
+    F("worker", "u16", doc="0 the owner, w + 1 worker w"),
+    F("space", "u16", doc="memory-space label index (engram/metrics)"),
+    F("flags", "u16"),
+    F("_pad", "u32"),
+), size=64, align=64, doc="A trace event in a per-process ring.")
+
+#: Head of a per-process trace ring: one producer, any number of read-only readers.
+TRACE_RING_HEADER = Record("TraceRingHeader", (
+    F("capacity", "u64", doc="events, a power of two"),
+    F("head", "u64", doc="events ever written; the next goes to head % capacity"),
+    F("pid", "u32"),
+    F("worker", "u32"),
+    F("kinds", "u64", doc="bit mask of enabled event kinds"),
+    F("min_strength", "f32"),
+    F("sample", "f32", doc="fraction of events kept (1: all)"),
+    F("dropped_sampling", "u64"),
+    F("closed", "u32", doc="1 once the producer finished: drain and forget it"),
+    F("_pad", "u32"),
+    F("considered", "u64", doc="events that passed the kind and strength filters (sampling counts these)"),
+), size=64, align=64, doc="Head of a trace ring segment (the events follow, 64-byte aligned).")
+
 #: Per-node scratch of one spread (per worker, not shared): see csrc/kernels/spread.c.
 SPREAD_STATE = Record("SpreadState", (
     F("mark", "u32", doc="epoch << 8 | hop at which the node was first touched"),
@@ -276,7 +308,7 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
 ), size=256, align=64)
 
 RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,
-           SPREADING_METRICS, SPREADING_METRICS_HEADER, METRICS_HEADER, METRICS_SLOT_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY)
+           SPREADING_METRICS, SPREADING_METRICS_HEADER, METRICS_HEADER, METRICS_SLOT_HEADER, TRACE_EVENT, TRACE_RING_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY)
 
 CONSTANTS = {
     "ABI_VERSION": ABI_VERSION,
@@ -297,6 +329,7 @@ CONSTANTS = {
     "TABLE_TASKS": 9,
     "TABLE_SPREADING": 10,
     "TABLE_METRICS": 11,
+    "TABLE_TRACE": 12,
     "TASK_FREE": 0,
     "TASK_FILLING": 1,
     "TASK_READY": 2,

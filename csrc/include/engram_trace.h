@@ -1,0 +1,58 @@
+/* Writing trace events into a process's ring (engram/tracing; layout:
+ * TraceRingHeader then TraceEvent[capacity], capacity a power of two).
+ * One producer per ring, so the head is ours to read plainly; readers are
+ * other processes, read-only. The ring drops the oldest events when full:
+ * an event's seq (ring index + 1) is written last, so a reader that copies an
+ * event and then finds another seq knows it was overwritten (counted, never
+ * returned torn). Filtering (kinds mask, minimum strength, sampling) happens
+ * here, before anything is written. Build with -DEG_TRACING=0 and emitting
+ * compiles to nothing. */
+#ifndef ENGRAM_TRACE_H
+#define ENGRAM_TRACE_H
+#include <stdint.h>
+#include <time.h>
+#include "engram_layout.h"
+
+#ifndef EG_TRACING
+#define EG_TRACING 1
+#endif
+
+#if EG_TRACING
+static inline uint64_t eg_trace_now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* 1 if written, 0 if filtered out. */
+static inline int eg_trace_emit(eg_trace_ring_header_t *h, eg_trace_event_t *events, uint16_t kind,
+                                uint16_t worker, uint16_t space, uint64_t trace_id, uint64_t node_a,
+                                uint64_t node_b, double value, float strength) {
+    if (kind >= 64 || !((h->kinds >> kind) & 1u) || strength < h->min_strength) return 0;
+    uint64_t n = ++h->considered;
+    if (h->sample < 1.0f && (uint64_t)((double)n * h->sample) == (uint64_t)((double)(n - 1) * h->sample)) {
+        h->dropped_sampling++;                   /* evenly spaced: exactly `sample` of them are kept */
+        return 0;
+    }
+    uint64_t i = h->head;
+    eg_trace_event_t *e = &events[i & (h->capacity - 1)];
+    __atomic_store_n(&e->seq, 0, __ATOMIC_RELAXED);          /* being rewritten */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    e->ts_ns = eg_trace_now_ns();
+    e->trace_id = trace_id;
+    e->node_a = node_a;
+    e->node_b = node_b;
+    e->value = value;
+    e->strength = strength;
+    e->kind = kind;
+    e->worker = worker;
+    e->space = space;
+    e->flags = 0;
+    __atomic_store_n(&e->seq, i + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->head, i + 1, __ATOMIC_RELEASE);
+    return 1;
+}
+#else
+#define eg_trace_emit(h, events, kind, worker, space, trace_id, node_a, node_b, value, strength) (0)
+#endif
+#endif

@@ -1,0 +1,44 @@
+"""Starting and stopping the collector process, and trace ids."""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import EngramError
+
+_ids = itertools.count(1)
+
+
+def next_trace_id() -> int:
+    """A request id unique across the engine's processes: pid in the high bits."""
+    return (os.getpid() << 40) | next(_ids)
+
+
+def start_collector(engine, cfg) -> subprocess.Popen:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    p = subprocess.Popen([sys.executable, "-m", "engram.tracing.collector", str(engine), str(cfg.collect_to),
+                          "--formats", ",".join(cfg.formats)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         env=env, text=True)
+    line = p.stdout.readline().strip()
+    if line != "ready":
+        p.kill()
+        raise EngramError(f"the trace collector did not start: {line or 'no output'}")
+    return p
+
+
+def stop_collector(p: subprocess.Popen, timeout: float = 60.0) -> str:
+    """SIGTERM: it drains every ring once more, writes its files and exits."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+    return out or ""
