@@ -192,8 +192,8 @@ def edit(path: Path, old: str, new: str):
 
 
 @pytest.mark.parametrize("old,new", [
-    ('F("strength", "f32"', 'F("strength", "u32"'),                  # same size, other type
-    ('F("strength", "f32"', 'F("strengths", "f32"'),                 # renamed
+    ('F("strength", "f32", doc=', 'F("strength", "u32", doc='),      # same size, other type
+    ('F("strength", "f32", doc=', 'F("strengths", "f32", doc='),     # renamed
     ('F("hop", "u16"),\n    F("flags", "u16")', 'F("flags", "u16"),\n    F("hop", "u16")'),   # swapped
     ('F("_reserved", "u64", 6)', 'F("_reserved", "u32", 12)'),       # same bytes, other split
     ('"ROW_ALIGN": 64', '"ROW_ALIGN": 128'),                          # a constant
