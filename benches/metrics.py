@@ -1,4 +1,4 @@
-"""What recording a metric costs: from C, from Python, and to the whole engine.
+"""What recording a metric or a trace event costs: from C, from Python, and to the whole engine.
 
     python benches/metrics.py            # all three parts
     python benches/metrics.py --quick    # fewer repeats
@@ -7,7 +7,9 @@
    once as shipped and once with -DEG_METRICS=0 (recording compiled out).
    Each sample times a batch of 64 recordings with clock_gettime and divides;
    P50 / P99 per recording over 20,000 batches, on a cell in shared memory
-   (an mmap'd /dev/shm file, as the engine's slots are).
+   (an mmap'd /dev/shm file, as the engine's slots are). Also a trace event
+   written into a 4,096-event ring (csrc/include/engram_trace.h), one that its
+   kind filter drops, and both compiled out (-DEG_TRACING=0).
 2. Python: per call, timed over 1M calls (best of 5): Counter.inc(),
    Histogram.observe_ns(), the no-op bound when metrics are off, and an empty
    Python method call for scale.
@@ -44,15 +46,21 @@ C_BENCH = r"""
 #include <time.h>
 #include <unistd.h>
 #include "engram_metrics.h"
+#include "engram_trace.h"
 #define BATCH 64
 static double now_ns(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e9 + t.tv_nsec; }
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
 int main(int argc, char **argv) {
     int n = atoi(argv[1]);
+    size_t bytes = 4096 + 64 + 4096 * 64;
     int fd = open(argv[2], O_RDWR | O_CREAT, 0600);
-    if (fd < 0 || ftruncate(fd, 4096)) return 2;
-    uint64_t *cells = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd < 0 || ftruncate(fd, (off_t)bytes)) return 2;
+    uint64_t *cells = mmap(0, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    eg_trace_ring_header_t *ring = (eg_trace_ring_header_t *)((char *)cells + 4096);
+    eg_trace_event_t *events = (eg_trace_event_t *)((char *)ring + 64);
+    ring->capacity = 4096; ring->kinds = ~0ull; ring->min_strength = 0.0f; ring->sample = 1.0f;
     double *ctr = malloc(n * sizeof(double)), *hist = malloc(n * sizeof(double)), *empty = malloc(n * sizeof(double));
+    double *trace = malloc(n * sizeof(double)), *filtered = malloc(n * sizeof(double));
     for (int i = 0; i < n; i++) {
         double t0 = now_ns();
         for (int j = 0; j < BATCH; j++) { eg_metric_add(&cells[0], 1); __asm__ volatile("" ::: "memory"); }
@@ -61,12 +69,21 @@ int main(int argc, char **argv) {
         double t2 = now_ns();
         for (int j = 0; j < BATCH; j++) { __asm__ volatile("" ::: "memory"); }
         double t3 = now_ns();
+        for (int j = 0; j < BATCH; j++) { eg_trace_emit(ring, events, 4, 1, 0, (uint64_t)i, (uint64_t)j, 7, 1234.0, 0.5f); __asm__ volatile("" ::: "memory"); }
+        double t4 = now_ns();
+        for (int j = 0; j < BATCH; j++) { eg_trace_emit(ring, events, 63, 1, 0, (uint64_t)i, (uint64_t)j, 7, 1234.0, -1.0f); __asm__ volatile("" ::: "memory"); }
+        double t5 = now_ns();
         ctr[i] = (t1 - t0) / BATCH; hist[i] = (t2 - t1) / BATCH; empty[i] = (t3 - t2) / BATCH;
+        trace[i] = (t4 - t3) / BATCH; filtered[i] = (t5 - t4) / BATCH;
     }
     qsort(ctr, n, sizeof(double), cmp); qsort(hist, n, sizeof(double), cmp); qsort(empty, n, sizeof(double), cmp);
+    qsort(trace, n, sizeof(double), cmp); qsort(filtered, n, sizeof(double), cmp);
     printf("{\"counter_p50_ns\": %.2f, \"counter_p99_ns\": %.2f, \"histogram_p50_ns\": %.2f, "
-           "\"histogram_p99_ns\": %.2f, \"empty_p50_ns\": %.2f, \"empty_p99_ns\": %.2f, \"check\": %llu}\n",
+           "\"histogram_p99_ns\": %.2f, \"empty_p50_ns\": %.2f, \"empty_p99_ns\": %.2f, "
+           "\"trace_emit_p50_ns\": %.2f, \"trace_emit_p99_ns\": %.2f, "
+           "\"trace_filtered_p50_ns\": %.2f, \"trace_filtered_p99_ns\": %.2f, \"check\": %llu}\n",
            ctr[n / 2], ctr[n * 99 / 100], hist[n / 2], hist[n * 99 / 100], empty[n / 2], empty[n * 99 / 100],
+           trace[n / 2], trace[n * 99 / 100], filtered[n / 2], filtered[n * 99 / 100],
            (unsigned long long)cells[0]);
     unlink(argv[2]);
     return 0;
@@ -98,7 +115,7 @@ ENGINE_RUN = textwrap.dedent("""
 def c_costs(batches: int) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, flags in (("enabled", []), ("compiled_out", ["-DEG_METRICS=0"])):
+        for label, flags in (("enabled", []), ("compiled_out", ["-DEG_METRICS=0", "-DEG_TRACING=0"])):
             exe = Path(tmp) / f"metrics_{label}"
             src = Path(tmp) / "bench.c"
             src.write_text(C_BENCH)
@@ -147,8 +164,23 @@ def python_costs(calls: int) -> dict:
                 best = min(best, (time.perf_counter_ns() - t0) / calls)
             return best
 
+        from engram.tracing import KINDS, TraceConfig, Tracer
+        tracer = Tracer(name, TraceConfig(ring_size=1 << 12), worker=0)
+        quiet = Tracer(None, None)
+        hop = KINDS["hop"]
+
+        def emit_on():
+            tracer.emit(hop, 0, 1, 2, 3, 4.0, 0.5)
+
+        def emit_off():
+            quiet.emit(hop, 0, 1, 2, 3, 4.0, 0.5)
+
         base = loop_only()
-        return {"loop_ns": base,
+        empty_call = per_call(lambda: None)
+        trace_on = per_call(emit_on) - empty_call
+        trace_off = per_call(emit_off) - empty_call
+        tracer.ring.seg.unlink(tracer.ring.seg.name)
+        return {"loop_ns": base, "trace_emit_ns": trace_on, "trace_emit_off_ns": trace_off,
                 "counter_inc_ns": per_call(rec.recalls_total.inc) - base,
                 "histogram_observe_ns": per_call(rec.recall_latency_seconds.observe_ns, 123456) - base,
                 "disabled_noop_ns": per_call(off.recalls_total.inc) - base,
@@ -188,7 +220,9 @@ def main(argv=None) -> int:
     print(f"C, per recording (batches of 64, shared-memory cell):")
     for label, r in c.items():
         print(f"  {label:<13} counter P50 {r['counter_p50_ns']:.2f} ns  P99 {r['counter_p99_ns']:.2f} ns   "
-              f"histogram P50 {r['histogram_p50_ns']:.2f} ns  P99 {r['histogram_p99_ns']:.2f} ns")
+              f"histogram P50 {r['histogram_p50_ns']:.2f} ns  P99 {r['histogram_p99_ns']:.2f} ns   "
+              f"trace event P50 {r['trace_emit_p50_ns']:.2f} ns  P99 {r['trace_emit_p99_ns']:.2f} ns   "
+              f"filtered out P99 {r['trace_filtered_p99_ns']:.2f} ns")
     print("Python, per call (loop cost subtracted):")
     for k, v in py.items():
         if k != "loop_ns":
