@@ -52,6 +52,8 @@ class TraceConfig:
     ring_size: int = DEFAULT_RING
     collect_to: str | None = None     # a directory: the Engine starts a collector writing there
     formats: tuple = ("jsonl", "perfetto")
+    loki_url: str | None = None       # the collector also pushes to Loki here
+    otlp_url: str | None = None       # and exports OTLP/HTTP spans here
 
     def check(self) -> "TraceConfig":
         unknown = set(self.kinds) - set(KINDS)

@@ -23,7 +23,10 @@ def start_collector(engine, cfg) -> subprocess.Popen:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     p = subprocess.Popen([sys.executable, "-m", "engram.tracing.collector", str(engine), str(cfg.collect_to),
-                          "--formats", ",".join(cfg.formats)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          "--formats", ",".join(cfg.formats),
+                          *(["--loki", cfg.loki_url] if cfg.loki_url else []),
+                          *(["--otlp", cfg.otlp_url] if cfg.otlp_url else [])],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          env=env, text=True)
     line = p.stdout.readline().strip()
     if line != "ready":
