@@ -13,9 +13,10 @@
 2. Python: per call, timed over 1M calls (best of 5): Counter.inc(),
    Histogram.observe_ns(), the no-op bound when metrics are off, and an empty
    Python method call for scale.
-3. The engine: the same recall workload (10K warm 768-d memories, 50K links,
-   `recall(q, k=10)`) in two processes, metrics on and ENGRAM_METRICS=0,
-   interleaved 5 times; overhead = median time with metrics / without - 1.
+3. The engine: a recall workload near 10K recalls/s (1,000 warm 128-d
+   memories, 5,000 links, `recall(q, k=10)` with spreading) in two processes,
+   metrics on and ENGRAM_METRICS=0, interleaved 7 times; overhead = median
+   time with metrics / without - 1.
 
 JSON: benches/results/metrics-<UTC>.json and metrics-latest.json (or --json).
 """
@@ -94,15 +95,15 @@ ENGINE_RUN = textwrap.dedent("""
     import sys, time, json, numpy as np, engram
     sys.path.insert(0, {benches!r})
     import spread as sb
-    n, recalls = {n}, {recalls}
+    n, recalls, dim = {n}, {recalls}, {dim}
     rng = np.random.default_rng(0)
-    vecs = rng.standard_normal((n, 768), dtype=np.float32)
+    vecs = rng.standard_normal((n, dim), dtype=np.float32)
     o, t, w = sb.make_graph(n, 5 * n)
     src = np.repeat(np.arange(n), np.diff(o.astype(np.int64)))
-    with engram.Engine(dim=768, workers=0) as eng:
+    with engram.Engine(dim=dim, workers=0) as eng:
         sp = eng.space("bench")
         sp.remember(vecs, tier="warm"); sp.link(src, t.astype(np.int64), w); sp.compact()
-        qs = vecs[rng.integers(0, n, recalls)] + 0.3 * rng.standard_normal((recalls, 768), dtype=np.float32)
+        qs = vecs[rng.integers(0, n, recalls)] + 0.3 * rng.standard_normal((recalls, dim), dtype=np.float32)
         for q in qs[:200]:
             sp.recall(q)
         t0 = time.perf_counter()
@@ -189,8 +190,8 @@ def python_costs(calls: int) -> dict:
         seg.seg.unlink(seg.seg.name)
 
 
-def engine_overhead(rounds: int, n: int, recalls: int) -> dict:
-    code = ENGINE_RUN.format(benches=str(Path(__file__).resolve().parent), n=n, recalls=recalls)
+def engine_overhead(rounds: int, n: int, recalls: int, dim: int) -> dict:
+    code = ENGINE_RUN.format(benches=str(Path(__file__).resolve().parent), n=n, recalls=recalls, dim=dim)
     on, off = [], []
     for _ in range(rounds):
         for env_val, dest in (("1", on), ("0", off)):
@@ -198,7 +199,7 @@ def engine_overhead(rounds: int, n: int, recalls: int) -> dict:
             r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
             dest.append(json.loads(r.stdout.strip().splitlines()[-1])["seconds"])
     med_on, med_off = float(np.median(on)), float(np.median(off))
-    return {"recalls": recalls, "memories": n, "seconds_on": on, "seconds_off": off,
+    return {"recalls": recalls, "memories": n, "dim": dim, "seconds_on": on, "seconds_off": off,
             "recalls_per_s_on": recalls / med_on, "recalls_per_s_off": recalls / med_off,
             "overhead_pct": 100.0 * (med_on / med_off - 1.0)}
 
@@ -215,7 +216,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     c = c_costs(2_000 if a.quick else 20_000)
     py = python_costs(100_000 if a.quick else 1_000_000)
-    eng = engine_overhead(1 if a.quick else 5, 10_000, 300 if a.quick else 2_000)
+    # a workload near 10K recalls/s: 1,000 memories of 128-d, with spreading over 5,000 links
+    eng = engine_overhead(1 if a.quick else 7, 1_000, 2_000 if a.quick else 20_000, 128)
     print()
     print(f"C, per recording (batches of 64, shared-memory cell):")
     for label, r in c.items():

@@ -60,7 +60,11 @@ class Recorder:
             kinds = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
         for m in METRICS:
             attr = m.name.removeprefix("engram_")
-            setattr(self, attr, kinds[m.kind](seg.cell_address(slot, m.name, label), seg) if on else NOOP)
+            if m.types:       # one recorder per type: rec.priming_total["semantic"].inc()
+                setattr(self, attr, {t: kinds[m.kind](seg.cell_address(slot, m.name, label, j), seg) if on else NOOP
+                                     for j, t in enumerate(m.types)})
+            else:
+                setattr(self, attr, kinds[m.kind](seg.cell_address(slot, m.name, label), seg) if on else NOOP)
 
 
 def recorder(seg, slot, space: str, assign: bool = False) -> Recorder:

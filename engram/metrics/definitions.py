@@ -25,10 +25,12 @@ class Metric:
     help: str
     per_space: bool = True
     unit: str = ""           # "seconds" for histograms of nanoseconds
+    types: tuple = ()        # values of a second label, "type" (cognitive events)
 
     @property
     def cells_per_label(self) -> int:
-        return HIST_CELLS if self.kind == "histogram" else 1
+        """Cells per space label: one per type (or one), times a histogram's cells."""
+        return (HIST_CELLS if self.kind == "histogram" else 1) * max(len(self.types), 1)
 
 
 METRICS = (
@@ -42,8 +44,8 @@ METRICS = (
     Metric("engram_forgotten_total", "counter", "Memories forgotten."),
     Metric("engram_links_total", "counter", "Associations added."),
     Metric("engram_memories", "gauge", "Memories held (not forgotten)."),
-    Metric("engram_priming_total", "counter", "Priming events (semantic, associative, repetition)."),
-    Metric("engram_interference_total", "counter", "Interference events (proactive, retroactive, fan)."),
+    Metric("engram_priming_total", "counter", "Priming events.", types=("semantic", "associative", "repetition")),
+    Metric("engram_interference_total", "counter", "Interference events.", types=("proactive", "retroactive", "fan")),
     Metric("engram_reconsolidation_total", "counter", "Reconsolidation updates applied."),
 )
 BY_NAME = {m.name: m for m in METRICS}
@@ -59,7 +61,7 @@ def layout():
 
 
 def schema_hash() -> int:
-    text = ";".join(f"{m.name}:{m.kind}:{m.per_space}" for m in METRICS)
+    text = ";".join(f"{m.name}:{m.kind}:{m.per_space}:{','.join(m.types)}" for m in METRICS)
     text += f";{MAX_SPACES};{HIST_MIN_BITS};{HIST_BUCKETS}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 

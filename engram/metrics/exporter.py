@@ -21,6 +21,10 @@ class EngramCollector:
         self.seg = MetricsSegment.attach(self.engine)
         self._spreading = None
 
+    def _pool(self):
+        from ..attach_tools import pool_stats
+        return pool_stats(self.engine)
+
     def _spreading_summary(self):
         from ..spreading_metrics import SpreadingMetrics
         try:
@@ -32,10 +36,16 @@ class EngramCollector:
 
     def collect(self):
         bounds = d.bucket_bounds_seconds()
+        totals = self.seg.totals()
         for m in d.METRICS:
-            values = self.seg.totals()[m.name]
+            values = totals[m.name]
             labels = ["space"] if m.per_space else []
-            if m.kind == "counter":
+            if m.types:
+                fam = CounterMetricFamily(m.name, m.help, labels=labels + ["type"])
+                for space, by_type in values.items():
+                    for t, v in by_type.items():
+                        fam.add_metric(([space] if m.per_space else []) + [t], v)
+            elif m.kind == "counter":
                 fam = CounterMetricFamily(m.name, m.help, labels=labels)
                 for space, v in values.items():
                     fam.add_metric([space] if m.per_space else [], v)
@@ -53,6 +63,17 @@ class EngramCollector:
                     pairs.append(("+Inf", count))
                     fam.add_metric([space] if m.per_space else [], pairs, sum_value=sum_ns / 1e9)
             yield fam
+        pool = self._pool()
+        if pool is not None:
+            for name, help_, value in (
+                    ("engram_spreading_pool_utilization", "Activation records held / pool capacity.",
+                     pool["in_use"] / pool["capacity"]),
+                    ("engram_activation_pool_hit_rate", "Acquisitions served by recycled records.", pool["hit_rate"]),
+                    ("engram_activation_pool_high_water", "Most activation records held at once.", pool["high_water"]),
+                    ("engram_activation_pool_in_use", "Activation records held now.", pool["in_use"])):
+                yield GaugeMetricFamily(name, help_, value=value)
+            yield CounterMetricFamily("engram_activation_pool_allocations", "Records taken fresh (never used before).",
+                                      value=pool["allocations"])
         s = self._spreading_summary()
         if s is not None:
             err = s["engram_spreading_latency_prediction_error"]

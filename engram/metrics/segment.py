@@ -124,7 +124,9 @@ class MetricsSegment:
             for li in (used if m.per_space else [0]):
                 c = total[base + li * m.cells_per_label: base + (li + 1) * m.cells_per_label]
                 label = names[li] if m.per_space else ""
-                if m.kind == "histogram":
+                if m.types:
+                    per[label] = {t: int(c[j]) for j, t in enumerate(m.types)}
+                elif m.kind == "histogram":
                     per[label] = (c[:d.HIST_BUCKETS + 1].astype(np.int64), int(c[d.HIST_BUCKETS + 1]),
                                   int(c[d.HIST_BUCKETS + 2]))
                 elif m.kind == "gauge":

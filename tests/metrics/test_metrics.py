@@ -163,3 +163,29 @@ def test_a_metrics_segment_from_other_definitions_is_refused():
             MetricsSegment.attach(name)
     finally:
         seg.seg.unlink(seg.seg.name)
+
+
+def test_cognitive_events_carry_a_type_label_and_pool_figures_are_exported():
+    rng = np.random.default_rng(3)
+    with engram.Engine(dim=DIM, workers=1, routing="workers") as eng:
+        mem = eng.space("typed")
+        v = rng.standard_normal((30, DIM))
+        mem.remember(v)
+        mem._rec.priming_total["semantic"].inc(3)
+        mem._rec.priming_total["repetition"].inc()
+        mem._rec.interference_total["fan"].inc(2)
+        eng.start_workers()
+        for i in range(5):
+            mem.recall(v[i], k=3)
+        srv = metrics.serve(eng.name)               # by name, as another process would
+        try:
+            f = scrape(srv.url)
+        finally:
+            srv.close()
+    assert sample(f, "engram_priming", "engram_priming_total", space="typed", type="semantic") == 3
+    assert sample(f, "engram_priming", "engram_priming_total", space="typed", type="repetition") == 1
+    assert sample(f, "engram_priming", "engram_priming_total", space="typed", type="associative") == 0
+    assert sample(f, "engram_interference", "engram_interference_total", space="typed", type="fan") == 2
+    assert sample(f, "engram_activation_pool_high_water", "engram_activation_pool_high_water") >= 3
+    assert 0 <= sample(f, "engram_spreading_pool_utilization", "engram_spreading_pool_utilization") <= 1
+    assert sample(f, "engram_activation_pool_allocations", "engram_activation_pool_allocations_total") >= 3
