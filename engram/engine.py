@@ -360,6 +360,7 @@ class Space(SpaceView):
 
     def remember(self, vectors, content=None, confidence=None, tier: str = "hot") -> np.ndarray:
         """Store memories; returns their int64 ids. ``tier``: "hot" (f32) or "warm" (f16)."""
+        t_call = time.perf_counter_ns()
         if tier not in TIER_NAMES:
             raise InvalidInputError(f"tier must be 'hot' or 'warm', got {tier!r}")
         t = TIER_NAMES[tier]
@@ -406,6 +407,7 @@ class Space(SpaceView):
             st.dir["n_live"] += n
             st.bump()
         self._rec.remembered_total.inc(n)
+        self._rec.remember_latency_seconds.observe_ns(time.perf_counter_ns() - t_call)
         self._rec.memories.set(int(st.dir["n_live"][0]))
         if self._tracing:
             self._trace(KINDS["remember"], self._trace_space, 0, first, n, 0.0, 1.0)

@@ -41,6 +41,8 @@ METRICS = (
     Metric("engram_spread_hops_total", "counter", "Spreading hops run by recalls."),
     Metric("engram_spread_latency_seconds", "histogram", "Time in the spreading stage of recall.", unit="seconds"),
     Metric("engram_remembered_total", "counter", "Memories stored."),
+    Metric("engram_remember_latency_seconds", "histogram", "Time of a remember call (a batch of memories).",
+           unit="seconds"),
     Metric("engram_forgotten_total", "counter", "Memories forgotten."),
     Metric("engram_links_total", "counter", "Associations added."),
     Metric("engram_memories", "gauge", "Memories held (not forgotten)."),

@@ -51,6 +51,7 @@ def test_prometheus_scrape_reports_what_the_engine_did():
             srv.close()
     assert sample(f, "engram_recalls", "engram_recalls_total", space="scraped") == 20
     assert sample(f, "engram_remembered", "engram_remembered_total", space="scraped") == 50
+    assert sample(f, "engram_remember_latency_seconds", "engram_remember_latency_seconds_count", space="scraped") == 1
     assert sample(f, "engram_links", "engram_links_total", space="scraped") == 49
     assert sample(f, "engram_forgotten", "engram_forgotten_total", space="scraped") == 3
     assert sample(f, "engram_memories", "engram_memories", space="scraped") == 47
