@@ -180,3 +180,11 @@ def write_results(bench: str, doc: dict, json_path=None) -> list:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(doc, indent=1) + "\n")
     return outs
+
+
+def finish(bench: str, doc: dict, json_path, t0: float) -> list:
+    """Stamp the wall time, write the results, and say where they went."""
+    doc["wall_seconds"] = time.perf_counter() - t0
+    outs = write_results(bench, doc, json_path)
+    print(f"\nwall time {doc['wall_seconds']:.1f} s; JSON: {', '.join(map(str, outs))}")
+    return outs

@@ -237,9 +237,8 @@ def main(argv=None) -> int:
     rows += [{"key": _common.make_key("metrics", "python", k.removesuffix("_ns")), "per_call_ns": v}
              for k, v in py.items()]
     doc = {"bench": "metrics", "argv": sys.argv[1:], "c": c, "python": py, "engine": eng, "rows": rows,
-           "machine": info, "wall_seconds": time.perf_counter() - t0}
-    outs = _common.write_results("metrics", doc, a.json)
-    print(f"\nwall time {time.perf_counter() - t0:.1f} s; JSON: {', '.join(map(str, outs))}")
+           "machine": info}
+    _common.finish("metrics", doc, a.json, t0)
     return 0
 
 

@@ -298,9 +298,8 @@ def main(argv=None) -> int:
               f"{'' if e['hardware_counters']['supported'] else ' (' + e['hardware_counters']['reason'] + ')'}, "
               f"pool hit rate {m.get('activation_pool_hit_rate', 0):.3f}, high water {m.get('pool_high_water_mark')}")
     doc = {"bench": "recall", "argv": sys.argv[1:], "k": K, "dim": DIM, "rows": rows, "spreading": extra,
-           "machine": info, "wall_seconds": time.perf_counter() - t0}
-    outs = _common.write_results("recall", doc, a.json)
-    print(f"\nwall time {time.perf_counter() - t0:.1f} s; JSON: {', '.join(map(str, outs))}")
+           "machine": info}
+    _common.finish("recall", doc, a.json, t0)
     return 0
 
 

@@ -15,27 +15,25 @@ cdef extern from *:
     void eg_cell_set(uint64_t *p, uint64_t v) nogil
 
 
-cdef class Counter:
-    """counter.inc(v=1): add to this process's cell."""
-    cdef uint64_t *cell
-    cdef object keep
-
-    def __cinit__(self, uintptr_t address, object keep):
-        self.cell = <uint64_t *>address
-        self.keep = keep                 # the mapping stays alive while the recorder does
-
-    def inc(self, uint64_t v=1):
-        eg_metric_add(self.cell, v)
-
-
-cdef class Gauge:
-    """gauge.set(v): this process's value (int64); readers sum the slots."""
+cdef class _Cells:
+    """Cells of this process's slot; the mapping stays alive while a recorder does."""
     cdef uint64_t *cell
     cdef object keep
 
     def __cinit__(self, uintptr_t address, object keep):
         self.cell = <uint64_t *>address
         self.keep = keep
+
+
+cdef class Counter(_Cells):
+    """counter.inc(v=1): add to this process's cell."""
+
+    def inc(self, uint64_t v=1):
+        eg_metric_add(self.cell, v)
+
+
+cdef class Gauge(_Cells):
+    """gauge.set(v): this process's value (int64); readers sum the slots."""
 
     def set(self, int64_t v):
         eg_cell_set(self.cell, <uint64_t>v)
@@ -44,17 +42,11 @@ cdef class Gauge:
         eg_metric_add(self.cell, <uint64_t>v)
 
 
-cdef class Histogram:
+cdef class Histogram(_Cells):
     """histogram.observe_ns(ns): bucket by bit length (powers of two), count, exact sum."""
-    cdef uint64_t *cells
-    cdef object keep
-
-    def __cinit__(self, uintptr_t address, object keep):
-        self.cells = <uint64_t *>address
-        self.keep = keep
 
     def observe_ns(self, int64_t ns):
-        eg_metric_observe_ns(self.cells, <uint64_t>(ns if ns > 0 else 0))
+        eg_metric_observe_ns(self.cell, <uint64_t>(ns if ns > 0 else 0))
 
 
 cdef class Noop:
