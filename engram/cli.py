@@ -86,6 +86,10 @@ def cmd_top(args) -> int:
 def cmd_trace(args) -> int:
     from engram import attach_tools
     from engram.tracing.tail import tail
+    if args.engine == "collect":           # `engram trace collect <engine> --out DIR`
+        if not args.target or not (args.collect or args.out):
+            raise SystemExit("usage: engram trace collect <engine> --out DIR")
+        args.engine, args.collect = args.target, args.collect or args.out
     eng = attach_tools.resolve(args.engine)
     if args.collect:
         from engram.tracing.collector import Collector
@@ -128,8 +132,11 @@ def main(argv=None) -> int:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     p.add_argument("--iterations", type=int, default=None, help="stop after this many refreshes")
     p.set_defaults(fn=cmd_top)
-    p = sub.add_parser("trace", help="tail a running engine's trace events live (or --collect them to files)")
-    p.add_argument("engine", help="engine name or owner pid")
+    p = sub.add_parser("trace", help="tail a running engine's trace events live; `trace collect <engine> --out DIR` "
+                                      "drains them to files")
+    p.add_argument("engine", help="engine name or owner pid (or `collect`, then the engine)")
+    p.add_argument("target", nargs="?", help=argparse.SUPPRESS)
+    p.add_argument("--out", metavar="DIR", help="with `collect`: where the files go")
     p.add_argument("--kind", action="append", help="only these event kinds (repeatable)")
     p.add_argument("--space", default=None, help="only this memory space")
     p.add_argument("--min-strength", type=float, default=None, help="only events at least this strong")

@@ -132,3 +132,41 @@ def test_engram_trace_tails_a_live_engine():
         p.stdin.write("bye\n")
         p.stdin.flush()
         p.wait(30)
+
+
+def test_engram_trace_collect_drains_a_live_engine_to_files(tmp_path):
+    code = textwrap.dedent("""
+        import sys, numpy as np, engram
+        eng = engram.Engine(dim=8, workers=0, trace=True)
+        mem = eng.space("collected")
+        v = np.random.default_rng(0).standard_normal((50, 8))
+        mem.remember(v)
+        print(eng.name, flush=True)
+        sys.stdin.readline()
+        for i in range(15):
+            mem.recall(v[i], k=3)
+        print("done", flush=True)
+        sys.stdin.readline()
+        eng.close()
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        name = p.stdout.readline().strip()
+        c = subprocess.Popen([sys.executable, "-m", "engram.cli", "trace", "collect", name, "--out", str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "done"
+        import signal
+        import time
+        time.sleep(0.3)
+        c.send_signal(signal.SIGTERM)                     # a clean stop drains every ring first
+        out, _ = c.communicate(timeout=60)
+        assert c.returncode == 0 and "collected" in out, out
+        events = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+        assert Counter(e["kind"] for e in events)["recall"] == 15
+        assert json.loads((tmp_path / "trace.perfetto.json").read_text())["traceEvents"]
+    finally:
+        p.stdin.write("bye\n")
+        p.stdin.flush()
+        p.wait(30)
