@@ -28,6 +28,7 @@ from .errors import ClosedError, InvalidInputError, UnknownIdError
 from .graph import FORGOTTEN, Graph
 from .layout import schema
 from .shm import EngineName, cleanup_stale, spaces_of, unlink_engine
+from .fan import MODES as FAN_MODES
 from .recall import RecallConfig
 from .spreading import AdaptiveBatcher, LatencyPredictor, topology
 from .spreading_metrics import SpreadingMetrics
@@ -189,16 +190,18 @@ class SpaceView:
         """Mask of ids that are published and not forgotten."""
         return self._graph._live(ids.astype(np.int64))
 
-    def _spread_graph(self):
-        """(CsrGraph, out-degree per node) of the compacted links, cached per CSR generation."""
+    def _spread_graph(self, fan: str = "none"):
+        """(CsrGraph, out-degree per node) of the compacted links, with the weights of a fan
+        mode (engram/fan.py), cached per CSR generation and mode."""
         st = self._store
-        gen = st.generation("csr")
+        key = (st.generation("csr"), fan)
         cached = self._graph_cache
-        if cached is None or cached[0] != gen:
+        if cached is None or cached[0] != key:
             csr = st.csr()
-            g = CsrGraph._trusted(csr["offsets"], csr["targets"], csr["weights"])
+            w = csr["weights"] if fan == "none" else csr["fan"][FAN_MODES.index(fan) - 1]
+            g = CsrGraph._trusted(csr["offsets"], csr["targets"], w)
             degree = np.diff(g.offsets).astype(np.int64)
-            cached = self._graph_cache = (gen, g, degree)
+            cached = self._graph_cache = (key, g, degree)
         return cached[1], cached[2]
 
     def recall(self, query, k: int = 10, spread: bool = True, budget_ms: float | None = 10.0) -> RecallResult:
@@ -257,11 +260,12 @@ class SpaceView:
                               predictor=self._predictor, batcher=self._batcher, t_begin=t0)
 
     def spread(self, seeds, max_depth: int | None = None, decay: float | None = None,
-               threshold: float | None = None, cycle_penalty: float | None = None):
+               threshold: float | None = None, cycle_penalty: float | None = None, fan: str | None = None):
         """Spreading alone: ``ids, activation = mem.spread({seed_id: 1.0, ...})``.
 
         seeds: a {id: activation} mapping, or ids (activation 1.0 each). Parameters
-        left None take the space's recall configuration. Returns every memory
+        left None take the space's recall configuration; fan: "none" | "source" |
+        "target" | "both" (engram/fan.py). Returns every memory
         touched, most active first (ties by id), as int64 ids and float32 activations.
         """
         self._open()
@@ -273,8 +277,11 @@ class SpaceView:
             act = np.ones(ids.shape[0], np.float32)
         given = {"max_depth": max_depth, "decay": decay, "threshold": threshold, "cycle_penalty": cycle_penalty}
         p = replace(self._recall_cfg.spread, **{k: v for k, v in given.items() if v is not None}).check()
+        fan = self._recall_cfg.fan if fan is None else fan
+        if fan not in FAN_MODES:
+            raise InvalidInputError(f"fan must be one of {', '.join(FAN_MODES)}, got {fan!r}")
         self._before_spread(True)
-        graph, _ = self._spread_graph()
+        graph, _ = self._spread_graph(fan)
         inside = ids < graph.n_nodes
         nodes, a, _ = self._kern.spread_graph(graph, ids[inside], act[inside], max_depth=p.max_depth,
                                               decay=p.decay, threshold=p.threshold,

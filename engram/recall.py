@@ -25,6 +25,7 @@ import numpy as np
 
 from ._kernels.table import SpreadParams, decay_params
 from .errors import InvalidInputError
+from .fan import MODES as FAN_MODES
 from .hwcounters import CacheCounters
 from .spreading import FALLBACK_FACTOR, LatencyPredictor, run_spread
 
@@ -43,6 +44,7 @@ class RecallConfig:
     forget_tau_s: float = 30 * 86400.0  # retention e-folds after 30 days without access
     seed_factor: int = 2                # seeds = seed_factor x k (at least k)
     hot_budget_share: float = 0.5       # of the scan budget, what the hot (f32) tier may use
+    fan: str = "none"                   # fan effect: "none" | "source" | "target" | "both" (engram/fan.py)
 
     def spread_params(self) -> SpreadParams:
         return self.spread.check()
@@ -66,6 +68,8 @@ class RecallConfig:
             raise InvalidInputError(f"sigmoid_midpoint must be in [-1, 1], got {self.sigmoid_midpoint!r}")
         if isinstance(self.seed_factor, bool) or not isinstance(self.seed_factor, int) or not 1 <= self.seed_factor <= 64:
             raise InvalidInputError(f"seed_factor must be an integer in [1, 64], got {self.seed_factor!r}")
+        if self.fan not in FAN_MODES:
+            raise InvalidInputError(f"fan must be one of {', '.join(FAN_MODES)}, got {self.fan!r}")
         if not (isinstance(self.hot_budget_share, (int, float)) and 0.0 < self.hot_budget_share < 1.0):
             raise InvalidInputError(f"hot_budget_share must be in (0, 1), got {self.hot_budget_share!r}")
         return self
@@ -114,7 +118,7 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
         return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=scan_partial,
                                 fallback=bool(spread and scan_partial))
 
-    graph, degree = view._spread_graph()
+    graph, degree = view._spread_graph(cfg.fan)
     in_graph = seed_ids < graph.n_nodes
     act0 = seed_activation(cos, cfg)
     params = view._spread_params

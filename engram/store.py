@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ReadOnlyError, SegmentError
+from .fan import fan_weights
 from .layout import (CSR_HEADER_DTYPE, EDGE_DELTA_DTYPE, NODE_HOT_DTYPE, SPACE_DIRECTORY_DTYPE,
                      TABLE_REF_DTYPE, schema)
 from .shm.names import EngineName
@@ -174,6 +175,7 @@ class SpaceStore:
                 "offsets": seg.array(int(h["offsets_at"][0]), np.uint64, n + 1),
                 "targets": seg.array(int(h["targets_at"][0]), np.uint32, m),
                 "weights": seg.array(int(h["weights_at"][0]), np.float32, m),
+                "fan": seg.array(int(h["fan_at"][0]), np.float32, 3 * m, shape=(3, m)),
             }
             return
         regs, _ = regions(table, seg.h("capacity"), self.dim)
@@ -190,14 +192,16 @@ class SpaceStore:
         off_at = CSR_HEADER_DTYPE.itemsize
         tgt_at = align_up(off_at + 8 * (n + 1))
         w_at = align_up(tgt_at + 4 * m)
+        fan_at = align_up(w_at + 4 * m)
         seg = Segment.create(self.engine.table(self.space, "csr", gen), kind=KIND["csr"],
-                             data_bytes=align_up(w_at + 4 * m), capacity=m, generation=gen)
+                             data_bytes=align_up(fan_at + 12 * m), capacity=m, generation=gen)
         h = seg.array(0, CSR_HEADER_DTYPE, 1)
         h["n_nodes"], h["n_edges"], h["delta_applied"] = n, m, delta_applied
-        h["offsets_at"], h["targets_at"], h["weights_at"] = off_at, tgt_at, w_at
+        h["offsets_at"], h["targets_at"], h["weights_at"], h["fan_at"] = off_at, tgt_at, w_at, fan_at
         seg.array(off_at, np.uint64, n + 1)[:] = offsets
         seg.array(tgt_at, np.uint32, m)[:] = targets
         seg.array(w_at, np.float32, m)[:] = weights
+        seg.array(fan_at, np.float32, 3 * m, shape=(3, m))[:] = fan_weights(offsets, targets, weights)
         seg.set("count", m)
         return seg
 

@@ -35,6 +35,7 @@ import posix_ipc
 
 from ._kernels.native import load_c
 from .errors import EngramError
+from .fan import MODES as FAN_MODES
 from .layout import TASK_BOARD_HEADER_DTYPE, TASK_SLOT_DTYPE, schema
 from .pool import ActivationRecordPool
 from .spreading_metrics import SpreadingMetrics
@@ -65,7 +66,7 @@ def _config_vector(cfg) -> np.ndarray:
     sp = cfg.spread
     return np.array([sp.max_depth, sp.decay, sp.threshold, sp.cycle_penalty, sp.prefetch_distance,
                      cfg.sigmoid_midpoint, cfg.sigmoid_steepness, cfg.forget_tau_s, cfg.seed_factor,
-                     cfg.hot_budget_share] + [0.0] * (CONFIG_FLOATS - 10), np.float64)
+                     cfg.hot_budget_share, FAN_MODES.index(cfg.fan)] + [0.0] * (CONFIG_FLOATS - 11), np.float64)
 
 
 def _config_from(v: np.ndarray):
@@ -73,7 +74,7 @@ def _config_from(v: np.ndarray):
     from .recall import RecallConfig
     return RecallConfig(spread=SpreadParams(int(v[0]), float(v[1]), float(v[2]), float(v[3]), int(v[4])),
                         sigmoid_midpoint=float(v[5]), sigmoid_steepness=float(v[6]), forget_tau_s=float(v[7]),
-                        seed_factor=int(v[8]), hot_budget_share=float(v[9]))
+                        seed_factor=int(v[8]), hot_budget_share=float(v[9]), fan=FAN_MODES[int(v[10])])
 
 
 class TaskBoard:

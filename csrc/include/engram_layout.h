@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0x0972def49bc2f8a1ULL
+#define EG_LAYOUT_HASH 0xf5b7eaf0aecc1bcbULL
 #define EG_ABI_VERSION 7
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
@@ -391,7 +391,8 @@ typedef struct __attribute__((aligned(64))) {
     uint64_t targets_at;
     uint64_t weights_at;
     uint64_t delta_applied;
-    uint64_t _reserved[2];
+    uint64_t fan_at;
+    uint64_t _reserved;
 } eg_csr_header_t;
 _Static_assert(sizeof(eg_csr_header_t) == 64, "CsrHeader size");
 _Static_assert(offsetof(eg_csr_header_t, n_nodes) == 0, "CsrHeader.n_nodes offset");
@@ -400,7 +401,8 @@ _Static_assert(offsetof(eg_csr_header_t, offsets_at) == 16, "CsrHeader.offsets_a
 _Static_assert(offsetof(eg_csr_header_t, targets_at) == 24, "CsrHeader.targets_at offset");
 _Static_assert(offsetof(eg_csr_header_t, weights_at) == 32, "CsrHeader.weights_at offset");
 _Static_assert(offsetof(eg_csr_header_t, delta_applied) == 40, "CsrHeader.delta_applied offset");
-_Static_assert(offsetof(eg_csr_header_t, _reserved) == 48, "CsrHeader._reserved offset");
+_Static_assert(offsetof(eg_csr_header_t, fan_at) == 48, "CsrHeader.fan_at offset");
+_Static_assert(offsetof(eg_csr_header_t, _reserved) == 56, "CsrHeader._reserved offset");
 
 /* TableRef */
 typedef struct __attribute__((aligned(8))) {
@@ -597,6 +599,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"CsrHeader", "targets_at", (int64_t)offsetof(eg_csr_header_t, targets_at), (int64_t)sizeof(((eg_csr_header_t *)0)->targets_at)}, \
     {"CsrHeader", "weights_at", (int64_t)offsetof(eg_csr_header_t, weights_at), (int64_t)sizeof(((eg_csr_header_t *)0)->weights_at)}, \
     {"CsrHeader", "delta_applied", (int64_t)offsetof(eg_csr_header_t, delta_applied), (int64_t)sizeof(((eg_csr_header_t *)0)->delta_applied)}, \
+    {"CsrHeader", "fan_at", (int64_t)offsetof(eg_csr_header_t, fan_at), (int64_t)sizeof(((eg_csr_header_t *)0)->fan_at)}, \
     {"CsrHeader", "_reserved", (int64_t)offsetof(eg_csr_header_t, _reserved), (int64_t)sizeof(((eg_csr_header_t *)0)->_reserved)}, \
     {"TableRef", "", 0, (int64_t)sizeof(eg_table_ref_t)}, \
     {"TableRef", "generation", (int64_t)offsetof(eg_table_ref_t, generation), (int64_t)sizeof(((eg_table_ref_t *)0)->generation)}, \

@@ -281,7 +281,8 @@ CSR_HEADER = Record("CsrHeader", (
     F("targets_at", "u64", doc="byte offset of u32 targets[n_edges]"),
     F("weights_at", "u64", doc="byte offset of f32 weights[n_edges]"),
     F("delta_applied", "u64", doc="delta-log entries folded into this CSR"),
-    F("_reserved", "u64", 2),
+    F("fan_at", "u64", doc="byte offset of f32 fan_weights[3][n_edges]: source, target, both (engram/fan.py)"),
+    F("_reserved", "u64", 1),
 ), size=64, align=64, doc="Follows the segment header in a CSR segment.")
 
 #: One table's current generation, published in the space directory.

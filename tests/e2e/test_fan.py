@@ -1,0 +1,87 @@
+"""The fan effect: discounted weights computed at compaction match an independent
+computation, spreading with each mode equals the oracle over those weights, and a
+hub stops swamping recall."""
+import math
+
+import numpy as np
+import pytest
+
+import engram
+from engram import errors
+from engram._kernels import reference
+from engram.fan import MODES
+
+
+def independent_fan(src, dst, w, n):
+    out_deg = np.bincount(src, minlength=n)
+    in_deg = np.bincount(dst, minlength=n)
+    d = lambda f: 1.0 / (1.0 + math.log(max(f, 1)))     # noqa: E731
+    return {"source": [wi * d(out_deg[s]) for s, wi in zip(src, w)],
+            "target": [wi * d(in_deg[t]) for t, wi in zip(dst, w)],
+            "both": [wi * d(out_deg[s]) * d(in_deg[t]) for s, t, wi in zip(src, dst, w)]}
+
+
+@pytest.fixture
+def hubby():
+    """A hub (node 0) linked from and to everything, plus a chain 1 -> 2 -> 3."""
+    rng = np.random.default_rng(4)
+    n = 60
+    with engram.Engine(dim=8, workers=0) as eng:
+        mem = eng.space("fan-test")
+        v = rng.standard_normal((n, 8))
+        mem.remember(v)
+        others = np.arange(1, n)
+        mem.link(others, 0, 0.9)
+        mem.link(0, others, 0.9)
+        mem.link([1, 2], [2, 3], [0.8, 0.8])
+        mem.compact()
+        yield mem, v
+
+
+def test_discounted_weights_match_an_independent_computation(hubby):
+    mem, v = hubby
+    csr = mem._store.csr()
+    o, t, w = csr["offsets"], csr["targets"], csr["weights"]
+    src = np.repeat(np.arange(o.shape[0] - 1), np.diff(o.astype(np.int64)))
+    want = independent_fan(src, t.astype(np.int64), w.astype(np.float64), o.shape[0] - 1)
+    for i, mode in enumerate(("source", "target", "both")):
+        np.testing.assert_allclose(csr["fan"][i], want[mode], rtol=1e-6)
+    hub_out = csr["fan"][0][int(o[0]):int(o[1])]
+    assert np.allclose(hub_out, 0.9 / (1 + math.log(59)), rtol=1e-6)     # the hub's 59 links, discounted
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_spread_with_each_mode_equals_the_oracle_over_its_weights(hubby, mode):
+    mem, v = hubby
+    g, _ = mem._spread_graph(mode)
+    ids, act = mem.spread({1: 1.0}, fan=mode)
+    nodes, ref, _ = reference.spread(g.offsets, g.targets, g.weights, np.array([1], np.uint32),
+                                     np.ones(1, np.float32), 4, 0.7, 0.01, 0.5)
+    order = np.lexsort((nodes, -ref))
+    assert ids.tolist() == nodes[order].tolist()
+    np.testing.assert_allclose(act, ref[order], atol=1e-6)
+
+
+def test_the_fan_effect_keeps_a_hub_from_swamping_recall(hubby):
+    mem, v = hubby
+    plain = dict(zip(*mem.spread({1: 1.0}, fan="none")))
+    fanned = dict(zip(*mem.spread({1: 1.0}, fan="both")))
+    # without the fan effect the hub outranks 1's own association (2); with it, not
+    assert plain[0] > plain[2]
+    assert fanned[2] > fanned[0]
+    # in recall, the hub collects activation from every seed and sits right under the
+    # direct match; discounted by its fan it drops out of the top
+    rank = lambda res: list(res.ids).index(0) if 0 in res.ids else len(res.ids)   # noqa: E731
+    plain_res = mem.recall(v[1], k=5)
+    assert rank(plain_res) <= 1 and 1 in plain_res.ids[:2]        # the hub at the very top
+    mem.configure_recall(fan="both")
+    fan_res = mem.recall(v[1], k=5)
+    assert fan_res.ids[0] == 1 and rank(fan_res) > 2
+
+
+def test_bad_fan_modes_are_refused(hubby):
+    mem, v = hubby
+    with pytest.raises(errors.InvalidInputError, match="fan must be one of"):
+        mem.configure_recall(fan="hubs")
+    with pytest.raises(errors.InvalidInputError, match="fan must be one of"):
+        mem.spread({1: 1.0}, fan="everything")
