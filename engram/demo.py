@@ -5,9 +5,8 @@ functions with their docstrings; containment and imports as associations),
 embeds it with the deterministic hashing embedder, stores it in an engine's
 shared memory, and answers a few questions with timings: the closest
 memories by similarity, then what spreading along the associations adds.
-(Spreading ranks alone are hub-heavy on this import graph: `os` and `sys`
-collect activation from everything; the fan effect that discounts hubs is
-the next step, so the demo shows spreading's additions beside similarity.)
+Recall spreads with the fan effect on both ends (engram/fan.py): on this import
+graph `os` and `sys` would otherwise collect activation from everything.
 """
 from __future__ import annotations
 
@@ -20,6 +19,8 @@ from . import corpus as corpus_mod
 from .embed import HashingEmbedder
 from .engine import Engine
 from .progress import Progress
+
+FAN = "both"      # hubs (os, sys) would otherwise collect activation from everything
 
 QUERIES = (
     "parse command line arguments and options",
@@ -49,6 +50,7 @@ def run(limit=None, queries=None, k: int = 5, dim: int = 384, tier: str = "hot",
 
     with Engine(dim=dim) as eng:
         mem = eng.space("stdlib")
+        mem.configure_recall(fan=FAN)
         t0 = time.perf_counter()
         batch = 1024
         with Progress("remembering", len(c)) as p:
