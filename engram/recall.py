@@ -8,8 +8,12 @@
     3. spread  hop by hop over the association graph (max_depth 4, decay 0.7,
                threshold 0.01, cycle penalty 0.5); a hop predicted to end past
                the budget is not started (partial=True)
-    4. rank    score = activation x confidence x retention, where retention =
-               strength x exp(-(now - last_access) / forget_tau_s); ties by id
+    4. rank    score = (a0 + lambda (a - a0)) x confidence x retention, where a0 is the
+               memory's own seed activation (0 if only spreading reached it), a its
+               activation after spreading, lambda = spread_weight (0.5), and retention =
+               strength x exp(-(now - last_access) / forget_tau_s); ties by id. A memory
+               reached only by spreading scores at most lambda, so a direct match whose
+               a0 x confidence x retention exceeds lambda is never displaced by it
     5. touch   the returned memories' last access and access count are updated
 
 With spread=False (or a fallback) the ranking is plain cosine similarity and
@@ -45,6 +49,7 @@ class RecallConfig:
     seed_factor: int = 2                # seeds = seed_factor x k (at least k)
     hot_budget_share: float = 0.5       # of the scan budget, what the hot (f32) tier may use
     fan: str = "none"                   # fan effect: "none" | "source" | "target" | "both" (engram/fan.py)
+    spread_weight: float = 0.5          # lambda: how much of what spreading adds counts (docs/recall.md)
 
     def spread_params(self) -> SpreadParams:
         return self.spread.check()
@@ -68,6 +73,8 @@ class RecallConfig:
             raise InvalidInputError(f"sigmoid_midpoint must be in [-1, 1], got {self.sigmoid_midpoint!r}")
         if isinstance(self.seed_factor, bool) or not isinstance(self.seed_factor, int) or not 1 <= self.seed_factor <= 64:
             raise InvalidInputError(f"seed_factor must be an integer in [1, 64], got {self.seed_factor!r}")
+        if not (isinstance(self.spread_weight, (int, float)) and 0.0 <= self.spread_weight <= 1.0):
+            raise InvalidInputError(f"spread_weight must be in [0, 1], got {self.spread_weight!r}")
         if self.fan not in FAN_MODES:
             raise InvalidInputError(f"fan must be one of {', '.join(FAN_MODES)}, got {self.fan!r}")
         if not (isinstance(self.hot_budget_share, (int, float)) and 0.0 < self.hot_budget_share < 1.0):
@@ -158,13 +165,14 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
         hops = np.concatenate([out.hops.astype(np.int8), np.zeros(int(outside.sum()), np.int8)])
     else:
         ids, act, hops = out.nodes, out.activation, out.hops.astype(np.int8)
-    top, score = rank(view, ids, act, k, cfg)
-    sim = np.full(top.shape[0], np.nan, np.float32)
+    # each candidate's own match: its seed activation, or 0 if only spreading reached it
     order = np.argsort(seed_ids)
-    at = np.searchsorted(seed_ids, ids[top], sorter=order)
-    found = (at < seed_ids.shape[0])
-    found[found] = seed_ids[order[at[found]]] == ids[top][found]
-    sim[found] = cos[order[at[found]]]
+    at = np.minimum(np.searchsorted(seed_ids, ids, sorter=order), seed_ids.shape[0] - 1)
+    pos = np.where(seed_ids[order[at]] == ids, order[at], -1)
+    a0 = np.where(pos >= 0, act0[np.maximum(pos, 0)], np.float32(0.0)).astype(np.float32)
+    potential = a0 + np.float32(cfg.spread_weight) * (act - a0)
+    top, score = rank(view, ids, potential, k, cfg)
+    sim = np.where(pos[top] >= 0, cos[np.maximum(pos[top], 0)], np.float32(np.nan)).astype(np.float32)
     timings["rank_ms"] = (time.perf_counter_ns() - t3) / 1e6
     info = {"hops": out.hops_run, "touched": int(out.nodes.shape[0]), "predicted_spread_ms": estimate / 1e6,
             "predicted_hops_ms": out.predicted_ns / 1e6, "hop_ms": out.hop_ns / 1e6, "batch_size": batch}
@@ -174,7 +182,7 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
 def rank(view, ids: np.ndarray, act: np.ndarray, k: int, cfg: RecallConfig):
     """(positions of the best k live candidates, their scores), best first, ties by id.
 
-    score = act x confidence x retention, and confidence x retention <= 1
+    score = act x confidence x retention (act: the blended activation), and confidence x retention <= 1
     (both factors are in [0, 1]), so a candidate can only beat the k-th score
     if its activation does: score the most active M first and widen M only
     when something outside could still get in. Exact, and it touches ~8k

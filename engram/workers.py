@@ -66,7 +66,8 @@ def _config_vector(cfg) -> np.ndarray:
     sp = cfg.spread
     return np.array([sp.max_depth, sp.decay, sp.threshold, sp.cycle_penalty, sp.prefetch_distance,
                      cfg.sigmoid_midpoint, cfg.sigmoid_steepness, cfg.forget_tau_s, cfg.seed_factor,
-                     cfg.hot_budget_share, FAN_MODES.index(cfg.fan)] + [0.0] * (CONFIG_FLOATS - 11), np.float64)
+                     cfg.hot_budget_share, FAN_MODES.index(cfg.fan), cfg.spread_weight]
+                    + [0.0] * (CONFIG_FLOATS - 12), np.float64)
 
 
 def _config_from(v: np.ndarray):
@@ -74,7 +75,8 @@ def _config_from(v: np.ndarray):
     from .recall import RecallConfig
     return RecallConfig(spread=SpreadParams(int(v[0]), float(v[1]), float(v[2]), float(v[3]), int(v[4])),
                         sigmoid_midpoint=float(v[5]), sigmoid_steepness=float(v[6]), forget_tau_s=float(v[7]),
-                        seed_factor=int(v[8]), hot_budget_share=float(v[9]), fan=FAN_MODES[int(v[10])])
+                        seed_factor=int(v[8]), hot_budget_share=float(v[9]), fan=FAN_MODES[int(v[10])],
+                        spread_weight=float(v[11]))
 
 
 class TaskBoard:

@@ -72,11 +72,27 @@ def test_the_fan_effect_keeps_a_hub_from_swamping_recall(hubby):
     # in recall, the hub collects activation from every seed and sits right under the
     # direct match; discounted by its fan it drops out of the top
     rank = lambda res: list(res.ids).index(0) if 0 in res.ids else len(res.ids)   # noqa: E731
+    mem.configure_recall(spread_weight=1.0)          # rank by raw activation: the hub's effect shows
     plain_res = mem.recall(v[1], k=5)
     assert rank(plain_res) <= 1 and 1 in plain_res.ids[:2]        # the hub at the very top
     mem.configure_recall(fan="both")
     fan_res = mem.recall(v[1], k=5)
     assert fan_res.ids[0] == 1 and rank(fan_res) > 2
+
+
+def test_a_strong_direct_match_is_never_displaced_by_what_it_spread_to(hubby):
+    """With the default blend (spread_weight 0.5) a memory reached only by spreading
+    scores at most 0.5, so the direct match (activation ~1) stays first even without
+    the fan effect, and its own score only grows with what spreading adds."""
+    mem, v = hubby
+    res = mem.recall(v[1], k=5)
+    assert res.ids[0] == 1 and res.origin[0] == "seed"
+    spread_only = [s for s, o, sim in zip(res.scores, res.origin, res.similarity) if np.isnan(sim)]
+    assert all(s <= 0.5 + 1e-6 for s in spread_only)
+    alone = mem.recall(v[1], k=5, spread=False)
+    from engram.recall import RecallConfig, seed_activation
+    a0 = float(seed_activation(np.array([alone.scores[0]]), RecallConfig())[0])
+    assert res.scores[0] >= a0 * 0.999
 
 
 def test_bad_fan_modes_are_refused(hubby):

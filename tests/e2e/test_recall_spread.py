@@ -18,15 +18,18 @@ N = 600
 
 def reference_recall(vecs, conf, offsets, targets, weights, q, k, cfg=RecallConfig()):
     """The pipeline of engram/recall.py written plainly: float64 cosine, top 2k seeds,
-    logistic activation, the oracle spread, score = act x confidence (retention ~ 1:
-    every memory was accessed moments ago), ties by id."""
+    logistic activation, the oracle spread, score = (a0 + lambda (act - a0)) x
+    confidence (retention ~ 1: every memory was accessed moments ago), ties by id."""
     cos = vecs @ q / (np.linalg.norm(vecs, axis=1) * np.linalg.norm(q))
     seeds = np.lexsort((np.arange(len(cos)), -cos))[:max(k, cfg.seed_factor * k)]
     act0 = 1.0 / (1.0 + np.exp(-cfg.sigmoid_steepness * (cos[seeds] - cfg.sigmoid_midpoint)))
     nodes, act, hops = reference.spread(offsets, targets, weights, seeds.astype(np.uint32), act0.astype(np.float32),
                                         cfg.spread.max_depth, cfg.spread.decay, cfg.spread.threshold,
                                         cfg.spread.cycle_penalty)
-    score = act * conf[nodes]
+    a0 = np.zeros(nodes.shape[0])
+    for j, s in enumerate(seeds.tolist()):           # each seed's own match
+        a0[nodes == s] = act0[j]
+    score = (a0 + cfg.spread_weight * (act - a0)) * conf[nodes]
     order = np.lexsort((nodes, -score))[:k]
     return nodes[order], act[order], hops[order], score[order]
 
