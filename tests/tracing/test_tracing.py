@@ -101,72 +101,62 @@ def test_bad_trace_settings_are_refused():
         engram.Engine(dim=DIM, workers=0, trace="yes")
 
 
-def test_engram_trace_tails_a_live_engine():
-    code = textwrap.dedent("""
-        import sys, numpy as np, engram
-        eng = engram.Engine(dim=8, workers=0, trace=True)
-        mem = eng.space("tailed")
-        v = np.random.default_rng(0).standard_normal((50, 8))
-        mem.remember(v)
-        print(eng.name, flush=True)
-        sys.stdin.readline()
-        for i in range(20):
-            mem.recall(v[i], k=3)
-        sys.stdin.readline()
-        eng.close()
-    """)
-    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        name = p.stdout.readline().strip()
-        t = subprocess.Popen([sys.executable, "-m", "engram.cli", "trace", name, "--kind", "recall",
-                              "--count", "20", "--seconds", "60"], stdout=subprocess.PIPE, text=True)
-        import time
-        time.sleep(1.0)                               # the tail is attached and at the ring's head
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        out, _ = t.communicate(timeout=90)
-        lines = out.splitlines()
-        assert t.returncode == 0 and len(lines) == 20, out
-        assert all(" recall " in line and "tailed" in line and "a=3" in line for line in lines)
-    finally:
-        p.stdin.write("bye\n")
-        p.stdin.flush()
-        p.wait(30)
-
-
-def test_engram_trace_collect_drains_a_live_engine_to_files(tmp_path):
-    code = textwrap.dedent("""
-        import sys, numpy as np, engram
-        eng = engram.Engine(dim=8, workers=0, trace=True)
-        mem = eng.space("collected")
-        v = np.random.default_rng(0).standard_normal((50, 8))
-        mem.remember(v)
-        print(eng.name, flush=True)
-        sys.stdin.readline()
-        for i in range(15):
-            mem.recall(v[i], k=3)
+LIVE = textwrap.dedent("""
+    import sys, numpy as np, engram
+    eng = engram.Engine(dim=8, workers=0, trace=True)
+    mem = eng.space("tailed")
+    v = np.random.default_rng(0).standard_normal((50, 8))
+    mem.remember(v)
+    print(eng.name, flush=True)
+    for line in sys.stdin:              # "recall N": N recalls, then "done"; EOF: close
+        for i in range(int(line.split()[1])):
+            mem.recall(v[i % 50], k=3)
         print("done", flush=True)
-        sys.stdin.readline()
-        eng.close()
-    """)
-    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        name = p.stdout.readline().strip()
-        c = subprocess.Popen([sys.executable, "-m", "engram.cli", "trace", "collect", name, "--out", str(tmp_path)],
-                             stdout=subprocess.PIPE, text=True)
-        p.stdin.write("go\n")
+    eng.close()
+""")
+
+
+@pytest.fixture
+def live_traced():
+    p = subprocess.Popen([sys.executable, "-c", LIVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    name = p.stdout.readline().strip()
+
+    def recall(n):
+        p.stdin.write(f"recall {n}\n")
         p.stdin.flush()
         assert p.stdout.readline().strip() == "done"
-        import signal
-        import time
-        time.sleep(0.3)
-        c.send_signal(signal.SIGTERM)                     # a clean stop drains every ring first
-        out, _ = c.communicate(timeout=60)
-        assert c.returncode == 0 and "collected" in out, out
-        events = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
-        assert Counter(e["kind"] for e in events)["recall"] == 15
-        assert json.loads((tmp_path / "trace.perfetto.json").read_text())["traceEvents"]
-    finally:
-        p.stdin.write("bye\n")
-        p.stdin.flush()
-        p.wait(30)
+
+    yield name, recall
+    p.stdin.close()
+    p.wait(30)
+
+
+def test_engram_trace_tails_a_live_engine(live_traced):
+    name, recall = live_traced
+    t = subprocess.Popen([sys.executable, "-m", "engram.cli", "trace", name, "--kind", "recall",
+                          "--count", "20", "--seconds", "120"], stdout=subprocess.PIPE, text=True)
+    import time
+    deadline = time.monotonic() + 60
+    while t.poll() is None and time.monotonic() < deadline:   # recall until the tail has seen 20
+        recall(2)                                              # (it starts at the ring's head)
+        time.sleep(0.05)
+    out, _ = t.communicate(timeout=120)
+    lines = out.splitlines()
+    assert t.returncode == 0 and len(lines) == 20, out
+    assert all(" recall " in line and "tailed" in line and "a=3" in line for line in lines)
+
+
+def test_engram_trace_collect_drains_a_live_engine_to_files(tmp_path, live_traced):
+    import signal
+    import time
+    name, recall = live_traced
+    c = subprocess.Popen([sys.executable, "-m", "engram.cli", "trace", "collect", name, "--out", str(tmp_path)],
+                         stdout=subprocess.PIPE, text=True)
+    recall(15)
+    time.sleep(0.3)
+    c.send_signal(signal.SIGTERM)                     # a clean stop drains every ring first
+    out, _ = c.communicate(timeout=60)
+    assert c.returncode == 0 and "collected" in out, out
+    events = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert Counter(e["kind"] for e in events)["recall"] == 15       # the collector reads each ring from its start
+    assert json.loads((tmp_path / "trace.perfetto.json").read_text())["traceEvents"]
