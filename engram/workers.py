@@ -361,8 +361,15 @@ class WorkerPool:
     def recall(self, space: str, q: np.ndarray, k: int, spread: bool, budget_ms, cfg, t_begin: int):
         """Ranked result from a worker, or None when every slot is busy (serve in-process)."""
         from .recall import Ranked
-        if not self.started:
-            self.start()
+        if not self.started and self.broken is None:
+            try:
+                self.start()
+            except Exception as e:           # cannot spawn here: serve in the calling process
+                self.broken = f"the worker processes could not start: {type(e).__name__}: {e}"
+                log.error("engram: %s; recalls run in the calling process", self.broken)
+                return None
+        if self.broken is not None or not self.started:
+            return None
         b = self.board
         if self.broken is not None or not b.header["ready"][0]:
             return None            # broken, or still starting: the caller serves itself meanwhile
@@ -420,7 +427,7 @@ class WorkerPool:
 
     def stats(self) -> dict:
         if not self.started:
-            return {"workers": self.size, "started": False}
+            return {"workers": self.size, "started": False, "broken": self.broken}
         h = self.board.header[0]
         alive = sum(p.poll() is None for p in self.procs.values())
         return {"workers": self.size, "started": True, "alive": alive, "broken": self.broken,

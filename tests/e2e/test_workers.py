@@ -261,3 +261,15 @@ def test_workers_take_the_oldest_request_first():
         assert board.claim() in {2, 4, 5, 7} and (board.slots["state"] == FREE).sum() == 3
     finally:
         board.seg.unlink(board.seg.name)
+
+
+def test_a_machine_that_cannot_spawn_workers_still_recalls(monkeypatch):
+    import engram.workers as w
+    monkeypatch.setattr(w.sys, "executable", "/nonexistent/python")
+    with engram.Engine(dim=DIM, workers=2, routing="workers") as eng:
+        mem, stored, conf, queries = build(eng)
+        res = mem.recall(queries[0], k=5)                  # served in the calling process
+        assert len(res) == 5 and "worker_ms" not in res.timings
+        s = eng.worker_stats()
+        assert "could not start" in s["broken"] and "FileNotFoundError" in s["broken"]
+        assert len(mem.recall(queries[1], k=5)) == 5
