@@ -8,9 +8,12 @@ import threading
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import start_http_server
 
+from ..layout import schema
 from ..shm.names import EngineName
 from . import definitions as d
 from .segment import MetricsSegment
+
+C = schema.CONSTANTS
 
 
 class EngramCollector:
@@ -20,6 +23,10 @@ class EngramCollector:
         self.engine = EngineName.parse(str(engine_name))
         self.seg = MetricsSegment.attach(self.engine)
         self._spreading = None
+
+    def _board(self):
+        from ..attach_tools import _board
+        return _board(self.engine)
 
     def _pool(self):
         from ..attach_tools import pool_stats
@@ -74,6 +81,20 @@ class EngramCollector:
                 yield GaugeMetricFamily(name, help_, value=value)
             yield CounterMetricFamily("engram_activation_pool_allocations", "Records taken fresh (never used before).",
                                       value=pool["allocations"])
+        board = self._board()
+        if board is not None:
+            h, slots = board
+            yield GaugeMetricFamily("engram_worker_queue_waiting", "Recall requests waiting for a worker.",
+                                    value=int((slots["state"] == C["TASK_READY"]).sum()))
+            yield GaugeMetricFamily("engram_worker_queue_running", "Recall requests a worker is running.",
+                                    value=int((slots["state"] == C["TASK_TAKEN"]).sum()))
+            yield GaugeMetricFamily("engram_workers_ready", "Worker processes taking requests.",
+                                    value=int(h["ready"][0]))
+            for name, field, help_ in (("engram_worker_requests", "completed", "Requests workers answered."),
+                                       ("engram_worker_failures", "failed", "Requests that failed in a worker."),
+                                       ("engram_worker_retries", "retried", "Requests retried after a worker died."),
+                                       ("engram_worker_restarts", "restarts", "Workers replaced after dying.")):
+                yield CounterMetricFamily(name, help_, value=int(h[field][0]))
         s = self._spreading_summary()
         if s is not None:
             err = s["engram_spreading_latency_prediction_error"]

@@ -190,3 +190,6 @@ def test_cognitive_events_carry_a_type_label_and_pool_figures_are_exported():
     assert sample(f, "engram_activation_pool_high_water", "engram_activation_pool_high_water") >= 3
     assert 0 <= sample(f, "engram_spreading_pool_utilization", "engram_spreading_pool_utilization") <= 1
     assert sample(f, "engram_activation_pool_allocations", "engram_activation_pool_allocations_total") >= 3
+    assert sample(f, "engram_worker_requests", "engram_worker_requests_total") == 5
+    assert sample(f, "engram_workers_ready", "engram_workers_ready") == 1
+    assert sample(f, "engram_worker_queue_waiting", "engram_worker_queue_waiting") == 0
