@@ -31,7 +31,8 @@ from .shm import EngineName, cleanup_stale, spaces_of, unlink_engine
 from .fan import MODES as FAN_MODES
 from .recall import RecallConfig
 from .spreading import AdaptiveBatcher, LatencyPredictor, topology
-from .spreading_metrics import SpreadingMetrics
+from .spreading_metrics import SpreadingRecorder
+from .spreading_metrics import summary as spreading_summary
 from .tracing import KINDS, TraceConfig, Tracer
 from .tracing.process import next_trace_id as _next_trace_id, start_collector, stop_collector
 from .workers import WorkerError, WorkerPool
@@ -99,7 +100,7 @@ class SpaceView:
         self._predictor = LatencyPredictor()
         self._batcher = AdaptiveBatcher(topology())
         self._graph_cache = None
-        self._metrics = None           # this process's SpreadingMetrics slot (owner and workers)
+        self._metrics = None           # this process's SpreadingRecorder (owner and workers)
         self._rec = metrics.recorder(None, 0, store.space)   # readers record nothing (no-ops)
         self._tracing = False             # set by the owner (or a worker) that has a trace ring
         self._trace = None                # its writer's emit
@@ -526,9 +527,11 @@ class Engine:
         self._lock = threading.Lock()
         self._closed = False
         self._path_lock = None
-        self._spreading = SpreadingMetrics.create(self._name, 1 + self.workers, hwcounters.probe()[0])
         self._metrics_seg = metrics.MetricsSegment.create(self._name)
         self._metrics_slot = self._metrics_seg.claim(metrics.ROLE_OWNER)
+        hw = hwcounters.probe()[0]
+        metrics.recorder(self._metrics_seg, self._metrics_slot, "").spreading_hw_counters.set(int(hw))
+        self._spreading = SpreadingRecorder(self._metrics_seg, self._metrics_slot, hw)
         self._tracer = Tracer(self._name if self.trace_config else None, self.trace_config, worker=0)
         self._collector = None
         self._workers = WorkerPool(self._name, self.dim, self.workers) if self.workers else None
@@ -565,7 +568,7 @@ class Engine:
             if sp is None:
                 store = SpaceStore(self._name, name, self.dim, create=True)
                 sp = self._spaces[name] = Space(store, self._kern, self._check_open, self._workers, self.routing)
-                sp._metrics = self._spreading.slot(0)
+                sp._metrics = self._spreading
                 sp._rec = metrics.recorder(self._metrics_seg, self._metrics_slot, name, assign=True)
                 sp._tracing, sp._trace = self._tracer.enabled, self._tracer.emit
                 sp._trace_space = self._metrics_seg.space_index(name)
@@ -580,7 +583,7 @@ class Engine:
         prediction error, cache miss rate (or "not supported"), pool use and hit rate."""
         self._check_open()
         pool = self._workers.pool.stats() if self._workers is not None and self._workers.started else None
-        return self._spreading.summary(pool)
+        return spreading_summary(self._metrics_seg, pool)
 
     def start_workers(self, timeout: float = 30.0) -> bool:
         """Start the worker processes now (they otherwise start on the first recall, which

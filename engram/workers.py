@@ -38,7 +38,7 @@ from .errors import EngramError
 from .fan import MODES as FAN_MODES
 from .layout import TASK_BOARD_HEADER_DTYPE, TASK_SLOT_DTYPE, schema
 from .pool import ActivationRecordPool
-from .spreading_metrics import SpreadingMetrics
+from .spreading_metrics import SpreadingRecorder
 from .shm.names import EngineName, pid_alive
 from .shm.segment import Segment, align_up
 
@@ -169,12 +169,13 @@ def worker_main(engine_text: str, worker_id: int) -> None:
     work = _semaphore(engine, "work", create=False)
     done = [_semaphore(engine, f"done{i}", create=False) for i in range(board.n)]
     eng = Attached(engine_text)
-    metrics = SpreadingMetrics.attach(engine, writable=True).slot(worker_id + 1)
+    from .metrics.segment import ROLE_WORKER, MetricsSegment
+    mseg = MetricsSegment.attach(engine, writable=True)
+    metrics = SpreadingRecorder(mseg, mseg.claim(ROLE_WORKER), bool(mseg.totals()["engram_spreading_hw_counters"][""]))
     from .tracing import Tracer, config_of
     cfg = config_of(engine)
     tracer = Tracer(engine if cfg else None, cfg, worker=worker_id + 1)
-    from .metrics.segment import MetricsSegment
-    labels = MetricsSegment.attach(engine) if cfg else None
+    labels = mseg if cfg else None
     pid = os.getpid()
     if os.environ.get("ENGRAM_WORKER_FAULT") == "exit-at-start":    # fault injection for the tests
         os._exit(3)

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xf5b7eaf0aecc1bcbULL
+#define EG_LAYOUT_HASH 0xb7248b67c52dd373ULL
 #define EG_ABI_VERSION 7
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
@@ -21,7 +21,6 @@
 #define EG_TABLE_DELTA 7
 #define EG_TABLE_POOL 8
 #define EG_TABLE_TASKS 9
-#define EG_TABLE_SPREADING 10
 #define EG_TABLE_METRICS 11
 #define EG_TABLE_TRACE 12
 #define EG_TASK_FREE 0
@@ -249,38 +248,6 @@ _Static_assert(offsetof(eg_task_board_header_t, restarts) == 48, "TaskBoardHeade
 _Static_assert(offsetof(eg_task_board_header_t, test_hold_ns) == 56, "TaskBoardHeader.test_hold_ns offset");
 _Static_assert(offsetof(eg_task_board_header_t, ready) == 64, "TaskBoardHeader.ready offset");
 _Static_assert(offsetof(eg_task_board_header_t, _reserved) == 72, "TaskBoardHeader._reserved offset");
-
-/* One process's spreading metrics in the engine's metrics segment. */
-typedef struct __attribute__((aligned(64))) {
-    uint64_t spreads;
-    uint64_t predicted;
-    uint64_t within_20pct;
-    uint64_t error_ppm;
-    uint64_t partial;
-    uint64_t fallback;
-    uint64_t l1d_reads;
-    uint64_t l1d_misses;
-} eg_spreading_metrics_t;
-_Static_assert(sizeof(eg_spreading_metrics_t) == 64, "SpreadingMetrics size");
-_Static_assert(offsetof(eg_spreading_metrics_t, spreads) == 0, "SpreadingMetrics.spreads offset");
-_Static_assert(offsetof(eg_spreading_metrics_t, predicted) == 8, "SpreadingMetrics.predicted offset");
-_Static_assert(offsetof(eg_spreading_metrics_t, within_20pct) == 16, "SpreadingMetrics.within_20pct offset");
-_Static_assert(offsetof(eg_spreading_metrics_t, error_ppm) == 24, "SpreadingMetrics.error_ppm offset");
-_Static_assert(offsetof(eg_spreading_metrics_t, partial) == 32, "SpreadingMetrics.partial offset");
-_Static_assert(offsetof(eg_spreading_metrics_t, fallback) == 40, "SpreadingMetrics.fallback offset");
-_Static_assert(offsetof(eg_spreading_metrics_t, l1d_reads) == 48, "SpreadingMetrics.l1d_reads offset");
-_Static_assert(offsetof(eg_spreading_metrics_t, l1d_misses) == 56, "SpreadingMetrics.l1d_misses offset");
-
-/* Head of the spreading metrics segment. */
-typedef struct __attribute__((aligned(64))) {
-    uint32_t slots;
-    uint32_t counters;
-    uint64_t _reserved[7];
-} eg_spreading_metrics_header_t;
-_Static_assert(sizeof(eg_spreading_metrics_header_t) == 64, "SpreadingMetricsHeader size");
-_Static_assert(offsetof(eg_spreading_metrics_header_t, slots) == 0, "SpreadingMetricsHeader.slots offset");
-_Static_assert(offsetof(eg_spreading_metrics_header_t, counters) == 4, "SpreadingMetricsHeader.counters offset");
-_Static_assert(offsetof(eg_spreading_metrics_header_t, _reserved) == 8, "SpreadingMetricsHeader._reserved offset");
 
 /* Head of the metrics segment. */
 typedef struct __attribute__((aligned(64))) {
@@ -536,19 +503,6 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"TaskBoardHeader", "test_hold_ns", (int64_t)offsetof(eg_task_board_header_t, test_hold_ns), (int64_t)sizeof(((eg_task_board_header_t *)0)->test_hold_ns)}, \
     {"TaskBoardHeader", "ready", (int64_t)offsetof(eg_task_board_header_t, ready), (int64_t)sizeof(((eg_task_board_header_t *)0)->ready)}, \
     {"TaskBoardHeader", "_reserved", (int64_t)offsetof(eg_task_board_header_t, _reserved), (int64_t)sizeof(((eg_task_board_header_t *)0)->_reserved)}, \
-    {"SpreadingMetrics", "", 0, (int64_t)sizeof(eg_spreading_metrics_t)}, \
-    {"SpreadingMetrics", "spreads", (int64_t)offsetof(eg_spreading_metrics_t, spreads), (int64_t)sizeof(((eg_spreading_metrics_t *)0)->spreads)}, \
-    {"SpreadingMetrics", "predicted", (int64_t)offsetof(eg_spreading_metrics_t, predicted), (int64_t)sizeof(((eg_spreading_metrics_t *)0)->predicted)}, \
-    {"SpreadingMetrics", "within_20pct", (int64_t)offsetof(eg_spreading_metrics_t, within_20pct), (int64_t)sizeof(((eg_spreading_metrics_t *)0)->within_20pct)}, \
-    {"SpreadingMetrics", "error_ppm", (int64_t)offsetof(eg_spreading_metrics_t, error_ppm), (int64_t)sizeof(((eg_spreading_metrics_t *)0)->error_ppm)}, \
-    {"SpreadingMetrics", "partial", (int64_t)offsetof(eg_spreading_metrics_t, partial), (int64_t)sizeof(((eg_spreading_metrics_t *)0)->partial)}, \
-    {"SpreadingMetrics", "fallback", (int64_t)offsetof(eg_spreading_metrics_t, fallback), (int64_t)sizeof(((eg_spreading_metrics_t *)0)->fallback)}, \
-    {"SpreadingMetrics", "l1d_reads", (int64_t)offsetof(eg_spreading_metrics_t, l1d_reads), (int64_t)sizeof(((eg_spreading_metrics_t *)0)->l1d_reads)}, \
-    {"SpreadingMetrics", "l1d_misses", (int64_t)offsetof(eg_spreading_metrics_t, l1d_misses), (int64_t)sizeof(((eg_spreading_metrics_t *)0)->l1d_misses)}, \
-    {"SpreadingMetricsHeader", "", 0, (int64_t)sizeof(eg_spreading_metrics_header_t)}, \
-    {"SpreadingMetricsHeader", "slots", (int64_t)offsetof(eg_spreading_metrics_header_t, slots), (int64_t)sizeof(((eg_spreading_metrics_header_t *)0)->slots)}, \
-    {"SpreadingMetricsHeader", "counters", (int64_t)offsetof(eg_spreading_metrics_header_t, counters), (int64_t)sizeof(((eg_spreading_metrics_header_t *)0)->counters)}, \
-    {"SpreadingMetricsHeader", "_reserved", (int64_t)offsetof(eg_spreading_metrics_header_t, _reserved), (int64_t)sizeof(((eg_spreading_metrics_header_t *)0)->_reserved)}, \
     {"MetricsHeader", "", 0, (int64_t)sizeof(eg_metrics_header_t)}, \
     {"MetricsHeader", "slots", (int64_t)offsetof(eg_metrics_header_t, slots), (int64_t)sizeof(((eg_metrics_header_t *)0)->slots)}, \
     {"MetricsHeader", "slot_bytes", (int64_t)offsetof(eg_metrics_header_t, slot_bytes), (int64_t)sizeof(((eg_metrics_header_t *)0)->slot_bytes)}, \

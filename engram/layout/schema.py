@@ -194,25 +194,6 @@ TASK_BOARD_HEADER = Record("TaskBoardHeader", (
     F("_reserved", "u64", 3),
 ), size=96, align=32, doc="Head of the task board segment.")
 
-#: Spreading metrics of one process (slot 0 the owner, slot w + 1 worker w),
-#: single writer each, summed by readers; fixed point so sums are exact.
-SPREADING_METRICS = Record("SpreadingMetrics", (
-    F("spreads", "u64", doc="recalls that spread (the predictor's requests)"),
-    F("predicted", "u64", doc="of those, with a prediction (the predictor was warm)"),
-    F("within_20pct", "u64", doc="predictions within 20% of the time the hops took"),
-    F("error_ppm", "u64", doc="sum of relative prediction errors, in millionths"),
-    F("partial", "u64"),
-    F("fallback", "u64"),
-    F("l1d_reads", "u64", doc="hardware counts over sampled spreads (0: not supported here)"),
-    F("l1d_misses", "u64"),
-), size=64, align=64, doc="One process's spreading metrics in the engine's metrics segment.")
-
-SPREADING_METRICS_HEADER = Record("SpreadingMetricsHeader", (
-    F("slots", "u32"),
-    F("counters", "u32", doc="1 if hardware cache counters work on this machine"),
-    F("_reserved", "u64", 7),
-), size=64, align=64, doc="Head of the spreading metrics segment.")
-
 #: Head of the metrics segment (engram/metrics): the label table of memory
 #: spaces follows (MAX_SPACES x 64-byte names), then the per-process slots.
 METRICS_HEADER = Record("MetricsHeader", (
@@ -309,7 +290,7 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
 ), size=256, align=64)
 
 RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,
-           SPREADING_METRICS, SPREADING_METRICS_HEADER, METRICS_HEADER, METRICS_SLOT_HEADER, TRACE_EVENT, TRACE_RING_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY)
+           METRICS_HEADER, METRICS_SLOT_HEADER, TRACE_EVENT, TRACE_RING_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY)
 
 CONSTANTS = {
     "ABI_VERSION": ABI_VERSION,
@@ -328,7 +309,6 @@ CONSTANTS = {
     "TABLE_DELTA": 7,
     "TABLE_POOL": 8,
     "TABLE_TASKS": 9,
-    "TABLE_SPREADING": 10,
     "TABLE_METRICS": 11,
     "TABLE_TRACE": 12,
     "TASK_FREE": 0,

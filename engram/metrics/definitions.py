@@ -49,6 +49,18 @@ METRICS = (
     Metric("engram_priming_total", "counter", "Priming events.", types=("semantic", "associative", "repetition")),
     Metric("engram_interference_total", "counter", "Interference events.", types=("proactive", "retroactive", "fan")),
     Metric("engram_reconsolidation_total", "counter", "Reconsolidation updates applied."),
+    # spreading internals, from whichever process spreads (the owner, the workers)
+    Metric("engram_spreading_requests_total", "counter", "Recalls that spread.", per_space=False),
+    Metric("engram_spreading_predicted_total", "counter", "Of those, with a latency prediction.", per_space=False),
+    Metric("engram_spreading_prediction_within_20pct_total", "counter", "Predictions within 20% of the hops' time.",
+           per_space=False),
+    Metric("engram_spreading_prediction_error_ppm_total", "counter",
+           "Sum of relative prediction errors, in millionths.", per_space=False),
+    Metric("engram_spreading_l1d_reads_total", "counter", "L1D reads over sampled spreads (hardware counters).",
+           per_space=False),
+    Metric("engram_spreading_l1d_misses_total", "counter", "L1D misses over sampled spreads.", per_space=False),
+    Metric("engram_spreading_hw_counters", "gauge", "1 if this machine's hardware cache counters work.",
+           per_space=False),
 )
 BY_NAME = {m.name: m for m in METRICS}
 

@@ -22,7 +22,6 @@ class EngramCollector:
     def __init__(self, engine_name: str):
         self.engine = EngineName.parse(str(engine_name))
         self.seg = MetricsSegment.attach(self.engine)
-        self._spreading = None
 
     def _board(self):
         from ..attach_tools import _board
@@ -33,13 +32,8 @@ class EngramCollector:
         return pool_stats(self.engine)
 
     def _spreading_summary(self):
-        from ..spreading_metrics import SpreadingMetrics
-        try:
-            if self._spreading is None:
-                self._spreading = SpreadingMetrics.attach(self.engine)
-            return self._spreading.summary()
-        except Exception:          # an engine without that segment: nothing to add
-            return None
+        from ..spreading_metrics import summary
+        return summary(self.seg)
 
     def collect(self):
         bounds = d.bucket_bounds_seconds()

@@ -224,8 +224,9 @@ def test_spreading_metrics_are_summed_over_owner_and_workers_in_shared_memory(se
     assert 0 <= s["engram_spreading_pool_utilization"] <= 1 and s["pool_high_water_mark"] >= 5
     assert 0 < s["activation_pool_hit_rate"] <= 1
     # the counts live in shared memory: another process reads the same sums
-    from engram.spreading_metrics import SpreadingMetrics
-    seen = SpreadingMetrics.attach(EngineName.parse(eng.name)).summary()
+    from engram.metrics.segment import MetricsSegment
+    from engram.spreading_metrics import summary
+    seen = summary(MetricsSegment.attach(EngineName.parse(eng.name)))
     assert seen["spreads"] == s["spreads"]
 
 
