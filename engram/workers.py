@@ -399,7 +399,7 @@ class WorkerPool:
                 except posix_ipc.BusyError:
                     if self._closed:
                         raise WorkerError("the engine closed while a recall was waiting for a worker") from None
-                    continue
+                    # a worker that died between marking the slot DONE and posting leaves no post
                 st = b.state(i)
                 if st in (DONE, FAILED):
                     break
