@@ -135,8 +135,13 @@ class Cursor:
         if end <= self.pos:
             return np.zeros(0, TRACE_EVENT_DTYPE)
         idx = np.arange(self.pos, end, dtype=np.uint64)
-        ev = self.ring.events[(idx & np.uint64(cap - 1)).astype(np.int64)].copy()
-        ok = ev["seq"] == idx + np.uint64(1)          # rewritten while we copied: lost, never torn
+        slots = (idx & np.uint64(cap - 1)).astype(np.int64)
+        ev = self.ring.events[slots].copy()
+        # a seqlock read: the writer zeroes seq before it touches a slot and sets it last,
+        # so an event whose seq is right both in the copy and again after it is whole
+        again = self.ring.events["seq"][slots]
+        want = idx + np.uint64(1)
+        ok = (ev["seq"] == want) & (again == want)    # rewritten while we copied: lost, never torn
         self.lost += int((~ok).sum())
         self.pos = end
         return ev[ok]
