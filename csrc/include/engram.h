@@ -103,6 +103,28 @@ EG_API int64_t eg_spread(EG_SPREAD_ARGS);
     float *fire, uint64_t begin, uint64_t end, uint64_t count, uint64_t out_cap
 EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS);
 
+/* One hop split in two, so the frontier's batches can run in other processes
+ * (work stealing) and be applied by the process that owns the spread's state.
+ * gather: nodes[0..n) fire with fire[i]; each contribution c = fire * decay * w
+ * at or above threshold is summed per target into acc (n_nodes floats, all < 0
+ * on entry = untouched, and so again on return); the distinct targets go to
+ * out_v in first-contribution order, their sums to out_s. Returns the number of
+ * targets, EG_ENOSPACE when out_cap is too small, or EG_EINVAL. */
+#define EG_SPREAD_GATHER_ARGS const uint64_t *offsets, const uint32_t *targets, const float *weights, \
+    uint64_t n_nodes, float decay, float threshold, uint32_t prefetch_distance, const uint32_t *nodes, \
+    const float *fire, uint64_t n, float *acc, uint32_t *out_v, float *out_s, uint64_t out_cap
+EG_API int64_t eg_spread_gather(EG_SPREAD_GATHER_ARGS);
+
+/* merge: applies gathered sums (v[i], s[i]) of hop `hop` to the state exactly as
+ * eg_spread_hop applies single contributions (first touch appends to out_nodes,
+ * a node that fired already gains s * cycle_penalty, clamp at 1). Gathering every
+ * batch of a frontier and merging them all equals one eg_spread_hop, up to float
+ * summation order. Returns the new count, EG_ENOSPACE or EG_EINVAL. */
+#define EG_SPREAD_MERGE_ARGS uint64_t n_nodes, uint32_t hop, float cycle_penalty, uint32_t epoch, \
+    eg_spread_state_t *state, const uint32_t *v, const float *s, uint64_t n, uint32_t *out_nodes, \
+    uint64_t count, uint64_t out_cap
+EG_API int64_t eg_spread_merge(EG_SPREAD_MERGE_ARGS);
+
 /* The shared activation record pool (csrc/kernels/pool.c): a PoolHeader then
  * ActivationRecord[capacity] in one shared segment, and per process a local
  * cache of record indices in front of the shared lock-free freelist. */

@@ -4,8 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xb7248b67c52dd373ULL
-#define EG_ABI_VERSION 7
+#define EG_LAYOUT_HASH 0x18e4b8bda3392647ULL
+#define EG_ABI_VERSION 8
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0
@@ -21,6 +21,7 @@
 #define EG_TABLE_DELTA 7
 #define EG_TABLE_POOL 8
 #define EG_TABLE_TASKS 9
+#define EG_TABLE_HOPS 13
 #define EG_TABLE_METRICS 11
 #define EG_TABLE_TRACE 12
 #define EG_TASK_FREE 0
@@ -233,7 +234,8 @@ typedef struct __attribute__((aligned(32))) {
     uint64_t restarts;
     uint64_t test_hold_ns;
     uint64_t ready;
-    uint64_t _reserved[3];
+    uint64_t busy;
+    uint64_t _reserved[2];
 } eg_task_board_header_t;
 _Static_assert(sizeof(eg_task_board_header_t) == 96, "TaskBoardHeader size");
 _Static_assert(offsetof(eg_task_board_header_t, slots) == 0, "TaskBoardHeader.slots offset");
@@ -247,7 +249,8 @@ _Static_assert(offsetof(eg_task_board_header_t, retried) == 40, "TaskBoardHeader
 _Static_assert(offsetof(eg_task_board_header_t, restarts) == 48, "TaskBoardHeader.restarts offset");
 _Static_assert(offsetof(eg_task_board_header_t, test_hold_ns) == 56, "TaskBoardHeader.test_hold_ns offset");
 _Static_assert(offsetof(eg_task_board_header_t, ready) == 64, "TaskBoardHeader.ready offset");
-_Static_assert(offsetof(eg_task_board_header_t, _reserved) == 72, "TaskBoardHeader._reserved offset");
+_Static_assert(offsetof(eg_task_board_header_t, busy) == 72, "TaskBoardHeader.busy offset");
+_Static_assert(offsetof(eg_task_board_header_t, _reserved) == 80, "TaskBoardHeader._reserved offset");
 
 /* Head of the metrics segment. */
 typedef struct __attribute__((aligned(64))) {
@@ -403,6 +406,62 @@ _Static_assert(offsetof(eg_space_directory_t, change_seq) == 96, "SpaceDirectory
 _Static_assert(offsetof(eg_space_directory_t, _reserved) == 104, "SpaceDirectory._reserved offset");
 _Static_assert(offsetof(eg_space_directory_t, tables) == 128, "SpaceDirectory.tables offset");
 
+/* A batch of a split hop and where its gathered sums are. */
+typedef struct __attribute__((aligned(64))) {
+    uint32_t state;
+    uint32_t hop;
+    uint32_t n_in;
+    uint32_t n_out;
+    uint32_t owner_pid;
+    uint32_t taker_pid;
+    uint32_t fan;
+    uint32_t prefetch_distance;
+    float decay;
+    float threshold;
+    uint64_t csr_generation;
+    uint64_t seq;
+    uint8_t space[64];
+    uint64_t _reserved;
+} eg_hop_slot_t;
+_Static_assert(sizeof(eg_hop_slot_t) == 128, "HopSlot size");
+_Static_assert(offsetof(eg_hop_slot_t, state) == 0, "HopSlot.state offset");
+_Static_assert(offsetof(eg_hop_slot_t, hop) == 4, "HopSlot.hop offset");
+_Static_assert(offsetof(eg_hop_slot_t, n_in) == 8, "HopSlot.n_in offset");
+_Static_assert(offsetof(eg_hop_slot_t, n_out) == 12, "HopSlot.n_out offset");
+_Static_assert(offsetof(eg_hop_slot_t, owner_pid) == 16, "HopSlot.owner_pid offset");
+_Static_assert(offsetof(eg_hop_slot_t, taker_pid) == 20, "HopSlot.taker_pid offset");
+_Static_assert(offsetof(eg_hop_slot_t, fan) == 24, "HopSlot.fan offset");
+_Static_assert(offsetof(eg_hop_slot_t, prefetch_distance) == 28, "HopSlot.prefetch_distance offset");
+_Static_assert(offsetof(eg_hop_slot_t, decay) == 32, "HopSlot.decay offset");
+_Static_assert(offsetof(eg_hop_slot_t, threshold) == 36, "HopSlot.threshold offset");
+_Static_assert(offsetof(eg_hop_slot_t, csr_generation) == 40, "HopSlot.csr_generation offset");
+_Static_assert(offsetof(eg_hop_slot_t, seq) == 48, "HopSlot.seq offset");
+_Static_assert(offsetof(eg_hop_slot_t, space) == 56, "HopSlot.space offset");
+_Static_assert(offsetof(eg_hop_slot_t, _reserved) == 120, "HopSlot._reserved offset");
+
+/* Head of the hop board segment. */
+typedef struct __attribute__((aligned(64))) {
+    uint32_t slots;
+    uint32_t in_cap;
+    uint32_t out_cap;
+    uint32_t _pad;
+    uint64_t published;
+    uint64_t stolen;
+    uint64_t reclaimed;
+    uint64_t failed;
+    uint64_t _reserved[2];
+} eg_hop_board_header_t;
+_Static_assert(sizeof(eg_hop_board_header_t) == 64, "HopBoardHeader size");
+_Static_assert(offsetof(eg_hop_board_header_t, slots) == 0, "HopBoardHeader.slots offset");
+_Static_assert(offsetof(eg_hop_board_header_t, in_cap) == 4, "HopBoardHeader.in_cap offset");
+_Static_assert(offsetof(eg_hop_board_header_t, out_cap) == 8, "HopBoardHeader.out_cap offset");
+_Static_assert(offsetof(eg_hop_board_header_t, _pad) == 12, "HopBoardHeader._pad offset");
+_Static_assert(offsetof(eg_hop_board_header_t, published) == 16, "HopBoardHeader.published offset");
+_Static_assert(offsetof(eg_hop_board_header_t, stolen) == 24, "HopBoardHeader.stolen offset");
+_Static_assert(offsetof(eg_hop_board_header_t, reclaimed) == 32, "HopBoardHeader.reclaimed offset");
+_Static_assert(offsetof(eg_hop_board_header_t, failed) == 40, "HopBoardHeader.failed offset");
+_Static_assert(offsetof(eg_hop_board_header_t, _reserved) == 48, "HopBoardHeader._reserved offset");
+
 typedef struct { const char *record; const char *field; int64_t offset; int64_t size; } eg_layout_entry_t;
 #define EG_LAYOUT_ENTRIES { \
     {"SegmentHeader", "", 0, (int64_t)sizeof(eg_segment_header_t)}, \
@@ -502,6 +561,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"TaskBoardHeader", "restarts", (int64_t)offsetof(eg_task_board_header_t, restarts), (int64_t)sizeof(((eg_task_board_header_t *)0)->restarts)}, \
     {"TaskBoardHeader", "test_hold_ns", (int64_t)offsetof(eg_task_board_header_t, test_hold_ns), (int64_t)sizeof(((eg_task_board_header_t *)0)->test_hold_ns)}, \
     {"TaskBoardHeader", "ready", (int64_t)offsetof(eg_task_board_header_t, ready), (int64_t)sizeof(((eg_task_board_header_t *)0)->ready)}, \
+    {"TaskBoardHeader", "busy", (int64_t)offsetof(eg_task_board_header_t, busy), (int64_t)sizeof(((eg_task_board_header_t *)0)->busy)}, \
     {"TaskBoardHeader", "_reserved", (int64_t)offsetof(eg_task_board_header_t, _reserved), (int64_t)sizeof(((eg_task_board_header_t *)0)->_reserved)}, \
     {"MetricsHeader", "", 0, (int64_t)sizeof(eg_metrics_header_t)}, \
     {"MetricsHeader", "slots", (int64_t)offsetof(eg_metrics_header_t, slots), (int64_t)sizeof(((eg_metrics_header_t *)0)->slots)}, \
@@ -568,6 +628,31 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"SpaceDirectory", "change_seq", (int64_t)offsetof(eg_space_directory_t, change_seq), (int64_t)sizeof(((eg_space_directory_t *)0)->change_seq)}, \
     {"SpaceDirectory", "_reserved", (int64_t)offsetof(eg_space_directory_t, _reserved), (int64_t)sizeof(((eg_space_directory_t *)0)->_reserved)}, \
     {"SpaceDirectory", "tables", (int64_t)offsetof(eg_space_directory_t, tables), (int64_t)sizeof(((eg_space_directory_t *)0)->tables)}, \
+    {"HopSlot", "", 0, (int64_t)sizeof(eg_hop_slot_t)}, \
+    {"HopSlot", "state", (int64_t)offsetof(eg_hop_slot_t, state), (int64_t)sizeof(((eg_hop_slot_t *)0)->state)}, \
+    {"HopSlot", "hop", (int64_t)offsetof(eg_hop_slot_t, hop), (int64_t)sizeof(((eg_hop_slot_t *)0)->hop)}, \
+    {"HopSlot", "n_in", (int64_t)offsetof(eg_hop_slot_t, n_in), (int64_t)sizeof(((eg_hop_slot_t *)0)->n_in)}, \
+    {"HopSlot", "n_out", (int64_t)offsetof(eg_hop_slot_t, n_out), (int64_t)sizeof(((eg_hop_slot_t *)0)->n_out)}, \
+    {"HopSlot", "owner_pid", (int64_t)offsetof(eg_hop_slot_t, owner_pid), (int64_t)sizeof(((eg_hop_slot_t *)0)->owner_pid)}, \
+    {"HopSlot", "taker_pid", (int64_t)offsetof(eg_hop_slot_t, taker_pid), (int64_t)sizeof(((eg_hop_slot_t *)0)->taker_pid)}, \
+    {"HopSlot", "fan", (int64_t)offsetof(eg_hop_slot_t, fan), (int64_t)sizeof(((eg_hop_slot_t *)0)->fan)}, \
+    {"HopSlot", "prefetch_distance", (int64_t)offsetof(eg_hop_slot_t, prefetch_distance), (int64_t)sizeof(((eg_hop_slot_t *)0)->prefetch_distance)}, \
+    {"HopSlot", "decay", (int64_t)offsetof(eg_hop_slot_t, decay), (int64_t)sizeof(((eg_hop_slot_t *)0)->decay)}, \
+    {"HopSlot", "threshold", (int64_t)offsetof(eg_hop_slot_t, threshold), (int64_t)sizeof(((eg_hop_slot_t *)0)->threshold)}, \
+    {"HopSlot", "csr_generation", (int64_t)offsetof(eg_hop_slot_t, csr_generation), (int64_t)sizeof(((eg_hop_slot_t *)0)->csr_generation)}, \
+    {"HopSlot", "seq", (int64_t)offsetof(eg_hop_slot_t, seq), (int64_t)sizeof(((eg_hop_slot_t *)0)->seq)}, \
+    {"HopSlot", "space", (int64_t)offsetof(eg_hop_slot_t, space), (int64_t)sizeof(((eg_hop_slot_t *)0)->space)}, \
+    {"HopSlot", "_reserved", (int64_t)offsetof(eg_hop_slot_t, _reserved), (int64_t)sizeof(((eg_hop_slot_t *)0)->_reserved)}, \
+    {"HopBoardHeader", "", 0, (int64_t)sizeof(eg_hop_board_header_t)}, \
+    {"HopBoardHeader", "slots", (int64_t)offsetof(eg_hop_board_header_t, slots), (int64_t)sizeof(((eg_hop_board_header_t *)0)->slots)}, \
+    {"HopBoardHeader", "in_cap", (int64_t)offsetof(eg_hop_board_header_t, in_cap), (int64_t)sizeof(((eg_hop_board_header_t *)0)->in_cap)}, \
+    {"HopBoardHeader", "out_cap", (int64_t)offsetof(eg_hop_board_header_t, out_cap), (int64_t)sizeof(((eg_hop_board_header_t *)0)->out_cap)}, \
+    {"HopBoardHeader", "_pad", (int64_t)offsetof(eg_hop_board_header_t, _pad), (int64_t)sizeof(((eg_hop_board_header_t *)0)->_pad)}, \
+    {"HopBoardHeader", "published", (int64_t)offsetof(eg_hop_board_header_t, published), (int64_t)sizeof(((eg_hop_board_header_t *)0)->published)}, \
+    {"HopBoardHeader", "stolen", (int64_t)offsetof(eg_hop_board_header_t, stolen), (int64_t)sizeof(((eg_hop_board_header_t *)0)->stolen)}, \
+    {"HopBoardHeader", "reclaimed", (int64_t)offsetof(eg_hop_board_header_t, reclaimed), (int64_t)sizeof(((eg_hop_board_header_t *)0)->reclaimed)}, \
+    {"HopBoardHeader", "failed", (int64_t)offsetof(eg_hop_board_header_t, failed), (int64_t)sizeof(((eg_hop_board_header_t *)0)->failed)}, \
+    {"HopBoardHeader", "_reserved", (int64_t)offsetof(eg_hop_board_header_t, _reserved), (int64_t)sizeof(((eg_hop_board_header_t *)0)->_reserved)}, \
 }
 
 #endif /* ENGRAM_LAYOUT_H */

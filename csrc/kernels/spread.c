@@ -72,6 +72,70 @@ EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS) {
     return (int64_t)count;
 }
 
+EG_API int64_t eg_spread_gather(EG_SPREAD_GATHER_ARGS) {
+    if (!offsets || !acc || !out_v || !out_s || (n && (!nodes || !fire)) || (n_nodes && (!targets || !weights)))
+        return EG_EINVAL;
+    uint64_t count = 0;
+    int64_t rc = 0;
+    for (uint64_t i = 0; i < n && rc == 0; i++) {
+        if (prefetch_distance && i + prefetch_distance < n) {
+            uint32_t ahead = nodes[i + prefetch_distance];
+            if (ahead < n_nodes) {
+                eg_prefetch(&offsets[ahead]);
+                eg_prefetch(&targets[offsets[ahead]]);
+                eg_prefetch(&weights[offsets[ahead]]);
+            }
+        }
+        const uint32_t u = nodes[i];
+        if (u >= n_nodes) { rc = EG_EINVAL; break; }
+        const float out = fire[i] * decay;
+        const uint64_t e0 = offsets[u], e1 = offsets[u + 1];
+        for (uint64_t e = e0; e < e1; e++) {
+            if (prefetch_distance && e + prefetch_distance < e1 && targets[e + prefetch_distance] < n_nodes)
+                eg_prefetch(&acc[targets[e + prefetch_distance]]);
+            const float c = out * weights[e];
+            if (c < threshold) continue;
+            const uint32_t v = targets[e];
+            if (v >= n_nodes) { rc = EG_EINVAL; break; }
+            if (acc[v] < 0.0f) {                          /* first contribution to v in this batch */
+                if (count >= out_cap) { rc = EG_ENOSPACE; break; }
+                out_v[count++] = v;
+                acc[v] = c;
+            } else {
+                acc[v] += c;
+            }
+        }
+    }
+    for (uint64_t j = 0; j < count; j++) {               /* hand out the sums, leave acc untouched again */
+        out_s[j] = acc[out_v[j]];
+        acc[out_v[j]] = -1.0f;
+    }
+    return rc ? rc : (int64_t)count;
+}
+
+EG_API int64_t eg_spread_merge(EG_SPREAD_MERGE_ARGS) {
+    if (!state || !out_nodes || (n && (!v || !s))) return EG_EINVAL;
+    if (hop == 0 || hop > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu || count > out_cap) return EG_EINVAL;
+    const uint32_t tag = epoch << 8, new_mark = tag | hop;
+    for (uint64_t i = 0; i < n; i++) {
+        const uint32_t t = v[i];
+        if (t >= n_nodes) return EG_EINVAL;
+        float c = s[i];
+        eg_spread_state_t *st = &state[t];
+        if ((st->mark & ~EG_HOP_MASK) != tag) {
+            if (count >= out_cap) return EG_ENOSPACE;
+            st->mark = new_mark;
+            st->act = 0.0f;
+            out_nodes[count++] = t;
+        } else if ((st->mark & EG_HOP_MASK) < hop) {
+            c *= cycle_penalty;
+        }
+        float x = st->act + c;
+        st->act = x < 1.0f ? x : 1.0f;
+    }
+    return (int64_t)count;
+}
+
 EG_API int64_t eg_spread(EG_SPREAD_ARGS) {
     if (n_seeds == 0) return 0;
     if (!offsets || !state || !seeds || !seed_act || !out_nodes || !fire || (n_nodes && !targets)

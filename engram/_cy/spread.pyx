@@ -113,6 +113,84 @@ cdef class SpreadHopKernel:
         return got
 
 
+ctypedef int64_t (*gather_fn)(const uint64_t *offsets, const uint32_t *targets, const float *weights,
+                              uint64_t n_nodes, float decay, float threshold, uint32_t prefetch_distance,
+                              const uint32_t *nodes, const float *fire, uint64_t n, float *acc,
+                              uint32_t *out_v, float *out_s, uint64_t out_cap) noexcept nogil
+ctypedef int64_t (*merge_fn)(uint64_t n_nodes, uint32_t hop, float cycle_penalty, uint32_t epoch, void *state,
+                             const uint32_t *v, const float *s, uint64_t n, uint32_t *out_nodes, uint64_t count,
+                             uint64_t out_cap) noexcept nogil
+
+
+cdef class SpreadGatherKernel:
+    """SpreadGatherKernel(address)(offsets, targets, weights, decay, threshold, prefetch_distance,
+    nodes, fire, acc, out_v, out_s) -> distinct targets (eg_spread_gather: one batch of a split hop)."""
+    cdef gather_fn fn
+
+    def __cinit__(self, uintptr_t address):
+        if address == 0:
+            raise ValueError("kernel address is NULL")
+        self.fn = <gather_fn>address
+
+    def __call__(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
+                 float decay, float threshold, uint32_t prefetch_distance, cnp.ndarray nodes not None,
+                 cnp.ndarray fire not None, cnp.ndarray acc not None, cnp.ndarray out_v not None,
+                 cnp.ndarray out_s not None):
+        cdef uint64_t n, m, cnt, cap
+        cdef int64_t got
+        if not (_vec(offsets, cnp.NPY_UINT64, False) and _vec(targets, cnp.NPY_UINT32, False)
+                and _vec(weights, cnp.NPY_FLOAT32, False) and _vec(nodes, cnp.NPY_UINT32, False)
+                and _vec(fire, cnp.NPY_FLOAT32, False) and _vec(acc, cnp.NPY_FLOAT32, True)
+                and _vec(out_v, cnp.NPY_UINT32, True) and _vec(out_s, cnp.NPY_FLOAT32, True)):
+            raise ValueError("spread_gather arrays must be contiguous 1-D arrays of the documented types")
+        if cnp.PyArray_SIZE(offsets) < 1:
+            raise ValueError("offsets needs n+1 entries")
+        n = <uint64_t>cnp.PyArray_SIZE(offsets) - 1
+        m = <uint64_t>cnp.PyArray_SIZE(targets)
+        if <uint64_t>cnp.PyArray_SIZE(weights) != m or (<const uint64_t *>cnp.PyArray_DATA(offsets))[n] > m:
+            raise ValueError("weights must match targets and offsets must stay inside them")
+        cnt = <uint64_t>cnp.PyArray_SIZE(nodes)
+        if <uint64_t>cnp.PyArray_SIZE(fire) != cnt or <uint64_t>cnp.PyArray_SIZE(acc) < n:
+            raise ValueError("fire must match nodes and acc must hold one float per node")
+        cap = <uint64_t>min(cnp.PyArray_SIZE(out_v), cnp.PyArray_SIZE(out_s))
+        with nogil:
+            got = self.fn(<const uint64_t *>cnp.PyArray_DATA(offsets), <const uint32_t *>cnp.PyArray_DATA(targets),
+                          <const float *>cnp.PyArray_DATA(weights), n, decay, threshold, prefetch_distance,
+                          <const uint32_t *>cnp.PyArray_DATA(nodes), <const float *>cnp.PyArray_DATA(fire), cnt,
+                          <float *>cnp.PyArray_DATA(acc), <uint32_t *>cnp.PyArray_DATA(out_v),
+                          <float *>cnp.PyArray_DATA(out_s), cap)
+        return got
+
+
+cdef class SpreadMergeKernel:
+    """SpreadMergeKernel(address)(n_nodes, hop, cycle_penalty, epoch, state, v, s, out_nodes, count)
+    -> new count (eg_spread_merge: apply one gathered batch)."""
+    cdef merge_fn fn
+
+    def __cinit__(self, uintptr_t address):
+        if address == 0:
+            raise ValueError("kernel address is NULL")
+        self.fn = <merge_fn>address
+
+    def __call__(self, uint64_t n_nodes, uint32_t hop, float cycle_penalty, uint32_t epoch,
+                 cnp.ndarray state not None, cnp.ndarray v not None, cnp.ndarray s not None,
+                 cnp.ndarray out_nodes not None, uint64_t count):
+        cdef uint64_t n
+        cdef int64_t got
+        if not (_vec(v, cnp.NPY_UINT32, False) and _vec(s, cnp.NPY_FLOAT32, False)
+                and _vec(out_nodes, cnp.NPY_UINT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
+                and cnp.PyArray_ISCARRAY(state)):
+            raise ValueError("spread_merge arrays must be contiguous 1-D arrays of the documented types")
+        n = <uint64_t>cnp.PyArray_SIZE(v)
+        if <uint64_t>cnp.PyArray_SIZE(s) != n or <uint64_t>cnp.PyArray_SIZE(state) < n_nodes:
+            raise ValueError("s must match v and state must hold one record per node")
+        with nogil:
+            got = self.fn(n_nodes, hop, cycle_penalty, epoch, cnp.PyArray_DATA(state),
+                          <const uint32_t *>cnp.PyArray_DATA(v), <const float *>cnp.PyArray_DATA(s), n,
+                          <uint32_t *>cnp.PyArray_DATA(out_nodes), count, <uint64_t>cnp.PyArray_SIZE(out_nodes))
+        return got
+
+
 # --- one-pass CSR validation -------------------------------------------------
 # The whole-array spread() checks the caller's CSR on every call; numpy needs
 # six passes (diff, min, max, isfinite, < 0, casts) and costs more than a

@@ -34,6 +34,11 @@ SPREAD = {
     "eg_spread_hop": (C.c_int64, [C.c_void_p, C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint32, C.c_float,
                                   C.c_float, C.c_float, C.c_uint32, C.c_uint32, C.c_void_p, C.c_void_p,
                                   C.c_void_p, C.c_uint64, C.c_uint64, C.c_uint64, C.c_uint64]),
+    "eg_spread_gather": (C.c_int64, [C.c_void_p, C.c_void_p, C.c_void_p, C.c_uint64, C.c_float, C.c_float,
+                                     C.c_uint32, C.c_void_p, C.c_void_p, C.c_uint64, C.c_void_p, C.c_void_p,
+                                     C.c_void_p, C.c_uint64]),
+    "eg_spread_merge": (C.c_int64, [C.c_uint64, C.c_uint32, C.c_float, C.c_uint32, C.c_void_p, C.c_void_p,
+                                    C.c_void_p, C.c_uint64, C.c_void_p, C.c_uint64, C.c_uint64]),
 }
 OPTIONAL = {
     "eg_cpu_features": (C.c_uint32, []),     # C library only

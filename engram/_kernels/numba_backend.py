@@ -5,6 +5,8 @@ through a 65,536-entry lookup table (exact, 256 KiB, stays in L2).
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numba
 import numpy as np
 
@@ -126,6 +128,10 @@ class NumbaTable(KernelTable):
     name = "numba"
     isa = "llvm-jit"
 
+    @property
+    def _steps(self):          # split hops: spread_steps' gather/merge, compiled (defined below)
+        return _split_steps
+
     def _topk(self, metric, q, rows, k, mask, norms=None):
         k = min(k, rows.shape[0])
         idx = np.empty(k, np.int64)
@@ -157,6 +163,8 @@ class NumbaTable(KernelTable):
 
 _seed = numba.njit(cache=True)(spread_steps.seed)
 _hop = numba.njit(cache=True)(spread_steps.hop)
+_split_steps = SimpleNamespace(gather=numba.njit(cache=True)(spread_steps.gather),
+                               merge=numba.njit(cache=True)(spread_steps.merge))
 
 
 @numba.njit(cache=True, inline="always")

@@ -39,6 +39,7 @@ def select_topk(s: np.ndarray, k: int, mask=None):
 class NumpyTable(KernelTable):
     name = "numpy"
     isa = "float64"
+    _steps = spread_steps      # split hops (gather/merge) in plain Python, float32
 
     def _topk(self, metric, q, rows, k, mask, norms=None):
         idx, s = select_topk(scores(metric, q, rows, norms), k, mask)

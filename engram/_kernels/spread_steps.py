@@ -49,3 +49,52 @@ def hop(offsets, targets, weights, hop_no, decay, threshold, cycle_penalty, epoc
                 c = np.float32(c * cycle_penalty)
             act[v] = min(act[v] + c, ONE)
     return count
+
+
+def gather(offsets, targets, weights, decay, threshold, nodes, fire, acc, out_v, out_s):
+    """The gathering half of a split hop (eg_spread_gather): contributions of
+    nodes[i] firing fire[i], summed per target; acc is < 0 where untouched, and so
+    again on return. Returns the number of distinct targets, or -2 (no space)."""
+    count = 0
+    rc = 0
+    for i in range(nodes.shape[0]):
+        u = nodes[i]
+        out = np.float32(fire[i] * decay)
+        for e in range(offsets[u], offsets[u + 1]):
+            c = np.float32(out * weights[e])
+            if c < threshold:
+                continue
+            v = targets[e]
+            if acc[v] < 0:
+                if count >= out_v.shape[0]:
+                    rc = -2
+                    break
+                out_v[count] = v
+                count += 1
+                acc[v] = c
+            else:
+                acc[v] = np.float32(acc[v] + c)
+        if rc:
+            break
+    for j in range(count):
+        out_s[j] = acc[out_v[j]]
+        acc[out_v[j]] = np.float32(-1.0)
+    return rc if rc else count
+
+
+def merge(hop_no, cycle_penalty, epoch, mark, act, v, s, out_nodes, count):
+    """The applying half of a split hop (eg_spread_merge); returns the new count."""
+    tag = np.uint32(epoch) << np.uint32(8)
+    new_mark = tag | np.uint32(hop_no)
+    for i in range(v.shape[0]):
+        t = v[i]
+        c = s[i]
+        if (mark[t] & ~HOP_MASK) != tag:
+            mark[t] = new_mark
+            act[t] = np.float32(0.0)
+            out_nodes[count] = t
+            count += 1
+        elif (mark[t] & HOP_MASK) < hop_no:
+            c = np.float32(c * cycle_penalty)
+        act[t] = min(act[t] + c, ONE)
+    return count

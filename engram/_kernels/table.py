@@ -321,6 +321,41 @@ class SpreadRun:
         self.begin, self.end, self.count = self.end, new, new
         return self.end - self.begin
 
+    # --- one hop in batches (work stealing: engram/stealing.py) --------------------------
+    def begin_split(self):
+        """Start the next hop without running it: returns (frontier ids u32, what each
+        fires f32), to be gathered in batches (gather(), here or in another process)
+        and applied with merge(); end_split() closes the hop. Same result as step(),
+        up to float summation order."""
+        if self._sc is None:
+            raise InvalidInputError("this SpreadRun is closed")
+        self.hop += 1
+        nodes = self._sc.nodes[self.begin:self.end]
+        fire = self._sc.fire[self.begin:self.end]
+        fire[:] = self._sc.state["act"][nodes]      # what each fires: its act as the hop begins
+        return nodes, fire
+
+    def gather(self, nodes, fire, acc, out_v, out_s) -> int:
+        """Gather one batch through this run's kernels (acc: float32[n] of -1)."""
+        got = self._table._gather(self._g, self.params, nodes, fire, acc, out_v, out_s)
+        if got < 0 and got != -2:
+            from ..errors import KernelError
+            raise KernelError(f"{self._table.name} spread_gather returned error {got}")
+        return got
+
+    def merge(self, v, s) -> None:
+        """Apply one gathered batch (targets, summed contributions) to this hop."""
+        got = self._table._merge(self._sc, self.params, self.hop, v, s, self.count)
+        if got < 0:
+            from ..errors import KernelError
+            raise KernelError(f"{self._table.name} spread_merge returned error {got}")
+        self.count = got
+
+    def end_split(self) -> int:
+        """Close a split hop; returns the size of the new frontier."""
+        self.begin, self.end = self.end, self.count
+        return self.end - self.begin
+
     def result(self, close: bool = True):
         """(nodes int64, activation f32, hop u8) in first-touch order, as spread() returns."""
         if self._sc is None:
@@ -424,6 +459,17 @@ class KernelTable:
     def _hop(self, sc, g, p, hop, begin, end, count) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # a hop split into batches (work stealing, engram/stealing.py): gather each batch
+    # (anywhere: it reads only the graph), merge each into the spread's own state
+    def _gather(self, g, p, nodes, fire, acc, out_v, out_s) -> int:
+        """Distinct targets of one batch, their summed contributions in out_s; -2: out of space."""
+        return self._steps.gather(g[0], g[1], g[2], np.float32(p.decay), np.float32(p.threshold), nodes, fire,
+                                  acc, out_v, out_s)
+
+    def _merge(self, sc, p, hop, v, s, count) -> int:
+        return self._steps.merge(hop, np.float32(p.cycle_penalty), sc.epoch, sc.state["mark"], sc.state["act"],
+                                 v, s, sc.nodes, count)
+
     def decay(self, strength, age, curve: str = "exponential", **params) -> np.ndarray:
         """strength * forgetting_curve(age), elementwise, as float32.
 
@@ -520,7 +566,7 @@ class NativeTable(KernelTable):
 
     def __init__(self, name: str, lib, isa: str):
         from .._cy.scan import TopKKernel, TopKManyKernel
-        from .._cy.spread import SpreadHopKernel, SpreadKernel
+        from .._cy.spread import SpreadGatherKernel, SpreadHopKernel, SpreadKernel, SpreadMergeKernel
         from .._cy.stream import CrcKernel, DecayKernel
         from .native import Arena
         super().__init__()
@@ -529,6 +575,8 @@ class NativeTable(KernelTable):
         self.arena = Arena(lib) if "eg_arena_stats" in lib.fns else None   # Zig only
         self._spread_fn = SpreadKernel(lib.address_of("eg_spread"))
         self._hop_fn = SpreadHopKernel(lib.address_of("eg_spread_hop"))
+        self._gather_fn = SpreadGatherKernel(lib.address_of("eg_spread_gather"))
+        self._merge_fn = SpreadMergeKernel(lib.address_of("eg_spread_merge"))
         self._decay_fn = DecayKernel(lib.address("decay_f32", isa))
         self._crc_fn = CrcKernel(lib.address("crc32c", isa))
         self._fns = {}
@@ -570,6 +618,13 @@ class NativeTable(KernelTable):
             from ..errors import KernelError
             raise KernelError(f"{self.name} spread_hop returned error {got}")
         return got
+
+    def _gather(self, g, p, nodes, fire, acc, out_v, out_s) -> int:
+        return self._gather_fn(g[0], g[1], g[2], p.decay, p.threshold, p.prefetch_distance, nodes, fire, acc,
+                               out_v, out_s)
+
+    def _merge(self, sc, p, hop, v, s, count) -> int:
+        return self._merge_fn(sc.state.shape[0], hop, p.cycle_penalty, sc.epoch, sc.state, v, s, sc.nodes, count)
 
     def _topk_many(self, metric, qs, rows, k, mask, norms=None):
         k = min(k, rows.shape[0])

@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 
 #: Bumped when the C/Zig function signatures change (independent of layout).
-ABI_VERSION = 7
+ABI_VERSION = 8
 #: Bumped when a segment's meaning changes without its records changing.
 FORMAT_VERSION = 1
 #: "ENGRAM01" little-endian: the first 8 bytes of every segment.
@@ -191,8 +191,43 @@ TASK_BOARD_HEADER = Record("TaskBoardHeader", (
     F("restarts", "u64", doc="workers replaced after dying"),
     F("test_hold_ns", "u64", doc="fault injection for tests: a worker holds each task this long"),
     F("ready", "u64", doc="workers that attached and wait for tasks (started minus exited)"),
-    F("_reserved", "u64", 3),
+    F("busy", "u64", doc="workers running a task now (ready minus busy are idle: they may steal hop batches)"),
+    F("_reserved", "u64", 2),
 ), size=96, align=32, doc="Head of the task board segment.")
+
+#: One batch of a split hop on the hop board (HopBoardHeader, then HopSlot[slots],
+#: then per slot its input (u32 nodes, f32 fire) and output (u32 targets, f32 sums)
+#: areas). FREE -> FILLING (the spread's owner) -> READY -> TAKEN (an idle worker,
+#: or the owner taking its own batch back) -> DONE | FAILED -> FREE (the owner,
+#: after merging). States change by compare-exchange; see engram/stealing.py.
+HOP_SLOT = Record("HopSlot", (
+    F("state", "u32"),
+    F("hop", "u32"),
+    F("n_in", "u32", doc="frontier nodes in this batch"),
+    F("n_out", "u32", doc="distinct targets gathered"),
+    F("owner_pid", "u32", doc="process whose spread this batch belongs to"),
+    F("taker_pid", "u32", doc="process that took it"),
+    F("fan", "u32", doc="index into engram.fan.MODES: which weights to read"),
+    F("prefetch_distance", "u32"),
+    F("decay", "f32"),
+    F("threshold", "f32"),
+    F("csr_generation", "u64", doc="the CSR the batch must be gathered over"),
+    F("seq", "u64", doc="batch number, for tracing"),
+    F("space", "u8", 64, doc="memory space name, NUL padded"),
+    F("_reserved", "u64", 1),
+), size=128, align=64, doc="A batch of a split hop and where its gathered sums are.")
+
+HOP_BOARD_HEADER = Record("HopBoardHeader", (
+    F("slots", "u32"),
+    F("in_cap", "u32", doc="frontier nodes a batch may hold"),
+    F("out_cap", "u32", doc="distinct targets a batch may gather"),
+    F("_pad", "u32"),
+    F("published", "u64", doc="batches offered to other workers"),
+    F("stolen", "u64", doc="batches gathered by a worker other than the spread's owner"),
+    F("reclaimed", "u64", doc="offered batches the owner gathered itself (nobody was free)"),
+    F("failed", "u64", doc="batches a taker could not gather (the owner redid them)"),
+    F("_reserved", "u64", 2),
+), size=64, align=64, doc="Head of the hop board segment.")
 
 #: Head of the metrics segment (engram/metrics): the label table of memory
 #: spaces follows (MAX_SPACES x 64-byte names), then the per-process slots.
@@ -290,7 +325,8 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
 ), size=256, align=64)
 
 RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,
-           METRICS_HEADER, METRICS_SLOT_HEADER, TRACE_EVENT, TRACE_RING_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY)
+           METRICS_HEADER, METRICS_SLOT_HEADER, TRACE_EVENT, TRACE_RING_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF, SPACE_DIRECTORY,
+           HOP_SLOT, HOP_BOARD_HEADER)
 
 CONSTANTS = {
     "ABI_VERSION": ABI_VERSION,
@@ -309,6 +345,7 @@ CONSTANTS = {
     "TABLE_DELTA": 7,
     "TABLE_POOL": 8,
     "TABLE_TASKS": 9,
+    "TABLE_HOPS": 13,
     "TABLE_METRICS": 11,
     "TABLE_TRACE": 12,
     "TASK_FREE": 0,

@@ -117,3 +117,100 @@ pub fn spreadHop(
     }
     return @intCast(count);
 }
+
+/// The gathering half of a split hop: see eg_spread_gather in engram.h.
+pub fn spreadGather(
+    offsets_: ?[*]const u64, targets_: ?[*]const u32, weights_: ?[*]const f32, n_nodes: u64,
+    decay: f32, threshold: f32, prefetch_distance: u32, nodes_: ?[*]const u32, fire_: ?[*]const f32, n: u64,
+    acc_: ?[*]f32, out_v_: ?[*]u32, out_s_: ?[*]f32, out_cap: u64,
+) callconv(.c) i64 {
+    const offsets = offsets_ orelse return EINVAL;
+    const acc = acc_ orelse return EINVAL;
+    const out_v = out_v_ orelse return EINVAL;
+    const out_s = out_s_ orelse return EINVAL;
+    if (n > 0 and (nodes_ == null or fire_ == null)) return EINVAL;
+    if (n_nodes > 0 and (targets_ == null or weights_ == null)) return EINVAL;
+    const nodes = nodes_ orelse offsetsAsEmpty(u32);
+    const fire = fire_ orelse offsetsAsEmpty(f32);
+    const targets = targets_ orelse offsetsAsEmpty(u32);
+    const weights = weights_ orelse offsetsAsEmpty(f32);
+    var count: u64 = 0;
+    var rc: i64 = 0;
+    outer: for (0..n) |i| {
+        if (prefetch_distance != 0 and i + prefetch_distance < n) {
+            const ahead = nodes[i + prefetch_distance];
+            if (ahead < n_nodes) {
+                prefetch(&offsets[ahead]);
+                prefetch(&targets[offsets[ahead]]);
+                prefetch(&weights[offsets[ahead]]);
+            }
+        }
+        const u = nodes[i];
+        if (u >= n_nodes) {
+            rc = EINVAL;
+            break;
+        }
+        const out = fire[i] * decay;
+        const e1 = offsets[u + 1];
+        var e = offsets[u];
+        while (e < e1) : (e += 1) {
+            if (prefetch_distance != 0 and e + prefetch_distance < e1 and targets[e + prefetch_distance] < n_nodes)
+                prefetch(&acc[targets[e + prefetch_distance]]);
+            const c = out * weights[e];
+            if (c < threshold) continue;
+            const v = targets[e];
+            if (v >= n_nodes) {
+                rc = EINVAL;
+                break :outer;
+            }
+            if (acc[v] < 0) { // first contribution to v in this batch
+                if (count >= out_cap) {
+                    rc = ENOSPACE;
+                    break :outer;
+                }
+                out_v[count] = v;
+                count += 1;
+                acc[v] = c;
+            } else {
+                acc[v] += c;
+            }
+        }
+    }
+    for (0..count) |j| { // hand out the sums, leave acc untouched again
+        out_s[j] = acc[out_v[j]];
+        acc[out_v[j]] = -1.0;
+    }
+    return if (rc != 0) rc else @intCast(count);
+}
+
+/// The applying half of a split hop: see eg_spread_merge in engram.h.
+pub fn spreadMerge(
+    n_nodes: u64, hop: u32, cycle_penalty: f32, epoch: u32, state_: ?[*]layout.SpreadState,
+    v_: ?[*]const u32, s_: ?[*]const f32, n: u64, out_nodes_: ?[*]u32, count_in: u64, out_cap: u64,
+) callconv(.c) i64 {
+    const state = state_ orelse return EINVAL;
+    const out_nodes = out_nodes_ orelse return EINVAL;
+    if (n > 0 and (v_ == null or s_ == null)) return EINVAL;
+    if (hop == 0 or hop > HOP_MASK or epoch == 0 or epoch > 0xffffff or count_in > out_cap) return EINVAL;
+    const v = v_ orelse offsetsAsEmpty(u32);
+    const s = s_ orelse offsetsAsEmpty(f32);
+    const tag: u32 = epoch << 8;
+    var count = count_in;
+    for (0..n) |i| {
+        const t = v[i];
+        if (t >= n_nodes) return EINVAL;
+        var c = s[i];
+        const st = &state[t];
+        if ((st.mark & ~HOP_MASK) != tag) {
+            if (count >= out_cap) return ENOSPACE;
+            st.mark = tag | hop;
+            st.act = 0;
+            out_nodes[count] = t;
+            count += 1;
+        } else if ((st.mark & HOP_MASK) < hop) {
+            c *= cycle_penalty;
+        }
+        st.act = @min(st.act + c, 1.0);
+    }
+    return @intCast(count);
+}
