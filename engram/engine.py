@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hwcounters, kernels, metrics, snapshot, validate
+from . import hwcounters, interference, kernels, metrics, snapshot, validate
 from . import recall as _recall
 from ._kernels.table import CsrGraph
 from .errors import ClosedError, InvalidInputError, UnknownIdError
@@ -30,6 +30,7 @@ from .layout import schema
 from .shm import EngineName, cleanup_stale, spaces_of, unlink_engine
 from .fan import MODES as FAN_MODES
 from .recall import RecallConfig
+from .reconsolidation import Reconsolidation
 from .spreading import AdaptiveBatcher, LatencyPredictor, topology
 from .spreading_metrics import SpreadingRecorder
 from .spreading_metrics import summary as spreading_summary
@@ -348,6 +349,9 @@ class Space(SpaceView):
         self._routing = routing
         self._inflight = 0
         self._inflight_lock = threading.Lock()
+        self.clock = time.time_ns        # wall-clock ns of creation, access, reconsolidation; tests inject one
+        self._interference = interference.InterferenceConfig()
+        self._labile = Reconsolidation(self.dim)
 
     def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int):
         # "auto": a lone caller runs the pipeline in its own thread (a round trip to a
@@ -378,12 +382,15 @@ class Space(SpaceView):
         conf = validate.per_item(confidence, n, "confidence", 1.0, 0.0, 1.0)
         with self._lock:
             st = self._open()
+            hit = interference.find(st, self._kern, v, self._interference)
             table = TIER_TABLE[t]
             st.reserve("nodes", n)
             st.reserve(table, n)
             refs = st.append_content(texts)
             first, row0 = st.n_nodes, st.count(table)
             ids = np.arange(first, first + n, dtype=np.int64)
+            if hit is not None:     # weakens conf (not yet stored) and the old memories' records
+                interfered = interference.apply(hit, self._interference, conf, first, st.hot())
             rows = np.arange(row0, row0 + n, dtype=np.uint32)
             tv = st.views[table]
             stored = v.astype(TIER_DTYPE[t], copy=False)
@@ -393,7 +400,7 @@ class Space(SpaceView):
             tv["row_node"][row0:row0 + n] = ids
             tv["row_live"][row0:row0 + n] = 1
             st.publish(table, row0 + n)
-            now = time.time_ns()
+            now = self.clock()
             rec = st.views["nodes"]["hot"][first:first + n]
             rec["id"] = ids
             rec["activation"] = 0.0
@@ -419,7 +426,58 @@ class Space(SpaceView):
         self._rec.memories.set(int(st.dir["n_live"][0]))
         if self._tracing:
             self._trace(KINDS["remember"], self._trace_space, 0, first, n, 0.0, 1.0)
+        if hit is not None:
+            self._record_interference(*interfered)
         return ids
+
+    def _record_interference(self, *kinds) -> None:
+        # trace: node_a the weakened memory, node_b its closest competitor (newer than
+        # node_a for retroactive interference, older for proactive), value its confidence
+        # after, strength their cosine
+        for name, (weakened, partner, conf, sim) in zip(("proactive", "retroactive"), kinds):
+            if weakened.size:
+                self._rec.interference_total[name].inc(int(weakened.size))
+            if self._tracing:
+                for a, b, c, s in zip(weakened.tolist(), partner.tolist(), conf.tolist(), sim.tolist()):
+                    self._trace(KINDS["interference"], self._trace_space, 0, a, b, c, s)
+
+    def configure_interference(self, **changes) -> interference.InterferenceConfig:
+        """Switch and tune interference at remember time (engram/interference.py): proactive,
+        retroactive, threshold, proactive_rate, retroactive_rate, floor, competitors."""
+        with self._lock:
+            self._interference = self._interference.with_changes(**changes)
+            return self._interference
+
+    def configure_reconsolidation(self, **changes):
+        """Tune the reconsolidation window and plasticity (engram/reconsolidation.py):
+        opens_after_s, closes_after_s, min_age_s, peak_plasticity, history."""
+        with self._lock:
+            return self._labile.configure(**changes)
+
+    def reconsolidate(self, memory_id, vector=None, content=None, confidence=None) -> float:
+        """Update a memory inside the window its last recall opened (engram/reconsolidation.py),
+        weighted by the plasticity there, which is returned. The replaced version is kept
+        (versions()); outside the window a ReconsolidationWindowError says why."""
+        with self._lock:
+            current = self.get(self._one_id(memory_id))
+            p = self._labile.update(self._store, current, vector, content, confidence, self.clock())
+            self._store.bump()
+        i = int(current.ids[0])
+        self._rec.reconsolidation_total.inc()
+        if self._tracing:   # node_a the memory, node_b versions kept, strength the plasticity
+            self._trace(KINDS["reconsolidation"], self._trace_space, 0, i, len(self._labile.versions(i)), 0.0, p)
+        return p
+
+    def versions(self, memory_id) -> list:
+        """The memory's versions replaced by reconsolidation, oldest first (Version records)."""
+        with self._lock:
+            return self._labile.versions(self._one_id(memory_id))
+
+    def _one_id(self, memory_id) -> int:
+        a = self._live_ids(memory_id)
+        if a.shape[0] != 1:
+            raise InvalidInputError(f"pass one memory id, got {a.shape[0]}")
+        return int(a[0])
 
     def link(self, src, dst, weights=1.0) -> int:
         """Associate src -> dst with weight in (0, 1]; scalars broadcast. Returns links added."""
@@ -479,7 +537,7 @@ class Space(SpaceView):
         if ids.shape[0]:
             with self._lock:
                 rec = self._store.hot()
-                rec["last_access_ns"][ids] = time.time_ns()
+                rec["last_access_ns"][ids] = self.clock()
                 rec["access_count"][ids] += 1
 
 
@@ -544,6 +602,7 @@ class Engine:
                 for name, arrs in snapshot.load(self.path, self.dim).items():
                     sp = self.space(name)
                     snapshot.restore(sp._store, arrs)
+                    sp._labile.restore(arrs)
                     sp._rec.memories.set(len(sp))
             except BaseException:
                 self._path_lock.release()
@@ -609,7 +668,8 @@ class Engine:
         with self._lock:
             for sp in self._spaces.values():
                 sp.compact()
-            return snapshot.save(self.path, self.dim, {n: sp._store for n, sp in self._spaces.items()})
+            return snapshot.save(self.path, self.dim, {n: sp._store for n, sp in self._spaces.items()},
+                                 {n: sp._labile.arrays(sp._store) for n, sp in self._spaces.items()})
 
     def close(self) -> None:
         """Save (with a path), then remove every segment of this engine. Safe to call twice."""

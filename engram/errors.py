@@ -58,3 +58,11 @@ class SegmentError(EngramError, OSError):
 
 class ReadOnlyError(EngramError, PermissionError):
     """A write was attempted through a read-only attachment."""
+
+
+class ReconsolidationWindowError(EngramError, RuntimeError):
+    """A memory is not labile now. ``reason``: "never recalled", "too young", "too soon" or "too late"."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason

@@ -80,8 +80,10 @@ def space_arrays(store) -> dict:
     return out
 
 
-def save(path: Path, dim: int, stores: dict) -> Path:
-    """Write every space (compacted by the caller) as a new snapshot; returns its directory."""
+def save(path: Path, dim: int, stores: dict, extra: dict | None = None) -> Path:
+    """Write every space (compacted by the caller) as a new snapshot; returns its directory.
+    extra: {space: {name: array}} kept beside the tables (reconsolidation's versions); a
+    load returns them with the tables, and a snapshot without them loads as before."""
     current = read_manifest(path)
     seq = (current or {}).get("seq", 0) + 1
     snap = path / f"snap-{seq:06d}"
@@ -90,7 +92,7 @@ def save(path: Path, dim: int, stores: dict) -> Path:
     snap.mkdir(mode=0o700)
     for name, store in stores.items():
         with open(snap / f"{name}.npz", "wb") as f:
-            np.savez(f, **space_arrays(store))
+            np.savez(f, **space_arrays(store), **(extra or {}).get(name, {}))
             f.flush()
             os.fsync(f.fileno())
     _fsync_dir(snap)
