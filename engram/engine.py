@@ -655,6 +655,19 @@ class Engine:
                               + (f": {self._workers.broken}" if self._workers.broken else ""))
         return True
 
+    def configure_workers(self, steal_min_edges: int | None = None, steal_min_batch: int | None = None) -> dict:
+        """Work stealing (docs/workers.md): a worker splits a hop that fires at least
+        ``steal_min_edges`` edges among idle workers (0: never split), in batches of at
+        least ``steal_min_batch`` frontier nodes (0: the AdaptiveBatcher's size). Takes
+        effect at once; returns the settings now in force."""
+        self._check_open()
+        for name, v in (("steal_min_edges", steal_min_edges), ("steal_min_batch", steal_min_batch)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32):
+                raise InvalidInputError(f"{name} must be an integer in [0, 2^32), got {v!r}")
+        if self._workers is None:
+            raise InvalidInputError("this engine runs without workers (workers=0): there is nothing to configure")
+        return self._workers.configure_stealing(steal_min_edges, steal_min_batch)
+
     def worker_stats(self) -> dict:
         """The worker processes: alive, requests served, failed, retried, restarts, the record pool."""
         self._check_open()

@@ -144,9 +144,12 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
     counters = CacheCounters() if metrics is not None and metrics.sample_counters() else None
     if counters is not None:
         counters.__enter__()
+    splitter = getattr(view, "_splitter", None)          # set in worker processes (engram/stealing.py)
     out = run_spread(view._kern, graph, degree, seed_ids[in_graph], act0[in_graph], params,
                      deadline_ns=deadline, predictor=predictor, batch_size=batch, tier_mix=warm_share,
-                     trace=view._trace if view._tracing else None, trace_space=view._trace_space)
+                     trace=view._trace if view._tracing else None, trace_space=view._trace_space,
+                     splitter=splitter,
+                     split_job=(view.name, cfg.fan, view._store.generation("csr")) if splitter else ())
     if counters is not None:
         counters.__exit__(None, None, None)
     if metrics is not None:

@@ -281,9 +281,12 @@ class SpreadOutcome:
 
 def run_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray, seed_act: np.ndarray,
                params: SpreadParams, *, deadline_ns: int | None = None, predictor: LatencyPredictor | None = None,
-               batch_size: int = 0, tier_mix: float = 0.0, trace=None, trace_space: int = 0) -> SpreadOutcome:
+               batch_size: int = 0, tier_mix: float = 0.0, trace=None, trace_space: int = 0,
+               splitter=None, split_job: tuple = ()) -> SpreadOutcome:
     """Spread hop by hop; before each hop, skip it (partial) if the predictor says
-    it would end after ``deadline_ns`` (a perf_counter_ns time)."""
+    it would end after ``deadline_ns`` (a perf_counter_ns time). With a ``splitter``
+    (engram/stealing.py, in a worker), a large hop is split into batches that idle
+    workers gather; ``split_job`` is (space, fan mode, CSR generation)."""
     t_start = time.perf_counter_ns()
     predicted_total = 0.0
     hop_total = 0
@@ -303,7 +306,11 @@ def run_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray, see
             if deadline_ns is not None and t0 + guess > deadline_ns:
                 partial = True
                 break
-            run.step()
+            helpers = splitter.helpers(f_edges) if splitter is not None else 0
+            if helpers:
+                splitter.hop(run, degree, batch_size, helpers, *split_job)
+            else:
+                run.step()
             t1 = time.perf_counter_ns()
             if predictor is not None:
                 predictor.observe_hop(x, t1 - t0, guess)

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import posix_ipc
 
-from ._kernels.native import load_c
+from . import stealing
+from .board import SlotBoard
 from .errors import EngramError
 from .fan import MODES as FAN_MODES
 from .layout import TASK_BOARD_HEADER_DTYPE, TASK_SLOT_DTYPE, schema
@@ -79,28 +80,22 @@ def _config_from(v: np.ndarray):
                         spread_weight=float(v[11]))
 
 
-class TaskBoard:
-    """The task board segment; slot states change only by the C library's word atomics."""
+class TaskBoard(SlotBoard):
+    """The task board segment: requests in slots, states changed by atomics (SlotBoard)."""
 
     def __init__(self, seg: Segment):
         self.seg = seg
-        self.header = seg.array(0, TASK_BOARD_HEADER_DTYPE, 1)
-        self.n = int(self.header["slots"][0])
-        self.dim = int(self.header["dim"][0])
+        header = seg.array(0, TASK_BOARD_HEADER_DTYPE, 1)
+        n = int(header["slots"][0])
+        self.dim = int(header["dim"][0])
         off = align_up(TASK_BOARD_HEADER_DTYPE.itemsize)
-        self.slots = seg.array(off, TASK_SLOT_DTYPE, self.n)
-        off = align_up(off + self.n * TASK_SLOT_DTYPE.itemsize)
-        self.queries = seg.array(off, np.float32, self.n * self.dim, shape=(self.n, self.dim))
-        off = align_up(off + self.n * self.dim * 4)
-        self.configs = seg.array(off, np.float64, self.n * CONFIG_FLOATS, shape=(self.n, CONFIG_FLOATS))
-        fns = load_c().fns
-        self._cas, self._load, self._store, self._add = (fns["eg_cas_u32"], fns["eg_load_u32"],
-                                                         fns["eg_store_u32"], fns["eg_add_u64"])
-        base = self.slots.ctypes.data
-        self._state = [base + i * TASK_SLOT_DTYPE.itemsize for i in range(self.n)]   # state is at offset 0
-        h = self.header.ctypes.data
-        self._counter = {f: h + TASK_BOARD_HEADER_DTYPE.fields[f][1]
-                         for f in ("submitted", "completed", "failed", "retried", "restarts", "ready")}
+        slots = seg.array(off, TASK_SLOT_DTYPE, n)
+        off = align_up(off + n * TASK_SLOT_DTYPE.itemsize)
+        self.queries = seg.array(off, np.float32, n * self.dim, shape=(n, self.dim))
+        off = align_up(off + n * self.dim * 4)
+        self.configs = seg.array(off, np.float64, n * CONFIG_FLOATS, shape=(n, CONFIG_FLOATS))
+        super().__init__(header, slots, ("submitted", "completed", "failed", "retried", "restarts", "ready",
+                                         "busy"))
 
     @staticmethod
     def size(slots: int, dim: int) -> int:
@@ -119,35 +114,20 @@ class TaskBoard:
     def attach(cls, engine: EngineName) -> "TaskBoard":
         return cls(Segment.attach(engine.engine_object("tasks"), kind=C["TABLE_TASKS"], writable=True))
 
-    def state(self, i: int) -> int:
-        return self._load(self._state[i])
-
-    def cas(self, i: int, expected: int, desired: int) -> bool:
-        return bool(self._cas(self._state[i], expected, desired))
-
-    def set_state(self, i: int, value: int) -> None:
-        self._store(self._state[i], value)
-
-    def count(self, field: str, v: int = 1) -> int:
-        return int(self._add(self._counter[field], v))
-
-    def _grab(self, candidates, want: int, new: int):
-        for i in candidates:
-            if self.cas(i, want, new):
-                return i
-        return None
-
     def claim(self):
         """A FREE slot, now FILLING and this caller's; None when every slot is busy."""
         return self._grab(np.flatnonzero(self.slots["state"] == FREE).tolist(), FREE, FILLING)
 
     def take(self):
-        """The oldest READY slot (by submission number: first come, first served, so no
-        request starves behind newer ones in lower slots), now TAKEN; None if none."""
-        ready = np.flatnonzero(self.slots["state"] == READY)
-        if ready.size > 1:
-            ready = ready[np.argsort(self.slots["seq"][ready], kind="stable")]
-        return self._grab(ready.tolist(), READY, TAKEN)
+        """The oldest READY request, now TAKEN; None if none."""
+        return self.take_oldest(READY, TAKEN)
+
+    def idle(self) -> int:
+        """Workers waiting for work (ready and not running a request)."""
+        h = self.header[0]
+        busy = int(h["busy"])
+        busy = busy - (1 << 64) if busy >= 1 << 63 else busy     # a u64 counter: read it signed
+        return max(int(h["ready"]) - max(busy, 0), 0)
 
 
 def _semaphore(engine: EngineName, what: str, create: bool) -> posix_ipc.Semaphore:
@@ -179,6 +159,7 @@ def worker_main(engine_text: str, worker_id: int) -> None:
     pid = os.getpid()
     if os.environ.get("ENGRAM_WORKER_FAULT") == "exit-at-start":    # fault injection for the tests
         os._exit(3)
+    splitter = stealing.open_worker_side(engine, board, work)
     board.count("ready")
     while not board.header["stop"][0]:
         try:
@@ -188,17 +169,26 @@ def worker_main(engine_text: str, worker_id: int) -> None:
                 break
             continue
         while not board.header["stop"][0]:
+            # a batch of another worker's hop first: a request is already waiting on it
+            j = splitter.hops.take(pid) if splitter is not None else None
+            if j is not None:
+                stealing.serve_batch(splitter.hops, j, eng, splitter.gatherer, splitter.sems)
+                continue
             i = board.take()
             if i is None:
                 break
-            _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels)
+            board.count("busy")
+            try:
+                _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels, splitter)
+            finally:
+                board.count("busy", -1)
             done[i].release()
     pool.flush()
     tracer.close()
-    board.count("ready", -1 & 0xFFFFFFFFFFFFFFFF)       # wraps: minus one
+    board.count("ready", -1)
 
 
-def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels):
+def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels, splitter=None):
     slot = board.slots[i]          # a record view: field stores go straight to shared memory
     slot["taken_ns"] = time.perf_counter_ns()
     slot["worker"], slot["worker_pid"] = worker_id, pid
@@ -210,6 +200,7 @@ def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels
         space = bytes(slot["space"]).rstrip(b"\0").decode()
         view = eng.space(space)
         view._metrics = metrics
+        view._splitter = splitter
         view._tracing, view._trace = tracer.enabled, tracer.emit
         if labels is not None:
             view._trace_space = labels.space_index(space)
@@ -270,6 +261,8 @@ class WorkerPool:
         self.engine, self.dim, self.size, self.n_slots = engine, dim, workers, slots
         self.board = None
         self.pool = None
+        self.hops, self.hop_sems = None, []
+        self._stealing = {"min_edges": stealing.MIN_EDGES, "min_batch": 0}
         self.procs: dict = {}
         self._started_at: dict = {}
         self._early: dict = {}
@@ -282,12 +275,26 @@ class WorkerPool:
     def started(self) -> bool:
         return self.board is not None
 
+    def configure_stealing(self, min_edges: int | None, min_batch: int | None) -> dict:
+        """Set what the hop board tells the workers (now, or when it is made)."""
+        if min_edges is not None:
+            self._stealing["min_edges"] = min_edges
+        if min_batch is not None:
+            self._stealing["min_batch"] = min_batch
+        if self.hops is not None:
+            for k, v in self._stealing.items():
+                self.hops.header[k] = v
+        return {f"steal_{k}": v for k, v in self._stealing.items()}
+
     def start(self) -> None:
         with self._lock:
             if self.board is not None or self._closed:
                 return
             self.pool = ActivationRecordPool.create(self.engine, capacity=max(1 << 16, self.n_slots * 1024))
             self.board = TaskBoard.create(self.engine, self.n_slots, self.dim, self.size)
+            if self.size > 1:             # batches of split hops, for idle workers to take
+                self.hops, self.hop_sems = stealing.create_owner_side(self.engine, max(8, 4 * self.size))
+                self.configure_stealing(None, None)
             self.work = _semaphore(self.engine, "work", create=True)
             self.done = [_semaphore(self.engine, f"done{i}", create=True) for i in range(self.n_slots)]
             for w in range(self.size):
@@ -331,6 +338,7 @@ class WorkerPool:
             self._early[w] = self._early.get(w, 0) + 1 if early else 0
             b = self.board
             for i in np.flatnonzero((b.slots["state"] == TAKEN) & (b.slots["worker"] == w)).tolist():
+                b.count("busy", -1)        # it died inside the request, before saying it was done
                 if int(b.slots["attempt"][i]) < MAX_ATTEMPTS and b.cas(i, TAKEN, READY):
                     b.count("retried")
                     self.work.release()
@@ -339,7 +347,7 @@ class WorkerPool:
                     self.done[i].release()
             del self.procs[w]
             if p.returncode != 0 and b.header["ready"][0] > len(self.procs):
-                b.count("ready", -1 & 0xFFFFFFFFFFFFFFFF)   # it died without saying it left
+                b.count("ready", -1)   # it died without saying it left
             if self._early[w] >= CRASH_LOOP:
                 self.broken = (f"worker {w} exited {CRASH_LOOP} times within {EARLY_DEATH_S:.0f} s of starting "
                                f"(last exit code {p.returncode}); recalls run in the calling process")
@@ -434,7 +442,8 @@ class WorkerPool:
         return {"workers": self.size, "started": True, "alive": alive, "broken": self.broken,
                 "submitted": int(h["submitted"]), "completed": int(h["completed"]), "failed": int(h["failed"]),
                 "retried": int(h["retried"]), "restarts": int(h["restarts"]),
-                "pids": {w: p.pid for w, p in self.procs.items()}, "pool": self.pool.stats()}
+                "pids": {w: p.pid for w, p in self.procs.items()}, "pool": self.pool.stats(),
+                "hop_batches": self.hops.stats() if self.hops is not None else None}
 
     def close(self) -> None:
         with self._lock:
@@ -453,5 +462,5 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(1)
-        for s in [self.work, *self.done]:
+        for s in [self.work, *self.done, *self.hop_sems]:
             s.close()

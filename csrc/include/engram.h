@@ -102,6 +102,9 @@ EG_API int64_t eg_spread(EG_SPREAD_ARGS);
     uint32_t prefetch_distance, uint32_t epoch, eg_spread_state_t *state, uint32_t *out_nodes, \
     float *fire, uint64_t begin, uint64_t end, uint64_t count, uint64_t out_cap
 EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS);
+/* The same hop over out_nodes[begin..end) of a frontier, firing the given
+ * fire[begin..end) (taken when the hop began): a split hop's parts run in place. */
+EG_API int64_t eg_spread_fire(EG_SPREAD_HOP_ARGS);
 
 /* One hop split in two, so the frontier's batches can run in other processes
  * (work stealing) and be applied by the process that owns the spread's state.

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0x18e4b8bda3392647ULL
+#define EG_LAYOUT_HASH 0xe785b89493b0e934ULL
 #define EG_ABI_VERSION 8
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
@@ -444,23 +444,25 @@ typedef struct __attribute__((aligned(64))) {
     uint32_t slots;
     uint32_t in_cap;
     uint32_t out_cap;
-    uint32_t _pad;
+    uint32_t min_batch;
     uint64_t published;
     uint64_t stolen;
     uint64_t reclaimed;
     uint64_t failed;
-    uint64_t _reserved[2];
+    uint64_t min_edges;
+    uint64_t test_wait_ns;
 } eg_hop_board_header_t;
 _Static_assert(sizeof(eg_hop_board_header_t) == 64, "HopBoardHeader size");
 _Static_assert(offsetof(eg_hop_board_header_t, slots) == 0, "HopBoardHeader.slots offset");
 _Static_assert(offsetof(eg_hop_board_header_t, in_cap) == 4, "HopBoardHeader.in_cap offset");
 _Static_assert(offsetof(eg_hop_board_header_t, out_cap) == 8, "HopBoardHeader.out_cap offset");
-_Static_assert(offsetof(eg_hop_board_header_t, _pad) == 12, "HopBoardHeader._pad offset");
+_Static_assert(offsetof(eg_hop_board_header_t, min_batch) == 12, "HopBoardHeader.min_batch offset");
 _Static_assert(offsetof(eg_hop_board_header_t, published) == 16, "HopBoardHeader.published offset");
 _Static_assert(offsetof(eg_hop_board_header_t, stolen) == 24, "HopBoardHeader.stolen offset");
 _Static_assert(offsetof(eg_hop_board_header_t, reclaimed) == 32, "HopBoardHeader.reclaimed offset");
 _Static_assert(offsetof(eg_hop_board_header_t, failed) == 40, "HopBoardHeader.failed offset");
-_Static_assert(offsetof(eg_hop_board_header_t, _reserved) == 48, "HopBoardHeader._reserved offset");
+_Static_assert(offsetof(eg_hop_board_header_t, min_edges) == 48, "HopBoardHeader.min_edges offset");
+_Static_assert(offsetof(eg_hop_board_header_t, test_wait_ns) == 56, "HopBoardHeader.test_wait_ns offset");
 
 typedef struct { const char *record; const char *field; int64_t offset; int64_t size; } eg_layout_entry_t;
 #define EG_LAYOUT_ENTRIES { \
@@ -647,12 +649,13 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"HopBoardHeader", "slots", (int64_t)offsetof(eg_hop_board_header_t, slots), (int64_t)sizeof(((eg_hop_board_header_t *)0)->slots)}, \
     {"HopBoardHeader", "in_cap", (int64_t)offsetof(eg_hop_board_header_t, in_cap), (int64_t)sizeof(((eg_hop_board_header_t *)0)->in_cap)}, \
     {"HopBoardHeader", "out_cap", (int64_t)offsetof(eg_hop_board_header_t, out_cap), (int64_t)sizeof(((eg_hop_board_header_t *)0)->out_cap)}, \
-    {"HopBoardHeader", "_pad", (int64_t)offsetof(eg_hop_board_header_t, _pad), (int64_t)sizeof(((eg_hop_board_header_t *)0)->_pad)}, \
+    {"HopBoardHeader", "min_batch", (int64_t)offsetof(eg_hop_board_header_t, min_batch), (int64_t)sizeof(((eg_hop_board_header_t *)0)->min_batch)}, \
     {"HopBoardHeader", "published", (int64_t)offsetof(eg_hop_board_header_t, published), (int64_t)sizeof(((eg_hop_board_header_t *)0)->published)}, \
     {"HopBoardHeader", "stolen", (int64_t)offsetof(eg_hop_board_header_t, stolen), (int64_t)sizeof(((eg_hop_board_header_t *)0)->stolen)}, \
     {"HopBoardHeader", "reclaimed", (int64_t)offsetof(eg_hop_board_header_t, reclaimed), (int64_t)sizeof(((eg_hop_board_header_t *)0)->reclaimed)}, \
     {"HopBoardHeader", "failed", (int64_t)offsetof(eg_hop_board_header_t, failed), (int64_t)sizeof(((eg_hop_board_header_t *)0)->failed)}, \
-    {"HopBoardHeader", "_reserved", (int64_t)offsetof(eg_hop_board_header_t, _reserved), (int64_t)sizeof(((eg_hop_board_header_t *)0)->_reserved)}, \
+    {"HopBoardHeader", "min_edges", (int64_t)offsetof(eg_hop_board_header_t, min_edges), (int64_t)sizeof(((eg_hop_board_header_t *)0)->min_edges)}, \
+    {"HopBoardHeader", "test_wait_ns", (int64_t)offsetof(eg_hop_board_header_t, test_wait_ns), (int64_t)sizeof(((eg_hop_board_header_t *)0)->test_wait_ns)}, \
 }
 
 #endif /* ENGRAM_LAYOUT_H */

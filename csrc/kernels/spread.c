@@ -17,7 +17,10 @@
  * Touched nodes are appended to out_nodes in first-touch order, so the
  * frontier of each hop is a contiguous range of it. eg_spread_hop runs one
  * hop over such a range, so a caller can stop between hops (a latency
- * budget) or split a hop's frontier; eg_spread is seeding plus its loop.
+ * budget); eg_spread is seeding plus its loop. eg_spread_fire is a hop whose
+ * fire values were taken already, over part of the frontier, and
+ * eg_spread_gather/eg_spread_merge split a part's work between processes
+ * (work stealing, engram/stealing.py).
  */
 #include "engram.h"
 
@@ -29,14 +32,12 @@ static inline void eg_prefetch(const void *p) {
 #endif
 }
 
-EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS) {
+EG_API int64_t eg_spread_fire(EG_SPREAD_HOP_ARGS) {
     if (!offsets || !state || !out_nodes || !fire || (n_nodes && (!targets || !weights))) return EG_EINVAL;
     if (hop == 0 || hop > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu || begin > end || end > count
         || count > out_cap)
         return EG_EINVAL;
     const uint32_t tag = epoch << 8;
-    for (uint64_t i = begin; i < end; i++)                /* what each fires: its act as the hop begins */
-        fire[i] = state[out_nodes[i]].act;
     const uint32_t new_mark = tag | hop;
     for (uint64_t i = begin; i < end; i++) {
         if (prefetch_distance && i + prefetch_distance < end) {
@@ -70,6 +71,16 @@ EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS) {
         }
     }
     return (int64_t)count;
+}
+
+EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS) {
+    if (!state || !out_nodes || !fire || begin > end || end > count || count > out_cap) return EG_EINVAL;
+    for (uint64_t i = begin; i < end; i++) {              /* what each fires: its act as the hop begins */
+        if (out_nodes[i] >= n_nodes) return EG_EINVAL;
+        fire[i] = state[out_nodes[i]].act;
+    }
+    return eg_spread_fire(offsets, targets, weights, n_nodes, hop, decay, threshold, cycle_penalty,
+                          prefetch_distance, epoch, state, out_nodes, fire, begin, end, count, out_cap);
 }
 
 EG_API int64_t eg_spread_gather(EG_SPREAD_GATHER_ARGS) {

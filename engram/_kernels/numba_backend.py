@@ -155,16 +155,11 @@ class NumbaTable(KernelTable):
     def _seed(self, sc, g, seeds, seed_act, p):
         return _seed(seeds, seed_act, sc.epoch, sc.state["mark"], sc.state["act"], sc.nodes)
 
-    def _hop(self, sc, g, p, hop, begin, end, count):
-        return _hop(g[0], g[1], g[2], hop, np.float32(p.decay), np.float32(p.threshold),
-                    np.float32(p.cycle_penalty), sc.epoch, sc.state["mark"], sc.state["act"], sc.nodes,
-                    sc.fire, begin, end, count)
-
 
 _seed = numba.njit(cache=True)(spread_steps.seed)
-_hop = numba.njit(cache=True)(spread_steps.hop)
 _split_steps = SimpleNamespace(gather=numba.njit(cache=True)(spread_steps.gather),
-                               merge=numba.njit(cache=True)(spread_steps.merge))
+                               merge=numba.njit(cache=True)(spread_steps.merge),
+                               fire_range=numba.njit(cache=True)(spread_steps.fire_range))
 
 
 @numba.njit(cache=True, inline="always")

@@ -55,11 +55,6 @@ class NumpyTable(KernelTable):
     def _seed(self, sc, g, seeds, seed_act, p):
         return spread_steps.seed(seeds, seed_act, sc.epoch, sc.state["mark"], sc.state["act"], sc.nodes)
 
-    def _hop(self, sc, g, p, hop, begin, end, count):
-        return spread_steps.hop(g[0], g[1], g[2], hop, np.float32(p.decay), np.float32(p.threshold),
-                                np.float32(p.cycle_penalty), sc.epoch, sc.state["mark"], sc.state["act"],
-                                sc.nodes, sc.fire, begin, end, count)
-
     def _spread(self, g, seeds, seed_act, p):
         nodes, act, hops = spread(g[0], g[1], g[2], seeds, seed_act, p.max_depth, p.decay, p.threshold,
                                   p.cycle_penalty)

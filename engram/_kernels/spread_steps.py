@@ -25,12 +25,11 @@ def seed(seeds, seed_act, epoch, mark, act, out_nodes):
     return count
 
 
-def hop(offsets, targets, weights, hop_no, decay, threshold, cycle_penalty, epoch, mark, act,
-        out_nodes, fire, begin, end, count):
-    """Nodes out_nodes[begin:end] fire; returns the new count (next frontier: [end, count))."""
+def fire_range(offsets, targets, weights, hop_no, decay, threshold, cycle_penalty, epoch, mark, act,
+               out_nodes, fire, begin, end, count):
+    """One hop over part [begin, end) of a frontier, firing fire[begin:end] (taken when the
+    hop began: eg_spread_fire); returns the new count (a whole hop: next frontier [end, count))."""
     tag = np.uint32(epoch) << np.uint32(8)
-    for i in range(begin, end):
-        fire[i] = act[out_nodes[i]]
     new_mark = tag | np.uint32(hop_no)
     for i in range(begin, end):
         u = out_nodes[i]

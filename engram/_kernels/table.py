@@ -343,6 +343,15 @@ class SpreadRun:
             raise KernelError(f"{self._table.name} spread_gather returned error {got}")
         return got
 
+    def fire_part(self, lo: int, hi: int) -> None:
+        """Frontier positions [lo, hi) of a split hop fire here, in place (the owner's share)."""
+        got = self._table._fire(self._sc, self._g, self.params, self.hop, self.begin + lo, self.begin + hi,
+                                self.count)
+        if got < 0:
+            from ..errors import KernelError
+            raise KernelError(f"{self._table.name} spread_fire returned error {got}")
+        self.count = got
+
     def merge(self, v, s) -> None:
         """Apply one gathered batch (targets, summed contributions) to this hop."""
         got = self._table._merge(self._sc, self.params, self.hop, v, s, self.count)
@@ -456,11 +465,19 @@ class KernelTable:
     def _seed(self, sc, g, seeds, seed_act, p) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _hop(self, sc, g, p, hop, begin, end, count) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _hop(self, sc, g, p, hop, begin, end, count) -> int:
+        """What the frontier fires, then _fire (native backends have it in one kernel)."""
+        sc.fire[begin:end] = sc.state["act"][sc.nodes[begin:end]]
+        return self._fire(sc, g, p, hop, begin, end, count)
 
     # a hop split into batches (work stealing, engram/stealing.py): gather each batch
     # (anywhere: it reads only the graph), merge each into the spread's own state
+    def _fire(self, sc, g, p, hop, begin, end, count) -> int:
+        """Part [begin, end) of a split hop's frontier fires in place (what it fires was taken)."""
+        return self._steps.fire_range(g[0], g[1], g[2], hop, np.float32(p.decay), np.float32(p.threshold),
+                                      np.float32(p.cycle_penalty), sc.epoch, sc.state["mark"], sc.state["act"],
+                                      sc.nodes, sc.fire, begin, end, count)
+
     def _gather(self, g, p, nodes, fire, acc, out_v, out_s) -> int:
         """Distinct targets of one batch, their summed contributions in out_s; -2: out of space."""
         return self._steps.gather(g[0], g[1], g[2], np.float32(p.decay), np.float32(p.threshold), nodes, fire,
@@ -575,6 +592,7 @@ class NativeTable(KernelTable):
         self.arena = Arena(lib) if "eg_arena_stats" in lib.fns else None   # Zig only
         self._spread_fn = SpreadKernel(lib.address_of("eg_spread"))
         self._hop_fn = SpreadHopKernel(lib.address_of("eg_spread_hop"))
+        self._fire_fn = SpreadHopKernel(lib.address_of("eg_spread_fire"))     # the same arguments as a hop
         self._gather_fn = SpreadGatherKernel(lib.address_of("eg_spread_gather"))
         self._merge_fn = SpreadMergeKernel(lib.address_of("eg_spread_merge"))
         self._decay_fn = DecayKernel(lib.address("decay_f32", isa))
@@ -618,6 +636,10 @@ class NativeTable(KernelTable):
             from ..errors import KernelError
             raise KernelError(f"{self.name} spread_hop returned error {got}")
         return got
+
+    def _fire(self, sc, g, p, hop, begin, end, count) -> int:
+        return self._fire_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty, p.prefetch_distance,
+                             sc.epoch, sc.state, sc.nodes, sc.fire, begin, end, count)
 
     def _gather(self, g, p, nodes, fire, acc, out_v, out_s) -> int:
         return self._gather_fn(g[0], g[1], g[2], p.decay, p.threshold, p.prefetch_distance, nodes, fire, acc,

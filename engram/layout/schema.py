@@ -221,12 +221,13 @@ HOP_BOARD_HEADER = Record("HopBoardHeader", (
     F("slots", "u32"),
     F("in_cap", "u32", doc="frontier nodes a batch may hold"),
     F("out_cap", "u32", doc="distinct targets a batch may gather"),
-    F("_pad", "u32"),
+    F("min_batch", "u32", doc="fewest frontier nodes in a batch (0: the AdaptiveBatcher's size); set by the owner"),
     F("published", "u64", doc="batches offered to other workers"),
     F("stolen", "u64", doc="batches gathered by a worker other than the spread's owner"),
     F("reclaimed", "u64", doc="offered batches the owner gathered itself (nobody was free)"),
     F("failed", "u64", doc="batches a taker could not gather (the owner redid them)"),
-    F("_reserved", "u64", 2),
+    F("min_edges", "u64", doc="a hop firing fewer edges is not split (0: never split); set by the owner"),
+    F("test_wait_ns", "u64", doc="for tests: how long an owner waits for a taker before taking a batch back"),
 ), size=64, align=64, doc="Head of the hop board segment.")
 
 #: Head of the metrics segment (engram/metrics): the label table of memory

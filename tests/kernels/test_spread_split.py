@@ -1,6 +1,7 @@
-"""Split hops (eg_spread_gather + eg_spread_merge, the work-stealing path) in
-every backend against the float64 oracle: a hop's frontier cut into random
-batches, each gathered on its own and merged, must give the oracle's nodes,
+"""Split hops (eg_spread_fire, eg_spread_gather + eg_spread_merge: the
+work-stealing path) in every backend against the float64 oracle: a hop's
+frontier cut into random batches, each fired in place or gathered on its own
+and merged, must give the oracle's nodes,
 hops and activations (within the differential tolerance), whatever the cuts.
 Merged in frontier order even the first-touch order is the oracle's; merged
 in a shuffled order (as stolen batches come back) the same set.
@@ -36,6 +37,9 @@ def split_spread(t, args, params, rng, shuffle: bool):
             if shuffle:
                 rng.shuffle(bounds)
             for lo, hi in bounds:
+                if rng.random() < 0.3:         # the owner's share: fired in place
+                    run.fire_part(lo, hi)
+                    continue
                 cap = int(weights.size) + 1
                 out_v, out_s = np.empty(cap, np.uint32), np.empty(cap, np.float32)
                 got = run.gather(np.ascontiguousarray(nodes[lo:hi]), np.ascontiguousarray(fire[lo:hi]),

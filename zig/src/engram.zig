@@ -52,6 +52,7 @@ export fn eg_layout_lookup(record: ?[*:0]const u8, field: ?[*:0]const u8, offset
 comptime {
     @export(&spread_mod.spread, .{ .name = "eg_spread", .linkage = .strong });
     @export(&spread_mod.spreadHop, .{ .name = "eg_spread_hop", .linkage = .strong });
+    @export(&spread_mod.spreadFire, .{ .name = "eg_spread_fire", .linkage = .strong });
     @export(&spread_mod.spreadGather, .{ .name = "eg_spread_gather", .linkage = .strong });
     @export(&spread_mod.spreadMerge, .{ .name = "eg_spread_merge", .linkage = .strong });
     @export(&arena.configure, .{ .name = "eg_arena_configure", .linkage = .strong });

@@ -80,9 +80,30 @@ pub fn spreadHop(
     if (hop == 0 or hop > HOP_MASK or epoch == 0 or epoch > 0xffffff or begin > end or end > count_in or count_in > out_cap) return EINVAL;
     const targets = targets_ orelse offsetsAsEmpty(u32);
     const weights = weights_ orelse offsetsAsEmpty(f32);
+    for (begin..end) |i| {
+        if (out_nodes[i] >= n_nodes) return EINVAL;
+        fire[i] = state[out_nodes[i]].act;
+    }
+    return spreadFire(offsets, targets, weights, n_nodes, hop, decay, threshold, cycle_penalty, prefetch_distance, epoch, state, out_nodes, fire, begin, end, count_in, out_cap);
+}
+
+/// A hop over out_nodes[begin..end) firing the given fire[begin..end): see eg_spread_fire in engram.h.
+pub fn spreadFire(
+    offsets_: ?[*]const u64, targets_: ?[*]const u32, weights_: ?[*]const f32, n_nodes: u64,
+    hop: u32, decay: f32, threshold: f32, cycle_penalty: f32, prefetch_distance: u32,
+    epoch: u32, state_: ?[*]layout.SpreadState, out_nodes_: ?[*]u32, fire_: ?[*]f32,
+    begin: u64, end: u64, count_in: u64, out_cap: u64,
+) callconv(.c) i64 {
+    const offsets = offsets_ orelse return EINVAL;
+    const state = state_ orelse return EINVAL;
+    const out_nodes = out_nodes_ orelse return EINVAL;
+    const fire = fire_ orelse return EINVAL;
+    if (n_nodes > 0 and (targets_ == null or weights_ == null)) return EINVAL;
+    if (hop == 0 or hop > HOP_MASK or epoch == 0 or epoch > 0xffffff or begin > end or end > count_in or count_in > out_cap) return EINVAL;
+    const targets = targets_ orelse offsetsAsEmpty(u32);
+    const weights = weights_ orelse offsetsAsEmpty(f32);
     const tag: u32 = epoch << 8;
     var count = count_in;
-    for (begin..end) |i| fire[i] = state[out_nodes[i]].act;
     const new_mark = tag | hop;
     for (begin..end) |i| {
         if (prefetch_distance != 0 and i + prefetch_distance < end) {

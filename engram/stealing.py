@@ -1,0 +1,280 @@
+"""Work stealing: a large hop's frontier split into batches that idle workers take.
+
+A worker running a recall (the spread's owner) whose next hop fires at least
+``min_edges`` edges while other workers wait for work splits the hop
+(SpreadRun.begin_split): it cuts the frontier into batches of at least the
+AdaptiveBatcher's size, offers all but the first on the hop board (a shared
+segment: HopBoardHeader, HopSlot[slots], then each slot's input and output
+areas), posts the workers' `work` semaphore once per idle worker, and gathers
+fires its own batch in place (eg_spread_fire). An idle worker wakes, takes
+the oldest offered batch, gathers it (eg_spread_gather: the batch's
+contributions summed per target; it reads only the graph, which every worker
+has attached) into the slot's output area and posts the slot's `hop<j>`
+semaphore. The owner takes back whatever nobody took and fires it in place,
+and merges the stolen batches' sums into its own spreading state
+(eg_spread_merge), so the hop ends as one kernel call would have (up to
+float summation order).
+
+Slot states (u32, by compare-exchange):
+    FREE -> FILLING (owner) -> READY -> TAKEN|pid<<8 (a taker; the pid is in the
+    same word, so a dead taker is recognised without a race) -> DONE | FAILED
+    -> FREE (owner, after merging)
+A batch whose taker died is gathered again by the owner; slots of an owner that
+died are reclaimed by the next owner that needs one.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import posix_ipc
+
+from .board import SlotBoard
+from .fan import MODES as FAN_MODES
+from .layout import HOP_BOARD_HEADER_DTYPE, HOP_SLOT_DTYPE, schema
+from .shm.names import EngineName, pid_alive
+from .shm.segment import Segment, align_up
+
+C = schema.CONSTANTS
+FREE, FILLING, READY, TAKEN, DONE, FAILED = (C[f"TASK_{s}"] for s in
+                                            ("FREE", "FILLING", "READY", "TAKEN", "DONE", "FAILED"))
+STATE_MASK = 0xFF
+# a hop firing fewer edges runs as one kernel call (measured: docs/workers.md);
+# ENGRAM_STEAL_MIN_EDGES overrides it (0 turns stealing off)
+MIN_EDGES = int(os.environ.get("ENGRAM_STEAL_MIN_EDGES", 32768))
+BATCHES_PER_WORKER = 4     # batches per participant: enough to even out, few enough to stay cheap
+WAIT_S = 0.02
+
+
+def taken_by(pid: int) -> int:
+    return TAKEN | (pid << 8)
+
+
+class HopBoard(SlotBoard):
+    """The hop board segment: offered batches of split hops and their gathered sums."""
+
+    def __init__(self, seg: Segment):
+        self.seg = seg
+        header = seg.array(0, HOP_BOARD_HEADER_DTYPE, 1)
+        n = int(header["slots"][0])
+        self.in_cap, self.out_cap = int(header["in_cap"][0]), int(header["out_cap"][0])
+        off = align_up(HOP_BOARD_HEADER_DTYPE.itemsize)
+        slots = seg.array(off, HOP_SLOT_DTYPE, n)
+        off = align_up(off + n * HOP_SLOT_DTYPE.itemsize)
+        self.in_nodes, off = seg.array(off, np.uint32, n * self.in_cap, shape=(n, self.in_cap)), off + n * self.in_cap * 4
+        self.in_fire, off = seg.array(off, np.float32, n * self.in_cap, shape=(n, self.in_cap)), off + n * self.in_cap * 4
+        self.out_v, off = seg.array(off, np.uint32, n * self.out_cap, shape=(n, self.out_cap)), off + n * self.out_cap * 4
+        self.out_s = seg.array(off, np.float32, n * self.out_cap, shape=(n, self.out_cap))
+        super().__init__(header, slots, ("published", "stolen", "reclaimed", "failed"))
+
+    @staticmethod
+    def size(slots: int, in_cap: int, out_cap: int) -> int:
+        return (align_up(HOP_BOARD_HEADER_DTYPE.itemsize) + align_up(slots * HOP_SLOT_DTYPE.itemsize)
+                + slots * 8 * (in_cap + out_cap))
+
+    @classmethod
+    def create(cls, engine: EngineName, slots: int, in_cap: int = 16384, out_cap: int = 65536) -> "HopBoard":
+        seg = Segment.create(engine.engine_object("hops"), kind=C["TABLE_HOPS"],
+                             data_bytes=cls.size(slots, in_cap, out_cap), capacity=slots)
+        h = seg.array(0, HOP_BOARD_HEADER_DTYPE, 1)
+        h["slots"], h["in_cap"], h["out_cap"], h["min_edges"] = slots, in_cap, out_cap, MIN_EDGES
+        return cls(seg)
+
+    @classmethod
+    def attach(cls, engine: EngineName) -> "HopBoard":
+        return cls(Segment.attach(engine.engine_object("hops"), kind=C["TABLE_HOPS"], writable=True))
+
+    def claim(self, pid: int):
+        """A slot for an offer, now FILLING: a FREE one, or one left by an owner that died."""
+        st = self.slots["state"]
+        got = self._grab(np.flatnonzero(st == FREE).tolist(), FREE, FILLING)
+        if got is not None:
+            return got
+        for i in np.flatnonzero(st != FREE).tolist():
+            s = self.state(i)
+            owner = int(self.slots["owner_pid"][i])
+            if (s & STATE_MASK) != TAKEN and owner != pid and not pid_alive(owner) and self.cas(i, s, FILLING):
+                return i
+        return None
+
+    def take(self, pid: int):
+        """The oldest offered batch, now taken by ``pid``; None if none."""
+        return self.take_oldest(READY, taken_by(pid))
+
+    def stats(self) -> dict:
+        h = self.header[0]
+        return {f: int(h[f]) for f in ("published", "stolen", "reclaimed", "failed", "min_edges", "min_batch")}
+
+
+def _semaphores(engine: EngineName, n: int, create: bool) -> list:
+    flags = dict(flags=posix_ipc.O_CREX, mode=0o600, initial_value=0) if create else {}
+    return [posix_ipc.Semaphore(engine.engine_object(f"hop{j}"), **flags) for j in range(n)]
+
+
+class Gatherer:
+    """A taker's accumulator for gathering: float32[n] of -1 (gathering leaves it so), reused."""
+
+    def __init__(self):
+        self.acc = np.zeros(0, np.float32)
+
+    def acc_for(self, n_nodes: int) -> np.ndarray:
+        if self.acc.shape[0] < n_nodes:
+            self.acc = np.full(n_nodes, -1.0, np.float32)
+        return self.acc
+
+
+# ----------------------------------------------------------------------------- the taker
+
+def serve_batch(hops: HopBoard, j: int, eng, gatherer: Gatherer, sems: list) -> None:
+    """Gather offered batch j (already taken by this process) into its output area."""
+    pid = os.getpid()
+    slot = hops.slots[j]
+    ok = False
+    _fault_once()
+    try:
+        view = eng.space(bytes(slot["space"]).rstrip(b"\0").decode())
+        store = view._open()
+        if store.generation("csr") == int(slot["csr_generation"]):
+            graph, _ = view._spread_graph(FAN_MODES[int(slot["fan"])])
+            from ._kernels.table import SpreadParams
+            p = SpreadParams(1, float(slot["decay"]), float(slot["threshold"]), 0.0, int(slot["prefetch_distance"]))
+            n_in = int(slot["n_in"])
+            acc = gatherer.acc_for(graph.n_nodes)
+            got = view._kern._gather((graph.offsets, graph.targets, graph.weights), p, hops.in_nodes[j, :n_in],
+                                     hops.in_fire[j, :n_in], acc, hops.out_v[j], hops.out_s[j])
+            if got >= 0:
+                slot["n_out"] = got
+                ok = True
+    except Exception:            # the owner gathers the batch itself; this worker keeps serving
+        ok = False
+    if not ok:
+        hops.count("failed")
+    if hops.cas(j, taken_by(pid), DONE if ok else FAILED):
+        sems[j].release()
+
+
+def _fault_once() -> None:
+    """Fault injection for the tests: ENGRAM_WORKER_FAULT=exit-in-batch:<path> makes the
+    first taker that creates <path> die holding its batch."""
+    fault = os.environ.get("ENGRAM_WORKER_FAULT", "")
+    if fault.startswith("exit-in-batch:"):
+        try:
+            os.close(os.open(fault.split(":", 1)[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        os._exit(4)
+
+
+# ----------------------------------------------------------------------------- the owner
+
+class HopSplitter:
+    """What a worker needs to split hops: the boards, the semaphores, its pid."""
+
+    def __init__(self, hops: HopBoard, tasks, work: posix_ipc.Semaphore, sems: list):
+        self.hops, self.tasks, self.work, self.sems = hops, tasks, work, sems
+        self._min_edges = hops.header["min_edges"]         # the owner may change these while we run
+        self._min_batch = hops.header["min_batch"]
+        self.pid = os.getpid()
+        self.gatherer = Gatherer()       # for the batches this worker takes from others
+        self.split_hops = 0
+
+    def helpers(self, frontier_edges: int) -> int:
+        """Idle workers worth splitting this hop for (0: run it as one call)."""
+        least = int(self._min_edges[0])
+        return self.tasks.idle() if 0 < least <= frontier_edges else 0
+
+    def hop(self, run, degree: np.ndarray, batch_size: int, idle: int, space: str, fan: str,
+            csr_generation: int) -> None:
+        """Run the next hop of ``run`` in batches, offering some to ``idle`` workers."""
+        nodes, fire = run.begin_split()
+        f = nodes.shape[0]
+        least = int(self._min_batch[0]) or batch_size
+        size = min(max(least, math.ceil(f / (BATCHES_PER_WORKER * (idle + 1)))), self.hops.in_cap)
+        bounds = [(lo, min(lo + size, f)) for lo in range(0, f, size)]
+        edges = np.add.reduceat(degree[nodes], [lo for lo, _ in bounds]) if f else np.zeros(0, np.int64)
+        offered, local = [], [bounds[0]] if bounds else []
+        for (lo, hi), e in zip(bounds[1:], edges[1:]):
+            j = self.hops.claim(self.pid) if e <= self.hops.out_cap else None
+            if j is None:
+                local.append((lo, hi))
+                continue
+            self._offer(j, run, nodes[lo:hi], fire[lo:hi], space, fan, csr_generation)
+            offered.append((j, lo, hi))
+        if offered:
+            self.hops.count("published", len(offered))
+            for _ in range(min(idle, len(offered))):
+                self.work.release()
+        self.split_hops += 1
+        for lo, hi in local:               # the owner's share fires in place, as in a whole hop
+            run.fire_part(lo, hi)
+        wait = int(self.hops.header["test_wait_ns"][0])
+        if wait:                           # tests: give the takers time, so stealing surely happens
+            deadline = time.perf_counter_ns() + wait
+            while time.perf_counter_ns() < deadline and any(self.hops.state(j) == READY for j, _, _ in offered):
+                time.sleep(0.0005)
+        pending = []
+        for j, lo, hi in offered:          # take back what nobody took (no waiting)
+            if self.hops.cas(j, READY, FILLING):
+                self.hops.count("reclaimed")
+                run.fire_part(lo, hi)
+                self.hops.set_state(j, FREE)
+            else:
+                pending.append((j, lo, hi))
+        for j, lo, hi in pending:
+            if self._wait(j):
+                n_out = int(self.hops.slots["n_out"][j])
+                run.merge(self.hops.out_v[j, :n_out], self.hops.out_s[j, :n_out])
+                self.hops.count("stolen")
+            else:                          # failed, or its taker died: fire it here
+                run.fire_part(lo, hi)
+            self.hops.set_state(j, FREE)
+        run.end_split()
+
+    def _offer(self, j, run, nodes, fire, space: str, fan: str, gen: int) -> None:
+        h, slot, n = self.hops, self.hops.slots[j], nodes.shape[0]
+        h.in_nodes[j, :n] = nodes
+        h.in_fire[j, :n] = fire
+        name = space.encode()
+        sp = np.zeros(64, np.uint8)
+        sp[:len(name)] = np.frombuffer(name, np.uint8)
+        slot["space"] = sp
+        slot["hop"], slot["n_in"], slot["n_out"] = run.hop, n, 0
+        slot["owner_pid"], slot["fan"] = self.pid, FAN_MODES.index(fan)
+        slot["prefetch_distance"], slot["decay"], slot["threshold"] = (run.params.prefetch_distance,
+                                                                       run.params.decay, run.params.threshold)
+        slot["csr_generation"] = gen
+        slot["seq"] = time.perf_counter_ns()             # CLOCK_MONOTONIC: takers serve the oldest first
+        h.set_state(j, READY)
+
+    def _wait(self, j: int) -> bool:
+        """Wait for a taken batch: True when DONE, False when FAILED or its taker died."""
+        h = self.hops
+        while True:
+            try:
+                self.sems[j].acquire(WAIT_S)
+            except posix_ipc.BusyError:
+                pass
+            st = h.state(j)
+            if st == DONE:
+                return True
+            if st == FAILED:
+                return False
+            if (st & STATE_MASK) == TAKEN and not pid_alive(st >> 8) and h.cas(j, st, FILLING):
+                h.count("failed")
+                return False
+
+
+def open_worker_side(engine: EngineName, tasks, work) -> HopSplitter | None:
+    """A worker's splitter over the owner's hop board (None if the owner made none)."""
+    try:
+        hops = HopBoard.attach(engine)
+        return HopSplitter(hops, tasks, work, _semaphores(engine, hops.n, create=False))
+    except (posix_ipc.ExistentialError, FileNotFoundError, OSError):
+        return None
+
+
+def create_owner_side(engine: EngineName, slots: int) -> tuple:
+    """The owner makes the board and its semaphores (when it starts the workers)."""
+    return HopBoard.create(engine, slots), _semaphores(engine, slots, create=True)

@@ -1,0 +1,72 @@
+"""Work stealing across real worker processes: a recall's hops split into batches
+on the shared hop board, gathered by the other worker and merged by the owner,
+answer exactly like the numpy reference; a taker that dies holding a batch
+costs nothing but time (the owner fires the batch itself, the worker is
+replaced); and nothing stays claimed afterwards."""
+import numpy as np
+import pytest
+
+import engram
+from engram import errors
+from engram.stealing import FREE
+
+from test_recall_spread import DIM, csr_of, reference_recall
+from test_workers import build
+
+
+def stealing_engine(**kw):
+    eng = engram.Engine(dim=DIM, workers=2, routing="workers", **kw)
+    mem, stored, conf, queries = build(eng)
+    eng.start_workers()
+    eng.configure_workers(steal_min_edges=1, steal_min_batch=4)   # split every hop of these small spreads
+    eng._workers.hops.header["test_wait_ns"] = int(2e9)   # the owner waits for a taker: stealing surely happens
+    return eng, mem, stored, conf, queries
+
+
+def check_against_reference(mem, stored, conf, queries):
+    o, t, w = csr_of(mem)
+    for q in queries:
+        res = mem.recall(q, k=10, budget_ms=None)
+        ids, act, hops, score = reference_recall(stored.astype(np.float64), conf, o, t, w, q.astype(np.float64), 10)
+        assert res.ids.tolist() == ids.tolist()
+        np.testing.assert_allclose(res.activation, act, atol=1e-6)
+        np.testing.assert_allclose(res.scores, score, rtol=1e-5, atol=1e-6)
+        assert res.hops.tolist() == hops.astype(int).tolist()
+
+
+def test_split_hops_answer_like_the_numpy_reference():
+    eng, mem, stored, conf, queries = stealing_engine()
+    with eng:
+        check_against_reference(mem, stored, conf, queries[:12])
+        s = eng.worker_stats()["hop_batches"]
+        assert s["published"] > 0 and s["stolen"] > 0 and s["failed"] == 0
+        assert s["stolen"] + s["reclaimed"] == s["published"]
+        assert (eng._workers.hops.slots["state"] == FREE).all()
+        eng.configure_workers(steal_min_edges=0)      # off: no more batches are offered
+        mem.recall(queries[0], k=10, budget_ms=None)
+        assert eng.worker_stats()["hop_batches"]["published"] == s["published"]
+
+
+def test_a_taker_that_dies_holding_a_batch_is_replaced_and_the_answer_is_unchanged(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGRAM_WORKER_FAULT", f"exit-in-batch:{tmp_path / 'died'}")
+    eng, mem, stored, conf, queries = stealing_engine()
+    with eng:
+        check_against_reference(mem, stored, conf, queries[:6])
+        assert (tmp_path / "died").exists(), "no taker took a batch"
+        s = eng.worker_stats()
+        assert s["hop_batches"]["failed"] >= 1 and s["failed"] == 0
+        assert s["restarts"] >= 1
+        assert (eng._workers.hops.slots["state"] == FREE).all()
+
+
+def test_configure_workers_refuses_bad_values():
+    with engram.Engine(dim=DIM, workers=2) as eng:
+        for bad in (-1, 1.5, True, "10", 2**32):
+            with pytest.raises(errors.InvalidInputError, match="steal_min_edges"):
+                eng.configure_workers(steal_min_edges=bad)
+            with pytest.raises(errors.InvalidInputError, match="steal_min_batch"):
+                eng.configure_workers(steal_min_batch=bad)
+        assert eng.configure_workers(steal_min_batch=64) == {"steal_min_edges": 32768, "steal_min_batch": 64}
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        with pytest.raises(errors.InvalidInputError, match="without workers"):
+            eng.configure_workers(steal_min_edges=10)
