@@ -75,7 +75,7 @@ class HopBoard(SlotBoard):
                 + slots * 8 * (in_cap + out_cap))
 
     @classmethod
-    def create(cls, engine: EngineName, slots: int, in_cap: int = 16384, out_cap: int = 65536) -> "HopBoard":
+    def create(cls, engine: EngineName, slots: int, in_cap: int = 32768, out_cap: int = 262144) -> "HopBoard":
         seg = Segment.create(engine.engine_object("hops"), kind=C["TABLE_HOPS"],
                              data_bytes=cls.size(slots, in_cap, out_cap), capacity=slots)
         h = seg.array(0, HOP_BOARD_HEADER_DTYPE, 1)
@@ -185,18 +185,22 @@ class HopSplitter:
         least = int(self._min_edges[0])
         return self.tasks.idle() if 0 < least <= frontier_edges else 0
 
-    def hop(self, run, degree: np.ndarray, batch_size: int, idle: int, space: str, fan: str,
+    def hop(self, run, frontier_edges: int, batch_size: int, idle: int, space: str, fan: str,
             csr_generation: int) -> None:
         """Run the next hop of ``run`` in batches, offering some to ``idle`` workers."""
         nodes, fire = run.begin_split()
         f = nodes.shape[0]
+        # batches: at least the batcher's size, about BATCHES_PER_WORKER per participant, and
+        # within a slot's output area at the mean out-degree with room to spare (a batch that
+        # still overflows it comes back FAILED and is fired here)
         least = int(self._min_batch[0]) or batch_size
-        size = min(max(least, math.ceil(f / (BATCHES_PER_WORKER * (idle + 1)))), self.hops.in_cap)
+        fits = max(int(0.5 * self.hops.out_cap * f / max(frontier_edges, 1)), 1)
+        size = max(least, math.ceil(f / (BATCHES_PER_WORKER * (idle + 1))))
+        size = min(size, self.hops.in_cap, fits)
         bounds = [(lo, min(lo + size, f)) for lo in range(0, f, size)]
-        edges = np.add.reduceat(degree[nodes], [lo for lo, _ in bounds]) if f else np.zeros(0, np.int64)
-        offered, local = [], [bounds[0]] if bounds else []
-        for (lo, hi), e in zip(bounds[1:], edges[1:]):
-            j = self.hops.claim(self.pid) if e <= self.hops.out_cap else None
+        offered, local = [], bounds[:1]
+        for lo, hi in bounds[1:]:
+            j = self.hops.claim(self.pid)
             if j is None:
                 local.append((lo, hi))
                 continue
