@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hwcounters, interference, kernels, metrics, snapshot, validate
+from . import hwcounters, interference, kernels, metrics, ppr, snapshot, validate
 from . import recall as _recall
 from ._kernels.table import CsrGraph
 from .errors import ClosedError, InvalidInputError, UnknownIdError
@@ -192,19 +192,25 @@ class SpaceView:
         """Mask of ids that are published and not forgotten."""
         return self._graph._live(ids.astype(np.int64))
 
-    def _spread_graph(self, fan: str = "none"):
+    def _spread_graph(self, fan: str = "none", walk: bool = False):
         """(CsrGraph, out-degree per node) of the compacted links, with the weights of a fan
-        mode (engram/fan.py), cached per CSR generation and mode."""
+        mode (engram/fan.py), or with those normalised per source for PageRank (walk=True),
+        cached per CSR generation."""
         st = self._store
-        key = (st.generation("csr"), fan)
-        cached = self._graph_cache
-        if cached is None or cached[0] != key:
-            csr = st.csr()
-            w = csr["weights"] if fan == "none" else csr["fan"][FAN_MODES.index(fan) - 1]
-            g = CsrGraph._trusted(csr["offsets"], csr["targets"], w)
-            degree = np.diff(g.offsets).astype(np.int64)
-            cached = self._graph_cache = (key, g, degree)
-        return cached[1], cached[2]
+        gen = st.generation("csr")
+        if self._graph_cache is None or self._graph_cache[0] != gen:
+            self._graph_cache = (gen, {})
+        graphs = self._graph_cache[1]
+        if (fan, walk) not in graphs:
+            if walk:
+                g, degree = self._spread_graph(fan)
+                graphs[fan, walk] = (ppr.normalized(g), degree)
+            else:
+                csr = st.csr()
+                w = csr["weights"] if fan == "none" else csr["fan"][FAN_MODES.index(fan) - 1]
+                g = CsrGraph._trusted(csr["offsets"], csr["targets"], w)
+                graphs[fan, walk] = (g, np.diff(g.offsets).astype(np.int64))
+        return graphs[fan, walk]
 
     def recall(self, query, k: int = 10, spread: bool = True, budget_ms: float | None = 10.0) -> RecallResult:
         """The k memories that best answer ``query``: similarity seeds, then spreading

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._kernels.table import SpreadParams, decay_params
+from . import ppr
 from .errors import InvalidInputError
 from .fan import MODES as FAN_MODES
 from .hwcounters import CacheCounters
@@ -50,6 +51,11 @@ class RecallConfig:
     hot_budget_share: float = 0.5       # of the scan budget, what the hot (f32) tier may use
     fan: str = "none"                   # fan effect: "none" | "source" | "target" | "both" (engram/fan.py)
     spread_weight: float = 0.5          # lambda: how much of what spreading adds counts (docs/recall.md)
+    mode: str = "spread"                # "spread" (activation, hop by hop) | "ppr" (engram/ppr.py)
+    ppr_restart: float = 0.5            # restart probability of the walk (HippoRAG's damping 0.5)
+    ppr_iterations: int = 20            # at most this many steps of the series
+    ppr_tolerance: float = 1e-3         # stop when the mass still walking is below this
+    ppr_epsilon: float = 1e-4           # drop contributions below this (keeps the walk local)
 
     def spread_params(self) -> SpreadParams:
         return self.spread.check()
@@ -79,7 +85,37 @@ class RecallConfig:
             raise InvalidInputError(f"fan must be one of {', '.join(FAN_MODES)}, got {self.fan!r}")
         if not (isinstance(self.hot_budget_share, (int, float)) and 0.0 < self.hot_budget_share < 1.0):
             raise InvalidInputError(f"hot_budget_share must be in (0, 1), got {self.hot_budget_share!r}")
+        if self.mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name, lo, hi in (("ppr_restart", 0.0, 1.0), ("ppr_tolerance", 0.0, 1.0), ("ppr_epsilon", 0.0, 1.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v < hi:
+                raise InvalidInputError(f"{name} must be a number in ({lo:g}, {hi:g}), got {v!r}")
+        if isinstance(self.ppr_iterations, bool) or not isinstance(self.ppr_iterations, int) \
+                or not 1 <= self.ppr_iterations <= 255:
+            raise InvalidInputError(f"ppr_iterations must be an integer in [1, 255], got {self.ppr_iterations!r}")
         return self
+
+    # settings travel to worker processes as float64s beside the query (engram/workers.py)
+    def to_vector(self) -> list:
+        out = [float(getattr(self.spread, f)) for f in SPREAD_SETTINGS]
+        for f in OWN_SETTINGS:
+            v = getattr(self, f)
+            out.append(float(CHOICES[f].index(v)) if f in CHOICES else float(v))
+        return out
+
+    @classmethod
+    def from_vector(cls, v) -> "RecallConfig":
+        sp = {f: type(getattr(SpreadParams(), f))(v[i]) for i, f in enumerate(SPREAD_SETTINGS)}
+        own = {}
+        for i, f in enumerate(OWN_SETTINGS, len(SPREAD_SETTINGS)):
+            own[f] = CHOICES[f][int(v[i])] if f in CHOICES else type(getattr(cls(), f))(v[i])
+        return cls(spread=SpreadParams(**sp), **own)
+
+
+MODES = ("spread", "ppr")
+CHOICES = {"fan": FAN_MODES, "mode": MODES}
+OWN_SETTINGS = tuple(f for f in RecallConfig.__dataclass_fields__ if f != "spread")
 
 
 def seed_activation(cos: np.ndarray, cfg: RecallConfig) -> np.ndarray:
@@ -125,27 +161,54 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
         return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=scan_partial,
                                 fallback=bool(spread and scan_partial))
 
-    graph, degree = view._spread_graph(cfg.fan)
-    in_graph = seed_ids < graph.n_nodes
+    in_graph = seed_ids < view._spread_graph(cfg.fan)[0].n_nodes
     act0 = seed_activation(cos, cfg)
+    t2 = time.perf_counter_ns()
+    walk = _walk if cfg.mode == "ppr" else _spread
+    nodes, act, hops, partial, info = walk(view, seed_ids[in_graph], act0[in_graph], n_seeds, warm_share,
+                                           deadline, cfg, predictor, batcher)
+    if nodes is None:                    # predicted to overrun the budget: similarity alone
+        return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=False, fallback=True, info=info)
+    t3 = time.perf_counter_ns()
+    timings["spread_ms"] = (t3 - t2) / 1e6
+
+    # candidates: everything touched, plus seeds outside the compacted graph (no links yet)
+    outside = ~in_graph
+    if outside.any():
+        ids = np.concatenate([nodes, seed_ids[outside]])
+        act = np.concatenate([act, act0[outside]])
+        hops = np.concatenate([hops.astype(np.int8), np.zeros(int(outside.sum()), np.int8)])
+    else:
+        ids, hops = nodes, hops.astype(np.int8)
+    # each candidate's own match: its seed activation, or 0 if only spreading reached it
+    order = np.argsort(seed_ids)
+    at = np.minimum(np.searchsorted(seed_ids, ids, sorter=order), seed_ids.shape[0] - 1)
+    pos = np.where(seed_ids[order[at]] == ids, order[at], -1)
+    a0 = np.where(pos >= 0, act0[np.maximum(pos, 0)], np.float32(0.0)).astype(np.float32)
+    potential = a0 + np.float32(cfg.spread_weight) * (act - a0)
+    top, score = rank(view, ids, potential, k, cfg)
+    sim = np.where(pos[top] >= 0, cos[np.maximum(pos[top], 0)], np.float32(np.nan)).astype(np.float32)
+    timings["rank_ms"] = (time.perf_counter_ns() - t3) / 1e6
+    return Ranked(ids[top], score, act[top], sim, hops[top], partial, False, timings, info)
+
+
+def _spread(view, seeds, act0, n_seeds, warm_share, deadline, cfg, predictor, batcher):
+    """mode="spread": (nodes, activation, hops, partial, info); nodes None: fall back."""
+    graph, degree = view._spread_graph(cfg.fan)
     params = view._spread_params
     batch = batcher.batch_size
-    x = LatencyPredictor.spread_features(n_seeds, int(degree[seed_ids[in_graph]].sum()), params.max_depth,
-                                         warm_share, batch)
+    x = LatencyPredictor.spread_features(n_seeds, int(degree[seeds].sum()), params.max_depth, warm_share, batch)
     estimate = predictor.predict_spread(x)
-    t2 = time.perf_counter_ns()
     metrics = view._metrics
-    if deadline is not None and estimate > FALLBACK_FACTOR * max(deadline - t2, 0):
+    if deadline is not None and estimate > FALLBACK_FACTOR * max(deadline - time.perf_counter_ns(), 0):
         if metrics is not None:
             metrics.record(0.0, 0.0, False, True, predictor.ready)
-        return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=False, fallback=True,
-                                info={"predicted_spread_ms": estimate / 1e6})
-
+        return None, None, None, False, {"predicted_spread_ms": estimate / 1e6}
     counters = CacheCounters() if metrics is not None and metrics.sample_counters() else None
     if counters is not None:
         counters.__enter__()
     splitter = getattr(view, "_splitter", None)          # set in worker processes (engram/stealing.py)
-    out = run_spread(view._kern, graph, degree, seed_ids[in_graph], act0[in_graph], params,
+    out = run_spread(view._kern, graph, degree, seeds, act0, params,
                      deadline_ns=deadline, predictor=predictor, batch_size=batch, tier_mix=warm_share,
                      trace=view._trace if view._tracing else None, trace_space=view._trace_space,
                      splitter=splitter,
@@ -157,29 +220,21 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
                        counters.result() if counters is not None else None)
     predictor.observe_spread(x, out.elapsed_ns, estimate if predictor.ready else None)
     batcher.observe(int(out.nodes.shape[0]), int(degree[out.nodes].sum()) if out.nodes.size else 0)
-    t3 = time.perf_counter_ns()
-    timings["spread_ms"] = (t3 - t2) / 1e6
-
-    # candidates: everything touched, plus seeds outside the compacted graph (no links yet)
-    outside = ~in_graph
-    if outside.any():
-        ids = np.concatenate([out.nodes, seed_ids[outside]])
-        act = np.concatenate([out.activation, act0[outside]])
-        hops = np.concatenate([out.hops.astype(np.int8), np.zeros(int(outside.sum()), np.int8)])
-    else:
-        ids, act, hops = out.nodes, out.activation, out.hops.astype(np.int8)
-    # each candidate's own match: its seed activation, or 0 if only spreading reached it
-    order = np.argsort(seed_ids)
-    at = np.minimum(np.searchsorted(seed_ids, ids, sorter=order), seed_ids.shape[0] - 1)
-    pos = np.where(seed_ids[order[at]] == ids, order[at], -1)
-    a0 = np.where(pos >= 0, act0[np.maximum(pos, 0)], np.float32(0.0)).astype(np.float32)
-    potential = a0 + np.float32(cfg.spread_weight) * (act - a0)
-    top, score = rank(view, ids, potential, k, cfg)
-    sim = np.where(pos[top] >= 0, cos[np.maximum(pos[top], 0)], np.float32(np.nan)).astype(np.float32)
-    timings["rank_ms"] = (time.perf_counter_ns() - t3) / 1e6
     info = {"hops": out.hops_run, "touched": int(out.nodes.shape[0]), "predicted_spread_ms": estimate / 1e6,
             "predicted_hops_ms": out.predicted_ns / 1e6, "hop_ms": out.hop_ns / 1e6, "batch_size": batch}
-    return Ranked(ids[top], score, act[top], sim, hops[top], out.partial, False, timings, info)
+    return out.nodes, out.activation, out.hops, out.partial, info
+
+
+def _walk(view, seeds, act0, n_seeds, warm_share, deadline, cfg, predictor, batcher):
+    """mode="ppr": PageRank mass scaled to [0, 1] by the largest, as the activation."""
+    graph, degree = view._spread_graph(cfg.fan, walk=True)
+    out = ppr.personalized_pagerank(view._kern, graph, degree, seeds, act0, restart=cfg.ppr_restart,
+                                    iterations=cfg.ppr_iterations, tolerance=cfg.ppr_tolerance,
+                                    epsilon=cfg.ppr_epsilon, deadline_ns=deadline)
+    top = float(out.mass.max()) if out.mass.size else 1.0
+    act = (out.mass / np.float32(max(top, 1e-30))).astype(np.float32)
+    info = {"hops": out.steps, "touched": int(out.nodes.shape[0]), "walking": out.walking}
+    return out.nodes, act, out.hops, out.partial, info
 
 
 def rank(view, ids: np.ndarray, act: np.ndarray, k: int, cfg: RecallConfig):

@@ -36,7 +36,6 @@ import posix_ipc
 from . import stealing
 from .board import SlotBoard
 from .errors import EngramError
-from .fan import MODES as FAN_MODES
 from .layout import TASK_BOARD_HEADER_DTYPE, TASK_SLOT_DTYPE, schema
 from .pool import ActivationRecordPool
 from .spreading_metrics import SpreadingRecorder
@@ -51,7 +50,7 @@ NIL = C["NIL"]
 KIND_RECALL = 1
 FLAG_SPREAD, FLAG_BUDGET = 1, 2
 STATUS_PARTIAL, STATUS_FALLBACK = 1, 2
-CONFIG_FLOATS = 16          # recall settings travel beside the query (see _config_vector)
+CONFIG_FLOATS = 32          # recall settings travel beside the query (RecallConfig.to_vector)
 MAX_ATTEMPTS = 2            # a task whose worker dies twice fails
 DEFAULT_SLOTS = 64
 POLL_S = 0.05
@@ -64,20 +63,15 @@ class WorkerError(EngramError):
 
 
 def _config_vector(cfg) -> np.ndarray:
-    sp = cfg.spread
-    return np.array([sp.max_depth, sp.decay, sp.threshold, sp.cycle_penalty, sp.prefetch_distance,
-                     cfg.sigmoid_midpoint, cfg.sigmoid_steepness, cfg.forget_tau_s, cfg.seed_factor,
-                     cfg.hot_budget_share, FAN_MODES.index(cfg.fan), cfg.spread_weight]
-                    + [0.0] * (CONFIG_FLOATS - 12), np.float64)
+    v = cfg.to_vector()
+    if len(v) > CONFIG_FLOATS:
+        raise AssertionError(f"recall settings outgrew CONFIG_FLOATS ({len(v)} > {CONFIG_FLOATS})")
+    return np.array(v + [0.0] * (CONFIG_FLOATS - len(v)), np.float64)
 
 
 def _config_from(v: np.ndarray):
-    from ._kernels.table import SpreadParams
     from .recall import RecallConfig
-    return RecallConfig(spread=SpreadParams(int(v[0]), float(v[1]), float(v[2]), float(v[3]), int(v[4])),
-                        sigmoid_midpoint=float(v[5]), sigmoid_steepness=float(v[6]), forget_tau_s=float(v[7]),
-                        seed_factor=int(v[8]), hot_budget_share=float(v[9]), fan=FAN_MODES[int(v[10])],
-                        spread_weight=float(v[11]))
+    return RecallConfig.from_vector(v)
 
 
 class TaskBoard(SlotBoard):
