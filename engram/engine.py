@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hwcounters, interference, kernels, metrics, ppr, snapshot, validate
+from . import hwcounters, interference, kernels, metrics, ppr, priming, snapshot, validate
 from . import recall as _recall
 from ._kernels.table import CsrGraph
 from .errors import ClosedError, InvalidInputError, UnknownIdError
@@ -101,6 +101,7 @@ class SpaceView:
         self._predictor = LatencyPredictor()
         self._batcher = AdaptiveBatcher(topology())
         self._graph_cache = None
+        self.clock = time.time_ns         # wall-clock ns (retention, priming); the owner's tests inject one
         self._metrics = None           # this process's SpreadingRecorder (owner and workers)
         self._rec = metrics.recorder(None, 0, store.space)   # readers record nothing (no-ops)
         self._tracing = False             # set by the owner (or a worker) that has a trace ring
@@ -197,7 +198,7 @@ class SpaceView:
         mode (engram/fan.py), or with those normalised per source for PageRank (walk=True),
         cached per CSR generation."""
         st = self._store
-        gen = st.generation("csr")
+        gen = (st.generation("csr"), int(st.csr()["header"]["weights_version"][0]))
         if self._graph_cache is None or self._graph_cache[0] != gen:
             self._graph_cache = (gen, {})
         graphs = self._graph_cache[1]
@@ -227,7 +228,7 @@ class SpaceView:
         self._before_spread(spread)
         r = self._ranked(q, k, bool(spread), budget_ms, t0)
         rec = st.hot()[r.ids]
-        self._touch(r.ids)
+        self._after_recall(r)
         res = RecallResult(
             ids=r.ids, scores=r.scores, confidence=rec["confidence"].copy(),
             origin=np.where(r.hops == 0, "seed", "spread").astype("<U6"), hops=r.hops,
@@ -317,8 +318,8 @@ class SpaceView:
                 "hops_seen": p.hops_seen, "spreads_seen": p.spreads_seen,
                 "batch_size": b.batch_size, "batch_changes": b.changes}
 
-    def _touch(self, ids) -> None:
-        """Readers cannot record access; the owner's Space does."""
+    def _after_recall(self, r) -> None:
+        """Readers cannot record access or priming; the owner's Space does."""
 
     def stats(self) -> dict:
         st = self._open()
@@ -358,6 +359,7 @@ class Space(SpaceView):
         self.clock = time.time_ns        # wall-clock ns of creation, access, reconsolidation; tests inject one
         self._interference = interference.InterferenceConfig()
         self._labile = Reconsolidation(self.dim)
+        self._primer = priming.Primer()
 
     def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int):
         # "auto": a lone caller runs the pipeline in its own thread (a round trip to a
@@ -414,7 +416,7 @@ class Space(SpaceView):
             rec["tier"] = t
             rec["flags"] = LIVE
             rec["refractory"] = 0
-            rec["visit_epoch"] = 0
+            rec["primed_s"] = 0
             rec["edge_begin"] = 0
             rec["edge_count"] = 0
             rec["strength"] = 1.0
@@ -498,6 +500,11 @@ class Space(SpaceView):
                 else:
                     raise InvalidInputError(f"src has {s.shape[0]} ids and dst {d.shape[0]}: pass equal lengths or one id")
             w = validate.per_item(weights, s.shape[0], "weights", 1.0, 0.0, 1.0, lo_open=True)
+            return self._link_trusted(s, d, w)
+
+    def _link_trusted(self, s: np.ndarray, d: np.ndarray, w: np.ndarray) -> int:
+        """link() for ids and weights already checked (priming's co-recall links)."""
+        with self._lock:
             self._graph.append(s.astype(np.uint32), d.astype(np.uint32), w)
             self._store.bump()
         self._rec.links_total.inc(int(s.shape[0]))
@@ -535,16 +542,25 @@ class Space(SpaceView):
         """Merge pending links into the CSR now; returns the number of live links."""
         with self._lock:
             self._open()
+            self._primer.flush(self)
             return self._graph.compact()
 
-    def _touch(self, ids) -> None:
+    def _after_recall(self, r) -> None:
         # The scan itself runs without the lock (the kernels release the GIL,
         # so concurrent recalls overlap); only the access update is serialised.
+        ids = r.ids
         if ids.shape[0]:
             with self._lock:
                 rec = self._store.hot()
-                rec["last_access_ns"][ids] = self.clock()
+                now = self.clock()
+                rec["last_access_ns"][ids] = now
                 rec["access_count"][ids] += 1
+                cfg = self._recall_cfg
+                if cfg.priming and r.primed is not None:
+                    counts = self._primer.record(self, ids, r.primed, now, cfg)
+                    for kind, n in counts.items():
+                        if n:
+                            self._rec.priming_total[kind].inc(n)
 
 
 def _shutdown(engine: EngineName, workers) -> None:

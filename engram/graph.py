@@ -92,6 +92,29 @@ class Graph:
         live = self._live(dst)
         return dst[live].astype(np.int64), w[live].copy()
 
+    def reweight(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Owner: set the weight of links already in the CSR, in place (the plain weights and
+        the fan-discounted ones, which scale with them); returns the mask of pairs found.
+        Readers see each new weight at once (a 4-byte store); the CSR's weights_version
+        tells caches of derived weights (PageRank's normalised ones) to rebuild."""
+        csr = self.store.csr()
+        off, targets = csr["offsets"], csr["targets"]
+        found = np.zeros(src.shape[0], bool)
+        n = off.shape[0] - 1
+        for i, (a, b) in enumerate(zip(src.tolist(), dst.tolist())):
+            if a >= n:
+                continue
+            lo, hi = int(off[a]), int(off[a + 1])
+            e = lo + int(np.searchsorted(targets[lo:hi], b))        # rows are sorted by target
+            if e < hi and targets[e] == b:
+                old = float(csr["weights"][e])
+                csr["weights"][e] = w[i]
+                csr["fan"][:, e] *= np.float32(w[i] / old)
+                found[i] = True
+        if found.any():
+            csr["header"]["weights_version"] += 1
+        return found
+
     def compact(self) -> int:
         """Owner: merge the delta log into a new CSR generation; returns the edge count."""
         st = self.store

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._kernels.table import SpreadParams, decay_params
-from . import ppr
+from . import ppr, priming
 from .errors import InvalidInputError
 from .fan import MODES as FAN_MODES
 from .hwcounters import CacheCounters
@@ -56,6 +56,14 @@ class RecallConfig:
     ppr_iterations: int = 20            # at most this many steps of the series
     ppr_tolerance: float = 1e-3         # stop when the mass still walking is below this
     ppr_epsilon: float = 1e-4           # drop contributions below this (keeps the walk local)
+    priming: bool = False               # repetition, semantic and associative priming (engram/priming.py)
+    priming_weight: float = 0.2         # a primed memory's score grows by at most this share
+    repetition_tau_s: float = 600.0     # repetition priming e-folds 10 minutes after a recall
+    semantic_tau_s: float = 120.0       # residual activation e-folds in 2 minutes
+    semantic_share: float = 0.5         # of a reached memory's activation, what stays as residual
+    semantic_keep: int = 32             # memories per recall that keep a residual
+    associative_rate: float = 0.05      # Hebbian step for links among what is recalled together
+    associative_top: int = 3            # ... among the top this many results
 
     def spread_params(self) -> SpreadParams:
         return self.spread.check()
@@ -94,6 +102,21 @@ class RecallConfig:
         if isinstance(self.ppr_iterations, bool) or not isinstance(self.ppr_iterations, int) \
                 or not 1 <= self.ppr_iterations <= 255:
             raise InvalidInputError(f"ppr_iterations must be an integer in [1, 255], got {self.ppr_iterations!r}")
+        if not isinstance(self.priming, bool):
+            raise InvalidInputError(f"priming must be True or False, got {self.priming!r}")
+        for name, lo, hi in (("priming_weight", 0.0, 1.0), ("semantic_share", 0.0, 1.0),
+                             ("associative_rate", 0.0, 1.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise InvalidInputError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+        for name in ("repetition_tau_s", "semantic_tau_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+                raise InvalidInputError(f"{name} must be a finite number > 0, got {v!r}")
+        for name, hi in (("semantic_keep", 1024), ("associative_top", 16)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+                raise InvalidInputError(f"{name} must be an integer in [0, {hi}], got {v!r}")
         return self
 
     # settings travel to worker processes as float64s beside the query (engram/workers.py)
@@ -146,6 +169,7 @@ class Ranked:
     fallback: bool
     timings: dict
     info: dict = None           # spreading details: hops run, nodes touched, predictions
+    primed: tuple = None        # (ids, activation) the spread reached most: semantic priming
 
 
 def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None, cfg: RecallConfig,
@@ -189,7 +213,8 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
     top, score = rank(view, ids, potential, k, cfg)
     sim = np.where(pos[top] >= 0, cos[np.maximum(pos[top], 0)], np.float32(np.nan)).astype(np.float32)
     timings["rank_ms"] = (time.perf_counter_ns() - t3) / 1e6
-    return Ranked(ids[top], score, act[top], sim, hops[top], partial, False, timings, info)
+    return Ranked(ids[top], score, act[top], sim, hops[top], partial, False, timings, info,
+                  priming.reached(ids, act, cfg) if cfg.priming else None)
 
 
 def _spread(view, seeds, act0, n_seeds, warm_share, deadline, cfg, predictor, batcher):
@@ -240,14 +265,15 @@ def _walk(view, seeds, act0, n_seeds, warm_share, deadline, cfg, predictor, batc
 def rank(view, ids: np.ndarray, act: np.ndarray, k: int, cfg: RecallConfig):
     """(positions of the best k live candidates, their scores), best first, ties by id.
 
-    score = act x confidence x retention (act: the blended activation), and confidence x retention <= 1
-    (both factors are in [0, 1]), so a candidate can only beat the k-th score
-    if its activation does: score the most active M first and widen M only
+    score = act x confidence x retention x priming (act: the blended activation), and confidence x
+    retention <= 1 (both factors are in [0, 1]) and priming <= lift, so a candidate can only beat
+    the k-th score if its activation x lift does: score the most active M first and widen M only
     when something outside could still get in. Exact, and it touches ~8k
     records instead of every node the spread reached."""
     n = act.shape[0]
     hot = view._store.hot()
-    now = time.time_ns()
+    now = view.clock()
+    lift = 1.0 + (cfg.priming_weight if cfg.priming else 0.0)    # the most priming multiplies by
     m = min(n, max(8 * k, 64))
     while True:
         top_m = np.argpartition(-act, m - 1)[:m] if m < n else np.arange(n)
@@ -255,10 +281,12 @@ def rank(view, ids: np.ndarray, act: np.ndarray, k: int, cfg: RecallConfig):
         cand = ids[pos]
         score = act[pos] * hot["confidence"][cand] * retention(view._kern, hot["strength"][cand],
                                                                hot["last_access_ns"][cand], now, cfg)
+        if cfg.priming:
+            score = score * priming.boost(hot, cand, now, cfg)
         order = np.lexsort((cand, -score))[:k]
         if m == n:
             break
-        floor = act[top_m].min()          # the most any unscored candidate has
+        floor = act[top_m].min() * lift   # the most any unscored candidate can score
         if order.shape[0] == k and score[order[-1]] > floor:
             break
         m = min(n, m * 4)

@@ -210,21 +210,27 @@ def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels
                            budget_ms=budget, cfg=cfg, predictor=view._predictor, batcher=view._batcher,
                            t_begin=int(slot["submit_ns"]))
         n = int(r.ids.shape[0])
-        idx = pool.acquire(n)
+        p_ids, p_act = r.primed if r.primed is not None else (r.ids[:0], r.activation[:0])
+        m = int(p_ids.shape[0])
+        idx = pool.acquire(n + m)         # the result, then what the spread reached most (priming)
         rec = pool.records
-        rec["node"][idx] = r.ids
-        rec["activation"][idx] = r.activation
-        rec["score"][idx] = r.scores
-        rec["similarity"][idx] = r.similarity
-        rec["hop"][idx] = r.hops
-        rec["confidence"][idx] = view._store.hot()["confidence"][r.ids]
+        res, pri = idx[:n], idx[n:]
+        rec["node"][res] = r.ids
+        rec["activation"][res] = r.activation
+        rec["score"][res] = r.scores
+        rec["similarity"][res] = r.similarity
+        rec["hop"][res] = r.hops
+        rec["confidence"][res] = view._store.hot()["confidence"][r.ids]
+        rec["node"][pri] = p_ids
+        rec["activation"][pri] = p_act
         rec["source"][idx] = worker_id
-        if n:
+        if n + m:
             rec["next"][idx[:-1]] = idx[1:]
             rec["next"][idx[-1]] = NIL
         t = r.timings
-        slot["result_head"] = int(idx[0]) if n else NIL
+        slot["result_head"] = int(idx[0]) if n + m else NIL
         slot["result_count"] = n
+        slot["primed_count"] = m
         slot["scan_ms"], slot["spread_ms"], slot["rank_ms"] = (t.get("scan_ms", 0.0), t.get("spread_ms", 0.0),
                                                                t.get("rank_ms", 0.0))
         info = r.info or {}
@@ -238,8 +244,9 @@ def _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels
 
 
 def _fail(board, i: int, message: str) -> None:
-    msg = message.encode()[:87]
-    err = np.zeros(88, np.uint8)
+    size = board.slots.dtype["message"].shape[0]
+    msg = message.encode()[:size - 1]
+    err = np.zeros(size, np.uint8)
     err[:len(msg)] = np.frombuffer(msg, np.uint8)
     board.slots["message"][i] = err
     board.set_state(i, FAILED)
@@ -407,15 +414,16 @@ class WorkerPool:
                     break
             if st == FAILED:
                 raise WorkerError(bytes(slot["message"]).rstrip(b"\0").decode(errors="replace"))
-            n = int(slot["result_count"])
-            idx = np.empty(n, np.uint32)
+            n, m = int(slot["result_count"]), int(slot["primed_count"])
+            idx = np.empty(n + m, np.uint32)
             j = int(slot["result_head"])
             nxt = self.pool.records["next"]
-            for m in range(n):
-                idx[m] = j
+            for x in range(n + m):
+                idx[x] = j
                 j = int(nxt[j])
-            rec = self.pool.records[idx]
+            all_rec = self.pool.records[idx]
             self.pool.release(idx, local=False)     # the workers acquire: give them back at once
+            rec, pri = all_rec[:n], all_rec[n:]
         finally:
             b.set_state(i, FREE)
         status = int(slot["status"])
@@ -426,7 +434,8 @@ class WorkerPool:
         info = {"hops": int(slot["hops_run"]), "touched": int(slot["touched"]), "worker": int(slot["worker"])}
         return Ranked(rec["node"].astype(np.int64), rec["score"].copy(), rec["activation"].copy(),
                       rec["similarity"].copy(), rec["hop"].astype(np.int8), bool(status & STATUS_PARTIAL),
-                      bool(status & STATUS_FALLBACK), timings, info)
+                      bool(status & STATUS_FALLBACK), timings, info,
+                      (pri["node"].astype(np.int64), pri["activation"].copy()) if cfg.priming else None)
 
     def stats(self) -> dict:
         if not self.started:

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xe785b89493b0e934ULL
+#define EG_LAYOUT_HASH 0xa1f4f292a1564398ULL
 #define EG_ABI_VERSION 8
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
@@ -76,7 +76,7 @@ typedef struct __attribute__((aligned(64))) {
     uint8_t tier;
     uint8_t flags;
     uint16_t refractory;
-    uint32_t visit_epoch;
+    uint32_t primed_s;
     uint32_t edge_begin;
     uint32_t edge_count;
     float strength;
@@ -92,7 +92,7 @@ _Static_assert(offsetof(eg_node_hot_t, confidence) == 12, "NodeHot.confidence of
 _Static_assert(offsetof(eg_node_hot_t, tier) == 16, "NodeHot.tier offset");
 _Static_assert(offsetof(eg_node_hot_t, flags) == 17, "NodeHot.flags offset");
 _Static_assert(offsetof(eg_node_hot_t, refractory) == 18, "NodeHot.refractory offset");
-_Static_assert(offsetof(eg_node_hot_t, visit_epoch) == 20, "NodeHot.visit_epoch offset");
+_Static_assert(offsetof(eg_node_hot_t, primed_s) == 20, "NodeHot.primed_s offset");
 _Static_assert(offsetof(eg_node_hot_t, edge_begin) == 24, "NodeHot.edge_begin offset");
 _Static_assert(offsetof(eg_node_hot_t, edge_count) == 28, "NodeHot.edge_count offset");
 _Static_assert(offsetof(eg_node_hot_t, strength) == 32, "NodeHot.strength offset");
@@ -194,7 +194,8 @@ typedef struct __attribute__((aligned(64))) {
     uint32_t worker_pid;
     uint8_t space[64];
     uint64_t taken_ns;
-    uint8_t message[88];
+    uint32_t primed_count;
+    uint8_t message[84];
 } eg_task_slot_t;
 _Static_assert(sizeof(eg_task_slot_t) == 256, "TaskSlot size");
 _Static_assert(offsetof(eg_task_slot_t, state) == 0, "TaskSlot.state offset");
@@ -219,7 +220,8 @@ _Static_assert(offsetof(eg_task_slot_t, status) == 88, "TaskSlot.status offset")
 _Static_assert(offsetof(eg_task_slot_t, worker_pid) == 92, "TaskSlot.worker_pid offset");
 _Static_assert(offsetof(eg_task_slot_t, space) == 96, "TaskSlot.space offset");
 _Static_assert(offsetof(eg_task_slot_t, taken_ns) == 160, "TaskSlot.taken_ns offset");
-_Static_assert(offsetof(eg_task_slot_t, message) == 168, "TaskSlot.message offset");
+_Static_assert(offsetof(eg_task_slot_t, primed_count) == 168, "TaskSlot.primed_count offset");
+_Static_assert(offsetof(eg_task_slot_t, message) == 172, "TaskSlot.message offset");
 
 /* Head of the task board segment. */
 typedef struct __attribute__((aligned(32))) {
@@ -362,7 +364,7 @@ typedef struct __attribute__((aligned(64))) {
     uint64_t weights_at;
     uint64_t delta_applied;
     uint64_t fan_at;
-    uint64_t _reserved;
+    uint64_t weights_version;
 } eg_csr_header_t;
 _Static_assert(sizeof(eg_csr_header_t) == 64, "CsrHeader size");
 _Static_assert(offsetof(eg_csr_header_t, n_nodes) == 0, "CsrHeader.n_nodes offset");
@@ -372,7 +374,7 @@ _Static_assert(offsetof(eg_csr_header_t, targets_at) == 24, "CsrHeader.targets_a
 _Static_assert(offsetof(eg_csr_header_t, weights_at) == 32, "CsrHeader.weights_at offset");
 _Static_assert(offsetof(eg_csr_header_t, delta_applied) == 40, "CsrHeader.delta_applied offset");
 _Static_assert(offsetof(eg_csr_header_t, fan_at) == 48, "CsrHeader.fan_at offset");
-_Static_assert(offsetof(eg_csr_header_t, _reserved) == 56, "CsrHeader._reserved offset");
+_Static_assert(offsetof(eg_csr_header_t, weights_version) == 56, "CsrHeader.weights_version offset");
 
 /* TableRef */
 typedef struct __attribute__((aligned(8))) {
@@ -489,7 +491,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"NodeHot", "tier", (int64_t)offsetof(eg_node_hot_t, tier), (int64_t)sizeof(((eg_node_hot_t *)0)->tier)}, \
     {"NodeHot", "flags", (int64_t)offsetof(eg_node_hot_t, flags), (int64_t)sizeof(((eg_node_hot_t *)0)->flags)}, \
     {"NodeHot", "refractory", (int64_t)offsetof(eg_node_hot_t, refractory), (int64_t)sizeof(((eg_node_hot_t *)0)->refractory)}, \
-    {"NodeHot", "visit_epoch", (int64_t)offsetof(eg_node_hot_t, visit_epoch), (int64_t)sizeof(((eg_node_hot_t *)0)->visit_epoch)}, \
+    {"NodeHot", "primed_s", (int64_t)offsetof(eg_node_hot_t, primed_s), (int64_t)sizeof(((eg_node_hot_t *)0)->primed_s)}, \
     {"NodeHot", "edge_begin", (int64_t)offsetof(eg_node_hot_t, edge_begin), (int64_t)sizeof(((eg_node_hot_t *)0)->edge_begin)}, \
     {"NodeHot", "edge_count", (int64_t)offsetof(eg_node_hot_t, edge_count), (int64_t)sizeof(((eg_node_hot_t *)0)->edge_count)}, \
     {"NodeHot", "strength", (int64_t)offsetof(eg_node_hot_t, strength), (int64_t)sizeof(((eg_node_hot_t *)0)->strength)}, \
@@ -550,6 +552,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"TaskSlot", "worker_pid", (int64_t)offsetof(eg_task_slot_t, worker_pid), (int64_t)sizeof(((eg_task_slot_t *)0)->worker_pid)}, \
     {"TaskSlot", "space", (int64_t)offsetof(eg_task_slot_t, space), (int64_t)sizeof(((eg_task_slot_t *)0)->space)}, \
     {"TaskSlot", "taken_ns", (int64_t)offsetof(eg_task_slot_t, taken_ns), (int64_t)sizeof(((eg_task_slot_t *)0)->taken_ns)}, \
+    {"TaskSlot", "primed_count", (int64_t)offsetof(eg_task_slot_t, primed_count), (int64_t)sizeof(((eg_task_slot_t *)0)->primed_count)}, \
     {"TaskSlot", "message", (int64_t)offsetof(eg_task_slot_t, message), (int64_t)sizeof(((eg_task_slot_t *)0)->message)}, \
     {"TaskBoardHeader", "", 0, (int64_t)sizeof(eg_task_board_header_t)}, \
     {"TaskBoardHeader", "slots", (int64_t)offsetof(eg_task_board_header_t, slots), (int64_t)sizeof(((eg_task_board_header_t *)0)->slots)}, \
@@ -616,7 +619,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"CsrHeader", "weights_at", (int64_t)offsetof(eg_csr_header_t, weights_at), (int64_t)sizeof(((eg_csr_header_t *)0)->weights_at)}, \
     {"CsrHeader", "delta_applied", (int64_t)offsetof(eg_csr_header_t, delta_applied), (int64_t)sizeof(((eg_csr_header_t *)0)->delta_applied)}, \
     {"CsrHeader", "fan_at", (int64_t)offsetof(eg_csr_header_t, fan_at), (int64_t)sizeof(((eg_csr_header_t *)0)->fan_at)}, \
-    {"CsrHeader", "_reserved", (int64_t)offsetof(eg_csr_header_t, _reserved), (int64_t)sizeof(((eg_csr_header_t *)0)->_reserved)}, \
+    {"CsrHeader", "weights_version", (int64_t)offsetof(eg_csr_header_t, weights_version), (int64_t)sizeof(((eg_csr_header_t *)0)->weights_version)}, \
     {"TableRef", "", 0, (int64_t)sizeof(eg_table_ref_t)}, \
     {"TableRef", "generation", (int64_t)offsetof(eg_table_ref_t, generation), (int64_t)sizeof(((eg_table_ref_t *)0)->generation)}, \
     {"TableRef", "capacity", (int64_t)offsetof(eg_table_ref_t, capacity), (int64_t)sizeof(((eg_table_ref_t *)0)->capacity)}, \

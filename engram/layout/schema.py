@@ -93,12 +93,12 @@ SEGMENT_HEADER = Record("SegmentHeader", (
 #: The hot record spreading touches: exactly one cache line.
 NODE_HOT = Record("NodeHot", (
     F("id", "u64", doc="memory id (== slot index in this format)"),
-    F("activation", "f32"),
+    F("activation", "f32", doc="residual activation left by recent recalls (semantic priming, engram/priming.py)"),
     F("confidence", "f32", doc="[0, 1]"),
     F("tier", "u8", doc="TIER_HOT (f32 embedding) or TIER_WARM (f16)"),
     F("flags", "u8", doc="NODE_* bits"),
     F("refractory", "u16", doc="hops a node rests after firing"),
-    F("visit_epoch", "u32", doc="epoch of the last spread that touched it"),
+    F("primed_s", "u32", doc="Unix time (s) the residual activation was left; it decays from then"),
     F("edge_begin", "u32", doc="first CSR edge"),
     F("edge_count", "u32", doc="CSR out-degree"),
     F("strength", "f32", doc="memory strength for forgetting curves"),
@@ -120,7 +120,7 @@ EDGE_DELTA = Record("EdgeDelta", (
 ACTIVATION_RECORD = Record("ActivationRecord", (
     F("node", "u32"),
     F("next", "u32", doc="freelist / frontier link by index; EG_NIL = none"),
-    F("activation", "f32"),
+    F("activation", "f32", doc="residual activation left by recent recalls (semantic priming, engram/priming.py)"),
     F("confidence", "f32"),
     F("source", "u32", doc="node this activation came from"),
     F("hop", "u16"),
@@ -176,7 +176,8 @@ TASK_SLOT = Record("TaskSlot", (
     F("worker_pid", "u32"),
     F("space", "u8", 64, doc="memory space name, NUL padded"),
     F("taken_ns", "u64", doc="CLOCK_MONOTONIC when a worker took it"),
-    F("message", "u8", 88, doc="what failed, UTF-8, NUL padded"),
+    F("primed_count", "u32", doc="pool records after the result: what the spread reached most (priming)"),
+    F("message", "u8", 84, doc="what failed, UTF-8, NUL padded"),
 ), size=256, align=64, doc="A request on the task board and where its answer is.")
 
 TASK_BOARD_HEADER = Record("TaskBoardHeader", (
@@ -299,7 +300,7 @@ CSR_HEADER = Record("CsrHeader", (
     F("weights_at", "u64", doc="byte offset of f32 weights[n_edges]"),
     F("delta_applied", "u64", doc="delta-log entries folded into this CSR"),
     F("fan_at", "u64", doc="byte offset of f32 fan_weights[3][n_edges]: source, target, both (engram/fan.py)"),
-    F("_reserved", "u64", 1),
+    F("weights_version", "u64", doc="in-place weight changes since this CSR was built (associative priming)"),
 ), size=64, align=64, doc="Follows the segment header in a CSR segment.")
 
 #: One table's current generation, published in the space directory.
