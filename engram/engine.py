@@ -556,6 +556,12 @@ class Space(SpaceView):
                 rec["last_access_ns"][ids] = now
                 rec["access_count"][ids] += 1
                 cfg = self._recall_cfg
+                if cfg.fan != "none" and not r.fallback and r.info and r.info.get("hops"):
+                    # fan interference: each directly matched memory whose several associations
+                    # divided its activation among them (ACT-R's fan effect, engram/fan.py)
+                    fanned = int(np.count_nonzero(rec["edge_count"][ids[r.hops == 0]] > 1))
+                    if fanned:
+                        self._rec.interference_total["fan"].inc(fanned)
                 if cfg.priming and r.primed is not None:
                     counts = self._primer.record(self, ids, r.primed, now, cfg)
                     for kind, n in counts.items():

@@ -101,3 +101,21 @@ def test_bad_fan_modes_are_refused(hubby):
         mem.configure_recall(fan="hubs")
     with pytest.raises(errors.InvalidInputError, match="fan must be one of"):
         mem.spread({1: 1.0}, fan="everything")
+
+
+def test_fan_interference_is_counted_per_directly_matched_memory_with_several_links():
+    rng = np.random.default_rng(4)
+    with engram.Engine(dim=8, workers=0) as eng:
+        mem = eng.space("fan-count")
+        v = rng.standard_normal((40, 8))
+        mem.remember(v)
+        mem.link(np.arange(1, 40), 0, 0.9)
+        mem.link(0, np.arange(1, 40), 0.9)
+        mem.compact()
+        count = lambda: eng._metrics_seg.totals()["engram_interference_total"].get("fan-count", {}).get("fan", 0)  # noqa: E731
+        mem.recall(v[1], k=5, budget_ms=None)                  # fan="none": nothing counted
+        assert count() == 0
+        mem.configure_recall(fan="both")
+        r = mem.recall(v[0], k=5, budget_ms=None)
+        want = int(np.count_nonzero(mem._store.hot()["edge_count"][r.ids[r.hops == 0]] > 1))
+        assert want >= 1 and count() == want                   # the hub, matched directly, has 39 links
