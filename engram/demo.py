@@ -4,7 +4,8 @@ Builds a memory of the Python standard library (modules, classes and
 functions with their docstrings; containment and imports as associations),
 embeds it with the deterministic hashing embedder, stores it in an engine's
 shared memory, and answers a few questions with timings: the closest
-memories by similarity, then what spreading along the associations adds.
+memories by similarity, then what spreading along the associations adds and
+the path of associations that brought each addition.
 Recall spreads with the fan effect on both ends (engram/fan.py): on this import
 graph `os` and `sys` would otherwise collect activation from everything.
 """
@@ -30,6 +31,11 @@ QUERIES = (
     "run a function in a separate thread with a lock",
     "compute a cryptographic hash digest of bytes",
 )
+
+
+def _name(text: str) -> str:
+    """The qualified name a corpus memory's text starts with ("name (kind): summary")."""
+    return (text or "?").split(" (", 1)[0]
 
 
 def run(limit=None, queries=None, k: int = 5, dim: int = 384, tier: str = "hot", out=None) -> dict:
@@ -78,6 +84,7 @@ def run(limit=None, queries=None, k: int = 5, dim: int = 384, tier: str = "hot",
                 continue
             res = mem.recall(q, k=k, spread=False)
             assoc = mem.recall(q, k=3 * k)             # with spreading along the associations
+            seeds = mem.recall(q, k=6 * k, spread=False).ids     # what that spread started from (2 x 3k)
             timings.append(assoc.timings["total_ms"])
             say(f"? {qtext}    (similarity {res.timings['total_ms']:.2f} ms, "
                 f"with spreading {assoc.timings['total_ms']:.2f} ms)")
@@ -88,6 +95,9 @@ def run(limit=None, queries=None, k: int = 5, dim: int = 384, tier: str = "hot",
                       zip(assoc.ids, assoc.hops, assoc.activation, assoc.content) if h > 0 and i not in shown]
             for mid, hops, act, text in spread[:2]:
                 say(f"  + {act:5.3f} #{mid:<6} {text[:90]}  (associated, {hops} hop{'s' if hops > 1 else ''})")
+                trail = mem.path(seeds, mid, max_hops=hops)
+                names = mem.get(trail).content if trail else []
+                say("           via " + " -> ".join(f"{_name(t)} #{i}" for i, t in zip(trail, names)))
             say("")
         # latency over many queries: every memory's own text as a query
         rng = np.random.default_rng(0)

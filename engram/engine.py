@@ -302,6 +302,19 @@ class SpaceView:
         order = np.lexsort((nodes, -a))
         return nodes[order], a[order]
 
+    def path(self, sources, target: int, max_hops: int = 4) -> list:
+        """The associations that lead from any of ``sources`` to ``target``: the fewest hops
+        (at most ``max_hops``), and among those the largest product of link weights, as a
+        list of memory ids from a source to the target ([] if none within reach). This is
+        how a spread result got its activation: ``mem.path(seed_ids, res.ids[i])``."""
+        self._open()
+        src = self._live_ids(sources)
+        tgt = int(self._live_ids(target)[0])
+        hops = validate.positive_int(max_hops, "max_hops", 1)
+        self._before_spread(True)
+        graph, _ = self._spread_graph("none")
+        return _strongest_path(graph, src, tgt, hops)
+
     def _before_spread(self, spread: bool) -> None:
         """Readers spread over the compacted links only; the owner compacts first."""
 
@@ -336,6 +349,42 @@ class SpaceView:
 
     def __repr__(self):
         return f"<engram space {self.name!r} dim={self.dim}>"
+
+
+def _strongest_path(graph, sources: np.ndarray, target: int, max_hops: int) -> list:
+    """Breadth-first over the CSR, level by level; each newly reached node keeps the
+    parent that reaches it with the largest weight product."""
+    n = graph.n_nodes
+    if target in set(sources.tolist()):
+        return [target]
+    off, tg, w = graph.offsets.astype(np.int64), graph.targets, graph.weights
+    parent = {}
+    frontier = np.unique(sources[sources < n])
+    score = np.ones(frontier.shape[0])
+    seen = np.zeros(n, bool)
+    seen[frontier] = True
+    for _ in range(max_hops):
+        if frontier.size == 0:
+            break
+        deg = off[frontier + 1] - off[frontier]
+        owner = np.repeat(np.arange(frontier.shape[0]), deg)
+        edge = np.repeat(off[frontier] - np.cumsum(deg) + deg, deg) + np.arange(int(deg.sum()))
+        v = tg[edge].astype(np.int64)
+        sc = score[owner] * w[edge]
+        fresh = ~seen[v]
+        v, sc, owner = v[fresh], sc[fresh], owner[fresh]
+        best = np.lexsort((-sc, v))                         # by node, strongest first
+        keep = best[np.r_[True, v[best][1:] != v[best][:-1]]] if best.size else best
+        for node, u in zip(v[keep].tolist(), frontier[owner[keep]].tolist()):
+            parent[node] = u
+        frontier, score = v[keep], sc[keep]
+        seen[frontier] = True
+        if target in parent:
+            out = [target]
+            while out[-1] in parent:
+                out.append(parent[out[-1]])
+            return out[::-1]
+    return []
 
 
 def kernels_query(query, dim: int) -> np.ndarray:
