@@ -32,13 +32,31 @@ static inline void eg_prefetch(const void *p) {
 #endif
 }
 
+/* Node v receives contribution c at hop `hop` (tag = epoch << 8): a first touch joins
+ * the next frontier, a node that fired already gains c x cycle_penalty, activation
+ * clamps at 1. Returns the new count, or -1 when out_nodes is full. */
+static inline int64_t eg_apply(eg_spread_state_t *state, uint32_t v, float c, uint32_t tag, uint32_t hop,
+                               float cycle_penalty, uint32_t *out_nodes, uint64_t count, uint64_t out_cap) {
+    eg_spread_state_t *st = &state[v];
+    if ((st->mark & ~EG_HOP_MASK) != tag) {               /* first touch: joins the next frontier */
+        if (count >= out_cap) return -1;
+        st->mark = tag | hop;
+        st->act = 0.0f;
+        out_nodes[count++] = v;
+    } else if ((st->mark & EG_HOP_MASK) < hop) {
+        c *= cycle_penalty;                               /* fired already: gains, never re-fires */
+    }
+    float x = st->act + c;
+    st->act = x < 1.0f ? x : 1.0f;
+    return (int64_t)count;
+}
+
 EG_API int64_t eg_spread_fire(EG_SPREAD_HOP_ARGS) {
     if (!offsets || !state || !out_nodes || !fire || (n_nodes && (!targets || !weights))) return EG_EINVAL;
     if (hop == 0 || hop > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu || begin > end || end > count
         || count > out_cap)
         return EG_EINVAL;
     const uint32_t tag = epoch << 8;
-    const uint32_t new_mark = tag | hop;
     for (uint64_t i = begin; i < end; i++) {
         if (prefetch_distance && i + prefetch_distance < end) {
             uint32_t ahead = out_nodes[i + prefetch_distance];
@@ -53,21 +71,13 @@ EG_API int64_t eg_spread_fire(EG_SPREAD_HOP_ARGS) {
         for (uint64_t e = e0; e < e1; e++) {
             if (prefetch_distance && e + prefetch_distance < e1)
                 eg_prefetch(&state[targets[e + prefetch_distance]]);
-            float c = out * weights[e];
+            const float c = out * weights[e];
             if (c < threshold) continue;
             const uint32_t v = targets[e];
             if (v >= n_nodes) return EG_EINVAL;
-            eg_spread_state_t *st = &state[v];
-            if ((st->mark & ~EG_HOP_MASK) != tag) {       /* first touch: joins the next frontier */
-                if (count >= out_cap) return EG_ENOSPACE;
-                st->mark = new_mark;
-                st->act = 0.0f;
-                out_nodes[count++] = v;
-            } else if ((st->mark & EG_HOP_MASK) < hop) {
-                c *= cycle_penalty;                       /* fired already: gains, never re-fires */
-            }
-            float x = st->act + c;
-            st->act = x < 1.0f ? x : 1.0f;
+            const int64_t got = eg_apply(state, v, c, tag, hop, cycle_penalty, out_nodes, count, out_cap);
+            if (got < 0) return EG_ENOSPACE;
+            count = (uint64_t)got;
         }
     }
     return (int64_t)count;
@@ -127,22 +137,12 @@ EG_API int64_t eg_spread_gather(EG_SPREAD_GATHER_ARGS) {
 EG_API int64_t eg_spread_merge(EG_SPREAD_MERGE_ARGS) {
     if (!state || !out_nodes || (n && (!v || !s))) return EG_EINVAL;
     if (hop == 0 || hop > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu || count > out_cap) return EG_EINVAL;
-    const uint32_t tag = epoch << 8, new_mark = tag | hop;
+    const uint32_t tag = epoch << 8;
     for (uint64_t i = 0; i < n; i++) {
-        const uint32_t t = v[i];
-        if (t >= n_nodes) return EG_EINVAL;
-        float c = s[i];
-        eg_spread_state_t *st = &state[t];
-        if ((st->mark & ~EG_HOP_MASK) != tag) {
-            if (count >= out_cap) return EG_ENOSPACE;
-            st->mark = new_mark;
-            st->act = 0.0f;
-            out_nodes[count++] = t;
-        } else if ((st->mark & EG_HOP_MASK) < hop) {
-            c *= cycle_penalty;
-        }
-        float x = st->act + c;
-        st->act = x < 1.0f ? x : 1.0f;
+        if (v[i] >= n_nodes) return EG_EINVAL;
+        const int64_t got = eg_apply(state, v[i], s[i], tag, hop, cycle_penalty, out_nodes, count, out_cap);
+        if (got < 0) return EG_ENOSPACE;
+        count = (uint64_t)got;
     }
     return (int64_t)count;
 }

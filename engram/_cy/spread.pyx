@@ -21,6 +21,19 @@ cdef inline bint _vec(cnp.ndarray a, int typenum, bint writable):
             and (cnp.PyArray_ISCARRAY(a) if writable else cnp.PyArray_ISCARRAY_RO(a)))
 
 
+cdef uint64_t _csr_nodes(cnp.ndarray offsets, cnp.ndarray targets, cnp.ndarray weights) except? 0xFFFFFFFFFFFFFFFF:
+    """n of a CSR whose shapes agree (offsets n+1, weights as many as targets, offsets
+    inside them); the element checks are CsrGraph's, done once when it is built."""
+    cdef uint64_t n, m
+    if cnp.PyArray_SIZE(offsets) < 1:
+        raise ValueError("offsets needs n+1 entries")
+    n = <uint64_t>cnp.PyArray_SIZE(offsets) - 1
+    m = <uint64_t>cnp.PyArray_SIZE(targets)
+    if <uint64_t>cnp.PyArray_SIZE(weights) != m or (<const uint64_t *>cnp.PyArray_DATA(offsets))[n] > m:
+        raise ValueError("weights must match targets and offsets must stay inside them")
+    return n
+
+
 cdef class SpreadKernel:
     """SpreadKernel(address)(offsets, targets, weights, seeds, seed_act, max_depth, decay,
     threshold, cycle_penalty, prefetch_distance, epoch, state, out_nodes, fire) -> touched count."""
@@ -37,7 +50,7 @@ cdef class SpreadKernel:
                  cnp.ndarray seeds not None, cnp.ndarray seed_act not None, uint32_t max_depth, float decay,
                  float threshold, float cycle_penalty, uint32_t prefetch_distance, uint32_t epoch,
                  cnp.ndarray state not None, cnp.ndarray out_nodes not None, cnp.ndarray fire not None):
-        cdef uint64_t n, m, n_seeds, cap
+        cdef uint64_t n, n_seeds, cap
         cdef int64_t got
         if not (_vec(offsets, cnp.NPY_UINT64, False) and _vec(targets, cnp.NPY_UINT32, False)
                 and _vec(weights, cnp.NPY_FLOAT32, False) and _vec(seeds, cnp.NPY_UINT32, False)
@@ -47,12 +60,7 @@ cdef class SpreadKernel:
             raise ValueError("spread arrays must be contiguous 1-D arrays of the documented types: offsets u64, "
                              "targets u32, weights f32, seeds u32, seed_act f32, state SpreadState, "
                              "out_nodes u32, fire f32")
-        n = <uint64_t>cnp.PyArray_SIZE(offsets) - 1
-        m = <uint64_t>cnp.PyArray_SIZE(targets)
-        if cnp.PyArray_SIZE(offsets) < 1 or <uint64_t>cnp.PyArray_SIZE(weights) != m:
-            raise ValueError("offsets needs n+1 entries and weights as many as targets")
-        if (<const uint64_t *>cnp.PyArray_DATA(offsets))[n] > m:
-            raise ValueError("offsets point past the end of targets")
+        n = _csr_nodes(offsets, targets, weights)
         if <uint64_t>cnp.PyArray_SIZE(state) < n:
             raise ValueError("state must hold one record per node")
         n_seeds = <uint64_t>cnp.PyArray_SIZE(seeds)
@@ -89,19 +97,14 @@ cdef class SpreadHopKernel:
                  uint32_t hop, float decay, float threshold, float cycle_penalty, uint32_t prefetch_distance,
                  uint32_t epoch, cnp.ndarray state not None, cnp.ndarray out_nodes not None,
                  cnp.ndarray fire not None, uint64_t begin, uint64_t end, uint64_t count):
-        cdef uint64_t n, m, cap
+        cdef uint64_t n, cap
         cdef int64_t got
         if not (_vec(offsets, cnp.NPY_UINT64, False) and _vec(targets, cnp.NPY_UINT32, False)
                 and _vec(weights, cnp.NPY_FLOAT32, False) and _vec(out_nodes, cnp.NPY_UINT32, True)
                 and _vec(fire, cnp.NPY_FLOAT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
                 and cnp.PyArray_ISCARRAY(state)):
             raise ValueError("spread_hop arrays must be contiguous 1-D arrays of the documented types")
-        if cnp.PyArray_SIZE(offsets) < 1:
-            raise ValueError("offsets needs n+1 entries")
-        n = <uint64_t>cnp.PyArray_SIZE(offsets) - 1
-        m = <uint64_t>cnp.PyArray_SIZE(targets)
-        if <uint64_t>cnp.PyArray_SIZE(weights) != m or (<const uint64_t *>cnp.PyArray_DATA(offsets))[n] > m:
-            raise ValueError("weights must match targets and offsets must stay inside them")
+        n = _csr_nodes(offsets, targets, weights)
         if <uint64_t>cnp.PyArray_SIZE(state) < n:
             raise ValueError("state must hold one record per node")
         cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
@@ -136,19 +139,14 @@ cdef class SpreadGatherKernel:
                  float decay, float threshold, uint32_t prefetch_distance, cnp.ndarray nodes not None,
                  cnp.ndarray fire not None, cnp.ndarray acc not None, cnp.ndarray out_v not None,
                  cnp.ndarray out_s not None):
-        cdef uint64_t n, m, cnt, cap
+        cdef uint64_t n, cnt, cap
         cdef int64_t got
         if not (_vec(offsets, cnp.NPY_UINT64, False) and _vec(targets, cnp.NPY_UINT32, False)
                 and _vec(weights, cnp.NPY_FLOAT32, False) and _vec(nodes, cnp.NPY_UINT32, False)
                 and _vec(fire, cnp.NPY_FLOAT32, False) and _vec(acc, cnp.NPY_FLOAT32, True)
                 and _vec(out_v, cnp.NPY_UINT32, True) and _vec(out_s, cnp.NPY_FLOAT32, True)):
             raise ValueError("spread_gather arrays must be contiguous 1-D arrays of the documented types")
-        if cnp.PyArray_SIZE(offsets) < 1:
-            raise ValueError("offsets needs n+1 entries")
-        n = <uint64_t>cnp.PyArray_SIZE(offsets) - 1
-        m = <uint64_t>cnp.PyArray_SIZE(targets)
-        if <uint64_t>cnp.PyArray_SIZE(weights) != m or (<const uint64_t *>cnp.PyArray_DATA(offsets))[n] > m:
-            raise ValueError("weights must match targets and offsets must stay inside them")
+        n = _csr_nodes(offsets, targets, weights)
         cnt = <uint64_t>cnp.PyArray_SIZE(nodes)
         if <uint64_t>cnp.PyArray_SIZE(fire) != cnt or <uint64_t>cnp.PyArray_SIZE(acc) < n:
             raise ValueError("fire must match nodes and acc must hold one float per node")

@@ -4,6 +4,7 @@ The same rules as csrc/kernels/spread.c, in float32. numba compiles these
 functions for the numba backend; the numpy backend runs them as they are
 for step-wise spreads (its whole spreads use the float64 oracle).
 """
+import numba
 import numpy as np
 
 HOP_MASK = np.uint32(0xFF)
@@ -25,28 +26,35 @@ def seed(seeds, seed_act, epoch, mark, act, out_nodes):
     return count
 
 
+@numba.njit(cache=True, inline="always")
+def apply(v, c, hop_no, tag, cycle_penalty, mark, act, out_nodes, count):
+    """Node v receives contribution c at hop hop_no (the rule of a hop and of a merge):
+    a first touch joins the next frontier, a node that fired already gains c x
+    cycle_penalty, activation clamps at 1. Returns the new count. Compiled, so the
+    numba backend's steps inline it and the numpy backend calls it as a function."""
+    if (mark[v] & ~HOP_MASK) != tag:
+        mark[v] = tag | np.uint32(hop_no)
+        act[v] = np.float32(0.0)
+        out_nodes[count] = v
+        count += 1
+    elif (mark[v] & HOP_MASK) < hop_no:
+        c = np.float32(c * cycle_penalty)
+    act[v] = min(act[v] + c, ONE)
+    return count
+
+
 def fire_range(offsets, targets, weights, hop_no, decay, threshold, cycle_penalty, epoch, mark, act,
                out_nodes, fire, begin, end, count):
     """One hop over part [begin, end) of a frontier, firing fire[begin:end] (taken when the
     hop began: eg_spread_fire); returns the new count (a whole hop: next frontier [end, count))."""
     tag = np.uint32(epoch) << np.uint32(8)
-    new_mark = tag | np.uint32(hop_no)
     for i in range(begin, end):
         u = out_nodes[i]
         out = np.float32(fire[i] * decay)
         for e in range(offsets[u], offsets[u + 1]):
             c = np.float32(out * weights[e])
-            if c < threshold:
-                continue
-            v = targets[e]
-            if (mark[v] & ~HOP_MASK) != tag:
-                mark[v] = new_mark
-                act[v] = np.float32(0.0)
-                out_nodes[count] = v
-                count += 1
-            elif (mark[v] & HOP_MASK) < hop_no:
-                c = np.float32(c * cycle_penalty)
-            act[v] = min(act[v] + c, ONE)
+            if c >= threshold:
+                count = apply(targets[e], c, hop_no, tag, cycle_penalty, mark, act, out_nodes, count)
     return count
 
 
@@ -84,16 +92,6 @@ def gather(offsets, targets, weights, decay, threshold, nodes, fire, acc, out_v,
 def merge(hop_no, cycle_penalty, epoch, mark, act, v, s, out_nodes, count):
     """The applying half of a split hop (eg_spread_merge); returns the new count."""
     tag = np.uint32(epoch) << np.uint32(8)
-    new_mark = tag | np.uint32(hop_no)
     for i in range(v.shape[0]):
-        t = v[i]
-        c = s[i]
-        if (mark[t] & ~HOP_MASK) != tag:
-            mark[t] = new_mark
-            act[t] = np.float32(0.0)
-            out_nodes[count] = t
-            count += 1
-        elif (mark[t] & HOP_MASK) < hop_no:
-            c = np.float32(c * cycle_penalty)
-        act[t] = min(act[t] + c, ONE)
+        count = apply(v[i], s[i], hop_no, tag, cycle_penalty, mark, act, out_nodes, count)
     return count

@@ -72,19 +72,15 @@ pub fn spreadHop(
     epoch: u32, state_: ?[*]layout.SpreadState, out_nodes_: ?[*]u32, fire_: ?[*]f32,
     begin: u64, end: u64, count_in: u64, out_cap: u64,
 ) callconv(.c) i64 {
-    const offsets = offsets_ orelse return EINVAL;
     const state = state_ orelse return EINVAL;
     const out_nodes = out_nodes_ orelse return EINVAL;
     const fire = fire_ orelse return EINVAL;
-    if (n_nodes > 0 and (targets_ == null or weights_ == null)) return EINVAL;
-    if (hop == 0 or hop > HOP_MASK or epoch == 0 or epoch > 0xffffff or begin > end or end > count_in or count_in > out_cap) return EINVAL;
-    const targets = targets_ orelse offsetsAsEmpty(u32);
-    const weights = weights_ orelse offsetsAsEmpty(f32);
-    for (begin..end) |i| {
+    if (begin > end or end > count_in or count_in > out_cap) return EINVAL;
+    for (begin..end) |i| { // what each fires: its act as the hop begins
         if (out_nodes[i] >= n_nodes) return EINVAL;
         fire[i] = state[out_nodes[i]].act;
     }
-    return spreadFire(offsets, targets, weights, n_nodes, hop, decay, threshold, cycle_penalty, prefetch_distance, epoch, state, out_nodes, fire, begin, end, count_in, out_cap);
+    return spreadFire(offsets_, targets_, weights_, n_nodes, hop, decay, threshold, cycle_penalty, prefetch_distance, epoch, state, out_nodes, fire, begin, end, count_in, out_cap);
 }
 
 /// A hop over out_nodes[begin..end) firing the given fire[begin..end): see eg_spread_fire in engram.h.
@@ -104,7 +100,6 @@ pub fn spreadFire(
     const weights = weights_ orelse offsetsAsEmpty(f32);
     const tag: u32 = epoch << 8;
     var count = count_in;
-    const new_mark = tag | hop;
     for (begin..end) |i| {
         if (prefetch_distance != 0 and i + prefetch_distance < end) {
             const ahead = out_nodes[i + prefetch_distance];
@@ -119,24 +114,34 @@ pub fn spreadFire(
         var e = offsets[u];
         while (e < e1) : (e += 1) {
             if (prefetch_distance != 0 and e + prefetch_distance < e1) prefetch(&state[targets[e + prefetch_distance]]);
-            var c = out * weights[e];
+            const c = out * weights[e];
             if (c < threshold) continue;
             const v = targets[e];
             if (v >= n_nodes) return EINVAL;
-            const st = &state[v];
-            if ((st.mark & ~HOP_MASK) != tag) {
-                if (count >= out_cap) return ENOSPACE;
-                st.mark = new_mark;
-                st.act = 0;
-                out_nodes[count] = v;
-                count += 1;
-            } else if ((st.mark & HOP_MASK) < hop) {
-                c *= cycle_penalty;
-            }
-            st.act = @min(st.act + c, 1.0);
+            count = apply(state, v, c, tag, hop, cycle_penalty, out_nodes, count, out_cap) orelse return ENOSPACE;
         }
     }
     return @intCast(count);
+}
+
+/// Node v receives contribution c at hop `hop` (tag = epoch << 8): a first touch joins
+/// the next frontier, a node that fired already gains c * cycle_penalty, activation
+/// clamps at 1. Returns the new count, or null when out_nodes is full.
+inline fn apply(state: [*]layout.SpreadState, v: u32, c_in: f32, tag: u32, hop: u32, cycle_penalty: f32, out_nodes: [*]u32, count_in: u64, out_cap: u64) ?u64 {
+    var c = c_in;
+    var count = count_in;
+    const st = &state[v];
+    if ((st.mark & ~HOP_MASK) != tag) {
+        if (count >= out_cap) return null;
+        st.mark = tag | hop;
+        st.act = 0;
+        out_nodes[count] = v;
+        count += 1;
+    } else if ((st.mark & HOP_MASK) < hop) {
+        c *= cycle_penalty;
+    }
+    st.act = @min(st.act + c, 1.0);
+    return count;
 }
 
 /// The gathering half of a split hop: see eg_spread_gather in engram.h.
@@ -218,20 +223,8 @@ pub fn spreadMerge(
     const tag: u32 = epoch << 8;
     var count = count_in;
     for (0..n) |i| {
-        const t = v[i];
-        if (t >= n_nodes) return EINVAL;
-        var c = s[i];
-        const st = &state[t];
-        if ((st.mark & ~HOP_MASK) != tag) {
-            if (count >= out_cap) return ENOSPACE;
-            st.mark = tag | hop;
-            st.act = 0;
-            out_nodes[count] = t;
-            count += 1;
-        } else if ((st.mark & HOP_MASK) < hop) {
-            c *= cycle_penalty;
-        }
-        st.act = @min(st.act + c, 1.0);
+        if (v[i] >= n_nodes) return EINVAL;
+        count = apply(state, v[i], s[i], tag, hop, cycle_penalty, out_nodes, count, out_cap) orelse return ENOSPACE;
     }
     return @intCast(count);
 }
