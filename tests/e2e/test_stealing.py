@@ -10,8 +10,8 @@ import engram
 from engram import errors
 from engram.stealing import FREE
 
-from test_recall_spread import DIM, csr_of, reference_recall
-from test_workers import build
+from test_recall_spread import DIM
+from test_workers import build, check_against_reference
 
 
 def stealing_engine(**kw):
@@ -21,17 +21,6 @@ def stealing_engine(**kw):
     eng.configure_workers(steal_min_edges=1, steal_min_batch=4)   # split every hop of these small spreads
     eng._workers.hops.header["test_wait_ns"] = int(2e9)   # the owner waits for a taker: stealing surely happens
     return eng, mem, stored, conf, queries
-
-
-def check_against_reference(mem, stored, conf, queries):
-    o, t, w = csr_of(mem)
-    for q in queries:
-        res = mem.recall(q, k=10, budget_ms=None)
-        ids, act, hops, score = reference_recall(stored.astype(np.float64), conf, o, t, w, q.astype(np.float64), 10)
-        assert res.ids.tolist() == ids.tolist()
-        np.testing.assert_allclose(res.activation, act, atol=1e-6)
-        np.testing.assert_allclose(res.scores, score, rtol=1e-5, atol=1e-6)
-        assert res.hops.tolist() == hops.astype(int).tolist()
 
 
 def test_split_hops_answer_like_the_numpy_reference():

@@ -45,17 +45,23 @@ def served():
         yield eng, mem, stored, conf, queries
 
 
-def test_workers_answer_like_the_numpy_reference(served):
-    eng, mem, stored, conf, queries = served
+def check_against_reference(mem, stored, conf, queries):
+    """Each recall equals the numpy reference: ids, activations, scores and hops."""
     o, t, w = csr_of(mem)
-    for q in queries[:30]:
+    for q in queries:
         res = mem.recall(q, k=10, budget_ms=None)
         ids, act, hops, score = reference_recall(stored.astype(np.float64), conf, o, t, w, q.astype(np.float64), 10)
         assert res.ids.tolist() == ids.tolist()
         np.testing.assert_allclose(res.activation, act, atol=1e-6)
         np.testing.assert_allclose(res.scores, score, rtol=1e-5, atol=1e-6)
         assert res.hops.tolist() == hops.astype(int).tolist()
-        assert "worker_ms" in res.timings and res.spreading["worker"] in (0, 1)
+    return res
+
+
+def test_workers_answer_like_the_numpy_reference(served):
+    eng, mem, stored, conf, queries = served
+    res = check_against_reference(mem, stored, conf, queries[:30])
+    assert "worker_ms" in res.timings and res.spreading["worker"] in (0, 1)
     s = eng.worker_stats()
     assert s["completed"] >= 30 and s["failed"] == 0 and s["alive"] == 2
     assert s["pool"]["in_use"] == 0 and s["pool"]["acquired"] == s["pool"]["released"]
