@@ -98,10 +98,13 @@ def _scope(mod: str, tree: ast.Module) -> dict:
 
 
 def _references(index: dict, scope: dict, body: ast.AST):
-    """Corpus indices of what the dotted names in ``body`` resolve to (longest known prefix)."""
+    """Corpus indices of what the dotted names in ``body`` resolve to (longest known prefix).
+    Only whole chains count: ``os.path.join`` refers to os.path.join, not also to os.path and os."""
+    inner = set()                      # ast.walk is breadth-first: a chain comes before its parts
     for node in ast.walk(body):
-        if isinstance(node, ast.Attribute) and isinstance(getattr(node, "ctx", None), ast.Load) or \
-                isinstance(node, ast.Name):
+        if isinstance(node, ast.Attribute):
+            inner.add(id(node.value))
+        if id(node) not in inner and isinstance(node, (ast.Attribute, ast.Name)):
             name = _dotted(node)
             if name is None:
                 continue

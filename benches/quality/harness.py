@@ -6,8 +6,10 @@ in the warm tier (384-d f16 rows) and its associations. Each query is
 recalled twice: ``recall(q, k=10)`` as a user would call it (scored on the full
 task, and timed), and ``recall(q, k=20)`` for the hub-free task, whose first 10
 non-hub results are scored (so removing hubs does not leave a method short of
-results). A method whose settings this engram does not know is reported as not
-available, and picked up as soon as RecallConfig has them.
+results; "assoc-hubfree-in10" scores the k=10 list instead, where a hub costs a
+slot). With priming on, the second recall is primed by the first. A method whose
+settings this engram does not know is reported as not available, and picked up
+as soon as RecallConfig has them.
 """
 from __future__ import annotations
 
@@ -102,11 +104,11 @@ def configure(space, m: Method) -> str | None:
     return None
 
 
-def summarize(scores: list, lat_ms: list | None = None, hubs: list | None = None) -> dict:
+def summarize(scores: list, lat_ms: list | None = None, **per_query) -> dict:
+    """Means of (recall@10, reciprocal rank) and of each per-query list; P50/P95 of the latencies."""
     a = np.array(scores, dtype=np.float64).reshape(-1, 2)
     out = {"queries": int(a.shape[0]), "recall@10": float(a[:, 0].mean()), "mrr": float(a[:, 1].mean())}
-    if hubs:       # how many of the top 10 are hubs, on average: are hubs swamping the results?
-        out["hubs@10"] = float(np.mean(hubs))
+    out.update({name: float(np.mean(v)) for name, v in per_query.items()})
     if lat_ms:
         out["p50_ms"], out["p95_ms"] = (float(np.percentile(lat_ms, q)) for q in (50, 95))
     return out
@@ -115,11 +117,14 @@ def summarize(scores: list, lat_ms: list | None = None, hubs: list | None = None
 def run_method(p: Prepared, m: Method) -> dict:
     """{"assoc": {...}, "assoc-hubfree": {...}, ...} for one method, or {"available": False, ...}."""
     if m.changes is None:                          # popularity: one list for every query
-        full = [tasks.score(p.popularity, q, p.hub_set, False) for q in p.queries]
+        top = p.popularity[:tasks.K]
+        full = [tasks.score(top, q, p.hub_set, False) for q in p.queries]
         free = [s for q in p.queries if (s := tasks.score(p.popularity, q, p.hub_set, True))]
-        top_hubs = len(set(p.popularity[:tasks.K]) & p.hub_set)
-        return {"available": True, "assoc": summarize(full, hubs=[top_hubs] * len(full)),
-                "assoc-hubfree": summarize(free)}
+        free10 = [s for q in p.queries if (s := tasks.score(top, q, p.hub_set, True))]
+        return {"available": True, "assoc": summarize(full, hubs_at_10=[len(set(top) & p.hub_set)],
+                                                      self_first=[top[0] == q.memory for q in p.queries],
+                                                      hub_first=[top[0] in p.hub_set]),
+                "assoc-hubfree": summarize(free), "assoc-hubfree-in10": summarize(free10)}
     with Engine(dim=DIM, workers=0) as eng:       # one engine per method: nothing carries over
         space = fill(eng, p.graph.name, p)
         refused = configure(space, m)
@@ -129,7 +134,8 @@ def run_method(p: Prepared, m: Method) -> dict:
 def _recall_all(space, p: Prepared, m: Method) -> dict:
     for qv in p.qvecs[:WARMUP]:
         space.recall(qv, k=tasks.K, spread=m.spread)
-    full, free, lat, top_hubs, stages = [], [], [], [], {}
+    full, free, free10, lat, stages = [], [], [], [], {}
+    per_query = {"hubs_at_10": [], "spread_at_10": [], "self_first": [], "hub_first": []}
     partial = fallback = 0
     for q, qv in zip(p.queries, p.qvecs):
         t0 = time.perf_counter_ns()
@@ -139,13 +145,19 @@ def _recall_all(space, p: Prepared, m: Method) -> dict:
             stages.setdefault(stage, []).append(ms)
         partial += bool(res.partial)
         fallback += bool(res.fallback)
-        full.append(tasks.score(res.ids.tolist(), q, p.hub_set, False))
-        top_hubs.append(len(set(res.ids.tolist()) & p.hub_set))
+        ids = res.ids.tolist()
+        full.append(tasks.score(ids, q, p.hub_set, False))
+        per_query["hubs_at_10"].append(len(set(ids) & p.hub_set))      # are hubs swamping the results?
+        per_query["spread_at_10"].append(int((res.hops > 0).sum()))   # does spreading get anything in?
+        per_query["self_first"].append(bool(ids) and ids[0] == q.memory)
+        per_query["hub_first"].append(bool(ids) and ids[0] in p.hub_set)
         if q.relevant_hubfree:
+            free10.append(tasks.score(ids, q, p.hub_set, True))   # stricter: a hub costs a slot
             wide = space.recall(qv, k=HUBFREE_K, spread=m.spread)
             free.append(tasks.score(wide.ids.tolist(), q, p.hub_set, True))
     settings = dataclasses.asdict(space.configure_recall())
     return {"available": True, "settings": {k: v for k, v in settings.items() if k != "spread"},
-            "assoc": summarize(full, lat, top_hubs), "assoc-hubfree": summarize(free),
+            "assoc": summarize(full, lat, **per_query),
+            "assoc-hubfree": summarize(free), "assoc-hubfree-in10": summarize(free10),
             "stages_p50_ms": {k: float(np.median(v)) for k, v in stages.items()},
             "partial": partial, "fallback": fallback}

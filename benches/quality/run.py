@@ -4,6 +4,7 @@
     python -m benches.quality.run --graphs stdlib --queries 200
     python -m benches.quality.run --limit 0                 # every synset of WordNet too (117K)
     python -m benches.quality.run --no-sweep --out q.json   # skip the spread_weight sweep
+    python -m benches.quality.run --table q.json            # the tables of an earlier run
 
 Progress goes to stderr; a markdown table per graph to stdout; JSON (machine, data
 counts, per graph x task x method: recall@10, MRR, P50/P95 ms) to --out, by default
@@ -12,6 +13,7 @@ benches/results/quality-<UTC>.json and quality-latest.json. See docs/recall-qual
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -79,19 +81,30 @@ def table(name: str, res: dict) -> str:
     d = res["data"]
     lines = [f"### {name}: {d['nodes']:,} memories, {d['edges']:,} associations, {d['queries']} queries "
              f"({d['queries_hubfree']} hub-free), {d['hubs']} hubs (degree >= {d['hub_min_degree']})", "",
-             "| method | R@10 | MRR | vs sim | hubs in top 10 | hub-free R@10 | MRR | vs sim | P50 ms | P95 ms |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| method | R@10 | MRR | vs sim | hub-free R@10 | MRR | vs sim | own first | hub first "
+             "| hubs in top 10 | spread in top 10 | P50 ms | P95 ms |", "|" + " --- |" * 13]
     for name_, r in res["methods"].items():
         if not r["available"]:
-            lines.append(f"| {name_} | not available | | | | | | | | |")
+            lines.append(f"| {name_} | not available |" + " |" * 12)
             continue
         a, h = r["assoc"], r["assoc-hubfree"]
         rel = [gain(res, name_, t) for t in ("assoc", "assoc-hubfree")]
-        lat = [f"{a[k]:.3f}" if k in a else "-" for k in ("p50_ms", "p95_ms")]
-        lines.append(f"| {name_} | {a['recall@10']:.3f} | {a['mrr']:.3f} | {rel[0]:+.0%} | {a['hubs@10']:.2f} "
-                     f"| {h['recall@10']:.3f} "
-                     f"| {h['mrr']:.3f} | {rel[1]:+.0%} | {lat[0]} | {lat[1]} |")
+        extra = [f"{a[k]:.{digits}f}" if k in a else "-"
+                 for k, digits in (("hubs_at_10", 2), ("spread_at_10", 2), ("p50_ms", 3), ("p95_ms", 3))]
+        firsts = [f"{a[k]:.0%}" if k in a else "-" for k in ("self_first", "hub_first")]
+        lines.append(f"| {name_} | {a['recall@10']:.3f} | {a['mrr']:.3f} | {rel[0]:+.1%} | {h['recall@10']:.3f} "
+                     f"| {h['mrr']:.3f} | {rel[1]:+.1%} | " + " | ".join(firsts + extra) + " |")
     return "\n".join(lines)
+
+
+def report(doc: dict) -> None:
+    for name, res in doc["graphs"].items():
+        v = res["verdict"]
+        print(table(name, res) + "\n")
+        print(f"default vs similarity: {v['gain_full']:+.1%} full, {v['gain_hubfree']:+.1%} hub-free "
+              f"(target +{TARGET_GAIN:.0%}: {'met' if v['meets_gain'] else 'MISSED'}); P95 {v['p95_ms']:.3f} ms "
+              f"at {v['memories']:,} memories (target < {TARGET_P95_MS} ms: "
+              f"{'met' if v['meets_p95'] else 'MISSED'})\n")
 
 
 def main(argv=None) -> int:
@@ -103,7 +116,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-sweep", action="store_true", help="skip the spread_weight sweep")
     ap.add_argument("--out", help="JSON path (default benches/results/quality-<UTC>.json and -latest)")
+    ap.add_argument("--table", metavar="JSON", help="only print the tables of an earlier run's JSON")
     args = ap.parse_args(argv)
+    if args.table:
+        report(json.loads(Path(args.table).read_text()))
+        return 0
     names = [n.strip() for n in args.graphs.split(",") if n.strip()]
     unknown = set(names) - set(graphs.BUILDERS)
     if unknown:
@@ -116,13 +133,7 @@ def main(argv=None) -> int:
         limit = DEFAULT_LIMITS[name] if args.limit is None else (args.limit or None)
         doc["graphs"][name] = evaluate(name, limit, args.queries, args.seed, ms)
     doc["wall_seconds"] = time.perf_counter() - t0
-    for name, res in doc["graphs"].items():
-        v = res["verdict"]
-        print(table(name, res) + "\n")
-        print(f"default vs similarity: {v['gain_full']:+.0%} full, {v['gain_hubfree']:+.0%} hub-free "
-              f"(target +{TARGET_GAIN:.0%}: {'met' if v['meets_gain'] else 'MISSED'}); P95 {v['p95_ms']:.3f} ms "
-              f"at {v['memories']:,} memories (target < {TARGET_P95_MS} ms: "
-              f"{'met' if v['meets_p95'] else 'MISSED'})\n")
+    report(doc)
     outs = write_results("quality", doc, args.out)
     say(f"wall time {doc['wall_seconds']:.0f} s; JSON: {', '.join(map(str, outs))}")
     return 0

