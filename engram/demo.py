@@ -6,8 +6,9 @@ embeds it with the deterministic hashing embedder, stores it in an engine's
 shared memory, and answers a few questions with timings: the closest
 memories by similarity, then what spreading along the associations adds and
 the path of associations that brought each addition.
-Recall spreads with the fan effect on both ends (engram/fan.py): on this import
-graph `os` and `sys` would otherwise collect activation from everything.
+Recall runs with the defaults, which discount each association by its source's
+fan (engram/fan.py), so `os` and `sys`, imported by everything, do not collect
+activation from everything (docs/recall-quality.md measured the choice).
 """
 from __future__ import annotations
 
@@ -20,8 +21,6 @@ from . import corpus as corpus_mod
 from .embed import HashingEmbedder
 from .engine import Engine
 from .progress import Progress
-
-FAN = "both"      # hubs (os, sys) would otherwise collect activation from everything
 
 QUERIES = (
     "parse command line arguments and options",
@@ -56,7 +55,6 @@ def run(limit=None, queries=None, k: int = 5, dim: int = 384, tier: str = "hot",
 
     with Engine(dim=dim) as eng:
         mem = eng.space("stdlib")
-        mem.configure_recall(fan=FAN)
         t0 = time.perf_counter()
         batch = 1024
         with Progress("remembering", len(c)) as p:

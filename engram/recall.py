@@ -49,8 +49,11 @@ class RecallConfig:
     forget_tau_s: float = 30 * 86400.0  # retention e-folds after 30 days without access
     seed_factor: int = 2                # seeds = seed_factor x k (at least k)
     hot_budget_share: float = 0.5       # of the scan budget, what the hot (f32) tier may use
-    fan: str = "none"                   # fan effect: "none" | "source" | "target" | "both" (engram/fan.py)
-    spread_weight: float = 0.5          # lambda: how much of what spreading adds counts (docs/recall.md)
+    # the two below were chosen by docs/recall-quality.md: the source fan keeps hubs from
+    # echoing activation back to themselves, and lambda 0.75 lets what spreading finds rank
+    # while a direct match with activation over 0.75 (cosine over ~0.61) keeps its place
+    fan: str = "source"                 # fan effect: "none" | "source" | "target" | "both" (engram/fan.py)
+    spread_weight: float = 0.75         # lambda: how much of what spreading adds counts (docs/recall.md)
     mode: str = "spread"                # "spread" (activation, hop by hop) | "ppr" (engram/ppr.py)
     ppr_restart: float = 0.5            # restart probability of the walk (HippoRAG's damping 0.5)
     ppr_iterations: int = 20            # at most this many steps of the series

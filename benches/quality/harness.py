@@ -46,7 +46,7 @@ def methods(sweep: bool = True) -> list:
            Method("priming off", {"priming": False})]
     if sweep:      # how much of what spreading adds should count (spread_weight, lambda)
         ms += [Method(f"fan={f} spread_weight={w}", {"fan": f, "spread_weight": w})
-               for f in ("none", "both") for w in (0.25, 0.75, 1.0)]
+               for f in ("none", "source", "both") for w in (0.25, 0.5, 0.75, 1.0)]
     return ms
 
 

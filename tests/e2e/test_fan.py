@@ -112,6 +112,7 @@ def test_fan_interference_is_counted_per_directly_matched_memory_with_several_li
         mem.link(np.arange(1, 40), 0, 0.9)
         mem.link(0, np.arange(1, 40), 0.9)
         mem.compact()
+        mem.configure_recall(fan="none")
         count = lambda: eng._metrics_seg.totals()["engram_interference_total"].get("fan-count", {}).get("fan", 0)  # noqa: E731
         mem.recall(v[1], k=5, budget_ms=None)                  # fan="none": nothing counted
         assert count() == 0

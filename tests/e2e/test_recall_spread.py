@@ -52,7 +52,9 @@ def world():
 
 
 def csr_of(mem):
-    g, _ = mem._spread_graph()
+    """The CSR recall spreads over: the weights of the space's fan mode (engram/fan.py;
+    tests/e2e/test_fan.py checks them against an independent computation)."""
+    g, _ = mem._spread_graph(mem.configure_recall().fan)
     return g.offsets, g.targets, g.weights
 
 
