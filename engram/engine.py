@@ -613,9 +613,12 @@ class Space(SpaceView):
                         self._rec.interference_total["fan"].inc(fanned)
                 if cfg.priming and r.primed is not None:
                     counts = self._primer.record(self, ids, r.primed, now, cfg)
-                    for kind, n in counts.items():
+                    for code, (kind, n) in enumerate(counts.items()):
                         if n:
                             self._rec.priming_total[kind].inc(n)
+                            if self._tracing:     # node_b: 0 repetition, 1 semantic, 2 associative
+                                self._trace(KINDS["priming"], self._trace_space, 0, int(ids[0]), code,
+                                            float(n), 1.0)
 
 
 def _shutdown(engine: EngineName, workers) -> None:

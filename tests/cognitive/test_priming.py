@@ -169,3 +169,22 @@ def test_bad_priming_settings_are_refused_and_change_nothing(bad):
         with pytest.raises(errors.InvalidInputError, match=next(iter(bad))):
             mem.configure_recall(**bad)
         assert mem.configure_recall() == before
+
+
+def test_priming_is_counted_and_traced():
+    from engram.tracing import KINDS, Cursor
+    with engram.Engine(dim=DIM, workers=0, trace=True) as eng:
+        mem, vecs = linked_space(eng)
+        mem.configure_recall(priming=True, semantic_keep=8)
+        mem.recall(vecs[3], k=5, budget_ms=None)
+        mem.clock.now += S
+        r = mem.recall(vecs[3], k=5, budget_ms=None)          # the same answer again: repetition
+        counts = eng._metrics_seg.totals()["engram_priming_total"]["priming-test"]
+        assert counts["semantic"] == 16 and counts["repetition"] == 5 and counts["associative"] == 12
+        ev = Cursor(eng._tracer.ring).read()
+        ev = ev[ev["kind"] == KINDS["priming"]]
+        by_code = {}
+        for code, n in zip(ev["node_b"].tolist(), ev["value"].tolist()):
+            by_code[code] = by_code.get(code, 0) + n
+        assert by_code == {0: 5.0, 1: 16.0, 2: 12.0}
+        assert int(ev["node_a"][-1]) == int(r.ids[0])
