@@ -9,7 +9,8 @@ Graph: N memories (32-d, warm tier), each linked to `degree` random others
 (weights uniform in [0.3, 1)); recall k=10 with seeds 2k, threshold 0 and
 max_depth 4, no budget, so the last hop fires most of the graph's edges. One
 client at a time, so one worker spreads and the other is idle: the case
-stealing is for. Rounds alternate `steal_min_edges` between the default and 0
+stealing is for; and again with routing="auto", where the lone caller
+recalls in its own process and both idle workers take batches. Rounds alternate `steal_min_edges` between the default and 0
 (off) in the same engine, so both see the same machine state; results must be
 the same ids in both modes.
 
@@ -90,8 +91,10 @@ def hop_pieces(n: int, degree: int, reps: int) -> dict:
             **{f"{name}_ms": v_ for name, v_ in ms.items()}, "two_core_bound": bound}
 
 
-def recall_rounds(n: int, degree: int, recalls: int, rounds: int, say) -> dict:
-    """Part 2: recall through 2 workers, stealing on and off, alternating rounds."""
+def recall_rounds(n: int, degree: int, recalls: int, rounds: int, say, routing: str = "workers") -> dict:
+    """Part 2: recall with 2 workers, stealing on and off, alternating rounds. routing
+    "workers": a worker spreads and the other may take batches; "auto": the lone caller
+    recalls in its own process and both idle workers may take batches."""
     src, dst, w = graph(n, degree)
     rng = np.random.default_rng(3)
     vecs = rng.standard_normal((n, DIM)).astype(np.float32)
@@ -99,7 +102,7 @@ def recall_rounds(n: int, degree: int, recalls: int, rounds: int, say) -> dict:
     total = {"steal": [], "off": []}
     spread = {"steal": [], "off": []}
     ids = {}
-    with engram.Engine(dim=DIM, workers=2, routing="workers") as eng:
+    with engram.Engine(dim=DIM, workers=2, routing=routing) as eng:
         mem = eng.space("steal-bench")
         mem.remember(vecs, tier="warm")
         mem.link(src, dst, w)
@@ -123,13 +126,14 @@ def recall_rounds(n: int, degree: int, recalls: int, rounds: int, say) -> dict:
         stats = eng.worker_stats()["hop_batches"]
     if ids["steal"] != ids["off"]:
         raise SystemExit("stealing changed the answers: a bug")
-    row = {"key": make_key("steal", "recall", f"{human(n)}x{degree}", "workers2-clients1"),
+    where = "in-worker" if routing == "workers" else "in-caller"
+    row = {"key": make_key("steal", "recall", f"{human(n)}x{degree}", f"workers2-clients1-{where}"),
            "memories": n, "links": int(src.size), "recalls_per_mode": len(total["steal"]), "hop_batches": stats}
     for mode in total:
         row[mode] = {"total_ms": percentiles(total[mode]), "spread_ms": percentiles(spread[mode])}
     row["spread_p50_speedup"] = row["off"]["spread_ms"]["p50"] / row["steal"]["spread_ms"]["p50"]
     row["total_p50_speedup"] = row["off"]["total_ms"]["p50"] / row["steal"]["total_ms"]["p50"]
-    say(f"  {human(n)} x {degree}: spread P50 steal {row['steal']['spread_ms']['p50']:.2f} ms, "
+    say(f"  {human(n)} x {degree}, spread {where}: spread P50 steal {row['steal']['spread_ms']['p50']:.2f} ms, "
         f"off {row['off']['spread_ms']['p50']:.2f} ms ({row['spread_p50_speedup']:.2f}x); total P50 "
         f"{row['steal']['total_ms']['p50']:.2f} vs {row['off']['total_ms']['p50']:.2f} ms "
         f"({row['total_p50_speedup']:.2f}x); batches {stats}")
@@ -156,6 +160,7 @@ def main(argv=None) -> int:
     rows.append(pieces)
     recalls, rounds = (10, 2) if a.quick else (30, 4)
     rows.append(recall_rounds(n, a.degree, recalls, rounds, print))
+    rows.append(recall_rounds(n, a.degree, recalls, rounds, print, routing="auto"))
     rows.append(recall_rounds(10_000, 5, recalls * 2, rounds, print))     # small hops: never split
     return 0 if finish("steal", {"machine": info, "rows": rows}, a.json, t0) else 1
 

@@ -410,6 +410,11 @@ class Space(SpaceView):
         self._labile = Reconsolidation(self.dim)
         self._primer = priming.Primer()
 
+    @property
+    def _splitter(self):
+        """Idle workers gather batches of this process's large hops too (engram/stealing.py)."""
+        return self._workers.splitter() if self._workers is not None else None
+
     def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int):
         # "auto": a lone caller runs the pipeline in its own thread (a round trip to a
         # worker costs more than it saves); callers beyond the first go to the workers,

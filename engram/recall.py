@@ -235,7 +235,7 @@ def _spread(view, seeds, act0, n_seeds, warm_share, deadline, cfg, predictor, ba
     counters = CacheCounters() if metrics is not None and metrics.sample_counters() else None
     if counters is not None:
         counters.__enter__()
-    splitter = getattr(view, "_splitter", None)          # set in worker processes (engram/stealing.py)
+    splitter = getattr(view, "_splitter", None)          # workers and the owner (engram/stealing.py)
     out = run_spread(view._kern, graph, degree, seeds, act0, params,
                      deadline_ns=deadline, predictor=predictor, batch_size=batch, tier_mix=warm_share,
                      trace=view._trace if view._tracing else None, trace_space=view._trace_space,

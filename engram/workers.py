@@ -263,6 +263,7 @@ class WorkerPool:
         self.board = None
         self.pool = None
         self.hops, self.hop_sems = None, []
+        self._splitter = None
         self._stealing = {"min_edges": stealing.MIN_EDGES, "min_batch": 0}
         self.procs: dict = {}
         self._started_at: dict = {}
@@ -275,6 +276,15 @@ class WorkerPool:
     @property
     def started(self) -> bool:
         return self.board is not None
+
+    def splitter(self):
+        """The owner's own HopSplitter, so an in-process recall also splits its large hops
+        among idle workers; None until the workers are up (or when they are given up)."""
+        if self.hops is None or self.broken is not None or not self.board.header["ready"][0]:
+            return None
+        if self._splitter is None:
+            self._splitter = stealing.HopSplitter(self.hops, self.board, self.work, self.hop_sems)
+        return self._splitter
 
     def configure_stealing(self, min_edges: int | None, min_batch: int | None) -> dict:
         """Set what the hop board tells the workers (now, or when it is made)."""

@@ -59,3 +59,17 @@ def test_configure_workers_refuses_bad_values():
     with engram.Engine(dim=DIM, workers=0) as eng:
         with pytest.raises(errors.InvalidInputError, match="without workers"):
             eng.configure_workers(steal_min_edges=10)
+
+
+def test_the_owners_own_recall_splits_its_hops_among_idle_workers():
+    with engram.Engine(dim=DIM, workers=2, routing="auto") as eng:     # a lone caller recalls in-process
+        mem, stored, conf, queries = build(eng)
+        eng.start_workers()
+        eng.configure_workers(steal_min_edges=1, steal_min_batch=4)
+        eng._workers.hops.header["test_wait_ns"] = int(2e9)
+        res = check_against_reference(mem, stored, conf, queries[:8])
+        assert "worker_ms" not in res.timings                # answered in this process
+        s = eng.worker_stats()
+        assert s["completed"] == 0                            # no request went to a worker ...
+        assert s["hop_batches"]["stolen"] > 0                 # ... but they gathered its batches
+        assert (eng._workers.hops.slots["state"] == FREE).all()
