@@ -101,6 +101,7 @@ class SpaceView:
         self._predictor = LatencyPredictor()
         self._batcher = AdaptiveBatcher(topology())
         self._graph_cache = None
+        self._graph_generation = None
         self.clock = time.time_ns         # wall-clock ns (retention, priming); the owner's tests inject one
         self._metrics = None           # this process's SpreadingRecorder (owner and workers)
         self._rec = metrics.recorder(None, 0, store.space)   # readers record nothing (no-ops)
@@ -196,22 +197,26 @@ class SpaceView:
     def _spread_graph(self, fan: str = "none", walk: bool = False):
         """(CsrGraph, out-degree per node) of the compacted links, with the weights of a fan
         mode (engram/fan.py), or with those normalised per source for PageRank (walk=True),
-        cached per CSR generation."""
+        cached per CSR generation (the walk's weights also per in-place reweight, which
+        the plain views see at once). ``_graph_generation`` is the generation returned."""
         st = self._store
-        gen = (st.generation("csr"), int(st.csr()["header"]["weights_version"][0]))
+        gen = st.generation("csr")
         if self._graph_cache is None or self._graph_cache[0] != gen:
             self._graph_cache = (gen, {})
         graphs = self._graph_cache[1]
-        if (fan, walk) not in graphs:
-            if walk:
-                g, degree = self._spread_graph(fan)
-                graphs[fan, walk] = (ppr.normalized(g), degree)
-            else:
-                csr = st.csr()
-                w = csr["weights"] if fan == "none" else csr["fan"][FAN_MODES.index(fan) - 1]
-                g = CsrGraph._trusted(csr["offsets"], csr["targets"], w)
-                graphs[fan, walk] = (g, np.diff(g.offsets).astype(np.int64))
-        return graphs[fan, walk]
+        self._graph_generation = gen
+        if (fan, False) not in graphs:
+            csr = st.csr()
+            w = csr["weights"] if fan == "none" else csr["fan"][FAN_MODES.index(fan) - 1]
+            g = CsrGraph._trusted(csr["offsets"], csr["targets"], w)
+            graphs[fan, False] = (g, np.diff(g.offsets).astype(np.int64))
+        if not walk:
+            return graphs[fan, False]
+        version = int(st.csr()["header"]["weights_version"][0])
+        if graphs.get((fan, True), (None,))[0] != version:
+            g, degree = graphs[fan, False]
+            graphs[fan, True] = (version, ppr.normalized(g), degree)
+        return graphs[fan, True][1:]
 
     def recall(self, query, k: int = 10, spread: bool = True, budget_ms: float | None = 10.0) -> RecallResult:
         """The k memories that best answer ``query``: similarity seeds, then spreading
@@ -554,6 +559,7 @@ class Space(SpaceView):
                 else:
                     raise InvalidInputError(f"src has {s.shape[0]} ids and dst {d.shape[0]}: pass equal lengths or one id")
             w = validate.per_item(weights, s.shape[0], "weights", 1.0, 0.0, 1.0, lo_open=True)
+            self._primer.forget_pending(s, d)
             return self._link_trusted(s, d, w)
 
     def _link_trusted(self, s: np.ndarray, d: np.ndarray, w: np.ndarray) -> int:

@@ -15,7 +15,8 @@ is at most (1 - restart)^t; the series stops when it falls below
 ``tolerance``, after ``iterations`` steps, or when the next step would end
 past the deadline (partial). Contributions below ``epsilon`` are dropped, which
 keeps the support local (the push approximation of Andersen, Chung and Lang
-2006 bounds the error the same way).
+2006 bounds the error the same way). Normalising per source cancels a source
+fan discount (fan="source" walks like "none"); the target fan still counts.
 """
 from __future__ import annotations
 
@@ -99,8 +100,11 @@ def personalized_pagerank(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.n
             if deadline_ns is not None and t0 + last_ns > deadline_ns:
                 partial = True
                 break
-            v, s = sc.out(int(degree[ids].sum()))
+            v, s = sc.out(min(int(degree[ids].sum()), graph.n_nodes))   # distinct targets: at most n
             got = kern._gather(g, params, ids, y, sc.acc, v, s)
+            if got < 0:
+                from .errors import KernelError
+                raise KernelError(f"{kern.name} spread_gather returned error {got} in personalized PageRank")
             ids, y = v[:got].copy(), s[:got].copy()
             steps += 1
             new = ids[sc.first[ids] == UNTOUCHED]

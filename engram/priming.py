@@ -112,18 +112,27 @@ class Primer:
             nb, nw = space._graph.neighbors(a)
             current = dict(zip(nb.tolist(), nw.tolist()))
             for b in ids.tolist():
-                if b != a:
-                    old = self._pending.get((a, b), current.get(b, 0.0))
+                if b != a:       # the link's weight now: the graph's (delta log included), else ours
+                    old = current[b] if b in current else self._pending.get((a, b), 0.0)
                     src.append(a)
                     dst.append(b)
                     w.append(min(old + cfg.associative_rate * (1.0 - old), 1.0))
         src, dst, w = np.asarray(src, np.int64), np.asarray(dst, np.int64), np.asarray(w, np.float32)
         found = space._graph.reweight(src, dst, w)
-        for a, b, x in zip(src[~found].tolist(), dst[~found].tolist(), w[~found].tolist()):
-            self._pending[a, b] = x
+        for a, b, x, here in zip(src.tolist(), dst.tolist(), w.tolist(), found.tolist()):
+            if here:
+                self._pending.pop((a, b), None)
+            else:
+                self._pending[a, b] = x
         if len(self._pending) >= FLUSH:
             self.flush(space)
         return int(src.shape[0])
+
+    def forget_pending(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """The owner linked these pairs itself: its weights win over buffered co-recall ones."""
+        if self._pending:
+            for pair in zip(src.tolist(), dst.tolist()):
+                self._pending.pop(pair, None)
 
     def flush(self, space) -> None:
         """New co-recall links into the delta log (the owner also flushes before saving)."""

@@ -116,7 +116,7 @@ class RecallConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
                 raise InvalidInputError(f"{name} must be a finite number > 0, got {v!r}")
-        for name, hi in (("semantic_keep", 1024), ("associative_top", 16)):
+        for name, hi in (("semantic_keep", 256), ("associative_top", 16)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
                 raise InvalidInputError(f"{name} must be an integer in [0, {hi}], got {v!r}")
@@ -240,7 +240,7 @@ def _spread(view, seeds, act0, n_seeds, warm_share, deadline, cfg, predictor, ba
                      deadline_ns=deadline, predictor=predictor, batch_size=batch, tier_mix=warm_share,
                      trace=view._trace if view._tracing else None, trace_space=view._trace_space,
                      splitter=splitter,
-                     split_job=(view.name, cfg.fan, view._store.generation("csr")) if splitter else ())
+                     split_job=(view.name, cfg.fan, view._graph_generation) if splitter else ())
     if counters is not None:
         counters.__exit__(None, None, None)
     if metrics is not None:

@@ -154,7 +154,9 @@ class Reconsolidation:
         new_vec = blend(old, u[0], p) if vector is not None else None
         if warm and new_vec is not None and (np.abs(new_vec) > validate.F16_MAX).any():
             raise InvalidInputError("the updated vector exceeds the float16 range of the warm tier")
-        # all checked: keep the version being replaced, then write
+        # all checked. The content heap may have to grow (and could fail), and it is
+        # append-only: write there first, then the version being replaced, then the record
+        ref = store.append_content([content])[0] if content is not None else None
         kept = self._versions.setdefault(i, deque(maxlen=self.config.history))
         kept.append(Version(old.copy(), current.content[0], float(current.confidence[0]), now_ns))
         if new_vec is not None:
@@ -163,8 +165,8 @@ class Reconsolidation:
             stored = new_vec.astype(TIER_DTYPE[tier])
             tv["rows"][row, :self.dim] = stored
             tv["row_norm"][row] = np.linalg.norm(stored.astype(np.float64))
-        if content is not None:
-            hot["content_ref"][i] = store.append_content([content])[0]
+        if ref is not None:
+            hot["content_ref"][i] = ref
         if confidence is not None:
             c = float(hot["confidence"][i])
             hot["confidence"][i] = (1.0 - p) * c + p * confidence

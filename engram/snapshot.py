@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DimensionError, EngramError, LayoutMismatchError
-from .layout import LAYOUT_HASH
+from .layout import PERSISTED_HASH
 from .store import TIER_TABLE
 
 FORMAT = 2   # 2: row norms are stored with the rows
@@ -97,7 +97,7 @@ def save(path: Path, dim: int, stores: dict, extra: dict | None = None) -> Path:
             os.fsync(f.fileno())
     _fsync_dir(snap)
     manifest = {"format": FORMAT, "seq": seq, "snapshot": snap.name, "dim": dim,
-                "layout_hash": f"0x{LAYOUT_HASH:016x}", "spaces": sorted(stores)}
+                "record_hash": f"0x{PERSISTED_HASH:016x}", "spaces": sorted(stores)}
     tmp = path / "CURRENT.tmp"
     with open(tmp, "w") as f:
         json.dump(manifest, f)
@@ -130,9 +130,11 @@ def load(path: Path, dim: int) -> dict:
         return {}
     if m.get("format") != FORMAT:
         raise SnapshotError(f"{path} holds snapshot format {m.get('format')}, this engram reads {FORMAT}")
-    if int(m["layout_hash"], 16) != LAYOUT_HASH:
-        raise LayoutMismatchError(f"{path} was written with layout {m['layout_hash']}, this engram has "
-                                  f"0x{LAYOUT_HASH:016x}: open it with the engram version that wrote it")
+    # only the records a snapshot keeps decide (schema.PERSISTED), not the run-time boards
+    if int(m.get("record_hash", "0x0"), 16) != PERSISTED_HASH:
+        raise LayoutMismatchError(f"{path} was written with node records {m.get('record_hash', 'of an older layout')}"
+                                  f", this engram has 0x{PERSISTED_HASH:016x}: open it with the engram version "
+                                  "that wrote it")
     if m["dim"] != dim:
         raise DimensionError(f"{path} holds memories of dimension {m['dim']}; open it with dim={m['dim']}")
     out = {}

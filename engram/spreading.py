@@ -308,7 +308,7 @@ def run_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray, see
                 break
             helpers = splitter.helpers(f_edges) if splitter is not None else 0
             if helpers:
-                splitter.hop(run, f_edges, batch_size, helpers, *split_job)
+                splitter.hop(run, f_edges, batch_size, helpers, *split_job, deadline_ns=deadline_ns)
             else:
                 run.step()
             t1 = time.perf_counter_ns()

@@ -1,12 +1,13 @@
 """Work stealing: a large hop's frontier split into batches that idle workers take.
 
-A worker running a recall (the spread's owner) whose next hop fires at least
-``min_edges`` edges while other workers wait for work splits the hop
+A process running a recall (the spread's owner: a worker, or the engine's owner
+recalling in its own thread) whose next hop fires at least ``min_edges`` edges
+while workers wait for work splits the hop
 (SpreadRun.begin_split): it cuts the frontier into batches of at least the
 AdaptiveBatcher's size, offers all but the first on the hop board (a shared
 segment: HopBoardHeader, HopSlot[slots], then each slot's input and output
-areas), posts the workers' `work` semaphore once per idle worker, and gathers
-fires its own batch in place (eg_spread_fire). An idle worker wakes, takes
+areas), posts the workers' `work` semaphore once per idle worker, and fires
+its own batch in place (eg_spread_fire). An idle worker wakes, takes
 the oldest offered batch, gathers it (eg_spread_gather: the batch's
 contributions summed per target; it reads only the graph, which every worker
 has attached) into the slot's output area and posts the slot's `hop<j>`
@@ -15,12 +16,15 @@ and merges the stolen batches' sums into its own spreading state
 (eg_spread_merge), so the hop ends as one kernel call would have (up to
 float summation order).
 
-Slot states (u32, by compare-exchange):
-    FREE -> FILLING (owner) -> READY -> TAKEN|pid<<8 (a taker; the pid is in the
-    same word, so a dead taker is recognised without a race) -> DONE | FAILED
-    -> FREE (owner, after merging)
-A batch whose taker died is gathered again by the owner; slots of an owner that
-died are reclaimed by the next owner that needs one.
+Slot states (u32, by compare-exchange; a holder's pid rides in the same word,
+so a dead holder is recognised without a race):
+    FREE -> FILLING|owner -> READY -> TAKEN|taker -> DONE | FAILED -> FREE (owner)
+    READY -> FILLING|owner -> FREE          the owner takes an untaken batch back
+    TAKEN|taker -> REVOKED|taker -> FREE    the owner gave up waiting; the taker frees it
+A batch whose taker died, or that is still out when the spread's deadline (or
+a second) passes, is fired by the owner itself; a revoked batch's slot is
+freed by its taker when it finishes. Slots whose holders died are freed by the
+supervisor (release_dead) or taken over by the next owner that needs one.
 """
 from __future__ import annotations
 
@@ -38,9 +42,10 @@ from .shm.names import EngineName, pid_alive
 from .shm.segment import Segment, align_up
 
 C = schema.CONSTANTS
-FREE, FILLING, READY, TAKEN, DONE, FAILED = (C[f"TASK_{s}"] for s in
-                                            ("FREE", "FILLING", "READY", "TAKEN", "DONE", "FAILED"))
+FREE, FILLING, READY, TAKEN, DONE, FAILED, REVOKED = (
+    C[f"TASK_{s}"] for s in ("FREE", "FILLING", "READY", "TAKEN", "DONE", "FAILED", "REVOKED"))
 STATE_MASK = 0xFF
+MAX_WAIT_NS = 1_000_000_000   # without a deadline, a taker this slow has its batch revoked
 # a hop firing fewer edges runs as one kernel call (measured: docs/workers.md);
 # ENGRAM_STEAL_MIN_EDGES overrides it (0 turns stealing off)
 MIN_EDGES = int(os.environ.get("ENGRAM_STEAL_MIN_EDGES", 32768))
@@ -48,8 +53,17 @@ BATCHES_PER_WORKER = 4     # batches per participant: enough to even out, few en
 WAIT_S = 0.02
 
 
+def held(state: int, pid: int) -> int:
+    """A state word naming the process that holds the slot in it."""
+    return state | (pid << 8)
+
+
 def taken_by(pid: int) -> int:
-    return TAKEN | (pid << 8)
+    return held(TAKEN, pid)
+
+
+def _dead(pid: int) -> bool:
+    return pid == 0 or not pid_alive(pid)
 
 
 class HopBoard(SlotBoard):
@@ -87,17 +101,40 @@ class HopBoard(SlotBoard):
         return cls(Segment.attach(engine.engine_object("hops"), kind=C["TABLE_HOPS"], writable=True))
 
     def claim(self, pid: int):
-        """A slot for an offer, now FILLING: a FREE one, or one left by an owner that died."""
+        """A slot for an offer, now FILLING|pid: a FREE one, or one whose holders died."""
         st = self.slots["state"]
-        got = self._grab(np.flatnonzero(st == FREE).tolist(), FREE, FILLING)
+        mine = held(FILLING, pid)
+        got = self._grab(np.flatnonzero(st == FREE).tolist(), FREE, mine)
         if got is not None:
             return got
         for i in np.flatnonzero(st != FREE).tolist():
             s = self.state(i)
-            owner = int(self.slots["owner_pid"][i])
-            if (s & STATE_MASK) != TAKEN and owner != pid and not pid_alive(owner) and self.cas(i, s, FILLING):
+            if self._orphaned(i, s, pid) and self.cas(i, s, mine):
                 return i
         return None
+
+    def _orphaned(self, i: int, s: int, pid: int) -> bool:
+        """No live process will ever act on slot i in state s again."""
+        kind, holder, owner = s & STATE_MASK, s >> 8, int(self.slots["owner_pid"][i])
+        if kind == FILLING:
+            return holder != pid and _dead(holder)
+        if kind in (READY, DONE, FAILED):
+            return owner != pid and _dead(owner)
+        if kind == REVOKED:
+            return _dead(holder)
+        if kind == TAKEN:          # the taker finishes it for the owner; if both are gone, nobody will
+            return _dead(holder) and owner != pid and _dead(owner)
+        return False
+
+    def release_dead(self, pid: int) -> int:
+        """Free what a process that died left behind (the supervisor calls this); returns slots freed."""
+        freed = 0
+        for i in range(self.n):
+            s = self.state(i)
+            if s != FREE and (s >> 8 == pid or int(self.slots["owner_pid"][i]) == pid) \
+                    and self._orphaned(i, s, 0) and self.cas(i, s, FREE):
+                freed += 1
+        return freed
 
     def take(self, pid: int):
         """The oldest offered batch, now taken by ``pid``; None if none."""
@@ -153,6 +190,8 @@ def serve_batch(hops: HopBoard, j: int, eng, gatherer: Gatherer, sems: list) -> 
         hops.count("failed")
     if hops.cas(j, taken_by(pid), DONE if ok else FAILED):
         sems[j].release()
+    else:                        # the owner gave up waiting (REVOKED|pid): the slot is ours to free
+        hops.cas(j, held(REVOKED, pid), FREE)
 
 
 def _fault_once() -> None:
@@ -186,7 +225,7 @@ class HopSplitter:
         return self.tasks.idle() if 0 < least <= frontier_edges else 0
 
     def hop(self, run, frontier_edges: int, batch_size: int, idle: int, space: str, fan: str,
-            csr_generation: int) -> None:
+            csr_generation: int, deadline_ns: int | None = None) -> None:
         """Run the next hop of ``run`` in batches, offering some to ``idle`` workers."""
         nodes, fire = run.begin_split()
         f = nodes.shape[0]
@@ -199,41 +238,43 @@ class HopSplitter:
         size = min(size, self.hops.in_cap, fits)
         bounds = [(lo, min(lo + size, f)) for lo in range(0, f, size)]
         offered, local = [], bounds[:1]
-        for lo, hi in bounds[1:]:
-            j = self.hops.claim(self.pid)
-            if j is None:
-                local.append((lo, hi))
-                continue
-            self._offer(j, run, nodes[lo:hi], fire[lo:hi], space, fan, csr_generation)
-            offered.append((j, lo, hi))
-        if offered:
-            self.hops.count("published", len(offered))
-            for _ in range(min(idle, len(offered))):
-                self.work.release()
-        self.split_hops += 1
-        for lo, hi in local:               # the owner's share fires in place, as in a whole hop
-            run.fire_part(lo, hi)
-        wait = int(self.hops.header["test_wait_ns"][0])
-        if wait:                           # tests: give the takers time, so stealing surely happens
-            deadline = time.perf_counter_ns() + wait
-            while time.perf_counter_ns() < deadline and any(self.hops.state(j) == READY for j, _, _ in offered):
-                time.sleep(0.0005)
-        pending = []
-        for j, lo, hi in offered:          # take back what nobody took (no waiting)
-            if self.hops.cas(j, READY, FILLING):
-                self.hops.count("reclaimed")
+        try:
+            for lo, hi in bounds[1:]:
+                j = self.hops.claim(self.pid)
+                if j is None:
+                    local.append((lo, hi))
+                    continue
+                offered.append((j, lo, hi))
+                self._offer(j, run, nodes[lo:hi], fire[lo:hi], space, fan, csr_generation)
+            if offered:
+                self.hops.count("published", len(offered))
+                for _ in range(min(idle, len(offered))):
+                    self.work.release()
+            self.split_hops += 1
+            for lo, hi in local:               # the owner's share fires in place, as in a whole hop
                 run.fire_part(lo, hi)
-                self.hops.set_state(j, FREE)
-            else:
-                pending.append((j, lo, hi))
-        for j, lo, hi in pending:
-            if self._wait(j):
-                n_out = int(self.hops.slots["n_out"][j])
-                run.merge(self.hops.out_v[j, :n_out], self.hops.out_s[j, :n_out])
-                self.hops.count("stolen")
-            else:                          # failed, or its taker died: fire it here
-                run.fire_part(lo, hi)
-            self.hops.set_state(j, FREE)
+            self._test_wait(offered)
+            pending = []
+            for j, lo, hi in offered:          # take back what nobody took (no waiting)
+                if self.hops.cas(j, READY, held(FILLING, self.pid)):
+                    self.hops.count("reclaimed")
+                    run.fire_part(lo, hi)
+                    self.hops.set_state(j, FREE)
+                else:
+                    pending.append((j, lo, hi))
+            until = deadline_ns if deadline_ns is not None else time.perf_counter_ns() + MAX_WAIT_NS
+            while pending:
+                j, lo, hi = pending.pop(0)
+                if self._wait(j, until):
+                    n_out = int(self.hops.slots["n_out"][j])
+                    run.merge(self.hops.out_v[j, :n_out], self.hops.out_s[j, :n_out])
+                    self.hops.count("stolen")
+                    self.hops.set_state(j, FREE)
+                else:                          # failed, revoked, or its taker died: fire it here
+                    run.fire_part(lo, hi)
+            offered = []
+        finally:
+            self._abandon(offered)             # only after an exception: leave nothing held
         run.end_split()
 
     def _offer(self, j, run, nodes, fire, space: str, fan: str, gen: int) -> None:
@@ -250,24 +291,56 @@ class HopSplitter:
                                                                        run.params.decay, run.params.threshold)
         slot["csr_generation"] = gen
         slot["seq"] = time.perf_counter_ns()             # CLOCK_MONOTONIC: takers serve the oldest first
-        h.set_state(j, READY)
+        h.cas(j, held(FILLING, self.pid), READY)
 
-    def _wait(self, j: int) -> bool:
-        """Wait for a taken batch: True when DONE, False when FAILED or its taker died."""
+    def _test_wait(self, offered) -> None:
+        """Tests: give the takers time (HopBoardHeader.test_wait_ns), so stealing surely happens."""
+        wait = int(self.hops.header["test_wait_ns"][0])
+        deadline = time.perf_counter_ns() + wait
+        while wait and time.perf_counter_ns() < deadline and any(self.hops.state(j) == READY
+                                                                 for j, _, _ in offered):
+            time.sleep(0.0005)
+
+    def _wait(self, j: int, until_ns: int) -> bool:
+        """Wait for a taken batch: True when DONE (the caller merges and frees it); False when
+        it FAILED, its taker died, or it is still out at ``until_ns`` (then it is revoked and
+        the taker frees it): the caller fires the batch itself."""
         h = self.hops
         while True:
-            try:
-                self.sems[j].acquire(WAIT_S)
-            except posix_ipc.BusyError:
-                pass
             st = h.state(j)
             if st == DONE:
                 return True
             if st == FAILED:
+                h.set_state(j, FREE)
                 return False
-            if (st & STATE_MASK) == TAKEN and not pid_alive(st >> 8) and h.cas(j, st, FILLING):
-                h.count("failed")
+            if st & STATE_MASK != TAKEN:   # not ours any more (cannot happen while we live): redo it
                 return False
+            if _dead(st >> 8):
+                if h.cas(j, st, held(FILLING, self.pid)):
+                    h.count("failed")
+                    h.set_state(j, FREE)
+                    return False
+                continue
+            if time.perf_counter_ns() >= until_ns:
+                if h.cas(j, st, held(REVOKED, st >> 8)):
+                    h.count("failed")
+                    return False
+                continue
+            try:
+                self.sems[j].acquire(WAIT_S)
+            except posix_ipc.BusyError:
+                pass
+
+    def _abandon(self, offered) -> None:
+        """After an exception mid-hop: free what is ours; a batch still being gathered is
+        left ownerless (owner_pid 0), so the next claim takes it once its taker is done."""
+        h = self.hops
+        for j, _, _ in offered:
+            for s in (READY, DONE, FAILED, held(FILLING, self.pid)):
+                if h.cas(j, s, FREE):
+                    break
+            else:
+                h.slots["owner_pid"][j] = 0
 
 
 def open_worker_side(engine: EngineName, tasks, work) -> HopSplitter | None:

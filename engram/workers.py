@@ -88,8 +88,7 @@ class TaskBoard(SlotBoard):
         self.queries = seg.array(off, np.float32, n * self.dim, shape=(n, self.dim))
         off = align_up(off + n * self.dim * 4)
         self.configs = seg.array(off, np.float64, n * CONFIG_FLOATS, shape=(n, CONFIG_FLOATS))
-        super().__init__(header, slots, ("submitted", "completed", "failed", "retried", "restarts", "ready",
-                                         "busy"))
+        super().__init__(header, slots, ("submitted", "completed", "failed", "retried", "restarts", "ready"))
 
     @staticmethod
     def size(slots: int, dim: int) -> int:
@@ -117,11 +116,10 @@ class TaskBoard(SlotBoard):
         return self.take_oldest(READY, TAKEN)
 
     def idle(self) -> int:
-        """Workers waiting for work (ready and not running a request)."""
-        h = self.header[0]
-        busy = int(h["busy"])
-        busy = busy - (1 << 64) if busy >= 1 << 63 else busy     # a u64 counter: read it signed
-        return max(int(h["ready"]) - max(busy, 0), 0)
+        """Workers waiting for work: ready minus the requests taken now (read from the
+        slots, not kept in a counter that a worker dying at the wrong moment would skew)."""
+        taken = int(np.count_nonzero(self.slots["state"] == TAKEN))
+        return max(int(self.header["ready"][0]) - taken, 0)
 
 
 def _semaphore(engine: EngineName, what: str, create: bool) -> posix_ipc.Semaphore:
@@ -171,11 +169,7 @@ def worker_main(engine_text: str, worker_id: int) -> None:
             i = board.take()
             if i is None:
                 break
-            board.count("busy")
-            try:
-                _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels, splitter)
-            finally:
-                board.count("busy", -1)
+            _serve(board, pool, eng, _recall, i, worker_id, pid, metrics, tracer, labels, splitter)
             done[i].release()
     pool.flush()
     tracer.close()
@@ -301,11 +295,13 @@ class WorkerPool:
         with self._lock:
             if self.board is not None or self._closed:
                 return
-            self.pool = ActivationRecordPool.create(self.engine, capacity=max(1 << 16, self.n_slots * 1024))
+            # each request in flight holds k result records and up to 256 primed ones (semantic_keep)
+            self.pool = ActivationRecordPool.create(self.engine, capacity=max(1 << 16, self.n_slots * 2048))
             self.board = TaskBoard.create(self.engine, self.n_slots, self.dim, self.size)
-            if self.size > 1:             # batches of split hops, for idle workers to take
-                self.hops, self.hop_sems = stealing.create_owner_side(self.engine, max(8, 4 * self.size))
-                self.configure_stealing(None, None)
+            # batches of split hops, for idle workers to take (from another worker's spread
+            # or the owner's own): two slots per worker and two more
+            self.hops, self.hop_sems = stealing.create_owner_side(self.engine, 2 * self.size + 2)
+            self.configure_stealing(None, None)
             self.work = _semaphore(self.engine, "work", create=True)
             self.done = [_semaphore(self.engine, f"done{i}", create=True) for i in range(self.n_slots)]
             for w in range(self.size):
@@ -348,8 +344,9 @@ class WorkerPool:
             early = time.monotonic() - self._started_at[w] < EARLY_DEATH_S
             self._early[w] = self._early.get(w, 0) + 1 if early else 0
             b = self.board
+            if self.hops is not None:
+                self.hops.release_dead(p.pid)       # hop batches it offered or held
             for i in np.flatnonzero((b.slots["state"] == TAKEN) & (b.slots["worker"] == w)).tolist():
-                b.count("busy", -1)        # it died inside the request, before saying it was done
                 if int(b.slots["attempt"][i]) < MAX_ATTEMPTS and b.cas(i, TAKEN, READY):
                     b.count("retried")
                     self.work.release()

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xa1f4f292a1564398ULL
+#define EG_LAYOUT_HASH 0x35cdb6284b8e5132ULL
 #define EG_ABI_VERSION 8
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
@@ -30,6 +30,7 @@
 #define EG_TASK_TAKEN 3
 #define EG_TASK_DONE 4
 #define EG_TASK_FAILED 5
+#define EG_TASK_REVOKED 6
 #define EG_ROW_ALIGN 64
 #define EG_NIL 4294967295ULL
 
@@ -236,8 +237,7 @@ typedef struct __attribute__((aligned(32))) {
     uint64_t restarts;
     uint64_t test_hold_ns;
     uint64_t ready;
-    uint64_t busy;
-    uint64_t _reserved[2];
+    uint64_t _reserved[3];
 } eg_task_board_header_t;
 _Static_assert(sizeof(eg_task_board_header_t) == 96, "TaskBoardHeader size");
 _Static_assert(offsetof(eg_task_board_header_t, slots) == 0, "TaskBoardHeader.slots offset");
@@ -251,8 +251,7 @@ _Static_assert(offsetof(eg_task_board_header_t, retried) == 40, "TaskBoardHeader
 _Static_assert(offsetof(eg_task_board_header_t, restarts) == 48, "TaskBoardHeader.restarts offset");
 _Static_assert(offsetof(eg_task_board_header_t, test_hold_ns) == 56, "TaskBoardHeader.test_hold_ns offset");
 _Static_assert(offsetof(eg_task_board_header_t, ready) == 64, "TaskBoardHeader.ready offset");
-_Static_assert(offsetof(eg_task_board_header_t, busy) == 72, "TaskBoardHeader.busy offset");
-_Static_assert(offsetof(eg_task_board_header_t, _reserved) == 80, "TaskBoardHeader._reserved offset");
+_Static_assert(offsetof(eg_task_board_header_t, _reserved) == 72, "TaskBoardHeader._reserved offset");
 
 /* Head of the metrics segment. */
 typedef struct __attribute__((aligned(64))) {
@@ -415,7 +414,7 @@ typedef struct __attribute__((aligned(64))) {
     uint32_t n_in;
     uint32_t n_out;
     uint32_t owner_pid;
-    uint32_t taker_pid;
+    uint32_t _pad;
     uint32_t fan;
     uint32_t prefetch_distance;
     float decay;
@@ -431,7 +430,7 @@ _Static_assert(offsetof(eg_hop_slot_t, hop) == 4, "HopSlot.hop offset");
 _Static_assert(offsetof(eg_hop_slot_t, n_in) == 8, "HopSlot.n_in offset");
 _Static_assert(offsetof(eg_hop_slot_t, n_out) == 12, "HopSlot.n_out offset");
 _Static_assert(offsetof(eg_hop_slot_t, owner_pid) == 16, "HopSlot.owner_pid offset");
-_Static_assert(offsetof(eg_hop_slot_t, taker_pid) == 20, "HopSlot.taker_pid offset");
+_Static_assert(offsetof(eg_hop_slot_t, _pad) == 20, "HopSlot._pad offset");
 _Static_assert(offsetof(eg_hop_slot_t, fan) == 24, "HopSlot.fan offset");
 _Static_assert(offsetof(eg_hop_slot_t, prefetch_distance) == 28, "HopSlot.prefetch_distance offset");
 _Static_assert(offsetof(eg_hop_slot_t, decay) == 32, "HopSlot.decay offset");
@@ -566,7 +565,6 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"TaskBoardHeader", "restarts", (int64_t)offsetof(eg_task_board_header_t, restarts), (int64_t)sizeof(((eg_task_board_header_t *)0)->restarts)}, \
     {"TaskBoardHeader", "test_hold_ns", (int64_t)offsetof(eg_task_board_header_t, test_hold_ns), (int64_t)sizeof(((eg_task_board_header_t *)0)->test_hold_ns)}, \
     {"TaskBoardHeader", "ready", (int64_t)offsetof(eg_task_board_header_t, ready), (int64_t)sizeof(((eg_task_board_header_t *)0)->ready)}, \
-    {"TaskBoardHeader", "busy", (int64_t)offsetof(eg_task_board_header_t, busy), (int64_t)sizeof(((eg_task_board_header_t *)0)->busy)}, \
     {"TaskBoardHeader", "_reserved", (int64_t)offsetof(eg_task_board_header_t, _reserved), (int64_t)sizeof(((eg_task_board_header_t *)0)->_reserved)}, \
     {"MetricsHeader", "", 0, (int64_t)sizeof(eg_metrics_header_t)}, \
     {"MetricsHeader", "slots", (int64_t)offsetof(eg_metrics_header_t, slots), (int64_t)sizeof(((eg_metrics_header_t *)0)->slots)}, \
@@ -639,7 +637,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"HopSlot", "n_in", (int64_t)offsetof(eg_hop_slot_t, n_in), (int64_t)sizeof(((eg_hop_slot_t *)0)->n_in)}, \
     {"HopSlot", "n_out", (int64_t)offsetof(eg_hop_slot_t, n_out), (int64_t)sizeof(((eg_hop_slot_t *)0)->n_out)}, \
     {"HopSlot", "owner_pid", (int64_t)offsetof(eg_hop_slot_t, owner_pid), (int64_t)sizeof(((eg_hop_slot_t *)0)->owner_pid)}, \
-    {"HopSlot", "taker_pid", (int64_t)offsetof(eg_hop_slot_t, taker_pid), (int64_t)sizeof(((eg_hop_slot_t *)0)->taker_pid)}, \
+    {"HopSlot", "_pad", (int64_t)offsetof(eg_hop_slot_t, _pad), (int64_t)sizeof(((eg_hop_slot_t *)0)->_pad)}, \
     {"HopSlot", "fan", (int64_t)offsetof(eg_hop_slot_t, fan), (int64_t)sizeof(((eg_hop_slot_t *)0)->fan)}, \
     {"HopSlot", "prefetch_distance", (int64_t)offsetof(eg_hop_slot_t, prefetch_distance), (int64_t)sizeof(((eg_hop_slot_t *)0)->prefetch_distance)}, \
     {"HopSlot", "decay", (int64_t)offsetof(eg_hop_slot_t, decay), (int64_t)sizeof(((eg_hop_slot_t *)0)->decay)}, \

@@ -60,9 +60,11 @@ EG_API int64_t eg_spread_fire(EG_SPREAD_HOP_ARGS) {
     for (uint64_t i = begin; i < end; i++) {
         if (prefetch_distance && i + prefetch_distance < end) {
             uint32_t ahead = out_nodes[i + prefetch_distance];
-            eg_prefetch(&offsets[ahead]);
-            eg_prefetch(&targets[offsets[ahead]]);
-            eg_prefetch(&weights[offsets[ahead]]);
+            if (ahead < n_nodes) {                        /* validated when its turn comes */
+                eg_prefetch(&offsets[ahead]);
+                eg_prefetch(&targets[offsets[ahead]]);
+                eg_prefetch(&weights[offsets[ahead]]);
+            }
         }
         const uint32_t u = out_nodes[i];
         if (u >= n_nodes) return EG_EINVAL;
@@ -84,7 +86,10 @@ EG_API int64_t eg_spread_fire(EG_SPREAD_HOP_ARGS) {
 }
 
 EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS) {
-    if (!state || !out_nodes || !fire || begin > end || end > count || count > out_cap) return EG_EINVAL;
+    if (!offsets || !state || !out_nodes || !fire || (n_nodes && (!targets || !weights))) return EG_EINVAL;
+    if (hop == 0 || hop > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu || begin > end || end > count
+        || count > out_cap)
+        return EG_EINVAL;                                 /* checked before anything is written */
     for (uint64_t i = begin; i < end; i++) {              /* what each fires: its act as the hop begins */
         if (out_nodes[i] >= n_nodes) return EG_EINVAL;
         fire[i] = state[out_nodes[i]].act;

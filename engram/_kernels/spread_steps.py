@@ -4,8 +4,13 @@ The same rules as csrc/kernels/spread.c, in float32. numba compiles these
 functions for the numba backend; the numpy backend runs them as they are
 for step-wise spreads (its whole spreads use the float64 oracle).
 """
-import numba
 import numpy as np
+
+try:                      # the numba backend inlines apply(); without numba it stays plain Python
+    from numba import njit as _njit
+except ImportError:       # pragma: no cover - numba is a dependency, but the numpy backend must not need it
+    def _njit(**_):
+        return lambda f: f
 
 HOP_MASK = np.uint32(0xFF)
 ONE = np.float32(1.0)
@@ -26,7 +31,7 @@ def seed(seeds, seed_act, epoch, mark, act, out_nodes):
     return count
 
 
-@numba.njit(cache=True, inline="always")
+@_njit(cache=True, inline="always")
 def apply(v, c, hop_no, tag, cycle_penalty, mark, act, out_nodes, count):
     """Node v receives contribution c at hop hop_no (the rule of a hop and of a merge):
     a first touch joins the next frontier, a node that fired already gains c x
@@ -64,14 +69,21 @@ def gather(offsets, targets, weights, decay, threshold, nodes, fire, acc, out_v,
     again on return. Returns the number of distinct targets, or -2 (no space)."""
     count = 0
     rc = 0
+    n = offsets.shape[0] - 1
     for i in range(nodes.shape[0]):
         u = nodes[i]
+        if u >= n:
+            rc = -1
+            break
         out = np.float32(fire[i] * decay)
         for e in range(offsets[u], offsets[u + 1]):
             c = np.float32(out * weights[e])
             if c < threshold:
                 continue
             v = targets[e]
+            if v >= n:
+                rc = -1
+                break
             if acc[v] < 0:
                 if count >= out_v.shape[0]:
                     rc = -2
@@ -89,9 +101,14 @@ def gather(offsets, targets, weights, decay, threshold, nodes, fire, acc, out_v,
     return rc if rc else count
 
 
-def merge(hop_no, cycle_penalty, epoch, mark, act, v, s, out_nodes, count):
-    """The applying half of a split hop (eg_spread_merge); returns the new count."""
+def merge(hop_no, cycle_penalty, epoch, mark, act, v, s, out_nodes, count, n_nodes):
+    """The applying half of a split hop (eg_spread_merge); returns the new count, or -1
+    for a target outside the graph, -2 when out_nodes is full."""
     tag = np.uint32(epoch) << np.uint32(8)
     for i in range(v.shape[0]):
+        if v[i] >= n_nodes:
+            return -1
+        if count >= out_nodes.shape[0] and (mark[v[i]] & ~HOP_MASK) != tag:
+            return -2
         count = apply(v[i], s[i], hop_no, tag, cycle_penalty, mark, act, out_nodes, count)
     return count

@@ -354,7 +354,7 @@ class SpreadRun:
 
     def merge(self, v, s) -> None:
         """Apply one gathered batch (targets, summed contributions) to this hop."""
-        got = self._table._merge(self._sc, self.params, self.hop, v, s, self.count)
+        got = self._table._merge(self._sc, self.params, self.hop, v, s, self.count, self.graph.n_nodes)
         if got < 0:
             from ..errors import KernelError
             raise KernelError(f"{self._table.name} spread_merge returned error {got}")
@@ -479,13 +479,14 @@ class KernelTable:
                                       sc.nodes, sc.fire, begin, end, count)
 
     def _gather(self, g, p, nodes, fire, acc, out_v, out_s) -> int:
-        """Distinct targets of one batch, their summed contributions in out_s; -2: out of space."""
+        """Distinct targets of one batch, their summed contributions in out_s; -2: out of
+        space, -1: an id outside the graph (as the native kernels return)."""
         return self._steps.gather(g[0], g[1], g[2], np.float32(p.decay), np.float32(p.threshold), nodes, fire,
                                   acc, out_v, out_s)
 
-    def _merge(self, sc, p, hop, v, s, count) -> int:
+    def _merge(self, sc, p, hop, v, s, count, n_nodes) -> int:
         return self._steps.merge(hop, np.float32(p.cycle_penalty), sc.epoch, sc.state["mark"], sc.state["act"],
-                                 v, s, sc.nodes, count)
+                                 v, s, sc.nodes, count, n_nodes)
 
     def decay(self, strength, age, curve: str = "exponential", **params) -> np.ndarray:
         """strength * forgetting_curve(age), elementwise, as float32.
@@ -645,8 +646,8 @@ class NativeTable(KernelTable):
         return self._gather_fn(g[0], g[1], g[2], p.decay, p.threshold, p.prefetch_distance, nodes, fire, acc,
                                out_v, out_s)
 
-    def _merge(self, sc, p, hop, v, s, count) -> int:
-        return self._merge_fn(sc.state.shape[0], hop, p.cycle_penalty, sc.epoch, sc.state, v, s, sc.nodes, count)
+    def _merge(self, sc, p, hop, v, s, count, n_nodes) -> int:
+        return self._merge_fn(n_nodes, hop, p.cycle_penalty, sc.epoch, sc.state, v, s, sc.nodes, count)
 
     def _topk_many(self, metric, qs, rows, k, mask, norms=None):
         k = min(k, rows.shape[0])

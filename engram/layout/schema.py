@@ -120,7 +120,7 @@ EDGE_DELTA = Record("EdgeDelta", (
 ACTIVATION_RECORD = Record("ActivationRecord", (
     F("node", "u32"),
     F("next", "u32", doc="freelist / frontier link by index; EG_NIL = none"),
-    F("activation", "f32", doc="residual activation left by recent recalls (semantic priming, engram/priming.py)"),
+    F("activation", "f32", doc="the result's activation (after the recall or spread that wrote the record)"),
     F("confidence", "f32"),
     F("source", "u32", doc="node this activation came from"),
     F("hop", "u16"),
@@ -192,28 +192,29 @@ TASK_BOARD_HEADER = Record("TaskBoardHeader", (
     F("restarts", "u64", doc="workers replaced after dying"),
     F("test_hold_ns", "u64", doc="fault injection for tests: a worker holds each task this long"),
     F("ready", "u64", doc="workers that attached and wait for tasks (started minus exited)"),
-    F("busy", "u64", doc="workers running a task now (ready minus busy are idle: they may steal hop batches)"),
-    F("_reserved", "u64", 2),
+    F("_reserved", "u64", 3),
 ), size=96, align=32, doc="Head of the task board segment.")
 
 #: One batch of a split hop on the hop board (HopBoardHeader, then HopSlot[slots],
 #: then per slot its input (u32 nodes, f32 fire) and output (u32 targets, f32 sums)
-#: areas). FREE -> FILLING (the spread's owner) -> READY -> TAKEN (an idle worker,
-#: or the owner taking its own batch back) -> DONE | FAILED -> FREE (the owner,
-#: after merging). States change by compare-exchange; see engram/stealing.py.
+#: areas). The state's low byte: FREE -> FILLING|owner<<8 -> READY -> TAKEN|taker<<8
+#: (an idle worker) -> DONE | FAILED -> FREE (the owner, after merging); the owner
+#: takes an untaken batch back READY -> FILLING|owner<<8, and revokes one whose taker
+#: is too slow TAKEN|t -> REVOKED|t (the taker frees it). States change by
+#: compare-exchange; see engram/stealing.py.
 HOP_SLOT = Record("HopSlot", (
     F("state", "u32"),
     F("hop", "u32"),
     F("n_in", "u32", doc="frontier nodes in this batch"),
     F("n_out", "u32", doc="distinct targets gathered"),
-    F("owner_pid", "u32", doc="process whose spread this batch belongs to"),
-    F("taker_pid", "u32", doc="process that took it"),
+    F("owner_pid", "u32", doc="process whose spread this batch belongs to (0: abandoned)"),
+    F("_pad", "u32"),
     F("fan", "u32", doc="index into engram.fan.MODES: which weights to read"),
     F("prefetch_distance", "u32"),
     F("decay", "f32"),
     F("threshold", "f32"),
     F("csr_generation", "u64", doc="the CSR the batch must be gathered over"),
-    F("seq", "u64", doc="batch number, for tracing"),
+    F("seq", "u64", doc="CLOCK_MONOTONIC ns of the offer: takers serve the oldest first"),
     F("space", "u8", 64, doc="memory space name, NUL padded"),
     F("_reserved", "u64", 1),
 ), size=128, align=64, doc="A batch of a split hop and where its gathered sums are.")
@@ -356,6 +357,7 @@ CONSTANTS = {
     "TASK_TAKEN": 3,
     "TASK_DONE": 4,
     "TASK_FAILED": 5,
+    "TASK_REVOKED": 6,
     "ROW_ALIGN": 64,
     "NIL": 0xFFFFFFFF,
 }
@@ -379,3 +381,20 @@ def layout_hash() -> int:
 
 
 LAYOUT_HASH = layout_hash()
+
+#: Records that snapshots keep (engram/snapshot.py). The others live only while an
+#: engine runs (boards, rings, pools), so their changes need not refuse old snapshots.
+PERSISTED = (NODE_HOT,)
+
+
+def persisted_hash() -> int:
+    """64-bit hash of the records snapshots keep, and the format version."""
+    lines = [f"format {FORMAT_VERSION}"]
+    for rec in PERSISTED:
+        offs = rec.offsets()
+        lines.append(f"record {rec.name} {rec.size} {rec.align}")
+        lines += [f"  {f.name} {f.type} {f.count} @{offs[f.name]}" for f in rec.fields]
+    return int.from_bytes(hashlib.sha256("\n".join(lines).encode()).digest()[:8], "little")
+
+
+PERSISTED_HASH = persisted_hash()

@@ -109,8 +109,10 @@ def test_co_recalled_memories_strengthen_their_links():
         mem.compact()                                          # new links were buffered: flushed here
         for (a, b), w0 in before.items():
             w = dict(zip(*[x.tolist() for x in mem.neighbors(a)]))[b]
+            # a new link starts at the rate and takes a second step at the second recall; an
+            # existing one took its first step in place already (w0 was read after it)
             want = 0.1 if w0 is None else w0
-            want = want + 0.1 * (1 - want)                     # two recalls: two Hebbian steps
+            want = want + 0.1 * (1 - want)
             assert w == pytest.approx(want, rel=1e-5), (a, b, w0, w)
 
 

@@ -100,8 +100,8 @@ def test_default_recall_beats_similarity_only(name):
     p = harness.prepare(_slice(name), QUERIES, seed=0)
     assert len(p.queries) >= QUERIES // 2
     ms = {m.name: m for m in harness.methods(sweep=False)}
-    sim = harness.run_method(p, ms["similarity"])
-    default = harness.run_method(p, ms["default"])
+    sim = harness.run_method(p, ms["similarity"], budget_ms=None)
+    default = harness.run_method(p, ms["default"], budget_ms=None)     # no fallbacks on a loaded machine
     floor = harness.run_method(p, ms["popularity"])
     for task in ("assoc", "assoc-hubfree"):
         r_sim, r_def = sim[task]["recall@10"], default[task]["recall@10"]

@@ -75,7 +75,9 @@ pub fn spreadHop(
     const state = state_ orelse return EINVAL;
     const out_nodes = out_nodes_ orelse return EINVAL;
     const fire = fire_ orelse return EINVAL;
-    if (begin > end or end > count_in or count_in > out_cap) return EINVAL;
+    if (offsets_ == null or (n_nodes > 0 and (targets_ == null or weights_ == null))) return EINVAL;
+    // checked before anything is written
+    if (hop == 0 or hop > HOP_MASK or epoch == 0 or epoch > 0xffffff or begin > end or end > count_in or count_in > out_cap) return EINVAL;
     for (begin..end) |i| { // what each fires: its act as the hop begins
         if (out_nodes[i] >= n_nodes) return EINVAL;
         fire[i] = state[out_nodes[i]].act;
@@ -103,9 +105,11 @@ pub fn spreadFire(
     for (begin..end) |i| {
         if (prefetch_distance != 0 and i + prefetch_distance < end) {
             const ahead = out_nodes[i + prefetch_distance];
-            prefetch(&offsets[ahead]);
-            prefetch(&targets[offsets[ahead]]);
-            prefetch(&weights[offsets[ahead]]);
+            if (ahead < n_nodes) { // validated when its turn comes
+                prefetch(&offsets[ahead]);
+                prefetch(&targets[offsets[ahead]]);
+                prefetch(&weights[offsets[ahead]]);
+            }
         }
         const u = out_nodes[i];
         if (u >= n_nodes) return EINVAL;
