@@ -196,14 +196,17 @@ def serve_batch(hops: HopBoard, j: int, eng, gatherer: Gatherer, sems: list) -> 
 
 def _fault_once() -> None:
     """Fault injection for the tests: ENGRAM_WORKER_FAULT=exit-in-batch:<path> makes the
-    first taker that creates <path> die holding its batch."""
-    fault = os.environ.get("ENGRAM_WORKER_FAULT", "")
-    if fault.startswith("exit-in-batch:"):
+    first taker that creates <path> die holding its batch; stall-in-batch:<path> makes it
+    hold the batch for 3 s (past the owner's patience)."""
+    fault, _, path = os.environ.get("ENGRAM_WORKER_FAULT", "").partition(":")
+    if fault in ("exit-in-batch", "stall-in-batch"):
         try:
-            os.close(os.open(fault.split(":", 1)[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             return
-        os._exit(4)
+        if fault == "exit-in-batch":
+            os._exit(4)
+        time.sleep(3.0)
 
 
 # ----------------------------------------------------------------------------- the owner

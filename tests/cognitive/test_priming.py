@@ -190,3 +190,20 @@ def test_priming_is_counted_and_traced():
             by_code[code] = by_code.get(code, 0) + n
         assert by_code == {0: 5.0, 1: 16.0, 2: 12.0}
         assert int(ev["node_a"][-1]) == int(r.ids[0])
+
+
+def test_the_owners_links_win_over_buffered_co_recall_links():
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        mem, vecs = linked_space(eng)
+        mem.configure_recall(priming=True, associative_rate=0.05, associative_top=3)
+        r = mem.recall(vecs[3], k=5, budget_ms=None)
+        a, b = r.ids[:2].tolist()
+        mem.link(a, b, 0.9)                                   # the owner's own weight for the pair
+        mem.compact()
+        w = dict(zip(*[x.tolist() for x in mem.neighbors(a)]))[b]
+        assert w == pytest.approx(0.9)                        # not the buffered co-recall weight
+        mem.clock.now += S
+        r2 = mem.recall(vecs[3], k=5, budget_ms=None)
+        if {a, b} <= set(r2.ids[:3].tolist()):                # recalled together again: a step from 0.9
+            w = dict(zip(*[x.tolist() for x in mem.neighbors(a)]))[b]
+            assert w == pytest.approx(0.9 + 0.05 * 0.1, rel=1e-5)

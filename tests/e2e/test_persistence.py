@@ -99,3 +99,15 @@ def test_a_killed_owner_leaves_the_last_saved_snapshot(tmp_path):
     p.wait(timeout=30)
     with engram.Engine(path=tmp_path, dim=4, workers=0) as eng:   # the lock died with the process
         assert len(eng.space("crash")) == 10
+
+
+def test_snapshots_are_checked_against_the_records_they_keep(tmp_path):
+    from engram.layout import PERSISTED_HASH
+    with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
+        fill(eng)
+    m = json.loads((tmp_path / "CURRENT").read_text())
+    assert int(m["record_hash"], 16) == PERSISTED_HASH        # node records only: boards and rings may change
+    m["record_hash"] = f"0x{PERSISTED_HASH ^ 1:016x}"           # written by an engram with other node records
+    (tmp_path / "CURRENT").write_text(json.dumps(m))
+    with pytest.raises(errors.LayoutMismatchError, match="node records"):
+        engram.Engine(path=tmp_path, dim=DIM, workers=0)

@@ -3,6 +3,7 @@ on the shared hop board, gathered by the other worker and merged by the owner,
 answer exactly like the numpy reference; a taker that dies holding a batch
 costs nothing but time (the owner fires the batch itself, the worker is
 replaced); and nothing stays claimed afterwards."""
+import os
 import time
 
 import numpy as np
@@ -16,8 +17,8 @@ from test_recall_spread import DIM
 from test_workers import build, check_against_reference
 
 
-def stealing_engine(**kw):
-    eng = engram.Engine(dim=DIM, workers=2, routing="workers", **kw)
+def stealing_engine(routing="workers"):
+    eng = engram.Engine(dim=DIM, workers=2, routing=routing)
     mem, stored, conf, queries = build(eng)
     eng.start_workers()
     eng.configure_workers(steal_min_edges=1, steal_min_batch=4)   # split every hop of these small spreads
@@ -77,4 +78,63 @@ def test_the_owners_own_recall_splits_its_hops_among_idle_workers():
         s = eng.worker_stats()
         assert s["completed"] == 0                            # no request went to a worker ...
         assert s["hop_batches"]["stolen"] > 0                 # ... but they gathered its batches
+        assert (eng._workers.hops.slots["state"] == FREE).all()
+
+
+def test_a_taker_too_slow_has_its_batch_revoked_and_frees_the_slot_later(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGRAM_WORKER_FAULT", f"stall-in-batch:{tmp_path / 'stalled'}")
+    eng, mem, stored, conf, queries = stealing_engine()
+    with eng:
+        eng._workers.hops.header["test_wait_ns"] = int(0.3e9)         # then 1 s for the taker: less than its 3 s
+        check_against_reference(mem, stored, conf, queries[:4])      # waits at most 1 s, then fires it itself
+        assert (tmp_path / "stalled").exists(), "no taker took a batch"
+        assert eng.worker_stats()["hop_batches"]["failed"] >= 1
+        deadline = time.monotonic() + 10                               # the stalled taker frees its slot
+        while not (eng._workers.hops.slots["state"] == FREE).all() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (eng._workers.hops.slots["state"] == FREE).all()
+
+
+def test_a_slot_is_taken_over_only_when_its_holders_are_dead():
+    from engram.stealing import FILLING, READY, TAKEN, held
+    dead = subprocess_pid_that_exited()
+    with engram.Engine(dim=DIM, workers=1) as eng:
+        eng.start_workers()
+        hops, me, alive = eng._workers.hops, os.getpid(), os.getppid()
+        hops.slots["owner_pid"] = alive
+        hops.slots["state"] = READY                                   # every slot held by a live owner
+        hops.slots["owner_pid"][0] = dead
+        hops.slots["state"][0] = held(FILLING, alive)                 # a live owner filling it, over a dead one's pid
+        assert hops.claim(me) is None
+        hops.slots["state"][0] = held(TAKEN, dead)                    # its taker died, its owner too: orphaned
+        assert hops.claim(me) == 0 and hops.state(0) == held(FILLING, me)
+        hops.slots["state"][1] = held(TAKEN, dead)                    # taker dead, owner alive: the owner's call
+        assert hops.claim(me) is None
+        hops.slots["owner_pid"][2] = dead                             # an offer whose owner died
+        assert hops.release_dead(dead) == 1 and hops.state(2) == 0
+        hops.slots["state"] = 0
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_an_error_mid_hop_leaves_no_slot_held(monkeypatch):
+    from engram._kernels.table import SpreadRun
+    eng, mem, stored, conf, queries = stealing_engine(routing="auto")     # the hop is split in this process
+    with eng:
+        real = SpreadRun.merge
+        monkeypatch.setattr(SpreadRun, "merge", lambda self, v, s: (_ for _ in ()).throw(RuntimeError("boom")))
+        with pytest.raises(Exception, match="boom"):
+            mem.recall(queries[0], k=10, budget_ms=None)
+        monkeypatch.setattr(SpreadRun, "merge", real)
+        time.sleep(0.3)                                               # takers finish what they held
+        check_against_reference(mem, stored, conf, queries[1:3])      # later offers take over what is left
+        deadline = time.monotonic() + 10
+        while not (eng._workers.hops.slots["state"] == FREE).all() and time.monotonic() < deadline:
+            mem.recall(queries[3], k=10, budget_ms=None)
         assert (eng._workers.hops.slots["state"] == FREE).all()
