@@ -309,15 +309,16 @@ class SpaceView:
 
     def path(self, sources, target: int, max_hops: int = 4) -> list:
         """The associations that lead from any of ``sources`` to ``target``: the fewest hops
-        (at most ``max_hops``), and among those the largest product of link weights, as a
-        list of memory ids from a source to the target ([] if none within reach). This is
-        how a spread result got its activation: ``mem.path(seed_ids, res.ids[i])``."""
+        (at most ``max_hops``), and among those the largest product of link weights (as
+        recall spreads over them: with the configured fan discount), as a list of memory ids
+        from a source to the target ([] if none within reach). This is the strongest way a
+        spread result was reached: ``mem.path(seed_ids, res.ids[i])``."""
         self._open()
         src = self._live_ids(sources)
         tgt = int(self._live_ids(target)[0])
         hops = validate.positive_int(max_hops, "max_hops", 1)
         self._before_spread(True)
-        graph, _ = self._spread_graph("none")
+        graph, _ = self._spread_graph(self._recall_cfg.fan)
         return _strongest_path(graph, src, tgt, hops)
 
     def _before_spread(self, spread: bool) -> None:

@@ -21,6 +21,9 @@ so a dead holder is recognised without a race):
     FREE -> FILLING|owner -> READY -> TAKEN|taker -> DONE | FAILED -> FREE (owner)
     READY -> FILLING|owner -> FREE          the owner takes an untaken batch back
     TAKEN|taker -> REVOKED|taker -> FREE    the owner gave up waiting; the taker frees it
+The `hop<j>` semaphores only wake the owner: it always reads the state word
+before acting, so a post left over (a taker that finished while the owner
+looked) costs one extra turn of its loop, never a wrong merge.
 A batch whose taker died, or that is still out when the spread's deadline (or
 a second) passes, is fired by the owner itself; a revoked batch's slot is
 freed by its taker when it finishes. Slots whose holders died are freed by the
@@ -89,7 +92,7 @@ class HopBoard(SlotBoard):
                 + slots * 8 * (in_cap + out_cap))
 
     @classmethod
-    def create(cls, engine: EngineName, slots: int, in_cap: int = 32768, out_cap: int = 262144) -> "HopBoard":
+    def create(cls, engine: EngineName, slots: int, in_cap: int = 32768, out_cap: int = 131072) -> "HopBoard":
         seg = Segment.create(engine.engine_object("hops"), kind=C["TABLE_HOPS"],
                              data_bytes=cls.size(slots, in_cap, out_cap), capacity=slots)
         h = seg.array(0, HOP_BOARD_HEADER_DTYPE, 1)
