@@ -92,7 +92,7 @@ class HopBoard(SlotBoard):
                 + slots * 8 * (in_cap + out_cap))
 
     @classmethod
-    def create(cls, engine: EngineName, slots: int, in_cap: int = 32768, out_cap: int = 131072) -> "HopBoard":
+    def create(cls, engine: EngineName, slots: int, in_cap: int = 32768, out_cap: int = 262144) -> "HopBoard":
         seg = Segment.create(engine.engine_object("hops"), kind=C["TABLE_HOPS"],
                              data_bytes=cls.size(slots, in_cap, out_cap), capacity=slots)
         h = seg.array(0, HOP_BOARD_HEADER_DTYPE, 1)

@@ -299,8 +299,9 @@ class WorkerPool:
             self.pool = ActivationRecordPool.create(self.engine, capacity=max(1 << 16, self.n_slots * 2048))
             self.board = TaskBoard.create(self.engine, self.n_slots, self.dim, self.size)
             # batches of split hops, for idle workers to take (from another worker's spread
-            # or the owner's own): two slots per worker and two more
-            self.hops, self.hop_sems = stealing.create_owner_side(self.engine, 2 * self.size + 2)
+            # or the owner's own): two slots per worker, at least 8 (2.4 MB each, touched
+            # only when used: 8 workers take 42 MB of /dev/shm at most)
+            self.hops, self.hop_sems = stealing.create_owner_side(self.engine, max(8, 2 * self.size + 2))
             self.configure_stealing(None, None)
             self.work = _semaphore(self.engine, "work", create=True)
             self.done = [_semaphore(self.engine, f"done{i}", create=True) for i in range(self.n_slots)]
