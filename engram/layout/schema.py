@@ -363,21 +363,23 @@ CONSTANTS = {
 }
 
 
-def _canonical() -> str:
-    lines = [f"abi {ABI_VERSION}", f"format {FORMAT_VERSION}"]
-    for rec in RECORDS:
+def _record_lines(records) -> list:
+    lines = []
+    for rec in records:
         offs = rec.offsets()
         lines.append(f"record {rec.name} {rec.size} {rec.align}")
-        for f in rec.fields:
-            lines.append(f"  {f.name} {f.type} {f.count} @{offs[f.name]}")
-    for k in sorted(CONSTANTS):
-        lines.append(f"const {k} {CONSTANTS[k]}")
-    return "\n".join(lines)
+        lines += [f"  {f.name} {f.type} {f.count} @{offs[f.name]}" for f in rec.fields]
+    return lines
+
+
+def _hash(lines: list) -> int:
+    return int.from_bytes(hashlib.sha256("\n".join(lines).encode()).digest()[:8], "little")
 
 
 def layout_hash() -> int:
     """64-bit hash of every record's fields, offsets and the constants."""
-    return int.from_bytes(hashlib.sha256(_canonical().encode()).digest()[:8], "little")
+    return _hash([f"abi {ABI_VERSION}", f"format {FORMAT_VERSION}", *_record_lines(RECORDS),
+                  *(f"const {k} {CONSTANTS[k]}" for k in sorted(CONSTANTS))])
 
 
 LAYOUT_HASH = layout_hash()
@@ -389,12 +391,7 @@ PERSISTED = (NODE_HOT,)
 
 def persisted_hash() -> int:
     """64-bit hash of the records snapshots keep, and the format version."""
-    lines = [f"format {FORMAT_VERSION}"]
-    for rec in PERSISTED:
-        offs = rec.offsets()
-        lines.append(f"record {rec.name} {rec.size} {rec.align}")
-        lines += [f"  {f.name} {f.type} {f.count} @{offs[f.name]}" for f in rec.fields]
-    return int.from_bytes(hashlib.sha256("\n".join(lines).encode()).digest()[:8], "little")
+    return _hash([f"format {FORMAT_VERSION}", *_record_lines(PERSISTED)])
 
 
 PERSISTED_HASH = persisted_hash()
