@@ -200,16 +200,17 @@ class LatencyPredictor:
     """Online linear models of spreading time, in nanoseconds.
 
     hop model, asked before each hop: features (1, batch_size, hop, tier_mix,
-    frontier nodes, frontier edges), where tier_mix is the warm fraction of
-    the seeds and frontier edges (the out-degree sum of what will fire) is
-    what a hop's time mostly follows.
+    frontier nodes, frontier edges, shared edges), where tier_mix is the warm
+    fraction of the seeds, frontier edges (the out-degree sum of what will
+    fire) is what a hop's time mostly follows, and shared edges is the part
+    idle workers gather when the hop is split (0 otherwise).
     spread model, asked before spreading starts (for the fallback): features
     (1, seeds, seed edges, max_depth, tier_mix, batch_size).
     Until ``warmup`` spreads have been seen it predicts nothing (0), so the
     first requests are never refused for want of history.
     """
 
-    HOP_FEATURES = 6
+    HOP_FEATURES = 7
     SPREAD_FEATURES = 6
 
     def __init__(self, warmup: int = 20):
@@ -223,8 +224,11 @@ class LatencyPredictor:
         self._lock = threading.Lock()
 
     @staticmethod
-    def hop_features(batch_size, hop, tier_mix, frontier_nodes, frontier_edges):
-        return (1.0, float(batch_size), float(hop), float(tier_mix), float(frontier_nodes), float(frontier_edges))
+    def hop_features(batch_size, hop, tier_mix, frontier_nodes, frontier_edges, helpers: int = 0):
+        # the last: the edges that idle workers would gather instead (a split hop, engram/stealing.py)
+        shared = frontier_edges * helpers / (helpers + 1)
+        return (1.0, float(batch_size), float(hop), float(tier_mix), float(frontier_nodes), float(frontier_edges),
+                float(shared))
 
     @staticmethod
     def spread_features(seeds, seed_edges, max_depth, tier_mix, batch_size):
@@ -300,13 +304,13 @@ def run_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray, see
         while hops_run < params.max_depth and run.frontier:
             frontier = nodes_buf[run.begin:run.end]
             f_edges = int(degree[frontier].sum())
-            x = LatencyPredictor.hop_features(batch_size, hops_run + 1, tier_mix, run.frontier, f_edges)
+            helpers = splitter.helpers(f_edges) if splitter is not None else 0
+            x = LatencyPredictor.hop_features(batch_size, hops_run + 1, tier_mix, run.frontier, f_edges, helpers)
             guess = predictor.predict_hop(x) if predictor is not None else 0.0
             t0 = time.perf_counter_ns()
             if deadline_ns is not None and t0 + guess > deadline_ns:
                 partial = True
                 break
-            helpers = splitter.helpers(f_edges) if splitter is not None else 0
             if helpers:
                 splitter.hop(run, f_edges, batch_size, helpers, *split_job, deadline_ns=deadline_ns)
             else:

@@ -109,3 +109,21 @@ def test_predictor_says_nothing_before_warmup():
     for _ in range(5):
         p.observe_spread(LatencyPredictor.spread_features(1, 1, 4, 0, 256), 1e6, None)
     assert p.ready and p.predict_hop(x) > 0
+
+
+def test_predictor_learns_what_a_split_hop_saves():
+    """Hops cost 2 us + 9 ns per edge, and a split hop moves half its edges to a helper
+    at 6 ns of overhead per moved edge (so it saves 3 ns each): mixed in one stream, the
+    model must price split and whole hops apart, within 5% (one price for both is 8-10% off)."""
+    rng = np.random.default_rng(2)
+    p = LatencyPredictor(warmup=5)
+    cost = lambda edges, helpers: 2000 + 9 * edges - 3 * edges * helpers / (helpers + 1)  # noqa: E731
+    for i in range(3000):
+        edges, helpers = int(rng.integers(1_000, 200_000)), int(rng.integers(0, 2))
+        x = LatencyPredictor.hop_features(256, 4, 0.5, edges // 8, edges, helpers)
+        p.observe_hop(x, cost(edges, helpers) * rng.lognormal(0, 0.02))
+        if i < 10:
+            p.observe_spread(LatencyPredictor.spread_features(20, 100, 4, 0.5, 256), 1e6, None)
+    for helpers in (0, 1):
+        x = LatencyPredictor.hop_features(256, 4, 0.5, 12_500, 100_000, helpers)
+        assert abs(p.predict_hop(x) / cost(100_000, helpers) - 1) < 0.05, helpers
