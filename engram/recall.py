@@ -259,6 +259,8 @@ def _walk(view, seeds, act0, n_seeds, warm_share, deadline, cfg, predictor, batc
     out = ppr.personalized_pagerank(view._kern, graph, degree, seeds, act0, restart=cfg.ppr_restart,
                                     iterations=cfg.ppr_iterations, tolerance=cfg.ppr_tolerance,
                                     epsilon=cfg.ppr_epsilon, deadline_ns=deadline)
+    if view._metrics is not None:        # counted among spreads (no prediction to score)
+        view._metrics.record(0.0, 0.0, out.partial, False, False)
     top = float(out.mass.max()) if out.mass.size else 1.0
     act = (out.mass / np.float32(max(top, 1e-30))).astype(np.float32)
     info = {"hops": out.steps, "touched": int(out.nodes.shape[0]), "walking": out.walking}
