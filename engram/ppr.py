@@ -84,10 +84,12 @@ def personalized_pagerank(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.n
     sc = _scratch.take(graph.n_nodes)
     g = (graph.offsets, graph.targets, graph.weights)
     params = SpreadParams(1, 1.0 - restart, epsilon, 0.0, 8)
-    uniq, inv = np.unique(np.asarray(seeds, np.int64), return_inverse=True)   # every support is distinct
-    ids = uniq.astype(np.uint32)
-    y = (np.bincount(inv, weights=weight) / max(float(weight.sum()), 1e-30)).astype(np.float32)
-    order = [uniq]
+    seeds = np.asarray(seeds, np.int64)
+    uniq, first, inv = np.unique(seeds, return_index=True, return_inverse=True)   # every support is distinct
+    keep = np.sort(first)                       # the seeds in the order given (recall relies on it)
+    y = (np.bincount(inv, weights=weight)[inv[keep]] / max(float(weight.sum()), 1e-30)).astype(np.float32)
+    ids = seeds[keep].astype(np.uint32)
+    order = [seeds[keep]]
     sc.first[ids] = 0
     partial, steps, last_ns = False, 0, 0
     try:

@@ -208,9 +208,7 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
     else:
         ids, hops = nodes, hops.astype(np.int8)
     # each candidate's own match: its seed activation, or 0 if only spreading reached it
-    order = np.argsort(seed_ids)
-    at = np.minimum(np.searchsorted(seed_ids, ids, sorter=order), seed_ids.shape[0] - 1)
-    pos = np.where(seed_ids[order[at]] == ids, order[at], -1)
+    pos = _seed_positions(seed_ids, in_graph, ids, nodes.shape[0])
     a0 = np.where(pos >= 0, act0[np.maximum(pos, 0)], np.float32(0.0)).astype(np.float32)
     potential = a0 + np.float32(cfg.spread_weight) * (act - a0)
     top, score = rank(view, ids, potential, k, cfg)
@@ -218,6 +216,24 @@ def recall(view, q: np.ndarray, k: int, *, spread: bool, budget_ms: float | None
     timings["rank_ms"] = (time.perf_counter_ns() - t3) / 1e6
     return Ranked(ids[top], score, act[top], sim, hops[top], partial, False, timings, info,
                   priming.reached(ids, act, cfg) if cfg.priming else None)
+
+
+def _seed_positions(seed_ids, in_graph, ids, n_reached) -> np.ndarray:
+    """For each candidate, its index in seed_ids, or -1. Both walks touch the seeds first,
+    in the order given, and the seeds outside the graph are appended last, so this is
+    usually a matter of layout; a search over all candidates (milliseconds at 400K) is
+    the fallback when the layout is not that."""
+    inside = np.flatnonzero(in_graph)
+    outside = np.flatnonzero(~in_graph)
+    m = inside.shape[0]
+    if np.array_equal(ids[:m], seed_ids[inside]) and np.array_equal(ids[n_reached:], seed_ids[outside]):
+        pos = np.full(ids.shape[0], -1, np.int64)
+        pos[:m] = inside
+        pos[n_reached:] = outside
+        return pos
+    order = np.argsort(seed_ids)
+    at = np.minimum(np.searchsorted(seed_ids, ids, sorter=order), seed_ids.shape[0] - 1)
+    return np.where(seed_ids[order[at]] == ids, order[at], -1)
 
 
 def _spread(view, seeds, act0, n_seeds, warm_share, deadline, cfg, predictor, batcher):
