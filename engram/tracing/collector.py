@@ -184,16 +184,20 @@ class Collector:
         return sum(c.lost for c in self.cursors.values())
 
     def run(self) -> int:
-        """Drain until stop is set (or the owner is gone), then a last full drain."""
-        while not self.stop.is_set():
+        """Drain until stop is set (or the owner is gone), then a last full drain. The files
+        are closed (the Perfetto JSON completed) even if a drain fails, so what was written
+        stays readable."""
+        try:
+            while not self.stop.is_set():
+                self.discover()
+                self.drain()
+                if not pid_alive(self.engine.pid):
+                    break
+                self.stop.wait(POLL_S)
             self.discover()
             self.drain()
-            if not pid_alive(self.engine.pid):
-                break
-            self.stop.wait(POLL_S)
-        self.discover()
-        self.drain()
-        self.close()
+        finally:
+            self.close()
         return self.events
 
     def close(self) -> None:

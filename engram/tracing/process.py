@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -44,4 +45,7 @@ def stop_collector(p: subprocess.Popen, timeout: float = 60.0) -> str:
     except subprocess.TimeoutExpired:
         p.kill()
         out, _ = p.communicate()
+    if p.returncode:
+        logging.getLogger("engram.tracing").warning(
+            "engram: the trace collector exited with %s (its error is on stderr): %s", p.returncode, out.strip())
     return out or ""
