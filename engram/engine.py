@@ -12,6 +12,8 @@ rejected call leaves the store exactly as it was.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
 import time
@@ -509,6 +511,23 @@ class Space(SpaceView):
                 for a, b, c, s in zip(weakened.tolist(), partner.tolist(), conf.tolist(), sim.tolist()):
                     self._trace(KINDS["interference"], self._trace_space, 0, a, b, c, s)
 
+    def _settings(self) -> dict:
+        """What configure_recall/_interference/_reconsolidation set, as saved with a snapshot."""
+        cfg = self._recall_cfg
+        recall = {**dataclasses.asdict(cfg.spread), **{f: getattr(cfg, f) for f in _recall.OWN_SETTINGS}}
+        return {"recall": recall, "interference": dataclasses.asdict(self._interference),
+                "reconsolidation": dataclasses.asdict(self._labile.config)}
+
+    def _apply_settings(self, saved: dict) -> None:
+        """Settings of a snapshot, back in force; a setting this engram does not know is skipped."""
+        for kind, configure, current in (("recall", self.configure_recall, self._settings()["recall"]),
+                                         ("interference", self.configure_interference, None),
+                                         ("reconsolidation", self.configure_reconsolidation, None)):
+            known = current if current is not None else dataclasses.asdict(configure())
+            changes = {k: v for k, v in saved.get(kind, {}).items() if k in known}
+            if changes:
+                configure(**changes)
+
     def configure_interference(self, **changes) -> interference.InterferenceConfig:
         """Switch and tune interference at remember time (engram/interference.py): proactive,
         retroactive, threshold, proactive_rate, retroactive_rate, floor, competitors."""
@@ -694,6 +713,8 @@ class Engine:
                 for name, arrs in snapshot.load(self.path, self.dim).items():
                     sp = self.space(name)
                     snapshot.restore(sp._store, arrs)
+                    if "settings" in arrs:       # snapshots from before settings were kept have none
+                        sp._apply_settings(json.loads(str(arrs["settings"])))
                     sp._labile.restore(arrs)
                     sp._rec.memories.set(len(sp))
             except BaseException:
@@ -774,7 +795,8 @@ class Engine:
             for sp in self._spaces.values():
                 sp.compact()
             return snapshot.save(self.path, self.dim, {n: sp._store for n, sp in self._spaces.items()},
-                                 {n: sp._labile.arrays(sp._store) for n, sp in self._spaces.items()})
+                                 {n: {**sp._labile.arrays(sp._store), "settings": np.array(json.dumps(sp._settings()))}
+                                  for n, sp in self._spaces.items()})
 
     def close(self) -> None:
         """Save (with a path), then remove every segment of this engine. Safe to call twice."""

@@ -111,3 +111,17 @@ def test_snapshots_are_checked_against_the_records_they_keep(tmp_path):
     (tmp_path / "CURRENT").write_text(json.dumps(m))
     with pytest.raises(errors.LayoutMismatchError, match="node records"):
         engram.Engine(path=tmp_path, dim=DIM, workers=0)
+
+
+def test_settings_are_kept_with_the_snapshot(tmp_path):
+    with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
+        m = fill(eng)
+        recall = m.configure_recall(mode="ppr", fan="both", spread_weight=0.6, max_depth=3, priming=True)
+        inter = m.configure_interference(proactive=True, threshold=0.95)
+        recon = m.configure_reconsolidation(opens_after_s=60.0, history=3)
+    with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
+        m = eng.space("kept")
+        assert m.configure_recall() == recall
+        assert m.configure_interference() == inter
+        assert m.configure_reconsolidation() == recon
+        assert eng.space("second").configure_recall() == engram.recall.RecallConfig()   # untouched: defaults
