@@ -104,7 +104,8 @@ class SpaceView:
         self._batcher = AdaptiveBatcher(topology())
         self._graph_cache = None
         self._graph_generation = None
-        self.clock = time.time_ns         # wall-clock ns (retention, priming); the owner's tests inject one
+        self.clock = time.time_ns         # wall-clock ns of creation, access, retention, priming and
+                                          # reconsolidation; tests inject one into the owner's Space
         self._metrics = None           # this process's SpreadingRecorder (owner and workers)
         self._rec = metrics.recorder(None, 0, store.space)   # readers record nothing (no-ops)
         self._tracing = False             # set by the owner (or a worker) that has a trace ring
@@ -413,7 +414,6 @@ class Space(SpaceView):
         self._routing = routing
         self._inflight = 0
         self._inflight_lock = threading.Lock()
-        self.clock = time.time_ns        # wall-clock ns of creation, access, reconsolidation; tests inject one
         self._interference = interference.InterferenceConfig()
         self._labile = Reconsolidation(self.dim)
         self._primer = priming.Primer()

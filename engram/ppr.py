@@ -50,7 +50,6 @@ class _Scratch(threading.local):
         if self.n < n:
             self.p = np.zeros(n, np.float32)
             self.first = np.full(n, UNTOUCHED, np.uint8)
-            self.acc = np.full(n, -1.0, np.float32)
             self.v = np.empty(1024, np.uint32)
             self.s = np.empty(1024, np.float32)
             self.n = n
@@ -103,7 +102,7 @@ def personalized_pagerank(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.n
                 partial = True
                 break
             v, s = sc.out(min(int(degree[ids].sum()), graph.n_nodes))   # distinct targets: at most n
-            got = kern._gather(g, params, ids, y, sc.acc, v, s)
+            got = kern._gather(g, params, ids, y, kern.gather_acc(graph.n_nodes), v, s)
             if got < 0:
                 from .errors import KernelError
                 raise KernelError(f"{kern.name} spread_gather returned error {got} in personalized PageRank")

@@ -153,21 +153,9 @@ def _semaphores(engine: EngineName, n: int, create: bool) -> list:
     return [posix_ipc.Semaphore(engine.engine_object(f"hop{j}"), **flags) for j in range(n)]
 
 
-class Gatherer:
-    """A taker's accumulator for gathering: float32[n] of -1 (gathering leaves it so), reused."""
-
-    def __init__(self):
-        self.acc = np.zeros(0, np.float32)
-
-    def acc_for(self, n_nodes: int) -> np.ndarray:
-        if self.acc.shape[0] < n_nodes:
-            self.acc = np.full(n_nodes, -1.0, np.float32)
-        return self.acc
-
-
 # ----------------------------------------------------------------------------- the taker
 
-def serve_batch(hops: HopBoard, j: int, eng, gatherer: Gatherer, sems: list) -> None:
+def serve_batch(hops: HopBoard, j: int, eng, sems: list) -> None:
     """Gather offered batch j (already taken by this process) into its output area."""
     pid = os.getpid()
     slot = hops.slots[j]
@@ -180,10 +168,9 @@ def serve_batch(hops: HopBoard, j: int, eng, gatherer: Gatherer, sems: list) -> 
             graph, _ = view._spread_graph(FAN_MODES[int(slot["fan"])])
             from ._kernels.table import SpreadParams
             p = SpreadParams(1, float(slot["decay"]), float(slot["threshold"]), 0.0, int(slot["prefetch_distance"]))
-            n_in = int(slot["n_in"])
-            acc = gatherer.acc_for(graph.n_nodes)
-            got = view._kern._gather((graph.offsets, graph.targets, graph.weights), p, hops.in_nodes[j, :n_in],
-                                     hops.in_fire[j, :n_in], acc, hops.out_v[j], hops.out_s[j])
+            n_in, kern = int(slot["n_in"]), view._kern
+            got = kern._gather((graph.offsets, graph.targets, graph.weights), p, hops.in_nodes[j, :n_in],
+                               hops.in_fire[j, :n_in], kern.gather_acc(graph.n_nodes), hops.out_v[j], hops.out_s[j])
             if got >= 0:
                 slot["n_out"] = got
                 ok = True
@@ -222,8 +209,6 @@ class HopSplitter:
         self._min_edges = hops.header["min_edges"]         # the owner may change these while we run
         self._min_batch = hops.header["min_batch"]
         self.pid = os.getpid()
-        self.gatherer = Gatherer()       # for the batches this worker takes from others
-        self.split_hops = 0
 
     def helpers(self, frontier_edges: int) -> int:
         """Idle workers worth splitting this hop for (0: run it as one call)."""
@@ -256,7 +241,6 @@ class HopSplitter:
                 self.hops.count("published", len(offered))
                 for _ in range(min(idle, len(offered))):
                     self.work.release()
-            self.split_hops += 1
             for lo, hi in local:               # the owner's share fires in place, as in a whole hop
                 run.fire_part(lo, hi)
             self._test_wait(offered)

@@ -164,7 +164,7 @@ def worker_main(engine_text: str, worker_id: int) -> None:
             # a batch of another worker's hop first: a request is already waiting on it
             j = splitter.hops.take(pid) if splitter is not None else None
             if j is not None:
-                stealing.serve_batch(splitter.hops, j, eng, splitter.gatherer, splitter.sems)
+                stealing.serve_batch(splitter.hops, j, eng, splitter.sems)
                 continue
             i = board.take()
             if i is None:

@@ -125,6 +125,7 @@ class SpreadScratch(threading.local):
         self.state = self.nodes = self.fire = None
         self.epoch = 0
         self.busy = False      # held by an unfinished SpreadRun of this thread
+        self.acc = np.zeros(0, np.float32)     # gathering's accumulator (gather_acc)
 
     def take(self, n_nodes: int) -> "SpreadScratch":
         from ..layout import SPREAD_STATE_DTYPE
@@ -440,6 +441,14 @@ class KernelTable:
         s, a = self._check_seeds(graph.n_nodes, seeds, seed_act)
         p = SpreadParams(255, decay, threshold, cycle_penalty, prefetch_distance).check()
         return SpreadRun(self, graph, s, a, p)
+
+    def gather_acc(self, n_nodes: int) -> np.ndarray:
+        """This thread's accumulator for _gather: float32[>= n_nodes] of -1, which every
+        gather leaves as it found it (work stealing's takers and PageRank share it)."""
+        sc = self._scratch
+        if sc.acc.shape[0] < n_nodes:
+            sc.acc = np.full(n_nodes, -1.0, np.float32)
+        return sc.acc
 
     def _take_scratch(self, n_nodes: int, hold: bool = False) -> SpreadScratch:
         """This thread's scratch, or a private one while a SpreadRun holds it."""
