@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from . import validate
 from .errors import InvalidInputError
 from .store import TIER_TABLE
 
@@ -43,10 +44,7 @@ class InterferenceConfig:
         return self.proactive or self.retroactive
 
     def with_changes(self, **changes) -> "InterferenceConfig":
-        known = {f.name for f in fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise InvalidInputError(f"unknown interference settings {sorted(unknown)}; known: {sorted(known)}")
+        validate.known_settings(changes, {f.name for f in fields(self)}, "interference")
         return replace(self, **changes).check()
 
     def check(self) -> "InterferenceConfig":

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._kernels.table import SpreadParams, decay_params
-from . import ppr, priming
+from . import ppr, priming, validate
 from .errors import InvalidInputError
 from .fan import MODES as FAN_MODES
 from .hwcounters import CacheCounters
@@ -73,10 +73,8 @@ class RecallConfig:
 
     def with_changes(self, **changes) -> "RecallConfig":
         """A checked copy with changes, spreading settings included by name."""
-        known = set(SPREAD_SETTINGS) | (set(self.__dataclass_fields__) - {"spread"})
-        unknown = set(changes) - known
-        if unknown:
-            raise InvalidInputError(f"unknown recall settings {sorted(unknown)}; known: {sorted(known)}")
+        validate.known_settings(changes, set(SPREAD_SETTINGS) | (set(self.__dataclass_fields__) - {"spread"}),
+                                "recall")
         sp = {k: changes.pop(k) for k in list(changes) if k in SPREAD_SETTINGS}
         return replace(self, spread=replace(self.spread, **sp), **changes).check()
 

@@ -48,10 +48,7 @@ class ReconsolidationConfig:
     history: int = 8                     # previous versions kept per memory
 
     def with_changes(self, **changes) -> "ReconsolidationConfig":
-        known = {f.name for f in fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise InvalidInputError(f"unknown reconsolidation settings {sorted(unknown)}; known: {sorted(known)}")
+        validate.known_settings(changes, {f.name for f in fields(self)}, "reconsolidation")
         return replace(self, **changes).check()
 
     def check(self) -> "ReconsolidationConfig":

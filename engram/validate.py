@@ -114,3 +114,10 @@ def positive_float(value, what: str) -> float:
     if not (math.isfinite(v) and v > 0):
         raise InvalidInputError(f"{what} must be a finite number > 0, got {value!r}")
     return v
+
+
+def known_settings(changes: dict, known, what: str) -> None:
+    """Refuse settings a configuration does not have, naming them and the ones it has."""
+    unknown = set(changes) - set(known)
+    if unknown:
+        raise InvalidInputError(f"unknown {what} settings {sorted(unknown)}; known: {sorted(known)}")
