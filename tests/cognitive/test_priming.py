@@ -12,6 +12,7 @@ import engram
 from engram import errors, priming
 from engram.layout import NODE_HOT_DTYPE
 from engram.recall import RecallConfig
+from tests import linked
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -60,17 +61,11 @@ def test_level_is_the_saturating_sum_of_repetition_and_semantic():
     np.testing.assert_allclose(got, 1 - np.exp(-(r + s)), rtol=1e-6)
 
 
-def linked_space(eng, name="priming-test", n=300, seed=0):
-    rng = np.random.default_rng(seed)
-    vecs = rng.standard_normal((n, DIM)).astype(np.float32)
+def linked_space(eng, name="priming-test"):
+    """300 memories, 1,500 links; the space's clock is a Clock set before anything is stored."""
     mem = eng.space(name)
     mem.clock = Clock()
-    mem.remember(vecs)
-    src = rng.integers(0, n, 1500)
-    dst = (src + rng.integers(1, 7, 1500)) % n
-    mem.link(src, dst, rng.uniform(0.2, 0.9, 1500).astype(np.float32))
-    mem.compact()
-    return mem, vecs
+    return linked.linked_space(eng, name, np.random.default_rng(0), 300, DIM, 1500, 7, (0.2, 0.9))
 
 
 def test_a_recall_leaves_residuals_that_decay_and_are_pruned(monkeypatch):

@@ -10,6 +10,7 @@ from engram._kernels.table import CsrGraph
 from engram.ppr import normalized, personalized_pagerank
 
 from tests.kernels.backends import BACKEND_KEYS, get_table
+from tests.linked import linked_space
 
 
 def random_graph(rng, n, m):
@@ -81,23 +82,12 @@ def test_stopping_rules():
     assert by_tol.mass.sum() <= 1.0 + 1e-5
 
 
-def build_space(eng, rng, n=800, dim=24):
-    vecs = rng.standard_normal((n, dim)).astype(np.float32)
-    mem = eng.space("ppr-test")
-    mem.remember(vecs)
-    src = rng.integers(0, n, 4000)
-    dst = (src + rng.integers(1, 9, 4000)) % n
-    mem.link(src, dst, rng.uniform(0.2, 1.0, 4000).astype(np.float32))
-    mem.compact()
-    return mem, vecs
-
-
 def test_ppr_recall_in_process_and_through_workers_agree():
     rng = np.random.default_rng(9)
     answers = {}
     for workers in (0, 2):
         with engram.Engine(dim=24, workers=workers, routing="workers" if workers else "auto") as eng:
-            mem, vecs = build_space(eng, np.random.default_rng(9))
+            mem, vecs = linked_space(eng, "ppr-test", np.random.default_rng(9), 800, 24, 4000, 9)
             cfg = mem.configure_recall(mode="ppr", fan="target", ppr_restart=0.4, spread_weight=1.0)
             assert cfg.mode == "ppr" and cfg.ppr_restart == 0.4
             if workers:
