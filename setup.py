@@ -21,7 +21,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-LIB_DIR = Path("engram", "_kernels", "lib")
+LIB_DIR = Path("engram", "kernels", "lib")
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 C_FLAGS = ["-O3", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden", "-fno-trapping-math",
@@ -102,7 +102,7 @@ class BuildNative(build_ext):
 def extensions():
     from Cython.Build import cythonize
     import numpy
-    exts = [Extension(f"engram._cy.{name}", [f"engram/_cy/{name}.pyx"],
+    exts = [Extension(f"engram.kernels._cy.{name}", [f"engram/kernels/_cy/{name}.pyx"],
                       include_dirs=["csrc/include", numpy.get_include()], extra_compile_args=["-O3"],
                       define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
             for name in ("scan", "spread", "stream", "metrics", "trace")]

@@ -129,9 +129,9 @@ def c_costs(batches: int) -> dict:
 
 
 def python_costs(calls: int) -> dict:
-    from engram import metrics
-    from engram.metrics.segment import MetricsSegment
-    from engram.shm.names import EngineName
+    from engram.observe import metrics
+    from engram.observe.metrics.segment import MetricsSegment
+    from engram.store.shm.names import EngineName
 
     name = EngineName.new()
     seg = MetricsSegment.create(name, slots=2)
@@ -165,7 +165,7 @@ def python_costs(calls: int) -> dict:
                 best = min(best, (time.perf_counter_ns() - t0) / calls)
             return best
 
-        from engram.tracing import KINDS, TraceConfig, Tracer
+        from engram.observe.tracing import KINDS, TraceConfig, Tracer
         tracer = Tracer(name, TraceConfig(ring_size=1 << 12), worker=0)
         quiet = Tracer(None, None)
         hop = KINDS["hop"]

@@ -50,7 +50,7 @@ from pathlib import Path              # noqa: E402
 import numpy as np                    # noqa: E402
 
 import engram                         # noqa: E402
-from engram import hwcounters         # noqa: E402
+from engram.observe import hwcounters  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common                        # noqa: E402

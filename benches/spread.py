@@ -83,7 +83,7 @@ the full 5M-edge graph per call, so its warm/cold distinction is moot.
 
 Correctness, before timing: on a few seed sets per config, every engram backend through
 both paths (and the c prefetch variants), ``numpy frontier`` and ``networkx`` must equal
-engram's float64 oracle (``engram._kernels.reference.spread``): the same nodes in the
+engram's float64 oracle (``engram.kernels.reference.spread``): the same nodes in the
 same first-touch order, the same hops, activations within 1e-5. A mismatch aborts.
 
 Every JSON row has a stable ``key`` ("spread/<graph>/k<seeds>/<warm|cold>/<row>/<path>",
@@ -107,8 +107,8 @@ from pathlib import Path
 import numpy as np
 
 import engram.kernels as ek
-from engram._kernels.reference import spread as oracle_spread
-from engram._kernels.table import SpreadParams, as_csr
+from engram.kernels.reference import spread as oracle_spread
+from engram.kernels.table import SpreadParams, as_csr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402  (benches/_common.py: machine info, keys, JSON output)

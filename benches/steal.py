@@ -34,8 +34,8 @@ from _common import finish, header_lines, human, machine_info, make_key, parse_c
 
 import engram  # noqa: E402
 from engram import kernels  # noqa: E402
-from engram._kernels.table import CsrGraph  # noqa: E402
-from engram.stealing import MIN_EDGES  # noqa: E402
+from engram.kernels.table import CsrGraph  # noqa: E402
+from engram.workers.stealing import MIN_EDGES  # noqa: E402
 
 DIM = 32
 

@@ -70,8 +70,8 @@ from pathlib import Path
 import numpy as np
 
 import engram.kernels as ek
-from engram._kernels import reference
-from engram._kernels.table import decay_params
+from engram.kernels import reference
+from engram.kernels.table import decay_params
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402

@@ -8,5 +8,5 @@
 """
 __version__ = "0.1.0"
 
-from . import errors, kernels  # noqa: E402,F401
-from .engine import Attached, Engine, Memories, RecallResult, Space, SpaceView, attach  # noqa: E402,F401
+from engram import errors, kernels  # noqa: E402,F401
+from engram.engine import Attached, Engine, Memories, RecallResult, Space, SpaceView, attach  # noqa: E402,F401

@@ -15,24 +15,24 @@ def cmd_info(args) -> int:
 
     import engram
     from engram import kernels
-    from engram._kernels import native
+    from engram.kernels import native
     from engram.layout import ABI_VERSION, LAYOUT_HASH, NODE_HOT_DTYPE
-    from engram.shm import engines, pid_alive
+    from engram.store.shm import engines, pid_alive
 
     print(f"engram {engram.__version__}  (python {platform.python_version()}, numpy {numpy.__version__}, "
           f"{platform.machine()})")
     print(f"layout hash   0x{LAYOUT_HASH:016x}   kernel ABI {ABI_VERSION}   node record {NODE_HOT_DTYPE.itemsize} B")
     print(f"CPU runs      {', '.join(kernels.cpu_isas())}   (ENGRAM_ISA forces one)")
     print(f"libraries     {native.lib_dir()}")
-    from engram import hwcounters
-    from engram.spreading import topology
+    from engram.observe import hwcounters
+    from engram.recall.spreading import topology
     ok, why = hwcounters.probe()
     topo = topology()
     print(f"topology      {topo.cores} cores, L1d {topo.l1d >> 10} KiB, L2 {topo.l2 >> 10} KiB, L3 {topo.l3 >> 20} MiB")
     print(f"hw counters   {'available (L1D and LLC misses)' if ok else 'not supported: ' + why}")
     try:
-        import engram._cy.scan  # noqa: F401
-        print("cython        engram._cy.scan loaded")
+        import engram.kernels._cy.scan  # noqa: F401
+        print("cython        engram.kernels._cy.scan loaded")
     except ImportError as e:
         print(f"cython        NOT loaded: {e}")
     print("backends:")
@@ -57,19 +57,19 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from engram import demo
+    from engram.demo import run as demo
     demo.run(limit=args.limit, queries=args.query or None, k=args.k, dim=args.dim, tier=args.tier)
     return 0
 
 
 def cmd_list(args) -> int:
-    from engram import attach_tools
+    from engram.observe.attach import tools as attach_tools
     print(attach_tools.format_list(attach_tools.list_engines()))
     return 0
 
 
 def cmd_inspect(args) -> int:
-    from engram import attach_tools
+    from engram.observe.attach import tools as attach_tools
     eng = attach_tools.resolve(args.engine)
     text = attach_tools.format_inspect(eng, args.space, args.node, args.pool)
     print(text)
@@ -77,22 +77,22 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_top(args) -> int:
-    from engram import attach_tools
+    from engram.observe.attach import tools as attach_tools
     if args.interval <= 0:
         raise SystemExit("engram top: --interval must be > 0")
     return attach_tools.run_top(attach_tools.resolve(args.engine), args.interval, args.iterations)
 
 
 def cmd_trace(args) -> int:
-    from engram import attach_tools
-    from engram.tracing.tail import tail
+    from engram.observe.attach import tools as attach_tools
+    from engram.observe.attach.tail import tail
     if args.engine == "collect":           # `engram trace collect <engine> --out DIR`
         if not args.target or not (args.collect or args.out):
             raise SystemExit("usage: engram trace collect <engine> --out DIR")
         args.engine, args.collect = args.target, args.collect or args.out
     eng = attach_tools.resolve(args.engine)
     if args.collect:
-        from engram.tracing.collector import Collector
+        from engram.observe.tracing.collector import Collector
         import signal
         c = Collector(str(eng), args.collect, args.formats.split(","))
         signal.signal(signal.SIGTERM, lambda *_: c.stop.set())

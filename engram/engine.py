@@ -23,23 +23,27 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hwcounters, interference, kernels, metrics, ppr, priming, snapshot, validate
-from . import recall as _recall
-from ._kernels.table import CsrGraph
-from .errors import ClosedError, InvalidInputError, UnknownIdError
-from .graph import FORGOTTEN, Graph
-from .layout import schema
-from .shm import EngineName, cleanup_stale, spaces_of, unlink_engine
-from .fan import MODES as FAN_MODES
-from .recall import RecallConfig
-from .reconsolidation import Reconsolidation
-from .spreading import AdaptiveBatcher, LatencyPredictor, topology
-from .spreading_metrics import SpreadingRecorder
-from .spreading_metrics import summary as spreading_summary
-from .tracing import KINDS, TraceConfig, Tracer
-from .tracing.process import next_trace_id as _next_trace_id, start_collector, stop_collector
-from .workers import WorkerError, WorkerPool
-from .store import TIER_DTYPE, TIER_NAMES, TIER_TABLE, SpaceStore
+from engram.observe import hwcounters, metrics
+from engram.cognition import interference, priming
+from engram import kernels, validate
+from engram.recall import ppr
+from engram.store import snapshot
+from engram.recall import pipeline as _recall
+from engram.kernels.table import CsrGraph
+from engram.errors import ClosedError, InvalidInputError, UnknownIdError
+from engram.store.graph import FORGOTTEN, Graph
+from engram.layout import schema
+from engram.store.shm import EngineName, cleanup_stale, spaces_of, unlink_engine
+from engram.cognition.fan import MODES as FAN_MODES
+from engram.recall.pipeline import RecallConfig
+from engram.cognition.reconsolidation import Reconsolidation
+from engram.recall.spreading import AdaptiveBatcher, LatencyPredictor, topology
+from engram.observe.metrics.spreading import SpreadingRecorder
+from engram.observe.metrics.spreading import summary as spreading_summary
+from engram.observe.tracing import KINDS, TraceConfig, Tracer
+from engram.observe.tracing.process import next_trace_id as _next_trace_id, start_collector, stop_collector
+from engram.workers.supervisor import WorkerError, WorkerPool
+from engram.store.tables import TIER_DTYPE, TIER_NAMES, TIER_TABLE, SpaceStore
 
 LIVE = schema.CONSTANTS["NODE_LIVE"]
 TIER_LABEL = {v: k for k, v in TIER_NAMES.items()}
@@ -397,7 +401,7 @@ def _strongest_path(graph, sources: np.ndarray, target: int, max_hops: int) -> l
 
 
 def kernels_query(query, dim: int) -> np.ndarray:
-    from ._kernels.table import as_query
+    from engram.kernels.table import as_query
     q = as_query(query, dim)
     if not q.any():
         raise InvalidInputError("query is all zeros: cosine similarity is undefined for it")

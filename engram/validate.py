@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from .errors import (DimensionError, EmptyBatchError, InvalidInputError, InvalidSpaceNameError,
+from engram.errors import (DimensionError, EmptyBatchError, InvalidInputError, InvalidSpaceNameError,
                      InvalidWeightError, NonFiniteError)
 
 SPACE_NAME = re.compile(r"^[a-z0-9_-]{3,64}$")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engram import corpus as corpus_mod
+from engram.demo import corpus as corpus_mod
 
 W_REFERENCE = 0.3          # looser than an import (0.4): one name in a body
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from engram import Engine
-from engram.embed import HashingEmbedder
+from engram.demo.embed import HashingEmbedder
 from engram.errors import InvalidInputError
-from engram.recall import RecallConfig
+from engram.recall.pipeline import RecallConfig
 
-from . import tasks
+from benches.quality import tasks
 
 DIM = 384
 TIER = "warm"

@@ -9,7 +9,7 @@ import pytest
 
 import engram
 from engram import errors
-from engram.tracing import KINDS, Cursor
+from engram.observe.tracing import KINDS, Cursor
 
 DIM = 16
 P, R, T = 0.2, 0.1, 0.9          # the default rates and threshold

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import engram
-from engram import errors, priming
+from engram import errors
+from engram.cognition import priming
 from engram.layout import NODE_HOT_DTYPE
-from engram.recall import RecallConfig
+from engram.recall.pipeline import RecallConfig
 from tests import linked
 
 S = 1_000_000_000
@@ -169,7 +170,7 @@ def test_bad_priming_settings_are_refused_and_change_nothing(bad):
 
 
 def test_priming_is_counted_and_traced():
-    from engram.tracing import KINDS, Cursor
+    from engram.observe.tracing import KINDS, Cursor
     with engram.Engine(dim=DIM, workers=0, trace=True) as eng:
         mem, vecs = linked_space(eng)
         mem.configure_recall(priming=True, semantic_keep=8)

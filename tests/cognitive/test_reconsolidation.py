@@ -9,8 +9,8 @@ import pytest
 
 import engram
 from engram import errors
-from engram.reconsolidation import Version
-from engram.tracing import KINDS, Cursor
+from engram.cognition.reconsolidation import Version
+from engram.observe.tracing import KINDS, Cursor
 
 DIM = 8
 S = 1_000_000_000          # ns per second

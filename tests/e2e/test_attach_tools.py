@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from engram.shm.names import EngineName, segments_of
-from engram.shm.segment import Segment
+from engram.store.shm.names import EngineName, segments_of
+from engram.store.shm.segment import Segment
 
 LIVE = textwrap.dedent("""
     import sys, numpy as np, engram

@@ -16,7 +16,7 @@ def test_info_lists_backends_isa_and_layout():
     assert f"0x{LAYOUT_HASH:016x}" in p.stdout
     for name in ("c/", "numba", "numpy", "default"):
         assert name in p.stdout
-    assert "cython        engram._cy.scan loaded" in p.stdout
+    assert "cython        engram.kernels._cy.scan loaded" in p.stdout
 
 
 def test_demo_builds_a_memory_and_answers():

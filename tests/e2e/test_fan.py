@@ -8,8 +8,8 @@ import pytest
 
 import engram
 from engram import errors
-from engram._kernels import reference
-from engram.fan import MODES
+from engram.kernels import reference
+from engram.cognition.fan import MODES
 
 
 def independent_fan(src, dst, w, n):
@@ -90,7 +90,7 @@ def test_a_strong_direct_match_is_never_displaced_by_what_it_spread_to(hubby):
     spread_only = [s for s, o, sim in zip(res.scores, res.origin, res.similarity) if np.isnan(sim)]
     assert all(s <= 0.5 + 1e-6 for s in spread_only)
     alone = mem.recall(v[1], k=5, spread=False)
-    from engram.recall import RecallConfig, seed_activation
+    from engram.recall.pipeline import RecallConfig, seed_activation
     a0 = float(seed_activation(np.array([alone.scores[0]]), RecallConfig())[0])
     assert res.scores[0] >= a0 * 0.999
 

@@ -8,9 +8,9 @@ import pytest
 
 import engram
 from engram import errors
-from engram._kernels import reference
-from engram.recall import RecallConfig
-from engram.spreading import LatencyPredictor
+from engram.kernels import reference
+from engram.recall.pipeline import RecallConfig
+from engram.recall.spreading import LatencyPredictor
 
 DIM = 32
 N = 600
@@ -152,8 +152,8 @@ def test_a_budget_spent_before_spreading_gives_a_partial_result():
 
 
 def test_partial_stops_at_the_hop_the_predictor_says_would_overrun():
-    from engram._kernels.table import CsrGraph, SpreadParams
-    from engram.spreading import run_spread
+    from engram.kernels.table import CsrGraph, SpreadParams
+    from engram.recall.spreading import run_spread
     import engram.kernels
     import time
     rng = np.random.default_rng(9)

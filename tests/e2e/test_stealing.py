@@ -11,7 +11,7 @@ import pytest
 
 import engram
 from engram import errors
-from engram.stealing import FREE
+from engram.workers.stealing import FREE
 
 from test_recall_spread import DIM
 from test_workers import build, check_against_reference
@@ -96,7 +96,7 @@ def test_a_taker_too_slow_has_its_batch_revoked_and_frees_the_slot_later(tmp_pat
 
 
 def test_a_slot_is_taken_over_only_when_its_holders_are_dead():
-    from engram.stealing import FILLING, READY, TAKEN, held
+    from engram.workers.stealing import FILLING, READY, TAKEN, held
     dead = subprocess_pid_that_exited()
     with engram.Engine(dim=DIM, workers=1) as eng:
         eng.start_workers()
@@ -124,7 +124,7 @@ def subprocess_pid_that_exited() -> int:
 
 
 def test_an_error_mid_hop_leaves_no_slot_held(monkeypatch):
-    from engram._kernels.table import SpreadRun
+    from engram.kernels.table import SpreadRun
     eng, mem, stored, conf, queries = stealing_engine(routing="auto")     # the hop is split in this process
     with eng:
         real = SpreadRun.merge

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import engram
-from engram import errors, shm
-from engram.shm.names import EngineName, pid_alive, segments_of, semaphores_of
-from engram.workers import TAKEN, WorkerError
+from engram import errors
+from engram.store import shm
+from engram.store.shm.names import EngineName, pid_alive, segments_of, semaphores_of
+from engram.workers.supervisor import TAKEN, WorkerError
 
 from test_recall_spread import DIM, N, csr_of, reference_recall
 
@@ -222,7 +223,7 @@ def test_spreading_metrics_are_summed_over_owner_and_workers_in_shared_memory(se
         assert other.spreading_metrics()["spreads"] == 1
     s = eng.spreading_metrics()
     assert s["spreads"] - before == 40
-    from engram.hwcounters import probe
+    from engram.observe.hwcounters import probe
     if probe()[0]:
         assert s["engram_spreading_cache_miss_rate"] is None or 0 <= s["engram_spreading_cache_miss_rate"] <= 1
     else:
@@ -230,8 +231,8 @@ def test_spreading_metrics_are_summed_over_owner_and_workers_in_shared_memory(se
     assert 0 <= s["engram_spreading_pool_utilization"] <= 1 and s["pool_high_water_mark"] >= 5
     assert 0 < s["activation_pool_hit_rate"] <= 1
     # the counts live in shared memory: another process reads the same sums
-    from engram.metrics.segment import MetricsSegment
-    from engram.spreading_metrics import summary
+    from engram.observe.metrics.segment import MetricsSegment
+    from engram.observe.metrics.spreading import summary
     seen = summary(MetricsSegment.attach(EngineName.parse(eng.name)))
     assert seen["spreads"] == s["spreads"]
 
@@ -256,8 +257,8 @@ def test_soak_recalls_through_workers_return_the_pool_to_its_start():
 
 def test_workers_take_the_oldest_request_first():
     """A request in a high slot must not starve behind newer ones in lower slots."""
-    from engram.workers import FREE, READY, TaskBoard
-    from engram.pool import ActivationRecordPool  # noqa: F401  (the C library is loaded)
+    from engram.workers.supervisor import FREE, READY, TaskBoard
+    from engram.workers.pool import ActivationRecordPool  # noqa: F401  (the C library is loaded)
     name = EngineName.new()
     board = TaskBoard.create(name, slots=8, dim=4, workers=1)
     try:
@@ -271,7 +272,7 @@ def test_workers_take_the_oldest_request_first():
 
 
 def test_a_machine_that_cannot_spawn_workers_still_recalls(monkeypatch):
-    import engram.workers as w
+    import engram.workers.supervisor as w
     monkeypatch.setattr(w.sys, "executable", "/nonexistent/python")
     with engram.Engine(dim=DIM, workers=2, routing="workers") as eng:
         mem, stored, conf, queries = build(eng)

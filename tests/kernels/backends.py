@@ -2,7 +2,7 @@
 import pytest
 
 import engram.kernels
-from engram._kernels import native
+from engram.kernels import native
 
 AVAILABLE = engram.kernels.available()
 BACKEND_KEYS = sorted(AVAILABLE)

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import engram.kernels
-from engram._kernels import reference
-from engram._kernels.table import decay_params
+from engram.kernels import reference
+from engram.kernels.table import decay_params
 from engram.errors import InvalidInputError, NonFiniteError
 
 TABLES = {k: t for k, t in engram.kernels.available().items() if not isinstance(t, Exception)}

@@ -1,14 +1,14 @@
 """The fan effect in every kernel backend: spreading over each mode's discounted
-weights (engram.fan.fan_weights, what compaction stores) against the float64
+weights (engram.cognition.fan.fan_weights, what compaction stores) against the float64
 oracle over the same weights, on hub-heavy random graphs."""
 import numpy as np
 import pytest
 
-from engram._kernels.reference import spread as oracle_spread
-from engram.fan import MODES, fan_weights
+from engram.kernels.reference import spread as oracle_spread
+from engram.cognition.fan import MODES, fan_weights
 
-from .backends import BACKEND_KEYS, get_table
-from .test_spread_differential import TOLERANCE, compare, csr, family
+from tests.kernels.backends import BACKEND_KEYS, get_table
+from tests.kernels.test_spread_differential import TOLERANCE, compare, csr, family
 
 
 def hub_graph(rng, n):

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from engram._kernels import abi, native
-from engram._kernels.native import NativeLibrary
+from engram.kernels import abi, native
+from engram.kernels.native import NativeLibrary
 from engram.errors import KernelError, LayoutMismatchError
 from engram.layout import ABI_VERSION, LAYOUT_HASH
 

@@ -1,6 +1,6 @@
 """Differential and property tests of the spreading kernel (KernelTable.spread):
 every backend and ISA variant against the float64 oracle
-engram._kernels.reference.spread, whose rules csrc/kernels/spread.c states.
+engram.kernels.reference.spread, whose rules csrc/kernels/spread.c states.
 
 Each backend sees N_CHUNKS * CASES_PER_CHUNK = 10,000 generated cases: graphs
 of 0..97 nodes (small ones dominate) built from random edges, self-loops,
@@ -27,12 +27,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engram._kernels.reference import spread as oracle_spread
-from engram._kernels.table import SpreadScratch
+from engram.kernels.reference import spread as oracle_spread
+from engram.kernels.table import SpreadScratch
 from engram.errors import InvalidInputError, KernelError, NonFiniteError
 from engram.layout import SPREAD_STATE_DTYPE
 
-from .backends import BACKEND_KEYS, LOADED, get_table  # noqa: E402
+from tests.kernels.backends import BACKEND_KEYS, LOADED, get_table  # noqa: E402
 
 # Allowed activation error against the float64 oracle, per backend family:
 #     |got - exact| <= rel * exact + abs
@@ -826,7 +826,7 @@ class Driver:
     """The Cython driver of one native table, with well-formed default arguments."""
 
     def __init__(self, key):
-        from engram._cy.spread import SpreadKernel
+        from engram.kernels._cy.spread import SpreadKernel
         t = get_table(key)
         self.fn = SpreadKernel(t.lib.address_of("eg_spread"))
         self.epoch = 0
@@ -944,7 +944,7 @@ def test_native_none_array_is_refused_by_name():
     key = NATIVE_KEYS[0]
     code = f"""
         import numpy as np, engram.kernels
-        from engram._cy.spread import SpreadKernel
+        from engram.kernels._cy.spread import SpreadKernel
         from engram.layout import SPREAD_STATE_DTYPE
         t = engram.kernels.backend({key.split('/')[0]!r}, isa={key.split('/')[1]!r})
         fn = SpreadKernel(t.lib.address_of("eg_spread"))
@@ -1028,7 +1028,7 @@ def test_spread_run_steps_equal_whole_spreads(key):
 
 
 def test_native_hop_kernel_error_paths():
-    from engram._cy.spread import SpreadHopKernel
+    from engram.kernels._cy.spread import SpreadHopKernel
     from engram.layout import SPREAD_STATE_DTYPE
     for key in NATIVE_KEYS:
         t = get_table(key)
@@ -1050,7 +1050,7 @@ def test_native_hop_kernel_error_paths():
 @pytest.mark.parametrize("tdtype", [np.int32, np.int64, np.uint32, np.uint64])
 @pytest.mark.parametrize("odtype", [np.int32, np.int64, np.uint64])
 def test_graph_checks_on_typed_arrays(odtype, tdtype):
-    """Typed contiguous arrays take the one-pass compiled check (engram._cy.spread.csr_check);
+    """Typed contiguous arrays take the one-pass compiled check (engram.kernels._cy.spread.csr_check);
     it must refuse exactly what the numpy checks refuse, with the same words."""
     t = get_table(LOADED[0])
     t.spread(*G_OK, [0])

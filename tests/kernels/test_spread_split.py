@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engram._kernels.table import CsrGraph
+from engram.kernels.table import CsrGraph
 
-from .backends import BACKEND_KEYS, get_table
-from .test_spread_differential import TOLERANCE, chunk_cases, compare, family
+from tests.kernels.backends import BACKEND_KEYS, get_table
+from tests.kernels.test_spread_differential import TOLERANCE, chunk_cases, compare, family
 
 CASES = 1200          # of the differential suite's first chunk, per backend
 

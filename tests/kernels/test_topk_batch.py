@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import engram.kernels
-from engram._kernels.reference import scores, select_topk
+from engram.kernels.reference import scores, select_topk
 from engram.errors import DimensionError, InvalidInputError, NonFiniteError
 
 TABLES = {k: t for k, t in engram.kernels.available().items() if not isinstance(t, Exception)}

@@ -1,5 +1,5 @@
 """Differential test of cosine_topk / dot_topk: every backend and ISA variant
-against a float64 oracle (engram._kernels.reference), on generated cases.
+against a float64 oracle (engram.kernels.reference), on generated cases.
 
 Each (backend, dtype, metric) test runs CASES_PER_TEST cases, so every backend
 sees 4 * CASES_PER_TEST >= 10,000 cases: every dim 1..97, n 0..300 plus a few
@@ -18,10 +18,10 @@ from hypothesis.extra import numpy as hnp
 
 import engram.kernels
 from engram.errors import InvalidInputError
-from engram._kernels.reference import scores as oracle_scores
-from engram._kernels.reference import select_topk
+from engram.kernels.reference import scores as oracle_scores
+from engram.kernels.reference import select_topk
 
-from .backends import AVAILABLE, BACKEND_KEYS, LOADED, get_table  # noqa: E402
+from tests.kernels.backends import AVAILABLE, BACKEND_KEYS, LOADED, get_table  # noqa: E402
 
 # Allowed error of a returned score against the exact (float64) score, per row
 # dtype, relative to the input scale: |got - exact| <= tol * max(1, |q| |r|)

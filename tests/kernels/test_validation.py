@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import engram.kernels
-from engram._kernels import abi
+from engram.kernels import abi
 from engram.errors import DimensionError, EngramError, InvalidInputError, KernelError, NonFiniteError
 
 AVAILABLE = engram.kernels.available()
@@ -243,7 +243,7 @@ def test_default_backend_is_the_fastest():
 FALLBACK = """
 import json, warnings
 from pathlib import Path
-from engram._kernels import native
+from engram.kernels import native
 real = native.lib_file
 # the C library cannot be found; nothing installed is touched
 native.lib_file = lambda backend, isa=None: Path("/nonexistent/libengram_c.so") if backend == "c" else real(backend, isa)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import engram.layout as layout
-from engram._kernels import native
+from engram.kernels import native
 from engram.layout import generated, schema
 
 ROOT = Path(__file__).resolve().parents[2]

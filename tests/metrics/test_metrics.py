@@ -14,10 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import engram
-from engram import metrics
-from engram.metrics import definitions as d
-from engram.metrics.segment import MetricsSegment
-from engram.shm.names import EngineName
+from engram.observe import metrics
+from engram.observe.metrics import definitions as d
+from engram.observe.metrics.segment import MetricsSegment
+from engram.store.shm.names import EngineName
 
 DIM = 8
 
@@ -112,9 +112,9 @@ def test_a_dead_process_counts_are_kept():
         eng.space("stress")
         code = textwrap.dedent(f"""
             import os
-            from engram import metrics
-            from engram.metrics.segment import MetricsSegment
-            from engram.shm.names import EngineName
+            from engram.observe import metrics
+            from engram.observe.metrics.segment import MetricsSegment
+            from engram.store.shm.names import EngineName
             seg = MetricsSegment.attach(EngineName.parse({eng.name!r}), writable=True)
             rec = metrics.recorder(seg, seg.claim(metrics.ROLE_OTHER), "stress")
             rec.links_total.inc(777)
@@ -138,7 +138,7 @@ def test_memory_spaces_past_the_cap_fold_into_other():
 def test_metrics_off_binds_noops_and_records_nothing():
     code = textwrap.dedent("""
         import numpy as np, engram
-        from engram import metrics
+        from engram.observe import metrics
         with engram.Engine(dim=8, workers=0) as eng:
             mem = eng.space("quiet")
             assert mem._rec.recalls_total is metrics.NOOP

@@ -13,7 +13,7 @@ import pytest
 
 import engram
 from engram import errors
-from engram.shm import EngineName, segments_of
+from engram.store.shm import EngineName, segments_of
 
 DIM = 16
 

@@ -2,7 +2,7 @@
 explicit "not supported" with the kernel's reason where it does not."""
 import numpy as np
 
-from engram import hwcounters
+from engram.observe import hwcounters
 
 
 def test_counters_measure_or_say_why_not():

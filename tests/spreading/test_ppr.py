@@ -6,8 +6,8 @@ import pytest
 
 import engram
 from engram import errors
-from engram._kernels.table import CsrGraph
-from engram.ppr import normalized, personalized_pagerank
+from engram.kernels.table import CsrGraph
+from engram.recall.ppr import normalized, personalized_pagerank
 
 from tests.kernels.backends import BACKEND_KEYS, get_table
 from tests.linked import linked_space

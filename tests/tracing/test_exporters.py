@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import engram
-from engram.tracing import TraceConfig
+from engram.observe.tracing import TraceConfig
 
 
 class Receiver:

@@ -1,0 +1,1 @@
+"""The cognitive rules: fan effect, priming, interference, reconsolidation."""

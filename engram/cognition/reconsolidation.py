@@ -1,0 +1,198 @@
+"""Reconsolidation (Nader, Schafe & LeDoux 2000): recalling a consolidated memory
+makes it labile for a while, and an update made then is written into it.
+
+``Space.reconsolidate(id, vector=None, content=None, confidence=None)`` is
+accepted only inside the window of the memory's last recall:
+
+    never recalled   access_count == 0 (remember sets no recall)
+    too young        it was younger than min_age_s (24 h) when last recalled
+    too soon         less than opens_after_s (1 h) since that recall
+    too late         more than closes_after_s (6 h) since that recall
+
+Inside, the update is weighted by an inverted-U plasticity over the position
+x in [0, 1] of now within the window, largest in the middle:
+
+    p = peak_plasticity x sin(pi x)
+    vector'     = (1 - p) v + p (|v| / |u|) u     u: the given vector, at v's scale
+    confidence' = (1 - p) c + p c_given
+    content'    = the given text (text does not blend)
+
+The version it replaces (vector, content, confidence, time replaced) is kept,
+at most ``history`` per memory, oldest dropped first: ``Space.versions(id)``.
+See docs/cognitive.md.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+from engram import validate
+from engram.errors import InvalidInputError, ReconsolidationWindowError
+from engram.layout import schema
+from engram.store.tables import TIER_DTYPE, TIER_TABLE
+
+FORGOTTEN = schema.CONSTANTS["NODE_FORGOTTEN"]
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class ReconsolidationConfig:
+    """``Space.configure_reconsolidation(**changes)`` replaces it (checked first)."""
+    opens_after_s: float = 3600.0        # the window opens 1 h after a recall...
+    closes_after_s: float = 6 * 3600.0   # ...and closes 6 h after it
+    min_age_s: float = 86400.0           # only memories older than 24 h at recall are labile
+    peak_plasticity: float = 0.5         # weight of an update made mid-window
+    history: int = 8                     # previous versions kept per memory
+
+    def with_changes(self, **changes) -> "ReconsolidationConfig":
+        validate.known_settings(changes, {f.name for f in fields(self)}, "reconsolidation")
+        return replace(self, **changes).check()
+
+    def check(self) -> "ReconsolidationConfig":
+        for name in ("opens_after_s", "closes_after_s", "min_age_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InvalidInputError(f"{name} must be a finite number of seconds >= 0, got {v!r}")
+        if self.closes_after_s <= self.opens_after_s:
+            raise InvalidInputError(f"closes_after_s ({self.closes_after_s}) must be later than "
+                                    f"opens_after_s ({self.opens_after_s})")
+        p = self.peak_plasticity
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
+            raise InvalidInputError(f"peak_plasticity must be in (0, 1], got {p!r}")
+        h = self.history
+        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 1024:
+            raise InvalidInputError(f"history must be an integer in [1, 1024], got {h!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Version:
+    """A memory as it was before a reconsolidation replaced it."""
+    vector: np.ndarray      # float32 (dim,)
+    content: str | None
+    confidence: float
+    replaced_ns: int        # when the update replaced it (the space's clock)
+
+
+def _hours(ns: int) -> str:
+    return f"{ns / (3600 * NS):.2f} h"
+
+
+def plasticity(cfg: ReconsolidationConfig, memory_id: int, rec, now_ns: int) -> float:
+    """The plasticity of a memory now (from its hot record), or the reason it is not labile."""
+    def refuse(reason, why):
+        raise ReconsolidationWindowError(f"memory {memory_id} cannot be reconsolidated ({reason}): {why}", reason)
+
+    if int(rec["access_count"]) == 0:
+        refuse("never recalled", "only a recall makes a memory labile; recall it first")
+    recalled, opens, closes = int(rec["last_access_ns"]), int(cfg.opens_after_s * NS), int(cfg.closes_after_s * NS)
+    age = recalled - int(rec["created_ns"])
+    if age < cfg.min_age_s * NS:
+        refuse("too young", f"it was {_hours(age)} old when last recalled; only memories older than "
+               f"{_hours(int(cfg.min_age_s * NS))} at recall are labile; recall it again once it is")
+    since = now_ns - recalled
+    if since < opens:
+        refuse("too soon", f"it was recalled {_hours(since)} ago and its window opens {_hours(opens)} "
+               f"after recall (in {_hours(opens - since)})")
+    if since > closes:
+        refuse("too late", f"it was recalled {_hours(since)} ago and its window closed {_hours(closes)} "
+               "after recall; recall it again to reopen it")
+    return cfg.peak_plasticity * math.sin(math.pi * (since - opens) / (closes - opens))
+
+
+def blend(old: np.ndarray, given: np.ndarray, p: float) -> np.ndarray:
+    """(1 - p) old + p given, the given vector first rescaled to the old one's norm."""
+    old64, u = old.astype(np.float64), given.astype(np.float64)
+    n_old, n_u = np.linalg.norm(old64), np.linalg.norm(u)
+    scale = n_old / n_u if n_old > 0 else 1.0
+    return ((1.0 - p) * old64 + p * scale * u).astype(np.float32)
+
+
+class Reconsolidation:
+    """One space's reconsolidation settings and the previous versions of its memories."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.config = ReconsolidationConfig()
+        self._versions: dict = {}        # memory id -> deque of Version, oldest first
+
+    def configure(self, **changes) -> ReconsolidationConfig:
+        self.config = self.config.with_changes(**changes)
+        for memory_id, kept in self._versions.items():   # a smaller history drops the oldest now
+            self._versions[memory_id] = deque(kept, maxlen=self.config.history)
+        return self.config
+
+    def versions(self, memory_id: int) -> list:
+        return list(self._versions.get(memory_id, ()))
+
+    def update(self, store, current, vector, content, confidence, now_ns: int) -> float:
+        """Check everything, then write the update into the store. ``current``: the memory's
+        Memories from get(). Returns the plasticity applied."""
+        if vector is None and content is None and confidence is None:
+            raise InvalidInputError("reconsolidate needs a vector, content or confidence to apply")
+        i = int(current.ids[0])
+        warm = current.tier[0] == "warm"
+        if vector is not None:
+            u = validate.vectors(vector, self.dim, f16=warm)
+            if u.shape[0] != 1:
+                raise InvalidInputError(f"reconsolidate takes one vector, got {u.shape[0]}")
+            if not u.any():
+                raise InvalidInputError("vector is all zeros: its direction is undefined")
+        if content is not None:
+            validate.contents([content], 1)
+        if confidence is not None:
+            confidence = float(validate.per_item(confidence, 1, "confidence", 1.0, 0.0, 1.0)[0])
+        hot = store.hot()
+        p = plasticity(self.config, i, hot[i], now_ns)
+        old = current.vectors[0]
+        new_vec = blend(old, u[0], p) if vector is not None else None
+        if warm and new_vec is not None and (np.abs(new_vec) > validate.F16_MAX).any():
+            raise InvalidInputError("the updated vector exceeds the float16 range of the warm tier")
+        # all checked. The content heap may have to grow (and could fail), and it is
+        # append-only: write there first, then the version being replaced, then the record
+        ref = store.append_content([content])[0] if content is not None else None
+        kept = self._versions.setdefault(i, deque(maxlen=self.config.history))
+        kept.append(Version(old.copy(), current.content[0], float(current.confidence[0]), now_ns))
+        if new_vec is not None:
+            tier = int(hot["tier"][i])
+            tv, row = store.views[TIER_TABLE[tier]], int(store.views["nodes"]["node_row"][i])
+            stored = new_vec.astype(TIER_DTYPE[tier])
+            tv["rows"][row, :self.dim] = stored
+            tv["row_norm"][row] = np.linalg.norm(stored.astype(np.float64))
+        if ref is not None:
+            hot["content_ref"][i] = ref
+        if confidence is not None:
+            c = float(hot["confidence"][i])
+            hot["confidence"][i] = (1.0 - p) * c + p * confidence
+        return p
+
+    # ---- snapshots -----------------------------------------------------------------
+    def arrays(self, store) -> dict:
+        """The versions of live memories, as plain arrays for the space's snapshot."""
+        flags = store.hot()["flags"]
+        rows = [(i, v) for i, kept in self._versions.items() if not flags[i] & FORGOTTEN for v in kept]
+        text = [None if v.content is None else v.content.encode("utf-8") for _, v in rows]
+        return {
+            "versions_id": np.array([i for i, _ in rows], np.int64),
+            "versions_vector": np.array([v.vector for _, v in rows], np.float32).reshape(len(rows), self.dim),
+            "versions_confidence": np.array([v.confidence for _, v in rows], np.float32),
+            "versions_replaced_ns": np.array([v.replaced_ns for _, v in rows], np.int64),
+            "versions_content_len": np.array([-1 if t is None else len(t) for t in text], np.int64),
+            "versions_content": np.frombuffer(b"".join(t for t in text if t is not None), np.uint8),
+        }
+
+    def restore(self, arrs: dict) -> None:
+        """Load versions saved by arrays(); snapshots written before reconsolidation have none."""
+        if "versions_id" not in arrs:
+            return
+        heap, pos = arrs["versions_content"].tobytes(), 0
+        for i, vec, conf, t, n in zip(arrs["versions_id"].tolist(), arrs["versions_vector"],
+                                      arrs["versions_confidence"].tolist(), arrs["versions_replaced_ns"].tolist(),
+                                      arrs["versions_content_len"].tolist()):
+            text = None if n < 0 else heap[pos:pos + n].decode("utf-8")
+            pos += max(n, 0)
+            kept = self._versions.setdefault(i, deque(maxlen=self.config.history))
+            kept.append(Version(vec.copy(), text, conf, t))

@@ -1,0 +1,1 @@
+"""`engram demo`: a memory of the Python standard library, embedded offline, queried."""

@@ -1,0 +1,119 @@
+"""`engram demo`: the main job in miniature, on a real corpus present offline.
+
+Builds a memory of the Python standard library (modules, classes and
+functions with their docstrings; containment and imports as associations),
+embeds it with the deterministic hashing embedder, stores it in an engine's
+shared memory, and answers a few questions with timings: the closest
+memories by similarity, then what spreading along the associations adds and
+the path of associations that brought each addition.
+Recall runs with the defaults, which discount each association by its source's
+fan (engram/fan.py), so `os` and `sys`, imported by everything, do not collect
+activation from everything (docs/recall-quality.md measured the choice).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from engram.demo import corpus as corpus_mod
+from engram.demo.embed import HashingEmbedder
+from engram.engine import Engine
+from engram.demo.progress import Progress
+
+QUERIES = (
+    "parse command line arguments and options",
+    "compress and decompress data with gzip",
+    "send an email message over SMTP",
+    "read and write CSV files",
+    "run a function in a separate thread with a lock",
+    "compute a cryptographic hash digest of bytes",
+)
+
+
+def _name(text: str) -> str:
+    """The qualified name a corpus memory's text starts with ("name (kind): summary")."""
+    return (text or "?").split(" (", 1)[0]
+
+
+def run(limit=None, queries=None, k: int = 5, dim: int = 384, tier: str = "hot", out=None) -> dict:
+    out = out or sys.stdout
+    say = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
+    root = corpus_mod.stdlib_root()
+    say(f"engram demo: a memory of the Python standard library at {root}")
+    files = corpus_mod.module_files(root)
+    t0 = time.perf_counter()
+    with Progress("parsing modules", len(files)) as p:
+        c = corpus_mod.build(root, limit=limit, progress=p)
+    t_parse = time.perf_counter() - t0
+    emb = HashingEmbedder(dim).fit(c.embed_texts)
+    t0 = time.perf_counter()
+    with Progress("embedding docstrings", len(c)) as p:
+        vectors = emb.embed(c.embed_texts, progress=p)
+    t_embed = time.perf_counter() - t0
+
+    with Engine(dim=dim) as eng:
+        mem = eng.space("stdlib")
+        t0 = time.perf_counter()
+        batch = 1024
+        with Progress("remembering", len(c)) as p:
+            for i in range(0, len(c), batch):
+                mem.remember(vectors[i:i + batch], content=c.texts[i:i + batch], tier=tier)
+                p.update(min(batch, len(c) - i))
+        t_remember = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if c.links:
+            src, dst, w = (np.array(x) for x in zip(*c.links))
+            mem.link(src, dst, w.astype(np.float32))
+            mem.compact()
+        t_link = time.perf_counter() - t0
+        st = mem.stats()
+        say(f"\n{st['memories']:,} memories ({c.files} modules), {st['csr_edges']:,} associations, "
+            f"dim {dim} {tier} tier, kernels {st['kernels']}, engine {eng.name}")
+        say(f"parsed in {t_parse:.2f}s, embedded in {t_embed:.2f}s, remembered in {t_remember:.2f}s "
+            f"({len(c) / max(t_remember, 1e-9):,.0f}/s), linked in {t_link:.2f}s\n")
+
+        timings = []
+        for qtext in queries or QUERIES:
+            q = emb.embed([qtext])[0]
+            if not q.any():
+                say(f"? {qtext!r}: no known words in this query\n")
+                continue
+            res = mem.recall(q, k=k, spread=False)
+            assoc = mem.recall(q, k=3 * k)             # with spreading along the associations
+            seeds = mem.recall(q, k=6 * k, spread=False).ids     # what that spread started from (2 x 3k)
+            timings.append(assoc.timings["total_ms"])
+            say(f"? {qtext}    (similarity {res.timings['total_ms']:.2f} ms, "
+                f"with spreading {assoc.timings['total_ms']:.2f} ms)")
+            for mid, score, text in res:
+                say(f"  {score:6.3f}  #{mid:<6} {text[:100]}")
+            shown = set(res.ids.tolist())
+            spread = [(int(i), h, float(a), t) for i, h, a, t in
+                      zip(assoc.ids, assoc.hops, assoc.activation, assoc.content) if h > 0 and i not in shown]
+            for mid, hops, act, text in spread[:2]:
+                say(f"  + {act:5.3f} #{mid:<6} {text[:90]}  (associated, {hops} hop{'s' if hops > 1 else ''})")
+                trail = mem.path(seeds, mid, max_hops=hops)
+                names = mem.get(trail).content if trail else []
+                say("           via " + " -> ".join(f"{_name(t)} #{i}" for i, t in zip(trail, names)))
+            say("")
+        # latency over many queries: every memory's own text as a query
+        rng = np.random.default_rng(0)
+        sample = rng.choice(len(c), size=min(300, len(c)), replace=False)
+        lat, lat_spread = [], []
+        for i in sample:
+            if vectors[i].any():
+                t = time.perf_counter_ns()
+                mem.recall(vectors[i], k=10, spread=False)
+                t1 = time.perf_counter_ns()
+                mem.recall(vectors[i], k=10)
+                lat.append((t1 - t) / 1e6)
+                lat_spread.append((time.perf_counter_ns() - t1) / 1e6)
+        lat, lat_spread = np.array(lat), np.array(lat_spread)
+        say(f"recall latency over {lat.size} queries (top-10 of {st['memories']:,}): similarity "
+            f"P50 {np.percentile(lat, 50):.3f} ms, P95 {np.percentile(lat, 95):.3f} ms; with spreading "
+            f"P50 {np.percentile(lat_spread, 50):.3f} ms, P95 {np.percentile(lat_spread, 95):.3f} ms")
+        return {"memories": st["memories"], "associations": st["csr_edges"],
+                "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
+                "spread_p50_ms": float(np.percentile(lat_spread, 50)),
+                "spread_p95_ms": float(np.percentile(lat_spread, 95))}

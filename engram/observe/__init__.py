@@ -1,0 +1,1 @@
+"""Watching an engine: metrics and tracing recorded in shared memory, hardware counters, attach tools."""

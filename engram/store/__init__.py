@@ -1,0 +1,1 @@
+"""Storage of memory spaces: shared-memory segments, tables, the association graph, snapshots."""

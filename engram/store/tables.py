@@ -1,0 +1,285 @@
+"""The tables of one memory space in shared memory.
+
+A space is a directory segment plus one segment per table:
+
+    nodes     NodeHot[cap] (64-byte records) | node_row u32[cap]
+    emb_hot   f32 rows[cap][row_bytes]        | row_node u32[cap] | row_live u8[cap] | row_norm f32[cap]
+    emb_warm  f16 rows, same regions
+    content   bytes: records of u32 length + UTF-8, addressed by NodeHot.content_ref
+    csr       CsrHeader | offsets u64[n+1] | targets u32[m] | weights f32[m]
+    delta     EdgeDelta[cap], the links not yet compacted into csr
+
+Memory ids are node slots: id i is nodes[i]. Each tier's embedding table has
+its own rows; node_row maps a node to its row and row_node back.
+
+The owner is the only writer. It writes data first and publishes it by
+raising a count (a segment header's ``count``) afterwards; a reader reads the
+count first and never looks past it. A table that fills is re-created
+larger under generation g+1, filled, published in the directory, and the
+old name unlinked; readers see the new generation in the directory and
+re-attach, while their old mapping stays valid until they drop it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engram.errors import ReadOnlyError, SegmentError
+from engram.cognition.fan import fan_weights
+from engram.layout import (CSR_HEADER_DTYPE, EDGE_DELTA_DTYPE, NODE_HOT_DTYPE, SPACE_DIRECTORY_DTYPE,
+                           TABLE_REF_DTYPE, schema)
+from engram.store.shm.names import EngineName
+from engram.store.shm.segment import Segment, align_up
+
+C = schema.CONSTANTS
+TIER_NAMES = {"hot": C["TIER_HOT"], "warm": C["TIER_WARM"]}
+TIER_TABLE = {C["TIER_HOT"]: "emb_hot", C["TIER_WARM"]: "emb_warm"}
+TIER_DTYPE = {C["TIER_HOT"]: np.dtype(np.float32), C["TIER_WARM"]: np.dtype(np.float16)}
+KIND = {"nodes": C["TABLE_NODES"], "emb_hot": C["TABLE_EMB_HOT"], "emb_warm": C["TABLE_EMB_WARM"],
+        "content": C["TABLE_CONTENT"], "csr": C["TABLE_CSR"], "delta": C["TABLE_DELTA"]}
+TABLE_INDEX = {t: i for i, t in enumerate(schema.TABLES)}
+INITIAL_CAPACITY = {"nodes": 1024, "emb_hot": 1024, "emb_warm": 1024, "content": 64 * 1024, "delta": 4096}
+CONTENT_FIRST = 8   # content_ref 0 means "no content", so records start at 8
+
+
+def row_bytes_for(table: str, dim: int) -> int:
+    itemsize = 4 if table == "emb_hot" else 2
+    return align_up(dim * itemsize)
+
+
+def regions(table: str, cap: int, dim: int) -> tuple:
+    """(region name, byte offset, dtype, count, shape) of a growable table, and its data size."""
+    out, off = [], 0
+
+    def add(name, dtype, count, shape=None):
+        nonlocal off
+        dtype = np.dtype(dtype)
+        out.append((name, off, dtype, count, shape))
+        off = align_up(off + dtype.itemsize * count)
+
+    if table == "nodes":
+        add("hot", NODE_HOT_DTYPE, cap)
+        add("node_row", np.uint32, cap)
+    elif table in ("emb_hot", "emb_warm"):
+        rb = row_bytes_for(table, dim)
+        dt = np.dtype(np.float32 if table == "emb_hot" else np.float16)
+        add("rows", dt, cap * (rb // dt.itemsize), (cap, rb // dt.itemsize))
+        add("row_node", np.uint32, cap)
+        add("row_live", np.uint8, cap)
+        add("row_norm", np.float32, cap)     # L2 norms, so cosine scans read only the rows
+    elif table == "content":
+        add("heap", np.uint8, cap)
+    elif table == "delta":
+        add("log", EDGE_DELTA_DTYPE, cap)
+    else:
+        raise ValueError(table)
+    return tuple(out), off
+
+
+class SpaceStore:
+    """Segments and numpy views of one space; owner (writable) or attached reader."""
+
+    def __init__(self, engine: EngineName, space: str, dim: int = 0, *, create: bool):
+        self.engine, self.space, self.writable = engine, space, create
+        self.segs: dict = {}
+        self.views: dict = {}
+        self._snap: dict = {}
+        if create:
+            self.dir_seg = Segment.create(engine.directory(space), kind=C["TABLE_DIRECTORY"],
+                                          data_bytes=SPACE_DIRECTORY_DTYPE.itemsize, capacity=1, dim=dim)
+        else:
+            self.dir_seg = Segment.attach(engine.directory(space), kind=C["TABLE_DIRECTORY"])
+        self.dir = self.dir_seg.array(0, SPACE_DIRECTORY_DTYPE, 1)
+        self.refs = self.dir["tables"][0].view(TABLE_REF_DTYPE)   # TableRef[MAX_TABLES]
+        if create:
+            name = space.encode()
+            self.dir["name"][0, :len(name)] = np.frombuffer(name, np.uint8)
+            self.dir["dim"] = dim
+            self.dir["n_tables"] = len(schema.TABLES)
+        self.dim = int(self.dir["dim"][0])
+        if create:
+            for t in ("nodes", "emb_hot", "emb_warm", "content", "delta"):
+                self._install(t, self._new_table(t, INITIAL_CAPACITY[t], 0))
+            self._install("csr", self._new_csr(np.zeros(1, np.uint64), np.zeros(0, np.uint32),
+                                               np.zeros(0, np.float32), 0, 0))
+            self.dir_seg.set("count", 1)
+        else:
+            self.refresh()
+
+    # ---- reading ---------------------------------------------------------------
+    def refresh(self) -> None:
+        """Reader: re-attach tables whose generation changed and snapshot their counts.
+
+        Order matters: the nodes count is read first and every other table
+        after it. The owner publishes a memory's rows, content and links
+        before the node count that makes it visible, and grows a table
+        before writing into it, so every node below the snapshot finds its
+        data in the tables attached afterwards.
+        """
+        for t in schema.TABLES:   # "nodes" is first
+            for attempt in range(50):
+                gen = int(self.refs[TABLE_INDEX[t]]["generation"])
+                if t in self.segs and self.segs[t].h("generation") == gen:
+                    break
+                try:
+                    seg = Segment.attach(self.engine.table(self.space, t, gen), kind=KIND[t])
+                except SegmentError:
+                    if attempt == 49:
+                        raise
+                    continue  # grew again while we looked: read the directory again
+                self._bind(t, seg)
+                break
+            self._snap[t] = self.segs[t].h("count")
+
+    def count(self, table: str) -> int:
+        """Rows (bytes for content) in use: live for the owner, as of refresh() for readers."""
+        return self.segs[table].h("count") if self.writable else self._snap[table]
+
+    def generation(self, table: str) -> int:
+        return self.segs[table].h("generation")
+
+    @property
+    def n_nodes(self) -> int:
+        return self.count("nodes")
+
+    def hot(self) -> np.ndarray:
+        return self.views["nodes"]["hot"][:self.n_nodes]
+
+    def tier_rows(self, tier: int):
+        """(rows, row_node, row_live, row_norm) of a tier, cut to the published count."""
+        t = TIER_TABLE[tier]
+        n = self.count(t)
+        v = self.views[t]
+        return v["rows"][:n, :self.dim], v["row_node"][:n], v["row_live"][:n], v["row_norm"][:n]
+
+    def content_at(self, ref: int):
+        if ref == 0:
+            return None
+        heap = self.views["content"]["heap"]
+        n = int(heap[ref:ref + 4].view(np.uint32)[0])
+        return bytes(heap[ref + 4:ref + 4 + n]).decode("utf-8")
+
+    def csr(self):
+        return self.views["csr"]
+
+    def delta(self) -> np.ndarray:
+        return self.views["delta"]["log"][:self.count("delta")]
+
+    # ---- segments --------------------------------------------------------------
+    def _bind(self, table: str, seg: Segment) -> None:
+        self.segs[table] = seg
+        if table == "csr":
+            h = seg.array(0, CSR_HEADER_DTYPE, 1)
+            n, m = int(h["n_nodes"][0]), int(h["n_edges"][0])
+            self.views[table] = {
+                "header": h,
+                "offsets": seg.array(int(h["offsets_at"][0]), np.uint64, n + 1),
+                "targets": seg.array(int(h["targets_at"][0]), np.uint32, m),
+                "weights": seg.array(int(h["weights_at"][0]), np.float32, m),
+                "fan": seg.array(int(h["fan_at"][0]), np.float32, 3 * m, shape=(3, m)),
+            }
+            return
+        regs, _ = regions(table, seg.h("capacity"), self.dim)
+        self.views[table] = {name: seg.array(off, dt, count, shape) for name, off, dt, count, shape in regs}
+
+    def _new_table(self, table: str, cap: int, gen: int) -> Segment:
+        _, nbytes = regions(table, cap, self.dim)
+        rb = row_bytes_for(table, self.dim) if table.startswith("emb") else 0
+        return Segment.create(self.engine.table(self.space, table, gen), kind=KIND[table],
+                              data_bytes=nbytes, capacity=cap, row_bytes=rb, dim=self.dim, generation=gen)
+
+    def _new_csr(self, offsets, targets, weights, delta_applied: int, gen: int) -> Segment:
+        n, m = offsets.shape[0] - 1, targets.shape[0]
+        off_at = CSR_HEADER_DTYPE.itemsize
+        tgt_at = align_up(off_at + 8 * (n + 1))
+        w_at = align_up(tgt_at + 4 * m)
+        fan_at = align_up(w_at + 4 * m)
+        seg = Segment.create(self.engine.table(self.space, "csr", gen), kind=KIND["csr"],
+                             data_bytes=align_up(fan_at + 12 * m), capacity=m, generation=gen)
+        h = seg.array(0, CSR_HEADER_DTYPE, 1)
+        h["n_nodes"], h["n_edges"], h["delta_applied"] = n, m, delta_applied
+        h["offsets_at"], h["targets_at"], h["weights_at"], h["fan_at"] = off_at, tgt_at, w_at, fan_at
+        seg.array(off_at, np.uint64, n + 1)[:] = offsets
+        seg.array(tgt_at, np.uint32, m)[:] = targets
+        seg.array(w_at, np.float32, m)[:] = weights
+        seg.array(fan_at, np.float32, 3 * m, shape=(3, m))[:] = fan_weights(offsets, targets, weights)
+        seg.set("count", m)
+        return seg
+
+    def _install(self, table: str, seg: Segment) -> None:
+        """Bind a filled segment and publish its generation; unlink the one it replaces."""
+        old = self.segs.get(table)
+        self._bind(table, seg)
+        ref = self.refs[TABLE_INDEX[table]]
+        ref["capacity"] = seg.h("capacity")
+        ref["generation"] = seg.h("generation")
+        if old is not None:
+            Segment.unlink(old.name)
+
+    # ---- writing (owner only) --------------------------------------------------
+    def _require_writable(self):
+        if not self.writable:
+            raise ReadOnlyError(f"space {self.space!r} is attached read-only; only its owner process writes")
+
+    def reserve(self, table: str, needed: int) -> None:
+        """Make room for ``needed`` more rows (bytes, for content), growing the table if full."""
+        self._require_writable()
+        seg = self.segs[table]
+        used, cap = seg.h("count"), seg.h("capacity")
+        if used + needed <= cap:
+            return
+        new_cap = max(cap * 2, used + needed)
+        new = self._new_table(table, new_cap, seg.h("generation") + 1)
+        regs_old = self.views[table]
+        for name, off, dt, count, shape in regions(table, new_cap, self.dim)[0]:
+            new.array(off, dt, count, shape)[:used] = regs_old[name][:used]
+        new.set("count", used)
+        self._install(table, new)
+
+    def publish(self, table: str, count: int) -> None:
+        self.segs[table].set("count", count)
+
+    # change_seq is a sequence lock: even when stable, odd while a change
+    # spanning several tables (a compaction) is being published.
+    def bump(self) -> None:
+        self.dir["change_seq"] += 2
+
+    def begin_update(self) -> None:
+        self.dir["change_seq"] += 1
+
+    def end_update(self) -> None:
+        self.dir["change_seq"] += 1
+
+    def append_content(self, texts) -> np.ndarray:
+        """Store strings in the heap; returns their refs (0 for None)."""
+        encoded = [None if t is None else t.encode("utf-8") for t in texts]
+        need = sum(4 + len(b) + (-(4 + len(b)) % 8) for b in encoded if b is not None)
+        refs = np.zeros(len(encoded), np.uint64)
+        if not need:
+            return refs
+        self.reserve("content", need + CONTENT_FIRST)
+        heap = self.views["content"]["heap"]
+        pos = max(self.count("content"), CONTENT_FIRST)
+        for i, b in enumerate(encoded):
+            if b is None:
+                continue
+            refs[i] = pos
+            heap[pos:pos + 4].view(np.uint32)[0] = len(b)
+            heap[pos + 4:pos + 4 + len(b)] = np.frombuffer(b, np.uint8)
+            pos += 4 + len(b) + (-(4 + len(b)) % 8)
+        self.publish("content", pos)
+        return refs
+
+    def replace_csr(self, offsets, targets, weights, delta_applied: int) -> None:
+        gen = self.generation("csr") + 1
+        self._install("csr", self._new_csr(offsets, targets, weights, delta_applied, gen))
+
+    def reset_delta(self) -> None:
+        seg = self.segs["delta"]
+        self._install("delta", self._new_table("delta", seg.h("capacity"), seg.h("generation") + 1))
+
+    def close(self, unlink: bool) -> None:
+        if unlink:
+            for seg in list(self.segs.values()) + [self.dir_seg]:
+                Segment.unlink(seg.name)
+        self.segs.clear()
+        self.views.clear()
