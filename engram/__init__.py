@@ -5,8 +5,24 @@
         mem = eng.space("default")
         ids = mem.remember(vectors, content=texts)
         res = mem.recall(query, k=10)
+
+The public face: Engine, Space (and SpaceView, what attach gives), attach, the
+results (RecallResult, SpreadResult, Memories), the settings (RecallConfig,
+InterferenceConfig, ReconsolidationConfig, TraceConfig), engram.errors,
+engram.kernels, and serve_metrics. docs/architecture.md shows the rooms behind it.
 """
 __version__ = "0.1.0"
 
 from engram import errors, kernels  # noqa: E402,F401
-from engram.engine import Attached, Engine, Memories, RecallResult, Space, SpaceView, attach  # noqa: E402,F401
+from engram.config import InterferenceConfig, ReconsolidationConfig, RecallConfig  # noqa: E402,F401
+from engram.engine import Attached, Engine, attach  # noqa: E402,F401
+from engram.observe.tracing import TraceConfig  # noqa: E402,F401
+from engram.results import Memories, RecallResult, SpreadResult  # noqa: E402,F401
+from engram.space import Space, SpaceView  # noqa: E402,F401
+
+
+def serve_metrics(engine, port: int = 0, addr: str = "127.0.0.1"):
+    """Serve Prometheus /metrics for a running engine (an Engine, or its name or pid from
+    any process) on addr:port (0: a free port); returns a server with .url and .close()."""
+    from engram.observe.attach.prometheus import serve
+    return serve(engine, port, addr)

@@ -25,7 +25,7 @@ def cmd_info(args) -> int:
     print(f"CPU runs      {', '.join(kernels.cpu_isas())}   (ENGRAM_ISA forces one)")
     print(f"libraries     {native.lib_dir()}")
     from engram.observe import hwcounters
-    from engram.recall.spreading import topology
+    from engram.recall.budget import topology
     ok, why = hwcounters.probe()
     topo = topology()
     print(f"topology      {topo.cores} cores, L1d {topo.l1d >> 10} KiB, L2 {topo.l2 >> 10} KiB, L3 {topo.l3 >> 20} MiB")

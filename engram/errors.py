@@ -40,6 +40,17 @@ class UnknownIdError(EngramError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnknownSpaceError(EngramError, KeyError):
+    """An attached engine has no memory space of that name."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownEngineError(EngramError, LookupError):
+    """No running engine of that name or pid is in shared memory."""
+
+
 class ClosedError(EngramError, RuntimeError):
     """The engine or space was used after close()."""
 

@@ -8,7 +8,8 @@ import re
 import numpy as np
 
 from engram.errors import (DimensionError, EmptyBatchError, InvalidInputError, InvalidSpaceNameError,
-                     InvalidWeightError, NonFiniteError)
+                           InvalidWeightError, NonFiniteError)
+from engram.kernels.table import as_query
 
 SPACE_NAME = re.compile(r"^[a-z0-9_-]{3,64}$")
 F16_MAX = float(np.finfo(np.float16).max)
@@ -46,6 +47,14 @@ def vectors(v, dim: int, *, f16: bool = False) -> np.ndarray:
         if big.any():
             raise InvalidInputError(f"rows {np.flatnonzero(big)[:5].tolist()} exceed the float16 range "
                                     f"(|x| <= {F16_MAX:g}) of the warm tier: scale them or use tier='hot'")
+    return a
+
+
+def query(q, dim: int) -> np.ndarray:
+    """A finite float32 query vector of ``dim`` values, not all zero (a direction to compare)."""
+    a = as_query(q, dim)
+    if not a.any():
+        raise InvalidInputError("query is all zeros: cosine similarity is undefined for it")
     return a
 
 

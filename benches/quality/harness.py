@@ -22,7 +22,7 @@ import numpy as np
 from engram import Engine
 from engram.demo.embed import HashingEmbedder
 from engram.errors import InvalidInputError
-from engram.recall.pipeline import RecallConfig
+from engram.config import RecallConfig
 
 from benches.quality import tasks
 

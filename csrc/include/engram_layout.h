@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0x35cdb6284b8e5132ULL
+#define EG_LAYOUT_HASH 0xe091204e2cd3b126ULL
 #define EG_ABI_VERSION 8
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
@@ -224,7 +224,7 @@ _Static_assert(offsetof(eg_task_slot_t, taken_ns) == 160, "TaskSlot.taken_ns off
 _Static_assert(offsetof(eg_task_slot_t, primed_count) == 168, "TaskSlot.primed_count offset");
 _Static_assert(offsetof(eg_task_slot_t, message) == 172, "TaskSlot.message offset");
 
-/* Head of the task board segment. */
+/* Head of the task board segment: counters, then where each region is. */
 typedef struct __attribute__((aligned(32))) {
     uint32_t slots;
     uint32_t dim;
@@ -235,9 +235,12 @@ typedef struct __attribute__((aligned(32))) {
     uint64_t failed;
     uint64_t retried;
     uint64_t restarts;
-    uint64_t test_hold_ns;
     uint64_t ready;
-    uint64_t _reserved[3];
+    uint64_t slots_at;
+    uint64_t queries_at;
+    uint64_t configs_at;
+    uint32_t config_floats;
+    uint32_t _pad;
 } eg_task_board_header_t;
 _Static_assert(sizeof(eg_task_board_header_t) == 96, "TaskBoardHeader size");
 _Static_assert(offsetof(eg_task_board_header_t, slots) == 0, "TaskBoardHeader.slots offset");
@@ -249,9 +252,12 @@ _Static_assert(offsetof(eg_task_board_header_t, completed) == 24, "TaskBoardHead
 _Static_assert(offsetof(eg_task_board_header_t, failed) == 32, "TaskBoardHeader.failed offset");
 _Static_assert(offsetof(eg_task_board_header_t, retried) == 40, "TaskBoardHeader.retried offset");
 _Static_assert(offsetof(eg_task_board_header_t, restarts) == 48, "TaskBoardHeader.restarts offset");
-_Static_assert(offsetof(eg_task_board_header_t, test_hold_ns) == 56, "TaskBoardHeader.test_hold_ns offset");
-_Static_assert(offsetof(eg_task_board_header_t, ready) == 64, "TaskBoardHeader.ready offset");
-_Static_assert(offsetof(eg_task_board_header_t, _reserved) == 72, "TaskBoardHeader._reserved offset");
+_Static_assert(offsetof(eg_task_board_header_t, ready) == 56, "TaskBoardHeader.ready offset");
+_Static_assert(offsetof(eg_task_board_header_t, slots_at) == 64, "TaskBoardHeader.slots_at offset");
+_Static_assert(offsetof(eg_task_board_header_t, queries_at) == 72, "TaskBoardHeader.queries_at offset");
+_Static_assert(offsetof(eg_task_board_header_t, configs_at) == 80, "TaskBoardHeader.configs_at offset");
+_Static_assert(offsetof(eg_task_board_header_t, config_floats) == 88, "TaskBoardHeader.config_floats offset");
+_Static_assert(offsetof(eg_task_board_header_t, _pad) == 92, "TaskBoardHeader._pad offset");
 
 /* Head of the metrics segment. */
 typedef struct __attribute__((aligned(64))) {
@@ -440,7 +446,7 @@ _Static_assert(offsetof(eg_hop_slot_t, seq) == 48, "HopSlot.seq offset");
 _Static_assert(offsetof(eg_hop_slot_t, space) == 56, "HopSlot.space offset");
 _Static_assert(offsetof(eg_hop_slot_t, _reserved) == 120, "HopSlot._reserved offset");
 
-/* Head of the hop board segment. */
+/* Head of the hop board segment: counters, then where each region is. */
 typedef struct __attribute__((aligned(64))) {
     uint32_t slots;
     uint32_t in_cap;
@@ -451,9 +457,14 @@ typedef struct __attribute__((aligned(64))) {
     uint64_t reclaimed;
     uint64_t failed;
     uint64_t min_edges;
-    uint64_t test_wait_ns;
+    uint64_t slots_at;
+    uint64_t in_nodes_at;
+    uint64_t in_fire_at;
+    uint64_t out_v_at;
+    uint64_t out_s_at;
+    uint64_t _reserved[4];
 } eg_hop_board_header_t;
-_Static_assert(sizeof(eg_hop_board_header_t) == 64, "HopBoardHeader size");
+_Static_assert(sizeof(eg_hop_board_header_t) == 128, "HopBoardHeader size");
 _Static_assert(offsetof(eg_hop_board_header_t, slots) == 0, "HopBoardHeader.slots offset");
 _Static_assert(offsetof(eg_hop_board_header_t, in_cap) == 4, "HopBoardHeader.in_cap offset");
 _Static_assert(offsetof(eg_hop_board_header_t, out_cap) == 8, "HopBoardHeader.out_cap offset");
@@ -463,7 +474,12 @@ _Static_assert(offsetof(eg_hop_board_header_t, stolen) == 24, "HopBoardHeader.st
 _Static_assert(offsetof(eg_hop_board_header_t, reclaimed) == 32, "HopBoardHeader.reclaimed offset");
 _Static_assert(offsetof(eg_hop_board_header_t, failed) == 40, "HopBoardHeader.failed offset");
 _Static_assert(offsetof(eg_hop_board_header_t, min_edges) == 48, "HopBoardHeader.min_edges offset");
-_Static_assert(offsetof(eg_hop_board_header_t, test_wait_ns) == 56, "HopBoardHeader.test_wait_ns offset");
+_Static_assert(offsetof(eg_hop_board_header_t, slots_at) == 56, "HopBoardHeader.slots_at offset");
+_Static_assert(offsetof(eg_hop_board_header_t, in_nodes_at) == 64, "HopBoardHeader.in_nodes_at offset");
+_Static_assert(offsetof(eg_hop_board_header_t, in_fire_at) == 72, "HopBoardHeader.in_fire_at offset");
+_Static_assert(offsetof(eg_hop_board_header_t, out_v_at) == 80, "HopBoardHeader.out_v_at offset");
+_Static_assert(offsetof(eg_hop_board_header_t, out_s_at) == 88, "HopBoardHeader.out_s_at offset");
+_Static_assert(offsetof(eg_hop_board_header_t, _reserved) == 96, "HopBoardHeader._reserved offset");
 
 typedef struct { const char *record; const char *field; int64_t offset; int64_t size; } eg_layout_entry_t;
 #define EG_LAYOUT_ENTRIES { \
@@ -563,9 +579,12 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"TaskBoardHeader", "failed", (int64_t)offsetof(eg_task_board_header_t, failed), (int64_t)sizeof(((eg_task_board_header_t *)0)->failed)}, \
     {"TaskBoardHeader", "retried", (int64_t)offsetof(eg_task_board_header_t, retried), (int64_t)sizeof(((eg_task_board_header_t *)0)->retried)}, \
     {"TaskBoardHeader", "restarts", (int64_t)offsetof(eg_task_board_header_t, restarts), (int64_t)sizeof(((eg_task_board_header_t *)0)->restarts)}, \
-    {"TaskBoardHeader", "test_hold_ns", (int64_t)offsetof(eg_task_board_header_t, test_hold_ns), (int64_t)sizeof(((eg_task_board_header_t *)0)->test_hold_ns)}, \
     {"TaskBoardHeader", "ready", (int64_t)offsetof(eg_task_board_header_t, ready), (int64_t)sizeof(((eg_task_board_header_t *)0)->ready)}, \
-    {"TaskBoardHeader", "_reserved", (int64_t)offsetof(eg_task_board_header_t, _reserved), (int64_t)sizeof(((eg_task_board_header_t *)0)->_reserved)}, \
+    {"TaskBoardHeader", "slots_at", (int64_t)offsetof(eg_task_board_header_t, slots_at), (int64_t)sizeof(((eg_task_board_header_t *)0)->slots_at)}, \
+    {"TaskBoardHeader", "queries_at", (int64_t)offsetof(eg_task_board_header_t, queries_at), (int64_t)sizeof(((eg_task_board_header_t *)0)->queries_at)}, \
+    {"TaskBoardHeader", "configs_at", (int64_t)offsetof(eg_task_board_header_t, configs_at), (int64_t)sizeof(((eg_task_board_header_t *)0)->configs_at)}, \
+    {"TaskBoardHeader", "config_floats", (int64_t)offsetof(eg_task_board_header_t, config_floats), (int64_t)sizeof(((eg_task_board_header_t *)0)->config_floats)}, \
+    {"TaskBoardHeader", "_pad", (int64_t)offsetof(eg_task_board_header_t, _pad), (int64_t)sizeof(((eg_task_board_header_t *)0)->_pad)}, \
     {"MetricsHeader", "", 0, (int64_t)sizeof(eg_metrics_header_t)}, \
     {"MetricsHeader", "slots", (int64_t)offsetof(eg_metrics_header_t, slots), (int64_t)sizeof(((eg_metrics_header_t *)0)->slots)}, \
     {"MetricsHeader", "slot_bytes", (int64_t)offsetof(eg_metrics_header_t, slot_bytes), (int64_t)sizeof(((eg_metrics_header_t *)0)->slot_bytes)}, \
@@ -656,7 +675,12 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"HopBoardHeader", "reclaimed", (int64_t)offsetof(eg_hop_board_header_t, reclaimed), (int64_t)sizeof(((eg_hop_board_header_t *)0)->reclaimed)}, \
     {"HopBoardHeader", "failed", (int64_t)offsetof(eg_hop_board_header_t, failed), (int64_t)sizeof(((eg_hop_board_header_t *)0)->failed)}, \
     {"HopBoardHeader", "min_edges", (int64_t)offsetof(eg_hop_board_header_t, min_edges), (int64_t)sizeof(((eg_hop_board_header_t *)0)->min_edges)}, \
-    {"HopBoardHeader", "test_wait_ns", (int64_t)offsetof(eg_hop_board_header_t, test_wait_ns), (int64_t)sizeof(((eg_hop_board_header_t *)0)->test_wait_ns)}, \
+    {"HopBoardHeader", "slots_at", (int64_t)offsetof(eg_hop_board_header_t, slots_at), (int64_t)sizeof(((eg_hop_board_header_t *)0)->slots_at)}, \
+    {"HopBoardHeader", "in_nodes_at", (int64_t)offsetof(eg_hop_board_header_t, in_nodes_at), (int64_t)sizeof(((eg_hop_board_header_t *)0)->in_nodes_at)}, \
+    {"HopBoardHeader", "in_fire_at", (int64_t)offsetof(eg_hop_board_header_t, in_fire_at), (int64_t)sizeof(((eg_hop_board_header_t *)0)->in_fire_at)}, \
+    {"HopBoardHeader", "out_v_at", (int64_t)offsetof(eg_hop_board_header_t, out_v_at), (int64_t)sizeof(((eg_hop_board_header_t *)0)->out_v_at)}, \
+    {"HopBoardHeader", "out_s_at", (int64_t)offsetof(eg_hop_board_header_t, out_s_at), (int64_t)sizeof(((eg_hop_board_header_t *)0)->out_s_at)}, \
+    {"HopBoardHeader", "_reserved", (int64_t)offsetof(eg_hop_board_header_t, _reserved), (int64_t)sizeof(((eg_hop_board_header_t *)0)->_reserved)}, \
 }
 
 #endif /* ENGRAM_LAYOUT_H */

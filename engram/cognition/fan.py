@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MODES = ("none", "source", "target", "both")
+from engram.config import FAN_MODES as MODES   # fan_weights rows follow MODES[1:]
 
 
 def discount(fan: np.ndarray) -> np.ndarray:

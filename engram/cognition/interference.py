@@ -18,53 +18,12 @@ Off by default: it costs a scan of the space per remember batch. docs/cognitive.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from engram import validate
-from engram.errors import InvalidInputError
+from engram.config import InterferenceConfig
 from engram.store.tables import TIER_TABLE
-
-
-@dataclass(frozen=True)
-class InterferenceConfig:
-    """``Space.configure_interference(**changes)`` replaces it (checked first)."""
-    proactive: bool = False        # old memories weaken a similar new one
-    retroactive: bool = False      # a new memory weakens similar old ones
-    threshold: float = 0.9         # cosine at which two memories interfere
-    proactive_rate: float = 0.2    # confidence lost by a new memory under full load
-    retroactive_rate: float = 0.1  # confidence lost by an old memory under full load
-    floor: float = 0.05            # interference never pushes confidence below this
-    competitors: int = 8           # most similar memories considered per new memory
-
-    @property
-    def enabled(self) -> bool:
-        return self.proactive or self.retroactive
-
-    def with_changes(self, **changes) -> "InterferenceConfig":
-        validate.known_settings(changes, {f.name for f in fields(self)}, "interference")
-        return replace(self, **changes).check()
-
-    def check(self) -> "InterferenceConfig":
-        for name in ("proactive", "retroactive"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise InvalidInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        _in_range(self.threshold, "threshold", 0.0, 1.0, hi_open=True)
-        for name in ("proactive_rate", "retroactive_rate", "floor"):
-            _in_range(getattr(self, name), name, 0.0, 1.0)
-        c = self.competitors
-        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 1 <= c <= 1024:
-            raise InvalidInputError(f"competitors must be an integer in [1, 1024], got {c!r}")
-        return self
-
-
-def _in_range(v, name: str, lo: float, hi: float, hi_open: bool = False) -> None:
-    ok = (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-          and math.isfinite(v) and lo <= v and (v < hi if hi_open else v <= hi))
-    if not ok:
-        raise InvalidInputError(f"{name} must be a number in [{lo}, {hi}{')' if hi_open else ']'}, got {v!r}")
 
 
 @dataclass

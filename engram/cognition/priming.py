@@ -64,16 +64,17 @@ def reached(ids: np.ndarray, act: np.ndarray, cfg):
 
 
 class Primer:
-    """The owner's side: records each recall's priming in the node records."""
+    """The owner's side: records each recall's priming in the node records. ``graph``: the
+    space's links (a store Graph); ``link(src, dst, w)``: how the owner adds checked links."""
 
-    def __init__(self):
+    def __init__(self, graph, link):
+        self.graph, self.link = graph, link
         self._primed: OrderedDict = OrderedDict()     # id -> Unix seconds it was primed, oldest first
         self._pending: dict = {}                      # (src, dst) -> weight of new co-recall links
 
-    def record(self, space, ids: np.ndarray, primed, now_ns: int, cfg) -> dict:
+    def record(self, hot: np.ndarray, ids: np.ndarray, primed, now_ns: int, cfg) -> dict:
         """After a recall that returned ``ids`` and whose spread reached ``primed`` = (ids,
         act): leave residuals, strengthen the co-recalled links; returns the counts."""
-        hot = space._store.hot()
         now_s = int(now_ns // 1_000_000_000)
         counts = {"repetition": int(np.count_nonzero(hot["access_count"][ids] > 1))}
         p_ids, p_act = primed
@@ -88,7 +89,7 @@ class Primer:
                 self._primed[i] = now_s
             self._prune(hot, now_s, cfg)
         counts["semantic"] = int(p_ids.size)
-        counts["associative"] = self._strengthen(space, ids[:cfg.associative_top], cfg)
+        counts["associative"] = self._strengthen(ids[:cfg.associative_top], cfg)
         return counts
 
     def _prune(self, hot, now_s: int, cfg) -> None:
@@ -101,7 +102,7 @@ class Primer:
             hot["activation"][i] = 0.0
             hot["primed_s"][i] = 0
 
-    def _strengthen(self, space, ids: np.ndarray, cfg) -> int:
+    def _strengthen(self, ids: np.ndarray, cfg) -> int:
         """Hebbian step on the links among ``ids``: in place where the CSR has the link;
         new links wait in a buffer and join the delta log FLUSH at a time, since every
         flush makes the next spreading recall compact the graph."""
@@ -109,7 +110,7 @@ class Primer:
             return 0
         src, dst, w = [], [], []
         for a in ids.tolist():
-            nb, nw = space._graph.neighbors(a)
+            nb, nw = self.graph.neighbors(a)
             current = dict(zip(nb.tolist(), nw.tolist()))
             for b in ids.tolist():
                 if b != a:       # the link's weight now: the graph's (delta log included), else ours
@@ -118,14 +119,14 @@ class Primer:
                     dst.append(b)
                     w.append(min(old + cfg.associative_rate * (1.0 - old), 1.0))
         src, dst, w = np.asarray(src, np.int64), np.asarray(dst, np.int64), np.asarray(w, np.float32)
-        found = space._graph.reweight(src, dst, w)
+        found = self.graph.reweight(src, dst, w)
         for a, b, x, here in zip(src.tolist(), dst.tolist(), w.tolist(), found.tolist()):
             if here:
                 self._pending.pop((a, b), None)
             else:
                 self._pending[a, b] = x
         if len(self._pending) >= FLUSH:
-            self.flush(space)
+            self.flush()
         return int(src.shape[0])
 
     def forget_pending(self, src: np.ndarray, dst: np.ndarray) -> None:
@@ -134,12 +135,12 @@ class Primer:
             for pair in zip(src.tolist(), dst.tolist()):
                 self._pending.pop(pair, None)
 
-    def flush(self, space) -> None:
+    def flush(self) -> None:
         """New co-recall links into the delta log (the owner also flushes before saving)."""
         if self._pending:
             (s, d), w = zip(*self._pending.keys()), list(self._pending.values())
             self._pending.clear()
-            space._link_trusted(np.asarray(s, np.int64), np.asarray(d, np.int64), np.asarray(w, np.float32))
+            self.link(np.asarray(s, np.int64), np.asarray(d, np.int64), np.asarray(w, np.float32))
 
     def primed(self) -> int:
         return len(self._primed)

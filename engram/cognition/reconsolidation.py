@@ -25,47 +25,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from engram import validate
+from engram.config import ReconsolidationConfig
 from engram.errors import InvalidInputError, ReconsolidationWindowError
-from engram.layout import schema
-from engram.store.tables import TIER_DTYPE, TIER_TABLE
-
-FORGOTTEN = schema.CONSTANTS["NODE_FORGOTTEN"]
+from engram.store.tables import FORGOTTEN, TIER_DTYPE, TIER_TABLE
 NS = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class ReconsolidationConfig:
-    """``Space.configure_reconsolidation(**changes)`` replaces it (checked first)."""
-    opens_after_s: float = 3600.0        # the window opens 1 h after a recall...
-    closes_after_s: float = 6 * 3600.0   # ...and closes 6 h after it
-    min_age_s: float = 86400.0           # only memories older than 24 h at recall are labile
-    peak_plasticity: float = 0.5         # weight of an update made mid-window
-    history: int = 8                     # previous versions kept per memory
-
-    def with_changes(self, **changes) -> "ReconsolidationConfig":
-        validate.known_settings(changes, {f.name for f in fields(self)}, "reconsolidation")
-        return replace(self, **changes).check()
-
-    def check(self) -> "ReconsolidationConfig":
-        for name in ("opens_after_s", "closes_after_s", "min_age_s"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise InvalidInputError(f"{name} must be a finite number of seconds >= 0, got {v!r}")
-        if self.closes_after_s <= self.opens_after_s:
-            raise InvalidInputError(f"closes_after_s ({self.closes_after_s}) must be later than "
-                                    f"opens_after_s ({self.opens_after_s})")
-        p = self.peak_plasticity
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
-            raise InvalidInputError(f"peak_plasticity must be in (0, 1], got {p!r}")
-        h = self.history
-        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 1024:
-            raise InvalidInputError(f"history must be an integer in [1, 1024], got {h!r}")
-        return self
 
 
 @dataclass(frozen=True)

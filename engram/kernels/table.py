@@ -311,6 +311,10 @@ class SpreadRun:
         """Nodes that fire at the next step."""
         return self.end - self.begin
 
+    def frontier_nodes(self) -> np.ndarray:
+        """The ids (u32) of the nodes that fire at the next step: a view, valid until it runs."""
+        return self._sc.nodes[self.begin:self.end]
+
     def step(self) -> int:
         """Run one hop; returns the size of the new frontier (0: spreading is over)."""
         if self._sc is None:

@@ -190,10 +190,13 @@ TASK_BOARD_HEADER = Record("TaskBoardHeader", (
     F("failed", "u64"),
     F("retried", "u64"),
     F("restarts", "u64", doc="workers replaced after dying"),
-    F("test_hold_ns", "u64", doc="fault injection for tests: a worker holds each task this long"),
     F("ready", "u64", doc="workers that attached and wait for tasks (started minus exited)"),
-    F("_reserved", "u64", 3),
-), size=96, align=32, doc="Head of the task board segment.")
+    F("slots_at", "u64", doc="byte offset (in the data region) of TaskSlot[slots]"),
+    F("queries_at", "u64", doc="byte offset of f32 queries[slots][dim]"),
+    F("configs_at", "u64", doc="byte offset of f64 configs[slots][config_floats]: each request's recall settings"),
+    F("config_floats", "u32", doc="settings per request (RecallConfig.to_vector, zero padded)"),
+    F("_pad", "u32"),
+), size=96, align=32, doc="Head of the task board segment: counters, then where each region is.")
 
 #: One batch of a split hop on the hop board (HopBoardHeader, then HopSlot[slots],
 #: then per slot its input (u32 nodes, f32 fire) and output (u32 targets, f32 sums)
@@ -229,8 +232,13 @@ HOP_BOARD_HEADER = Record("HopBoardHeader", (
     F("reclaimed", "u64", doc="offered batches the owner gathered itself (nobody was free)"),
     F("failed", "u64", doc="batches a taker could not gather (the owner redid them)"),
     F("min_edges", "u64", doc="a hop firing fewer edges is not split (0: never split); set by the owner"),
-    F("test_wait_ns", "u64", doc="for tests: how long an owner waits for a taker before taking a batch back"),
-), size=64, align=64, doc="Head of the hop board segment.")
+    F("slots_at", "u64", doc="byte offset (in the data region) of HopSlot[slots]"),
+    F("in_nodes_at", "u64", doc="byte offset of u32 in_nodes[slots][in_cap]: each batch's frontier nodes"),
+    F("in_fire_at", "u64", doc="byte offset of f32 in_fire[slots][in_cap]: what each fires"),
+    F("out_v_at", "u64", doc="byte offset of u32 out_v[slots][out_cap]: the targets gathered"),
+    F("out_s_at", "u64", doc="byte offset of f32 out_s[slots][out_cap]: their summed contributions"),
+    F("_reserved", "u64", 4),
+), size=128, align=64, doc="Head of the hop board segment: counters, then where each region is.")
 
 #: Head of the metrics segment (engram/metrics): the label table of memory
 #: spaces follows (MAX_SPACES x 64-byte names), then the per-process slots.

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engram.layout import schema
-from engram.store.tables import SpaceStore
-
-FORGOTTEN = schema.CONSTANTS["NODE_FORGOTTEN"]
+from engram.store.tables import FORGOTTEN, SpaceStore
 MIN_COMPACT = 4096   # delta entries before an automatic compaction
 
 
@@ -26,8 +23,13 @@ def _last_per_key(src, dst, w):
 
 
 class Graph:
-    def __init__(self, store: SpaceStore):
+    """The links of one space: read by anyone, written by the owner. ``derive(offsets,
+    targets, weights) -> float32[3, m]``: the weights in each fan mode, kept in the CSR
+    at compaction (the owner's rule, engram/cognition/fan.py; readers never compact)."""
+
+    def __init__(self, store: SpaceStore, derive=None):
         self.store = store
+        self.derive = derive
 
     def append(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> None:
         """Owner: append validated links to the delta log and publish them."""
@@ -62,11 +64,11 @@ class Graph:
         w = np.concatenate([csr["weights"], d["weight"]])
         if src.size:
             src, dst, w = _last_per_key(src, dst, w)
-            live = self._live(src) & self._live(dst)
+            live = self.live(src) & self.live(dst)
             src, dst, w = src[live], dst[live], w[live]
         return src, dst, w
 
-    def _live(self, ids: np.ndarray) -> np.ndarray:
+    def live(self, ids: np.ndarray) -> np.ndarray:
         """Mask of ids that are visible (a reader's snapshot may predate some) and not forgotten."""
         flags = self.store.hot()["flags"]
         ok = ids < flags.shape[0]
@@ -89,7 +91,7 @@ class Graph:
             dst = np.concatenate([dst, d["dst"][mine]])
             w = np.concatenate([w, d["weight"][mine]])
             _, dst, w = _last_per_key(np.full(dst.shape, node, np.uint32), dst, w)
-        live = self._live(dst)
+        live = self.live(dst)
         return dst[live].astype(np.int64), w[live].copy()
 
     def reweight(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -123,7 +125,8 @@ class Graph:
         offsets = np.zeros(n + 1, np.uint64)
         np.cumsum(np.bincount(src, minlength=n), out=offsets[1:])
         st.begin_update()
-        st.replace_csr(offsets, dst.astype(np.uint32), w.astype(np.float32), st.count("delta"))
+        targets, weights = dst.astype(np.uint32), w.astype(np.float32)
+        st.replace_csr(offsets, targets, weights, self.derive(offsets, targets, weights), st.count("delta"))
         st.reset_delta()
         hot = st.hot()
         hot["edge_begin"] = offsets[:-1].astype(np.uint32)

@@ -48,9 +48,10 @@ class PathLock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self.fd)
-            raise SnapshotError(f"{path} is in use by another running engram.Engine; "
-                                "one engine owns a path at a time (attach to it instead)") from None
+            raise SnapshotError(f"{path} is in use by another running engram.Engine (pid {holder}); one "
+                                "engine owns a path at a time: attach to it, or close that one") from None
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
 
@@ -123,6 +124,12 @@ def read_manifest(path: Path):
         raise SnapshotError(f"{f} is damaged ({e}); move it aside to start empty") from e
 
 
+def stored_dim(path: Path):
+    """The embedding dimension of the snapshot at path, or None if there is none."""
+    m = read_manifest(path)
+    return None if m is None else int(m["dim"])
+
+
 def load(path: Path, dim: int) -> dict:
     """{space name: arrays} of the current snapshot (empty if none)."""
     m = read_manifest(path)
@@ -136,7 +143,8 @@ def load(path: Path, dim: int) -> dict:
                                   f", this engram has 0x{PERSISTED_HASH:016x}: open it with the engram version "
                                   "that wrote it")
     if m["dim"] != dim:
-        raise DimensionError(f"{path} holds memories of dimension {m['dim']}; open it with dim={m['dim']}")
+        raise DimensionError(f"{path} holds memories of dimension {m['dim']}, not {dim}: open it without dim "
+                             f"(it is read from the data) or with dim={m['dim']}")
     out = {}
     for name in m["spaces"]:
         with np.load(path / m["snapshot"] / f"{name}.npz", allow_pickle=False) as z:
@@ -144,8 +152,8 @@ def load(path: Path, dim: int) -> dict:
     return out
 
 
-def restore(store, arrs: dict) -> None:
-    """Fill a new, empty SpaceStore from ``space_arrays`` output."""
+def restore(store, arrs: dict, derive) -> None:
+    """Fill a new, empty SpaceStore from ``space_arrays`` output (derive: as Graph's)."""
     n = arrs["hot"].shape[0]
     store.reserve("nodes", n)
     store.views["nodes"]["hot"][:n] = arrs["hot"]
@@ -164,7 +172,8 @@ def restore(store, arrs: dict) -> None:
     store.reserve("content", content.shape[0])
     store.views["content"]["heap"][:content.shape[0]] = content
     store.publish("content", content.shape[0])
-    store.replace_csr(arrs["csr_offsets"], arrs["csr_targets"], arrs["csr_weights"], 0)
+    off, tg, w = arrs["csr_offsets"], arrs["csr_targets"], arrs["csr_weights"]
+    store.replace_csr(off, tg, w, derive(off, tg, w), 0)
     store.publish("nodes", n)
     next_id, n_live, n_links = (int(x) for x in arrs["counters"])
     store.dir["next_id"], store.dir["n_live"], store.dir["n_links"] = next_id, n_live, n_links

@@ -24,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 
 from engram.errors import ReadOnlyError, SegmentError
-from engram.cognition.fan import fan_weights
 from engram.layout import (CSR_HEADER_DTYPE, EDGE_DELTA_DTYPE, NODE_HOT_DTYPE, SPACE_DIRECTORY_DTYPE,
                            TABLE_REF_DTYPE, schema)
 from engram.store.shm.names import EngineName
@@ -32,6 +31,8 @@ from engram.store.shm.segment import Segment, align_up
 
 C = schema.CONSTANTS
 TIER_NAMES = {"hot": C["TIER_HOT"], "warm": C["TIER_WARM"]}
+TIER_LABEL = {v: k for k, v in TIER_NAMES.items()}
+LIVE, FORGOTTEN = C["NODE_LIVE"], C["NODE_FORGOTTEN"]
 TIER_TABLE = {C["TIER_HOT"]: "emb_hot", C["TIER_WARM"]: "emb_warm"}
 TIER_DTYPE = {C["TIER_HOT"]: np.dtype(np.float32), C["TIER_WARM"]: np.dtype(np.float16)}
 KIND = {"nodes": C["TABLE_NODES"], "emb_hot": C["TABLE_EMB_HOT"], "emb_warm": C["TABLE_EMB_WARM"],
@@ -100,7 +101,7 @@ class SpaceStore:
             for t in ("nodes", "emb_hot", "emb_warm", "content", "delta"):
                 self._install(t, self._new_table(t, INITIAL_CAPACITY[t], 0))
             self._install("csr", self._new_csr(np.zeros(1, np.uint64), np.zeros(0, np.uint32),
-                                               np.zeros(0, np.float32), 0, 0))
+                                               np.zeros(0, np.float32), np.zeros((3, 0), np.float32), 0, 0))
             self.dir_seg.set("count", 1)
         else:
             self.refresh()
@@ -187,7 +188,7 @@ class SpaceStore:
         return Segment.create(self.engine.table(self.space, table, gen), kind=KIND[table],
                               data_bytes=nbytes, capacity=cap, row_bytes=rb, dim=self.dim, generation=gen)
 
-    def _new_csr(self, offsets, targets, weights, delta_applied: int, gen: int) -> Segment:
+    def _new_csr(self, offsets, targets, weights, fan, delta_applied: int, gen: int) -> Segment:
         n, m = offsets.shape[0] - 1, targets.shape[0]
         off_at = CSR_HEADER_DTYPE.itemsize
         tgt_at = align_up(off_at + 8 * (n + 1))
@@ -201,7 +202,7 @@ class SpaceStore:
         seg.array(off_at, np.uint64, n + 1)[:] = offsets
         seg.array(tgt_at, np.uint32, m)[:] = targets
         seg.array(w_at, np.float32, m)[:] = weights
-        seg.array(fan_at, np.float32, 3 * m, shape=(3, m))[:] = fan_weights(offsets, targets, weights)
+        seg.array(fan_at, np.float32, 3 * m, shape=(3, m))[:] = fan
         seg.set("count", m)
         return seg
 
@@ -269,9 +270,69 @@ class SpaceStore:
         self.publish("content", pos)
         return refs
 
-    def replace_csr(self, offsets, targets, weights, delta_applied: int) -> None:
+    def append_memories(self, vectors: np.ndarray, tier: int, texts: list, confidence: np.ndarray,
+                        now_ns: int) -> np.ndarray:
+        """Store checked memories (rows, content, records) and publish them; returns their ids.
+        The node count is raised last: it is what makes a memory visible to readers."""
+        n = vectors.shape[0]
+        table = TIER_TABLE[tier]
+        self.reserve("nodes", n)
+        self.reserve(table, n)
+        refs = self.append_content(texts)
+        first, row0 = self.n_nodes, self.count(table)
+        ids = np.arange(first, first + n, dtype=np.int64)
+        tv = self.views[table]
+        stored = vectors.astype(TIER_DTYPE[tier], copy=False)
+        tv["rows"][row0:row0 + n, :self.dim] = stored
+        with np.errstate(over="ignore"):      # a norm past float32 is inf: the kernel then recomputes
+            tv["row_norm"][row0:row0 + n] = np.linalg.norm(stored.astype(np.float64), axis=1)
+        tv["row_node"][row0:row0 + n] = ids
+        tv["row_live"][row0:row0 + n] = 1
+        self.publish(table, row0 + n)
+        rec = self.views["nodes"]["hot"][first:first + n]
+        rec[:] = np.zeros(1, NODE_HOT_DTYPE)   # every field starts at 0, then the ones that do not
+        rec["id"] = ids
+        rec["confidence"] = confidence
+        rec["tier"] = tier
+        rec["flags"] = LIVE
+        rec["strength"] = 1.0
+        rec["created_ns"] = now_ns
+        rec["last_access_ns"] = now_ns
+        rec["content_ref"] = refs
+        self.views["nodes"]["node_row"][first:first + n] = np.arange(row0, row0 + n, dtype=np.uint32)
+        self.publish("nodes", first + n)
+        self.dir["next_id"] = first + n
+        self.dir["n_live"] += n
+        self.bump()
+        return ids
+
+    def forget(self, ids: np.ndarray) -> None:
+        """Hide distinct live memories from every reader: their rows leave the scan, their
+        records are flagged (links that touch them are dropped at the next compaction)."""
+        rec = self.hot()
+        rows = self.views["nodes"]["node_row"][ids]
+        tiers = rec["tier"][ids]
+        for tier, table in TIER_TABLE.items():
+            self.views[table]["row_live"][rows[tiers == tier]] = 0
+        rec["flags"][ids] = FORGOTTEN
+        self.dir["n_live"] -= ids.shape[0]
+        self.bump()
+
+    def touch(self, ids: np.ndarray, now_ns: int) -> None:
+        """Record an access (a recall returned them): last access time and count."""
+        rec = self.hot()
+        rec["last_access_ns"][ids] = now_ns
+        rec["access_count"][ids] += 1
+
+    @property
+    def n_live(self) -> int:
+        return int(self.dir["n_live"][0])
+
+    def replace_csr(self, offsets, targets, weights, fan, delta_applied: int) -> None:
+        """A new CSR generation; ``fan``: float32[3, m], the weights discounted by the fan of
+        the source, the target and both (the rule is the owner's: engram/cognition/fan.py)."""
         gen = self.generation("csr") + 1
-        self._install("csr", self._new_csr(offsets, targets, weights, delta_applied, gen))
+        self._install("csr", self._new_csr(offsets, targets, weights, fan, delta_applied, gen))
 
     def reset_delta(self) -> None:
         seg = self.segs["delta"]

@@ -38,11 +38,12 @@ import time
 import numpy as np
 import posix_ipc
 
-from engram.workers.board import SlotBoard
-from engram.cognition.fan import MODES as FAN_MODES
+from engram.config import FAN_MODES
+from engram.kernels.table import SpreadParams
 from engram.layout import HOP_BOARD_HEADER_DTYPE, HOP_SLOT_DTYPE, schema
 from engram.store.shm.names import EngineName, pid_alive
-from engram.store.shm.segment import Segment, align_up
+from engram.store.shm.segment import Segment, plan
+from engram.workers.board import SlotBoard, name_bytes, name_text
 
 C = schema.CONSTANTS
 FREE, FILLING, READY, TAKEN, DONE, FAILED, REVOKED = (
@@ -75,28 +76,24 @@ class HopBoard(SlotBoard):
     def __init__(self, seg: Segment):
         self.seg = seg
         header = seg.array(0, HOP_BOARD_HEADER_DTYPE, 1)
-        n = int(header["slots"][0])
-        self.in_cap, self.out_cap = int(header["in_cap"][0]), int(header["out_cap"][0])
-        off = align_up(HOP_BOARD_HEADER_DTYPE.itemsize)
-        slots = seg.array(off, HOP_SLOT_DTYPE, n)
-        off = align_up(off + n * HOP_SLOT_DTYPE.itemsize)
-        self.in_nodes, off = seg.array(off, np.uint32, n * self.in_cap, shape=(n, self.in_cap)), off + n * self.in_cap * 4
-        self.in_fire, off = seg.array(off, np.float32, n * self.in_cap, shape=(n, self.in_cap)), off + n * self.in_cap * 4
-        self.out_v, off = seg.array(off, np.uint32, n * self.out_cap, shape=(n, self.out_cap)), off + n * self.out_cap * 4
-        self.out_s = seg.array(off, np.float32, n * self.out_cap, shape=(n, self.out_cap))
+        h = header[0]
+        n = int(h["slots"])
+        self.in_cap, self.out_cap = int(h["in_cap"]), int(h["out_cap"])
+        slots = seg.array(h["slots_at"], HOP_SLOT_DTYPE, n)
+        self.in_nodes = seg.array(h["in_nodes_at"], np.uint32, n * self.in_cap, shape=(n, self.in_cap))
+        self.in_fire = seg.array(h["in_fire_at"], np.float32, n * self.in_cap, shape=(n, self.in_cap))
+        self.out_v = seg.array(h["out_v_at"], np.uint32, n * self.out_cap, shape=(n, self.out_cap))
+        self.out_s = seg.array(h["out_s_at"], np.float32, n * self.out_cap, shape=(n, self.out_cap))
         super().__init__(header, slots, ("published", "stolen", "reclaimed", "failed"))
-
-    @staticmethod
-    def size(slots: int, in_cap: int, out_cap: int) -> int:
-        return (align_up(HOP_BOARD_HEADER_DTYPE.itemsize) + align_up(slots * HOP_SLOT_DTYPE.itemsize)
-                + slots * 8 * (in_cap + out_cap))
 
     @classmethod
     def create(cls, engine: EngineName, slots: int, in_cap: int = 32768, out_cap: int = 262144) -> "HopBoard":
-        seg = Segment.create(engine.engine_object("hops"), kind=C["TABLE_HOPS"],
-                             data_bytes=cls.size(slots, in_cap, out_cap), capacity=slots)
+        at, size = plan(HOP_BOARD_HEADER_DTYPE.itemsize, slots * HOP_SLOT_DTYPE.itemsize, slots * in_cap * 4,
+                        slots * in_cap * 4, slots * out_cap * 4, slots * out_cap * 4)
+        seg = Segment.create(engine.engine_object("hops"), kind=C["TABLE_HOPS"], data_bytes=size, capacity=slots)
         h = seg.array(0, HOP_BOARD_HEADER_DTYPE, 1)
         h["slots"], h["in_cap"], h["out_cap"], h["min_edges"] = slots, in_cap, out_cap, MIN_EDGES
+        h["slots_at"], h["in_nodes_at"], h["in_fire_at"], h["out_v_at"], h["out_s_at"] = at[1:]
         return cls(seg)
 
     @classmethod
@@ -155,20 +152,19 @@ def _semaphores(engine: EngineName, n: int, create: bool) -> list:
 
 # ----------------------------------------------------------------------------- the taker
 
-def serve_batch(hops: HopBoard, j: int, eng, sems: list) -> None:
-    """Gather offered batch j (already taken by this process) into its output area."""
+def serve_batch(hops: HopBoard, j: int, reader_of, sems: list) -> None:
+    """Gather offered batch j (already taken by this process) into its output area;
+    ``reader_of(space)``: a refreshed SpaceReader of the space the batch belongs to."""
     pid = os.getpid()
     slot = hops.slots[j]
     ok = False
-    _fault_once()
     try:
-        view = eng.space(bytes(slot["space"]).rstrip(b"\0").decode())
-        store = view._open()
-        if store.generation("csr") == int(slot["csr_generation"]):
-            graph, _ = view._spread_graph(FAN_MODES[int(slot["fan"])])
-            from engram.kernels.table import SpreadParams
+        reader = reader_of(name_text(slot["space"]))
+        g = reader.spread_graph(FAN_MODES[int(slot["fan"])])
+        if g.generation == int(slot["csr_generation"]):
+            graph = g.csr
             p = SpreadParams(1, float(slot["decay"]), float(slot["threshold"]), 0.0, int(slot["prefetch_distance"]))
-            n_in, kern = int(slot["n_in"]), view._kern
+            n_in, kern = int(slot["n_in"]), reader.kern
             got = kern._gather((graph.offsets, graph.targets, graph.weights), p, hops.in_nodes[j, :n_in],
                                hops.in_fire[j, :n_in], kern.gather_acc(graph.n_nodes), hops.out_v[j], hops.out_s[j])
             if got >= 0:
@@ -182,21 +178,6 @@ def serve_batch(hops: HopBoard, j: int, eng, sems: list) -> None:
         sems[j].release()
     else:                        # the owner gave up waiting (REVOKED|pid): the slot is ours to free
         hops.cas(j, held(REVOKED, pid), FREE)
-
-
-def _fault_once() -> None:
-    """Fault injection for the tests: ENGRAM_WORKER_FAULT=exit-in-batch:<path> makes the
-    first taker that creates <path> die holding its batch; stall-in-batch:<path> makes it
-    hold the batch for 3 s (past the owner's patience)."""
-    fault, _, path = os.environ.get("ENGRAM_WORKER_FAULT", "").partition(":")
-    if fault in ("exit-in-batch", "stall-in-batch"):
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return
-        if fault == "exit-in-batch":
-            os._exit(4)
-        time.sleep(3.0)
 
 
 # ----------------------------------------------------------------------------- the owner
@@ -243,7 +224,6 @@ class HopSplitter:
                     self.work.release()
             for lo, hi in local:               # the owner's share fires in place, as in a whole hop
                 run.fire_part(lo, hi)
-            self._test_wait(offered)
             pending = []
             for j, lo, hi in offered:          # take back what nobody took (no waiting)
                 if self.hops.cas(j, READY, held(FILLING, self.pid)):
@@ -271,10 +251,7 @@ class HopSplitter:
         h, slot, n = self.hops, self.hops.slots[j], nodes.shape[0]
         h.in_nodes[j, :n] = nodes
         h.in_fire[j, :n] = fire
-        name = space.encode()
-        sp = np.zeros(64, np.uint8)
-        sp[:len(name)] = np.frombuffer(name, np.uint8)
-        slot["space"] = sp
+        slot["space"] = name_bytes(space)
         slot["hop"], slot["n_in"], slot["n_out"] = run.hop, n, 0
         slot["owner_pid"], slot["fan"] = self.pid, FAN_MODES.index(fan)
         slot["prefetch_distance"], slot["decay"], slot["threshold"] = (run.params.prefetch_distance,
@@ -282,14 +259,6 @@ class HopSplitter:
         slot["csr_generation"] = gen
         slot["seq"] = time.perf_counter_ns()             # CLOCK_MONOTONIC: takers serve the oldest first
         h.cas(j, held(FILLING, self.pid), READY)
-
-    def _test_wait(self, offered) -> None:
-        """Tests: give the takers time (HopBoardHeader.test_wait_ns), so stealing surely happens."""
-        wait = int(self.hops.header["test_wait_ns"][0])
-        deadline = time.perf_counter_ns() + wait
-        while wait and time.perf_counter_ns() < deadline and any(self.hops.state(j) == READY
-                                                                 for j, _, _ in offered):
-            time.sleep(0.0005)
 
     def _wait(self, j: int, until_ns: int) -> bool:
         """Wait for a taken batch: True when DONE (the caller merges and frees it); False when

@@ -60,7 +60,7 @@ def test_near_duplicates_weaken_each_other_by_the_model(eng):
     assert conf[4] == pytest.approx(0.9 * (1 - P * load), rel=1e-5)
     assert conf[5] == pytest.approx(0.9)
     assert counts(eng, "dupes") == {"proactive": 1, "retroactive": 2, "fan": 0}
-    ev = Cursor(eng._tracer.ring).read()
+    ev = Cursor(eng._life.tracer.ring).read()
     ev = ev[ev["kind"] == KINDS["interference"]]
     got = {(int(a), int(b)): (float(v), float(s)) for a, b, v, s in ev[["node_a", "node_b", "value", "strength"]]}
     assert set(got) == {(4, 0), (0, 4), (1, 4)}           # weakened memory, its closest competitor
@@ -127,7 +127,7 @@ def test_bad_settings_are_refused_and_change_nothing(eng, changes, message):
     before = m.configure_interference(proactive=True)
     with pytest.raises(errors.InvalidInputError, match=message):
         m.configure_interference(retroactive=True, **changes)
-    assert m._interference == before
+    assert m.configure_interference() == before
 
 
 def test_a_rejected_remember_changes_nothing_even_with_interference_on(eng):

@@ -12,7 +12,7 @@ import engram
 from engram import errors
 from engram.cognition import priming
 from engram.layout import NODE_HOT_DTYPE
-from engram.recall.pipeline import RecallConfig
+from engram.config import RecallConfig
 from tests import linked
 
 S = 1_000_000_000
@@ -179,7 +179,7 @@ def test_priming_is_counted_and_traced():
         r = mem.recall(vecs[3], k=5, budget_ms=None)          # the same answer again: repetition
         counts = eng._metrics_seg.totals()["engram_priming_total"]["priming-test"]
         assert counts["semantic"] == 16 and counts["repetition"] == 5 and counts["associative"] == 12
-        ev = Cursor(eng._tracer.ring).read()
+        ev = Cursor(eng._life.tracer.ring).read()
         ev = ev[ev["kind"] == KINDS["priming"]]
         by_code = {}
         for code, n in zip(ev["node_b"].tolist(), ev["value"].tolist()):

@@ -74,7 +74,7 @@ def test_mid_window_update_blends_by_the_peak_plasticity_and_keeps_the_old_versi
     assert m.get([1, 2]).content == ["other", "third"]   # the others are untouched
     assert m.recall(after.vectors[0], k=1, spread=False).ids.tolist() == [0]   # the norm was updated too
     assert reconsolidations(eng, "labile") == 1
-    ev = Cursor(eng._tracer.ring).read()
+    ev = Cursor(eng._life.tracer.ring).read()
     ev = ev[ev["kind"] == KINDS["reconsolidation"]]
     assert ev["node_a"].tolist() == [0] and ev["node_b"].tolist() == [1] and ev["strength"][0] == pytest.approx(0.5)
 

@@ -53,7 +53,7 @@ def test_discounted_weights_match_an_independent_computation(hubby):
 @pytest.mark.parametrize("mode", MODES)
 def test_spread_with_each_mode_equals_the_oracle_over_its_weights(hubby, mode):
     mem, v = hubby
-    g, _ = mem._spread_graph(mode)
+    g = mem._reader.spread_graph(mode).csr
     ids, act = mem.spread({1: 1.0}, fan=mode)
     nodes, ref, _ = reference.spread(g.offsets, g.targets, g.weights, np.array([1], np.uint32),
                                      np.ones(1, np.float32), 4, 0.7, 0.01, 0.5)
@@ -90,7 +90,8 @@ def test_a_strong_direct_match_is_never_displaced_by_what_it_spread_to(hubby):
     spread_only = [s for s, o, sim in zip(res.scores, res.origin, res.similarity) if np.isnan(sim)]
     assert all(s <= 0.5 + 1e-6 for s in spread_only)
     alone = mem.recall(v[1], k=5, spread=False)
-    from engram.recall.pipeline import RecallConfig, seed_activation
+    from engram.config import RecallConfig
+    from engram.recall.pipeline import seed_activation
     a0 = float(seed_activation(np.array([alone.scores[0]]), RecallConfig())[0])
     assert res.scores[0] >= a0 * 0.999
 

@@ -124,4 +124,4 @@ def test_settings_are_kept_with_the_snapshot(tmp_path):
         assert m.configure_recall() == recall
         assert m.configure_interference() == inter
         assert m.configure_reconsolidation() == recon
-        assert eng.space("second").configure_recall() == engram.recall.pipeline.RecallConfig()   # untouched: defaults
+        assert eng.space("second").configure_recall() == engram.RecallConfig()   # untouched: defaults

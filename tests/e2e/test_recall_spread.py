@@ -9,8 +9,8 @@ import pytest
 import engram
 from engram import errors
 from engram.kernels import reference
-from engram.recall.pipeline import RecallConfig
-from engram.recall.spreading import LatencyPredictor
+from engram.config import RecallConfig
+from engram.recall.budget import LatencyPredictor
 
 DIM = 32
 N = 600
@@ -54,7 +54,7 @@ def world():
 def csr_of(mem):
     """The CSR recall spreads over: the weights of the space's fan mode (engram/fan.py;
     tests/e2e/test_fan.py checks them against an independent computation)."""
-    g, _ = mem._spread_graph(mem.configure_recall().fan)
+    g = mem._reader.spread_graph(mem.configure_recall().fan).csr
     return g.offsets, g.targets, g.weights
 
 
@@ -153,7 +153,7 @@ def test_a_budget_spent_before_spreading_gives_a_partial_result():
 
 def test_partial_stops_at_the_hop_the_predictor_says_would_overrun():
     from engram.kernels.table import CsrGraph, SpreadParams
-    from engram.recall.spreading import run_spread
+    from engram.recall.spreading import budgeted_spread
     import engram.kernels
     import time
     rng = np.random.default_rng(9)
@@ -166,7 +166,7 @@ def test_partial_stops_at_the_hop_the_predictor_says_would_overrun():
     n = 50
     g = CsrGraph(np.arange(n + 1, dtype=np.uint64), (np.arange(n, dtype=np.uint32) + 1) % n, np.ones(n, np.float32))
     deg = np.ones(n, np.int64)
-    out = run_spread(engram.kernels.backend(), g, deg, np.array([0]), np.ones(1, np.float32), SpreadParams(),
+    out = budgeted_spread(engram.kernels.backend(), g, deg, np.array([0]), np.ones(1, np.float32), SpreadParams(),
                      deadline_ns=time.perf_counter_ns() + int(1.0e9), predictor=pred)
     assert out.partial and out.hops_run == 2, (out.partial, out.hops_run)
     assert out.nodes.tolist() == [0, 1, 2]
@@ -212,7 +212,7 @@ def test_configure_recall(world):
         mem.configure_recall(decay=1.5)
     with pytest.raises(errors.InvalidInputError, match="forget_tau_s"):
         mem.configure_recall(forget_tau_s=0)
-    assert mem._recall_cfg == RecallConfig()            # refused changes left it alone
+    assert mem.configure_recall() == RecallConfig()            # refused changes left it alone
     cfg = mem.configure_recall(max_depth=1)
     assert cfg.spread.max_depth == 1
     assert mem.recall(vecs[0], k=50).hops.max() <= 1
@@ -231,7 +231,7 @@ def test_readers_recall_with_spreading_too(world):
 def test_the_hot_tier_stops_at_its_budget_share_and_the_answer_says_so():
     """More rows than one scan chunk: with a budget already spent, the hot tier stops
     after its first chunk, recall answers from what was scanned, flagged partial."""
-    from engram.engine import SCAN_CHUNK
+    from engram.recall.reader import SCAN_CHUNK
     rng = np.random.default_rng(2)
     n = SCAN_CHUNK + 5000
     with engram.Engine(dim=8, workers=0) as eng:

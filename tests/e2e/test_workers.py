@@ -21,6 +21,14 @@ from engram.workers.supervisor import TAKEN, WorkerError
 from test_recall_spread import DIM, N, csr_of, reference_recall
 
 
+def inject_worker_faults(monkeypatch, fault: str) -> None:
+    """Workers of engines made from now on run tests/e2e/faulty_worker.py with ``fault``."""
+    from engram.workers import supervisor
+    here = os.path.dirname(os.path.abspath(__file__))
+    monkeypatch.setenv("PYTHONPATH", here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(supervisor, "WORKER_PROGRAM", (sys.executable, "-m", "faulty_worker", fault))
+
+
 def build(eng, seed=11):
     rng = np.random.default_rng(seed)
     vecs = rng.standard_normal((N, DIM)).astype(np.float32)
@@ -114,11 +122,17 @@ def test_auto_routing_sends_concurrent_callers_to_workers():
         assert eng.worker_stats()["completed"] > 0
 
 
-def test_a_worker_killed_mid_request_is_replaced_and_the_request_retried(served):
-    eng, mem, stored, conf, queries = served
+def test_a_worker_killed_mid_request_is_replaced_and_the_request_retried(monkeypatch):
+    inject_worker_faults(monkeypatch, "hold:0.4")        # each worker holds a task 0.4 s before running it
+    with engram.Engine(dim=DIM, workers=2, routing="workers") as eng:
+        mem, stored, conf, queries = build(eng)
+        eng.start_workers()
+        _kill_one_mid_request(eng, mem, queries)
+
+
+def _kill_one_mid_request(eng, mem, queries):
     want = mem.recall(queries[0], k=10, budget_ms=None)
-    board = eng._workers.board
-    board.header["test_hold_ns"] = int(0.4e9)      # each worker holds a task 0.4 s before running it
+    board = eng._life.workers.board
     out = {}
     th = threading.Thread(target=lambda: out.setdefault("res", mem.recall(queries[0], k=10, budget_ms=None)))
     th.start()
@@ -131,7 +145,6 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_request_retried(served)
         time.sleep(0.005)
     assert victim, "no worker took the request"
     os.kill(victim, signal.SIGKILL)
-    board.header["test_hold_ns"] = 0
     th.join(30)
     res = out["res"]
     assert res.ids.tolist() == want.ids.tolist()
@@ -146,7 +159,7 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_request_retried(served)
 
 
 def test_workers_that_cannot_start_leave_recall_in_process(monkeypatch):
-    monkeypatch.setenv("ENGRAM_WORKER_FAULT", "exit-at-start")
+    inject_worker_faults(monkeypatch, "exit-at-start")
     with engram.Engine(dim=DIM, workers=1, routing="workers") as eng:
         mem, stored, conf, queries = build(eng)
         with pytest.raises(WorkerError, match="exited 3 times"):
@@ -273,7 +286,7 @@ def test_workers_take_the_oldest_request_first():
 
 def test_a_machine_that_cannot_spawn_workers_still_recalls(monkeypatch):
     import engram.workers.supervisor as w
-    monkeypatch.setattr(w.sys, "executable", "/nonexistent/python")
+    monkeypatch.setattr(w, "WORKER_PROGRAM", ("/nonexistent/python", "-m", "engram.workers.main"))
     with engram.Engine(dim=DIM, workers=2, routing="workers") as eng:
         mem, stored, conf, queries = build(eng)
         res = mem.recall(queries[0], k=5)                  # served in the calling process

@@ -44,7 +44,7 @@ def test_prometheus_scrape_reports_what_the_engine_did():
         mem.forget(ids[:3])
         for i in range(10, 30):
             mem.recall(v[i], k=5)
-        srv = metrics.serve(eng)
+        srv = engram.serve_metrics(eng)
         try:
             f = scrape(srv.url)
         finally:
@@ -178,7 +178,7 @@ def test_cognitive_events_carry_a_type_label_and_pool_figures_are_exported():
         eng.start_workers()
         for i in range(5):
             mem.recall(v[i], k=3)
-        srv = metrics.serve(eng.name)               # by name, as another process would
+        srv = engram.serve_metrics(eng.name)               # by name, as another process would
         try:
             f = scrape(srv.url)
         finally:

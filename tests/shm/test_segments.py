@@ -57,7 +57,7 @@ def test_second_process_attaches_read_only_and_sees_writes():
             import sys, numpy as np, engram
             from engram import errors
             a = engram.attach(sys.argv[1])
-            print(a.spaces())
+            print(a.spaces)
             s = a.space("shared")
             g = s.get([0, 49])
             print(len(s), g.content, float(g.vectors[1, 0]))
@@ -65,11 +65,11 @@ def test_second_process_attaches_read_only_and_sees_writes():
             print(s.recall(q, k=5).ids.tolist())
             print(s.neighbors(3)[0].tolist())
             try:
-                s._store.reserve("nodes", 1)
+                s._reader.store.reserve("nodes", 1)
             except errors.ReadOnlyError as e:
                 print("readonly", e)
             try:
-                s._store.hot()["confidence"][0] = 0.1
+                s._reader.store.hot()["confidence"][0] = 0.1
             except ValueError:
                 print("numpy refuses writes")
         """, eng.name, ",".join(map(repr, q.tolist()))).stdout.splitlines()
@@ -188,6 +188,19 @@ def test_attach_refuses_a_foreign_layout():
 def test_attach_to_a_missing_engine_or_space_is_a_clear_error():
     with pytest.raises(ValueError, match="engine name"):
         engram.attach("not-an-engine")
+    gone = f"eg.{os.getuid()}.{2**22 + 7}.{'0' * 16}"              # well formed, but no such engine
+    with pytest.raises(errors.UnknownEngineError, match="not in shared memory"):
+        engram.attach(gone)
+    with pytest.raises(errors.UnknownEngineError, match="pid"):
+        engram.attach(2**22 + 7)
     with engram.Engine(dim=DIM, workers=0) as eng:
-        with pytest.raises(errors.SegmentError, match="no shared-memory segment"):
+        eng.space("here").remember(np.ones(DIM, np.float32))
+        with pytest.raises(errors.UnknownSpaceError, match="no memory space 'nothere'.*'here'"):
             engram.attach(eng.name).space("nothere")
+
+
+def test_attach_by_pid_opens_the_engine_of_that_process():
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        eng.space("here").remember(np.ones(DIM, np.float32))
+        with engram.attach(os.getpid()) as a:      # an int pid, as `engram inspect <pid>` takes
+            assert a.name == eng.name and a.spaces == ["here"] and len(a.space("here")) == 1

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engram.errors import InvalidInputError
-from engram.recall.spreading import AdaptiveBatcher, LatencyPredictor, OnlineLinear, Topology, topology
+from engram.recall.budget import AdaptiveBatcher, LatencyPredictor, OnlineLinear, Topology, topology
 
 TOPOLOGIES = [
     Topology(cores=2, l1d=48 << 10, l2=2 << 20, l3=480 << 20),      # this CI machine's kind

@@ -31,7 +31,7 @@ def run_engine(tmp_path, workers=0, routing="auto", recalls=30, **cfg):
         mem.link(ids[:-1], ids[1:], 0.5)
         if workers:
             eng.start_workers()
-        results = [mem.recall(v[i], k=5) for i in range(recalls)]
+        results = [mem.recall(v[i], k=5, budget_ms=None) for i in range(recalls)]   # no fallback: every span
     lines = (out / "trace.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines], json.loads((out / "trace.perfetto.json").read_text()), results
 

@@ -16,6 +16,22 @@ ctypedef int64_t (*spread_fn)(const uint64_t *offsets, const uint32_t *targets, 
                               uint32_t *out_nodes, float *fire, uint64_t out_cap) noexcept nogil
 
 
+def chain(const uint32_t[:] nxt, uint32_t head, uint64_t n):
+    """The indices (u32) of n linked records from ``head``, each record naming the next in
+    ``nxt`` (the shared pool's links): a walk in C, bounds-checked, for a worker's answer."""
+    out = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>n], cnp.NPY_UINT32, 0)
+    cdef uint32_t[:] o = out
+    cdef uint64_t i
+    cdef uint64_t size = <uint64_t>nxt.shape[0]
+    cdef uint32_t j = head
+    for i in range(n):
+        if j >= size:
+            raise ValueError(f"record chain leaves the pool at step {i} (index {j}, pool of {size})")
+        o[i] = j
+        j = nxt[j]
+    return out
+
+
 cdef inline bint _vec(cnp.ndarray a, int typenum, bint writable):
     return (cnp.PyArray_NDIM(a) == 1 and cnp.PyArray_TYPE(a) == typenum
             and (cnp.PyArray_ISCARRAY(a) if writable else cnp.PyArray_ISCARRAY_RO(a)))

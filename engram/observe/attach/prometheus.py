@@ -9,9 +9,11 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.exposition import start_http_server
 
 from engram.layout import schema
-from engram.store.shm.names import EngineName
+from engram.store.shm.names import resolve
 from engram.observe.metrics import definitions as d
+from engram.observe.attach.tools import board, pool_stats
 from engram.observe.metrics.segment import MetricsSegment
+from engram.observe.metrics.spreading import summary
 
 C = schema.CONSTANTS
 
@@ -19,20 +21,17 @@ C = schema.CONSTANTS
 class EngramCollector:
     """Reads one engine's metrics; every scrape sums the slots anew."""
 
-    def __init__(self, engine_name: str):
-        self.engine = EngineName.parse(str(engine_name))
+    def __init__(self, engine):
+        self.engine = resolve(engine)
         self.seg = MetricsSegment.attach(self.engine)
 
     def _board(self):
-        from engram.observe.attach.tools import _board
-        return _board(self.engine)
+        return board(self.engine)
 
     def _pool(self):
-        from engram.observe.attach.tools import pool_stats
         return pool_stats(self.engine)
 
     def _spreading_summary(self):
-        from engram.observe.metrics.spreading import summary
         return summary(self.seg)
 
     def collect(self):
@@ -114,7 +113,7 @@ class MetricsServer:
 
 
 def serve(engine, port: int = 0, addr: str = "127.0.0.1") -> MetricsServer:
-    name = engine.name if hasattr(engine, "name") else str(engine)
+    name = engine.name if hasattr(engine, "name") else engine
     reg = CollectorRegistry(auto_describe=False)
     reg.register(EngramCollector(name))
     server, thread = start_http_server(port, addr=addr, registry=reg)

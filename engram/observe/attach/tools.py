@@ -12,11 +12,14 @@ import time
 import numpy as np
 
 from engram.errors import EngramError
-from engram.layout import NODE_HOT_DTYPE, POOL_HEADER_DTYPE, TASK_BOARD_HEADER_DTYPE, TASK_SLOT_DTYPE, schema
+from engram.layout import NODE_HOT_DTYPE, POOL_HEADER_DTYPE, schema
 from engram.observe.metrics import definitions as d
 from engram.observe.metrics.segment import MetricsSegment
-from engram.store.shm.names import EngineName, engines, pid_alive, segments_of, spaces_of
-from engram.store.shm.segment import Segment, align_up
+from engram.store.shm.names import EngineName, engines, pid_alive, resolve, segments_of, spaces_of  # noqa: F401
+from engram.store.graph import Graph
+from engram.store.shm.segment import Segment
+from engram.store.tables import SpaceStore
+from engram.workers.board import TaskBoard
 
 C = schema.CONSTANTS
 KIND_NAMES = {v: k.removeprefix("TABLE_").lower() for k, v in C.items() if k.startswith("TABLE_")}
@@ -24,25 +27,7 @@ TAKEN = C["TASK_TAKEN"]
 READY = C["TASK_READY"]
 
 
-def resolve(text: str) -> EngineName:
-    """An engine by full name, or by owner pid when that is unambiguous."""
-    live = engines()
-    if text.isdigit():
-        found = [e for e in live if e.pid == int(text)]
-        if len(found) == 1:
-            return found[0]
-        raise EngramError(f"no single engine of pid {text} (found {len(found)}); `engram list` shows them")
-    try:
-        name = EngineName.parse(text)
-    except ValueError:
-        raise EngramError(f"{text!r} is not an engine name (eg.<uid>.<pid>.<token>) or pid") from None
-    if name not in live:
-        raise EngramError(f"engine {text} is not in shared memory (exited?); `engram list` shows the running ones")
-    return name
-
-
 def _space_summary(engine: EngineName, space: str) -> dict:
-    from engram.store.tables import SpaceStore
     st = SpaceStore(engine, space, create=False)
     try:
         dr = st.dir[0]
@@ -62,9 +47,9 @@ def list_engines() -> list:
                     row["spaces"][sp] = _space_summary(e, sp)
                 except EngramError as err:
                     row["spaces"][sp] = {"error": str(err)}
-            board = _board(e)
-            if board is not None:
-                row["workers"] = int(board[0]["workers"][0])
+            tasks = board(e)
+            if tasks is not None:
+                row["workers"] = int(tasks[0]["workers"][0])
         rows.append(row)
     return rows
 
@@ -103,19 +88,20 @@ def segment_headers(engine: EngineName) -> list:
 
 
 def node_record(engine: EngineName, space: str, node: int) -> dict:
-    from engram.engine import Attached
-    with Attached(str(engine)) as a:
-        view = a.space(space)
-        st = view._open()
+    """One node's hot record (forgotten ones too: inspect shows what is there), content, links."""
+    st = SpaceStore(engine, space, create=False)
+    try:
         if not 0 <= node < st.n_nodes:
             raise EngramError(f"node {node} is not in space {space!r} (ids 0..{st.n_nodes - 1})")
         rec = st.hot()[node]
         out = {f: (rec[f].item() if np.ndim(rec[f]) == 0 else rec[f].tolist()) for f in NODE_HOT_DTYPE.names
                if not f.startswith("_")}
         out["content"] = st.content_at(int(rec["content_ref"]))
-        ids, w = view._graph.neighbors(node)
+        ids, w = Graph(st).neighbors(node)
         out["edges"] = list(zip(ids.tolist(), [round(float(x), 6) for x in w]))
         return out
+    finally:
+        st.close(unlink=False)
 
 
 def _read_only(name: str):
@@ -136,14 +122,13 @@ def pool_stats(engine: EngineName):
             "hit_rate": int(h["reused"]) / acquired if acquired else 0.0}
 
 
-def _board(engine: EngineName):
-    seg = _read_only(engine.engine_object("tasks"))
-    if seg is None:
+def board(engine: EngineName):
+    """(header, slots) of the engine's task board, read-only; None without workers."""
+    try:
+        b = TaskBoard.attach(engine, writable=False)
+    except EngramError:
         return None
-    h = seg.array(0, TASK_BOARD_HEADER_DTYPE, 1)
-    n = int(h["slots"][0])
-    slots = seg.array(align_up(TASK_BOARD_HEADER_DTYPE.itemsize), TASK_SLOT_DTYPE, n)
-    return h, slots
+    return b.header, b.slots
 
 
 def format_inspect(engine: EngineName, space: str | None, nodes, show_pool: bool) -> str:
@@ -184,7 +169,7 @@ def _quantile(buckets: np.ndarray, q: float) -> float:
 def snapshot(engine: EngineName, seg: MetricsSegment) -> dict:
     t = seg.totals()
     snap = {"t": time.monotonic(), "totals": t, "pool": pool_stats(engine), "workers": []}
-    b = _board(engine)
+    b = board(engine)
     if b is not None:
         h, slots = b
         snap["queue"] = int((slots["state"] == READY).sum())

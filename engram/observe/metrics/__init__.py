@@ -1,77 +1,17 @@
 """Metrics in shared memory, exported to Prometheus.
 
 Each process that records owns one slot of its engine's metrics segment and
-adds to it with one atomic add per event (engram/_cy/metrics.pyx); readers sum
+adds to it with one atomic add per event (engram/kernels/_cy/metrics.pyx); readers sum
 the slots at scrape time. Turned off (``ENGRAM_METRICS=0``), every recorder is
 bound once to a no-op object, so recording code never branches on a flag.
 
-    from engram.observe import metrics
-    server = metrics.serve(eng, port=9464)      # http://127.0.0.1:9464/metrics
-    server.port, server.close()
+    server = engram.serve_metrics(eng, port=9464)   # http://127.0.0.1:9464/metrics
+    server.port, server.close()                       # (engram/observe/attach/prometheus.py)
 
-Names and meanings: engram/metrics/definitions.py and docs/observability.md.
+Names and meanings: engram/observe/metrics/definitions.py and docs/observability.md.
 """
 from __future__ import annotations
 
-import os
-
-from engram.observe.metrics import definitions
 from engram.observe.metrics.definitions import METRICS, MAX_SPACES  # noqa: F401
+from engram.observe.metrics.recorder import NOOP, NOOP_RECORDER, Recorder, enabled, recorder  # noqa: F401
 from engram.observe.metrics.segment import ROLE_OTHER, ROLE_OWNER, ROLE_WORKER, MetricsSegment  # noqa: F401
-
-
-def enabled() -> bool:
-    return os.environ.get("ENGRAM_METRICS", "1").lower() not in ("0", "false", "off", "no")
-
-
-class _Noop:
-    """What every recorder is when metrics are off: calls that do nothing."""
-    __slots__ = ()
-
-    def inc(self, v=1):
-        pass
-
-    def set(self, v):
-        pass
-
-    def add(self, v):
-        pass
-
-    def observe_ns(self, ns):
-        pass
-
-
-try:                                   # the compiled no-op, when the Cython drivers are built
-    from engram.kernels._cy.metrics import Noop as _CNoop
-    NOOP = _CNoop()
-except ImportError:
-    NOOP = _Noop()
-
-
-class Recorder:
-    """This process's recorders for one memory space (or NOOPs when metrics are off)."""
-
-    def __init__(self, seg: MetricsSegment | None, slot: int, space: str, assign: bool):
-        self.space = space
-        on = seg is not None
-        if on:
-            from engram.kernels._cy.metrics import Counter, Gauge, Histogram
-            label = seg.space_index(space, assign=assign)
-            kinds = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
-        for m in METRICS:
-            attr = m.name.removeprefix("engram_")
-            if m.types:       # one recorder per type: rec.priming_total["semantic"].inc()
-                setattr(self, attr, {t: kinds[m.kind](seg.cell_address(slot, m.name, label, j), seg) if on else NOOP
-                                     for j, t in enumerate(m.types)})
-            else:
-                setattr(self, attr, kinds[m.kind](seg.cell_address(slot, m.name, label), seg) if on else NOOP)
-
-
-def recorder(seg, slot, space: str, assign: bool = False) -> Recorder:
-    return Recorder(seg if enabled() else None, slot, space, assign)
-
-
-def serve(engine, port: int = 0, addr: str = "127.0.0.1"):
-    """Serve /metrics for a running engine (an Engine, or its name from any process)."""
-    from engram.observe.attach.prometheus import serve as _serve
-    return _serve(engine, port, addr)

@@ -10,7 +10,7 @@ its own slot, and readers sum the slots.
 """
 from __future__ import annotations
 
-from engram.observe import metrics
+from engram.observe.metrics.recorder import recorder
 
 SAMPLE_EVERY = 64           # spreads between hardware-counter samples (a read costs ~1 us)
 
@@ -19,7 +19,7 @@ class SpreadingRecorder:
     """This process's spreading recorders (over its metrics slot): no allocation per call."""
 
     def __init__(self, seg, slot: int, counters: bool):
-        r = metrics.recorder(seg, slot, "")
+        r = recorder(seg, slot, "")
         self._spreads, self._predicted = r.spreading_requests_total, r.spreading_predicted_total
         self._within, self._error = r.spreading_prediction_within_20pct_total, r.spreading_prediction_error_ppm_total
         self._reads, self._misses = r.spreading_l1d_reads_total, r.spreading_l1d_misses_total
@@ -65,3 +65,6 @@ def summary(seg, pool_stats: dict | None = None) -> dict:
         out["activation_pool_hit_rate"] = pool_stats["hit_rate"]
         out["pool_high_water_mark"] = pool_stats["high_water"]
     return out
+
+
+NO_SPREADING = SpreadingRecorder(None, 0, False)    # a process that records nothing (an attached reader)

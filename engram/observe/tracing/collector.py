@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 from engram.store.shm.names import EngineName, pid_alive
-from engram.observe.tracing import KIND_NAMES, SPANS, Cursor, Ring, ring_names
+from engram.observe.tracing.config import FORMATS, KIND_NAMES, SPANS
+from engram.observe.tracing.ring import Cursor, Ring, ring_names
 
-FORMATS = ("jsonl", "perfetto")
 POLL_S = 0.05
 
 

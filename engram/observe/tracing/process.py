@@ -1,7 +1,6 @@
-"""Starting and stopping the collector process, and trace ids."""
+"""Starting and stopping the collector process."""
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import signal
@@ -10,14 +9,6 @@ import sys
 from pathlib import Path
 
 from engram.errors import EngramError
-
-_ids = itertools.count(1)
-
-
-def next_trace_id() -> int:
-    """A request id unique across the engine's processes: pid in the high bits."""
-    return (os.getpid() << 40) | next(_ids)
-
 
 def start_collector(engine, cfg) -> subprocess.Popen:
     env = dict(os.environ)

@@ -14,6 +14,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from engram.errors import InvalidInputError, UnknownEngineError
+
 SHM_DIR = "/dev/shm"
 PREFIX = "eg"
 _ENGINE_RE = re.compile(r"^eg\.(\d+)\.(\d+)\.([0-9a-f]{16})$")
@@ -93,6 +95,30 @@ def engines(uid: int | None = None) -> list:
     uid = os.getuid() if uid is None else uid
     found = {engine_of(e) for e in _entries()}
     return sorted((e for e in found if e is not None and e.uid == uid), key=lambda e: (e.pid, e.token))
+
+
+def resolve(engine) -> EngineName:
+    """A running engine of this user by name (``eg.<uid>.<pid>.<token>``, str or EngineName)
+    or by its owner's pid (an int, or digits) when one engine has that pid."""
+    live = engines()
+    if isinstance(engine, bool) or not isinstance(engine, (str, int, EngineName)):
+        raise UnknownEngineError(f"an engine is named by its name (str) or its owner's pid (int), "
+                                 f"got {type(engine).__name__}")
+    text = str(engine)
+    if isinstance(engine, int) or text.isdigit():
+        found = [e for e in live if e.pid == int(text)]
+        if len(found) == 1:
+            return found[0]
+        raise UnknownEngineError(f"no single running engine of pid {text} (found {len(found)}); "
+                                 "`engram list` shows them")
+    try:
+        name = EngineName.parse(text)
+    except ValueError:
+        raise InvalidInputError(f"{text!r} is not an engine name (eg.<uid>.<pid>.<token>) or pid") from None
+    if name not in live:
+        raise UnknownEngineError(f"engine {text} is not in shared memory (it exited?); "
+                                 "`engram list` shows the running ones")
+    return name
 
 
 def pid_alive(pid: int) -> bool:

@@ -27,6 +27,16 @@ def align_up(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
 
 
+def plan(*sizes: int) -> tuple:
+    """Regions of these byte sizes laid out one after another, each starting 64-byte aligned:
+    (their offsets, the bytes they take together)."""
+    offsets, off = [], 0
+    for size in sizes:
+        offsets.append(off)
+        off = align_up(off + size)
+    return offsets, off
+
+
 class Segment:
     """A mapped segment. ``header`` is a 0-d structured view; ``data`` is a uint8 view."""
 
@@ -52,10 +62,12 @@ class Segment:
         self.header[field] = value
 
     def array(self, offset: int, dtype, count: int, shape=None) -> np.ndarray:
-        """A view of ``count`` items of ``dtype`` at byte ``offset`` of the data region."""
+        """A view of ``count`` items of ``dtype`` at byte ``offset`` of the data region; an
+        offset or count read from a header is checked here against the segment's size."""
         dtype = np.dtype(dtype)
+        offset, count = int(offset), int(count)
         end = offset + dtype.itemsize * count
-        if end > self.data.shape[0]:
+        if offset < 0 or count < 0 or end > self.data.shape[0]:
             raise SegmentError(f"{self.name}: view [{offset}, {end}) is past the segment's data ({self.data.shape[0]} bytes)")
         a = self.data[offset:end].view(dtype)
         return a.reshape(shape) if shape is not None else a

@@ -1,0 +1,176 @@
+"""SpaceReader: a read-only view of one memory space, the same in every process.
+
+The owner, each worker and an attached process build one from the space's
+segments (a SpaceStore) and a kernel table; recall, spreading and PageRank read
+the space only through it. It takes trusted arguments: the public Space checks
+its input before it calls here.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from engram.config import FAN_MODES
+from engram.kernels.table import CsrGraph
+from engram.layout import schema
+from engram.recall import ppr
+from engram.results import Memories
+from engram.store.graph import Graph
+from engram.store.tables import TIER_LABEL, TIER_TABLE, SpaceStore
+
+SCAN_CHUNK = 65536   # rows per kernel call while a budget is running: the check interval
+TIER_WARM = schema.CONSTANTS["TIER_WARM"]
+TIER_HOT = schema.CONSTANTS["TIER_HOT"]
+
+
+@dataclass(frozen=True)
+class SpreadGraph:
+    """The compacted links as spreading reads them: weights of one fan mode (or normalised
+    per source, for a walk), each node's out-degree, and the CSR generation they are of."""
+    csr: CsrGraph
+    degree: np.ndarray      # int64 out-degree per node
+    generation: int
+
+
+@dataclass(frozen=True)
+class Similar:
+    """The exact top-k by cosine over both tiers, best first (ties by id)."""
+    ids: np.ndarray         # int64
+    scores: np.ndarray      # float32 cosine
+    warm_share: float       # share of them in the warm (f16) tier: a feature of the latency model
+    partial: bool           # the scan stopped at the deadline
+
+
+class SpaceReader:
+    """Reads one space. ``refresh()`` first: a reader's view of the counts is a snapshot
+    taken then (the owner reads its live counts)."""
+
+    def __init__(self, store: SpaceStore, kern):
+        self.store, self.kern = store, kern
+        self.name, self.dim = store.space, store.dim
+        self.graph = Graph(store)
+        self._graphs = (None, {})       # (CSR generation, {(fan, walk): SpreadGraph or (version, ...)})
+
+    def refresh(self) -> None:
+        if not self.store.writable:
+            self.store.refresh()
+
+    @property
+    def n_nodes(self) -> int:
+        return self.store.n_nodes
+
+    def __len__(self) -> int:
+        return self.store.n_live
+
+    def hot(self) -> np.ndarray:
+        """The published node records (64 bytes each), indexed by memory id."""
+        return self.store.hot()
+
+    def unknown(self, ids: np.ndarray) -> np.ndarray:
+        """Mask of ids that name no live memory (never issued, or forgotten)."""
+        bad = (ids < 0) | (ids >= self.n_nodes)
+        if not bad.any():
+            bad = ~self.visible(ids)
+        return bad
+
+    def visible(self, ids: np.ndarray) -> np.ndarray:
+        """Mask of ids that are published and not forgotten."""
+        return self.graph.live(ids.astype(np.int64, copy=False))
+
+    def memories(self, ids: np.ndarray) -> Memories:
+        st = self.store
+        rec = st.hot()[ids]
+        rows = st.views["nodes"]["node_row"][ids]
+        vecs = np.empty((ids.shape[0], self.dim), np.float32)
+        for tier, table in TIER_TABLE.items():
+            sel = rec["tier"] == tier
+            if sel.any():
+                vecs[sel] = st.views[table]["rows"][rows[sel], :self.dim]
+        return Memories(
+            ids=ids, vectors=vecs, content=self.content(rec["content_ref"]),
+            confidence=rec["confidence"].copy(), strength=rec["strength"].copy(),
+            tier=[TIER_LABEL[int(t)] for t in rec["tier"]], created_ns=rec["created_ns"].copy(),
+            last_access_ns=rec["last_access_ns"].copy(), access_count=rec["access_count"].copy())
+
+    def content(self, refs) -> list:
+        return [self.store.content_at(int(r)) for r in refs]
+
+    def similar(self, q: np.ndarray, k: int, deadline_ns: int | None = None, hot_share: float = 0.5) -> Similar:
+        """Exact top-k by cosine, hot tier (f32) first, then warm (f16). With a deadline the
+        hot tier may use ``hot_share`` of the time left, and each tier is scanned in chunks
+        so the deadline is checked between them; a scan cut short is partial."""
+        st = self.store
+        found_ids, found_scores, found_tier = [], [], []
+        partial = False
+        t_start = time.perf_counter_ns()
+        for tier in TIER_TABLE:
+            rows, row_node, row_live, row_norm = st.tier_rows(tier)
+            if deadline_ns is not None and tier == TIER_HOT:
+                tier_deadline = t_start + int(hot_share * (deadline_ns - t_start))
+            else:
+                tier_deadline = deadline_ns
+            for a in range(0, rows.shape[0], SCAN_CHUNK):
+                if tier_deadline is not None and a and time.perf_counter_ns() >= tier_deadline:
+                    partial = True
+                    break
+                b = a + SCAN_CHUNK
+                idx, sc = self.kern._topk("cosine", q, rows[a:b], k, row_live[a:b], row_norm[a:b])
+                found_ids.append(row_node[a:b][idx].astype(np.int64))
+                found_scores.append(sc)
+                found_tier.append(np.full(idx.shape[0], tier, np.uint8))
+        if not found_ids:
+            return Similar(np.zeros(0, np.int64), np.zeros(0, np.float32), 0.0, partial)
+        ids = np.concatenate(found_ids)
+        scores = np.concatenate(found_scores)
+        tiers = np.concatenate(found_tier)
+        order = np.lexsort((ids, -scores))[:k]
+        warm = np.count_nonzero(tiers[order] == TIER_WARM) / max(order.size, 1)
+        return Similar(ids[order], scores[order], warm, partial)
+
+    def spread_graph(self, fan: str = "none") -> SpreadGraph:
+        """The compacted links with the weights of a fan mode, cached per CSR generation."""
+        graphs = self._cache()
+        if (fan, False) not in graphs:
+            st = self.store
+            csr = st.csr()
+            w = csr["weights"] if fan == "none" else csr["fan"][FAN_MODES.index(fan) - 1]
+            g = CsrGraph._trusted(csr["offsets"], csr["targets"], w)
+            graphs[fan, False] = SpreadGraph(g, np.diff(g.offsets).astype(np.int64), self._graphs[0])
+        return graphs[fan, False]
+
+    def walk_graph(self, fan: str = "none") -> SpreadGraph:
+        """The same links normalised per source (PageRank's transition weights), rebuilt also
+        after an in-place reweight (associative priming), which the plain views see at once."""
+        plain = self.spread_graph(fan)
+        graphs = self._graphs[1]
+        version = int(self.store.csr()["header"]["weights_version"][0])
+        cached = graphs.get((fan, True))
+        if cached is None or cached[0] != version:
+            cached = graphs[fan, True] = (version, SpreadGraph(ppr.normalized(plain.csr), plain.degree,
+                                                               plain.generation))
+        return cached[1]
+
+    def _cache(self) -> dict:
+        gen = self.store.generation("csr")
+        if self._graphs[0] != gen:
+            self._graphs = (gen, {})
+        return self._graphs[1]
+
+    def neighbors(self, memory_id: int):
+        """(ids, weights) of the memories this one links to (pending links included)."""
+        return self.graph.neighbors(memory_id)
+
+    def stats(self) -> dict:
+        st = self.store
+        d = st.dir[0]
+        return {
+            "space": self.name, "dim": self.dim, "memories": int(d["n_live"]),
+            "ids_issued": int(d["next_id"]), "links": int(d["n_links"]),
+            "csr_edges": self.graph.csr_edges(), "pending_links": st.count("delta"),
+            "hot_rows": st.count("emb_hot"), "warm_rows": st.count("emb_warm"),
+            "content_bytes": st.count("content"),
+            "generations": {t: st.generation(t) for t in schema.TABLES},
+            "kernels": f"{self.kern.name}/{self.kern.isa}",
+        }

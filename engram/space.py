@@ -1,0 +1,392 @@
+"""The public face of one memory space: SpaceView (read) and Space (the owner's: read and write).
+
+Every public method checks all of its input here, once, before anything
+changes; what it calls below takes trusted, typed arguments. A rejected call
+leaves the space exactly as it was.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from engram import validate
+from engram.cognition import interference
+from engram.cognition.priming import Primer
+from engram.cognition.reconsolidation import Reconsolidation
+from engram.config import FAN_MODES, InterferenceConfig, RecallConfig
+from engram.errors import ClosedError, InvalidInputError, UnknownIdError
+from engram.observe.metrics import NOOP_RECORDER, Recorder
+from engram.recall import pipeline
+from engram.recall.context import RecallContext
+from engram.recall.paths import strongest_path
+from engram.recall.reader import SpaceReader
+from engram.results import Memories, RecallResult, SpreadResult
+from engram.store.tables import TIER_NAMES, SpaceStore
+
+ROUTINGS = ("auto", "workers")
+
+
+class SpaceView:
+    """Read access to a memory space: an attached reader's, and the owner Space's base."""
+
+    def __init__(self, reader: SpaceReader, context: RecallContext | None = None, closed_check=None):
+        self._reader = reader
+        self._ctx = context or RecallContext()
+        self._closed_check = closed_check
+        self.name, self.dim = reader.name, reader.dim
+
+    @property
+    def clock(self):
+        """Wall-clock ns source of access times, retention, priming and reconsolidation."""
+        return self._ctx.clock
+
+    @clock.setter
+    def clock(self, fn) -> None:
+        self._ctx.clock = fn
+
+    def _open(self) -> SpaceReader:
+        if self._closed_check is not None:
+            self._closed_check()
+        if not self._reader.store.segs:
+            raise ClosedError(f"memory space {self.name!r} is closed")
+        self._reader.refresh()
+        return self._reader
+
+    def __len__(self) -> int:
+        return len(self._open())
+
+    def _live_ids(self, ids) -> np.ndarray:
+        """ids (one or a sequence) as int64, each naming a live memory."""
+        r = self._open()
+        a = validate.ids(ids)
+        bad = r.unknown(a)
+        if bad.any():
+            wrong = a[bad][:5].tolist()
+            raise UnknownIdError(f"unknown or forgotten memory ids {wrong} in space {self.name!r} "
+                                 f"(ids are 0..{r.n_nodes - 1}; forgotten ones are gone)")
+        return a
+
+    def _one_id(self, memory_id) -> int:
+        a = self._live_ids(memory_id)
+        if a.shape[0] != 1:
+            raise InvalidInputError(f"pass one memory id, got {a.shape[0]}")
+        return int(a[0])
+
+    def get(self, ids) -> Memories:
+        """The memories ``ids`` (one or a sequence), in the order asked."""
+        return self._reader.memories(self._live_ids(ids))
+
+    def neighbors(self, memory_id: int):
+        """(ids, weights) of the memories this one links to."""
+        return self._reader.neighbors(self._one_id(memory_id))
+
+    def recall(self, query, k: int = 10, spread: bool = True, budget_ms: float | None = 10.0) -> RecallResult:
+        """The k memories that best answer ``query``: similarity seeds, then spreading
+        activation along associations within ``budget_ms`` (None: no budget). See
+        engram/recall/pipeline.py for the pipeline and RecallResult for what comes back."""
+        t0 = time.perf_counter_ns()
+        r = self._open()
+        q = validate.query(query, self.dim)
+        k = validate.positive_int(k, "k", 1)
+        if not isinstance(spread, (bool, np.bool_)):
+            raise InvalidInputError(f"spread must be True or False, got {spread!r}")
+        if budget_ms is not None:
+            budget_ms = validate.positive_float(budget_ms, "budget_ms")
+        self._before_spread(spread)
+        trace_id = self._ctx.events.trace_id()
+        ranked = self._ranked(q, k, bool(spread), budget_ms, t0, trace_id)
+        rec = r.hot()[ranked.ids]
+        self._after_recall(ranked)
+        total_ns = time.perf_counter_ns() - t0
+        ranked.timings["total_ms"] = total_ns / 1e6
+        self._recorded(ranked, k, total_ns, trace_id)
+        return RecallResult(
+            ids=ranked.ids, scores=ranked.scores, confidence=rec["confidence"].copy(),
+            origin=np.where(ranked.hops == 0, "seed", "spread").astype("<U6"), hops=ranked.hops,
+            content=r.content(rec["content_ref"]), partial=ranked.partial, fallback=ranked.fallback,
+            activation=ranked.activation, similarity=ranked.similarity, timings=ranked.timings,
+            spreading=ranked.info)
+
+    def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int, trace_id: int):
+        """The recall pipeline, run in this thread."""
+        return pipeline.recall(self._reader, self._ctx, q, k, spread=spread, budget_ms=budget_ms, t_begin=t0,
+                               trace_id=trace_id)
+
+    def _recorded(self, ranked, k: int, total_ns: int, trace_id: int) -> None:
+        """Readers record nothing; the owner's Space counts and traces each recall."""
+
+    def spread(self, seeds, max_depth: int | None = None, decay: float | None = None,
+               threshold: float | None = None, cycle_penalty: float | None = None,
+               fan: str | None = None) -> SpreadResult:
+        """Spreading alone: ``ids, activation = mem.spread({seed_id: 1.0, ...})``.
+
+        seeds: a {id: activation} mapping, or ids (activation 1.0 each). Parameters
+        left None take the space's recall configuration; fan: "none" | "source" |
+        "target" | "both" (engram/cognition/fan.py). Returns every live memory
+        touched, most active first (ties by id): a SpreadResult (ids, activation, hops).
+        """
+        self._open()
+        if isinstance(seeds, dict):
+            ids = self._live_ids(list(seeds.keys()))
+            act = validate.per_item(list(seeds.values()), ids.shape[0], "seed activation", 1.0, 0.0, 1.0)
+        else:
+            ids = self._live_ids(seeds)
+            act = np.ones(ids.shape[0], np.float32)
+        cfg = self._ctx.config
+        given = {"max_depth": max_depth, "decay": decay, "threshold": threshold, "cycle_penalty": cycle_penalty}
+        p = replace(cfg.spread, **{k: v for k, v in given.items() if v is not None}).check()
+        fan = cfg.fan if fan is None else fan
+        if fan not in FAN_MODES:
+            raise InvalidInputError(f"fan must be one of {', '.join(FAN_MODES)}, got {fan!r}")
+        self._before_spread(True)
+        r = self._reader
+        graph = r.spread_graph(fan).csr
+        inside = ids < graph.n_nodes
+        nodes, a, hops = r.kern.spread_graph(graph, ids[inside], act[inside], max_depth=p.max_depth,
+                                             decay=p.decay, threshold=p.threshold,
+                                             cycle_penalty=p.cycle_penalty, prefetch_distance=p.prefetch_distance)
+        nodes = np.concatenate([nodes, ids[~inside]])
+        a = np.concatenate([a, np.minimum(act[~inside], 1.0).astype(np.float32)])
+        hops = np.concatenate([hops, np.zeros(int((~inside).sum()), np.uint8)])
+        live = r.visible(nodes)
+        nodes, a, hops = nodes[live], a[live], hops[live]
+        order = np.lexsort((nodes, -a))
+        return SpreadResult(nodes[order], a[order], hops[order])
+
+    def path(self, sources, target: int, max_hops: int = 4) -> list:
+        """The associations that lead from any of ``sources`` to ``target``: the fewest hops
+        (at most ``max_hops``), and among those the largest product of link weights (as
+        recall spreads over them: with the configured fan discount), as a list of memory ids
+        from a source to the target ([] if none within reach). This is the strongest way a
+        spread result was reached: ``mem.path(seed_ids, res.ids[i])``."""
+        src = self._live_ids(sources)
+        tgt = self._one_id(target)
+        hops = validate.positive_int(max_hops, "max_hops", 1)
+        self._before_spread(True)
+        return strongest_path(self._reader.spread_graph(self._ctx.config.fan).csr, src, tgt, hops)
+
+    def _before_spread(self, spread: bool) -> None:
+        """Readers spread over the compacted links only; the owner compacts first."""
+
+    def configure_recall(self, **changes) -> RecallConfig:
+        """Change recall's tunables by name (engram.config.RecallConfig); returns the new
+        settings. With no arguments, returns the settings in force."""
+        self._ctx.config = self._ctx.config.with_changes(**changes)
+        return self._ctx.config
+
+    def spreading_stats(self) -> dict:
+        """The latency predictor's error distribution and the batcher's state."""
+        return self._ctx.stats()
+
+    def _after_recall(self, ranked) -> None:
+        """Readers cannot record access or priming; the owner's Space does."""
+
+    def stats(self) -> dict:
+        return self._open().stats()
+
+    def __repr__(self):
+        return f"<engram space {self.name!r} dim={self.dim}>"
+
+
+@dataclass
+class Owned:
+    """What an owner builds for a space and shares with its Space: the engine keeps it to
+    save the space (tables, reconsolidation's versions, settings) and to close it."""
+    store: SpaceStore
+    reader: SpaceReader
+    context: RecallContext
+    labile: Reconsolidation
+    metrics: Recorder = NOOP_RECORDER
+    interference: InterferenceConfig = field(default_factory=InterferenceConfig)
+
+    def settings(self) -> dict:
+        """What configure_recall/_interference/_reconsolidation set, as snapshots keep it."""
+        return {"recall": self.context.config.settings(), "interference": self.interference.settings(),
+                "reconsolidation": self.labile.config.settings()}
+
+
+class Space(SpaceView):
+    """A memory space owned by this process: read and write."""
+
+    def __init__(self, owned: Owned, closed_check, workers=None, routing: str = "auto"):
+        super().__init__(owned.reader, owned.context, closed_check)
+        self._owned = owned
+        self._store = owned.store
+        self._rec, self._events = owned.metrics, owned.context.events
+        self._lock = threading.RLock()   # one writer at a time within the owner
+        self._workers = workers          # engram.workers.supervisor.WorkerPool, or None: recall in-process
+        self._routing = routing
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._primer = Primer(owned.reader.graph, self._link_trusted)
+
+    def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int, trace_id: int):
+        # "auto": a lone caller runs the pipeline in its own thread (a round trip to a
+        # worker costs more than it saves); callers beyond the first go to the workers,
+        # so concurrent recalls run in parallel instead of taking turns at the GIL.
+        with self._inflight_lock:
+            busy = self._inflight
+            self._inflight += 1
+        try:
+            w = self._workers
+            if w is not None and (busy or self._routing == "workers"):
+                r = w.recall(self.name, q, k, spread, budget_ms, self._ctx.config, t0)
+                if r is not None:        # None: workers starting, broken, or every slot busy
+                    return r
+            # idle workers may gather batches of this thread's large hops (work stealing)
+            self._ctx.splitter = w.splitter() if w is not None else None
+            return super()._ranked(q, k, spread, budget_ms, t0, trace_id)
+        finally:
+            with self._inflight_lock:
+                self._inflight -= 1
+
+    def _recorded(self, ranked, k: int, total_ns: int, trace_id: int) -> None:
+        rec = self._rec
+        rec.recalls_total.inc()
+        rec.recall_latency_seconds.observe_ns(total_ns)
+        if ranked.partial:
+            rec.recall_partial_total.inc()
+        if ranked.fallback:
+            rec.recall_fallback_total.inc()
+        hops = (ranked.info or {}).get("hops", 0)
+        if hops:
+            rec.spread_hops_total.inc(hops)
+            rec.spread_latency_seconds.observe_ns(int(ranked.timings.get("spread_ms", 0.0) * 1e6))
+        self._events.recall(trace_id, k, ranked.ids, ranked.hops, ranked.scores, ranked.timings,
+                            ranked.info or {}, total_ns)
+
+    def remember(self, vectors, content=None, confidence=None, tier: str = "hot") -> np.ndarray:
+        """Store memories; returns their int64 ids. ``tier``: "hot" (f32) or "warm" (f16)."""
+        t_call = time.perf_counter_ns()
+        if tier not in TIER_NAMES:
+            raise InvalidInputError(f"tier must be 'hot' or 'warm', got {tier!r}")
+        v = validate.vectors(vectors, self.dim, f16=(tier == "warm"))
+        n = v.shape[0]
+        texts = validate.contents(content, n)
+        conf = validate.per_item(confidence, n, "confidence", 1.0, 0.0, 1.0)
+        with self._lock:
+            r = self._open()
+            cfg = self._owned.interference
+            hit = interference.find(self._store, r.kern, v, cfg)
+            if hit is not None:     # weakens conf (not yet stored) and the old memories' records
+                interfered = interference.apply(hit, cfg, conf, self._store.n_nodes, self._store.hot())
+            ids = self._store.append_memories(v, TIER_NAMES[tier], texts, conf, self.clock())
+        self._rec.remembered_total.inc(n)
+        self._rec.remember_latency_seconds.observe_ns(time.perf_counter_ns() - t_call)
+        self._rec.memories.set(self._store.n_live)
+        self._events.remember(int(ids[0]), n)
+        if hit is not None:
+            for kind, (weakened, partner, c, sim) in zip(("proactive", "retroactive"), interfered):
+                if weakened.size:
+                    self._rec.interference_total[kind].inc(int(weakened.size))
+                self._events.interference(weakened, partner, c, sim)
+        return ids
+
+    def configure_interference(self, **changes) -> InterferenceConfig:
+        """Switch and tune interference at remember time (engram/cognition/interference.py):
+        proactive, retroactive, threshold, proactive_rate, retroactive_rate, floor, competitors."""
+        with self._lock:
+            self._owned.interference = self._owned.interference.with_changes(**changes)
+            return self._owned.interference
+
+    def configure_reconsolidation(self, **changes):
+        """Tune the reconsolidation window and plasticity (engram/cognition/reconsolidation.py):
+        opens_after_s, closes_after_s, min_age_s, peak_plasticity, history."""
+        with self._lock:
+            return self._owned.labile.configure(**changes)
+
+    def reconsolidate(self, memory_id, vector=None, content=None, confidence=None) -> float:
+        """Update a memory inside the window its last recall opened (docs/cognitive.md),
+        weighted by the plasticity there, which is returned. The replaced version is kept
+        (versions()); outside the window a ReconsolidationWindowError says why."""
+        labile = self._owned.labile
+        with self._lock:
+            current = self.get(self._one_id(memory_id))
+            p = labile.update(self._store, current, vector, content, confidence, self.clock())
+            self._store.bump()
+        i = int(current.ids[0])
+        self._rec.reconsolidation_total.inc()
+        self._events.reconsolidation(i, len(labile.versions(i)), p)
+        return p
+
+    def versions(self, memory_id) -> list:
+        """The memory's versions replaced by reconsolidation, oldest first (Version records)."""
+        with self._lock:
+            return self._owned.labile.versions(self._one_id(memory_id))
+
+    def link(self, src, dst, weights=1.0) -> int:
+        """Associate src -> dst with weight in (0, 1]; scalars broadcast. Returns links added."""
+        with self._lock:
+            s = self._live_ids(src)
+            d = self._live_ids(dst)
+            if s.shape[0] != d.shape[0]:
+                if s.shape[0] == 1:
+                    s = np.repeat(s, d.shape[0])
+                elif d.shape[0] == 1:
+                    d = np.repeat(d, s.shape[0])
+                else:
+                    raise InvalidInputError(f"src has {s.shape[0]} ids and dst {d.shape[0]}: "
+                                            "pass equal lengths or one id")
+            w = validate.per_item(weights, s.shape[0], "weights", 1.0, 0.0, 1.0, lo_open=True)
+            self._primer.forget_pending(s, d)
+            return self._link_trusted(s, d, w)
+
+    def _link_trusted(self, s: np.ndarray, d: np.ndarray, w: np.ndarray) -> int:
+        """link() for ids and weights already checked (priming's co-recall links too)."""
+        with self._lock:
+            self._reader.graph.append(s.astype(np.uint32), d.astype(np.uint32), w)
+            self._store.bump()
+        self._rec.links_total.inc(int(s.shape[0]))
+        self._events.link(int(s[0]), int(d[0]), int(s.shape[0]), float(w[0]))
+        return int(s.shape[0])
+
+    def forget(self, ids) -> int:
+        """Forget memories (all or none): they leave recall, get and links. Returns how many."""
+        with self._lock:
+            a = np.unique(self._live_ids(ids))
+            self._store.forget(a)
+        self._rec.forgotten_total.inc(int(a.shape[0]))
+        self._rec.memories.set(self._store.n_live)
+        self._events.forget(int(a[0]), int(a.shape[0]))
+        return int(a.shape[0])
+
+    def _before_spread(self, spread: bool) -> None:
+        # spreading runs over the CSR: merge pending links first (once per batch of links)
+        if spread and self._store.count("delta"):
+            with self._lock:
+                if self._store.count("delta"):
+                    self._reader.graph.compact()
+
+    def compact(self) -> int:
+        """Merge pending links into the CSR now; returns the number of live links."""
+        with self._lock:
+            self._open()
+            self._primer.flush()
+            return self._reader.graph.compact()
+
+    def _after_recall(self, ranked) -> None:
+        # The scan itself runs without the lock (the kernels release the GIL,
+        # so concurrent recalls overlap); only the access update is serialised.
+        ids = ranked.ids
+        if not ids.shape[0]:
+            return
+        cfg = self._ctx.config
+        with self._lock:
+            now = self.clock()
+            self._store.touch(ids, now)
+            hot = self._store.hot()
+            if cfg.fan != "none" and not ranked.fallback and ranked.info and ranked.info.get("hops"):
+                # fan interference: each directly matched memory whose several associations
+                # divided its activation among them (ACT-R's fan effect, engram/cognition/fan.py)
+                fanned = int(np.count_nonzero(hot["edge_count"][ids[ranked.hops == 0]] > 1))
+                if fanned:
+                    self._rec.interference_total["fan"].inc(fanned)
+            if cfg.priming and ranked.primed is not None:
+                counts = self._primer.record(hot, ids, ranked.primed, now, cfg)
+                for code, (kind, n) in enumerate(counts.items()):
+                    if n:
+                        self._rec.priming_total[kind].inc(n)
+                        self._events.priming(int(ids[0]), code, n)
