@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     # a workload near 10K recalls/s: 1,000 memories of 128-d, with spreading over 5,000 links
     eng = engine_overhead(1 if a.quick else 7, 1_000, 2_000 if a.quick else 20_000, 128)
     print()
-    print(f"C, per recording (batches of 64, shared-memory cell):")
+    print("C, per recording (batches of 64, shared-memory cell):")
     for label, r in c.items():
         print(f"  {label:<13} counter P50 {r['counter_p50_ns']:.2f} ns  P99 {r['counter_p99_ns']:.2f} ns   "
               f"histogram P50 {r['histogram_p50_ns']:.2f} ns  P99 {r['histogram_p99_ns']:.2f} ns   "

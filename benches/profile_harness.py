@@ -70,7 +70,7 @@ import engram
 import engram.kernels as ek
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 DIM = 768
 K = 10
@@ -157,7 +157,7 @@ def profile_pyspy(space, queries, passes: int, rate: int):
         tail = proc.communicate(timeout=30)[0]
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise RuntimeError("py-spy did not stop")
+        raise RuntimeError("py-spy did not stop") from None
     if not out.exists():
         raise RuntimeError(f"py-spy wrote no samples: {tail.strip()[:400]}")
     self_t, total = Counter(), 0

@@ -40,21 +40,21 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse                       # noqa: E402
-import multiprocessing as mp          # noqa: E402
-import sys                            # noqa: E402
-import threading                      # noqa: E402
-import time                           # noqa: E402
-from pathlib import Path              # noqa: E402
+import argparse
+import multiprocessing as mp
+import sys
+import threading
+import time
+from pathlib import Path
 
-import numpy as np                    # noqa: E402
+import numpy as np
 
-import engram                         # noqa: E402
-from engram.observe import hwcounters  # noqa: E402
+import engram
+from engram.observe import hwcounters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common                        # noqa: E402
-import spread as spread_bench         # noqa: E402
+import _common
+import spread as spread_bench
 
 DIM = 768
 K = 10

@@ -92,7 +92,7 @@ import numpy as np
 import engram.kernels as ek
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402  (benches/_common.py: keys, machine info, JSON output)
+import _common
 
 DIM = 768
 K = 10

@@ -107,11 +107,12 @@ from pathlib import Path
 import numpy as np
 
 import engram.kernels as ek
+from engram.kernels.checks import as_csr
 from engram.kernels.reference import spread as oracle_spread
-from engram.kernels.table import SpreadParams, as_csr
+from engram.kernels.spreadrun import SpreadParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402  (benches/_common.py: machine info, keys, JSON output)
+import _common
 
 MAX_DEPTH, DECAY, THRESHOLD, CYCLE_PENALTY = 4, 0.7, 0.01, 0.5
 W_LO, W_HI = 0.1, 1.0
@@ -507,7 +508,7 @@ def main(argv=None) -> int:
             jobs = []
             for cache in (("warm", "cold") if big else ("warm",)):
                 cold = cache == "cold"
-                rp = lambda key: reps["cold"] if cold else reps[key]  # noqa: E731
+                rp = lambda key: reps["cold"] if cold else reps[key]
                 if have_scipy:
                     jobs.append((cache, "scipy dense", "SpMV/hop", "peer",
                                  lambda i, f=peers["scipy dense"]: f(sets[i], ones),

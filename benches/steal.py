@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import finish, header_lines, human, machine_info, make_key, parse_count, percentiles  # noqa: E402
+from _common import finish, header_lines, human, machine_info, make_key, parse_count, percentiles
 
-import engram  # noqa: E402
-from engram import kernels  # noqa: E402
-from engram.kernels.table import CsrGraph  # noqa: E402
-from engram.workers.stealing import MIN_EDGES  # noqa: E402
+import engram
+from engram import kernels
+from engram.kernels.spreadrun import CsrGraph
+from engram.workers.stealing import MIN_EDGES
 
 DIM = 32
 

@@ -71,10 +71,10 @@ import numpy as np
 
 import engram.kernels as ek
 from engram.kernels import reference
-from engram.kernels.table import decay_params
+from engram.kernels.checks import decay_params
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 DEFAULT_N = 1_000_000
 AGE_MAX = 365.0

@@ -13,12 +13,12 @@ engram.kernels, and serve_metrics. docs/architecture.md shows the rooms behind i
 """
 __version__ = "0.1.0"
 
-from engram import errors, kernels  # noqa: E402,F401
-from engram.config import InterferenceConfig, ReconsolidationConfig, RecallConfig  # noqa: E402,F401
-from engram.engine import Attached, Engine, attach  # noqa: E402,F401
-from engram.observe.tracing import TraceConfig  # noqa: E402,F401
-from engram.results import Memories, RecallResult, SpreadResult  # noqa: E402,F401
-from engram.space import Space, SpaceView  # noqa: E402,F401
+from engram import errors, kernels  # noqa: F401
+from engram.config import InterferenceConfig, RecallConfig, ReconsolidationConfig  # noqa: F401
+from engram.engine import Attached, Engine, attach  # noqa: F401
+from engram.observe.tracing import TraceConfig  # noqa: F401
+from engram.results import Memories, RecallResult, SpreadResult  # noqa: F401
+from engram.space import Space, SpaceView  # noqa: F401
 
 
 def serve_metrics(engine, port: int = 0, addr: str = "127.0.0.1"):

@@ -31,7 +31,7 @@ def cmd_info(args) -> int:
     print(f"topology      {topo.cores} cores, L1d {topo.l1d >> 10} KiB, L2 {topo.l2 >> 10} KiB, L3 {topo.l3 >> 20} MiB")
     print(f"hw counters   {'available (L1D and LLC misses)' if ok else 'not supported: ' + why}")
     try:
-        import engram.kernels._cy.scan  # noqa: F401
+        import engram.kernels._cy.scan
         print("cython        engram.kernels._cy.scan loaded")
     except ImportError as e:
         print(f"cython        NOT loaded: {e}")
@@ -92,8 +92,9 @@ def cmd_trace(args) -> int:
         args.engine, args.collect = args.target, args.collect or args.out
     eng = attach_tools.resolve(args.engine)
     if args.collect:
-        from engram.observe.tracing.collector import Collector
         import signal
+
+        from engram.observe.attach.collector import Collector
         c = Collector(str(eng), args.collect, args.formats.split(","))
         signal.signal(signal.SIGTERM, lambda *_: c.stop.set())
         try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 
 from engram import validate
 from engram.errors import InvalidInputError
-from engram.kernels.table import SpreadParams
+from engram.kernels.spreadrun import SpreadParams
 
 DEFAULT_DIM = 384                          # an embedding dimension when none is given (MiniLM-sized)
 MAX_DIM = 65536

@@ -7,9 +7,15 @@ import re
 
 import numpy as np
 
-from engram.errors import (DimensionError, EmptyBatchError, InvalidInputError, InvalidSpaceNameError,
-                           InvalidWeightError, NonFiniteError)
-from engram.kernels.table import as_query
+from engram.errors import (
+    DimensionError,
+    EmptyBatchError,
+    InvalidInputError,
+    InvalidSpaceNameError,
+    InvalidWeightError,
+    NonFiniteError,
+)
+from engram.kernels.checks import as_query
 
 SPACE_NAME = re.compile(r"^[a-z0-9_-]{3,64}$")
 F16_MAX = float(np.finfo(np.float16).max)

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benches.quality import tasks
 from engram import Engine
+from engram.config import RecallConfig
 from engram.demo.embed import HashingEmbedder
 from engram.errors import InvalidInputError
-from engram.config import RecallConfig
-
-from benches.quality import tasks
 
 DIM = 384
 TIER = "warm"

@@ -21,8 +21,8 @@ from pathlib import Path
 if __package__ in (None, ""):        # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benches._common import machine_info, write_results  # noqa: E402
-from benches.quality import graphs, harness, tasks  # noqa: E402
+from benches._common import machine_info, write_results
+from benches.quality import graphs, harness, tasks
 
 DEFAULT_LIMITS = {"stdlib": None, "wordnet": 30_000}    # wordnet at 30K: the latency target's size
 TARGET_GAIN = 0.25           # issue 8 item 8: default >= 1.25 x similarity's recall@10

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engram.kernels.table import decay_params
+from engram.kernels.checks import decay_params
 
 _EXPONENTIAL = decay_params("exponential", {"tau": 1.0})[0]
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from engram.config import FAN_MODES as MODES   # fan_weights rows follow MODES[1:]
-
 
 def discount(fan: np.ndarray) -> np.ndarray:
     f = np.maximum(np.asarray(fan, dtype=np.float64), 1.0)

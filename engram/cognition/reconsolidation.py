@@ -33,6 +33,7 @@ from engram import validate
 from engram.config import ReconsolidationConfig
 from engram.errors import InvalidInputError, ReconsolidationWindowError
 from engram.store.tables import FORGOTTEN, TIER_DTYPE, TIER_TABLE
+
 NS = 1_000_000_000
 
 

@@ -114,13 +114,13 @@ def build(root: str | None = None, limit: int | None = None, progress=None) -> C
                     break
                 for sub in node.body:
                     if (isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef))
-                            and not sub.name.startswith("_") and ast.get_docstring(sub)):
-                        if add(f"{mod}.{node.name}.{sub.name}", "function", ast.get_docstring(sub), ci) is None:
-                            break
+                            and not sub.name.startswith("_") and ast.get_docstring(sub)
+                            and add(f"{mod}.{node.name}.{sub.name}", "function", ast.get_docstring(sub), ci) is None):
+                        break
             elif (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                  and not node.name.startswith("_") and ast.get_docstring(node)):
-                if add(f"{mod}.{node.name}", "function", ast.get_docstring(node), mi) is None:
-                    break
+                  and not node.name.startswith("_") and ast.get_docstring(node)
+                  and add(f"{mod}.{node.name}", "function", ast.get_docstring(node), mi) is None):
+                break
     seen = set()
     for src, target in pending_imports:
         # "import a.b.c" links to the deepest module of the corpus it names

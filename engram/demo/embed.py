@@ -18,9 +18,11 @@ from collections import Counter
 import numpy as np
 
 _WORD = re.compile(r"[A-Za-z][a-z0-9]*|[A-Z]+(?![a-z])|[0-9]+")
-STOPWORDS = frozenset("""a an and are as at be by for from has have if in into is it its of on or that the
-their this to was were will with which when where return returns self none true false not do does can
-may should would also any all use used using""".split())
+STOPWORDS = frozenset([
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "if", "in", "into",
+    "is", "it", "its", "of", "on", "or", "that", "the", "their", "this", "to", "was", "were", "will",
+    "with", "which", "when", "where", "return", "returns", "self", "none", "true", "false", "not", "do",
+    "does", "can", "may", "should", "would", "also", "any", "all", "use", "used", "using"])
 
 
 SUFFIXES = ("ations", "ation", "ions", "ion", "ings", "ing", "ers", "er", "ed", "es", "s")

@@ -19,8 +19,8 @@ import numpy as np
 
 from engram.demo import corpus as corpus_mod
 from engram.demo.embed import HashingEmbedder
-from engram.engine import Engine
 from engram.demo.progress import Progress
+from engram.engine import Engine
 
 QUERIES = (
     "parse command line arguments and options",
@@ -39,7 +39,7 @@ def _name(text: str) -> str:
 
 def run(limit=None, queries=None, k: int = 5, dim: int = 384, tier: str = "hot", out=None) -> dict:
     out = out or sys.stdout
-    say = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
+    say = lambda *a: print(*a, file=out, flush=True)
     root = corpus_mod.stdlib_root()
     say(f"engram demo: a memory of the Python standard library at {root}")
     files = corpus_mod.module_files(root)

@@ -17,7 +17,8 @@ import warnings
 from engram.errors import KernelError
 from engram.kernels import abi, native
 from engram.kernels.native import cpu_isas  # noqa: F401  (public)
-from engram.kernels.table import CsrGraph, KernelTable  # noqa: F401  (CsrGraph: public)
+from engram.kernels.spreadrun import CsrGraph  # noqa: F401  (public)
+from engram.kernels.table import KernelTable
 
 BACKENDS = ("c", "zig", "numba", "numpy")
 _warned: set = set()
@@ -39,7 +40,7 @@ def _pick_isa(isa: str | None) -> str:
     return isa
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str, isa: str | None) -> KernelTable:
     if name == "c":
         from engram.kernels.table import NativeTable

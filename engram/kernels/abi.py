@@ -16,8 +16,8 @@ TOPK_MN_ARGTYPES = [C.c_void_p, C.c_uint64, C.c_uint64, C.c_void_p, C.c_uint64, 
 DECAY_ARGTYPES = [C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint32, C.c_float, C.c_float, C.c_float, C.c_void_p]
 CRC_ARGTYPES = [C.c_uint32, C.c_void_p, C.c_uint64]
 # per-ISA ops: name -> (restype, argtypes)
-VARIANT_OPS = {**{op: (C.c_int64, TOPK_ARGTYPES) for op in TOPK_OPS},
-               **{op: (C.c_int64, TOPK_MN_ARGTYPES) for op in TOPK_MN_OPS},
+VARIANT_OPS = {**dict.fromkeys(TOPK_OPS, (C.c_int64, TOPK_ARGTYPES)),
+               **dict.fromkeys(TOPK_MN_OPS, (C.c_int64, TOPK_MN_ARGTYPES)),
                "decay_f32": (C.c_int64, DECAY_ARGTYPES), "crc32c": (C.c_uint32, CRC_ARGTYPES)}
 DECAY_KINDS = {"exponential": 0, "power": 1, "two_component": 2}
 

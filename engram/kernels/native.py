@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 from engram.errors import KernelError, LayoutMismatchError
-from engram.layout.schema import ABI_VERSION, LAYOUT_HASH
 from engram.kernels import abi
+from engram.layout.schema import ABI_VERSION, LAYOUT_HASH
 
 REBUILD = "rebuild with `pip install -e .` (or ENGRAM_KERNELS=numba to run without it)"
 
@@ -70,12 +70,12 @@ class NativeLibrary:
         return (off.value, size.value) if rc == 0 else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_c() -> NativeLibrary:
     return NativeLibrary(lib_file("c"), abi.ISAS if _x86() else ("scalar",))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_zig(isa: str) -> NativeLibrary:
     return NativeLibrary(lib_file("zig", isa), (isa,))
 
@@ -84,7 +84,7 @@ def _x86() -> bool:
     return os.uname().machine in ("x86_64", "amd64")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_isas() -> tuple:
     """ISA variants this CPU (and OS) can run, best first."""
     if not _x86():

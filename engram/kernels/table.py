@@ -1,396 +1,28 @@
 """The function table every backend offers, with one validating front end.
 
-``KernelTable.cosine_topk`` / ``dot_topk`` check their inputs once, here, and
-then call the backend's ``_topk`` with trusted arrays. Internal callers that
-have already validated (the store) call ``_topk`` directly.
+``KernelTable.cosine_topk`` / ``dot_topk`` / ``spread`` check their inputs once, here
+(engram/kernels/checks.py), and then call the backend's ``_topk``, ``_seed``, ``_hop``...
+with trusted arrays. Internal callers that have already validated (the store, recall)
+call those directly.
 """
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, replace
-
 import numpy as np
 
-from engram.errors import DimensionError, InvalidInputError, NonFiniteError
-
-ROW_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.int8))
-DTYPE_TAG = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(np.int8): "i8"}
-METRICS = ("cosine", "dot")
-
-
-def _finite_f32(a: np.ndarray, what: str) -> np.ndarray:
-    """C-contiguous float32 of a numeric array with no NaN, inf or float32 overflow."""
-    if not np.isfinite(a).all():
-        raise NonFiniteError(f"{what} contains NaN or infinity; remove or replace those values")
-    with np.errstate(over="ignore"):
-        a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
-        raise NonFiniteError(f"{what} has values beyond the float32 range (|x| > 3.4e38)")
-    return a
-
-
-def as_query(query, dim: int | None = None, what: str = "query") -> np.ndarray:
-    """A finite, contiguous f32 vector; raises a clear error otherwise."""
-    q = np.asarray(query)
-    if q.dtype.kind not in "fiu":
-        raise InvalidInputError(f"{what} must be numeric, got dtype {q.dtype}")
-    if q.ndim != 1:
-        raise InvalidInputError(f"{what} must be a 1-D vector, got shape {q.shape}")
-    if dim is not None and q.shape[0] != dim:
-        raise DimensionError(f"{what} has {q.shape[0]} dimensions, expected {dim}")
-    return _finite_f32(q, what)
-
-
-def as_queries(queries, dim: int) -> np.ndarray:
-    """A finite, C-contiguous (m, dim) float32 batch."""
-    qs = np.asarray(queries)
-    if qs.dtype.kind not in "fiu":
-        raise InvalidInputError(f"queries must be numeric, got dtype {qs.dtype}")
-    if qs.shape[1] != dim:
-        raise DimensionError(f"queries have {qs.shape[1]} dimensions, expected {dim}")
-    return _finite_f32(qs, "queries")
-
-
-def as_rows(rows) -> np.ndarray:
-    if not isinstance(rows, np.ndarray) or rows.ndim != 2:
-        raise InvalidInputError("rows must be a 2-D numpy array (n, dim)")
-    if rows.dtype not in ROW_DTYPES:
-        raise InvalidInputError(f"rows must be float32, float16 or int8, got {rows.dtype}")
-    if rows.shape[0] == 0:
-        return rows   # numpy gives empty arrays arbitrary (even zero) strides: nothing to check
-    if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
-        raise InvalidInputError("rows must be contiguous along the last axis (use np.ascontiguousarray)")
-    if rows.shape[0] > 1 and rows.strides[0] % rows.itemsize:
-        raise InvalidInputError("rows' row stride must be a multiple of the element size")
-    if rows.shape[0] > 1 and rows.strides[0] < 0:
-        raise InvalidInputError("rows must have a positive row stride")
-    return rows
-
-
-def as_mask(mask, n: int):
-    if mask is None:
-        return None
-    m = np.asarray(mask)
-    if m.shape != (n,):
-        raise InvalidInputError(f"mask must have shape ({n},), got {m.shape}")
-    if m.dtype != np.uint8:
-        if m.dtype != np.bool_:
-            raise InvalidInputError(f"mask must be bool or uint8, got {m.dtype}")
-        m = m.view(np.uint8)
-    return np.ascontiguousarray(m)
-
-
-@dataclass(frozen=True)
-class SpreadParams:
-    max_depth: int = 4
-    decay: float = 0.7
-    threshold: float = 0.01
-    cycle_penalty: float = 0.5
-    prefetch_distance: int = 8
-
-    def check(self) -> "SpreadParams":
-        if isinstance(self.max_depth, bool) or not isinstance(self.max_depth, (int, np.integer)) \
-                or not 0 <= self.max_depth <= 255:
-            raise InvalidInputError(f"max_depth must be an integer in [0, 255], got {self.max_depth!r}")
-        for name, lo, hi, lo_open in (("decay", 0.0, 1.0, True), ("threshold", 0.0, 1.0, False),
-                                      ("cycle_penalty", 0.0, 1.0, False)):
-            v = getattr(self, name)
-            interval = f"{'(' if lo_open else '['}{lo}, {hi}]"
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-                raise InvalidInputError(f"{name} must be a number in {interval}, got {v!r}")
-            try:
-                fv = float(v)
-            except OverflowError:
-                raise InvalidInputError(f"{name} must be in {interval}, got {v!r}") from None
-            if not np.isfinite(fv) or fv > hi or (fv <= lo if lo_open else fv < lo):
-                raise InvalidInputError(f"{name} must be in {interval}, got {v!r}")
-        if isinstance(self.prefetch_distance, bool) or not isinstance(self.prefetch_distance, (int, np.integer)) \
-                or not 0 <= self.prefetch_distance <= 64:
-            raise InvalidInputError(f"prefetch_distance must be an integer in [0, 64], got {self.prefetch_distance!r}")
-        if 0 < self.threshold < F32_TINY:
-            # kernels compare float32 contributions, which are 0 or >= F32_TINY:
-            # a smaller positive threshold means "drop exactly the zeros"
-            return replace(self, threshold=F32_TINY)
-        return self
-
-
-F32_TINY = float(np.nextafter(np.float32(0), np.float32(1)))   # smallest positive float32
-
-
-class SpreadScratch(threading.local):
-    """Per-thread spreading state, reused across spreads by bumping the epoch."""
-    EPOCH_MAX = 0xFFFFFF
-
-    def __init__(self):
-        self.state = self.nodes = self.fire = None
-        self.epoch = 0
-        self.busy = False      # held by an unfinished SpreadRun of this thread
-        self.acc = np.zeros(0, np.float32)     # gathering's accumulator (gather_acc)
-
-    def take(self, n_nodes: int) -> "SpreadScratch":
-        from engram.layout import SPREAD_STATE_DTYPE
-        if self.state is None or self.state.shape[0] < n_nodes:
-            cap = max(n_nodes, 1024)
-            self.state = np.zeros(cap, SPREAD_STATE_DTYPE)
-            self.nodes = np.empty(cap, np.uint32)
-            self.fire = np.empty(cap, np.float32)
-            self.epoch = 0
-        self.epoch += 1
-        if self.epoch > self.EPOCH_MAX:       # marks of old epochs could alias: start clean
-            self.state["mark"] = 0
-            self.epoch = 1
-        return self
-
-
-DECAY_CURVES = {"exponential": (0, ("tau",)), "power": (1, ("beta",)),
-                "two_component": (2, ("tau_fast", "tau_slow", "weight"))}
-
-
-def decay_params(curve, params):
-    """(kind, (p0, p1, p2)) for a curve and its named parameters, validated."""
-    if curve not in DECAY_CURVES:
-        raise InvalidInputError(f"unknown decay curve {curve!r}; choose one of {', '.join(DECAY_CURVES)}")
-    kind, names = DECAY_CURVES[curve]
-    extra = set(params) - set(names)
-    missing = [n for n in names if n not in params]
-    if extra or missing:
-        raise InvalidInputError(f"curve {curve!r} takes {', '.join(names)}"
-                                + (f"; unknown: {', '.join(sorted(extra))}" if extra else "")
-                                + (f"; missing: {', '.join(missing)}" if missing else ""))
-    vals = []
-    for n in names:
-        v = params[n]
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
-            raise InvalidInputError(f"{n} must be a finite number, got {v!r}")
-        ok = {"tau": v > 0, "tau_fast": v > 0, "tau_slow": v > 0, "beta": v >= 0, "weight": 0 <= v <= 1}[n]
-        if not ok:
-            rule = {"beta": ">= 0", "weight": "in [0, 1]"}.get(n, "> 0")
-            raise InvalidInputError(f"{n} must be {rule}, got {v!r}")
-        vals.append(float(v))
-    return kind, tuple(vals + [0.0] * (3 - len(vals)))
-
-
-def _int_array(x, what: str) -> np.ndarray:
-    """A 1-D integer array, checked before any narrowing cast."""
-    a = np.asarray(x)
-    if a.size == 0 and a.dtype.kind == "f":       # [] arrives as float64
-        a = a.astype(np.int64)
-    if a.ndim != 1 or a.dtype.kind not in "iu":
-        raise InvalidInputError(f"{what} must be a 1-D array of integers (node ids or offsets), got {a.dtype} with shape {a.shape}")
-    return a
-
-
-def _float_array(x, what: str) -> np.ndarray:
-    """A finite, non-negative float32 array (checked in place when it already is one)."""
-    a = np.asarray(x)
-    if a.dtype.kind not in "fiu":
-        raise InvalidInputError(f"{what} must be numeric, got {a.dtype}")
-    if a.dtype == np.float32:                    # the common case: no conversion, one pass each
-        if not np.isfinite(a).all():
-            raise NonFiniteError(f"{what} must be finite")
-        if (a < 0).any():
-            raise InvalidInputError(f"{what} must be >= 0")
-        return np.ascontiguousarray(a)
-    a64 = a.astype(np.float64)
-    if not np.isfinite(a64).all():
-        raise NonFiniteError(f"{what} must be finite")
-    if (a64 < 0).any():
-        raise InvalidInputError(f"{what} must be >= 0")
-    with np.errstate(over="ignore"):
-        a32 = np.ascontiguousarray(a64, dtype=np.float32)
-    if not np.isfinite(a32).all():
-        raise NonFiniteError(f"{what} has values beyond the float32 range")
-    return a32
-
-
-class CsrGraph:
-    """A CSR graph validated once, for repeated spreads: ``k.spread_graph(g, seeds)``.
-
-    Holds u64 offsets[n+1], u32 targets[m] and f32 weights[m]; treat them as
-    read-only (the spreads trust what was checked here).
-    """
-    __slots__ = ("offsets", "targets", "weights")
-
-    def __init__(self, offsets, targets, weights):
-        self.offsets, self.targets, self.weights = as_csr(offsets, targets, weights)
-
-    @classmethod
-    def _trusted(cls, offsets, targets, weights) -> "CsrGraph":
-        """A graph from arrays the engine wrote itself (u64, u32, f32, valid by
-        construction): no O(n + m) check. Never for caller-supplied arrays."""
-        g = cls.__new__(cls)
-        g.offsets, g.targets, g.weights = offsets, targets, weights
-        return g
-
-    @property
-    def n_nodes(self) -> int:
-        return self.offsets.shape[0] - 1
-
-    @property
-    def n_edges(self) -> int:
-        return self.targets.shape[0]
-
-    def __iter__(self):
-        return iter((self.offsets, self.targets, self.weights))
-
-    def __repr__(self):
-        return f"<CsrGraph {self.n_nodes} nodes, {self.n_edges} edges>"
-
-
-_CSR_INDEX = {np.dtype(t) for t in (np.int32, np.int64, np.uint32, np.uint64)}
-_CSR_ERRORS = {
-    1: "offsets must start at 0",
-    2: "offsets must never decrease (offsets[{i}] < offsets[{i_1}])",
-    3: "offsets must end at len(targets)",
-    5: "weights must be finite (weights[{i}] is not)",
-    6: "weights must be >= 0 (weights[{i}] is negative)",
-    7: "targets and weights must be equal in length",
-}
-
-
-def _csr_checker():
-    try:
-        from engram.kernels._cy.spread import csr_check
-    except ImportError:          # the Cython drivers are not built: the numpy checks below
-        return None
-    return csr_check
-
-
-_csr_check = _csr_checker()
-
-
-def as_csr(offsets, targets, weights):
-    """Validated CSR arrays (u64 offsets[n+1], u32 targets[m], f32 weights[m])."""
-    o = _int_array(offsets, "offsets")
-    t = _int_array(targets, "targets")
-    if o.shape[0] < 1:
-        raise InvalidInputError("offsets must have n_nodes + 1 entries (at least one)")
-    n = o.shape[0] - 1
-    w = np.asarray(weights)
-    if (_csr_check is not None and n < 2**31 and o.dtype in _CSR_INDEX and t.dtype in _CSR_INDEX and w.dtype == np.float32
-            and o.flags.c_contiguous and t.flags.c_contiguous and w.flags.c_contiguous and w.ndim == 1):
-        code, i = _csr_check(o, t, w)           # one typed pass over each array
-        if code == 4:
-            raise InvalidInputError(f"targets[{i}] names node {int(t[i])}, but the graph has {n} nodes (ids 0..{n - 1})")
-        if code == 5:
-            raise NonFiniteError(_CSR_ERRORS[code].format(i=i))
-        if code:
-            if code == 7:
-                raise InvalidInputError(f"{_CSR_ERRORS[7]}, got {t.shape} and {w.shape}")
-            raise InvalidInputError(_CSR_ERRORS[code].format(i=i, i_1=i - 1))
-    else:
-        w = _float_array(w, "weights")
-        if w.shape != t.shape:
-            raise InvalidInputError(f"targets and weights must be equal in length, got {t.shape} and {w.shape}")
-        if o[0] != 0 or int(o[-1]) != t.shape[0] or (np.diff(o.astype(np.int64)) < 0).any():
-            raise InvalidInputError("offsets must start at 0, never decrease, and end at len(targets)")
-        if t.size and int(t.max()) >= n:
-            raise InvalidInputError(f"targets name node {int(t.max())}, but the graph has {n} nodes (ids 0..{n - 1})")
-        if t.size and int(t.min()) < 0:
-            raise InvalidInputError(f"targets name node {int(t.min())}: node ids are >= 0")
-    return (np.ascontiguousarray(o, dtype=np.uint64), np.ascontiguousarray(t, dtype=np.uint32), w)
-
-
-class SpreadRun:
-    """Spreading one hop at a time, so a caller can stop between hops (a latency
-    budget) and keep what it has: ``run = k.spread_run(graph, seeds)``, then
-    ``run.step()`` per hop and ``run.result()``. Same rules and results as spread().
-
-    A run holds its thread's spreading scratch until result() or close().
-    """
-
-    def __init__(self, table, graph, seeds, seed_act, params):
-        self._table, self.graph, self.params = table, graph, params
-        self._g = (graph.offsets, graph.targets, graph.weights)
-        self._sc = table._take_scratch(graph.n_nodes, hold=True)
-        self.count = table._seed(self._sc, self._g, seeds, seed_act, params)
-        self.begin, self.end, self.hop = 0, self.count, 0
-
-    @property
-    def frontier(self) -> int:
-        """Nodes that fire at the next step."""
-        return self.end - self.begin
-
-    def frontier_nodes(self) -> np.ndarray:
-        """The ids (u32) of the nodes that fire at the next step: a view, valid until it runs."""
-        return self._sc.nodes[self.begin:self.end]
-
-    def step(self) -> int:
-        """Run one hop; returns the size of the new frontier (0: spreading is over)."""
-        if self._sc is None:
-            raise InvalidInputError("this SpreadRun is closed")
-        if self.begin == self.end or self.hop >= 255:
-            return 0
-        self.hop += 1
-        new = self._table._hop(self._sc, self._g, self.params, self.hop, self.begin, self.end, self.count)
-        self.begin, self.end, self.count = self.end, new, new
-        return self.end - self.begin
-
-    # --- one hop in batches (work stealing: engram/stealing.py) --------------------------
-    def begin_split(self):
-        """Start the next hop without running it: returns (frontier ids u32, what each
-        fires f32), to be gathered in batches (gather(), here or in another process)
-        and applied with merge(); end_split() closes the hop. Same result as step(),
-        up to float summation order."""
-        if self._sc is None:
-            raise InvalidInputError("this SpreadRun is closed")
-        self.hop += 1
-        nodes = self._sc.nodes[self.begin:self.end]
-        fire = self._sc.fire[self.begin:self.end]
-        fire[:] = self._sc.state["act"][nodes]      # what each fires: its act as the hop begins
-        return nodes, fire
-
-    def gather(self, nodes, fire, acc, out_v, out_s) -> int:
-        """Gather one batch through this run's kernels (acc: float32[n] of -1)."""
-        got = self._table._gather(self._g, self.params, nodes, fire, acc, out_v, out_s)
-        if got < 0 and got != -2:
-            from engram.errors import KernelError
-            raise KernelError(f"{self._table.name} spread_gather returned error {got}")
-        return got
-
-    def fire_part(self, lo: int, hi: int) -> None:
-        """Frontier positions [lo, hi) of a split hop fire here, in place (the owner's share)."""
-        got = self._table._fire(self._sc, self._g, self.params, self.hop, self.begin + lo, self.begin + hi,
-                                self.count)
-        if got < 0:
-            from engram.errors import KernelError
-            raise KernelError(f"{self._table.name} spread_fire returned error {got}")
-        self.count = got
-
-    def merge(self, v, s) -> None:
-        """Apply one gathered batch (targets, summed contributions) to this hop."""
-        got = self._table._merge(self._sc, self.params, self.hop, v, s, self.count, self.graph.n_nodes)
-        if got < 0:
-            from engram.errors import KernelError
-            raise KernelError(f"{self._table.name} spread_merge returned error {got}")
-        self.count = got
-
-    def end_split(self) -> int:
-        """Close a split hop; returns the size of the new frontier."""
-        self.begin, self.end = self.end, self.count
-        return self.end - self.begin
-
-    def result(self, close: bool = True):
-        """(nodes int64, activation f32, hop u8) in first-touch order, as spread() returns."""
-        if self._sc is None:
-            raise InvalidInputError("this SpreadRun is closed")
-        nodes = self._sc.nodes[:self.count].astype(np.int64)
-        st = self._sc.state[nodes]
-        out = nodes, st["act"].copy(), (st["mark"] & 0xFF).astype(np.uint8)
-        if close:
-            self.close()
-        return out
-
-    def close(self) -> None:
-        if self._sc is not None:
-            self._sc.busy = False
-            self._sc = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+from engram.errors import InvalidInputError, NonFiniteError
+from engram.kernels.checks import (
+    DTYPE_TAG,
+    METRICS,
+    as_mask,
+    as_queries,
+    as_query,
+    as_rows,
+    checked,
+    decay_params,
+    float_array,
+    int_array,
+)
+from engram.kernels.spreadrun import CsrGraph, SpreadParams, SpreadRun, SpreadScratch
 
 
 class KernelTable:
@@ -428,10 +60,10 @@ class KernelTable:
 
     @staticmethod
     def _check_seeds(n: int, seeds, seed_act):
-        s = _int_array(np.atleast_1d(np.asarray(seeds)), "seeds")
+        s = int_array(np.atleast_1d(np.asarray(seeds)), "seeds")
         if s.size and (int(s.min()) < 0 or int(s.max()) >= n):
             raise InvalidInputError(f"seed ids must be in [0, {n}), got {s.min()}..{s.max()}")
-        a = np.ones(s.shape[0], np.float32) if seed_act is None else _float_array(np.atleast_1d(
+        a = np.ones(s.shape[0], np.float32) if seed_act is None else float_array(np.atleast_1d(
             np.asarray(seed_act)), "seed_act")
         if a.shape != s.shape:
             raise InvalidInputError(f"seed_act must have one value per seed ({s.shape[0]}), got {a.shape}")
@@ -567,7 +199,7 @@ class KernelTable:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidInputError(f"k must be a non-negative integer, got {k!r}")
         mask = as_mask(mask, rows.shape[0])
-        norms = None if norms is None else _float_array(norms, "norms")
+        norms = None if norms is None else float_array(norms, "norms")
         if norms is not None and norms.shape != (rows.shape[0],):
             raise InvalidInputError(f"norms must have one value per row ({rows.shape[0]}), got shape {norms.shape}")
         if np.ndim(query) == 2:       # a batch of queries: M:N, each row read once for all
@@ -622,10 +254,8 @@ class NativeTable(KernelTable):
         k = min(k, rows.shape[0])
         idx = np.empty(k, np.int64)
         score = np.empty(k, np.float32)
-        got = self._fns[metric, rows.dtype](q, rows, mask, idx, score, norms)
-        if got < 0:
-            from engram.errors import KernelError
-            raise KernelError(f"{self.name}/{self.isa} {metric}_topk returned error {got}")
+        got = checked(self._fns[metric, rows.dtype](q, rows, mask, idx, score, norms),
+                      f"{self.name}/{self.isa} {metric}_topk")
         return idx[:got], score[:got]
 
     def _spread(self, g, seeds, seed_act, p):
@@ -636,20 +266,14 @@ class NativeTable(KernelTable):
 
     def _seed(self, sc, g, seeds, seed_act, p, max_depth: int = 0) -> int:
         """eg_spread: seeding, then max_depth hops in one call (0: seeding only)."""
-        got = self._spread_fn(g[0], g[1], g[2], seeds, seed_act, max_depth, p.decay, p.threshold,
-                              p.cycle_penalty, p.prefetch_distance, sc.epoch, sc.state, sc.nodes, sc.fire)
-        if got < 0:
-            from engram.errors import KernelError
-            raise KernelError(f"{self.name} spread returned error {got}")
-        return got
+        return checked(self._spread_fn(g[0], g[1], g[2], seeds, seed_act, max_depth, p.decay, p.threshold,
+                                       p.cycle_penalty, p.prefetch_distance, sc.epoch, sc.state, sc.nodes, sc.fire),
+                       f"{self.name} spread")
 
     def _hop(self, sc, g, p, hop, begin, end, count) -> int:
-        got = self._hop_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty, p.prefetch_distance,
-                           sc.epoch, sc.state, sc.nodes, sc.fire, begin, end, count)
-        if got < 0:
-            from engram.errors import KernelError
-            raise KernelError(f"{self.name} spread_hop returned error {got}")
-        return got
+        return checked(self._hop_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty,
+                                    p.prefetch_distance, sc.epoch, sc.state, sc.nodes, sc.fire, begin, end, count),
+                       f"{self.name} spread_hop")
 
     def _fire(self, sc, g, p, hop, begin, end, count) -> int:
         return self._fire_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty, p.prefetch_distance,
@@ -668,18 +292,13 @@ class NativeTable(KernelTable):
         idx = np.empty((m, k), np.int64)
         score = np.empty((m, k), np.float32)
         count = np.empty(m, np.int64)
-        got = self._many[metric, rows.dtype](qs, rows, mask, idx, score, count, norms)
-        if got < 0:
-            from engram.errors import KernelError
-            raise KernelError(f"{self.name}/{self.isa} {metric}_topk_mn returned error {got}")
+        got = checked(self._many[metric, rows.dtype](qs, rows, mask, idx, score, count, norms),
+                      f"{self.name}/{self.isa} {metric}_topk_mn")
         return idx[:, :got], score[:, :got]
 
     def _decay(self, s, a, kind, p):
         out = np.empty_like(s)
-        got = self._decay_fn(s, a, kind, p[0], p[1], p[2], out)
-        if got < 0:
-            from engram.errors import KernelError
-            raise KernelError(f"{self.name} decay returned error {got}")
+        checked(self._decay_fn(s, a, kind, p[0], p[1], p[2], out), f"{self.name} decay")
         return out
 
     def _crc32c(self, view, crc):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engram.kernels.table import CsrGraph, SpreadParams
+from engram.kernels.spreadrun import CsrGraph, SpreadParams
 
 UNTOUCHED = 255
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engram.config import FAN_MODES
-from engram.kernels.table import CsrGraph
+from engram.kernels.spreadrun import CsrGraph
 from engram.layout import schema
 from engram.recall import ppr
 from engram.results import Memories

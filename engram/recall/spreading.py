@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engram.kernels.table import CsrGraph, SpreadParams, SpreadRun
+from engram.kernels.spreadrun import CsrGraph, SpreadParams, SpreadRun
 from engram.observe.tracing.events import NO_EVENTS
 from engram.recall.budget import LatencyPredictor
 

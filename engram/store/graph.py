@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from engram.store.tables import FORGOTTEN, SpaceStore
+
 MIN_COMPACT = 4096   # delta entries before an automatic compaction
 
 

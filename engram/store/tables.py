@@ -24,8 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 from engram.errors import ReadOnlyError, SegmentError
-from engram.layout import (CSR_HEADER_DTYPE, EDGE_DELTA_DTYPE, NODE_HOT_DTYPE, SPACE_DIRECTORY_DTYPE,
-                           TABLE_REF_DTYPE, schema)
+from engram.layout import (
+    CSR_HEADER_DTYPE,
+    EDGE_DELTA_DTYPE,
+    NODE_HOT_DTYPE,
+    SPACE_DIRECTORY_DTYPE,
+    TABLE_REF_DTYPE,
+    schema,
+)
 from engram.store.shm.names import EngineName
 from engram.store.shm.segment import Segment, align_up
 

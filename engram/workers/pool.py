@@ -17,14 +17,13 @@ reads them and releases them.
 """
 from __future__ import annotations
 
-import ctypes
 import threading
 
 import numpy as np
 
+from engram.errors import EngramError, InvalidInputError
 from engram.kernels import abi
 from engram.kernels.native import load_c
-from engram.errors import EngramError, InvalidInputError
 from engram.layout import ACTIVATION_RECORD_DTYPE, POOL_HEADER_DTYPE, schema
 from engram.store.shm.names import EngineName
 from engram.store.shm.segment import Segment

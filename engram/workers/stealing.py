@@ -39,7 +39,7 @@ import numpy as np
 import posix_ipc
 
 from engram.config import FAN_MODES
-from engram.kernels.table import SpreadParams
+from engram.kernels.spreadrun import SpreadParams
 from engram.layout import HOP_BOARD_HEADER_DTYPE, HOP_SLOT_DTYPE, schema
 from engram.store.shm.names import EngineName, pid_alive
 from engram.store.shm.segment import Segment, plan
@@ -146,7 +146,7 @@ class HopBoard(SlotBoard):
 
 
 def _semaphores(engine: EngineName, n: int, create: bool) -> list:
-    flags = dict(flags=posix_ipc.O_CREX, mode=0o600, initial_value=0) if create else {}
+    flags = {"flags": posix_ipc.O_CREX, "mode": 0o600, "initial_value": 0} if create else {}
     return [posix_ipc.Semaphore(engine.engine_object(f"hop{j}"), **flags) for j in range(n)]
 
 

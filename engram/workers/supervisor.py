@@ -29,7 +29,7 @@ import posix_ipc
 
 from engram.store.shm.names import EngineName
 from engram.workers import stealing
-from engram.workers.board import DONE, FAILED, FREE, READY, TAKEN, TaskBoard, WorkerError, semaphore  # noqa: F401
+from engram.workers.board import DONE, FAILED, FREE, READY, TAKEN, TaskBoard, WorkerError, semaphore
 from engram.workers.pool import ActivationRecordPool
 
 log = logging.getLogger("engram.workers")

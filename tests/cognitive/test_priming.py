@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 import engram
 from engram import errors
 from engram.cognition import priming
-from engram.layout import NODE_HOT_DTYPE
 from engram.config import RecallConfig
+from engram.layout import NODE_HOT_DTYPE
 from tests import linked
 
 S = 1_000_000_000

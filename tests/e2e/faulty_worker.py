@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from engram.kernels.table import SpreadRun
+from engram.kernels.spreadrun import SpreadRun
 from engram.workers import main as worker_main
 from engram.workers import stealing
 from engram.workers.board import TAKEN

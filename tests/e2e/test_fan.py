@@ -8,14 +8,14 @@ import pytest
 
 import engram
 from engram import errors
-from engram.kernels import reference
 from engram.cognition.fan import MODES
+from engram.kernels import reference
 
 
 def independent_fan(src, dst, w, n):
     out_deg = np.bincount(src, minlength=n)
     in_deg = np.bincount(dst, minlength=n)
-    d = lambda f: 1.0 / (1.0 + math.log(max(f, 1)))     # noqa: E731
+    d = lambda f: 1.0 / (1.0 + math.log(max(f, 1)))
     return {"source": [wi * d(out_deg[s]) for s, wi in zip(src, w)],
             "target": [wi * d(in_deg[t]) for t, wi in zip(dst, w)],
             "both": [wi * d(out_deg[s]) * d(in_deg[t]) for s, t, wi in zip(src, dst, w)]}
@@ -71,7 +71,7 @@ def test_the_fan_effect_keeps_a_hub_from_swamping_recall(hubby):
     assert fanned[2] > fanned[0]
     # in recall, the hub collects activation from every seed and sits right under the
     # direct match; discounted by its fan it drops out of the top
-    rank = lambda res: list(res.ids).index(0) if 0 in res.ids else len(res.ids)   # noqa: E731
+    rank = lambda res: list(res.ids).index(0) if 0 in res.ids else len(res.ids)
     mem.configure_recall(spread_weight=1.0)          # rank by raw activation: the hub's effect shows
     plain_res = mem.recall(v[1], k=5)
     assert rank(plain_res) <= 1 and 1 in plain_res.ids[:2]        # the hub at the very top
@@ -114,7 +114,7 @@ def test_fan_interference_is_counted_per_directly_matched_memory_with_several_li
         mem.link(0, np.arange(1, 40), 0.9)
         mem.compact()
         mem.configure_recall(fan="none")
-        count = lambda: eng._metrics_seg.totals()["engram_interference_total"].get("fan-count", {}).get("fan", 0)  # noqa: E731
+        count = lambda: eng._metrics_seg.totals()["engram_interference_total"].get("fan-count", {}).get("fan", 0)
         mem.recall(v[1], k=5, budget_ms=None)                  # fan="none": nothing counted
         assert count() == 0
         mem.configure_recall(fan="both")

@@ -53,9 +53,8 @@ def test_round_trip_keeps_everything(tmp_path):
 
 
 def test_one_engine_per_path(tmp_path):
-    with engram.Engine(path=tmp_path, dim=DIM, workers=0):
-        with pytest.raises(SnapshotError, match="in use"):
-            engram.Engine(path=tmp_path, dim=DIM, workers=0)
+    with engram.Engine(path=tmp_path, dim=DIM, workers=0), pytest.raises(SnapshotError, match="in use"):
+        engram.Engine(path=tmp_path, dim=DIM, workers=0)
     engram.Engine(path=tmp_path, dim=DIM, workers=0).close()   # free again after close
 
 
@@ -77,9 +76,8 @@ def test_damaged_manifest_is_a_clear_error(tmp_path):
 
 
 def test_save_needs_a_path():
-    with engram.Engine(dim=DIM, workers=0) as eng:
-        with pytest.raises(errors.InvalidInputError, match="path"):
-            eng.save()
+    with engram.Engine(dim=DIM, workers=0) as eng, pytest.raises(errors.InvalidInputError, match="path"):
+        eng.save()
 
 
 def test_a_killed_owner_leaves_the_last_saved_snapshot(tmp_path):

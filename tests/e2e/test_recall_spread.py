@@ -8,8 +8,8 @@ import pytest
 
 import engram
 from engram import errors
-from engram.kernels import reference
 from engram.config import RecallConfig
+from engram.kernels import reference
 from engram.recall.budget import LatencyPredictor
 
 DIM = 32
@@ -152,10 +152,11 @@ def test_a_budget_spent_before_spreading_gives_a_partial_result():
 
 
 def test_partial_stops_at_the_hop_the_predictor_says_would_overrun():
-    from engram.kernels.table import CsrGraph, SpreadParams
-    from engram.recall.spreading import budgeted_spread
-    import engram.kernels
     import time
+
+    import engram.kernels
+    from engram.kernels.spreadrun import CsrGraph, SpreadParams
+    from engram.recall.spreading import budgeted_spread
     rng = np.random.default_rng(9)
     pred = LatencyPredictor(warmup=0)
     for _ in range(200):                      # a machine where hop h costs 0.4 s x h

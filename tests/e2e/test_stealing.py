@@ -10,13 +10,12 @@ import time
 
 import numpy as np
 import pytest
+from test_recall_spread import DIM
+from test_workers import build, check_against_reference, inject_worker_faults
 
 import engram
 from engram import errors
 from engram.workers.stealing import FREE
-
-from test_recall_spread import DIM
-from test_workers import build, check_against_reference, inject_worker_faults
 
 
 def stealing_engine(routing="workers"):
@@ -118,9 +117,8 @@ def test_configure_workers_refuses_bad_values():
             with pytest.raises(errors.InvalidInputError, match="steal_min_batch"):
                 eng.configure_workers(steal_min_batch=bad)
         assert eng.configure_workers(steal_min_batch=64) == {"steal_min_edges": 32768, "steal_min_batch": 64}
-    with engram.Engine(dim=DIM, workers=0) as eng:
-        with pytest.raises(errors.InvalidInputError, match="without workers"):
-            eng.configure_workers(steal_min_edges=10)
+    with engram.Engine(dim=DIM, workers=0) as eng, pytest.raises(errors.InvalidInputError, match="without workers"):
+        eng.configure_workers(steal_min_edges=10)
 
 
 def test_a_taker_too_slow_has_its_batch_revoked_and_frees_the_slot_later(tmp_path, monkeypatch):
@@ -166,8 +164,9 @@ def subprocess_pid_that_exited() -> int:
 
 
 def test_an_error_mid_hop_leaves_no_slot_held(monkeypatch):
-    from engram.kernels.table import SpreadRun
     import faulty_worker
+
+    from engram.kernels.spreadrun import SpreadRun
     faulty_worker.inject("wait-takers:2", monkeypatch.setattr)      # this process waits for takers
     eng, mem, stored, conf, queries = stealing_engine(routing="auto")     # the hop is split in this process
     with eng:

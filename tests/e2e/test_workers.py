@@ -11,14 +11,13 @@ import time
 
 import numpy as np
 import pytest
+from test_recall_spread import DIM, N, csr_of, reference_recall
 
 import engram
 from engram import errors
 from engram.store import shm
 from engram.store.shm.names import EngineName, pid_alive, segments_of, semaphores_of
 from engram.workers.supervisor import TAKEN, WorkerError
-
-from test_recall_spread import DIM, N, csr_of, reference_recall
 
 
 def inject_worker_faults(monkeypatch, fault: str) -> None:
@@ -191,7 +190,7 @@ def _zombie(pid: int) -> bool:
 
 
 def test_workers_exit_when_their_owner_is_killed():
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import sys, time, numpy as np, engram
         eng = engram.Engine(dim=8, workers=2)
         eng.space("owner-test").remember(np.ones((3, 8)))
@@ -270,8 +269,8 @@ def test_soak_recalls_through_workers_return_the_pool_to_its_start():
 
 def test_workers_take_the_oldest_request_first():
     """A request in a high slot must not starve behind newer ones in lower slots."""
-    from engram.workers.supervisor import FREE, READY, TaskBoard
     from engram.workers.pool import ActivationRecordPool  # noqa: F401  (the C library is loaded)
+    from engram.workers.supervisor import FREE, READY, TaskBoard
     name = EngineName.new()
     board = TaskBoard.create(name, slots=8, dim=4, workers=1)
     try:

@@ -85,7 +85,7 @@ def test_batch_topk_from_32_threads_uses_the_arena(zig):
                 idx, _ = zig.cosine_topk(batches[i], rows, 5)
                 if not np.array_equal(idx, want[i]):
                     errors.append(i)
-        except Exception as e:   # noqa: BLE001 - reported below
+        except Exception as e:
             errors.append(repr(e))
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(32)]

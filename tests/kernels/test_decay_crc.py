@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import engram.kernels
-from engram.kernels import reference
-from engram.kernels.table import decay_params
 from engram.errors import InvalidInputError, NonFiniteError
+from engram.kernels import reference
+from engram.kernels.checks import decay_params
 
 TABLES = {k: t for k, t in engram.kernels.available().items() if not isinstance(t, Exception)}
 KEYS = sorted(TABLES)

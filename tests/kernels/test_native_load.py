@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
+from engram.errors import KernelError, LayoutMismatchError
 from engram.kernels import abi, native
 from engram.kernels.native import NativeLibrary
-from engram.errors import KernelError, LayoutMismatchError
 from engram.layout import ABI_VERSION, LAYOUT_HASH
 
 CC = shutil.which("gcc") or shutil.which("cc")

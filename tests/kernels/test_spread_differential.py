@@ -27,12 +27,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engram.kernels.reference import spread as oracle_spread
-from engram.kernels.table import SpreadScratch
 from engram.errors import InvalidInputError, KernelError, NonFiniteError
+from engram.kernels.reference import spread as oracle_spread
+from engram.kernels.spreadrun import SpreadScratch
 from engram.layout import SPREAD_STATE_DTYPE
-
-from tests.kernels.backends import BACKEND_KEYS, LOADED, get_table  # noqa: E402
+from tests.kernels.backends import BACKEND_KEYS, LOADED, get_table
 
 # Allowed activation error against the float64 oracle, per backend family:
 #     |got - exact| <= rel * exact + abs
@@ -479,7 +478,7 @@ def test_threads(key):
                 for j, (args, params, want) in enumerate(work[k]):
                     compare(t.spread(*args, **params), want, tol, f"thread {k} rep {rep} case {j}")
             scratch[k] = t._scratch.state   # kept alive: ids stay distinct
-        except BaseException as e:   # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(f"thread {k}: {e}")
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(n_threads)]
@@ -1029,6 +1028,7 @@ def test_spread_run_steps_equal_whole_spreads(key):
 
 def test_native_hop_kernel_error_paths():
     from engram.kernels._cy.spread import SpreadHopKernel
+
     from engram.layout import SPREAD_STATE_DTYPE
     for key in NATIVE_KEYS:
         t = get_table(key)
@@ -1059,9 +1059,7 @@ def test_graph_checks_on_typed_arrays(odtype, tdtype):
     assert len(graph_cases) >= 10
     for name, err, words, o, tg, w, seeds, act, kw in graph_cases:
         o = np.asarray(G_OK[0] if o is None else o)
-        if o.size == 0:
-            o = o.astype(odtype)
-        elif np.can_cast(o.min(), odtype) and np.can_cast(o.max(), odtype):
+        if o.size == 0 or np.can_cast(o.min(), odtype) and np.can_cast(o.max(), odtype):
             o = o.astype(odtype)
         args = (o, np.asarray(G_OK[1] if tg is None else tg).astype(tdtype),
                 np.asarray(G_OK[2] if w is None else w).astype(np.float32), seeds, act)

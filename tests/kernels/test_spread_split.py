@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engram.kernels.table import CsrGraph
-
+from engram.kernels.spreadrun import CsrGraph
 from tests.kernels.backends import BACKEND_KEYS, get_table
 from tests.kernels.test_spread_differential import TOLERANCE, chunk_cases, compare, family
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import engram.kernels
-from engram.kernels.reference import scores, select_topk
 from engram.errors import DimensionError, InvalidInputError, NonFiniteError
+from engram.kernels.reference import scores, select_topk
 
 TABLES = {k: t for k, t in engram.kernels.available().items() if not isinstance(t, Exception)}
 DTYPES = (np.float32, np.float16, np.int8)

@@ -20,8 +20,7 @@ import engram.kernels
 from engram.errors import InvalidInputError
 from engram.kernels.reference import scores as oracle_scores
 from engram.kernels.reference import select_topk
-
-from tests.kernels.backends import AVAILABLE, BACKEND_KEYS, LOADED, get_table  # noqa: E402
+from tests.kernels.backends import AVAILABLE, BACKEND_KEYS, LOADED, get_table
 
 # Allowed error of a returned score against the exact (float64) score, per row
 # dtype, relative to the input scale: |got - exact| <= tol * max(1, |q| |r|)
@@ -259,7 +258,7 @@ def test_differential(key, dtype, metric):
             worst = max(worst, check_topk(metric, q, rows, k, mask, idx, sc, tol, ties=key != "numpy"))
         except AssertionError as e:
             raise AssertionError(f"case {i} (seed {seed}): n={rows.shape[0]} dim={rows.shape[1]} k={k} "
-                                 f"strides={rows.strides} mask={'none' if mask is None else mask.sum()}: {e}")
+                                 f"strides={rows.strides} mask={'none' if mask is None else mask.sum()}: {e}") from e
     assert worst <= tol
 
 

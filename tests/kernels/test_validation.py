@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import engram.kernels
-from engram.kernels import abi
 from engram.errors import DimensionError, EngramError, InvalidInputError, KernelError, NonFiniteError
+from engram.kernels import abi
 
 AVAILABLE = engram.kernels.available()
 # Validation runs in the shared front end, but every table must route through it.

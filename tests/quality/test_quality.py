@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))      # the repository root: benches.quality
 
-from benches.quality import graphs, harness, tasks  # noqa: E402
+from benches.quality import graphs, harness, tasks
 
 SLICE = 400          # memories per graph
 QUERIES = 80

@@ -32,7 +32,7 @@ def test_batch_size_converges_within_three_updates_and_stays(topo, shift):
     target = AdaptiveBatcher(topo).target()
     b = AdaptiveBatcher(topo, initial=None if shift is None else int(target * shift))
     sizes = [b.update() for _ in range(3)]
-    assert sizes[-1] == target, (start, sizes, target)
+    assert sizes[-1] == target, (shift, sizes, target)
     later = [b.update() for _ in range(50)]
     assert set(later) == {target}                 # stable once there
     assert b.changes <= 3
@@ -117,7 +117,7 @@ def test_predictor_learns_what_a_split_hop_saves():
     model must price split and whole hops apart, within 5% (one price for both is 8-10% off)."""
     rng = np.random.default_rng(2)
     p = LatencyPredictor(warmup=5)
-    cost = lambda edges, helpers: 2000 + 9 * edges - 3 * edges * helpers / (helpers + 1)  # noqa: E731
+    cost = lambda edges, helpers: 2000 + 9 * edges - 3 * edges * helpers / (helpers + 1)
     for i in range(3000):
         edges, helpers = int(rng.integers(1_000, 200_000)), int(rng.integers(0, 2))
         x = LatencyPredictor.hop_features(256, 4, 0.5, edges // 8, edges, helpers)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from engram.errors import InvalidInputError
-from engram.workers.pool import ActivationRecordPool, PoolExhaustedError
 from engram.store.shm.names import EngineName
+from engram.workers.pool import ActivationRecordPool, PoolExhaustedError
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ import pytest
 
 import engram
 from engram import errors
-from engram.kernels.table import CsrGraph
+from engram.kernels.spreadrun import CsrGraph
 from engram.recall.ppr import normalized, personalized_pagerank
-
 from tests.kernels.backends import BACKEND_KEYS, get_table
 from tests.linked import linked_space
 
@@ -85,6 +84,7 @@ def test_stopping_rules():
 def test_ppr_recall_in_process_and_through_workers_agree():
     rng = np.random.default_rng(9)
     answers = {}
+    qs = None                                   # the same queries for both engines
     for workers in (0, 2):
         with engram.Engine(dim=24, workers=workers, routing="workers" if workers else "auto") as eng:
             mem, vecs = linked_space(eng, "ppr-test", np.random.default_rng(9), 800, 24, 4000, 9)
@@ -92,7 +92,8 @@ def test_ppr_recall_in_process_and_through_workers_agree():
             assert cfg.mode == "ppr" and cfg.ppr_restart == 0.4
             if workers:
                 eng.start_workers()
-            qs = vecs[:10] + 0.3 * rng.standard_normal((10, 24)).astype(np.float32) if not answers else qs
+            if qs is None:
+                qs = vecs[:10] + 0.3 * rng.standard_normal((10, 24)).astype(np.float32)
             out = []
             for q in qs:
                 r = mem.recall(q, k=8, budget_ms=None)

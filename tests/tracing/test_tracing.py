@@ -14,8 +14,8 @@ import pytest
 
 import engram
 from engram import errors
-from engram.store.shm.names import EngineName
 from engram.observe.tracing import KINDS, Cursor, TraceConfig, Tracer
+from engram.store.shm.names import EngineName
 
 DIM = 16
 

@@ -3,17 +3,15 @@ engine's metrics segments (read-only) and sums the per-process slots at scrape
 time, and a small HTTP server for it (the daemon reuses the collector)."""
 from __future__ import annotations
 
-import threading
-
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import start_http_server
 
 from engram.layout import schema
-from engram.store.shm.names import resolve
-from engram.observe.metrics import definitions as d
 from engram.observe.attach.tools import board, pool_stats
+from engram.observe.metrics import definitions as d
 from engram.observe.metrics.segment import MetricsSegment
 from engram.observe.metrics.spreading import summary
+from engram.store.shm.names import resolve
 
 C = schema.CONSTANTS
 

@@ -6,8 +6,8 @@ import sys
 import time
 
 from engram.errors import InvalidInputError
-from engram.store.shm.names import EngineName, pid_alive
 from engram.observe.tracing import KIND_NAMES, KINDS, Cursor, Ring, ring_names
+from engram.store.shm.names import EngineName, pid_alive
 
 
 def format_event(e, pid: int, labels) -> str:

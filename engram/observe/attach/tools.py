@@ -15,8 +15,8 @@ from engram.errors import EngramError
 from engram.layout import NODE_HOT_DTYPE, POOL_HEADER_DTYPE, schema
 from engram.observe.metrics import definitions as d
 from engram.observe.metrics.segment import MetricsSegment
-from engram.store.shm.names import EngineName, engines, pid_alive, resolve, segments_of, spaces_of  # noqa: F401
 from engram.store.graph import Graph
+from engram.store.shm.names import EngineName, engines, pid_alive, resolve, segments_of, spaces_of  # noqa: F401
 from engram.store.shm.segment import Segment
 from engram.store.tables import SpaceStore
 from engram.workers.board import TaskBoard
@@ -83,7 +83,8 @@ def segment_headers(engine: EngineName) -> list:
             continue
         rows.append({"name": name, "ok": True, "kind": KIND_NAMES.get(seg.h("kind"), seg.h("kind")),
                      "generation": seg.h("generation"), "capacity": seg.h("capacity"), "count": seg.h("count"),
-                     "owner_pid": seg.h("owner_pid"), "bytes": seg.size, "layout_hash": f"0x{seg.h('layout_hash'):016x}"})
+                     "owner_pid": seg.h("owner_pid"), "bytes": seg.size,
+                     "layout_hash": f"0x{seg.h('layout_hash'):016x}"})
     return rows
 
 
@@ -199,7 +200,8 @@ def format_top(engine: EngineName, prev: dict, cur: dict) -> str:
         q = [_quantile(db, x) * 1e3 for x in (0.5, 0.95, 0.99)]
         out.append(f"{space:<16}{mem:>10,}{rec / dt:>11,.0f}" + "".join(
             f"{'-':>9}" if np.isnan(v) else f"{'<=' + format(v, '.3g'):>9}" for v in q)
-            + f"{t['engram_recall_partial_total'].get(space, 0):>9,}{t['engram_recall_fallback_total'].get(space, 0):>9,}")
+            + f"{t['engram_recall_partial_total'].get(space, 0):>9,}"
+            + f"{t['engram_recall_fallback_total'].get(space, 0):>9,}")
     pool = cur["pool"]
     out.append("pool      " + ("not created" if pool is None else
                                f"{pool['in_use']:,} / {pool['capacity']:,} in use, high water {pool['high_water']:,}, "

@@ -12,6 +12,6 @@ Names and meanings: engram/observe/metrics/definitions.py and docs/observability
 """
 from __future__ import annotations
 
-from engram.observe.metrics.definitions import METRICS, MAX_SPACES  # noqa: F401
+from engram.observe.metrics.definitions import MAX_SPACES, METRICS  # noqa: F401
 from engram.observe.metrics.recorder import NOOP, NOOP_RECORDER, Recorder, enabled, recorder  # noqa: F401
 from engram.observe.metrics.segment import ROLE_OTHER, ROLE_OWNER, ROLE_WORKER, MetricsSegment  # noqa: F401

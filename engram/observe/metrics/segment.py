@@ -11,9 +11,9 @@ import numpy as np
 
 from engram.errors import EngramError
 from engram.layout import METRICS_HEADER_DTYPE, METRICS_SLOT_HEADER_DTYPE, schema
+from engram.observe.metrics import definitions as d
 from engram.store.shm.names import EngineName
 from engram.store.shm.segment import Segment, align_up
-from engram.observe.metrics import definitions as d
 
 KIND = schema.CONSTANTS["TABLE_METRICS"]
 DEFAULT_SLOTS = 64

@@ -1,6 +1,6 @@
 """Tracing: every process that records has its own ring of 64-byte events in a
 shared segment (``/eg.<uid>.<pid>.<token>.trace.<process pid>``); a collector
-process drains every ring and exports the events (engram/observe/tracing/collector.py).
+process drains every ring and exports the events (engram/observe/attach/collector.py).
 
     eng = engram.Engine(trace=engram.TraceConfig(kinds=("recall", "hop")))
     ...

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from engram.errors import EngramError
 
+
 def start_collector(engine, cfg) -> subprocess.Popen:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    p = subprocess.Popen([sys.executable, "-m", "engram.observe.tracing.collector", str(engine), str(cfg.collect_to),
+    p = subprocess.Popen([sys.executable, "-m", "engram.observe.attach.collector", str(engine), str(cfg.collect_to),
                           "--formats", ",".join(cfg.formats),
                           *(["--loki", cfg.loki_url] if cfg.loki_url else []),
                           *(["--otlp", cfg.otlp_url] if cfg.otlp_url else [])],

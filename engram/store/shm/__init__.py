@@ -6,7 +6,7 @@ import logging
 import posix_ipc
 
 from engram.store.shm.names import EngineName, engines, pid_alive, resolve, segments_of, semaphores_of, spaces_of  # noqa: F401
-from engram.store.shm.segment import Segment  # noqa: F401
+from engram.store.shm.segment import Segment
 
 log = logging.getLogger("engram.shm")
 

@@ -68,7 +68,8 @@ class Segment:
         offset, count = int(offset), int(count)
         end = offset + dtype.itemsize * count
         if offset < 0 or count < 0 or end > self.data.shape[0]:
-            raise SegmentError(f"{self.name}: view [{offset}, {end}) is past the segment's data ({self.data.shape[0]} bytes)")
+            raise SegmentError(f"{self.name}: view [{offset}, {end}) is outside the segment's data "
+                               f"({self.data.shape[0]} bytes): the segment is damaged or of another layout")
         a = self.data[offset:end].view(dtype)
         return a.reshape(shape) if shape is not None else a
 
@@ -118,7 +119,8 @@ class Segment:
         try:
             st = os.fstat(shm.fd)
             if st.st_uid != os.getuid():
-                raise SegmentError(f"{name} is owned by uid {st.st_uid}, not you (uid {os.getuid()}); refusing to attach")
+                raise SegmentError(f"{name} is owned by uid {st.st_uid}, not you (uid {os.getuid()}); "
+                                   "refusing to attach")
             if st.st_size < HEADER_SIZE:
                 raise SegmentError(f"{name} is {st.st_size} bytes, too small to be an engram segment")
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
@@ -132,13 +134,15 @@ class Segment:
     def check(self, kind: int | None = None) -> None:
         magic = self.h("magic")
         if magic != SEGMENT_MAGIC:
-            raise SegmentError(f"{self.name} is not an engram segment (magic 0x{magic:016x}), or is still being created")
+            raise SegmentError(f"{self.name} is not an engram segment (magic 0x{magic:016x}), "
+                               "or is still being created")
         if self.h("format_version") != FORMAT_VERSION:
             raise LayoutMismatchError(f"{self.name} has format version {self.h('format_version')}, "
                                       f"this engram reads version {FORMAT_VERSION}: use the engram that created it")
         if self.h("layout_hash") != LAYOUT_HASH:
-            raise LayoutMismatchError(f"{self.name} was written with layout 0x{self.h('layout_hash'):016x}, this engram "
-                                      f"has layout 0x{LAYOUT_HASH:016x}: attach with the same engram version as the owner")
+            raise LayoutMismatchError(f"{self.name} was written with layout 0x{self.h('layout_hash'):016x}, this "
+                                      f"engram has layout 0x{LAYOUT_HASH:016x}: attach with the same engram "
+                                      "version as the owner")
         if self.h("owner_uid") != os.getuid():
             raise SegmentError(f"{self.name} names owner uid {self.h('owner_uid')}, not you; refusing to attach")
         if kind is not None and self.h("kind") != kind:

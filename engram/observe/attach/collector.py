@@ -1,7 +1,7 @@
 """The trace collector: drains every process's ring of an engine and exports
 the events, converting CLOCK_MONOTONIC timestamps to wall time at export.
 
-    python -m engram.observe.tracing.collector <engine> <out dir> [--formats jsonl,perfetto]
+    python -m engram.observe.attach.collector <engine> <out dir> [--formats jsonl,perfetto]
 
 Formats:
 - jsonl: ``trace.jsonl``, one JSON object per event (every line valid JSON):
@@ -28,9 +28,9 @@ import threading
 import time
 from pathlib import Path
 
-from engram.store.shm.names import EngineName, pid_alive
 from engram.observe.tracing.config import FORMATS, KIND_NAMES, SPANS
 from engram.observe.tracing.ring import Cursor, Ring, ring_names
+from engram.store.shm.names import EngineName, pid_alive
 
 POLL_S = 0.05
 
@@ -79,7 +79,7 @@ class OtlpSink:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
         except ImportError as e:
-            raise SystemExit(f"OTLP export needs the otlp extra: pip install 'engram[otlp]' ({e})")
+            raise SystemExit(f"OTLP export needs the otlp extra: pip install 'engram[otlp]' ({e})") from e
         self.provider = TracerProvider(resource=Resource.create({"service.name": "engram", "engram.engine": engine}))
         self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url.rstrip("/") + "/v1/traces")))
         self.tracer = self.provider.get_tracer("engram")
@@ -114,8 +114,10 @@ class Collector:
         self.offset_ns = time.time_ns() - time.monotonic_ns()
         self.events = 0
         self._labels = None
-        self._jsonl = open(self.out / "trace.jsonl", "w") if "jsonl" in self.formats else None
-        self._perfetto = open(self.out / "trace.perfetto.json", "w") if "perfetto" in self.formats else None
+        # held open for the collector's lifetime; close() completes and closes them
+        self._jsonl = open(self.out / "trace.jsonl", "w") if "jsonl" in self.formats else None  # noqa: SIM115
+        self._perfetto = (open(self.out / "trace.perfetto.json", "w")  # noqa: SIM115
+                          if "perfetto" in self.formats else None)
         self._first = True
         self._sinks = ([LokiSink(loki_url, str(engine))] if loki_url else []) + \
                       ([OtlpSink(otlp_url, str(engine))] if otlp_url else [])
@@ -215,7 +217,7 @@ class Collector:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engram.observe.tracing.collector", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m engram.observe.attach.collector", description=__doc__.splitlines()[0])
     ap.add_argument("engine")
     ap.add_argument("out")
     ap.add_argument("--formats", default=",".join(FORMATS))
