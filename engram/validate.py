@@ -48,6 +48,11 @@ def vectors(v, dim: int, *, f16: bool = False) -> np.ndarray:
         rows = np.flatnonzero(bad)[:5].tolist()
         raise NonFiniteError(f"vectors contain NaN, infinity or values beyond float32's range (rows "
                              f"{rows}{'...' if bad.sum() > 5 else ''}); remove or replace those values")
+    zero = ~a.any(axis=1)
+    if zero.any():      # a direction is what similarity compares: as for a query
+        rows = np.flatnonzero(zero)[:5].tolist()
+        raise InvalidInputError(f"vectors rows {rows}{'...' if zero.sum() > 5 else ''} are all zeros: cosine "
+                                "similarity is undefined for them; pass a vector with a direction")
     if f16:
         big = (np.abs(a) > F16_MAX).any(axis=1)
         if big.any():

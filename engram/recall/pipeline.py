@@ -131,7 +131,9 @@ def _activate(reader, ctx, seeds, act0, n_seeds, warm_share, deadline, trace_id)
     batch = batcher.batch_size
     x = LatencyPredictor.spread_features(n_seeds, int(g.degree[seeds].sum()), params.max_depth, warm_share, batch)
     estimate = predictor.predict_spread(x)
-    if deadline is not None and estimate > FALLBACK_FACTOR * max(deadline - time.perf_counter_ns(), 0):
+    # no time left, or the whole spread is predicted to overrun what is left by half: similarity alone
+    left = None if deadline is None else deadline - time.perf_counter_ns()
+    if left is not None and (left <= 0 or estimate > FALLBACK_FACTOR * left):
         metrics.record(0.0, 0.0, False, True, predictor.ready)
         return None, None, None, False, {"predicted_spread_ms": estimate / 1e6}
     counters = CacheCounters() if metrics.sample_counters() else None

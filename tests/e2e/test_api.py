@@ -187,6 +187,7 @@ BAD_CALLS = [
     ("NaN vector", errors.NonFiniteError, lambda m: m.remember(np.array([[np.nan] * DIM, [1.0] * DIM]))),
     ("inf vector", errors.NonFiniteError, lambda m: m.remember(np.full((1, DIM), np.inf))),
     ("empty batch", errors.EmptyBatchError, lambda m: m.remember(np.zeros((0, DIM)))),
+    ("zero vector", errors.InvalidInputError, lambda m: m.remember(np.stack([np.ones(DIM), np.zeros(DIM)]))),
     ("3-D batch", errors.InvalidInputError, lambda m: m.remember(np.ones((1, 1, DIM)))),
     ("strings", errors.InvalidInputError, lambda m: m.remember(np.array([["a"] * DIM]))),
     ("content count", errors.InvalidInputError, lambda m: m.remember(np.ones((2, DIM)), content=["x"])),

@@ -133,7 +133,9 @@ def test_spread_alone(world):
     assert ids2[0] == 5
 
 
-def test_a_budget_spent_before_spreading_gives_a_partial_result():
+def test_a_budget_spent_before_spreading_falls_back_to_similarity():
+    """As the README says: a budget gone before spreading starts is a fallback (similarity
+    alone), whether or not the predictor has history yet; partial is for hops cut short."""
     rng = np.random.default_rng(5)
     with engram.Engine(dim=DIM, workers=0) as eng:
         mem = eng.space()
@@ -141,8 +143,9 @@ def test_a_budget_spent_before_spreading_gives_a_partial_result():
         ids = mem.remember(v)
         mem.link(ids[:-1], ids[1:], 0.9)
         res = mem.recall(v[0], k=5, budget_ms=1e-6)     # fresh predictor: no estimate yet
-        assert res.partial and not res.fallback
+        assert res.fallback and not res.partial
         assert list(res.origin) == ["seed"] * len(res)
+        assert res.scores.tolist() == res.similarity.tolist()
         for i in range(30):                              # history: the predictor becomes ready
             mem.recall(v[i], k=5)
         res = mem.recall(v[0], k=5, budget_ms=1e-6)
