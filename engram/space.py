@@ -136,25 +136,15 @@ class SpaceView:
             ids = self._live_ids(seeds)
             act = np.ones(ids.shape[0], np.float32)
         cfg = self._ctx.config
+        p = cfg.spread          # checked when configured; a call's own rules are checked here
         given = {"max_depth": max_depth, "decay": decay, "threshold": threshold, "cycle_penalty": cycle_penalty}
-        p = replace(cfg.spread, **{k: v for k, v in given.items() if v is not None}).check()
+        if any(v is not None for v in given.values()):
+            p = replace(p, **{k: v for k, v in given.items() if v is not None}).check()
         fan = cfg.fan if fan is None else fan
         if fan not in FAN_MODES:
             raise InvalidInputError(f"fan must be one of {', '.join(FAN_MODES)}, got {fan!r}")
         self._before_spread(True)
-        r = self._reader
-        graph = r.spread_graph(fan).csr
-        inside = ids < graph.n_nodes
-        nodes, a, hops = r.kern.spread_graph(graph, ids[inside], act[inside], max_depth=p.max_depth,
-                                             decay=p.decay, threshold=p.threshold,
-                                             cycle_penalty=p.cycle_penalty, prefetch_distance=p.prefetch_distance)
-        nodes = np.concatenate([nodes, ids[~inside]])
-        a = np.concatenate([a, np.minimum(act[~inside], 1.0).astype(np.float32)])
-        hops = np.concatenate([hops, np.zeros(int((~inside).sum()), np.uint8)])
-        live = r.visible(nodes)
-        nodes, a, hops = nodes[live], a[live], hops[live]
-        order = np.lexsort((nodes, -a))
-        return SpreadResult(nodes[order], a[order], hops[order])
+        return SpreadResult(*self._reader.spread(fan, ids, act, p))
 
     def path(self, sources, target: int, max_hops: int = 4) -> list:
         """The associations that lead from any of ``sources`` to ``target``: the fewest hops

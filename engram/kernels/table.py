@@ -24,6 +24,11 @@ from engram.kernels.checks import (
 )
 from engram.kernels.spreadrun import CsrGraph, SpreadParams, SpreadRun, SpreadScratch
 
+try:                     # the Cython drivers (built by pip install); without them only numpy/numba load
+    from engram.kernels._cy.spread import rank_touched
+except ImportError:      # pragma: no cover
+    rank_touched = None
+
 
 class KernelTable:
     """One backend's kernels. Subclasses implement ``_topk``, ``_seed``/``_hop`` (and
@@ -94,8 +99,25 @@ class KernelTable:
         return sc
 
     def _spread(self, g, seeds, seed_act, p):
-        """Seeding and then one hop at a time; backends with a one-call kernel override this."""
+        """(nodes int64, activation f32, hop u8) in first-touch order."""
         sc = self._take_scratch(g[0].shape[0] - 1)
+        count, act = self._spread_all(sc, g, seeds, seed_act, p)
+        nodes = sc.nodes[:count].astype(np.int64)       # int64 indexes gather ~3x faster than uint32
+        return nodes, act.copy(), (sc.state["mark"][nodes] & 0xFF).astype(np.uint8)
+
+    def _spread_live(self, g, seeds, seed_act, p, hot, flags_offset: int, hidden: int, extra_ids, extra_act):
+        """Space.spread's whole spread: (ids int64, activation f32, hop u8) of the memories it
+        touched, plus ``extra_ids`` (seeds outside the graph, with ``extra_act``), keeping
+        those whose node record in ``hot`` has none of the ``hidden`` flag bits, most active
+        first, ties by id; the filtering and ordering run in the Cython driver."""
+        sc = self._take_scratch(g[0].shape[0] - 1)
+        count, act = self._spread_all(sc, g, seeds, seed_act, p)
+        return rank_touched(sc.nodes[:count], act, sc.state, g[0].shape[0] - 1, hot, flags_offset, hidden,
+                            extra_ids, extra_act)
+
+    def _spread_all(self, sc, g, seeds, seed_act, p):
+        """Seeding and every hop into the scratch: (touched count, activation per touched
+        position f32). One hop at a time here; backends with a one-call kernel override it."""
         count = self._seed(sc, g, seeds, seed_act, p)
         begin, end = 0, count
         for hop in range(1, p.max_depth + 1):
@@ -103,9 +125,7 @@ class KernelTable:
                 break
             count = self._hop(sc, g, p, hop, begin, end, count)
             begin, end = end, count
-        nodes = sc.nodes[:count].astype(np.int64)
-        st = sc.state[nodes]
-        return nodes, st["act"].copy(), (st["mark"] & 0xFF).astype(np.uint8)
+        return count, sc.state["act"][sc.nodes[:count]]
 
     def _seed(self, sc, g, seeds, seed_act, p) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -258,11 +278,9 @@ class NativeTable(KernelTable):
                       f"{self.name}/{self.isa} {metric}_topk")
         return idx[:got], score[:got]
 
-    def _spread(self, g, seeds, seed_act, p):
-        sc = self._take_scratch(g[0].shape[0] - 1)
+    def _spread_all(self, sc, g, seeds, seed_act, p):
         got = self._seed(sc, g, seeds, seed_act, p, p.max_depth)
-        nodes = sc.nodes[:got].astype(np.int64)       # int64 indexes gather ~3x faster than uint32
-        return nodes, sc.fire[:got].copy(), (sc.state["mark"][nodes] & 0xFF).astype(np.uint8)
+        return got, sc.fire[:got]        # eg_spread leaves each touched node's activation in fire
 
     def _seed(self, sc, g, seeds, seed_act, p, max_depth: int = 0) -> int:
         """eg_spread: seeding, then max_depth hops in one call (0: seeding only)."""

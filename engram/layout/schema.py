@@ -212,7 +212,7 @@ HOP_SLOT = Record("HopSlot", (
     F("n_out", "u32", doc="distinct targets gathered"),
     F("owner_pid", "u32", doc="process whose spread this batch belongs to (0: abandoned)"),
     F("_pad", "u32"),
-    F("fan", "u32", doc="index into engram.fan.MODES: which weights to read"),
+    F("fan", "u32", doc="index into engram.config.FAN_MODES: which weights to read"),
     F("prefetch_distance", "u32"),
     F("decay", "f32"),
     F("threshold", "f32"),

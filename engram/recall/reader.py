@@ -14,13 +14,14 @@ import numpy as np
 
 from engram.config import FAN_MODES
 from engram.kernels.spreadrun import CsrGraph
-from engram.layout import schema
+from engram.layout import NODE_HOT_DTYPE, schema
 from engram.recall import ppr
 from engram.results import Memories
 from engram.store.graph import Graph
-from engram.store.tables import TIER_LABEL, TIER_TABLE, SpaceStore
+from engram.store.tables import FORGOTTEN, TIER_LABEL, TIER_TABLE, SpaceStore
 
 SCAN_CHUNK = 65536   # rows per kernel call while a budget is running: the check interval
+FLAGS_AT = NODE_HOT_DTYPE.fields["flags"][1]      # where spreading's driver reads a memory's flags
 TIER_WARM = schema.CONSTANTS["TIER_WARM"]
 TIER_HOT = schema.CONSTANTS["TIER_HOT"]
 
@@ -139,6 +140,16 @@ class SpaceReader:
             g = CsrGraph._trusted(csr["offsets"], csr["targets"], w)
             graphs[fan, False] = SpreadGraph(g, np.diff(g.offsets).astype(np.int64), self._graphs[0])
         return graphs[fan, False]
+
+    def spread(self, fan: str, seeds: np.ndarray, act: np.ndarray, params):
+        """Spreading alone from live seeds (int64 ids, f32 activations): (ids, activation, hops)
+        of every live memory reached, most active first, ties by id. Seeds without links
+        yet (outside the compacted graph) come back as they went in, capped at 1."""
+        g = self.spread_graph(fan).csr
+        inside = seeds < g.n_nodes
+        out = ~inside
+        return self.kern._spread_live((g.offsets, g.targets, g.weights), seeds[inside].astype(np.uint32),
+                                      act[inside], params, self.hot(), FLAGS_AT, FORGOTTEN, seeds[out], act[out])
 
     def walk_graph(self, fan: str = "none") -> SpreadGraph:
         """The same links normalised per source (PageRank's transition weights), rebuilt also
