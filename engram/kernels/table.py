@@ -105,15 +105,18 @@ class KernelTable:
         nodes = sc.nodes[:count].astype(np.int64)       # int64 indexes gather ~3x faster than uint32
         return nodes, act.copy(), (sc.state["mark"][nodes] & 0xFF).astype(np.uint8)
 
-    def _spread_live(self, g, seeds, seed_act, p, hot, flags_offset: int, hidden: int, extra_ids, extra_act):
-        """Space.spread's whole spread: (ids int64, activation f32, hop u8) of the memories it
-        touched, plus ``extra_ids`` (seeds outside the graph, with ``extra_act``), keeping
-        those whose node record in ``hot`` has none of the ``hidden`` flag bits, most active
-        first, ties by id; the filtering and ordering run in the Cython driver."""
-        sc = self._take_scratch(g[0].shape[0] - 1)
-        count, act = self._spread_all(sc, g, seeds, seed_act, p)
-        return rank_touched(sc.nodes[:count], act, sc.state, g[0].shape[0] - 1, hot, flags_offset, hidden,
-                            extra_ids, extra_act)
+    def _spread_live(self, g, seeds, seed_act, p, hot, flags_offset: int, hidden: int):
+        """Space.spread's whole spread from seeds (int64 ids, f32 activations; seeds outside
+        the graph come back as they are, capped at 1): (ids int64, activation f32, hop u8) of
+        the memories it touched whose node record in ``hot`` has none of the ``hidden`` flag
+        bits, most active first, ties by id; the filtering and ordering run in the Cython
+        driver (rank_touched), and native backends spread in the same call."""
+        n = g[0].shape[0] - 1
+        inside = seeds < n
+        sc = self._take_scratch(n)
+        count, act = self._spread_all(sc, g, seeds[inside].astype(np.uint32), seed_act[inside], p)
+        return rank_touched(sc.nodes[:count], act, sc.state, n, hot, flags_offset, hidden, seeds[~inside],
+                            seed_act[~inside])
 
     def _spread_all(self, sc, g, seeds, seed_act, p):
         """Seeding and every hop into the scratch: (touched count, activation per touched
@@ -281,6 +284,15 @@ class NativeTable(KernelTable):
     def _spread_all(self, sc, g, seeds, seed_act, p):
         got = self._seed(sc, g, seeds, seed_act, p, p.max_depth)
         return got, sc.fire[:got]        # eg_spread leaves each touched node's activation in fire
+
+    def _spread_live(self, g, seeds, seed_act, p, hot, flags_offset: int, hidden: int):
+        sc = self._take_scratch(g[0].shape[0] - 1)
+        out = self._spread_fn.ranked(g[0], g[1], g[2], seeds, seed_act, p.max_depth, p.decay, p.threshold,
+                                     p.cycle_penalty, p.prefetch_distance, sc.epoch, sc.state, sc.nodes, sc.fire,
+                                     hot, flags_offset, hidden)
+        if isinstance(out, int):
+            checked(out, f"{self.name} spread")
+        return out
 
     def _seed(self, sc, g, seeds, seed_act, p, max_depth: int = 0) -> int:
         """eg_spread: seeding, then max_depth hops in one call (0: seeding only)."""

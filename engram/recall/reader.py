@@ -146,10 +146,9 @@ class SpaceReader:
         of every live memory reached, most active first, ties by id. Seeds without links
         yet (outside the compacted graph) come back as they went in, capped at 1."""
         g = self.spread_graph(fan).csr
-        inside = seeds < g.n_nodes
-        out = ~inside
-        return self.kern._spread_live((g.offsets, g.targets, g.weights), seeds[inside].astype(np.uint32),
-                                      act[inside], params, self.hot(), FLAGS_AT, FORGOTTEN, seeds[out], act[out])
+        hidden = FORGOTTEN if self.store.n_forgotten else 0      # 0: nothing to hide, no record read
+        return self.kern._spread_live((g.offsets, g.targets, g.weights), seeds, act, params, self.hot(),
+                                      FLAGS_AT, hidden)
 
     def walk_graph(self, fan: str = "none") -> SpreadGraph:
         """The same links normalised per source (PageRank's transition weights), rebuilt also

@@ -334,6 +334,12 @@ class SpaceStore:
     def n_live(self) -> int:
         return int(self.dir["n_live"][0])
 
+    @property
+    def n_forgotten(self) -> int:
+        """Memories ever forgotten (ids issued minus live: both live values of the directory)."""
+        d = self.dir[0]
+        return int(d["next_id"]) - int(d["n_live"])
+
     def replace_csr(self, offsets, targets, weights, fan, delta_applied: int) -> None:
         """A new CSR generation; ``fan``: float32[3, m], the weights discounted by the fan of
         the source, the target and both (the rule is the owner's: engram/cognition/fan.py)."""

@@ -93,6 +93,60 @@ cdef class SpreadKernel:
                           <float *>cnp.PyArray_DATA(fire), cap)
         return got
 
+    def ranked(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
+               cnp.ndarray seeds not None, cnp.ndarray seed_act not None, uint32_t max_depth, float decay,
+               float threshold, float cycle_penalty, uint32_t prefetch_distance, uint32_t epoch,
+               cnp.ndarray state not None, cnp.ndarray out_nodes not None, cnp.ndarray fire not None,
+               cnp.ndarray hot not None, Py_ssize_t flags_offset, uint8_t hidden):
+        """Space.spread in one call: spread from seeds (int64 ids, f32 activations; those
+        outside the graph come back as they are, capped at 1), then rank_touched."""
+        cdef uint64_t n, cap, n_seeds, j
+        cdef int64_t got, inside = 0, outside = 0
+        if not (_vec(offsets, cnp.NPY_UINT64, False) and _vec(targets, cnp.NPY_UINT32, False)
+                and _vec(weights, cnp.NPY_FLOAT32, False) and _vec(seeds, cnp.NPY_INT64, False)
+                and _vec(seed_act, cnp.NPY_FLOAT32, False) and _vec(out_nodes, cnp.NPY_UINT32, True)
+                and _vec(fire, cnp.NPY_FLOAT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
+                and cnp.PyArray_ISCARRAY(state)):
+            raise ValueError("spread arrays must be contiguous 1-D arrays of the documented types: offsets u64, "
+                             "targets u32, weights f32, seeds i64, seed_act f32, state SpreadState, "
+                             "out_nodes u32, fire f32")
+        _hot_ok(hot, flags_offset)
+        n = _csr_nodes(offsets, targets, weights)
+        if <uint64_t>cnp.PyArray_SIZE(state) < n:
+            raise ValueError("state must hold one record per node")
+        n_seeds = <uint64_t>cnp.PyArray_SIZE(seeds)
+        if <uint64_t>cnp.PyArray_SIZE(seed_act) != n_seeds:
+            raise ValueError("seeds and seed_act differ in length")
+        cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
+        split = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>(2 * n_seeds + 1)], cnp.NPY_INT64, 0)
+        acts = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>(2 * n_seeds + 1)], cnp.NPY_FLOAT32, 0)
+        cdef const int64_t *sd = <const int64_t *>cnp.PyArray_DATA(seeds)
+        cdef const float *sa = <const float *>cnp.PyArray_DATA(seed_act)
+        cdef uint32_t *in_ids = <uint32_t *>cnp.PyArray_DATA(split)          # the first half, as u32
+        cdef int64_t *out_ids = <int64_t *>cnp.PyArray_DATA(split) + n_seeds
+        cdef float *in_act = <float *>cnp.PyArray_DATA(acts)
+        cdef float *out_act = in_act + n_seeds
+        for j in range(n_seeds):
+            if 0 <= sd[j] < <int64_t>n:
+                in_ids[inside] = <uint32_t>sd[j]
+                in_act[inside] = sa[j]
+                inside += 1
+            else:
+                out_ids[outside] = sd[j]
+                out_act[outside] = sa[j]
+                outside += 1
+        with nogil:
+            got = self.fn(<const uint64_t *>cnp.PyArray_DATA(offsets), <const uint32_t *>cnp.PyArray_DATA(targets),
+                          <const float *>cnp.PyArray_DATA(weights), n, in_ids, in_act, inside, max_depth, decay,
+                          threshold, cycle_penalty, prefetch_distance, epoch, cnp.PyArray_DATA(state),
+                          <uint32_t *>cnp.PyArray_DATA(out_nodes), <float *>cnp.PyArray_DATA(fire), cap)
+        if got < 0:
+            return got
+        return _ranked(<const uint32_t *>cnp.PyArray_DATA(out_nodes), <const float *>cnp.PyArray_DATA(fire), got,
+                       out_ids, out_act, outside, <const uint32_t *>cnp.PyArray_DATA(state), n,
+                       <const uint8_t *>cnp.PyArray_DATA(hot), <uint64_t>cnp.PyArray_SIZE(hot),
+                       cnp.PyArray_ITEMSIZE(hot), flags_offset, hidden)
+
 
 ctypedef int64_t (*hop_fn)(const uint64_t *offsets, const uint32_t *targets, const float *weights,
                            uint64_t n_nodes, uint32_t hop, float decay, float threshold, float cycle_penalty,
@@ -308,69 +362,28 @@ def csr_check(cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.nd
 
 # --- what a spread touched, ranked ---------------------------------------------------
 # Space.spread returns every live memory a spread touched, most active first (ties by
-# id). Sorting that in numpy (lexsort, fancy indexing) cost ten times the spread; here
-# it is one pass to filter and key, and an LSD radix sort over 64-bit keys
-# (~activation << 32 | id), in time proportional to what was touched.
+# id). lexsort and fancy indexing in numpy cost ten times the spread; here it is one
+# pass to filter and key (~activation << 32 | id, unique keys), numpy's SIMD sort of
+# those 64-bit keys in place (PyArray_Sort), and one pass to decode them.
 cdef extern from *:
     """
-    /* Stable LSD radix sort of n 64-bit keys by bytes, skipping the bytes every key
-       shares; tmp holds n keys of scratch; the sorted keys end in keys. */
-    static void eg_radix_u64(uint64_t *keys, uint64_t *tmp, int64_t n) {
-        uint64_t any = 0, all = ~(uint64_t)0;
-        for (int64_t i = 0; i < n; i++) { any |= keys[i]; all &= keys[i]; }
-        uint64_t varies = any ^ all, *src = keys, *dst = tmp;
-        for (int shift = 0; shift < 64; shift += 8) {
-            if (!((varies >> shift) & 0xFF)) continue;
-            int64_t at[257] = {0};
-            for (int64_t i = 0; i < n; i++) at[((src[i] >> shift) & 0xFF) + 1]++;
-            for (int b = 0; b < 256; b++) at[b + 1] += at[b];
-            for (int64_t i = 0; i < n; i++) dst[at[(src[i] >> shift) & 0xFF]++] = src[i];
-            uint64_t *sw = src; src = dst; dst = sw;
-        }
-        if (src != keys) memcpy(keys, src, (size_t)n * sizeof(uint64_t));
-    }
     /* the bits of a float >= 0 grow with it, so 0xFFFFFFFF - bits orders it descending */
     static inline uint32_t eg_f32_bits(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
     static inline float eg_bits_f32(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
     """
-    void eg_radix_u64(uint64_t *keys, uint64_t *tmp, int64_t n) nogil
     uint32_t eg_f32_bits(float f) nogil
     float eg_bits_f32(uint32_t b) nogil
 
 
-def rank_touched(cnp.ndarray nodes not None, cnp.ndarray act not None, cnp.ndarray state not None,
-                 uint64_t n_graph, cnp.ndarray hot not None, Py_ssize_t flags_offset, uint8_t hidden,
-                 cnp.ndarray extra_ids not None, cnp.ndarray extra_act not None):
-    """(ids int64, activation f32, hops u8) of the memories a spread over a graph of
-    ``n_graph`` nodes touched (nodes u32, their activations act f32, hops from state's
-    marks) plus seeds outside the graph (extra_ids int64, extra_act f32, hop 0), keeping
-    those whose node record (hot: NodeHot records) is published and has none of the
-    ``hidden`` flag bits, most active first, ties by id."""
-    if not (_vec(nodes, cnp.NPY_UINT32, False) and _vec(act, cnp.NPY_FLOAT32, False)
-            and _vec(extra_ids, cnp.NPY_INT64, False) and _vec(extra_act, cnp.NPY_FLOAT32, False)
-            and cnp.PyArray_ITEMSIZE(state) == 8 and cnp.PyArray_ISCARRAY_RO(state)
-            and cnp.PyArray_NDIM(hot) == 1 and cnp.PyArray_ISCARRAY_RO(hot)):
-        raise ValueError("rank_touched takes contiguous nodes u32, act f32, extra_ids i64, extra_act f32, "
-                         "state SpreadState, hot NodeHot")
-    cdef int64_t n = cnp.PyArray_SIZE(nodes), m = cnp.PyArray_SIZE(extra_ids)
-    cdef uint64_t n_hot = <uint64_t>cnp.PyArray_SIZE(hot)
-    cdef Py_ssize_t rec = cnp.PyArray_ITEMSIZE(hot)
-    if cnp.PyArray_SIZE(act) != n or cnp.PyArray_SIZE(extra_act) != m:
-        raise ValueError("act must match nodes and extra_act extra_ids")
-    if flags_offset < 0 or flags_offset >= rec:
-        raise ValueError("flags_offset lies outside a node record")
-    if n_graph > <uint64_t>cnp.PyArray_SIZE(state):
-        raise ValueError("state must hold a record per node of the graph")
-    keys_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>(2 * (n + m) + 1)], cnp.NPY_UINT64, 0)
+cdef object _ranked(const uint32_t *nd, const float *ac, int64_t n, const int64_t *xi, const float *xa,
+                    int64_t m, const uint32_t *marks, uint64_t n_graph, const uint8_t *hb, uint64_t n_hot,
+                    Py_ssize_t rec, Py_ssize_t flags_offset, uint8_t hidden):
+    """(ids int64, activation f32, hops u8): the n touched (nd, ac) and the m extras (xi, xa,
+    hop 0) whose record is published and shows none of the hidden flags, most active first,
+    ties by id, each id once. marks: SpreadState (mark, act) per graph node."""
+    keys_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>(n + m)], cnp.NPY_UINT64, 0)
     cdef uint64_t *keys = <uint64_t *>cnp.PyArray_DATA(keys_a)
-    cdef uint64_t *tmp = keys + n + m
-    cdef const uint32_t *nd = <const uint32_t *>cnp.PyArray_DATA(nodes)
-    cdef const float *ac = <const float *>cnp.PyArray_DATA(act)
-    cdef const int64_t *xi = <const int64_t *>cnp.PyArray_DATA(extra_ids)
-    cdef const float *xa = <const float *>cnp.PyArray_DATA(extra_act)
-    cdef const uint8_t *hb = <const uint8_t *>cnp.PyArray_DATA(hot)
-    cdef const uint32_t *marks = <const uint32_t *>cnp.PyArray_DATA(state)    # (mark, act) per node
-    cdef int64_t i, kept = 0
+    cdef int64_t i, kept = 0, out = 0
     cdef uint64_t v
     cdef uint64_t low32 = 0xFFFFFFFFu
     cdef float a
@@ -384,10 +397,14 @@ def rank_touched(cnp.ndarray nodes not None, cnp.ndarray act not None, cnp.ndarr
                     continue
                 v = <uint64_t>xi[i - n]
                 a = xa[i - n] if xa[i - n] < 1.0 else 1.0
-            if v < n_hot and v <= low32 and (hb[v * rec + flags_offset] & hidden) == 0:
+            # hidden == 0 (nothing forgotten): no record is read, which at 1M memories saves
+            # a cache miss per memory touched
+            if v < n_hot and v <= low32 and (hidden == 0 or (hb[v * rec + flags_offset] & hidden) == 0):
                 keys[kept] = ((low32 - eg_f32_bits(a)) << 32) | v
                 kept += 1
-        eg_radix_u64(keys, tmp, kept)
+    keys_a = keys_a[:kept]
+    cnp.PyArray_Sort(keys_a, 0, cnp.NPY_QUICKSORT)     # equal keys are equal values: stability is moot
+    keys = <uint64_t *>cnp.PyArray_DATA(keys_a)
     ids_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>kept], cnp.NPY_INT64, 0)
     act_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>kept], cnp.NPY_FLOAT32, 0)
     hop_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>kept], cnp.NPY_UINT8, 0)
@@ -396,8 +413,47 @@ def rank_touched(cnp.ndarray nodes not None, cnp.ndarray act not None, cnp.ndarr
     cdef uint8_t *hops = <uint8_t *>cnp.PyArray_DATA(hop_a)
     with nogil:
         for i in range(kept):
+            if i and keys[i] == keys[i - 1]:        # a seed outside the graph given twice
+                continue
             v = keys[i] & low32
-            ids[i] = <int64_t>v
-            out_act[i] = eg_bits_f32(<uint32_t>(low32 - (keys[i] >> 32)))
-            hops[i] = <uint8_t>(marks[2 * v] & 0xFF) if v < n_graph else 0
+            ids[out] = <int64_t>v
+            out_act[out] = eg_bits_f32(<uint32_t>(low32 - (keys[i] >> 32)))
+            hops[out] = <uint8_t>(marks[2 * v] & 0xFF) if v < n_graph else 0
+            out += 1
+    if out < kept:
+        return ids_a[:out], act_a[:out], hop_a[:out]
     return ids_a, act_a, hop_a
+
+
+cdef int _hot_ok(cnp.ndarray hot, Py_ssize_t flags_offset) except -1:
+    if not (cnp.PyArray_NDIM(hot) == 1 and cnp.PyArray_ISCARRAY_RO(hot)):
+        raise ValueError("hot must be a contiguous array of node records")
+    if flags_offset < 0 or flags_offset >= cnp.PyArray_ITEMSIZE(hot):
+        raise ValueError("flags_offset lies outside a node record")
+    return 0
+
+
+def rank_touched(cnp.ndarray nodes not None, cnp.ndarray act not None, cnp.ndarray state not None,
+                 uint64_t n_graph, cnp.ndarray hot not None, Py_ssize_t flags_offset, uint8_t hidden,
+                 cnp.ndarray extra_ids not None, cnp.ndarray extra_act not None):
+    """(ids int64, activation f32, hops u8) of the memories a spread over a graph of
+    ``n_graph`` nodes touched (nodes u32, their activations act f32, hops from state's
+    marks) plus seeds outside the graph (extra_ids int64, extra_act f32, hop 0), keeping
+    those whose node record (hot: NodeHot records) is published and has none of the
+    ``hidden`` flag bits, most active first, ties by id (SpreadKernel.ranked does the
+    spread and this in one call)."""
+    if not (_vec(nodes, cnp.NPY_UINT32, False) and _vec(act, cnp.NPY_FLOAT32, False)
+            and _vec(extra_ids, cnp.NPY_INT64, False) and _vec(extra_act, cnp.NPY_FLOAT32, False)
+            and cnp.PyArray_ITEMSIZE(state) == 8 and cnp.PyArray_ISCARRAY_RO(state)):
+        raise ValueError("rank_touched takes contiguous nodes u32, act f32, extra_ids i64, extra_act f32, "
+                         "state SpreadState")
+    _hot_ok(hot, flags_offset)
+    if cnp.PyArray_SIZE(act) != cnp.PyArray_SIZE(nodes) or cnp.PyArray_SIZE(extra_act) != cnp.PyArray_SIZE(extra_ids):
+        raise ValueError("act must match nodes and extra_act extra_ids")
+    if n_graph > <uint64_t>cnp.PyArray_SIZE(state):
+        raise ValueError("state must hold a record per node of the graph")
+    return _ranked(<const uint32_t *>cnp.PyArray_DATA(nodes), <const float *>cnp.PyArray_DATA(act),
+                   cnp.PyArray_SIZE(nodes), <const int64_t *>cnp.PyArray_DATA(extra_ids),
+                   <const float *>cnp.PyArray_DATA(extra_act), cnp.PyArray_SIZE(extra_ids),
+                   <const uint32_t *>cnp.PyArray_DATA(state), n_graph, <const uint8_t *>cnp.PyArray_DATA(hot),
+                   <uint64_t>cnp.PyArray_SIZE(hot), cnp.PyArray_ITEMSIZE(hot), flags_offset, hidden)
