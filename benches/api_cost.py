@@ -345,7 +345,7 @@ def recall_part(recalls: int, spread_fn, lib, rows: list, notes: list) -> None:
             for q in timed[:CHECKS]:
                 ids, cos = bare.seeds(q)
                 ids, cos = ids.copy(), cos.copy()
-                seeds_ok += int(np.array_equal(np.sort(rsp.recall(q, k=bare.k, spread=False).ids), np.sort(ids)))
+                seeds_ok += int(np.array_equal(np.sort(rsp.recall(q, k=bare.k, spread=False, budget_ms=None).ids), np.sort(ids)))
                 act0 = (1.0 / (1.0 + np.exp(-bare.steep * (cos - bare.mid)))).astype(np.float32)
                 got = bare.spread(ids, act0)
                 bn, ba = bare.spread.nodes[:got].astype(np.int64), bare.spread.fire[:got]

@@ -60,7 +60,8 @@ and warm-up:
   rows, then 20 per client (outside the timing) at the start of every row, for both.
 
 Checks and ratios. Before timing, the seed sets of 100 queries (engram: an attached
-reader's ``recall(q, k=20, spread=False)``, which is the seed scan) are compared with
+reader's ``recall(q, k=20, spread=False, budget_ms=None)``, which is the seed scan of
+every row, not cut short by a budget) are compared with
 the peer's. During the rows, every call's top 10 ids are kept: each engram row's
 answers are compared query by query with the peer row of the same mode and client
 count, as the top-10 overlap (|engram ∩ peer| / 10, mean over queries). Every engram
@@ -487,7 +488,8 @@ def bench_size(n: int, recalls: int, rows_out: list, extra: dict, budget_ms):
     # the seed sets: an attached reader's similarity-only recall of 2k is the seed scan
     with engram.attach(eng.name) as reader:
         rsp = reader.space("bench")
-        seeds_equal = sum(int(np.array_equal(np.sort(rsp.recall(queries[i], k=data.n_seeds, spread=False).ids),
+        seeds_equal = sum(int(np.array_equal(np.sort(rsp.recall(queries[i], k=data.n_seeds, spread=False,
+                                                                budget_ms=None).ids),
                                              np.sort(peer0.seeds(queries[i])[0])))
                           for i in range(min(SEED_CHECK, recalls)))
     scan = scan_diagnostic(peer0, data, queries[:50])
