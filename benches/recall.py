@@ -591,8 +591,8 @@ def main(argv=None) -> int:
     for n in sizes:
         bench_size(n, recalls, rows, extra, budget)
     print()
-    hdr = f"{'config':<15}{'clients':>7}  {'mode':<10}{'system':<16}{'P50 ms':>8}{'P95 ms':>8}{'P99 ms':>8}" \
-          f"{'P99.9 ms':>9}{'recalls/s':>10}{'fb/part':>8}{'top10 ov':>9}{'x peer P95':>11}  note"
+    hdr = f"{'config':<15}{'clients':>7}  {'mode':<10}{'system':<16}{'P50 ms':>9}{'P95 ms':>9}{'P99 ms':>9}" \
+          f"{'P99.9 ms':>10}{'recalls/s':>10}{'fb/part':>8}{'top10 ov':>9}{'x peer P95':>11}  note"
     print(hdr)
     print("-" * len(hdr))
     slug_peer = _common.slug(PEER)
@@ -608,8 +608,8 @@ def main(argv=None) -> int:
             if ratio is not None:
                 r["speedup_vs"] = {slug_peer: ratio}
         ov = r.get("top10_overlap_with_peer")
-        print(f"{r['config']:<15}{r['clients']:>7}  {r['mode']:<10}{r['system']:<16}{r['p50_ms']:>8.3f}"
-              f"{r['p95_ms']:>8.3f}{r['p99_ms']:>8.3f}{r['p999_ms']:>9.3f}{r['recalls_per_s']:>10.0f}"
+        print(f"{r['config']:<15}{r['clients']:>7}  {r['mode']:<10}{r['system']:<16}{r['p50_ms']:>9.3f}"
+              f"{r['p95_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['p999_ms']:>10.3f}{r['recalls_per_s']:>10.0f}"
               f"{str(r['fallbacks']) + '/' + str(r['partials']):>8}{'' if ov is None else f'{ov:.3f}':>9}"
               f"{'' if r['system'] == PEER else ('-' if ratio is None else f'{ratio:.2f}x'):>11}  {why}")
     print()
