@@ -167,9 +167,10 @@ class SpaceView:
         self._ctx.config = self._ctx.config.with_changes(**changes)
         return self._ctx.config
 
-    def spreading_stats(self) -> dict:
-        """The latency predictor's error distribution and the batcher's state."""
-        return self._ctx.stats()
+    def spreading_stats(self, reset: bool = False) -> dict:
+        """The latency predictor's error distribution and the batcher's state in this process
+        (reset: then forget the errors seen so far, to measure the next run alone)."""
+        return self._ctx.stats(reset)
 
     def _after_recall(self, ranked) -> None:
         """Readers cannot record access or priming; the owner's Space does."""

@@ -27,9 +27,14 @@ class RecallContext:
     events: SpaceEvents = NO_EVENTS
     splitter: object = None             # engram.workers.stealing.HopSplitter, or None: hops run whole
 
-    def stats(self) -> dict:
-        """The latency predictor's error distribution and the batcher's state."""
+    def stats(self, reset: bool = False) -> dict:
+        """The latency predictor's error distribution and the batcher's state; reset: then
+        forget the errors seen so far (the models keep what they learned)."""
         p, b = self.predictor, self.batcher
-        return {"prediction_error": p.stats.summary(), "spread_estimate_error": p.spread_stats.summary(),
-                "hops_seen": p.hops_seen, "spreads_seen": p.spreads_seen,
-                "batch_size": b.batch_size, "batch_changes": b.changes}
+        out = {"prediction_error": p.stats.summary(), "spread_estimate_error": p.spread_stats.summary(),
+               "hops_seen": p.hops_seen, "spreads_seen": p.spreads_seen,
+               "batch_size": b.batch_size, "batch_changes": b.changes}
+        if reset:
+            p.stats.errors.clear()
+            p.spread_stats.errors.clear()
+        return out
