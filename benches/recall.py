@@ -242,7 +242,7 @@ class Peer:
             m = min(n, m * 4)
 
     def __call__(self, q):
-        d, cfg = self.d, self.d.cfg
+        cfg = self.d.cfg
         q = np.ascontiguousarray(q, np.float32)
         seeds, cos = self.seeds(q)
         z = np.float32(-cfg.sigmoid_steepness) * (cos - np.float32(cfg.sigmoid_midpoint))
