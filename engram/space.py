@@ -128,7 +128,6 @@ class SpaceView:
         "target" | "both" (engram/cognition/fan.py). Returns every live memory
         touched, most active first (ties by id): a SpreadResult (ids, activation, hops).
         """
-        self._open()
         if isinstance(seeds, dict):
             ids = self._live_ids(list(seeds.keys()))
             act = validate.per_item(list(seeds.values()), ids.shape[0], "seed activation", 1.0, 0.0, 1.0)

@@ -72,7 +72,7 @@ class SpaceReader:
     def unknown(self, ids: np.ndarray) -> np.ndarray:
         """Mask of ids that name no live memory (never issued, or forgotten)."""
         bad = (ids < 0) | (ids >= self.n_nodes)
-        if not bad.any():
+        if not bad.any() and self.store.n_forgotten:
             bad = ~self.visible(ids)
         return bad
 
