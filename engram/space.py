@@ -155,7 +155,7 @@ class SpaceView:
         tgt = self._one_id(target)
         hops = validate.positive_int(max_hops, "max_hops", 1)
         self._before_spread(True)
-        return strongest_path(self._reader.spread_graph(self._ctx.config.fan).csr, src, tgt, hops)
+        return strongest_path(self._reader.links(self._ctx.config.fan).csr, src, tgt, hops)
 
     def _before_spread(self, spread: bool) -> None:
         """Readers spread over the compacted links only; the owner compacts first."""

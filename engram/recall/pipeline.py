@@ -75,7 +75,7 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
         return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=found.partial,
                                 fallback=bool(spread and found.partial))
 
-    in_graph = seed_ids < reader.spread_graph(cfg.fan).csr.n_nodes
+    in_graph = seed_ids < reader.links(cfg.fan).csr.n_nodes
     act0 = seed_activation(cos, cfg)
     t2 = time.perf_counter_ns()
     stage = _walk if cfg.mode == "ppr" else _activate
@@ -126,7 +126,7 @@ def _seed_positions(seed_ids, in_graph, ids, n_reached) -> np.ndarray:
 def _activate(reader, ctx, seeds, act0, n_seeds, warm_share, deadline, trace_id):
     """mode="spread": (nodes, activation, hops, partial, info); nodes None: fall back."""
     cfg, predictor, batcher, metrics = ctx.config, ctx.predictor, ctx.batcher, ctx.spreading
-    g = reader.spread_graph(cfg.fan)
+    g = reader.links(cfg.fan)
     params = cfg.spread
     batch = batcher.batch_size
     x = LatencyPredictor.spread_features(n_seeds, int(g.degree[seeds].sum()), params.max_depth, warm_share, batch)
@@ -158,7 +158,7 @@ def _activate(reader, ctx, seeds, act0, n_seeds, warm_share, deadline, trace_id)
 def _walk(reader, ctx, seeds, act0, n_seeds, warm_share, deadline, trace_id):
     """mode="ppr": PageRank mass scaled to [0, 1] by the largest, as the activation."""
     cfg = ctx.config
-    g = reader.walk_graph(cfg.fan)
+    g = reader.walk_links(cfg.fan)
     out = ppr.personalized_pagerank(reader.kern, g.csr, g.degree, seeds, act0, restart=cfg.ppr_restart,
                                     iterations=cfg.ppr_iterations, tolerance=cfg.ppr_tolerance,
                                     epsilon=cfg.ppr_epsilon, deadline_ns=deadline)

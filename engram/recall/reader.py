@@ -27,7 +27,7 @@ TIER_HOT = schema.CONSTANTS["TIER_HOT"]
 
 
 @dataclass(frozen=True)
-class SpreadGraph:
+class Links:
     """The compacted links as spreading reads them: weights of one fan mode (or normalised
     per source, for a walk), each node's out-degree, and the CSR generation they are of."""
     csr: CsrGraph
@@ -52,7 +52,7 @@ class SpaceReader:
         self.store, self.kern = store, kern
         self.name, self.dim = store.space, store.dim
         self.graph = Graph(store)
-        self._graphs = (None, {})       # (CSR generation, {(fan, walk): SpreadGraph or (version, ...)})
+        self._graphs = (None, {})       # (CSR generation, {(fan, walk): Links or (version, ...)})
 
     def refresh(self) -> None:
         if not self.store.writable:
@@ -130,7 +130,7 @@ class SpaceReader:
         warm = np.count_nonzero(tiers[order] == TIER_WARM) / max(order.size, 1)
         return Similar(ids[order], scores[order], warm, partial)
 
-    def spread_graph(self, fan: str = "none") -> SpreadGraph:
+    def links(self, fan: str = "none") -> Links:
         """The compacted links with the weights of a fan mode, cached per CSR generation."""
         graphs = self._cache()
         if (fan, False) not in graphs:
@@ -138,27 +138,27 @@ class SpaceReader:
             csr = st.csr()
             w = csr["weights"] if fan == "none" else csr["fan"][FAN_MODES.index(fan) - 1]
             g = CsrGraph._trusted(csr["offsets"], csr["targets"], w)
-            graphs[fan, False] = SpreadGraph(g, np.diff(g.offsets).astype(np.int64), self._graphs[0])
+            graphs[fan, False] = Links(g, np.diff(g.offsets).astype(np.int64), self._graphs[0])
         return graphs[fan, False]
 
     def spread(self, fan: str, seeds: np.ndarray, act: np.ndarray, params):
         """Spreading alone from live seeds (int64 ids, f32 activations): (ids, activation, hops)
         of every live memory reached, most active first, ties by id. Seeds without links
         yet (outside the compacted graph) come back as they went in, capped at 1."""
-        g = self.spread_graph(fan).csr
+        g = self.links(fan).csr
         hidden = FORGOTTEN if self.store.n_forgotten else 0      # 0: nothing to hide, no record read
         return self.kern._spread_live((g.offsets, g.targets, g.weights), seeds, act, params, self.hot(),
                                       FLAGS_AT, hidden)
 
-    def walk_graph(self, fan: str = "none") -> SpreadGraph:
+    def walk_links(self, fan: str = "none") -> Links:
         """The same links normalised per source (PageRank's transition weights), rebuilt also
         after an in-place reweight (associative priming), which the plain views see at once."""
-        plain = self.spread_graph(fan)
+        plain = self.links(fan)
         graphs = self._graphs[1]
         version = int(self.store.csr()["header"]["weights_version"][0])
         cached = graphs.get((fan, True))
         if cached is None or cached[0] != version:
-            cached = graphs[fan, True] = (version, SpreadGraph(ppr.normalized(plain.csr), plain.degree,
+            cached = graphs[fan, True] = (version, Links(ppr.normalized(plain.csr), plain.degree,
                                                                plain.generation))
         return cached[1]
 

@@ -160,7 +160,7 @@ def serve_batch(hops: HopBoard, j: int, reader_of, sems: list) -> None:
     ok = False
     try:
         reader = reader_of(name_text(slot["space"]))
-        g = reader.spread_graph(FAN_MODES[int(slot["fan"])])
+        g = reader.links(FAN_MODES[int(slot["fan"])])
         if g.generation == int(slot["csr_generation"]):
             graph = g.csr
             p = SpreadParams(1, float(slot["decay"]), float(slot["threshold"]), 0.0, int(slot["prefetch_distance"]))

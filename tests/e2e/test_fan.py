@@ -53,7 +53,7 @@ def test_discounted_weights_match_an_independent_computation(hubby):
 @pytest.mark.parametrize("mode", MODES)
 def test_spread_with_each_mode_equals_the_oracle_over_its_weights(hubby, mode):
     mem, v = hubby
-    g = mem._reader.spread_graph(mode).csr
+    g = mem._reader.links(mode).csr
     ids, act = mem.spread({1: 1.0}, fan=mode)
     nodes, ref, _ = reference.spread(g.offsets, g.targets, g.weights, np.array([1], np.uint32),
                                      np.ones(1, np.float32), 4, 0.7, 0.01, 0.5)

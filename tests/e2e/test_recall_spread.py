@@ -54,7 +54,7 @@ def world():
 def csr_of(mem):
     """The CSR recall spreads over: the weights of the space's fan mode (engram/fan.py;
     tests/e2e/test_fan.py checks them against an independent computation)."""
-    g = mem._reader.spread_graph(mem.configure_recall().fan).csr
+    g = mem._reader.links(mem.configure_recall().fan).csr
     return g.offsets, g.targets, g.weights
 
 
@@ -87,7 +87,7 @@ def test_spreading_brings_back_what_similarity_misses():
         v = rng.standard_normal((50, DIM)).astype(np.float32)
         ids = mem.remember(v, content=[f"m{i}" for i in range(50)])
         mem.link(ids[0], ids[49], 1.0)          # 49 is unlike the query but associated with 0
-        res = mem.recall(v[0], k=3)
+        res = mem.recall(v[0], k=3, budget_ms=None)     # spreading itself, whatever the load
         assert res.ids[0] == 0 and res.origin[0] == "seed" and res.hops[0] == 0
         j = res.ids.tolist().index(49)
         assert res.origin[j] == "spread" and res.hops[j] == 1 and math.isnan(res.similarity[j])
