@@ -11,6 +11,15 @@ from engram.errors import InvalidInputError
 from engram.kernels.checks import ENOSPACE, as_csr, checked
 from engram.layout import SPREAD_STATE_DTYPE
 
+DONE, DEADLINE, SPLIT = 0, 1, 2     # how SpreadRun.budgeted stopped
+
+try:                     # the Cython drivers (built by pip install)
+    from engram.kernels._cy.spread import gather_touched
+except ImportError:      # pragma: no cover - numpy's spelling of the same gather
+    def gather_touched(nodes, state):
+        st = state[nodes]
+        return st["act"].copy(), (st["mark"] & 0xFF).astype(np.uint8)
+
 
 @dataclass(frozen=True)
 class SpreadParams:
@@ -142,6 +151,23 @@ class SpreadRun:
         self.begin, self.end, self.count = self.end, new, new
         return self.end - self.begin
 
+    def budgeted(self, hops: int, model: np.ndarray, batch_size: float, tier_mix: float, deadline_ns: int,
+                 split_edges: int, log: np.ndarray):
+        """Up to ``hops`` hops in one call where the backend can (the native ones: priced by
+        the latency model, stopped at the deadline or before a hop to split; see
+        SpreadHopKernel.budgeted); returns (hops run, status) with status 0 (done), 1 (the
+        deadline), 2 (the caller runs the next hop: one to split, or a backend without it)."""
+        if self._sc is None:
+            raise InvalidInputError("this SpreadRun is closed")
+        got = self._table._budgeted(self._sc, self._g, self.params, self.begin, self.end, self.count, self.hop,
+                                    hops, model, batch_size, tier_mix, deadline_ns, split_edges, log)
+        if got is None:
+            return 0, SPLIT
+        self.begin, self.end, self.count, self.hop, ran, status = got
+        if status < 0:
+            checked(status, f"{self._table.name} spread_hop")
+        return ran, status
+
     # --- one hop in batches (work stealing: engram/stealing.py) --------------------------
     def begin_split(self):
         """Start the next hop without running it: returns (frontier ids u32, what each
@@ -175,6 +201,14 @@ class SpreadRun:
         """Close a split hop; returns the size of the new frontier."""
         self.begin, self.end = self.end, self.count
         return self.end - self.begin
+
+    def touched(self):
+        """(nodes u32, activation f32, hop u8) of every node touched so far, in first-touch
+        order: what recall's ranking reads (the nodes are a copy; the run stays open)."""
+        if self._sc is None:
+            raise InvalidInputError("this SpreadRun is closed")
+        nodes = self._sc.nodes[:self.count].copy()
+        return (nodes, *gather_touched(nodes, self._sc.state))
 
     def result(self, close: bool = True):
         """(nodes int64, activation f32, hop u8) in first-touch order, as spread() returns."""

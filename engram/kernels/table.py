@@ -130,6 +130,12 @@ class KernelTable:
             begin, end = end, count
         return count, sc.state["act"][sc.nodes[:count]]
 
+    def _budgeted(self, sc, g, p, begin, end, count, hop, hops, model, batch_size, tier_mix, deadline_ns,
+                  split_edges, log):
+        """Native backends run priced hops in one call (SpreadRun.budgeted); here: None, the
+        caller runs each hop itself."""
+        return None
+
     def _seed(self, sc, g, seeds, seed_act, p) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -304,6 +310,13 @@ class NativeTable(KernelTable):
         return checked(self._hop_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty,
                                     p.prefetch_distance, sc.epoch, sc.state, sc.nodes, sc.fire, begin, end, count),
                        f"{self.name} spread_hop")
+
+    def _budgeted(self, sc, g, p, begin, end, count, hop, hops, model, batch_size, tier_mix, deadline_ns,
+                  split_edges, log):
+        return self._hop_fn.budgeted(g[0], g[1], g[2], p.decay, p.threshold, p.cycle_penalty, p.prefetch_distance,
+                                     sc.epoch, sc.state, sc.nodes, sc.fire, begin, end, count, hop, hops, model,
+                                     batch_size, tier_mix, -1 if deadline_ns is None else deadline_ns, split_edges,
+                                     log)
 
     def _fire(self, sc, g, p, hop, begin, end, count) -> int:
         return self._fire_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty, p.prefetch_distance,

@@ -21,6 +21,7 @@ import numpy as np
 from engram.errors import InvalidInputError
 
 FALLBACK_FACTOR = 1.5       # fallback when the estimate exceeds the budget by more than 50%
+NO_MODEL = np.zeros(0)
 OUTLIER = 2.0               # a hop slower than this x its prediction trains as this x (see observe_hop)
 
 
@@ -146,6 +147,7 @@ class OnlineLinear:
         self.xtx = np.zeros((n_features, n_features))
         self.xty = np.zeros(n_features)
         self.w = (0.0,) * n_features
+        self.weights = np.zeros(n_features)     # the same, as an array for the C hop loop
         self.count = 0
         self._buf: list = []
 
@@ -167,7 +169,8 @@ class OnlineLinear:
         self.xty = self.xty * fade + x.T @ y
         scale = np.maximum(np.diag(self.xtx), 1e-12)
         try:
-            self.w = tuple(np.linalg.solve(self.xtx + self.ridge * np.diag(scale), self.xty).tolist())
+            w = np.linalg.solve(self.xtx + self.ridge * np.diag(scale), self.xty)
+            self.w, self.weights = tuple(w.tolist()), w
         except np.linalg.LinAlgError:
             pass
 
@@ -236,6 +239,11 @@ class LatencyPredictor:
 
     def predict_hop(self, x) -> float:
         return max(self.hop.predict(x), 0.0) if self.ready else 0.0
+
+    def hop_model(self) -> np.ndarray:
+        """The hop model's weights over hop_features (empty until ready: no prediction), for
+        a hop loop that prices hops itself (the native backends' SpreadRun.budgeted)."""
+        return self.hop.weights if self.ready else NO_MODEL
 
     def predict_spread(self, x) -> float:
         return max(self.spread.predict(x), 0.0) if self.ready else 0.0

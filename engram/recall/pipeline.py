@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engram.cognition import priming
-from engram.cognition.decay import retention
+from engram.kernels._cy.rank import top_blended
 from engram.observe.hwcounters import CacheCounters
 from engram.recall import ppr
 from engram.recall.budget import FALLBACK_FACTOR, LatencyPredictor
@@ -75,7 +75,8 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
         return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=found.partial,
                                 fallback=bool(spread and found.partial))
 
-    in_graph = seed_ids < reader.links(cfg.fan).csr.n_nodes
+    n_graph = reader.links(cfg.fan).csr.n_nodes
+    in_graph = seed_ids < n_graph
     act0 = seed_activation(cos, cfg)
     t2 = time.perf_counter_ns()
     stage = _walk if cfg.mode == "ppr" else _activate
@@ -86,41 +87,14 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
     t3 = time.perf_counter_ns()
     timings["spread_ms"] = (t3 - t2) / 1e6
 
-    # candidates: everything touched, plus seeds outside the compacted graph (no links yet)
-    outside = ~in_graph
-    if outside.any():
-        ids = np.concatenate([nodes, seed_ids[outside]])
-        act = np.concatenate([act, act0[outside]])
-        hops = np.concatenate([hops.astype(np.int8), np.zeros(int(outside.sum()), np.int8)])
-    else:
-        ids, hops = nodes, hops.astype(np.int8)
-    # each candidate's own match: its seed activation, or 0 if only spreading reached it
-    pos = _seed_positions(seed_ids, in_graph, ids, nodes.shape[0])
-    a0 = np.where(pos >= 0, act0[np.maximum(pos, 0)], np.float32(0.0)).astype(np.float32)
-    potential = a0 + np.float32(cfg.spread_weight) * (act - a0)
-    top, score = rank(reader, ctx, ids, potential, k)
-    sim = np.where(pos[top] >= 0, cos[np.maximum(pos[top], 0)], np.float32(np.nan)).astype(np.float32)
+    # candidates: everything touched, and the seeds outside the compacted graph (no links
+    # yet); the best k by the blended score, in one pass in C (engram/kernels/_cy/rank.pyx)
+    ids, score, act_top, sim, hops_top = top_blended(
+        nodes, act, hops, n_graph, seed_ids, act0, cos, reader.hot(), reader.hidden(), ctx.clock(), cfg.forget_tau_s,
+        cfg.spread_weight, k, cfg.priming, cfg.priming_weight, cfg.repetition_tau_s, cfg.semantic_tau_s)
     timings["rank_ms"] = (time.perf_counter_ns() - t3) / 1e6
-    return Ranked(ids[top], score, act[top], sim, hops[top], partial, False, timings, info,
-                  priming.reached(ids, act, cfg) if cfg.priming else None)
-
-
-def _seed_positions(seed_ids, in_graph, ids, n_reached) -> np.ndarray:
-    """For each candidate, its index in seed_ids, or -1. Both walks touch the seeds first,
-    in the order given, and the seeds outside the graph are appended last, so this is
-    usually a matter of layout; a search over all candidates (milliseconds at 400K) is
-    the fallback when the layout is not that."""
-    inside = np.flatnonzero(in_graph)
-    outside = np.flatnonzero(~in_graph)
-    m = inside.shape[0]
-    if np.array_equal(ids[:m], seed_ids[inside]) and np.array_equal(ids[n_reached:], seed_ids[outside]):
-        pos = np.full(ids.shape[0], -1, np.int64)
-        pos[:m] = inside
-        pos[n_reached:] = outside
-        return pos
-    order = np.argsort(seed_ids)
-    at = np.minimum(np.searchsorted(seed_ids, ids, sorter=order), seed_ids.shape[0] - 1)
-    return np.where(seed_ids[order[at]] == ids, order[at], -1)
+    return Ranked(ids, score, act_top, sim, hops_top, partial, False, timings, info,
+                  priming.reached(nodes, act, cfg) if cfg.priming else None)
 
 
 def _activate(reader, ctx, seeds, act0, n_seeds, warm_share, deadline, trace_id):
@@ -167,38 +141,6 @@ def _walk(reader, ctx, seeds, act0, n_seeds, warm_share, deadline, trace_id):
     act = (out.mass / np.float32(max(top, 1e-30))).astype(np.float32)
     info = {"hops": out.steps, "touched": int(out.nodes.shape[0]), "walking": out.walking}
     return out.nodes, act, out.hops, out.partial, info
-
-
-def rank(reader, ctx, ids: np.ndarray, act: np.ndarray, k: int):
-    """(positions of the best k live candidates, their scores), best first, ties by id.
-
-    score = act x confidence x retention x priming (act: the blended activation), and confidence x
-    retention <= 1 (both factors are in [0, 1]) and priming <= lift, so a candidate can only beat
-    the k-th score if its activation x lift does: score the most active M first and widen M only
-    when something outside could still get in. Exact, and it touches ~8k
-    records instead of every node the spread reached."""
-    cfg = ctx.config
-    n = act.shape[0]
-    hot = reader.hot()
-    now = ctx.clock()
-    lift = 1.0 + (cfg.priming_weight if cfg.priming else 0.0)    # the most priming multiplies by
-    m = min(n, max(8 * k, 64))
-    while True:
-        top_m = np.argpartition(-act, m - 1)[:m] if m < n else np.arange(n)
-        pos = top_m[reader.visible(ids[top_m])]
-        cand = ids[pos]
-        score = act[pos] * hot["confidence"][cand] * retention(reader.kern, hot["strength"][cand],
-                                                               hot["last_access_ns"][cand], now, cfg.forget_tau_s)
-        if cfg.priming:
-            score = score * priming.boost(hot, cand, now, cfg)
-        order = np.lexsort((cand, -score))[:k]
-        if m == n:
-            break
-        floor = act[top_m].min() * lift   # the most any unscored candidate can score
-        if order.shape[0] == k and score[order[-1]] > floor:
-            break
-        m = min(n, m * 4)
-    return pos[order], score[order].astype(np.float32)
 
 
 def _similarity_only(ids, cos, cfg, timings, partial: bool, fallback: bool, info=None) -> Ranked:

@@ -67,7 +67,7 @@ _scratch = _Scratch()
 
 @dataclass
 class PprOutcome:
-    nodes: np.ndarray           # int64, in order of first reach (seeds first)
+    nodes: np.ndarray           # uint32, in order of first reach (seeds first)
     mass: np.ndarray            # float32, PageRank probability
     hops: np.ndarray            # uint8, the step that first reached each (0: seeds)
     partial: bool
@@ -114,6 +114,7 @@ def personalized_pagerank(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.n
             last_ns = time.perf_counter_ns() - t0
         nodes = np.concatenate(order)
         mass, hops = sc.p[nodes].copy(), sc.first[nodes].copy()
+        nodes = nodes.astype(np.uint32)
     finally:
         touched = np.concatenate(order)
         sc.p[touched] = 0.0

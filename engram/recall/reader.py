@@ -146,9 +146,13 @@ class SpaceReader:
         of every live memory reached, most active first, ties by id. Seeds without links
         yet (outside the compacted graph) come back as they went in, capped at 1."""
         g = self.links(fan).csr
-        hidden = FORGOTTEN if self.store.n_forgotten else 0      # 0: nothing to hide, no record read
         return self.kern._spread_live((g.offsets, g.targets, g.weights), seeds, act, params, self.hot(),
-                                      FLAGS_AT, hidden)
+                                      FLAGS_AT, self.hidden())
+
+    def hidden(self) -> int:
+        """The flag bits that hide a node record from spreading and ranking; 0 when nothing
+        was ever forgotten, so no record need be read to know it is live."""
+        return FORGOTTEN if self.store.n_forgotten else 0
 
     def walk_links(self, fan: str = "none") -> Links:
         """The same links normalised per source (PageRank's transition weights), rebuilt also

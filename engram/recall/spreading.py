@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engram.kernels.spreadrun import CsrGraph, SpreadParams, SpreadRun
+from engram.kernels.spreadrun import DEADLINE, DONE, CsrGraph, SpreadParams, SpreadRun
 from engram.observe.tracing.events import NO_EVENTS
-from engram.recall.budget import LatencyPredictor
+from engram.recall.budget import NO_MODEL, LatencyPredictor
 
 # --- the budgeted spread ----------------------------------------------------------------------
 
 @dataclass
 class SpreadOutcome:
-    nodes: np.ndarray           # int64, first-touch order (seeds first)
+    nodes: np.ndarray           # uint32, first-touch order (seeds first)
     activation: np.ndarray      # float32
     hops: np.ndarray            # uint8, 0 for seeds
     partial: bool = False       # a hop was skipped to stay within the budget
@@ -45,11 +45,31 @@ def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray
     hop_total = 0
     partial = False
     hops_run = 0
+    log = np.empty((max(params.max_depth, 1), 9))
+    split_edges = splitter.min_edges() if splitter is not None else 0
     # seeds come from the engine's own scan (ids inside the graph, finite activations):
     # the run starts without the public spread_run's re-checks
     with SpreadRun(kern, graph, np.ascontiguousarray(seeds, np.uint32), np.ascontiguousarray(seed_act, np.float32),
                    params) as run:
         while hops_run < params.max_depth and run.frontier:
+            # as many hops as fit, priced and run in C (native backends); then learn from them
+            model = predictor.hop_model() if predictor is not None else NO_MODEL
+            ran, status = run.budgeted(params.max_depth - hops_run, model, batch_size, tier_mix, deadline_ns,
+                                       split_edges, log)
+            for row in log[:ran].tolist():
+                x, ns, guess = tuple(row[:7]), int(row[7]), row[8]
+                if predictor is not None:
+                    predictor.observe_hop(x, ns, guess)
+                predicted_total += guess
+                hop_total += ns
+                hops_run += 1
+                events.hop(trace_id, hops_run, int(x[4]), ns)
+            if status == DEADLINE:
+                partial = True
+                break
+            if status == DONE:
+                continue
+            # this hop runs here: one to split among idle workers, or a backend without the C loop
             fired = run.frontier
             f_edges = int(degree[run.frontier_nodes()].sum())
             helpers = splitter.helpers(f_edges) if splitter is not None else 0
@@ -70,7 +90,7 @@ def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray
             hop_total += t1 - t0
             hops_run += 1
             events.hop(trace_id, hops_run, fired, t1 - t0)
-        nodes, act, hops = run.result(close=False)
+        nodes, act, hops = run.touched()
     if predictor is not None:
         predictor.observe_request(predicted_total, hop_total)
     return SpreadOutcome(nodes, act, hops, partial, hops_run, predicted_total, hop_total,

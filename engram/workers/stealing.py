@@ -191,6 +191,10 @@ class HopSplitter:
         self._min_batch = hops.header["min_batch"]
         self.pid = os.getpid()
 
+    def min_edges(self) -> int:
+        """Edges a hop must fire to be split (0: never), as the owner set it now."""
+        return int(self._min_edges[0])
+
     def helpers(self, frontier_edges: int) -> int:
         """Idle workers worth splitting this hop for (0: run it as one call)."""
         least = int(self._min_edges[0])

@@ -6,6 +6,7 @@ A 4-hop spread over 10K nodes takes tens of microseconds; ctypes would add
 cimport numpy as cnp
 from libc.math cimport isfinite
 from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 
 cnp.import_array()
@@ -185,6 +186,86 @@ cdef class SpreadHopKernel:
                           prefetch_distance, epoch, cnp.PyArray_DATA(state), <uint32_t *>cnp.PyArray_DATA(out_nodes),
                           <float *>cnp.PyArray_DATA(fire), begin, end, count, cap)
         return got
+
+    def budgeted(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
+                 float decay, float threshold, float cycle_penalty, uint32_t prefetch_distance, uint32_t epoch,
+                 cnp.ndarray state not None, cnp.ndarray out_nodes not None, cnp.ndarray fire not None,
+                 uint64_t begin, uint64_t end, uint64_t count, uint32_t hop, uint32_t hops,
+                 const double[::1] model, double batch_size, double tier_mix, int64_t deadline_ns,
+                 uint64_t split_edges, double[:, ::1] log):
+        """Up to ``hops`` hops of a spread in C, each first priced by the latency model (its
+        weights over LatencyPredictor.hop_features; empty: no prediction yet) and not run if
+        it would end past ``deadline_ns`` (CLOCK_MONOTONIC ns; < 0: none). Stops before a hop
+        whose frontier fires at least ``split_edges`` edges (0: never), which the caller may
+        split among idle workers. Each hop run logs its features, time and prediction in
+        ``log`` (rows of 9). Returns (begin, end, count, hop, hops run, status): status 0
+        ran out of hops or frontier, 1 stopped for the deadline (partial), 2 stopped for a
+        split, or a negative EG_E* code."""
+        cdef uint64_t n, cap, i, f_edges
+        cdef const uint64_t *off
+        cdef uint32_t *nd
+        cdef int64_t got, t0, t1, ran = 0, status = 0
+        cdef double guess
+        cdef double x[7]
+        cdef timespec ts
+        if not (_vec(offsets, cnp.NPY_UINT64, False) and _vec(targets, cnp.NPY_UINT32, False)
+                and _vec(weights, cnp.NPY_FLOAT32, False) and _vec(out_nodes, cnp.NPY_UINT32, True)
+                and _vec(fire, cnp.NPY_FLOAT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
+                and cnp.PyArray_ISCARRAY(state)):
+            raise ValueError("spread_hop arrays must be contiguous 1-D arrays of the documented types")
+        n = _csr_nodes(offsets, targets, weights)
+        cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
+        if <uint64_t>cnp.PyArray_SIZE(state) < n or not (begin <= end <= count <= cap):
+            raise ValueError("state must hold one record per node and begin <= end <= count <= capacity")
+        if model.shape[0] not in (0, 7) or log.shape[1] != 9 or <uint64_t>log.shape[0] < hops:
+            raise ValueError("model holds 7 weights (or none) and log a row of 9 per hop")
+        off = <const uint64_t *>cnp.PyArray_DATA(offsets)
+        nd = <uint32_t *>cnp.PyArray_DATA(out_nodes)
+        with nogil:
+            while <uint64_t>ran < hops and begin < end:
+                f_edges = 0
+                for i in range(begin, end):
+                    f_edges += off[nd[i] + 1] - off[nd[i]]
+                if split_edges and f_edges >= split_edges:
+                    status = 2
+                    break
+                x[0] = 1.0
+                x[1] = batch_size
+                x[2] = hop + 1
+                x[3] = tier_mix
+                x[4] = <double>(end - begin)
+                x[5] = <double>f_edges
+                x[6] = 0.0
+                guess = 0.0
+                if model.shape[0] == 7:
+                    for i in range(7):
+                        guess += model[i] * x[i]
+                    if guess < 0.0:
+                        guess = 0.0
+                clock_gettime(CLOCK_MONOTONIC, &ts)
+                t0 = ts.tv_sec * 1000000000 + ts.tv_nsec
+                if deadline_ns >= 0 and t0 + guess > deadline_ns:
+                    status = 1
+                    break
+                got = self.fn(off, <const uint32_t *>cnp.PyArray_DATA(targets),
+                              <const float *>cnp.PyArray_DATA(weights), n, hop + 1, decay, threshold, cycle_penalty,
+                              prefetch_distance, epoch, cnp.PyArray_DATA(state), nd,
+                              <float *>cnp.PyArray_DATA(fire), begin, end, count, cap)
+                if got < 0:
+                    status = got
+                    break
+                clock_gettime(CLOCK_MONOTONIC, &ts)
+                t1 = ts.tv_sec * 1000000000 + ts.tv_nsec
+                for i in range(7):
+                    log[ran, i] = x[i]
+                log[ran, 7] = <double>(t1 - t0)
+                log[ran, 8] = guess
+                begin = end
+                end = <uint64_t>got
+                count = <uint64_t>got
+                hop += 1
+                ran += 1
+        return begin, end, count, hop, ran, status
 
 
 ctypedef int64_t (*gather_fn)(const uint64_t *offsets, const uint32_t *targets, const float *weights,
@@ -457,3 +538,26 @@ def rank_touched(cnp.ndarray nodes not None, cnp.ndarray act not None, cnp.ndarr
                    <const float *>cnp.PyArray_DATA(extra_act), cnp.PyArray_SIZE(extra_ids),
                    <const uint32_t *>cnp.PyArray_DATA(state), n_graph, <const uint8_t *>cnp.PyArray_DATA(hot),
                    <uint64_t>cnp.PyArray_SIZE(hot), cnp.PyArray_ITEMSIZE(hot), flags_offset, hidden)
+
+
+def gather_touched(cnp.ndarray nodes not None, cnp.ndarray state not None):
+    """(activation f32, hop u8) of each node a spread touched (nodes u32), from its scratch."""
+    if not (_vec(nodes, cnp.NPY_UINT32, False) and cnp.PyArray_ITEMSIZE(state) == 8
+            and cnp.PyArray_ISCARRAY_RO(state)):
+        raise ValueError("gather_touched takes contiguous nodes u32 and state SpreadState")
+    cdef int64_t n = cnp.PyArray_SIZE(nodes), i
+    cdef uint64_t size = <uint64_t>cnp.PyArray_SIZE(state)
+    cdef const uint32_t *nd = <const uint32_t *>cnp.PyArray_DATA(nodes)
+    cdef const uint32_t *marks = <const uint32_t *>cnp.PyArray_DATA(state)     # (mark, act) per node
+    act_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>n], cnp.NPY_FLOAT32, 0)
+    hop_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>n], cnp.NPY_UINT8, 0)
+    cdef float *act = <float *>cnp.PyArray_DATA(act_a)
+    cdef uint8_t *hops = <uint8_t *>cnp.PyArray_DATA(hop_a)
+    for i in range(n):
+        if nd[i] >= size:
+            raise ValueError(f"node {nd[i]} is past the spread's state ({size} nodes)")
+    with nogil:
+        for i in range(n):
+            hops[i] = <uint8_t>(marks[2 * nd[i]] & 0xFF)
+            memcpy(&act[i], &marks[2 * nd[i] + 1], 4)
+    return act_a, hop_a

@@ -1,0 +1,204 @@
+"""Recall's ranking in one pass over what a spread touched, in C (the Cython driver).
+
+For each candidate (a node the spread touched, or a seed outside the graph) the score is
+
+    (a0 + lambda (a - a0)) x confidence x retention x priming
+
+where a is its activation after spreading, a0 its own seed activation (0 if only
+spreading reached it), retention = strength x exp(-age / tau) (age: seconds since
+last access), and priming = 1 + weight x (1 - exp(-(R + S))) (engram/cognition/priming.py)
+or 1 when off. Confidence, retention and the priming level are at most 1, so a
+candidate whose blended activation x the most priming can lift it cannot beat the
+k-th best score is skipped without reading its record; the best k are kept in a heap.
+Node records are read through the generated layout (engram_layout.h).
+"""
+cimport numpy as cnp
+from libc.math cimport NAN, exp, expf
+from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t, uint64_t
+
+cnp.import_array()
+
+cdef extern from "engram_layout.h":
+    ctypedef struct eg_node_hot_t:
+        float activation
+        float confidence
+        uint8_t flags
+        uint32_t primed_s
+        float strength
+        uint32_t access_count
+        uint64_t last_access_ns
+
+
+cdef struct Cand:
+    float score
+    uint32_t pos        # candidate index (touched position, or count + seed index)
+    uint64_t id
+
+
+cdef inline bint _worse(Cand *a, Cand *b) noexcept nogil:
+    """a ranks below b: a lower score, or the same score and a larger id."""
+    return a.score < b.score or (a.score == b.score and a.id > b.id)
+
+
+cdef void _sift_down(Cand *h, int64_t n, int64_t i) noexcept nogil:
+    cdef int64_t c
+    cdef Cand t
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            return
+        if c + 1 < n and _worse(&h[c + 1], &h[c]):
+            c += 1
+        if not _worse(&h[c], &h[i]):
+            return
+        t = h[c]
+        h[c] = h[i]
+        h[i] = t
+        i = c
+
+
+cdef void _sift_up(Cand *h, int64_t i) noexcept nogil:
+    cdef int64_t p
+    cdef Cand t
+    while i > 0:
+        p = (i - 1) // 2
+        if not _worse(&h[i], &h[p]):
+            return
+        t = h[p]
+        h[p] = h[i]
+        h[i] = t
+        i = p
+
+
+def top_blended(cnp.ndarray nodes not None, cnp.ndarray act not None, cnp.ndarray hops not None, uint64_t n_graph,
+                cnp.ndarray seed_ids not None, cnp.ndarray act0 not None, cnp.ndarray cos not None,
+                cnp.ndarray hot not None, uint8_t hidden, int64_t now_ns, double forget_tau_s, float spread_weight,
+                uint32_t k, bint priming, float priming_weight, double repetition_tau_s, double semantic_tau_s):
+    """The best k of a spread's candidates: (ids int64, scores f32, activation f32,
+    similarity f32 (NaN where only spreading reached it), hops int8), best first, ties by
+    id. The candidates: what the spread over a graph of n_graph nodes touched (nodes u32,
+    their activation f32 and hop u8), and the seeds outside that graph. seed_ids (int64,
+    the scan's order; those inside the graph are the first touched, in that order), act0
+    and cos (f32) are the seeds' activation and cosine. hot: NodeHot records (the
+    published ones); a record with a hidden flag, or an id past them, is no candidate."""
+    cdef Py_ssize_t rec = cnp.PyArray_ITEMSIZE(hot)
+    cdef uint64_t count = <uint64_t>cnp.PyArray_SIZE(nodes)
+    if not (cnp.PyArray_NDIM(nodes) == 1 and cnp.PyArray_TYPE(nodes) == cnp.NPY_UINT32
+            and cnp.PyArray_ISCARRAY_RO(nodes) and cnp.PyArray_TYPE(act) == cnp.NPY_FLOAT32
+            and cnp.PyArray_ISCARRAY_RO(act) and <uint64_t>cnp.PyArray_SIZE(act) == count
+            and cnp.PyArray_TYPE(hops) == cnp.NPY_UINT8 and cnp.PyArray_ISCARRAY_RO(hops)
+            and <uint64_t>cnp.PyArray_SIZE(hops) == count
+            and cnp.PyArray_TYPE(seed_ids) == cnp.NPY_INT64 and cnp.PyArray_ISCARRAY_RO(seed_ids)
+            and cnp.PyArray_TYPE(act0) == cnp.NPY_FLOAT32 and cnp.PyArray_ISCARRAY_RO(act0)
+            and cnp.PyArray_TYPE(cos) == cnp.NPY_FLOAT32 and cnp.PyArray_ISCARRAY_RO(cos)
+            and cnp.PyArray_SIZE(act0) == cnp.PyArray_SIZE(seed_ids) == cnp.PyArray_SIZE(cos)
+            and cnp.PyArray_NDIM(hot) == 1 and cnp.PyArray_ISCARRAY_RO(hot) and rec == sizeof(eg_node_hot_t)):
+        raise ValueError("top_blended takes nodes u32 with act f32 and hops u8 each, seed_ids i64, act0 and "
+                         "cos f32 per seed, hot NodeHot records")
+    cdef const uint32_t *nd = <const uint32_t *>cnp.PyArray_DATA(nodes)
+    cdef const float *act_in = <const float *>cnp.PyArray_DATA(act)
+    cdef const uint8_t *hop_in = <const uint8_t *>cnp.PyArray_DATA(hops)
+    cdef const int64_t *sid = <const int64_t *>cnp.PyArray_DATA(seed_ids)
+    cdef const float *a0s = <const float *>cnp.PyArray_DATA(act0)
+    cdef const float *coss = <const float *>cnp.PyArray_DATA(cos)
+    cdef const eg_node_hot_t *hr = <const eg_node_hot_t *>cnp.PyArray_DATA(hot)
+    cdef uint64_t n_hot = <uint64_t>cnp.PyArray_SIZE(hot)
+    cdef int64_t n_seeds = cnp.PyArray_SIZE(seed_ids)
+    heap_a = cnp.PyArray_ZEROS(1, [<cnp.npy_intp>(max(k, 1) * sizeof(Cand))], cnp.NPY_UINT8, 0)
+    seed_of_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>(n_seeds + 1)], cnp.NPY_INT64, 0)
+    cdef Cand *heap = <Cand *>cnp.PyArray_DATA(heap_a)
+    cdef int64_t *seed_of = <int64_t *>cnp.PyArray_DATA(seed_of_a)    # touched seed position -> seed index
+    cdef int64_t n_in = 0, size = 0, i, j, total
+    cdef uint64_t v
+    cdef float a, a0, pot, score, ret, lift = <float>(1.0 + (priming_weight if priming else 0.0))
+    cdef double age, since, r, s
+    cdef const eg_node_hot_t *h
+    cdef Cand c
+    with nogil:
+        for j in range(n_seeds):
+            if 0 <= sid[j] < <int64_t>n_graph:
+                seed_of[n_in] = j
+                n_in += 1
+        total = <int64_t>count + n_seeds
+        for i in range(total):
+            if i < <int64_t>count:
+                v = nd[i]
+                a = act_in[i]
+                a0 = 0.0
+                if i < n_in:                  # the seeds inside the graph are touched first, in order
+                    j = seed_of[i]
+                    if <uint64_t>sid[j] == v:
+                        a0 = a0s[j]
+                    else:                     # not that layout: find it among the (few) seeds
+                        for j in range(n_seeds):
+                            if <uint64_t>sid[j] == v:
+                                a0 = a0s[j]
+                                break
+            else:
+                j = i - <int64_t>count
+                if 0 <= sid[j] < <int64_t>n_graph or sid[j] < 0:
+                    continue                  # inside: already a touched candidate
+                v = <uint64_t>sid[j]
+                a = a0s[j]
+                a0 = a
+            pot = a0 + spread_weight * (a - a0)
+            if size == k and pot * lift < heap[0].score:
+                continue                      # cannot beat the k-th best: no record read
+            if v >= n_hot:
+                continue
+            h = &hr[v]
+            if hidden and (h.flags & hidden):
+                continue
+            age = <double>(now_ns - <int64_t>h.last_access_ns) / 1e9 if now_ns > <int64_t>h.last_access_ns else 0.0
+            ret = h.strength * expf(-<float>age / <float>forget_tau_s)
+            score = pot * h.confidence * ret
+            if priming:
+                r = exp(-age / repetition_tau_s) if h.access_count > 0 else 0.0
+                since = <double>now_ns / 1e9 - <double>h.primed_s
+                s = h.activation * exp(-(since if since > 0 else 0.0) / semantic_tau_s)
+                score = score * <float>(1.0 + priming_weight * (1.0 - exp(-(r + s))))
+            c.score, c.pos, c.id = score, <uint32_t>i, v
+            if size < k:
+                heap[size] = c
+                _sift_up(heap, size)
+                size += 1
+            elif _worse(&heap[0], &c):
+                heap[0] = c
+                _sift_down(heap, size, 0)
+        # heap -> best first: pop the worst to the back
+        total = size
+        while size > 1:
+            c = heap[0]
+            heap[0] = heap[size - 1]
+            heap[size - 1] = c
+            size -= 1
+            _sift_down(heap, size, 0)
+    ids_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>total], cnp.NPY_INT64, 0)
+    score_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>total], cnp.NPY_FLOAT32, 0)
+    act_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>total], cnp.NPY_FLOAT32, 0)
+    sim_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>total], cnp.NPY_FLOAT32, 0)
+    hop_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>total], cnp.NPY_INT8, 0)
+    cdef int64_t *ids = <int64_t *>cnp.PyArray_DATA(ids_a)
+    cdef float *sc = <float *>cnp.PyArray_DATA(score_a)
+    cdef float *ac = <float *>cnp.PyArray_DATA(act_a)
+    cdef float *sm = <float *>cnp.PyArray_DATA(sim_a)
+    cdef int8_t *hp = <int8_t *>cnp.PyArray_DATA(hop_a)
+    with nogil:
+        for i in range(total):
+            c = heap[i]
+            ids[i], sc[i] = <int64_t>c.id, c.score
+            sm[i] = NAN
+            if c.pos < count:
+                v = nd[c.pos]
+                ac[i] = act_in[c.pos]
+                hp[i] = <int8_t>hop_in[c.pos]
+                for j in range(n_seeds):
+                    if <uint64_t>sid[j] == v:
+                        sm[i] = coss[j]
+                        break
+            else:
+                j = c.pos - <int64_t>count
+                ac[i] = a0s[j]
+                hp[i] = 0
+                sm[i] = coss[j]
+    return ids_a, score_a, act_a, sim_a, hop_a
