@@ -10,7 +10,7 @@
                the budget is not started (partial=True)
     4. rank    score = (a0 + lambda (a - a0)) x confidence x retention, where a0 is the
                memory's own seed activation (0 if only spreading reached it), a its
-               activation after spreading, lambda = spread_weight (0.5), and retention =
+               activation after spreading, lambda = spread_weight (0.75), and retention =
                strength x exp(-(now - last_access) / forget_tau_s); ties by id. A memory
                reached only by spreading scores at most lambda, so a direct match whose
                a0 x confidence x retention exceeds lambda is never displaced by it
