@@ -190,7 +190,7 @@ TASK_BOARD_HEADER = Record("TaskBoardHeader", (
     F("failed", "u64"),
     F("retried", "u64"),
     F("restarts", "u64", doc="workers replaced after dying"),
-    F("test_hold_ns", "u64", doc="fault injection for tests: a worker holds each task this long"),
+    F("test_hold_ns", "u64", doc="fault injection for tests: a worker holds each task this long, or until it is cleared"),
     F("ready", "u64", doc="workers that attached and wait for tasks (started minus exited)"),
     F("_reserved", "u64", 3),
 ), size=96, align=32, doc="Head of the task board segment.")

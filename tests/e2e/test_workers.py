@@ -117,7 +117,9 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_request_retried(served)
     eng, mem, stored, conf, queries = served
     want = mem.recall(queries[0], k=10, budget_ms=None)
     board = eng._workers.board
-    board.header["test_hold_ns"] = int(0.4e9)      # each worker holds a task 0.4 s before running it
+    # the worker that takes the request holds it until the field is cleared (60 s at most),
+    # which is done only after the kill: the kill lands mid-request, however slow the machine
+    board.header["test_hold_ns"] = int(60e9)
     out = {}
     th = threading.Thread(target=lambda: out.setdefault("res", mem.recall(queries[0], k=10, budget_ms=None)))
     th.start()
@@ -130,8 +132,9 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_request_retried(served)
         time.sleep(0.005)
     assert victim, "no worker took the request"
     os.kill(victim, signal.SIGKILL)
-    board.header["test_hold_ns"] = 0
+    board.header["test_hold_ns"] = 0               # releases the retry, if a worker already holds it
     th.join(30)
+    assert not th.is_alive(), "the retried request was not answered"
     res = out["res"]
     assert res.ids.tolist() == want.ids.tolist()
     s = eng.worker_stats()
