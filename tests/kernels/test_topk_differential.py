@@ -22,6 +22,7 @@ from engram._kernels.reference import scores as oracle_scores
 from engram._kernels.reference import select_topk
 
 from .backends import AVAILABLE, BACKEND_KEYS, LOADED, get_table  # noqa: E402
+from . import independent
 
 # Allowed error of a returned score against the exact (float64) score, per row
 # dtype, relative to the input scale: |got - exact| <= tol * max(1, |q| |r|)
@@ -257,6 +258,8 @@ def test_differential(key, dtype, metric):
         idx, sc = fn(q, rows, k, mask)
         try:
             worst = max(worst, check_topk(metric, q, rows, k, mask, idx, sc, tol, ties=key != "numpy"))
+            if key == "numpy":       # check_topk's oracle is the numpy backend itself
+                independent.check_topk(metric, q, rows, k, mask, idx, sc)
         except AssertionError as e:
             raise AssertionError(f"case {i} (seed {seed}): n={rows.shape[0]} dim={rows.shape[1]} k={k} "
                                  f"strides={rows.strides} mask={'none' if mask is None else mask.sum()}: {e}")
@@ -375,6 +378,8 @@ def test_large_dims_against_oracle(key):
                 idx, sc = fn(q, rows, 10)
                 # measured worst 1.4e-7 up to dim 1537: the same table holds
                 check_topk(metric, q, rows, 10, None, idx, sc, TOLERANCE[dtype], ties=key != "numpy")
+                if key == "numpy":
+                    independent.check_topk(metric, q, rows, 10, None, idx, sc, what=f"dim {dim} {dtype}")
 
 
 # f32 rows whose squares leave the f32 range: cosine is scale-invariant, so
@@ -399,6 +404,7 @@ def test_cosine_f32_extreme_magnitudes_numpy(scale):
     q, rows = _extreme_case(scale)
     idx, sc = get_table("numpy").cosine_topk(q, rows, 5)
     check_topk("cosine", q, rows, 5, None, idx, sc, TOLERANCE["float32"], ties=False)
+    independent.check_topk("cosine", q, rows, 5, None, idx, sc)
 
 
 @pytest.mark.parametrize("scale", [1e20, 1e-24, 1e-40])
@@ -463,6 +469,9 @@ def test_property_matches_oracle_and_permutation_invariant(dtype, metric, data):
         # only on its own bytes, so the score vector is bit-identical
         pidx, psc = fn(q, prows, k, pmask)
         check_topk(metric, q, prows, k, pmask, pidx, psc, TOLERANCE[dtype], ties=key != "numpy")
+        if key == "numpy":           # check_topk's oracle is the numpy backend itself
+            independent.check_topk(metric, q, rows, k, mask, idx, sc)
+            independent.check_topk(metric, q, prows, k, pmask, pidx, psc)
         if key == "numpy":   # BLAS may round a row's float64 dot differently by position
             np.testing.assert_allclose(psc, sc, rtol=1e-6, atol=1e-6, err_msg=key)
         else:
