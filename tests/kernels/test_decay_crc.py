@@ -36,7 +36,7 @@ def exponent(curve, p, age):
 @pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("curve,params", CURVES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CURVES)])
 def test_decay_matches_oracle(key, curve, params):
-    rng = np.random.default_rng(hash((key, curve)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{key} {curve} {sorted(params.items())}".encode()))   # the same every run
     table = TABLES[key]
     worst = 0.0
     # 98 small sizes x 15 rounds + 2 large = ~1,470 cases per curve, ~10,000 per backend over the 7 curves
