@@ -33,7 +33,7 @@ def test_batch_size_converges_within_three_updates_and_stays(topo, shift):
     target = AdaptiveBatcher(topo).target()
     b = AdaptiveBatcher(topo, initial=None if shift is None else int(target * shift))
     sizes = [b.update() for _ in range(3)]
-    assert sizes[-1] == target, (start, sizes, target)
+    assert sizes[-1] == target, (shift, sizes, target)
     later = [b.update() for _ in range(50)]
     assert set(later) == {target}                 # stable once there
     assert b.changes <= 3
