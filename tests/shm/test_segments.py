@@ -119,6 +119,11 @@ def test_tables_grow_while_a_reader_is_attached():
                     return True
             return False                # the reader exited (its error is in stderr)
 
+        def reader_ends():              # through the same buffered pipes the lines above came from
+            out, err = reader.stdout.read(), reader.stderr.read()
+            reader.wait(90)
+            return out, err
+
         assert reader.stdout.readline().strip() == "attached", reader.stderr.read()
         start = 1
         while start < 20000:
@@ -126,8 +131,8 @@ def test_tables_grow_while_a_reader_is_attached():
             rows = np.repeat(np.arange(start, start + n, dtype=np.float32)[:, None] + 1.0, DIM, axis=1)
             m.remember(rows, content=[f"row {i}" for i in range(start, start + n)])
             start += n
-            assert reader_sees(start), reader.communicate(timeout=90)
-        out, err = reader.communicate(timeout=90)
+            assert reader_sees(start), reader_ends()
+        out, err = reader_ends()
         assert reader.returncode == 0, err
         seen, checks, gens = map(int, out.splitlines()[-1].split())
         assert seen == 20000 and checks > 1
