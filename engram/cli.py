@@ -90,13 +90,16 @@ def cmd_trace(args) -> int:
         if not args.target or not (args.collect or args.out):
             raise SystemExit("usage: engram trace collect <engine> --out DIR")
         args.engine, args.collect = args.target, args.collect or args.out
-    eng = attach_tools.resolve(args.engine)
     if args.collect:
         import signal
-
+        import threading
+        stop = threading.Event()           # SIGTERM from here on is a clean stop: a last full drain
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         from engram.observe.attach.collector import Collector
+        eng = attach_tools.resolve(args.engine)
         c = Collector(str(eng), args.collect, args.formats.split(","))
-        signal.signal(signal.SIGTERM, lambda *_: c.stop.set())
+        c.stop = stop
+        print(f"collecting {eng} into {args.collect}", flush=True)    # ready: a SIGTERM now drains first
         try:
             n = c.run()
         except KeyboardInterrupt:
@@ -104,6 +107,7 @@ def cmd_trace(args) -> int:
             n = c.run()
         print(f"collected {n} events into {args.collect} ({c.lost} lost to full rings)")
         return 0
+    eng = attach_tools.resolve(args.engine)
     return tail(eng, kinds=args.kind, space=args.space, min_strength=args.min_strength, count=args.count,
                 seconds=args.seconds)
 

@@ -4,7 +4,7 @@
 
 faults (several joined by ","):
     exit-at-start           exit with code 3 before attaching
-    hold:<s>                hold each request this long before serving it
+    hold-until:<path>       hold each request until <path> exists (60 s at most)
     wait-takers:<s>         as a spread's owner, wait up to this long for idle workers to take
                             the batches it offered before it fires its own share
     exit-in-batch:<path>    the first taker that creates <path> dies holding its batch
@@ -16,6 +16,7 @@ import sys
 import time
 
 from engram.kernels.spreadrun import SpreadRun
+from engram.recall import pipeline
 from engram.workers import main as worker_main
 from engram.workers import stealing
 from engram.workers.board import TAKEN
@@ -35,13 +36,15 @@ def inject(fault: str, patch=setattr) -> None:
     kind, _, arg = fault.partition(":")
     if kind == "exit-at-start":
         os._exit(3)
-    elif kind == "hold":
-        serve = worker_main.Worker.serve
+    elif kind == "hold-until":           # after the worker has marked the slot with its pid
+        recall = pipeline.recall
 
-        def held(self, i):
-            time.sleep(float(arg))
-            serve(self, i)
-        patch(worker_main.Worker, "serve", held)
+        def held(*a, **kw):
+            deadline = time.monotonic() + 60
+            while not os.path.exists(arg) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return recall(*a, **kw)
+        patch(pipeline, "recall", held)
     elif kind == "wait-takers":
         fire_part, hop = SpreadRun.fire_part, stealing.HopSplitter.hop
 

@@ -81,17 +81,26 @@ def test_the_fan_effect_keeps_a_hub_from_swamping_recall(hubby):
 
 
 def test_a_strong_direct_match_is_never_displaced_by_what_it_spread_to(hubby):
-    """With the default blend (spread_weight 0.5) a memory reached only by spreading
-    scores at most 0.5, so the direct match (activation ~1) stays first even without
-    the fan effect, and its own score only grows with what spreading adds."""
-    mem, v = hubby
-    res = mem.recall(v[1], k=5)
-    assert res.ids[0] == 1 and res.origin[0] == "seed"
-    spread_only = [s for s, o, sim in zip(res.scores, res.origin, res.similarity) if np.isnan(sim)]
-    assert all(s <= 0.5 + 1e-6 for s in spread_only)
-    alone = mem.recall(v[1], k=5, spread=False)
+    """A memory reached only by spreading scores at most lambda = spread_weight (0.75 by
+    default, docs/recall.md), so the direct match (activation ~1) stays first, and its
+    own score only grows with what spreading adds. Here 1's opposite (never a seed) is
+    linked from every seed of a query for 1: spreading drives its activation to the
+    clamp, so it scores the bound itself."""
     from engram.config import RecallConfig
     from engram.recall.pipeline import seed_activation
+    mem, v = hubby
+    lam = RecallConfig().spread_weight
+    seeds = mem.recall(v[1], k=10, spread=False).ids
+    echo = int(mem.remember(-v[1:2])[0])
+    mem.link(seeds[seeds != 0], echo, 1.0)
+    res = mem.recall(v[1], k=10, budget_ms=None)
+    assert not res.fallback and res.ids[0] == 1 and res.origin[0] == "seed"
+    spread_only = {i: s for i, s, o, sim in zip(res.ids.tolist(), res.scores.tolist(), res.origin, res.similarity)
+                   if o == "spread" and np.isnan(sim)}
+    assert echo in spread_only and res.activation[res.ids.tolist().index(echo)] == 1.0
+    assert all(s <= lam + 1e-6 for s in spread_only.values())
+    assert spread_only[echo] >= lam * 0.999          # confidence 1, retention ~1: at the bound
+    alone = mem.recall(v[1], k=5, spread=False)
     a0 = float(seed_activation(np.array([alone.scores[0]]), RecallConfig())[0])
     assert res.scores[0] >= a0 * 0.999
 

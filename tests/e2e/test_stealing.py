@@ -175,7 +175,16 @@ def test_an_error_mid_hop_leaves_no_slot_held(monkeypatch):
         with pytest.raises(Exception, match="boom"):
             mem.recall(queries[0], k=10, budget_ms=None)
         monkeypatch.setattr(SpreadRun, "merge", real)
-        time.sleep(0.3)                                               # takers finish what they held
+        from engram.workers.stealing import REVOKED, STATE_MASK, TAKEN
+        hops = eng._life.workers.hops
+        held_by_taker = lambda: np.isin(hops.slots["state"] & STATE_MASK, (TAKEN, REVOKED))
+        deadline = time.monotonic() + 10                              # takers finish what they held
+        while held_by_taker().any() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert not held_by_taker().any(), "a taker still holds a batch"
+        kind = hops.slots["state"] & STATE_MASK
+        left = kind != FREE                                           # done batches nobody will merge:
+        assert (hops.slots["owner_pid"][left] == 0).all()             # ownerless, for the next claim
         check_against_reference(mem, stored, conf, queries[1:3])      # later offers take over what is left
         deadline = time.monotonic() + 10
         while not (eng._life.workers.hops.slots["state"] == FREE).all() and time.monotonic() < deadline:

@@ -121,16 +121,20 @@ def test_auto_routing_sends_concurrent_callers_to_workers():
         assert eng.worker_stats()["completed"] > 0
 
 
-def test_a_worker_killed_mid_request_is_replaced_and_the_request_retried(monkeypatch):
-    inject_worker_faults(monkeypatch, "hold:0.4")        # each worker holds a task 0.4 s before running it
+def test_a_worker_killed_mid_request_is_replaced_and_the_request_retried(monkeypatch, tmp_path):
+    # a worker holds each request until the file exists, which it does only after the
+    # kill: the kill lands mid-request, however slow the machine
+    release = tmp_path / "release"
+    inject_worker_faults(monkeypatch, f"hold-until:{release}")
     with engram.Engine(dim=DIM, workers=2, routing="workers") as eng:
         mem, stored, conf, queries = build(eng)
+        with engram.Engine(dim=DIM, workers=0) as local_eng:
+            want = build(local_eng)[0].recall(queries[0], k=10, budget_ms=None)
         eng.start_workers()
-        _kill_one_mid_request(eng, mem, queries)
+        _kill_one_mid_request(eng, mem, queries, want, release)
 
 
-def _kill_one_mid_request(eng, mem, queries):
-    want = mem.recall(queries[0], k=10, budget_ms=None)
+def _kill_one_mid_request(eng, mem, queries, want, release):
     board = eng._life.workers.board
     out = {}
     th = threading.Thread(target=lambda: out.setdefault("res", mem.recall(queries[0], k=10, budget_ms=None)))
@@ -144,7 +148,9 @@ def _kill_one_mid_request(eng, mem, queries):
         time.sleep(0.005)
     assert victim, "no worker took the request"
     os.kill(victim, signal.SIGKILL)
+    release.touch()                                # the retry may run now
     th.join(30)
+    assert not th.is_alive(), "the retried request was not answered"
     res = out["res"]
     assert res.ids.tolist() == want.ids.tolist()
     s = eng.worker_stats()

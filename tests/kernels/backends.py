@@ -1,4 +1,7 @@
-"""Every kernel backend and ISA variant this machine has, for the kernel tests."""
+"""Every kernel backend and ISA variant this machine has, for the kernel tests.
+
+The numpy backend is the float64 oracle (engram/kernels/reference.py) the others
+are compared with; it is itself compared with tests/kernels/independent.py."""
 import pytest
 
 import engram.kernels

@@ -11,6 +11,8 @@ from engram.errors import InvalidInputError, NonFiniteError
 from engram.kernels import reference
 from engram.kernels.checks import decay_params
 
+from . import independent
+
 TABLES = {k: t for k, t in engram.kernels.available().items() if not isinstance(t, Exception)}
 KEYS = sorted(TABLES)
 CURVES = [("exponential", {"tau": 30.0}), ("exponential", {"tau": 0.5}), ("power", {"beta": 0.7}),
@@ -34,7 +36,7 @@ def exponent(curve, p, age):
 @pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("curve,params", CURVES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CURVES)])
 def test_decay_matches_oracle(key, curve, params):
-    rng = np.random.default_rng(hash((key, curve)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{key} {curve} {sorted(params.items())}".encode()))   # the same every run
     table = TABLES[key]
     worst = 0.0
     # 98 small sizes x 15 rounds + 2 large = ~1,470 cases per curve, ~10,000 per backend over the 7 curves
@@ -46,6 +48,11 @@ def test_decay_matches_oracle(key, curve, params):
         got = table.decay(s, age, curve, **params)
         kind, p = decay_params(curve, params)
         want = reference.decay(s, age, kind, p)
+        if key == "numpy":     # the oracle above is the numpy backend itself: meet an independent one
+            exact = np.array(independent.decay(s, age, curve, params))
+            x = 1 + np.abs(exponent(curve, params, age))
+            assert (np.abs(got - exact) <= 1.01 * independent.F32_HALF_ULP * exact + 1e-13 * x * exact
+                    + 1e-45).all(), f"n={n}: numpy {got.tolist()} != independent {exact.tolist()}"
         assert got.dtype == np.float32 and got.shape == s.shape
         tol = RTOL * (1 + np.abs(exponent(curve, params, age))) * np.abs(want) + 1e-37
         err = np.abs(got - want)
@@ -129,6 +136,19 @@ def test_crc32c_matches_oracle_on_every_length_and_alignment(key):
             # continuing from a partial crc equals one pass
             cut = n // 3
             assert t.crc32c(view[cut:], t.crc32c(view[:cut])) == want
+
+
+def test_crc32c_of_the_numpy_backend_against_a_bitwise_crc():
+    """The oracle above is the numpy backend's own table-driven CRC: here it meets a
+    bit-by-bit one (tests/kernels/independent.py) on every length 0..300 and a long one."""
+    assert all(independent.crc32c(data) == want for data, want in KNOWN)
+    rng = np.random.default_rng(10)
+    t = TABLES["numpy"]
+    for n in list(range(0, 301)) + [4099]:
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        crc = int(rng.integers(0, 2**32))
+        assert t.crc32c(data) == independent.crc32c(data), n
+        assert t.crc32c(data, crc) == independent.crc32c(data, crc), n
 
 
 @pytest.mark.parametrize("key", KEYS)

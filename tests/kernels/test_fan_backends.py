@@ -1,14 +1,17 @@
 """The fan effect in every kernel backend: spreading over each mode's discounted
 weights (engram.cognition.fan.fan_weights, what compaction stores) against the float64
-oracle over the same weights, on hub-heavy random graphs."""
+oracle over the same weights (the numpy backend, which is that oracle, against
+tests/kernels/independent.py), on hub-heavy random graphs."""
 import numpy as np
 import pytest
 
 from engram.cognition.fan import fan_weights
 from engram.config import FAN_MODES as MODES
 from engram.kernels.reference import spread as oracle_spread
-from tests.kernels.backends import BACKEND_KEYS, get_table
-from tests.kernels.test_spread_differential import TOLERANCE, compare, csr, family
+
+from . import independent
+from .backends import BACKEND_KEYS, get_table
+from .test_spread_differential import TOLERANCE, compare, csr, family
 
 
 def hub_graph(rng, n):
@@ -37,5 +40,9 @@ def test_fan_weights_spread_like_the_oracle_in_every_backend(key):
             w = weights if mode == "none" else fans[i - 1]
             got = t.spread(offsets, targets, np.ascontiguousarray(w), seeds, act, max_depth=4, decay=0.7,
                            threshold=0.01, cycle_penalty=0.5)
+            if key == "numpy":       # the oracle itself: against one that shares no code with it
+                independent.check_spread(got, independent.spread(offsets, targets, w, seeds, act, 4, 0.7, 0.01, 0.5),
+                                         f"{key} case {case} fan={mode}")
+                continue
             want = oracle_spread(offsets, targets, w, seeds.astype(np.int64), act, 4, 0.7, 0.01, 0.5)
             compare(got, want, tol, f"{key} case {case} fan={mode}")

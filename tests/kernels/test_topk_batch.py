@@ -1,11 +1,14 @@
 """M:N top-k (a batch of queries): every backend equals its own 1:N answers
-and the float64 oracle, for every dtype, blocking boundary and mask."""
+and the float64 oracle (the numpy backend, which is that oracle, an independent
+one: tests/kernels/independent.py), for every dtype, blocking boundary and mask."""
 import numpy as np
 import pytest
 
 import engram.kernels
 from engram.errors import DimensionError, InvalidInputError, NonFiniteError
 from engram.kernels.reference import scores, select_topk
+
+from . import independent
 
 TABLES = {k: t for k, t in engram.kernels.available().items() if not isinstance(t, Exception)}
 DTYPES = (np.float32, np.float16, np.int8)
@@ -39,6 +42,8 @@ def test_batch_equals_oracle_and_single_queries(key, dt):
                 _, want = select_topk(exact, k, None if mask is None else mask.astype(np.uint8))
                 scale = np.abs(exact).max() if metric == "dot" else 1.0
                 assert np.allclose(sc[j], want, rtol=0, atol=1e-6 * max(scale, 1.0) * 4)
+                if key == "numpy":   # the oracle above is the numpy backend itself
+                    independent.check_topk(metric, qs[j], rows, k, mask, idx[j], sc[j], what=f"m={m} n={n} j={j}")
 
 
 def test_batch_validation():
@@ -69,8 +74,10 @@ def test_cosine_with_precomputed_norms(key, dt):
         for norms in (true, fake):
             exact = scores("cosine", q, rows, norms)
             _, want = select_topk(exact, 9)
-            _, got = t.cosine_topk(q, rows, 9, norms=norms)
+            got_i, got = t.cosine_topk(q, rows, 9, norms=norms)
             assert np.allclose(got, want, rtol=0, atol=4e-6)
+            if key == "numpy":       # the oracle above is the numpy backend itself
+                independent.check_topk("cosine", q.astype(np.float32), rows, 9, None, got_i, got, norms=norms)
             qs = rng.standard_normal((3, dim))
             _, got_b = t.cosine_topk(qs, rows, 9, norms=norms)
             for j in range(3):

@@ -20,7 +20,9 @@ import engram.kernels
 from engram.errors import InvalidInputError
 from engram.kernels.reference import scores as oracle_scores
 from engram.kernels.reference import select_topk
-from tests.kernels.backends import AVAILABLE, BACKEND_KEYS, LOADED, get_table
+
+from . import independent
+from .backends import AVAILABLE, BACKEND_KEYS, LOADED, get_table
 
 # Allowed error of a returned score against the exact (float64) score, per row
 # dtype, relative to the input scale: |got - exact| <= tol * max(1, |q| |r|)
@@ -52,7 +54,10 @@ def test_every_backend_and_isa_is_listed():
 def check_topk(metric, q, rows, k, mask, idx, sc, tol, ties=True):
     """Assert (idx, sc) is a correct top-k of rows; return the worst normalised error.
 
-    ties=False skips the two tie-order checks (see test_numpy_backend_tie_order).
+    ties=False skips the two tie-order checks: the numpy backend ranks by its float64
+    scores, so two different rows whose float32 scores are equal (cosines of [2, 3]
+    and [4, 6]) may come out in either order; identical rows it keeps in index order
+    (test_numpy_backend_tie_order, and independent.check_topk).
     """
     n = rows.shape[0]
     keep = np.ones(n, bool) if mask is None else np.asarray(mask).astype(bool)
@@ -157,7 +162,7 @@ def gen_values(rng, kind, dtype, metric, n, dim):
             r = bits.view(np.float16).astype(np.float64)
         elif metric == "dot":  # f32 subnormals
             r = rng.standard_normal((n, dim)) * 1e-40
-        else:     # tiny but with normal squares; subnormal cosine: see the xfail test below
+        else:     # tiny but with normal squares (subnormal rows: test_cosine_f32_extreme_magnitudes)
             r = rng.standard_normal((n, dim)) * 1e-15
     else:
         raise AssertionError(kind)
@@ -256,6 +261,8 @@ def test_differential(key, dtype, metric):
         idx, sc = fn(q, rows, k, mask)
         try:
             worst = max(worst, check_topk(metric, q, rows, k, mask, idx, sc, tol, ties=key != "numpy"))
+            if key == "numpy":       # check_topk's oracle is the numpy backend itself
+                independent.check_topk(metric, q, rows, k, mask, idx, sc)
         except AssertionError as e:
             raise AssertionError(f"case {i} (seed {seed}): n={rows.shape[0]} dim={rows.shape[1]} k={k} "
                                  f"strides={rows.strides} mask={'none' if mask is None else mask.sum()}: {e}") from e
@@ -263,12 +270,6 @@ def test_differential(key, dtype, metric):
 
 
 # ---------------------------------------------------------------- targeted cases
-
-NUMPY_TIE_BUG = ("numpy backend: reference.scores computes r @ q with OpenBLAS, which rounds identical rows "
-                 "differently by position (e.g. dim 37: rows 4 and 5 of 7 identical rows 1.3e-15 lower), and "
-                 "select_topk orders by those float64 values, so equal (even identical-row) f32 scores come out "
-                 "in non-index order, against engram.h's 'equal scores by lower index'")
-
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("key", [k for k in BACKEND_KEYS if k != "numpy"])   # numpy: next test
@@ -298,8 +299,9 @@ def test_ties_come_out_lower_index_first(key, dtype):
 
 
 def test_numpy_backend_tie_order():
-    # Which rows BLAS rounds differently depends on dim, n and the buffer's
-    # alignment, so try many; in a fresh process about 1 in 8 of these fails.
+    # Identical rows score identically whatever their position (the reference sums
+    # each row itself: BLAS rounded identical rows differently by position and
+    # alignment), so they come out in index order; many dims and sizes.
     t = get_table("numpy")
     rng = np.random.default_rng(0)
     wrong = []
@@ -313,11 +315,6 @@ def test_numpy_backend_tie_order():
                 if idx.tolist() != list(range(n)):
                     wrong.append((dim, n, idx.tolist()))
     assert not wrong, f"{len(wrong)} of {97 * 3 * 2} identical-row cases out of index order, e.g. {wrong[:3]}"
-
-
-EMPTY_BUG = ("table.as_rows rejects an empty (0, dim) array with zero strides -- what numpy >= 2.4 gives for "
-             "np.zeros((0, dim)) -- as 'not contiguous along the last axis', and np.ascontiguousarray does not "
-             "change it; the stride checks should not apply when n == 0")
 
 
 def test_empty_rows_with_ordinary_strides():
@@ -374,13 +371,13 @@ def test_large_dims_against_oracle(key):
                 idx, sc = fn(q, rows, 10)
                 # measured worst 1.4e-7 up to dim 1537: the same table holds
                 check_topk(metric, q, rows, 10, None, idx, sc, TOLERANCE[dtype], ties=key != "numpy")
+                if key == "numpy":
+                    independent.check_topk(metric, q, rows, 10, None, idx, sc, what=f"dim {dim} {dtype}")
 
 
 # f32 rows whose squares leave the f32 range: cosine is scale-invariant, so
-# these rows have ordinary cosines, but the kernels square in float32.
-EXTREME_BUG = ("cosine_topk on f32 rows computes |r|^2 in float32: for |x| >~ 1.8e19 the squares "
-               "overflow (score 0, or NaN when q.r overflows too) and for |x| <~ 1e-19 they underflow "
-               "(precision lost; below ~1e-23 every score is 0) although the exact cosines are ordinary")
+# these rows have ordinary cosines, which a kernel squaring in float32 would lose
+# (overflow to 0 or NaN above ~1.8e19, underflow below ~1e-19).
 
 
 def _extreme_case(scale):
@@ -398,6 +395,7 @@ def test_cosine_f32_extreme_magnitudes_numpy(scale):
     q, rows = _extreme_case(scale)
     idx, sc = get_table("numpy").cosine_topk(q, rows, 5)
     check_topk("cosine", q, rows, 5, None, idx, sc, TOLERANCE["float32"], ties=False)
+    independent.check_topk("cosine", q, rows, 5, None, idx, sc)
 
 
 @pytest.mark.parametrize("scale", [1e20, 1e-24, 1e-40])
@@ -422,7 +420,7 @@ def _elements(dtype):
         return st.integers(-128, 127)
     if dtype == "float16":   # every finite half, subnormals included
         return st.floats(-F16_MAX, F16_MAX, width=16)
-    # f32 without magnitudes whose squares underflow (the xfail above)
+    # f32 without magnitudes whose squares underflow (test_cosine_f32_extreme_magnitudes has those)
     return st.floats(-1e4, 1e4, width=32).map(lambda x: 0.0 if abs(x) < 1e-12 else x)
 
 
@@ -462,7 +460,7 @@ def test_property_matches_oracle_and_permutation_invariant(dtype, metric, data):
         # only on its own bytes, so the score vector is bit-identical
         pidx, psc = fn(q, prows, k, pmask)
         check_topk(metric, q, prows, k, pmask, pidx, psc, TOLERANCE[dtype], ties=key != "numpy")
-        if key == "numpy":   # BLAS may round a row's float64 dot differently by position
-            np.testing.assert_allclose(psc, sc, rtol=1e-6, atol=1e-6, err_msg=key)
-        else:
-            np.testing.assert_array_equal(psc, sc, err_msg=key)
+        if key == "numpy":           # check_topk's oracle is the numpy backend itself
+            independent.check_topk(metric, q, rows, k, mask, idx, sc)
+            independent.check_topk(metric, q, prows, k, pmask, pidx, psc)
+        np.testing.assert_array_equal(psc, sc, err_msg=key)

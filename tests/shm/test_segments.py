@@ -6,7 +6,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -83,18 +82,24 @@ def test_second_process_attaches_read_only_and_sees_writes():
 
 
 def test_tables_grow_while_a_reader_is_attached():
-    """A reader polls while the owner grows every table many times over."""
+    """A reader polls while the owner grows every table many times over. The reader says
+    when it has attached and whenever it sees more rows; the owner grows the tables by
+    the next batch only once the reader has seen the last, so the reader polls through
+    every growth step, each one while the next batch is being written."""
     with engram.Engine(dim=DIM, workers=0) as eng:
         m = eng.space("growing")
         m.remember(np.full((1, DIM), 1.0, np.float32), content=["row 0"])
         reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
             import sys, time, numpy as np, engram
             s = engram.attach(sys.argv[1]).space("growing")
+            print("attached", flush=True)
             seen, checks, gens = 0, 0, set()
             deadline = time.time() + 60
             while time.time() < deadline:
                 n = len(s)
                 assert n >= seen, (n, seen)
+                if n > seen:
+                    print("seen", n, flush=True)
                 seen = n
                 gens.add(s.stats()["generations"]["nodes"])
                 last = n - 1
@@ -107,17 +112,26 @@ def test_tables_grow_while_a_reader_is_attached():
                     break
             print(seen, checks, len(gens))
         """), eng.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.5)   # let it attach first
+
+        def reader_sees(rows):          # False: the reader exited (its error is in stderr)
+            return any(line.startswith("seen") and int(line.split()[1]) >= rows for line in reader.stdout)
+
+        def reader_ends():              # through the same buffered pipes the lines above came from
+            out, err = reader.stdout.read(), reader.stderr.read()
+            reader.wait(90)
+            return out, err
+
+        assert reader.stdout.readline().strip() == "attached", reader.stderr.read()
         start = 1
         while start < 20000:
             n = min(1500, 20000 - start)
             rows = np.repeat(np.arange(start, start + n, dtype=np.float32)[:, None] + 1.0, DIM, axis=1)
             m.remember(rows, content=[f"row {i}" for i in range(start, start + n)])
             start += n
-            time.sleep(0.01)
-        out, err = reader.communicate(timeout=90)
+            assert reader_sees(start), reader_ends()
+        out, err = reader_ends()
         assert reader.returncode == 0, err
-        seen, checks, gens = map(int, out.split())
+        seen, checks, gens = map(int, out.splitlines()[-1].split())
         assert seen == 20000 and checks > 1
         assert m.stats()["generations"]["nodes"] >= 4
         assert gens >= 2, "the reader should have re-attached to grown tables"

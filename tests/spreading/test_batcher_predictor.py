@@ -1,5 +1,6 @@
 """AdaptiveBatcher and LatencyPredictor on their own: convergence, damping,
-the update interval, and prediction error on a workload with a known cost model."""
+the update interval, and prediction error on the hops of real spreads with a
+cost that no linear model fits exactly."""
 import numpy as np
 import pytest
 
@@ -78,27 +79,129 @@ def test_online_linear_recovers_a_linear_model():
     np.testing.assert_allclose(m.w, w, rtol=1e-2, atol=0.2)
 
 
-def test_predictor_error_under_20pct_for_95pct_of_requests_on_a_noisy_linear_workload():
-    """Hops cost 2 us + 9 ns per frontier edge, with 5% multiplicative noise (what a
-    shared machine looks like); after warm-up, 95% of requests are predicted within 20%."""
+class _FeatureRecorder:
+    """Stands in for the predictor in budgeted_spread: keeps each hop's features."""
+    ready = True
+
+    def __init__(self):
+        self.hops = []
+
+    def predict_hop(self, x):
+        return 0.0
+
+    def hop_model(self):
+        return np.zeros(0)          # no prediction
+
+    def observe_hop(self, x, ns, predicted=0.0):
+        self.hops.append(x)
+
+    def observe_request(self, predicted_ns, hop_ns):
+        pass
+
+
+@pytest.fixture(scope="module")
+def spread_workload():
+    """The hops of 600 real spreads through the kernels over a random graph (50,000
+    nodes, 2..14 links each), from 1..40 seeds, 2..4 hops deep: what the predictor is
+    asked about, with the frontier sizes that spreading really produces."""
+    import engram.kernels
+    from engram.kernels.spreadrun import CsrGraph, SpreadParams
+    from engram.recall.spreading import budgeted_spread
+    rng = np.random.default_rng(5)
+    n = 50_000
+    degree = rng.integers(2, 15, n).astype(np.int64)
+    offsets = np.zeros(n + 1, np.uint64)
+    offsets[1:] = np.cumsum(degree)
+    m = int(offsets[-1])
+    graph = CsrGraph(offsets, rng.integers(0, n, m).astype(np.uint32), rng.uniform(0.2, 1.0, m).astype(np.float32))
+    kern = engram.kernels.backend()
+    requests = []
+    for _ in range(600):
+        seeds = rng.choice(n, int(rng.integers(1, 41)), replace=False)
+        rec = _FeatureRecorder()
+        budgeted_spread(kern, graph, degree, seeds, rng.uniform(0.3, 1.0, seeds.shape[0]).astype(np.float32),
+                   SpreadParams(max_depth=int(rng.integers(2, 5))), predictor=rec, batch_size=256)
+        requests.append(rec.hops)
+    return requests
+
+
+def _hop_cost(x, rng, shared: bool) -> float:
+    """Not a linear function of the features: a fixed cost, 40 ns per frontier node, and
+    per edge 6 ns rising towards 12 ns as the hop's working set outgrows the caches
+    (10 towards 20 ns once another tenant ``shared`` them); 8% lognormal noise, and 2%
+    of hops stalled 2-6x (a shared machine)."""
+    nodes, edges = x[4], x[5]
+    per_edge = (10 + 10 * edges / (edges + 10_000)) if shared else (6 + 6 * edges / (edges + 20_000))
+    ns = (1500 + 40 * nodes + edges * per_edge) * rng.lognormal(0, 0.08)
+    return ns * rng.uniform(2, 6) if rng.random() < 0.02 else ns
+
+
+def _request_errors(predictor, requests) -> np.ndarray:
+    """|predicted - actual| / actual of each request's hops, after the first 40 (warm-up);
+    the predictor sees each hop's features, guesses, and then learns its cost. A third
+    of the way in, another tenant starts sharing the caches: the costs change."""
     rng = np.random.default_rng(1)
-    p = LatencyPredictor(warmup=20)
-    for req in range(1500):
+    errors = []
+    for i, hops in enumerate(requests):
         predicted = actual = 0.0
-        frontier = int(rng.integers(5, 40))
-        for hop in range(1, 5):
-            edges = frontier * int(rng.integers(2, 8))
-            x = LatencyPredictor.hop_features(256, hop, 0.5, frontier, edges)
-            guess = p.predict_hop(x)
-            ns = (2000 + 9 * edges) * rng.lognormal(0, 0.05)
-            p.observe_hop(x, ns)
+        for x in hops:
+            guess = predictor.predict_hop(x)
+            ns = _hop_cost(x, rng, shared=i >= len(requests) // 3)
+            predictor.observe_hop(x, ns, guess)
             predicted += guess
             actual += ns
-            frontier = edges // 2
-        p.observe_spread(LatencyPredictor.spread_features(20, 100, 4, 0.5, 256), actual, None)
-        p.observe_request(predicted, actual)
-    s = p.stats.summary()
-    assert s["requests"] > 1000 and s["within_20pct"] >= 0.95, s
+        predictor.observe_spread(LatencyPredictor.spread_features(20, 100, 4, 0.0, 256), actual, None)
+        predictor.observe_request(predicted, actual)
+        if i >= 40:
+            errors.append(abs(predicted - actual) / actual)
+    return np.asarray(errors)
+
+
+def _accurate(errors) -> bool:
+    """Half the requests within 20%, and 90% within a factor of 2 (error under 1)."""
+    return float(np.median(errors)) < 0.2 and float(np.percentile(errors, 90)) < 1.0
+
+
+class _MeanPredictor(LatencyPredictor):
+    """Broken on purpose: every hop is predicted to take the mean of the hops seen."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.total, self.n = 0.0, 0
+
+    def observe_hop(self, x, ns, predicted=0.0):
+        super().observe_hop(x, ns, predicted)
+        self.total, self.n = self.total + ns, self.n + 1
+
+    def predict_hop(self, x):
+        return self.total / self.n if self.ready and self.n else 0.0
+
+
+class _ZeroPredictor(LatencyPredictor):
+    """Broken on purpose: predicts nothing."""
+
+    def predict_hop(self, x):
+        return 0.0
+
+
+def test_predictor_learns_hop_costs_of_real_spreads_that_no_linear_model_fits_exactly(spread_workload):
+    """The hop model is linear in its features; the cost here is not (_hop_cost), it
+    changes a third of the way in, and the frontiers are those of real spreads (1 to
+    ~100,000 edges a hop). After warm-up, half the requests are predicted within 20% and
+    90% within a factor of 2. Measured: median error 0.11-0.13, 90th percentile ~0.55;
+    the mean of past hops is off by ~1.5x at the median, and a model fitted once and
+    never refitted by 0.32."""
+    p = LatencyPredictor(warmup=20)
+    errors = _request_errors(p, spread_workload)
+    assert errors.size == len(spread_workload) - 40 and _accurate(errors), \
+        (np.median(errors), np.percentile(errors, 90), (errors < 0.2).mean())
+    assert p.stats.summary()["requests"] >= errors.size       # its own error record saw them too
+
+
+@pytest.mark.parametrize("broken", [_ZeroPredictor, _MeanPredictor], ids=["zero", "mean"])
+def test_the_accuracy_check_fails_predictors_that_ignore_the_features(spread_workload, broken):
+    errors = _request_errors(broken(warmup=20), spread_workload)
+    assert not _accurate(errors), (np.median(errors), np.percentile(errors, 90))
 
 
 def test_predictor_says_nothing_before_warmup():

@@ -1,5 +1,5 @@
 """ActivationRecordPool: the shared lock-free freelist from several real processes,
-accounting, reuse against fresh allocation, bad input, reset."""
+accounting, the per-process cache in front of the shared stack, bad input, reset."""
 import multiprocessing as mp
 import os
 
@@ -34,19 +34,61 @@ def test_acquire_release_and_counts(pool):
     pool.release(b)
 
 
-def test_pool_allocates_at_least_50pct_less_than_allocating_every_record(pool):
-    """Per spread, records for what it touched: without a pool each is a new allocation."""
+def _shared_stack_share(pool, rounds=5000) -> float:
+    """Exchanges on the shared stack (its head's tag counts every pop and chain push) per
+    record acquired or released, for spreads that each take 1..24 records while up to
+    three earlier results are still held, released oldest first."""
     rng = np.random.default_rng(0)
-    wanted = 0
-    for _ in range(2000):
-        n = int(rng.integers(1, 200))
-        wanted += n
-        idx = pool.acquire(n)
+    tag = lambda: int(pool.header["head"][0]) >> 32
+    before, start, held = pool.stats(), tag(), []
+    for _ in range(rounds):
+        held.append(pool.acquire(int(rng.integers(1, 25))))
+        if len(held) > int(rng.integers(0, 4)):
+            pool.release(held.pop(0))
+    for idx in held:
         pool.release(idx)
     s = pool.stats()
-    assert s["acquired"] == wanted
-    assert s["allocations"] <= 0.5 * wanted, s
-    assert s["hit_rate"] >= 0.5
+    assert s["in_use"] == 0 and s["acquired"] == s["released"]
+    return (tag() - start) / (s["acquired"] - before["acquired"] + s["released"] - before["released"])
+
+
+def test_the_local_cache_serves_most_traffic_without_touching_the_shared_stack(pool):
+    """Any freelist reuses records, so the hit rate and the allocations say little. What
+    this pool adds is a per-process cache in front of the shared stack, refilled and
+    spilled half its capacity at a time: with a cache of 64, under 10% of the records
+    moved cost an exchange on the shared stack (measured 6%); with a cache of one
+    record, the same traffic costs ~92%, for the same hit rate."""
+    share = _shared_stack_share(pool)
+    assert share < 0.1, share
+    single = ActivationRecordPool.create(EngineName.new(), capacity=4096, cache_size=1)
+    try:
+        without = _shared_stack_share(single)
+        assert not without < 0.1, without                     # the same check fails without the cache
+        assert single.stats()["hit_rate"] == pool.stats()["hit_rate"] > 0.99
+        assert single.stats()["allocations"] == pool.stats()["allocations"]
+    finally:
+        single.close(unlink=True)
+
+
+def _on_shared_stack(pool) -> list:
+    out, i = [], int(pool.header["head"][0]) & 0xFFFFFFFF
+    while i != 0xFFFFFFFF:
+        out.append(i)
+        i = int(pool.records["next"][i])
+    return out
+
+
+def test_a_full_cache_spills_half_of_itself_to_the_shared_stack_in_one_exchange(pool):
+    a = pool.acquire(200)                        # never-used records: the shared stack is not touched
+    tag = lambda: int(pool.header["head"][0]) >> 32
+    start = tag()
+    pool.release(a)                              # 64 fill the cache; then 32 at a time go back as one chain
+    assert tag() - start == 5
+    spilled = _on_shared_stack(pool)
+    assert len(spilled) == 5 * 32 and set(spilled) <= set(a.tolist())
+    kept = pool.acquire(40)                      # the other 40 come from the cache, without an exchange
+    assert tag() - start == 5 and set(kept.tolist()) == set(a.tolist()) - set(spilled)
+    pool.release(kept)
 
 
 def test_soak_100k_spreads_returns_to_its_starting_use(pool):

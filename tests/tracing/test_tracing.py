@@ -147,13 +147,15 @@ def test_engram_trace_tails_a_live_engine(live_traced):
 
 
 def test_engram_trace_collect_drains_a_live_engine_to_files(tmp_path, live_traced):
+    import select
     import signal
-    import time
     name, recall = live_traced
     c = subprocess.Popen([sys.executable, "-m", "engram.cli", "trace", "collect", name, "--out", str(tmp_path)],
                          stdout=subprocess.PIPE, text=True)
+    assert select.select([c.stdout], [], [], 60)[0], "the collector never said it was collecting"
+    ready = c.stdout.readline()                       # printed once its SIGTERM handler is in place
+    assert ready.startswith("collecting "), ready
     recall(15)
-    time.sleep(0.3)
     c.send_signal(signal.SIGTERM)                     # a clean stop drains every ring first
     out, _ = c.communicate(timeout=60)
     assert c.returncode == 0 and "collected" in out, out
