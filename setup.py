@@ -99,8 +99,16 @@ class BuildNative(build_ext):
         return libs
 
 
+def generate():
+    """Bring the generated views of the layout schema and of the kernel ABI (engram.h) up to
+    date before anything is compiled, so a changed prototype cannot build stale bindings."""
+    for tool in ("tools/gen_layout.py", "tools/gen_abi.py"):
+        run([sys.executable, tool])
+
+
 def extensions():
     from Cython.Build import cythonize
+    generate()   # the Cython drivers cimport the generated _cy/abi.pxd
     import numpy
     exts = [Extension(f"engram.kernels._cy.{name}", [f"engram/kernels/_cy/{name}.pyx"],
                       include_dirs=["csrc/include", numpy.get_include()], extra_compile_args=["-O3"],

@@ -5,8 +5,9 @@
  */
 #include <string.h>
 #include "engram.h"
+#include "engram_abi.h"
 
-EG_API uint32_t eg_abi_version(void) { return EG_ABI_VERSION; }
+EG_API uint64_t eg_abi_hash(void) { return EG_ABI_HASH; }
 EG_API uint64_t eg_layout_hash(void) { return EG_LAYOUT_HASH; }
 
 EG_API uint32_t eg_cpu_features(void) {

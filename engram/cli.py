@@ -15,13 +15,14 @@ def cmd_info(args) -> int:
 
     import engram
     from engram import kernels
-    from engram.kernels import native
-    from engram.layout import ABI_VERSION, LAYOUT_HASH, NODE_HOT_DTYPE
+    from engram.kernels import abi, native
+    from engram.layout import LAYOUT_HASH, NODE_HOT_DTYPE
     from engram.store.shm import engines, pid_alive
 
     print(f"engram {engram.__version__}  (python {platform.python_version()}, numpy {numpy.__version__}, "
           f"{platform.machine()})")
-    print(f"layout hash   0x{LAYOUT_HASH:016x}   kernel ABI {ABI_VERSION}   node record {NODE_HOT_DTYPE.itemsize} B")
+    print(f"layout hash   0x{LAYOUT_HASH:016x}   kernel ABI 0x{abi.ABI_HASH:016x}   "
+          f"node record {NODE_HOT_DTYPE.itemsize} B")
     print(f"CPU runs      {', '.join(kernels.cpu_isas())}   (ENGRAM_ISA forces one)")
     print(f"libraries     {native.lib_dir()}")
     from engram.observe import hwcounters

@@ -135,7 +135,7 @@ def gen_md(s) -> str:
            "`header_size` (128), so data is 64-byte aligned. See `engram/store.py` for how the tables",
            "of a memory space are laid out in their segments.", "",
            f"Layout hash: `0x{s.LAYOUT_HASH:016x}` (over every record below and the constants);",
-           f"kernel ABI version {s.ABI_VERSION}; format version {s.FORMAT_VERSION}.", ""]
+           f"format version {s.FORMAT_VERSION}.", ""]
     for rec in s.RECORDS:
         out += [f"## {rec.name} ({rec.size} bytes, {rec.align}-byte aligned)", ""]
         if rec.doc:
@@ -155,23 +155,28 @@ def generated(s) -> dict:
     return {OUT_C: gen_c(s), OUT_ZIG: gen_zig(s), OUT_PY: gen_py(s), OUT_MD: gen_md(s)}
 
 
+def sync(files: dict, check: bool) -> list:
+    """Write each generated file that differs (or, with check, write nothing); the paths that differed."""
+    drift = []
+    for path, text in files.items():
+        old = path.read_text() if path.exists() else None
+        if old == text:
+            continue
+        drift.append(path.relative_to(ROOT))
+        if not check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    return drift
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="fail if a generated file differs")
     args = ap.parse_args(argv)
     s = load_schema()
-    drift = []
-    for path, text in generated(s).items():
-        old = path.read_text() if path.exists() else None
-        if old == text:
-            continue
-        if args.check:
-            drift.append(path.relative_to(ROOT))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path.relative_to(ROOT)}")
-    if drift:
+    drift = sync(generated(s), args.check)
+    if args.check and drift:
         print("layout drift: these files differ from engram/layout/schema.py; "
               "run `python tools/gen_layout.py`:", *drift, sep="\n  ", file=sys.stderr)
         return 1

@@ -1,10 +1,22 @@
 /* engram kernel ABI: one set of C signatures, exported by the C library
- * (csrc/) and the Zig library (zig/), and declared once for ctypes in
- * engram/_kernels/abi.py.
+ * (csrc/) and the Zig libraries (zig/). This header is the one place a
+ * prototype is written: tools/gen_abi.py reads it and generates the ctypes
+ * tables (engram/kernels/abi_generated.py), the Cython function-pointer types
+ * (engram/kernels/_cy/abi.pxd), the signatures the Zig exports are checked
+ * against at compile time (zig/src/abi.zig) and the ABI hash (engram_abi.h),
+ * a hash of the normalised prototypes and constants that eg_abi_hash()
+ * returns and Python checks at load.
  *
  * Names are eg_<op>_<dtype>_<isa> for each ISA variant and eg_<op>_<dtype>
  * for the dispatcher, which probes the CPU once and calls the best variant.
  * Kernels never abort: they return a negative EG_E* code on bad arguments.
+ *
+ * The shape gen_abi.py reads (it refuses anything else): a declaration is
+ * `MARK ret eg_name(params);`, where params may be one EG_*_ARGS macro, and a
+ * per-ISA kernel is `EG_API ret eg_op##isa_suffix(EG_*_ARGS);` inside
+ * EG_DECLARE_VARIANT; a parameter is `[const] type [*]name`; a constant is
+ * `#define EG_NAME <integer>`. MARK says who exports it: EG_API every library,
+ * EG_API_C the C library only, EG_API_ZIG the Zig libraries only.
  */
 #ifndef ENGRAM_H
 #define ENGRAM_H
@@ -16,6 +28,8 @@
 #else
 #define EG_API
 #endif
+#define EG_API_C EG_API
+#define EG_API_ZIG EG_API
 
 #define EG_OK 0
 #define EG_EINVAL (-1)   /* a null pointer where data is needed, dim == 0, an id out of range */
@@ -138,33 +152,47 @@ typedef struct {
     uint64_t epoch;        /* PoolHeader.resets when filled: a reset drops the cache */
     uint32_t idx[EG_POOL_CACHE_MAX];
 } eg_pool_cache_t;
-EG_API int32_t eg_pool_init(eg_pool_header_t *h, uint32_t capacity);
+EG_API_C int32_t eg_pool_init(eg_pool_header_t *h, uint32_t capacity);
 /* Up to n records into out[]; returns how many (fewer only when the pool is exhausted). */
-EG_API int64_t eg_pool_acquire(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c,
-                               uint32_t *out, uint64_t n);
+EG_API_C int64_t eg_pool_acquire(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c,
+                                 uint32_t *out, uint64_t n);
 /* Give back idx[0..n): all or nothing; an index not held (or twice) is EG_EINVAL.
  * c NULL: straight to the shared freelist (a process that releases what others acquired). */
-EG_API int64_t eg_pool_release(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c,
-                               const uint32_t *idx, uint64_t n);
+EG_API_C int64_t eg_pool_release(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c,
+                                 const uint32_t *idx, uint64_t n);
 /* Move this cache's records to the shared freelist (a process that stops). */
-EG_API int64_t eg_pool_flush(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c);
+EG_API_C int64_t eg_pool_flush(eg_pool_header_t *h, eg_activation_record_t *recs, eg_pool_cache_t *c);
 /* Idle only: all records never-used again; every cache is dropped. EG_EINVAL while any is held. */
-EG_API int32_t eg_pool_reset(eg_pool_header_t *h);
+EG_API_C int32_t eg_pool_reset(eg_pool_header_t *h);
 /* Word atomics on shared memory (acquire/release), for the task board's states. */
-EG_API int32_t eg_cas_u32(uint32_t *p, uint32_t expected, uint32_t desired);
-EG_API uint32_t eg_load_u32(const uint32_t *p);
-EG_API void eg_store_u32(uint32_t *p, uint32_t v);
-EG_API uint64_t eg_add_u64(uint64_t *p, uint64_t v);
+EG_API_C int32_t eg_cas_u32(uint32_t *p, uint32_t expected, uint32_t desired);
+EG_API_C uint32_t eg_load_u32(const uint32_t *p);
+EG_API_C void eg_store_u32(uint32_t *p, uint32_t v);
+EG_API_C uint64_t eg_add_u64(uint64_t *p, uint64_t v);
 
 /* Hardware counters (csrc/kernels/hwcounters.c): a perf_event_open fd for this
  * thread, or -errno (the machine refuses: "not supported"). */
-EG_API int64_t eg_perf_open(uint32_t type, uint64_t config);
-EG_API int64_t eg_perf_read(int32_t fd);
-EG_API int32_t eg_perf_close(int32_t fd);
+EG_API_C int64_t eg_perf_open(uint32_t type, uint64_t config);
+EG_API_C int64_t eg_perf_read(int32_t fd);
+EG_API_C int32_t eg_perf_close(int32_t fd);
 
-EG_API uint32_t eg_abi_version(void);
+/* The per-thread kernel scratch arena of the Zig libraries (zig/src/arena.zig):
+ * bytes 1..100 MiB per thread; overflow: what a request that does not fit does. */
+#define EG_ARENA_PANIC 0u      /* abort the process (for tests proving it never happens) */
+#define EG_ARENA_ERROR 1u      /* the kernel returns EG_ENOMEM */
+#define EG_ARENA_FALLBACK 2u   /* take the page allocator's memory, counted */
+EG_API_ZIG int32_t eg_arena_configure(uint64_t bytes, uint32_t overflow);
+/* out[7]: bytes, overflow, high water, overflows, fallbacks, allocations, threads. */
+EG_API_ZIG int32_t eg_arena_stats(uint64_t *out);
+EG_API_ZIG void eg_arena_reset_stats(void);
+/* Test hook: take `bytes` of this thread's scratch and check it holds data: 0, or -3 if it did not fit. */
+EG_API_ZIG int64_t eg_arena_probe(uint64_t bytes);
+
+/* Identity, checked at load before anything else is bound: EG_ABI_HASH (engram_abi.h,
+ * generated from this header) and EG_LAYOUT_HASH (engram_layout.h). */
+EG_API uint64_t eg_abi_hash(void);
 EG_API uint64_t eg_layout_hash(void);
-EG_API uint32_t eg_cpu_features(void);
+EG_API_C uint32_t eg_cpu_features(void);
 /* Name of the variant the dispatchers call: "scalar", "avx2" or "avx512". */
 EG_API const char *eg_isa(void);
 /* Offset and size of record.field (field "" gives the record's size). 0 if found. */

@@ -4,8 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xe091204e2cd3b126ULL
-#define EG_ABI_VERSION 8
+#define EG_LAYOUT_HASH 0x751f0b402860f189ULL
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0

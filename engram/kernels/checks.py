@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from engram.errors import DimensionError, InvalidInputError, KernelError, NonFiniteError
+from engram.kernels.abi_generated import CONSTANTS
 
-ENOSPACE = -2     # EG_ENOSPACE (csrc/include/engram.h): a gather out of space, which callers handle
-KERNEL_ERRORS = {-1: "EG_EINVAL: an argument is out of range", -2: "EG_ENOSPACE: an output buffer is too small",
-                 -3: "EG_ENOMEM: scratch memory could not be allocated"}
+ENOSPACE = CONSTANTS["EG_ENOSPACE"]     # a gather out of space, which callers handle
+KERNEL_ERRORS = {CONSTANTS["EG_EINVAL"]: "EG_EINVAL: an argument is out of range",
+                 CONSTANTS["EG_ENOSPACE"]: "EG_ENOSPACE: an output buffer is too small",
+                 CONSTANTS["EG_ENOMEM"]: "EG_ENOMEM: scratch memory could not be allocated"}
 
 
 def checked(got: int, what: str) -> int:
@@ -85,8 +87,9 @@ def as_mask(mask, n: int):
 
 
 
-DECAY_CURVES = {"exponential": (0, ("tau",)), "power": (1, ("beta",)),
-                "two_component": (2, ("tau_fast", "tau_slow", "weight"))}
+DECAY_CURVES = {"exponential": (CONSTANTS["EG_DECAY_EXP"], ("tau",)),
+                "power": (CONSTANTS["EG_DECAY_POWER"], ("beta",)),
+                "two_component": (CONSTANTS["EG_DECAY_TWO"], ("tau_fast", "tau_slow", "weight"))}
 
 
 def decay_params(curve, params):

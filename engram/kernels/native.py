@@ -1,8 +1,9 @@
 """Loading the native kernel libraries (C and Zig) with ctypes.
 
 Libraries live in engram/kernels/lib/ and are found with importlib.resources.
-Each is probed for its ABI version and layout hash before any kernel is
-bound; a mismatch is refused with a message that says how to rebuild.
+Each is probed for its ABI hash (of engram.h's prototypes) and layout hash
+(of the shared-memory schema) before any kernel is bound; a mismatch is
+refused with a message that says how to rebuild.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from engram.errors import KernelError, LayoutMismatchError
 from engram.kernels import abi
-from engram.layout.schema import ABI_VERSION, LAYOUT_HASH
+from engram.layout.schema import LAYOUT_HASH
 
 REBUILD = "rebuild with `pip install -e .` (or ENGRAM_KERNELS=numba to run without it)"
 
@@ -43,10 +44,13 @@ class NativeLibrary:
         try:
             self.fns = abi.bind_identity(self.cdll)
         except AttributeError as e:
-            raise KernelError(f"{path} is not an engram kernel library ({e}); {REBUILD}") from e
-        version = self.fns["eg_abi_version"]()
-        if version != ABI_VERSION:
-            raise KernelError(f"{path} has kernel ABI {version}, this engram needs {ABI_VERSION}: {REBUILD}")
+            raise KernelError(f"{path} is not a kernel library of this engram ({e}): it is stale or foreign; "
+                              f"{REBUILD}") from e
+        got = self.fns["eg_abi_hash"]()
+        if got != abi.ABI_HASH:
+            raise KernelError(
+                f"{path} was built for kernel ABI 0x{got:016x} but engram's csrc/include/engram.h is "
+                f"0x{abi.ABI_HASH:016x}: the library is stale; {REBUILD}")
         got = self.fns["eg_layout_hash"]()
         if got != LAYOUT_HASH:
             raise LayoutMismatchError(

@@ -20,7 +20,6 @@ from engram.layout.generated import (  # noqa: F401
 )
 from engram.layout.generated import LAYOUT_HASH as _GENERATED_HASH
 from engram.layout.schema import (  # noqa: F401
-    ABI_VERSION,
     CONSTANTS,
     FORMAT_VERSION,
     LAYOUT_HASH,

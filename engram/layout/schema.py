@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-#: Bumped when the C/Zig function signatures change (independent of layout).
-ABI_VERSION = 8
 #: Bumped when a segment's meaning changes without its records changing.
 FORMAT_VERSION = 1
 #: "ENGRAM01" little-endian: the first 8 bytes of every segment.
@@ -341,7 +339,6 @@ RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER,
            HOP_SLOT, HOP_BOARD_HEADER)
 
 CONSTANTS = {
-    "ABI_VERSION": ABI_VERSION,
     "FORMAT_VERSION": FORMAT_VERSION,
     "SEGMENT_MAGIC": SEGMENT_MAGIC,
     "TIER_HOT": 0,
@@ -387,7 +384,7 @@ def _hash(lines: list) -> int:
 
 def layout_hash() -> int:
     """64-bit hash of every record's fields, offsets and the constants."""
-    return _hash([f"abi {ABI_VERSION}", f"format {FORMAT_VERSION}", *_record_lines(RECORDS),
+    return _hash([f"format {FORMAT_VERSION}", *_record_lines(RECORDS),
                   *(f"const {k} {CONSTANTS[k]}" for k in sorted(CONSTANTS))])
 
 

@@ -1,5 +1,5 @@
-"""NativeLibrary refuses a library built for another layout or ABI, or one
-that is missing or incomplete, before any kernel is bound."""
+"""NativeLibrary refuses a library built for another layout or ABI (engram.h's
+prototypes), or one that is missing or incomplete, before any kernel is bound."""
 from __future__ import annotations
 
 import shutil
@@ -10,28 +10,26 @@ import pytest
 from engram.errors import KernelError, LayoutMismatchError
 from engram.kernels import abi, native
 from engram.kernels.native import NativeLibrary
-from engram.layout import ABI_VERSION, LAYOUT_HASH
+from engram.layout import LAYOUT_HASH
 
 CC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (gcc/cc) on PATH to build the stub libraries")
 
 WRONG_HASH = LAYOUT_HASH ^ 0x00F0_0000_0000_0F0F
+WRONG_ABI = abi.ABI_HASH ^ 0x0000_0F00_0000_F000
 
 
 def required_symbols(isas) -> set:
-    """Every symbol abi.bind may look up: its symbol tables plus the per-ISA kernels of isas."""
-    names = set()
-    for v in vars(abi).values():
-        if isinstance(v, dict) and v and all(isinstance(x, str) and x.startswith("eg_") for x in v):
-            names |= set(v)
+    """Every symbol abi.bind may look up: identity, required and optional symbols plus the per-ISA kernels of isas."""
+    names = set(abi.IDENTITY) | set(abi.REQUIRED) | set(abi.OPTIONAL)
     return names | {abi.kernel_symbol(op, isa) for isa in isas for op in abi.VARIANT_OPS}
 
 
-def build_stub(tmp_path, *, abi_version=ABI_VERSION, layout_hash=LAYOUT_HASH, isas=("scalar",),
+def build_stub(tmp_path, *, abi_hash=abi.ABI_HASH, layout_hash=LAYOUT_HASH, isas=("scalar",),
                skip=(), name="libstub.so"):
     """A shared library exporting the identity symbols and stub kernels (never called)."""
     bodies = {
-        "eg_abi_version": f"uint32_t eg_abi_version(void) {{ return {abi_version}u; }}",
+        "eg_abi_hash": f"uint64_t eg_abi_hash(void) {{ return 0x{abi_hash:016x}ull; }}",
         "eg_layout_hash": f"uint64_t eg_layout_hash(void) {{ return 0x{layout_hash:016x}ull; }}",
         "eg_isa": 'const char *eg_isa(void) { return "scalar"; }',
         "eg_layout_lookup": "int32_t eg_layout_lookup(const char *r, const char *f, int64_t *o, int64_t *s)"
@@ -66,19 +64,29 @@ def test_wrong_layout_hash_is_refused(tmp_path):
     assert str(path) in msg and "rebuild" in msg
 
 
-def test_wrong_abi_version_is_refused(tmp_path):
-    path = build_stub(tmp_path, abi_version=ABI_VERSION + 1)
+def test_wrong_abi_hash_is_refused(tmp_path):
+    path = build_stub(tmp_path, abi_hash=WRONG_ABI)
     with pytest.raises(KernelError) as ei:
         NativeLibrary(path, ("scalar",))
     assert not isinstance(ei.value, LayoutMismatchError)
     msg = str(ei.value)
-    assert f"ABI {ABI_VERSION + 1}" in msg and f"needs {ABI_VERSION}" in msg and str(path) in msg, msg
+    assert f"kernel ABI 0x{WRONG_ABI:016x}" in msg and f"engram.h is 0x{abi.ABI_HASH:016x}" in msg, msg
+    assert str(path) in msg and "stale" in msg and "rebuild" in msg, msg
 
 
 def test_abi_is_checked_before_layout(tmp_path):
-    path = build_stub(tmp_path, abi_version=ABI_VERSION + 7, layout_hash=WRONG_HASH)
-    with pytest.raises(KernelError, match=f"ABI {ABI_VERSION + 7}"):
+    path = build_stub(tmp_path, abi_hash=WRONG_ABI, layout_hash=WRONG_HASH)
+    with pytest.raises(KernelError, match=f"kernel ABI 0x{WRONG_ABI:016x}"):
         NativeLibrary(path, ("scalar",))
+
+
+def test_a_library_from_before_abi_hashes_is_called_stale(tmp_path):
+    """An old library reports eg_abi_version, not eg_abi_hash: named stale, with how to rebuild."""
+    path = build_stub(tmp_path, skip=("eg_abi_hash",))
+    with pytest.raises(KernelError) as ei:
+        NativeLibrary(path, ("scalar",))
+    msg = str(ei.value)
+    assert "eg_abi_hash" in msg and "stale" in msg and "rebuild" in msg and str(path) in msg, msg
 
 
 def test_missing_file(tmp_path):
@@ -113,9 +121,9 @@ def test_isa_the_library_lacks(tmp_path):
 
 def test_installed_libraries_pass_the_same_checks():
     c = native.load_c()
-    assert c.fns["eg_abi_version"]() == ABI_VERSION and c.fns["eg_layout_hash"]() == LAYOUT_HASH
+    assert c.fns["eg_abi_hash"]() == abi.ABI_HASH and c.fns["eg_layout_hash"]() == LAYOUT_HASH
     assert c.fns["eg_isa"]().decode() == native.cpu_isas()[0]
     for isa in native.cpu_isas():
         z = native.load_zig(isa)
-        assert z.fns["eg_abi_version"]() == ABI_VERSION and z.fns["eg_layout_hash"]() == LAYOUT_HASH
+        assert z.fns["eg_abi_hash"]() == abi.ABI_HASH and z.fns["eg_layout_hash"]() == LAYOUT_HASH
         assert z.fns["eg_isa"]().decode() == isa

@@ -188,8 +188,8 @@ inline fn crc3(c_in: u64, p: *[*]const u8, n: *u64, comptime blk: u64, t: *const
     return c;
 }
 
-pub fn crc32c(crc: u32, data_: ?[*]const u8, n_in: u64) callconv(.c) u32 {
-    var p = data_ orelse return crc;
+pub fn crc32c(crc: u32, data_: ?*const anyopaque, n_in: u64) callconv(.c) u32 {
+    var p: [*]const u8 = @ptrCast(data_ orelse return crc);
     var n = n_in;
     if (has_sse42) {
         if (crc_ready.load(.acquire) == 0) { // racing first calls compute the same tables

@@ -9,6 +9,8 @@ contiguity); the Python layer above has already validated values.
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
 
+from engram.kernels._cy.abi cimport eg_topk_fn as topk_fn, eg_topk_mn_fn as topk_mn_fn
+
 cnp.import_array()
 
 
@@ -56,10 +58,6 @@ cdef const uint8_t *_mask_ptr(object mask, uint64_t n) except? NULL:
         raise ValueError("mask must be a contiguous uint8 array of at least n entries")
     return <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>mask)
 
-ctypedef int64_t (*topk_fn)(const float *q, const void *rows, uint64_t n, uint64_t dim,
-                            uint64_t row_stride, const uint8_t *mask, const float *row_norms, uint64_t k,
-                            int64_t *out_idx, float *out_score) noexcept nogil
-
 
 cdef class TopKKernel:
     """A top-k kernel bound by address.
@@ -101,11 +99,6 @@ cdef class TopKKernel:
             got = self.fn(<const float *>cnp.PyArray_DATA(q), cnp.PyArray_DATA(rows), n, dim, stride,
                           mp, np_, k, <int64_t *>cnp.PyArray_DATA(out_idx), <float *>cnp.PyArray_DATA(out_score))
         return got
-
-
-ctypedef int64_t (*topk_mn_fn)(const float *qs, uint64_t m, uint64_t q_stride, const void *rows, uint64_t n,
-                               uint64_t dim, uint64_t row_stride, const uint8_t *mask, const float *row_norms,
-                               uint64_t k, int64_t *out_idx, float *out_score, int64_t *out_count) noexcept nogil
 
 
 cdef class TopKManyKernel:

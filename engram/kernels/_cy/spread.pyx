@@ -11,11 +11,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t, uintptr_
 
 cnp.import_array()
 
-ctypedef int64_t (*spread_fn)(const uint64_t *offsets, const uint32_t *targets, const float *weights,
-                              uint64_t n_nodes, const uint32_t *seeds, const float *seed_act, uint64_t n_seeds,
-                              uint32_t max_depth, float decay, float threshold, float cycle_penalty,
-                              uint32_t prefetch_distance, uint32_t epoch, void *state,
-                              uint32_t *out_nodes, float *fire, uint64_t out_cap) noexcept nogil
+from engram.kernels._cy.abi cimport (eg_spread_fn as spread_fn, eg_spread_gather_fn as gather_fn,
+                                     eg_spread_hop_fn as hop_fn, eg_spread_merge_fn as merge_fn)
 
 
 def chain(const uint32_t[:] nxt, uint32_t head, uint64_t n):
@@ -149,12 +146,6 @@ cdef class SpreadKernel:
                        cnp.PyArray_ITEMSIZE(hot), flags_offset, hidden)
 
 
-ctypedef int64_t (*hop_fn)(const uint64_t *offsets, const uint32_t *targets, const float *weights,
-                           uint64_t n_nodes, uint32_t hop, float decay, float threshold, float cycle_penalty,
-                           uint32_t prefetch_distance, uint32_t epoch, void *state, uint32_t *out_nodes,
-                           float *fire, uint64_t begin, uint64_t end, uint64_t count, uint64_t out_cap) noexcept nogil
-
-
 cdef class SpreadHopKernel:
     """SpreadHopKernel(address)(offsets, targets, weights, hop, decay, threshold, cycle_penalty,
     prefetch_distance, epoch, state, out_nodes, fire, begin, end, count) -> new count."""
@@ -266,15 +257,6 @@ cdef class SpreadHopKernel:
                 hop += 1
                 ran += 1
         return begin, end, count, hop, ran, status
-
-
-ctypedef int64_t (*gather_fn)(const uint64_t *offsets, const uint32_t *targets, const float *weights,
-                              uint64_t n_nodes, float decay, float threshold, uint32_t prefetch_distance,
-                              const uint32_t *nodes, const float *fire, uint64_t n, float *acc,
-                              uint32_t *out_v, float *out_s, uint64_t out_cap) noexcept nogil
-ctypedef int64_t (*merge_fn)(uint64_t n_nodes, uint32_t hop, float cycle_penalty, uint32_t epoch, void *state,
-                             const uint32_t *v, const float *s, uint64_t n, uint32_t *out_nodes, uint64_t count,
-                             uint64_t out_cap) noexcept nogil
 
 
 cdef class SpreadGatherKernel:

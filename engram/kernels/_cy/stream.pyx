@@ -5,11 +5,9 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 
-cnp.import_array()
+from engram.kernels._cy.abi cimport eg_crc_fn as crc_fn, eg_decay_fn as decay_fn
 
-ctypedef int64_t (*decay_fn)(const float *strength, const float *age, uint64_t n, uint32_t kind,
-                             float p0, float p1, float p2, float *out) noexcept nogil
-ctypedef uint32_t (*crc_fn)(uint32_t crc, const void *data, uint64_t n) noexcept nogil
+cnp.import_array()
 
 
 cdef class DecayKernel:
