@@ -113,7 +113,7 @@ def extensions():
     exts = [Extension(f"engram.kernels._cy.{name}", [f"engram/kernels/_cy/{name}.pyx"],
                       include_dirs=["csrc/include", numpy.get_include()], extra_compile_args=["-O3"],
                       define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
-            for name in ("scan", "spread", "rank", "stream", "metrics", "trace")]
+            for name in ("scan", "spread", "rank", "csr", "stream", "metrics", "trace")]
     return cythonize(exts, language_level=3, compiler_directives={
         "boundscheck": False, "wraparound": False, "initializedcheck": False})
 

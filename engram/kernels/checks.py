@@ -163,7 +163,7 @@ _CSR_ERRORS = {
 
 def _csr_checker():
     try:
-        from engram.kernels._cy.spread import csr_check
+        from engram.kernels._cy.csr import csr_check
     except ImportError:          # the Cython drivers are not built: the numpy checks below
         return None
     return csr_check

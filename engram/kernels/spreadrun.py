@@ -14,7 +14,7 @@ from engram.layout import SPREAD_STATE_DTYPE
 DONE, DEADLINE, SPLIT = 0, 1, 2     # how SpreadRun.budgeted stopped
 
 try:                     # the Cython drivers (built by pip install)
-    from engram.kernels._cy.spread import gather_touched
+    from engram.kernels._cy.rank import gather_touched
 except ImportError:      # pragma: no cover - numpy's spelling of the same gather
     def gather_touched(nodes, state):
         st = state[nodes]

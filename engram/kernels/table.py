@@ -25,7 +25,7 @@ from engram.kernels.checks import (
 from engram.kernels.spreadrun import CsrGraph, SpreadParams, SpreadRun, SpreadScratch
 
 try:                     # the Cython drivers (built by pip install); without them only numpy/numba load
-    from engram.kernels._cy.spread import rank_touched
+    from engram.kernels._cy.rank import rank_touched
 except ImportError:      # pragma: no cover
     rank_touched = None
 

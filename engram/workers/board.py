@@ -16,7 +16,7 @@ import posix_ipc
 
 from engram.config import RecallConfig
 from engram.errors import EngramError
-from engram.kernels._cy.spread import chain
+from engram.kernels._cy.stream import chain
 from engram.kernels.native import load_c
 from engram.layout import TASK_BOARD_HEADER_DTYPE, TASK_SLOT_DTYPE, schema
 from engram.recall.pipeline import Ranked

@@ -1077,7 +1077,7 @@ def test_native_hop_kernel_error_paths():
 @pytest.mark.parametrize("tdtype", [np.int32, np.int64, np.uint32, np.uint64])
 @pytest.mark.parametrize("odtype", [np.int32, np.int64, np.uint64])
 def test_graph_checks_on_typed_arrays(odtype, tdtype):
-    """Typed contiguous arrays take the one-pass compiled check (engram.kernels._cy.spread.csr_check);
+    """Typed contiguous arrays take the one-pass compiled check (engram.kernels._cy.csr.csr_check);
     it must refuse exactly what the numpy checks refuse, with the same words."""
     t = get_table(LOADED[0])
     t.spread(*G_OK, [0])

@@ -14,7 +14,10 @@ Node records are read through the generated layout (engram_layout.h).
 """
 cimport numpy as cnp
 from libc.math cimport NAN, exp, expf
+from libc.string cimport memcpy
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t, uint64_t
+
+from engram.kernels._cy.arrays cimport vec
 
 cnp.import_array()
 
@@ -202,3 +205,125 @@ def top_blended(cnp.ndarray nodes not None, cnp.ndarray act not None, cnp.ndarra
                 hp[i] = 0
                 sm[i] = coss[j]
     return ids_a, score_a, act_a, sim_a, hop_a
+
+
+# --- what a spread touched, ranked ---------------------------------------------------
+# Space.spread returns every live memory a spread touched, most active first (ties by
+# id). lexsort and fancy indexing in numpy cost ten times the spread; here it is one
+# pass to filter and key (~activation << 32 | id, unique keys), numpy's SIMD sort of
+# those 64-bit keys in place (PyArray_Sort), and one pass to decode them.
+cdef extern from *:
+    """
+    /* the bits of a float >= 0 grow with it, so 0xFFFFFFFF - bits orders it descending */
+    static inline uint32_t eg_f32_bits(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
+    static inline float eg_bits_f32(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
+    """
+    uint32_t eg_f32_bits(float f) nogil
+    float eg_bits_f32(uint32_t b) nogil
+
+
+cdef object ranked(const uint32_t *nd, const float *ac, int64_t n, const int64_t *xi, const float *xa,
+                    int64_t m, const uint32_t *marks, uint64_t n_graph, const uint8_t *hb, uint64_t n_hot,
+                    Py_ssize_t rec, Py_ssize_t flags_offset, uint8_t hidden):
+    """(ids int64, activation f32, hops u8): the n touched (nd, ac) and the m extras (xi, xa,
+    hop 0) whose record is published and shows none of the hidden flags, most active first,
+    ties by id, each id once. marks: SpreadState (mark, act) per graph node."""
+    keys_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>(n + m)], cnp.NPY_UINT64, 0)
+    cdef uint64_t *keys = <uint64_t *>cnp.PyArray_DATA(keys_a)
+    cdef int64_t i, kept = 0, out = 0
+    cdef uint64_t v
+    cdef uint64_t low32 = 0xFFFFFFFFu
+    cdef float a
+    with nogil:
+        for i in range(n + m):
+            if i < n:
+                v = nd[i]
+                a = ac[i]
+            else:
+                if xi[i - n] < 0:
+                    continue
+                v = <uint64_t>xi[i - n]
+                a = xa[i - n] if xa[i - n] < 1.0 else 1.0
+            # hidden == 0 (nothing forgotten): no record is read, which at 1M memories saves
+            # a cache miss per memory touched
+            if v < n_hot and v <= low32 and (hidden == 0 or (hb[v * rec + flags_offset] & hidden) == 0):
+                keys[kept] = ((low32 - eg_f32_bits(a)) << 32) | v
+                kept += 1
+    keys_a = keys_a[:kept]
+    cnp.PyArray_Sort(keys_a, 0, cnp.NPY_QUICKSORT)     # equal keys are equal values: stability is moot
+    keys = <uint64_t *>cnp.PyArray_DATA(keys_a)
+    ids_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>kept], cnp.NPY_INT64, 0)
+    act_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>kept], cnp.NPY_FLOAT32, 0)
+    hop_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>kept], cnp.NPY_UINT8, 0)
+    cdef int64_t *ids = <int64_t *>cnp.PyArray_DATA(ids_a)
+    cdef float *out_act = <float *>cnp.PyArray_DATA(act_a)
+    cdef uint8_t *hops = <uint8_t *>cnp.PyArray_DATA(hop_a)
+    with nogil:
+        for i in range(kept):
+            if i and keys[i] == keys[i - 1]:        # a seed outside the graph given twice
+                continue
+            v = keys[i] & low32
+            ids[out] = <int64_t>v
+            out_act[out] = eg_bits_f32(<uint32_t>(low32 - (keys[i] >> 32)))
+            hops[out] = <uint8_t>(marks[2 * v] & 0xFF) if v < n_graph else 0
+            out += 1
+    if out < kept:
+        return ids_a[:out], act_a[:out], hop_a[:out]
+    return ids_a, act_a, hop_a
+
+
+cdef int hot_ok(cnp.ndarray hot, Py_ssize_t flags_offset) except -1:
+    if not (cnp.PyArray_NDIM(hot) == 1 and cnp.PyArray_ISCARRAY_RO(hot)):
+        raise ValueError("hot must be a contiguous array of node records")
+    if flags_offset < 0 or flags_offset >= cnp.PyArray_ITEMSIZE(hot):
+        raise ValueError("flags_offset lies outside a node record")
+    return 0
+
+
+def rank_touched(cnp.ndarray nodes not None, cnp.ndarray act not None, cnp.ndarray state not None,
+                 uint64_t n_graph, cnp.ndarray hot not None, Py_ssize_t flags_offset, uint8_t hidden,
+                 cnp.ndarray extra_ids not None, cnp.ndarray extra_act not None):
+    """(ids int64, activation f32, hops u8) of the memories a spread over a graph of
+    ``n_graph`` nodes touched (nodes u32, their activations act f32, hops from state's
+    marks) plus seeds outside the graph (extra_ids int64, extra_act f32, hop 0), keeping
+    those whose node record (hot: NodeHot records) is published and has none of the
+    ``hidden`` flag bits, most active first, ties by id (SpreadKernel.ranked does the
+    spread and this in one call)."""
+    if not (vec(nodes, cnp.NPY_UINT32, False) and vec(act, cnp.NPY_FLOAT32, False)
+            and vec(extra_ids, cnp.NPY_INT64, False) and vec(extra_act, cnp.NPY_FLOAT32, False)
+            and cnp.PyArray_ITEMSIZE(state) == 8 and cnp.PyArray_ISCARRAY_RO(state)):
+        raise ValueError("rank_touched takes contiguous nodes u32, act f32, extra_ids i64, extra_act f32, "
+                         "state SpreadState")
+    hot_ok(hot, flags_offset)
+    if cnp.PyArray_SIZE(act) != cnp.PyArray_SIZE(nodes) or cnp.PyArray_SIZE(extra_act) != cnp.PyArray_SIZE(extra_ids):
+        raise ValueError("act must match nodes and extra_act extra_ids")
+    if n_graph > <uint64_t>cnp.PyArray_SIZE(state):
+        raise ValueError("state must hold a record per node of the graph")
+    return ranked(<const uint32_t *>cnp.PyArray_DATA(nodes), <const float *>cnp.PyArray_DATA(act),
+                   cnp.PyArray_SIZE(nodes), <const int64_t *>cnp.PyArray_DATA(extra_ids),
+                   <const float *>cnp.PyArray_DATA(extra_act), cnp.PyArray_SIZE(extra_ids),
+                   <const uint32_t *>cnp.PyArray_DATA(state), n_graph, <const uint8_t *>cnp.PyArray_DATA(hot),
+                   <uint64_t>cnp.PyArray_SIZE(hot), cnp.PyArray_ITEMSIZE(hot), flags_offset, hidden)
+
+
+def gather_touched(cnp.ndarray nodes not None, cnp.ndarray state not None):
+    """(activation f32, hop u8) of each node a spread touched (nodes u32), from its scratch."""
+    if not (vec(nodes, cnp.NPY_UINT32, False) and cnp.PyArray_ITEMSIZE(state) == 8
+            and cnp.PyArray_ISCARRAY_RO(state)):
+        raise ValueError("gather_touched takes contiguous nodes u32 and state SpreadState")
+    cdef int64_t n = cnp.PyArray_SIZE(nodes), i
+    cdef uint64_t size = <uint64_t>cnp.PyArray_SIZE(state)
+    cdef const uint32_t *nd = <const uint32_t *>cnp.PyArray_DATA(nodes)
+    cdef const uint32_t *marks = <const uint32_t *>cnp.PyArray_DATA(state)     # (mark, act) per node
+    act_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>n], cnp.NPY_FLOAT32, 0)
+    hop_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>n], cnp.NPY_UINT8, 0)
+    cdef float *act = <float *>cnp.PyArray_DATA(act_a)
+    cdef uint8_t *hops = <uint8_t *>cnp.PyArray_DATA(hop_a)
+    for i in range(n):
+        if nd[i] >= size:
+            raise ValueError(f"node {nd[i]} is past the spread's state ({size} nodes)")
+    with nogil:
+        for i in range(n):
+            hops[i] = <uint8_t>(marks[2 * nd[i]] & 0xFF)
+            memcpy(&act[i], &marks[2 * nd[i] + 1], 4)
+    return act_a, hop_a

@@ -1,6 +1,7 @@
 """Drivers for the streaming kernels (decay curves, CRC32C), called through raw
 function pointers as in scan.pyx: a WAL checksums every small record, where
-ctypes' per-call cost would exceed the checksum itself."""
+ctypes' per-call cost would exceed the checksum itself; and the walk along a chain
+of shared pool records (a worker's answer)."""
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
@@ -53,3 +54,19 @@ cdef class CrcKernel:
         finally:
             PyBuffer_Release(&view)
         return out
+
+
+def chain(const uint32_t[:] nxt, uint32_t head, uint64_t n):
+    """The indices (u32) of n linked records from ``head``, each record naming the next in
+    ``nxt`` (the shared pool's links): a walk in C, bounds-checked, for a worker's answer."""
+    out = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>n], cnp.NPY_UINT32, 0)
+    cdef uint32_t[:] o = out
+    cdef uint64_t i
+    cdef uint64_t size = <uint64_t>nxt.shape[0]
+    cdef uint32_t j = head
+    for i in range(n):
+        if j >= size:
+            raise ValueError(f"record chain leaves the pool at step {i} (index {j}, pool of {size})")
+        o[i] = j
+        j = nxt[j]
+    return out
