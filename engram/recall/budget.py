@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engram.errors import InvalidInputError
+from engram.errors import InvalidInputError, shown
 
 FALLBACK_FACTOR = 1.5       # fallback when the estimate exceeds the budget by more than 50%
 OUTLIER = 2.0               # a hop slower than this x its prediction trains as this x (see observe_hop)
@@ -80,9 +80,9 @@ class AdaptiveBatcher:
     def __init__(self, topology: Topology | None = None, damping: float = 0.5, interval: int = 500,
                  initial: int | None = None):
         if not 0.0 < damping <= 1.0:
-            raise InvalidInputError(f"damping must be in (0, 1], got {damping!r}")
+            raise InvalidInputError(f"damping must be in (0, 1], got {shown(damping)}")
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise InvalidInputError(f"interval must be an integer >= 1, got {interval!r}")
+            raise InvalidInputError(f"interval must be an integer >= 1, got {shown(interval)}")
         self.topology = topology or Topology.probe()
         self.damping, self.interval = float(damping), int(interval)
         self._edges_per_node = 8.0        # EWMA of out-degree over the nodes spreads fire
