@@ -43,7 +43,7 @@ def test_round_trip_keeps_everything(tmp_path):
     manifest = json.loads((tmp_path / "CURRENT").read_text())
     assert manifest["spaces"] == ["kept", "second"] and manifest["dim"] == DIM
     with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
-        assert eng.spaces() == ["kept", "second"]
+        assert eng.spaces == ["kept", "second"]
         m = eng.space("kept")
         assert observe(m) == before
         assert m.recall(np.ones(DIM), k=7).ids.tolist() == recalled
