@@ -9,6 +9,22 @@ import argparse
 import platform
 import sys
 
+from engram.config import DEFAULT_DIM, MAX_DIM
+
+
+def _integer(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer in [minimum, maximum], else a usage error that says so."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum or (maximum is not None and v > maximum):
+            bound = f"from {minimum} to {maximum:,}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {v}")
+        return v
+    return parse
+
 
 def cmd_info(args) -> int:
     import numpy
@@ -114,10 +130,11 @@ def main(argv=None) -> int:
     p = sub.add_parser("info", help="show kernel backends, ISA variants, layout hash and live engines")
     p.set_defaults(fn=cmd_info)
     p = sub.add_parser("demo", help="build a memory of the Python standard library and recall from it")
-    p.add_argument("--limit", type=int, default=None, help="at most this many memories")
+    p.add_argument("--limit", type=_integer(1), default=None, help="at most this many memories (default: all)")
     p.add_argument("--query", action="append", help="a question to ask (repeatable); default: a built-in set")
-    p.add_argument("-k", type=int, default=5, help="results per query (default 5)")
-    p.add_argument("--dim", type=int, default=384, help="embedding dimension (default 384)")
+    p.add_argument("-k", type=_integer(1), default=5, help="results per query (default 5)")
+    p.add_argument("--dim", type=_integer(1, MAX_DIM), default=DEFAULT_DIM,
+                   help=f"embedding dimension (default {DEFAULT_DIM})")
     p.add_argument("--tier", choices=("hot", "warm"), default="hot", help="store f32 (hot) or f16 (warm)")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("list", help="the running engines this user can attach to")
