@@ -152,6 +152,7 @@ def test_engram_trace_collect_drains_a_live_engine_to_files(tmp_path, live_trace
     name, recall = live_traced
     c = subprocess.Popen([sys.executable, "-m", "engram.cli", "trace", "collect", name, "--out", str(tmp_path)],
                          stdout=subprocess.PIPE, text=True)
+    assert c.stdout.readline().startswith("collecting the events of")   # ready: SIGTERM now stops it cleanly
     recall(15)
     time.sleep(0.3)
     c.send_signal(signal.SIGTERM)                     # a clean stop drains every ring first
