@@ -143,7 +143,7 @@ class SpreadRun:
         self.begin, self.end, self.count = self.end, new, new
         return self.end - self.begin
 
-    # --- one hop in batches (work stealing: engram/stealing.py) --------------------------
+    # --- one hop in batches (work stealing: engram/workers/stealing.py) --------------------------
     def begin_split(self):
         """Start the next hop without running it: returns (frontier ids u32, what each
         fires f32), to be gathered in batches (gather(), here or in another process)

@@ -115,7 +115,7 @@ class KernelTable:
         sc.fire[begin:end] = sc.state["act"][sc.nodes[begin:end]]
         return self._fire(sc, g, p, hop, begin, end, count)
 
-    # a hop split into batches (work stealing, engram/stealing.py): gather each batch
+    # a hop split into batches (work stealing, engram/workers/stealing.py): gather each batch
     # (anywhere: it reads only the graph), merge each into the spread's own state
     def _fire(self, sc, g, p, hop, begin, end, count) -> int:
         """Part [begin, end) of a split hop's frontier fires in place (what it fires was taken)."""

@@ -221,7 +221,7 @@ class LatencyPredictor:
 
     @staticmethod
     def hop_features(batch_size, hop, tier_mix, frontier_nodes, frontier_edges, helpers: int = 0):
-        # the last: the edges that idle workers would gather instead (a split hop, engram/stealing.py)
+        # the last: the edges that idle workers would gather instead (a split hop, engram/workers/stealing.py)
         shared = frontier_edges * helpers / (helpers + 1)
         return (1.0, float(batch_size), float(hop), float(tier_mix), float(frontier_nodes), float(frontier_edges),
                 float(shared))
