@@ -8,7 +8,7 @@ import pytest
 
 import engram
 from engram import errors
-from engram.cognition.fan import MODES
+from engram.config import FAN_MODES as MODES
 from engram.kernels import reference
 
 

@@ -4,7 +4,8 @@ oracle over the same weights, on hub-heavy random graphs."""
 import numpy as np
 import pytest
 
-from engram.cognition.fan import MODES, fan_weights
+from engram.cognition.fan import fan_weights
+from engram.config import FAN_MODES as MODES
 from engram.kernels.reference import spread as oracle_spread
 from tests.kernels.backends import BACKEND_KEYS, get_table
 from tests.kernels.test_spread_differential import TOLERANCE, compare, csr, family
