@@ -71,7 +71,7 @@ def cmd_info(args) -> int:
     live = engines()
     print(f"engines       {len(live)} of this user in shared memory")
     for e in live:
-        print(f"  {e}   {'running' if pid_alive(e.pid) else 'dead (cleaned at next start)'}")
+        print(f"  {e}   {'running' if pid_alive(e.pid) else 'dead: `engram cleanup` removes what it left'}")
     return 0
 
 

@@ -62,7 +62,7 @@ def format_list(rows) -> str:
         return "no engines of this user in shared memory"
     out = []
     for r in rows:
-        state = "running" if r["alive"] else "dead (its segments go at the next Engine start)"
+        state = "running" if r["alive"] else "dead: `engram cleanup` (or the next Engine start) removes its segments"
         workers = f", {r['workers']} workers" if "workers" in r else ""
         out.append(f"{r['engine']}  pid {r['pid']}  {state}{workers}")
         for sp, s in r["spaces"].items():
