@@ -55,7 +55,7 @@ def test_cleanup_removes_a_dead_engines_segments_and_refuses_a_running_one(capsy
     assert cli.main(["cleanup", "-v", name]) == 0
     out = capsys.readouterr().out
     assert not segments_of(eng) and not semaphores_of(eng)
-    if segments_of(eng) == [] and "nothing to clean" in dry:
+    if "nothing to clean" in dry:
         pytest.skip("another process's Engine() start cleaned the dead engine first")
     assert re.search(rf"^would remove {name} \(pid {eng.pid}, exited\): {len(segs)} segments, "
                      rf"{len(sems)} semaphores$", dry, re.M), dry
