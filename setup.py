@@ -5,7 +5,7 @@ libraries (one per ISA level) and the Cython driver.
     ENGRAM_BUILD_ZIG=0 pip install -e .   # without Zig (the rollback path)
 
 The libraries are plain shared objects loaded with ctypes, not Python
-extensions, so they are built here and placed in engram/_kernels/lib/.
+extensions, so they are built here and placed in engram/kernels/lib/.
 Flags are portable: each ISA variant gets its own -m flags and the CPU is
 probed at run time; nothing is built with -march=native.
 """

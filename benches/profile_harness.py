@@ -27,7 +27,7 @@ enabled (what an application sees). A ``kernel`` diagnostic row is the scan alon
 through the public kernel API (``engram.kernels.backend().cosine_topk(q, rows, 10)`` over
 a plain f16 copy of the same vectors): the floor under scan_ms.
 
-``recall`` runs the whole pipeline (engram/recall.py): the similarity scan for 2k
+``recall`` runs the whole pipeline (engram/recall/pipeline.py): the similarity scan for 2k
 seeds, spreading over the 50K links within the default 10 ms budget, ranking. The
 performance target for recall + spread on this workload is P95 <= 1 ms
 (/work/shared/performance.md).

@@ -1,4 +1,4 @@
-"""Work stealing of hop batches (engram/stealing.py): recall through 2 workers with
+"""Work stealing of hop batches (engram/workers/stealing.py): recall through 2 workers with
 split hops against the same workers running every hop as one kernel call.
 
     python benches/steal.py              # 500K memories x 16 links, depth 4 (big hops), and 10K x 5

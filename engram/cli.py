@@ -2,12 +2,31 @@
 
     engram info            backends, ISA variants, layout hash, live engines
     engram demo            build a memory of the Python stdlib and query it
+    engram list | inspect | top | trace    look at running engines (docs/observability.md)
+    engram cleanup         remove what dead engines left in shared memory
+    engram --version
 """
 from __future__ import annotations
 
 import argparse
 import platform
 import sys
+
+from engram.config import DEFAULT_DIM, MAX_DIM
+
+
+def _integer(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer in [minimum, maximum], else a usage error that says so."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum or (maximum is not None and v > maximum):
+            bound = f"from {minimum} to {maximum:,}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {v}")
+        return v
+    return parse
 
 
 def cmd_info(args) -> int:
@@ -53,7 +72,7 @@ def cmd_info(args) -> int:
     live = engines()
     print(f"engines       {len(live)} of this user in shared memory")
     for e in live:
-        print(f"  {e}   {'running' if pid_alive(e.pid) else 'dead (cleaned at next start)'}")
+        print(f"  {e}   {'running' if pid_alive(e.pid) else 'dead: `engram cleanup` removes what it left'}")
     return 0
 
 
@@ -84,45 +103,115 @@ def cmd_top(args) -> int:
     return attach_tools.run_top(attach_tools.resolve(args.engine), args.interval, args.iterations)
 
 
+TRACE_USAGE = ("engram trace <engine|pid> [--kind K ...] [--space S] [--min-strength X] [--count N] [--seconds T]\n"
+               "       engram trace collect <engine|pid> --out DIR [--formats jsonl,perfetto] [--loki URL] "
+               "[--otlp URL]")
+TAIL_ONLY = ("kind", "space", "min_strength", "count", "seconds")
+COLLECT_ONLY = ("out", "loki", "otlp")
+
+
 def cmd_trace(args) -> int:
     from engram.observe.attach import tools as attach_tools
     from engram.observe.attach.tail import tail
+
+    def fail(msg: str) -> SystemExit:       # a usage error: exit 2, as argparse's own
+        print(f"usage: {TRACE_USAGE}\nengram trace: error: {msg}", file=sys.stderr)
+        return SystemExit(2)
+
+    if args.collect:            # the old spelling, `engram trace <engine> --collect DIR`
+        if args.engine == "collect":
+            raise fail("give the directory once, as --out DIR")
+        print(f"engram trace: `engram trace {args.engine} --collect DIR` is deprecated; use "
+              f"`engram trace collect {args.engine} --out DIR`", file=sys.stderr)
+        args.engine, args.target, args.out = "collect", args.engine, args.collect
     if args.engine == "collect":           # `engram trace collect <engine> --out DIR`
-        if not args.target or not (args.collect or args.out):
-            raise SystemExit("usage: engram trace collect <engine> --out DIR")
-        args.engine, args.collect = args.target, args.collect or args.out
-    if args.collect:
+        if not args.target or not args.out:
+            raise fail("collect needs the engine and --out DIR")
+        given = [f"--{o.replace('_', '-')}" for o in TAIL_ONLY if getattr(args, o) not in (None, [])]
+        if given:
+            raise fail(f"{', '.join(given)} {'filters' if len(given) == 1 else 'filter'} the live tail; "
+                       "collect drains every event "
+                       "(engram.TraceConfig(kinds=..., min_strength=...) filters where they are written)")
+        eng = attach_tools.resolve(args.target)
         import signal
-        import threading
-        stop = threading.Event()           # SIGTERM from here on is a clean stop: a last full drain
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        from engram.observe.attach.collector import Collector
-        eng = attach_tools.resolve(args.engine)
-        c = Collector(str(eng), args.collect, args.formats.split(","))
-        c.stop = stop
-        print(f"collecting {eng} into {args.collect}", flush=True)    # ready: a SIGTERM now drains first
+
+        from engram.observe.attach.collector import FORMATS, Collector
+        formats = [f for f in (args.formats or ",".join(FORMATS)).split(",") if f]
+        if not formats or set(formats) - set(FORMATS):
+            raise fail(f"--formats takes a comma-separated list of {', '.join(FORMATS)}, got {args.formats!r}")
+        c = Collector(str(eng), args.out, formats, loki_url=args.loki, otlp_url=args.otlp)
+        signal.signal(signal.SIGTERM, lambda *_: c.stop.set())
+        print(f"collecting the events of {eng} into {args.out}; stop with Ctrl-C or SIGTERM", flush=True)
         try:
             n = c.run()
         except KeyboardInterrupt:
             c.stop.set()
             n = c.run()
-        print(f"collected {n} events into {args.collect} ({c.lost} lost to full rings)")
+        print(f"collected {n} events into {args.out} ({c.lost} lost to full rings)")
         return 0
+    if args.target:
+        raise fail(f"unexpected {args.target!r} after the engine")
+    given = [f"--{o}" for o in COLLECT_ONLY if getattr(args, o)]
+    if given or args.formats is not None:
+        given = given or ["--formats"]
+        raise fail(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with "
+                   f"`engram trace collect {args.engine} --out DIR`")
     eng = attach_tools.resolve(args.engine)
     return tail(eng, kinds=args.kind, space=args.space, min_strength=args.min_strength, count=args.count,
                 seconds=args.seconds)
 
 
+def cmd_cleanup(args) -> int:
+    """Remove the shared-memory segments and semaphores of engines whose owner died."""
+    from engram.errors import EngramError
+    from engram.store import shm
+    wanted = [shm.resolve(e) for e in args.engine] if args.engine else None
+    running = [e for e in (wanted or shm.engines()) if shm.pid_alive(e.pid)]
+    if wanted and running:
+        raise EngramError("refused: " + "; ".join(f"engine {e} is running (pid {e.pid})" for e in running)
+                          + ": close it (or end its process) first; cleanup removes only what dead engines left")
+    left = shm.dead_engines(wanted) if args.dry_run else shm.remove_dead(wanted)
+    verb = "would remove" if args.dry_run else "removed"
+    for x in left:
+        print(f"{verb} {x.engine} (pid {x.engine.pid}, exited): {len(x.segments)} segment"
+              f"{'' if len(x.segments) == 1 else 's'}, {len(x.semaphores)} semaphore"
+              f"{'' if len(x.semaphores) == 1 else 's'}")
+        if args.verbose:
+            for name in x.segments + x.semaphores:
+                print(f"    {name}")
+    for e in running:
+        print(f"skipped {e} (pid {e.pid}, running)")
+    if not left:
+        print("nothing to clean: no engine of this user left segments behind")
+    return 0
+
+
+class _Version(argparse.Action):
+    """--version: the package version (imported only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import numpy
+
+        import engram
+        print(f"engram {engram.__version__} (python {platform.python_version()}, numpy {numpy.__version__})")
+        parser.exit()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="engram", description="engram: a cognitive memory engine in shared memory")
+    ap.add_argument("--version", action=_Version, help="show the version and exit")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="show kernel backends, ISA variants, layout hash and live engines")
     p.set_defaults(fn=cmd_info)
     p = sub.add_parser("demo", help="build a memory of the Python standard library and recall from it")
-    p.add_argument("--limit", type=int, default=None, help="at most this many memories")
+    p.add_argument("--limit", type=_integer(1), default=None, help="at most this many memories (default: all)")
     p.add_argument("--query", action="append", help="a question to ask (repeatable); default: a built-in set")
-    p.add_argument("-k", type=int, default=5, help="results per query (default 5)")
-    p.add_argument("--dim", type=int, default=384, help="embedding dimension (default 384)")
+    p.add_argument("-k", type=_integer(1), default=5, help="results per query (default 5)")
+    p.add_argument("--dim", type=_integer(1, MAX_DIM), default=DEFAULT_DIM,
+                   help=f"embedding dimension (default {DEFAULT_DIM})")
     p.add_argument("--tier", choices=("hot", "warm"), default="hot", help="store f32 (hot) or f16 (warm)")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("list", help="the running engines this user can attach to")
@@ -138,19 +227,28 @@ def main(argv=None) -> int:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     p.add_argument("--iterations", type=int, default=None, help="stop after this many refreshes")
     p.set_defaults(fn=cmd_top)
-    p = sub.add_parser("trace", help="tail a running engine's trace events live; `trace collect <engine> --out DIR` "
-                                      "drains them to files")
-    p.add_argument("engine", help="engine name or owner pid (or `collect`, then the engine)")
+    p = sub.add_parser("trace", usage=TRACE_USAGE,
+                       help="tail a running engine's trace events live; `trace collect <engine> --out DIR` "
+                            "drains them to files")
+    p.add_argument("engine", help="engine name or owner pid to tail; or `collect`, then the engine")
     p.add_argument("target", nargs="?", help=argparse.SUPPRESS)
-    p.add_argument("--out", metavar="DIR", help="with `collect`: where the files go")
     p.add_argument("--kind", action="append", help="only these event kinds (repeatable)")
     p.add_argument("--space", default=None, help="only this memory space")
     p.add_argument("--min-strength", type=float, default=None, help="only events at least this strong")
-    p.add_argument("--count", type=int, default=None, help="stop after this many events")
+    p.add_argument("--count", type=_integer(1), default=None, help="stop after this many events")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
-    p.add_argument("--collect", metavar="DIR", help="drain every ring into DIR (trace.jsonl, trace.perfetto.json)")
-    p.add_argument("--formats", default="jsonl,perfetto", help="with --collect (default jsonl,perfetto)")
+    p.add_argument("--out", metavar="DIR", help="collect: where the files go (trace.jsonl, trace.perfetto.json)")
+    p.add_argument("--formats", default=None, help="collect: which files (default jsonl,perfetto)")
+    p.add_argument("--loki", metavar="URL", help="collect: also push to Loki at this base URL")
+    p.add_argument("--otlp", metavar="URL", help="collect: also export OTLP/HTTP spans to this base URL")
+    p.add_argument("--collect", metavar="DIR", help=argparse.SUPPRESS)   # deprecated: `trace collect --out`
     p.set_defaults(fn=cmd_trace)
+    p = sub.add_parser("cleanup", help="remove the shared-memory segments of engines whose process died "
+                                        "(every Engine start does it too); running engines are never touched")
+    p.add_argument("engine", nargs="*", help="only these engines (name or owner pid); default: every dead one")
+    p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    p.add_argument("-v", "--verbose", action="store_true", help="name every segment and semaphore")
+    p.set_defaults(fn=cmd_cleanup)
     args = ap.parse_args(argv)
     if not getattr(args, "fn", None):
         ap.print_help()

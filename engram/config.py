@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, fields, replace
 
 from engram import validate
-from engram.errors import InvalidInputError
+from engram.errors import InvalidInputError, shown
 from engram.kernels.spreadrun import SpreadParams
 
 DEFAULT_DIM = 384                          # an embedding dimension when none is given (MiniLM-sized)
@@ -29,23 +29,23 @@ def _in(obj, name: str, lo: float, hi: float, lo_open: bool = False, hi_open: bo
     v = getattr(obj, name)
     if not (_number(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)):
         raise InvalidInputError(f"{name} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}"
-                                f"{')' if hi_open else ']'}, got {v!r}")
+                                f"{')' if hi_open else ']'}, got {shown(v)}")
 
 
 def _integer(obj, name: str, lo: int, hi: int) -> None:
     v = getattr(obj, name)
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise InvalidInputError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        raise InvalidInputError(f"{name} must be an integer in [{lo}, {hi}], got {shown(v)}")
 
 
 def _switch(obj, name: str) -> None:
     if not isinstance(getattr(obj, name), bool):
-        raise InvalidInputError(f"{name} must be True or False, got {getattr(obj, name)!r}")
+        raise InvalidInputError(f"{name} must be True or False, got {shown(getattr(obj, name))}")
 
 
 def _choice(obj, name: str, choices: tuple) -> None:
     if getattr(obj, name) not in choices:
-        raise InvalidInputError(f"{name} must be one of {', '.join(choices)}, got {getattr(obj, name)!r}")
+        raise InvalidInputError(f"{name} must be one of {', '.join(choices)}, got {shown(getattr(obj, name))}")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class RecallConfig:
 
     def with_changes(self, **changes) -> "RecallConfig":
         """A checked copy with changes, spreading settings included by name."""
-        validate.known_settings(changes, RECALL_SETTINGS, "recall")
+        changes = validate.known_settings(changes, RECALL_SETTINGS, "recall")
         sp = {k: changes.pop(k) for k in list(changes) if k in SPREAD_SETTINGS}
         # check() of the rules may normalise them (a threshold below float32's tiniest)
         return replace(self, spread=replace(self.spread, **sp).check(), **changes).check()
@@ -145,7 +145,7 @@ class InterferenceConfig:
         return self.proactive or self.retroactive
 
     def with_changes(self, **changes) -> "InterferenceConfig":
-        validate.known_settings(changes, {f.name for f in fields(self)}, "interference")
+        changes = validate.known_settings(changes, {f.name for f in fields(self)}, "interference")
         return replace(self, **changes).check()
 
     def check(self) -> "InterferenceConfig":
@@ -171,7 +171,7 @@ class ReconsolidationConfig:
     history: int = 8                     # previous versions kept per memory
 
     def with_changes(self, **changes) -> "ReconsolidationConfig":
-        validate.known_settings(changes, {f.name for f in fields(self)}, "reconsolidation")
+        changes = validate.known_settings(changes, {f.name for f in fields(self)}, "reconsolidation")
         return replace(self, **changes).check()
 
     def check(self) -> "ReconsolidationConfig":

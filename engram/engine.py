@@ -22,7 +22,7 @@ from engram import kernels, validate
 from engram.cognition.fan import fan_weights
 from engram.cognition.reconsolidation import Reconsolidation
 from engram.config import DEFAULT_DIM, MAX_DIM
-from engram.errors import ClosedError, DimensionError, InvalidInputError, UnknownSpaceError
+from engram.errors import ClosedError, DimensionError, InvalidInputError, UnknownSpaceError, shown
 from engram.observe import hwcounters, metrics
 from engram.observe.metrics.spreading import SpreadingRecorder
 from engram.observe.metrics.spreading import summary as spreading_summary
@@ -135,12 +135,12 @@ class Engine:
                                  f"without dim (it is read from the data) or with dim={stored}")
         self.workers = (os.cpu_count() or 1) if workers is None else validate.positive_int(workers, "workers")
         if routing not in ROUTINGS:
-            raise InvalidInputError(f"routing must be one of {', '.join(ROUTINGS)}, got {routing!r}")
+            raise InvalidInputError(f"routing must be one of {', '.join(ROUTINGS)}, got {shown(routing)}")
         self.routing = routing
         if trace is True:
             trace = TraceConfig()
         if trace is not None and not isinstance(trace, TraceConfig):
-            raise InvalidInputError(f"trace must be None, True or an engram.TraceConfig, got {trace!r}")
+            raise InvalidInputError(f"trace must be None, True or an engram.TraceConfig, got {shown(trace)}")
         self.trace_config = trace.check() if trace is not None else None
         self._path = path
         self.cleaned = cleanup_stale()
@@ -211,7 +211,7 @@ class Engine:
         """The memory space ``name``, created on first use."""
         life = self._life
         life.check_open()
-        validate.space_name(name)
+        name = validate.space_name(name)
         with life.lock:
             sp = life.spaces.get(name)
             if sp is None:
@@ -258,9 +258,12 @@ class Engine:
         least ``steal_min_batch`` frontier nodes (0: the AdaptiveBatcher's size). Takes
         effect at once; returns the settings now in force."""
         self._check_open()
-        for name, v in (("steal_min_edges", steal_min_edges), ("steal_min_batch", steal_min_batch)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32):
-                raise InvalidInputError(f"{name} must be an integer in [0, 2^32), got {v!r}")
+        given = {"steal_min_edges": steal_min_edges, "steal_min_batch": steal_min_batch}
+        for name, v in given.items():
+            if v is not None and (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                                  or not 0 <= v < 2**32):
+                raise InvalidInputError(f"{name} must be an integer in [0, 2^32), got {shown(v)}")
+        steal_min_edges, steal_min_batch = (None if v is None else int(v) for v in given.values())
         if self._life.workers is None:
             raise InvalidInputError("this engine runs without workers (workers=0): there is nothing to configure")
         return self._life.workers.configure_stealing(steal_min_edges, steal_min_batch)
@@ -310,10 +313,10 @@ class Attached:
         return SpaceNames(spaces_of(self._name))
 
     def space(self, name: str = "default") -> SpaceView:
-        validate.space_name(name)
+        name = validate.space_name(name)
         if name not in self._views:
             if name not in spaces_of(self._name):
-                raise UnknownSpaceError(f"engine {self.name} has no memory space {name!r}; "
+                raise UnknownSpaceError(f"engine {self.name} has no memory space {shown(name)}; "
                                         f"it has {spaces_of(self._name)}")
             store = SpaceStore(self._name, name, create=False)
             self._stores.append(store)

@@ -5,6 +5,22 @@ All derive from EngramError, and also from the builtin that fits, so
 """
 
 
+def shown(value) -> str:
+    """``value`` as an error message shows it: numpy scalars and arrays as the plain Python
+    values they hold (``5``, ``1.5``, ``'x'``, ``[1, 2]``, not ``np.int64(5)``), inside
+    lists, tuples and dicts too; anything else as its repr."""
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(shown(v) for v in value)
+        return f"({inner}{',' if len(value) == 1 else ''})" if isinstance(value, tuple) else f"[{inner}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{shown(k)}: {shown(v)}" for k, v in value.items()) + "}"
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):   # np.generic or ndarray
+        if getattr(value, "ndim", 1) == 0 and value.dtype.kind == "f":
+            return str(value)             # a float32's shortest digits: 0.1, not 0.10000000149011612
+        value = value.tolist()
+    return repr(value)
+
+
 class EngramError(Exception):
     """Base of every engram error."""
 

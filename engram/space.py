@@ -17,7 +17,7 @@ from engram.cognition import interference
 from engram.cognition.priming import Primer
 from engram.cognition.reconsolidation import Reconsolidation
 from engram.config import FAN_MODES, InterferenceConfig, RecallConfig
-from engram.errors import ClosedError, InvalidInputError, UnknownIdError
+from engram.errors import ClosedError, InvalidInputError, UnknownIdError, shown
 from engram.observe.metrics import NOOP_RECORDER, Recorder
 from engram.recall import pipeline
 from engram.recall.context import RecallContext
@@ -92,7 +92,7 @@ class SpaceView:
         q = validate.query(query, self.dim)
         k = validate.positive_int(k, "k", 1)
         if not isinstance(spread, (bool, np.bool_)):
-            raise InvalidInputError(f"spread must be True or False, got {spread!r}")
+            raise InvalidInputError(f"spread must be True or False, got {shown(spread)}")
         if budget_ms is not None:
             budget_ms = validate.positive_float(budget_ms, "budget_ms")
         self._before_spread(spread)
@@ -141,7 +141,7 @@ class SpaceView:
             p = replace(p, **{k: v for k, v in given.items() if v is not None}).check()
         fan = cfg.fan if fan is None else fan
         if fan not in FAN_MODES:
-            raise InvalidInputError(f"fan must be one of {', '.join(FAN_MODES)}, got {fan!r}")
+            raise InvalidInputError(f"fan must be one of {', '.join(FAN_MODES)}, got {shown(fan)}")
         self._before_spread(True)
         return SpreadResult(*self._reader.spread(fan, ids, act, p))
 
@@ -252,7 +252,7 @@ class Space(SpaceView):
         """Store memories; returns their int64 ids. ``tier``: "hot" (f32) or "warm" (f16)."""
         t_call = time.perf_counter_ns()
         if tier not in TIER_NAMES:
-            raise InvalidInputError(f"tier must be 'hot' or 'warm', got {tier!r}")
+            raise InvalidInputError(f"tier must be 'hot' or 'warm', got {shown(tier)}")
         v = validate.vectors(vectors, self.dim, f16=(tier == "warm"))
         n = v.shape[0]
         texts = validate.contents(content, n)

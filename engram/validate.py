@@ -14,6 +14,7 @@ from engram.errors import (
     InvalidSpaceNameError,
     InvalidWeightError,
     NonFiniteError,
+    shown,
 )
 from engram.kernels.checks import as_query
 
@@ -24,8 +25,8 @@ F16_MAX = float(np.finfo(np.float16).max)
 def space_name(name) -> str:
     if not isinstance(name, str) or not SPACE_NAME.match(name):
         raise InvalidSpaceNameError(
-            f"memory space name {name!r} is invalid: use 3-64 characters of lowercase a-z, 0-9, '_' or '-'")
-    return name
+            f"memory space name {shown(name)} is invalid: use 3-64 characters of lowercase a-z, 0-9, '_' or '-'")
+    return str(name)          # a numpy str_ becomes a plain str
 
 
 def vectors(v, dim: int, *, f16: bool = False) -> np.ndarray:
@@ -85,7 +86,7 @@ def per_item(value, n: int, what: str, default: float, lo: float, hi: float, lo_
         i = int(np.flatnonzero(low_bad | (a > hi))[0])
         interval = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
         err = InvalidWeightError if what.startswith("weight") else InvalidInputError
-        raise err(f"{what}[{i}] = {a[i]!r} is outside {interval}")
+        raise err(f"{what}[{i}] = {shown(a[i])} is outside {interval}")
     return a.astype(np.float32)
 
 
@@ -122,22 +123,25 @@ def contents(content, n: int) -> list:
 
 def positive_int(value, what: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidInputError(f"{what} must be an integer >= {minimum}, got {value!r}")
+        raise InvalidInputError(f"{what} must be an integer >= {minimum}, got {shown(value)}")
     return int(value)
 
 
 def positive_float(value, what: str) -> float:
     """A finite number > 0 (not a bool)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidInputError(f"{what} must be a number > 0, got {value!r}")
+        raise InvalidInputError(f"{what} must be a number > 0, got {shown(value)}")
     v = float(value)
     if not (math.isfinite(v) and v > 0):
-        raise InvalidInputError(f"{what} must be a finite number > 0, got {value!r}")
+        raise InvalidInputError(f"{what} must be a finite number > 0, got {shown(value)}")
     return v
 
 
-def known_settings(changes: dict, known, what: str) -> None:
-    """Refuse settings a configuration does not have, naming them and the ones it has."""
+def known_settings(changes: dict, known, what: str) -> dict:
+    """Refuse settings a configuration does not have, naming them and the ones it has; returns
+    the changes with numpy scalars as the plain Python values they hold (np.int64(3) -> 3),
+    which the checks take and snapshots keep as JSON."""
     unknown = set(changes) - set(known)
     if unknown:
         raise InvalidInputError(f"unknown {what} settings {sorted(unknown)}; known: {sorted(known)}")
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in changes.items()}

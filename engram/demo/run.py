@@ -2,13 +2,13 @@
 
 Builds a memory of the Python standard library (modules, classes and
 functions with their docstrings; containment and imports as associations),
-embeds it with the deterministic hashing embedder, stores it in an engine's
-shared memory, and answers a few questions with timings: the closest
-memories by similarity, then what spreading along the associations adds and
-the path of associations that brought each addition.
+embeds it with the deterministic hashing embedder (engram/demo/embed.py: word
+overlap, not meaning), stores it in an engine's shared memory, and answers a
+few questions with timings: the top k of a recall with spreading, each memory
+that came by association marked, with the path of associations that brought it.
 Recall runs with the defaults, which discount each association by its source's
-fan (engram/fan.py), so `os` and `sys`, imported by everything, do not collect
-activation from everything (docs/recall-quality.md measured the choice).
+fan (engram/cognition/fan.py), so `os` and `sys`, imported by everything, do not
+collect activation from everything (docs/recall-quality.md measured the choice).
 """
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ QUERIES = (
 )
 
 
+EMBEDDER_NOTE = (
+    "embedder: HashingEmbedder (engram/demo/embed.py), a deterministic hashed TF-IDF of words and word\n"
+    "  pairs, {dim}-d, fitted on the corpus. It matches shared words, not meaning: it cannot tell that\n"
+    "  \"remove a directory tree\" and \"rmtree\" mean the same, so answers show word overlap plus what the\n"
+    "  associations add. A real embedding model brings meaning: pass its vectors to mem.remember().")
+
+
 def _name(text: str) -> str:
     """The qualified name a corpus memory's text starts with ("name (kind): summary")."""
     return (text or "?").split(" (", 1)[0]
@@ -42,6 +49,7 @@ def run(limit=None, queries=None, k: int = 5, dim: int = 384, tier: str = "hot",
     say = lambda *a: print(*a, file=out, flush=True)
     root = corpus_mod.stdlib_root()
     say(f"engram demo: a memory of the Python standard library at {root}")
+    say(EMBEDDER_NOTE.format(dim=dim))
     files = corpus_mod.module_files(root)
     t0 = time.perf_counter()
     with Progress("parsing modules", len(files)) as p:
@@ -74,28 +82,27 @@ def run(limit=None, queries=None, k: int = 5, dim: int = 384, tier: str = "hot",
         say(f"parsed in {t_parse:.2f}s, embedded in {t_embed:.2f}s, remembered in {t_remember:.2f}s "
             f"({len(c) / max(t_remember, 1e-9):,.0f}/s), linked in {t_link:.2f}s\n")
 
-        timings = []
+        say(f"each question: the top {k} of a recall with spreading (score, #id, memory); '+' marks a memory that\n"
+            "came by association, not by similarity, with the path of associations that brought it\n")
+        seed_factor = mem.configure_recall().seed_factor
         for qtext in queries or QUERIES:
             q = emb.embed([qtext])[0]
             if not q.any():
                 say(f"? {qtext!r}: no known words in this query\n")
                 continue
-            res = mem.recall(q, k=k, spread=False)
-            assoc = mem.recall(q, k=3 * k)             # with spreading along the associations
-            seeds = mem.recall(q, k=6 * k, spread=False).ids     # what that spread started from (2 x 3k)
-            timings.append(assoc.timings["total_ms"])
-            say(f"? {qtext}    (similarity {res.timings['total_ms']:.2f} ms, "
-                f"with spreading {assoc.timings['total_ms']:.2f} ms)")
-            for mid, score, text in res:
-                say(f"  {score:6.3f}  #{mid:<6} {text[:100]}")
-            shown = set(res.ids.tolist())
-            spread = [(int(i), h, float(a), t) for i, h, a, t in
-                      zip(assoc.ids, assoc.hops, assoc.activation, assoc.content) if h > 0 and i not in shown]
-            for mid, hops, act, text in spread[:2]:
-                say(f"  + {act:5.3f} #{mid:<6} {text[:90]}  (associated, {hops} hop{'s' if hops > 1 else ''})")
-                trail = mem.path(seeds, mid, max_hops=hops)
-                names = mem.get(trail).content if trail else []
-                say("           via " + " -> ".join(f"{_name(t)} #{i}" for i, t in zip(trail, names)))
+            seeds = mem.recall(q, k=seed_factor * k, spread=False)     # what the spread starts from
+            res = mem.recall(q, k=k)                                    # similarity seeds + spreading
+            say(f"? {qtext}    (with spreading {res.timings['total_ms']:.2f} ms; "
+                f"similarity alone {seeds.timings['total_ms']:.2f} ms)")
+            for rank, (mid, hops, score, text) in enumerate(zip(res.ids.tolist(), res.hops.tolist(),
+                                                               res.scores.tolist(), res.content), 1):
+                mark = "+" if hops else " "
+                say(f"  {rank:>2}. {mark} {score:6.3f}  #{mid:<6} {(text or '')[:90]}")
+                if hops:
+                    trail = mem.path(seeds.ids, mid, max_hops=hops)
+                    names = mem.get(trail).content if trail else []
+                    say(f"           by association ({hops} hop{'s' if hops > 1 else ''}) via "
+                        + " -> ".join(f"{_name(t)} #{i}" for i, t in zip(trail, names)))
             say("")
         # latency over many queries: every memory's own text as a query
         rng = np.random.default_rng(0)

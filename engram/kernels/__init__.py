@@ -14,7 +14,7 @@ import functools
 import os
 import warnings
 
-from engram.errors import KernelError
+from engram.errors import KernelError, shown
 from engram.kernels import abi, native
 from engram.kernels.native import cpu_isas  # noqa: F401  (public)
 from engram.kernels.spreadrun import CsrGraph  # noqa: F401  (public)
@@ -34,9 +34,9 @@ def _pick_isa(isa: str | None) -> str:
     runnable = native.cpu_isas()
     isa = isa or os.environ.get("ENGRAM_ISA") or runnable[0]
     if isa not in abi.ISAS:
-        raise KernelError(f"unknown ISA variant {isa!r}; choose one of {', '.join(abi.ISAS)}")
+        raise KernelError(f"unknown ISA variant {shown(isa)}; choose one of {', '.join(abi.ISAS)}")
     if isa not in runnable:
-        raise KernelError(f"ISA variant {isa!r} is not supported by this CPU; it runs {', '.join(runnable)}")
+        raise KernelError(f"ISA variant {shown(isa)} is not supported by this CPU; it runs {', '.join(runnable)}")
     return isa
 
 
@@ -58,7 +58,7 @@ def _load(name: str, isa: str | None) -> KernelTable:
     if name == "numpy":
         from engram.kernels.reference import NumpyTable
         return NumpyTable()
-    raise KernelError(f"unknown kernel backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    raise KernelError(f"unknown kernel backend {shown(name)}; choose one of {', '.join(BACKENDS)}")
 
 
 def backend(name: str | None = None, isa: str | None = None) -> KernelTable:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engram.errors import DimensionError, InvalidInputError, KernelError, NonFiniteError
+from engram.errors import DimensionError, InvalidInputError, KernelError, NonFiniteError, shown
 from engram.kernels.abi_generated import CONSTANTS
 
 ENOSPACE = CONSTANTS["EG_ENOSPACE"]     # a gather out of space, which callers handle
@@ -95,23 +95,23 @@ DECAY_CURVES = {"exponential": (CONSTANTS["EG_DECAY_EXP"], ("tau",)),
 def decay_params(curve, params):
     """(kind, (p0, p1, p2)) for a curve and its named parameters, validated."""
     if curve not in DECAY_CURVES:
-        raise InvalidInputError(f"unknown decay curve {curve!r}; choose one of {', '.join(DECAY_CURVES)}")
+        raise InvalidInputError(f"unknown decay curve {shown(curve)}; choose one of {', '.join(DECAY_CURVES)}")
     kind, names = DECAY_CURVES[curve]
     extra = set(params) - set(names)
     missing = [n for n in names if n not in params]
     if extra or missing:
-        raise InvalidInputError(f"curve {curve!r} takes {', '.join(names)}"
+        raise InvalidInputError(f"curve {shown(curve)} takes {', '.join(names)}"
                                 + (f"; unknown: {', '.join(sorted(extra))}" if extra else "")
                                 + (f"; missing: {', '.join(missing)}" if missing else ""))
     vals = []
     for n in names:
         v = params[n]
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
-            raise InvalidInputError(f"{n} must be a finite number, got {v!r}")
+            raise InvalidInputError(f"{n} must be a finite number, got {shown(v)}")
         ok = {"tau": v > 0, "tau_fast": v > 0, "tau_slow": v > 0, "beta": v >= 0, "weight": 0 <= v <= 1}[n]
         if not ok:
             rule = {"beta": ">= 0", "weight": "in [0, 1]"}.get(n, "> 0")
-            raise InvalidInputError(f"{n} must be {rule}, got {v!r}")
+            raise InvalidInputError(f"{n} must be {rule}, got {shown(v)}")
         vals.append(float(v))
     return kind, tuple(vals + [0.0] * (3 - len(vals)))
 

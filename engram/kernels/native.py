@@ -13,7 +13,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from engram.errors import KernelError, LayoutMismatchError
+from engram.errors import KernelError, LayoutMismatchError, shown
 from engram.kernels import abi
 from engram.layout.schema import LAYOUT_HASH
 
@@ -133,9 +133,9 @@ class Arena:
         """size_mb in 1..100 per thread; overflow: "panic" (abort), "error" (kernel fails), "fallback"."""
         from engram.errors import InvalidInputError
         if isinstance(size_mb, bool) or not isinstance(size_mb, int) or not 1 <= size_mb <= 100:
-            raise InvalidInputError(f"size_mb must be an integer from 1 to 100, got {size_mb!r}")
+            raise InvalidInputError(f"size_mb must be an integer from 1 to 100, got {shown(size_mb)}")
         if overflow not in abi.ARENA_OVERFLOW:
-            raise InvalidInputError(f"overflow must be one of {', '.join(abi.ARENA_OVERFLOW)}, got {overflow!r}")
+            raise InvalidInputError(f"overflow must be one of {', '.join(abi.ARENA_OVERFLOW)}, got {shown(overflow)}")
         if self._fns["eg_arena_configure"](size_mb << 20, abi.ARENA_OVERFLOW[overflow]) != 0:
             raise KernelError("eg_arena_configure refused its arguments")
 

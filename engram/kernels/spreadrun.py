@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engram.errors import InvalidInputError
+from engram.errors import InvalidInputError, shown
 from engram.kernels.checks import ENOSPACE, as_csr, checked
 from engram.layout import SPREAD_STATE_DTYPE
 
@@ -32,22 +32,23 @@ class SpreadParams:
     def check(self) -> "SpreadParams":
         if isinstance(self.max_depth, bool) or not isinstance(self.max_depth, (int, np.integer)) \
                 or not 0 <= self.max_depth <= 255:
-            raise InvalidInputError(f"max_depth must be an integer in [0, 255], got {self.max_depth!r}")
+            raise InvalidInputError(f"max_depth must be an integer in [0, 255], got {shown(self.max_depth)}")
         for name, lo, hi, lo_open in (("decay", 0.0, 1.0, True), ("threshold", 0.0, 1.0, False),
                                       ("cycle_penalty", 0.0, 1.0, False)):
             v = getattr(self, name)
             interval = f"{'(' if lo_open else '['}{lo}, {hi}]"
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-                raise InvalidInputError(f"{name} must be a number in {interval}, got {v!r}")
+                raise InvalidInputError(f"{name} must be a number in {interval}, got {shown(v)}")
             try:
                 fv = float(v)
             except OverflowError:
-                raise InvalidInputError(f"{name} must be in {interval}, got {v!r}") from None
+                raise InvalidInputError(f"{name} must be in {interval}, got {shown(v)}") from None
             if not np.isfinite(fv) or fv > hi or (fv <= lo if lo_open else fv < lo):
-                raise InvalidInputError(f"{name} must be in {interval}, got {v!r}")
+                raise InvalidInputError(f"{name} must be in {interval}, got {shown(v)}")
         if isinstance(self.prefetch_distance, bool) or not isinstance(self.prefetch_distance, (int, np.integer)) \
                 or not 0 <= self.prefetch_distance <= 64:
-            raise InvalidInputError(f"prefetch_distance must be an integer in [0, 64], got {self.prefetch_distance!r}")
+            raise InvalidInputError("prefetch_distance must be an integer in [0, 64], "
+                                    f"got {shown(self.prefetch_distance)}")
         if 0 < self.threshold < F32_TINY:
             # kernels compare float32 contributions, which are 0 or >= F32_TINY:
             # a smaller positive threshold means "drop exactly the zeros"
@@ -168,7 +169,7 @@ class SpreadRun:
             checked(status, f"{self._table.name} spread_hop")
         return ran, status
 
-    # --- one hop in batches (work stealing: engram/stealing.py) --------------------------
+    # --- one hop in batches (work stealing: engram/workers/stealing.py) ------------------
     def begin_split(self):
         """Start the next hop without running it: returns (frontier ids u32, what each
         fires f32), to be gathered in batches (gather(), here or in another process)

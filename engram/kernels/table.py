@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engram.errors import InvalidInputError, NonFiniteError
+from engram.errors import InvalidInputError, NonFiniteError, shown
 from engram.kernels.checks import (
     DTYPE_TAG,
     METRICS,
@@ -144,7 +144,7 @@ class KernelTable:
         sc.fire[begin:end] = sc.state["act"][sc.nodes[begin:end]]
         return self._fire(sc, g, p, hop, begin, end, count)
 
-    # a hop split into batches (work stealing, engram/stealing.py): gather each batch
+    # a hop split into batches (work stealing, engram/workers/stealing.py): gather each batch
     # (anywhere: it reads only the graph), merge each into the spread's own state
     def _fire(self, sc, g, p, hop, begin, end, count) -> int:
         """Part [begin, end) of a split hop's frontier fires in place (what it fires was taken)."""
@@ -193,7 +193,7 @@ class KernelTable:
         """CRC32C (Castagnoli) of a bytes-like object, continuing from ``crc``."""
         if type(crc) is not int or not 0 <= crc <= 0xFFFFFFFF:
             if isinstance(crc, bool) or not isinstance(crc, (int, np.integer)) or not 0 <= crc <= 0xFFFFFFFF:
-                raise InvalidInputError(f"crc must be an integer in [0, 2**32), got {crc!r}")
+                raise InvalidInputError(f"crc must be an integer in [0, 2**32), got {shown(crc)}")
             crc = int(crc)
         if type(data) is bytes:          # the common case (a WAL record): no view to build or check
             return self._crc32c(data, crc)
@@ -226,7 +226,7 @@ class KernelTable:
     def _checked_topk(self, metric, query, rows, k, mask, norms=None):
         rows = as_rows(rows)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise InvalidInputError(f"k must be a non-negative integer, got {k!r}")
+            raise InvalidInputError(f"k must be a non-negative integer, got {shown(k)}")
         mask = as_mask(mask, rows.shape[0])
         norms = None if norms is None else float_array(norms, "norms")
         if norms is not None and norms.shape != (rows.shape[0],):

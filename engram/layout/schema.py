@@ -91,7 +91,8 @@ SEGMENT_HEADER = Record("SegmentHeader", (
 #: The hot record spreading touches: exactly one cache line.
 NODE_HOT = Record("NodeHot", (
     F("id", "u64", doc="memory id (== slot index in this format)"),
-    F("activation", "f32", doc="residual activation left by recent recalls (semantic priming, engram/priming.py)"),
+    F("activation", "f32",
+      doc="residual activation left by recent recalls (semantic priming, engram/cognition/priming.py)"),
     F("confidence", "f32", doc="[0, 1]"),
     F("tier", "u8", doc="TIER_HOT (f32 embedding) or TIER_WARM (f16)"),
     F("flags", "u8", doc="NODE_* bits"),
@@ -202,7 +203,7 @@ TASK_BOARD_HEADER = Record("TaskBoardHeader", (
 #: (an idle worker) -> DONE | FAILED -> FREE (the owner, after merging); the owner
 #: takes an untaken batch back READY -> FILLING|owner<<8, and revokes one whose taker
 #: is too slow TAKEN|t -> REVOKED|t (the taker frees it). States change by
-#: compare-exchange; see engram/stealing.py.
+#: compare-exchange; see engram/workers/stealing.py.
 HOP_SLOT = Record("HopSlot", (
     F("state", "u32"),
     F("hop", "u32"),
@@ -238,7 +239,7 @@ HOP_BOARD_HEADER = Record("HopBoardHeader", (
     F("_reserved", "u64", 4),
 ), size=128, align=64, doc="Head of the hop board segment: counters, then where each region is.")
 
-#: Head of the metrics segment (engram/metrics): the label table of memory
+#: Head of the metrics segment (engram/observe/metrics): the label table of memory
 #: spaces follows (MAX_SPACES x 64-byte names), then the per-process slots.
 METRICS_HEADER = Record("MetricsHeader", (
     F("slots", "u32", doc="per-process slots"),
@@ -260,7 +261,7 @@ METRICS_SLOT_HEADER = Record("MetricsSlotHeader", (
     F("_reserved", "u64", 5),
 ), size=64, align=64, doc="Starts every per-process slot of the metrics segment.")
 
-#: One trace event, 64 bytes, in a process's trace ring (engram/tracing).
+#: One trace event, 64 bytes, in a process's trace ring (engram/observe/tracing).
 TRACE_EVENT = Record("TraceEvent", (
     F("ts_ns", "u64", doc="CLOCK_MONOTONIC; the collector converts to wall time at export"),
     F("seq", "u64", doc="ring index + 1, written last: a reader that copies a different seq lost the race"),
@@ -271,7 +272,7 @@ TRACE_EVENT = Record("TraceEvent", (
     F("strength", "f32"),
     F("kind", "u16"),
     F("worker", "u16", doc="0 the owner, w + 1 worker w"),
-    F("space", "u16", doc="memory-space label index (engram/metrics)"),
+    F("space", "u16", doc="memory-space label index (engram/observe/metrics)"),
     F("flags", "u16"),
     F("_pad", "u32"),
 ), size=64, align=64, doc="A trace event in a per-process ring.")
@@ -306,7 +307,8 @@ CSR_HEADER = Record("CsrHeader", (
     F("targets_at", "u64", doc="byte offset of u32 targets[n_edges]"),
     F("weights_at", "u64", doc="byte offset of f32 weights[n_edges]"),
     F("delta_applied", "u64", doc="delta-log entries folded into this CSR"),
-    F("fan_at", "u64", doc="byte offset of f32 fan_weights[3][n_edges]: source, target, both (engram/fan.py)"),
+    F("fan_at", "u64",
+      doc="byte offset of f32 fan_weights[3][n_edges]: source, target, both (engram/cognition/fan.py)"),
     F("weights_version", "u64", doc="in-place weight changes since this CSR was built (associative priming)"),
 ), size=64, align=64, doc="Follows the segment header in a CSR segment.")
 
@@ -390,7 +392,7 @@ def layout_hash() -> int:
 
 LAYOUT_HASH = layout_hash()
 
-#: Records that snapshots keep (engram/snapshot.py). The others live only while an
+#: Records that snapshots keep (engram/store/snapshot.py). The others live only while an
 #: engine runs (boards, rings, pools), so their changes need not refuse old snapshots.
 PERSISTED = (NODE_HOT,)
 

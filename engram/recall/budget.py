@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engram.errors import InvalidInputError
+from engram.errors import InvalidInputError, shown
 
 FALLBACK_FACTOR = 1.5       # fallback when the estimate exceeds the budget by more than 50%
 NO_MODEL = np.zeros(0)
@@ -81,9 +81,9 @@ class AdaptiveBatcher:
     def __init__(self, topology: Topology | None = None, damping: float = 0.5, interval: int = 500,
                  initial: int | None = None):
         if not 0.0 < damping <= 1.0:
-            raise InvalidInputError(f"damping must be in (0, 1], got {damping!r}")
+            raise InvalidInputError(f"damping must be in (0, 1], got {shown(damping)}")
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise InvalidInputError(f"interval must be an integer >= 1, got {interval!r}")
+            raise InvalidInputError(f"interval must be an integer >= 1, got {shown(interval)}")
         self.topology = topology or Topology.probe()
         self.damping, self.interval = float(damping), int(interval)
         self._edges_per_node = 8.0        # EWMA of out-degree over the nodes spreads fire
@@ -224,7 +224,7 @@ class LatencyPredictor:
 
     @staticmethod
     def hop_features(batch_size, hop, tier_mix, frontier_nodes, frontier_edges, helpers: int = 0):
-        # the last: the edges that idle workers would gather instead (a split hop, engram/stealing.py)
+        # the last: the edges that idle workers would gather instead (a split hop, engram/workers/stealing.py)
         shared = frontier_edges * helpers / (helpers + 1)
         return (1.0, float(batch_size), float(hop), float(tier_mix), float(frontier_nodes), float(frontier_edges),
                 float(shared))

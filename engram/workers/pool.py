@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from engram.errors import EngramError, InvalidInputError
+from engram.errors import EngramError, InvalidInputError, shown
 from engram.kernels import abi
 from engram.kernels.native import load_c
 from engram.layout import ACTIVATION_RECORD_DTYPE, POOL_HEADER_DTYPE, schema
@@ -46,7 +46,8 @@ class ActivationRecordPool:
 
     def __init__(self, seg: Segment, cache_size: int = DEFAULT_CACHE):
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or not 1 <= cache_size <= abi.POOL_CACHE_MAX:
-            raise InvalidInputError(f"cache_size must be an integer in [1, {abi.POOL_CACHE_MAX}], got {cache_size!r}")
+            raise InvalidInputError(f"cache_size must be an integer in [1, {abi.POOL_CACHE_MAX}], "
+                                    f"got {shown(cache_size)}")
         self.seg = seg
         self.header = seg.array(0, POOL_HEADER_DTYPE, 1)
         cap = int(self.header["capacity"][0])
@@ -63,7 +64,7 @@ class ActivationRecordPool:
     @classmethod
     def create(cls, engine: EngineName, capacity: int = DEFAULT_CAPACITY, cache_size: int = DEFAULT_CACHE):
         if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity < 0xFFFFFFFF:
-            raise InvalidInputError(f"capacity must be an integer in [1, 2**32 - 1), got {capacity!r}")
+            raise InvalidInputError(f"capacity must be an integer in [1, 2**32 - 1), got {shown(capacity)}")
         data = POOL_HEADER_DTYPE.itemsize + capacity * ACTIVATION_RECORD_DTYPE.itemsize
         seg = Segment.create(pool_segment_name(engine), kind=KIND, data_bytes=data, capacity=capacity)
         hdr = seg.array(0, POOL_HEADER_DTYPE, 1)
@@ -87,7 +88,7 @@ class ActivationRecordPool:
     def acquire(self, n: int) -> np.ndarray:
         """n record indices (uint32), each marked held; PoolExhaustedError (nothing taken) if not all fit."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise InvalidInputError(f"n must be an integer >= 0, got {n!r}")
+            raise InvalidInputError(f"n must be an integer >= 0, got {shown(n)}")
         out = np.empty(int(n), np.uint32)
         got = self._fns["eg_pool_acquire"](self._h, self._r, self._cache().ctypes.data, out.ctypes.data, int(n))
         if got < 0:

@@ -1,4 +1,4 @@
-"""Priming (engram/priming.py) with an injected clock: the level saturates below 1
+"""Priming (engram/cognition/priming.py) with an injected clock: the level saturates below 1
 and decays to zero (properties), residuals are kept in the node records, bounded
 and pruned as they decay, co-recalled links strengthen, a primed memory wins a
 near-tie, priming off changes nothing, worker recalls prime the owner's records,

@@ -1,6 +1,7 @@
 """The public Python API end to end: remember, get, recall, link, forget, and
 every rejected call leaving the store exactly as it was."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -243,7 +244,19 @@ def test_error_messages_say_what_to_fix(mem):
 def test_bad_space_names_are_rejected(eng, name):
     with pytest.raises(errors.InvalidSpaceNameError, match="3-64"):
         eng.space(name)
-    assert eng.spaces() == []
+    assert eng.spaces == []
+
+
+def test_spaces_is_a_property_and_the_old_call_still_works_with_a_warning(eng):
+    eng.space("second")
+    eng.space("first")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # the property itself warns about nothing
+        assert eng.spaces == ["first", "second"]
+    with pytest.warns(DeprecationWarning, match="eng.spaces, not eng.spaces()"):
+        assert eng.spaces() == ["first", "second"]
+    with engram.attach(eng.name) as reader, pytest.warns(DeprecationWarning):
+        assert reader.spaces == ["first", "second"] and reader.spaces() == ["first", "second"]
 
 
 @pytest.mark.parametrize("name", ["abc", "x" * 64, "a_b-c", "123"])

@@ -43,7 +43,7 @@ def test_round_trip_keeps_everything(tmp_path):
     manifest = json.loads((tmp_path / "CURRENT").read_text())
     assert manifest["spaces"] == ["kept", "second"] and manifest["dim"] == DIM
     with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
-        assert eng.spaces() == ["kept", "second"]
+        assert eng.spaces == ["kept", "second"]
         m = eng.space("kept")
         assert observe(m) == before
         assert m.recall(np.ones(DIM), k=7).ids.tolist() == recalled
@@ -56,6 +56,61 @@ def test_one_engine_per_path(tmp_path):
     with engram.Engine(path=tmp_path, dim=DIM, workers=0), pytest.raises(SnapshotError, match="in use"):
         engram.Engine(path=tmp_path, dim=DIM, workers=0)
     engram.Engine(path=tmp_path, dim=DIM, workers=0).close()   # free again after close
+
+
+def test_an_engine_never_closed_is_saved_at_exit_with_a_warning(tmp_path):
+    """A script that forgets close() (default workers, which a recall starts) loses nothing:
+    the engine is saved as the interpreter exits, and says so on stderr."""
+    code = textwrap.dedent("""
+        import sys, numpy as np, engram
+        eng = engram.Engine(path=sys.argv[1], dim=6)
+        m = eng.space("unclosed")
+        ids = m.remember(np.eye(6), content=[f"m{i}" for i in range(6)])
+        m.link(ids[0], ids[1:3], [0.5, 0.25])
+        m.recall(np.eye(6)[2], k=2)
+        print(eng.name, flush=True)
+    """)                                  # ...and exits without eng.close()
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    name = p.stdout.strip()
+    assert f"Engine {name} (path {tmp_path}) was not closed; saving it at exit" in p.stderr, p.stderr
+    from engram.store.shm import EngineName, segments_of, semaphores_of
+    assert not segments_of(EngineName.parse(name)) and not semaphores_of(EngineName.parse(name))
+    with engram.Engine(path=tmp_path, workers=0) as eng:       # no dim: it is read from the snapshot
+        assert eng.dim == 6 and eng.spaces == ["unclosed"]
+        m = eng.space("unclosed")
+        assert len(m) == 6 and m.get(range(6)).content == [f"m{i}" for i in range(6)]
+        assert m.neighbors(0)[0].tolist() == [1, 2]
+        assert m.get(2).access_count.tolist() == [1]           # the recall's access was saved too
+
+
+def test_reopening_with_another_dim_is_refused_and_names_the_stored_one(tmp_path):
+    with engram.Engine(path=tmp_path, dim=6, workers=0) as eng:
+        eng.space("six").remember(np.eye(6))
+    with pytest.raises(errors.DimensionError) as info:
+        engram.Engine(path=tmp_path, dim=8, workers=0)
+    assert str(info.value) == (f"{tmp_path} holds memories of dimension 6, not 8: open it without dim "
+                               "(it is read from the data) or with dim=6")
+    with engram.Engine(path=tmp_path, workers=0) as eng:       # refused: nothing changed
+        assert eng.dim == 6 and len(eng.space("six")) == 6
+
+
+def test_a_path_in_use_names_the_process_that_holds_it(tmp_path):
+    code = textwrap.dedent("""
+        import sys, time, engram
+        eng = engram.Engine(path=sys.argv[1], dim=4, workers=0)
+        print("open", flush=True)
+        time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "open"
+        with pytest.raises(SnapshotError, match=rf"{tmp_path} is in use by another running engram.Engine "
+                                                rf"\(pid {p.pid}\)"):
+            engram.Engine(path=tmp_path, workers=0)
+    finally:
+        p.kill()
+        p.wait(timeout=30)
 
 
 def test_dimension_mismatch_is_refused_and_changes_nothing(tmp_path):

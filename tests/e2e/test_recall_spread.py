@@ -17,7 +17,7 @@ N = 600
 
 
 def reference_recall(vecs, conf, offsets, targets, weights, q, k, cfg=RecallConfig()):
-    """The pipeline of engram/recall.py written plainly: float64 cosine, top 2k seeds,
+    """The pipeline of engram/recall/pipeline.py written plainly: float64 cosine, top 2k seeds,
     logistic activation, the oracle spread, score = (a0 + lambda (act - a0)) x
     confidence (retention ~ 1: every memory was accessed moments ago), ties by id."""
     cos = vecs @ q / (np.linalg.norm(vecs, axis=1) * np.linalg.norm(q))
@@ -52,7 +52,7 @@ def world():
 
 
 def csr_of(mem):
-    """The CSR recall spreads over: the weights of the space's fan mode (engram/fan.py;
+    """The CSR recall spreads over: the weights of the space's fan mode (engram/cognition/fan.py;
     tests/e2e/test_fan.py checks them against an independent computation)."""
     g = mem._reader.links(mem.configure_recall().fan).csr
     return g.offsets, g.targets, g.weights

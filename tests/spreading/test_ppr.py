@@ -1,4 +1,4 @@
-"""Personalized PageRank (engram/ppr.py, recall mode="ppr"): every kernel backend
+"""Personalized PageRank (engram/recall/ppr.py, recall mode="ppr"): every kernel backend
 against a dense numpy power iteration, the stopping rules, recall through the
 public API in-process and through worker processes, and bad settings."""
 import numpy as np

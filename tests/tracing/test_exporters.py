@@ -58,7 +58,8 @@ def traced_recalls(tmp_path, recalls=12, **cfg):
         v = rng.standard_normal((100, 8))
         ids = mem.remember(v)
         mem.link(ids[:-1], ids[1:], 0.5)
-        hops = sum(mem.recall(v[i], k=3, budget_ms=None).spreading["hops"] for i in range(recalls))   # no fallback
+        # no budget: on a loaded machine a 10 ms budget can fall back to similarity (no hops to count)
+        hops = sum(mem.recall(v[i], k=3, budget_ms=None).spreading["hops"] for i in range(recalls))
     return hops
 
 

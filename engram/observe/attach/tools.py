@@ -13,6 +13,7 @@ import numpy as np
 
 from engram.errors import EngramError
 from engram.layout import NODE_HOT_DTYPE, POOL_HEADER_DTYPE, schema
+from engram.observe.attach import units
 from engram.observe.metrics import definitions as d
 from engram.observe.metrics.segment import MetricsSegment
 from engram.store.graph import Graph
@@ -23,6 +24,8 @@ from engram.workers.board import TaskBoard
 
 C = schema.CONSTANTS
 KIND_NAMES = {v: k.removeprefix("TABLE_").lower() for k, v in C.items() if k.startswith("TABLE_")}
+TIERS = {C["TIER_HOT"]: "hot: f32", C["TIER_WARM"]: "warm: f16"}
+NODE_FLAGS = {v: k.removeprefix("NODE_").lower() for k, v in C.items() if k.startswith("NODE_")}
 TAKEN = C["TASK_TAKEN"]
 READY = C["TASK_READY"]
 
@@ -59,7 +62,7 @@ def format_list(rows) -> str:
         return "no engines of this user in shared memory"
     out = []
     for r in rows:
-        state = "running" if r["alive"] else "dead (its segments go at the next Engine start)"
+        state = "running" if r["alive"] else "dead: `engram cleanup` (or the next Engine start) removes its segments"
         workers = f", {r['workers']} workers" if "workers" in r else ""
         out.append(f"{r['engine']}  pid {r['pid']}  {state}{workers}")
         for sp, s in r["spaces"].items():
@@ -83,7 +86,7 @@ def segment_headers(engine: EngineName) -> list:
             continue
         rows.append({"name": name, "ok": True, "kind": KIND_NAMES.get(seg.h("kind"), seg.h("kind")),
                      "generation": seg.h("generation"), "capacity": seg.h("capacity"), "count": seg.h("count"),
-                     "owner_pid": seg.h("owner_pid"), "bytes": seg.size,
+                     "owner_pid": seg.h("owner_pid"), "bytes": seg.size, "created_ns": seg.h("created_ns"),
                      "layout_hash": f"0x{seg.h('layout_hash'):016x}"})
     return rows
 
@@ -132,8 +135,24 @@ def board(engine: EngineName):
     return b.header, b.slots
 
 
+def _field(name: str, value) -> str:
+    """A node record's field as people read it: times as dates and ages, counts with separators."""
+    if name.endswith("_ns"):
+        return units.when_ns(value)
+    if name == "primed_s":
+        return units.when_ns(value * 1_000_000_000)
+    if name == "tier":
+        return f"{value} ({TIERS.get(value, '?')})"
+    if name == "flags":
+        return f"{value} ({', '.join(f for bit, f in NODE_FLAGS.items() if value & bit) or 'none'})"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return units.count(value)
+
+
 def format_inspect(engine: EngineName, space: str | None, nodes, show_pool: bool) -> str:
-    out = [f"engine {engine}  owner pid {engine.pid}  {'running' if pid_alive(engine.pid) else 'dead'}"]
+    out = [f"engine {engine}  owner pid {engine.pid}  "
+           f"{'running' if pid_alive(engine.pid) else 'dead (engram cleanup removes it)'}"]
     bad = 0
     for r in segment_headers(engine):
         if not r["ok"]:
@@ -141,16 +160,18 @@ def format_inspect(engine: EngineName, space: str | None, nodes, show_pool: bool
             out.append(f"  {r['name']}: REFUSED: {r['error']}")
         else:
             out.append(f"  {r['name']}: {r['kind']} g{r['generation']} count {r['count']:,} / capacity "
-                       f"{r['capacity']:,}, {r['bytes']:,} bytes, layout {r['layout_hash']} ok")
+                       f"{r['capacity']:,}, {units.size(r['bytes'])}, created {units.when_ns(r['created_ns'])}, "
+                       f"layout {r['layout_hash']} ok")
     for n in nodes or ():
         rec = node_record(engine, space or "default", n)
-        out.append(f"node {n} in {space or 'default'}:")
+        out.append(f"node {n:,} in {space or 'default'}:")
         for k, v in rec.items():
-            out.append(f"  {k:<15} {v}")
+            out.append(f"  {k:<15} {_field(k, v)}")
     if show_pool:
         p = pool_stats(engine)
         out.append("pool: not created (no worker has run yet)" if p is None else
-                   "pool: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v:,}" for k, v in p.items()))
+                   "pool: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {units.count(v)}"
+                                        for k, v in p.items()))
     if bad:
         out.append(f"{bad} segment(s) refused: attach with the engram version that created the engine")
     return "\n".join(out)

@@ -1,6 +1,6 @@
 """The metrics segment: a header, the memory-space label table, and one
 cache-line-aligned slot per process (a claim word, then u64 cells laid out by
-engram/metrics/definitions.py). A process adds only to its own slot; readers sum
+engram/observe/metrics/definitions.py). A process adds only to its own slot; readers sum
 every slot, so a dead process's counts are kept."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spreading metrics, kept in the engine's metrics segment (engram/metrics) like
+"""Spreading metrics, kept in the engine's metrics segment (engram/observe/metrics) like
 every other metric: each process that spreads (the owner, each worker) adds to
 its own slot, and readers sum the slots.
 

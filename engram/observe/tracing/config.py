@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engram.errors import InvalidInputError
+from engram.errors import InvalidInputError, shown
 
 FORMATS = ("jsonl", "perfetto")
 KINDS = {                     # id: what node_a / node_b / value / strength mean
@@ -45,12 +45,12 @@ class TraceConfig:
         if unknown:
             raise InvalidInputError(f"unknown trace event kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
         if not (0.0 < float(self.sample) <= 1.0):
-            raise InvalidInputError(f"sample must be in (0, 1], got {self.sample!r}")
+            raise InvalidInputError(f"sample must be in (0, 1], got {shown(self.sample)}")
         if not np.isfinite(self.min_strength):
             raise InvalidInputError("min_strength must be finite")
         n = self.ring_size
         if isinstance(n, bool) or not isinstance(n, int) or n < 64 or n & (n - 1):
-            raise InvalidInputError(f"ring_size must be a power of two >= 64, got {n!r}")
+            raise InvalidInputError(f"ring_size must be a power of two >= 64, got {shown(n)}")
         bad = set(self.formats) - set(FORMATS)
         if bad:
             raise InvalidInputError(f"unknown trace formats {sorted(bad)}; known: {', '.join(FORMATS)}")
