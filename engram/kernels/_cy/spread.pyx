@@ -42,27 +42,35 @@ cdef class SpreadKernel:
         self.fn = <spread_fn>address
         self.address = address
 
-    def __call__(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
-                 cnp.ndarray seeds not None, cnp.ndarray seed_act not None, uint32_t max_depth, float decay,
-                 float threshold, float cycle_penalty, uint32_t prefetch_distance, uint32_t epoch,
-                 cnp.ndarray state not None, cnp.ndarray out_nodes not None, cnp.ndarray fire not None):
-        cdef uint64_t n, n_seeds, cap
-        cdef int64_t got
+    cdef uint64_t _checked(self, cnp.ndarray offsets, cnp.ndarray targets, cnp.ndarray weights,
+                           cnp.ndarray seeds, int seed_type, cnp.ndarray seed_act, cnp.ndarray state,
+                           cnp.ndarray out_nodes, cnp.ndarray fire) except? 0xFFFFFFFFFFFFFFFF:
+        """The graph's node count, once every array has its documented type and size."""
+        cdef uint64_t n
         if not (vec(offsets, cnp.NPY_UINT64, False) and vec(targets, cnp.NPY_UINT32, False)
-                and vec(weights, cnp.NPY_FLOAT32, False) and vec(seeds, cnp.NPY_UINT32, False)
+                and vec(weights, cnp.NPY_FLOAT32, False) and vec(seeds, seed_type, False)
                 and vec(seed_act, cnp.NPY_FLOAT32, False) and vec(out_nodes, cnp.NPY_UINT32, True)
                 and vec(fire, cnp.NPY_FLOAT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
                 and cnp.PyArray_ISCARRAY(state)):
             raise ValueError("spread arrays must be contiguous 1-D arrays of the documented types: offsets u64, "
-                             "targets u32, weights f32, seeds u32, seed_act f32, state SpreadState, "
-                             "out_nodes u32, fire f32")
+                             f"targets u32, weights f32, seeds {'u32' if seed_type == cnp.NPY_UINT32 else 'i64'}, "
+                             "seed_act f32, state SpreadState, out_nodes u32, fire f32")
         n = _csr_nodes(offsets, targets, weights)
         if <uint64_t>cnp.PyArray_SIZE(state) < n:
             raise ValueError("state must hold one record per node")
-        n_seeds = <uint64_t>cnp.PyArray_SIZE(seeds)
-        if <uint64_t>cnp.PyArray_SIZE(seed_act) != n_seeds:
+        if cnp.PyArray_SIZE(seed_act) != cnp.PyArray_SIZE(seeds):
             raise ValueError("seeds and seed_act differ in length")
-        cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
+        return n
+
+    def __call__(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
+                 cnp.ndarray seeds not None, cnp.ndarray seed_act not None, uint32_t max_depth, float decay,
+                 float threshold, float cycle_penalty, uint32_t prefetch_distance, uint32_t epoch,
+                 cnp.ndarray state not None, cnp.ndarray out_nodes not None, cnp.ndarray fire not None):
+        cdef uint64_t n = self._checked(offsets, targets, weights, seeds, cnp.NPY_UINT32, seed_act, state,
+                                        out_nodes, fire)
+        cdef uint64_t n_seeds = <uint64_t>cnp.PyArray_SIZE(seeds)
+        cdef uint64_t cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
+        cdef int64_t got
         with nogil:
             got = self.fn(<const uint64_t *>cnp.PyArray_DATA(offsets), <const uint32_t *>cnp.PyArray_DATA(targets),
                           <const float *>cnp.PyArray_DATA(weights), n,
@@ -79,24 +87,12 @@ cdef class SpreadKernel:
                cnp.ndarray hot not None, Py_ssize_t flags_offset, uint8_t hidden):
         """Space.spread in one call: spread from seeds (int64 ids, f32 activations; those
         outside the graph come back as they are, capped at 1), then rank_touched."""
-        cdef uint64_t n, cap, n_seeds, j
-        cdef int64_t got, inside = 0, outside = 0
-        if not (vec(offsets, cnp.NPY_UINT64, False) and vec(targets, cnp.NPY_UINT32, False)
-                and vec(weights, cnp.NPY_FLOAT32, False) and vec(seeds, cnp.NPY_INT64, False)
-                and vec(seed_act, cnp.NPY_FLOAT32, False) and vec(out_nodes, cnp.NPY_UINT32, True)
-                and vec(fire, cnp.NPY_FLOAT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
-                and cnp.PyArray_ISCARRAY(state)):
-            raise ValueError("spread arrays must be contiguous 1-D arrays of the documented types: offsets u64, "
-                             "targets u32, weights f32, seeds i64, seed_act f32, state SpreadState, "
-                             "out_nodes u32, fire f32")
+        cdef uint64_t n = self._checked(offsets, targets, weights, seeds, cnp.NPY_INT64, seed_act, state,
+                                        out_nodes, fire)
         hot_ok(hot, flags_offset)
-        n = _csr_nodes(offsets, targets, weights)
-        if <uint64_t>cnp.PyArray_SIZE(state) < n:
-            raise ValueError("state must hold one record per node")
-        n_seeds = <uint64_t>cnp.PyArray_SIZE(seeds)
-        if <uint64_t>cnp.PyArray_SIZE(seed_act) != n_seeds:
-            raise ValueError("seeds and seed_act differ in length")
-        cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
+        cdef uint64_t n_seeds = <uint64_t>cnp.PyArray_SIZE(seeds), j
+        cdef uint64_t cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
+        cdef int64_t got, inside = 0, outside = 0
         split = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>(2 * n_seeds + 1)], cnp.NPY_INT64, 0)
         acts = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>(2 * n_seeds + 1)], cnp.NPY_FLOAT32, 0)
         cdef const int64_t *sd = <const int64_t *>cnp.PyArray_DATA(seeds)
