@@ -27,6 +27,7 @@ from engram.results import Memories, RecallResult, SpreadResult
 from engram.store.tables import TIER_NAMES, SpaceStore
 
 ROUTINGS = ("auto", "workers")
+ORIGINS = np.array(["seed", "spread"])      # RecallResult.origin by whether spreading reached it
 
 
 class SpaceView:
@@ -105,7 +106,7 @@ class SpaceView:
         self._recorded(ranked, k, total_ns, trace_id)
         return RecallResult(
             ids=ranked.ids, scores=ranked.scores, confidence=rec["confidence"].copy(),
-            origin=np.where(ranked.hops == 0, "seed", "spread").astype("<U6"), hops=ranked.hops,
+            origin=ORIGINS[(ranked.hops != 0).view(np.uint8)], hops=ranked.hops,
             content=r.content(rec["content_ref"]), partial=ranked.partial, fallback=ranked.fallback,
             activation=ranked.activation, similarity=ranked.similarity, timings=ranked.timings,
             spreading=ranked.info)

@@ -123,7 +123,7 @@ def _activate(reader, ctx, seeds, act0, n_seeds, warm_share, deadline, trace_id)
     metrics.record(out.predicted_ns, out.hop_ns, out.partial, False, predictor.ready,
                    counters.result() if counters is not None else None)
     predictor.observe_spread(x, out.elapsed_ns, estimate if predictor.ready else None)
-    batcher.observe(int(out.nodes.shape[0]), int(g.degree[out.nodes].sum()) if out.nodes.size else 0)
+    batcher.observe(out.fired_nodes, out.fired_edges)
     info = {"hops": out.hops_run, "touched": int(out.nodes.shape[0]), "predicted_spread_ms": estimate / 1e6,
             "predicted_hops_ms": out.predicted_ns / 1e6, "hop_ms": out.hop_ns / 1e6, "batch_size": batch}
     return out.nodes, out.activation, out.hops, out.partial, info

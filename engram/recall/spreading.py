@@ -30,6 +30,8 @@ class SpreadOutcome:
     hop_ns: int = 0             # time in those hops
     elapsed_ns: int = 0
     batch_size: int = 0
+    fired_nodes: int = 0        # frontier nodes the hops run fired, and their out-edges: the
+    fired_edges: int = 0        # out-degree the AdaptiveBatcher learns
 
 
 def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray, seed_act: np.ndarray,
@@ -44,7 +46,7 @@ def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray
     predicted_total = 0.0
     hop_total = 0
     partial = False
-    hops_run = 0
+    hops_run = fired_nodes = fired_edges = 0
     log = np.empty((max(params.max_depth, 1), 9))
     split_edges = splitter.min_edges() if splitter is not None else 0
     # seeds come from the engine's own scan (ids inside the graph, finite activations):
@@ -63,6 +65,7 @@ def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray
                 predicted_total += guess
                 hop_total += ns
                 hops_run += 1
+                fired_nodes, fired_edges = fired_nodes + int(x[4]), fired_edges + int(x[5])
                 events.hop(trace_id, hops_run, int(x[4]), ns)
             if status == DEADLINE:
                 partial = True
@@ -89,9 +92,10 @@ def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray
             predicted_total += guess
             hop_total += t1 - t0
             hops_run += 1
+            fired_nodes, fired_edges = fired_nodes + fired, fired_edges + f_edges
             events.hop(trace_id, hops_run, fired, t1 - t0)
         nodes, act, hops = run.touched()
     if predictor is not None:
         predictor.observe_request(predicted_total, hop_total)
     return SpreadOutcome(nodes, act, hops, partial, hops_run, predicted_total, hop_total,
-                         time.perf_counter_ns() - t_start, batch_size)
+                         time.perf_counter_ns() - t_start, batch_size, fired_nodes, fired_edges)
