@@ -120,12 +120,14 @@ class SpaceReader:
                 idx, sc = self.kern._topk("cosine", q, rows[a:b], k, row_live[a:b], row_norm[a:b])
                 found_ids.append(row_node[a:b][idx].astype(np.int64))
                 found_scores.append(sc)
-                found_tier.append(np.full(idx.shape[0], tier, np.uint8))
+                found_tier.append(tier)
         if not found_ids:
             return Similar(np.zeros(0, np.int64), np.zeros(0, np.float32), 0.0, partial)
+        if len(found_ids) == 1:      # one kernel call: already best first, ties by row = by id
+            return Similar(found_ids[0], found_scores[0], float(found_tier[0] == TIER_WARM), partial)
         ids = np.concatenate(found_ids)
         scores = np.concatenate(found_scores)
-        tiers = np.concatenate(found_tier)
+        tiers = np.repeat(np.array(found_tier, np.uint8), [s.shape[0] for s in found_scores])
         order = np.lexsort((ids, -scores))[:k]
         warm = np.count_nonzero(tiers[order] == TIER_WARM) / max(order.size, 1)
         return Similar(ids[order], scores[order], warm, partial)
