@@ -270,7 +270,11 @@ def networkx_graph(offsets, targets, weights):
 
 def networkx_spread(G, seeds, seed_act, max_depth=MAX_DEPTH, decay=DECAY, threshold=THRESHOLD,
                     cycle_penalty=CYCLE_PENALTY):
-    """engram's spreading rules, the way a networkx user writes them."""
+    """engram's spreading rules, the way a networkx user writes them.
+
+    A peer, not a copy of the oracle by accident: it is timed as what a networkx
+    user would write (dicts and G.successors), so it keeps its own loop on purpose;
+    check_against_oracle holds it to engram.kernels.reference.spread."""
     act, hop_of = {}, {}
     frontier = []
     for s, a in zip(seeds, seed_act):

@@ -61,10 +61,13 @@ class NumpyTable(KernelTable):
         return nodes, act.astype(np.float32), hops
 
 
-def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, threshold, cycle_penalty):
+def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, threshold, cycle_penalty,
+           compared: list | None = None):
     """The spreading oracle, in float64 (csrc/kernels/spread.c states the same rules).
 
-    Returns (nodes in first-touch order, activations, hop of first touch).
+    Returns (nodes in first-touch order, activations, hop of first touch). Given a
+    list as ``compared``, appends to it every contribution it compares with the
+    threshold (the differential tests find the near-ties of float32 kernels with it).
     """
     act: dict = {}
     hop_of: dict = {}
@@ -82,6 +85,8 @@ def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, thresho
         for u, a_u in zip(order[begin:end], fire):
             for e in range(int(offsets[u]), int(offsets[u + 1])):
                 c = a_u * decay * float(weights[e])
+                if compared is not None:
+                    compared.append(c)
                 if c < threshold:
                     continue
                 v = int(targets[e])

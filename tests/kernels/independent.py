@@ -13,8 +13,7 @@ import math
 
 import numpy as np
 
-# numpy's answers are float64 rounded once to float32: half an ulp, relative
-F32_HALF_ULP = 2.0 ** -24
+from .tolerance import TOLERANCE
 
 
 def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, threshold, cycle_penalty,
@@ -67,8 +66,9 @@ def check_spread(got, want, what=""):
     w_nodes, w_act, w_hops = want
     assert nodes.tolist() == w_nodes, f"{what}: touched {nodes.tolist()} != independent {w_nodes}"
     assert hops.tolist() == w_hops, f"{what}: hops {hops.tolist()} != independent {w_hops}"
+    rel, ab = TOLERANCE["oracle spread"]
     for v, a, b in zip(w_nodes, act.tolist(), w_act):
-        assert abs(a - b) <= 1.01 * F32_HALF_ULP * b + 1e-30, f"{what}: node {v}: {a} != independent {b}"
+        assert abs(a - b) <= rel * b + ab, f"{what}: node {v}: {a} != independent {b}"
 
 
 def scores(metric: str, q, rows, norms=None) -> list:
@@ -102,17 +102,18 @@ def check_topk(metric, q, rows, k, mask, idx, sc, norms=None, what=""):
                  for i, p in enumerate((np.asarray(rows, np.float64) ** 2).tolist())]
     else:
         scale = [1.0] * n
+    tol = TOLERANCE["oracle topk"]
     want = sorted((i for i in range(n) if keep[i]), key=lambda i: (-exact[i], i))[:int(k)]
     got = idx.tolist()
     assert len(got) == len(want), f"{what}: {len(got)} results, independent {len(want)}"
     for a, b in zip(got, want):
         if a != b:    # only a float64 near-tie may swap two rows; identical rows go lower index first
             assert keep[a] and rows[a].tobytes() != rows[b].tobytes() \
-                and abs(exact[a] - exact[b]) <= 1e-12 * max(scale[a], scale[b]), \
+                and abs(exact[a] - exact[b]) <= tol["swap"] * max(scale[a], scale[b]), \
                 f"{what}: row {a} (exact {exact[a]}) where the independent top-k has row {b} (exact {exact[b]})"
     for i, s in zip(got, sc.tolist()):
         e = exact[i]
-        assert abs(s - e) <= 1.01 * F32_HALF_ULP * abs(e) + 1e-13 * scale[i] + 1e-44, \
+        assert abs(s - e) <= tol["rel"] * abs(e) + tol["scale"] * scale[i] + tol["abs"], \
             f"{what}: row {i} scored {s}, exactly {e}"
 
 
@@ -131,6 +132,16 @@ def decay(strength, age, curve: str, params: dict) -> list:
             f = w * math.exp(-a / params["tau_fast"]) + (1.0 - w) * math.exp(-a / params["tau_slow"])
         out.append(s * f)
     return out
+
+
+def check_decay(got, strength, age, curve: str, params: dict, x, what=""):
+    """The numpy backend's decay against decay() above: within the float32 rounding of a
+    float64 value, plus the float64 rounding of the exponent x (|x| per element), which
+    numpy's exp and math.exp carry alike."""
+    exact = np.array(decay(strength, age, curve, params)).reshape(np.shape(got))
+    tol = TOLERANCE["oracle decay"]
+    bound = tol["rel"] * exact + tol["exponent"] * (1 + np.asarray(x)) * exact + tol["abs"]
+    assert (np.abs(got - exact) <= bound).all(), f"{what}: numpy {got.tolist()} != independent {exact.tolist()}"
 
 
 def crc32c(data: bytes, crc: int = 0) -> int:

@@ -10,15 +10,14 @@ import importlib.util
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from engram.errors import KernelError
 from engram.kernels import abi, native
 from engram.kernels.native import NativeLibrary
+from tests.generators import ROOT, assert_drift_detected_and_repaired, copy_tree, edit, run_gen
 
-ROOT = Path(__file__).resolve().parents[2]
 GEN = ROOT / "tools" / "gen_abi.py"
 HEADER = ROOT / "csrc" / "include" / "engram.h"
 GENERATED = ("engram/kernels/abi_generated.py", "engram/kernels/_cy/abi.pxd", "zig/src/abi.zig",
@@ -49,16 +48,6 @@ def gen_abi():
 
 def parse(gen_abi, text: str):
     return gen_abi.parse(text, set(gen_abi.load()[1]))
-
-
-def edit(path: Path, old: str, new: str):
-    text = path.read_text()
-    assert text.count(old) == 1, old
-    path.write_text(text.replace(old, new))
-
-
-def run_gen(script: Path, *args):
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60)
 
 
 # ------------------------------------------------------------ the repository
@@ -138,30 +127,12 @@ def test_what_the_parser_cannot_read_is_refused(gen_abi, old, new, why):
 @pytest.fixture
 def tree(tmp_path):
     """A copy of everything gen_abi.py (and gen_layout.py, which it imports) reads and writes."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for d in ("tools", "engram/layout", "csrc/include", "zig/src"):
-        shutil.copytree(ROOT / d, tmp_path / d, ignore=ignore)
-    for rel in GENERATED[:2]:
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / rel, tmp_path / rel)
-    p = run_gen(tmp_path / "tools" / "gen_abi.py", "--check")
-    assert p.returncode == 0, p.stderr   # the copy starts clean
-    return tmp_path
+    return copy_tree(tmp_path, "gen_abi.py", ("tools", "engram/layout", "csrc/include", "zig/src"), GENERATED[:2])
 
 
 @pytest.mark.parametrize("rel", GENERATED)
 def test_drift_is_detected_and_repaired(tree, rel):
-    gen = tree / "tools" / "gen_abi.py"
-    target = tree / rel
-    original = target.read_bytes()
-    target.write_bytes(original + b" ")
-    p = run_gen(gen, "--check")
-    assert p.returncode == 1 and "ABI drift" in p.stderr and rel in p.stderr, p.stderr
-    assert not [other for other in GENERATED if other != rel and other in p.stderr]
-    assert target.read_bytes() == original + b" "   # --check never writes
-    assert run_gen(gen).returncode == 0
-    assert target.read_bytes() == original
-    assert (ROOT / rel).read_bytes() == original    # the repo itself was never touched
+    assert_drift_detected_and_repaired(tree / "tools" / "gen_abi.py", tree, rel, GENERATED, "ABI drift")
 
 
 def test_a_prototype_change_makes_every_view_drift(tree):

@@ -6,25 +6,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import engram.kernels
 from engram.errors import InvalidInputError, NonFiniteError
 from engram.kernels import reference
 from engram.kernels.checks import decay_params
 
 from . import independent
+from .backends import BACKEND_KEYS, LOADED, TOLERANCE, get_table
 
-TABLES = {k: t for k, t in engram.kernels.available().items() if not isinstance(t, Exception)}
-KEYS = sorted(TABLES)
+KEYS = BACKEND_KEYS
 CURVES = [("exponential", {"tau": 30.0}), ("exponential", {"tau": 0.5}), ("power", {"beta": 0.7}),
           ("power", {"beta": 0.0}), ("power", {"beta": 3.0}),
           ("two_component", {"tau_fast": 5.0, "tau_slow": 100.0, "weight": 0.3}),
           ("two_component", {"tau_fast": 1.0, "tau_slow": 2.0, "weight": 1.0})]
-# float32 evaluation of exp(x) carries the rounding of x itself, so the
-# relative error grows with |x| (exp's condition number): 1e-6 * (1 + |x|).
-RTOL = 1e-6
 
 
 def exponent(curve, p, age):
+    """x of the curve (its exp's argument): float32 evaluation of exp(x) carries the
+    rounding of x itself, so the allowed error grows with |x| (TOLERANCE["decay"])."""
     a = age.astype(np.float64)
     if curve == "exponential":
         return a / p["tau"]
@@ -33,11 +31,19 @@ def exponent(curve, p, age):
     return a / p["tau_fast"]
 
 
+def decay_oracle(s, age, curve, params):
+    """The oracle's values (engram.kernels.reference.decay) and how far a backend may be
+    from each: TOLERANCE["decay"], rel * (1 + |x|) * |oracle| + abs."""
+    want = reference.decay(s, age, *decay_params(curve, params))
+    rel, ab = TOLERANCE["decay"]
+    return want, rel * (1 + np.abs(exponent(curve, params, age))) * np.abs(want) + ab
+
+
 @pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("curve,params", CURVES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CURVES)])
 def test_decay_matches_oracle(key, curve, params):
     rng = np.random.default_rng(zlib.crc32(f"{key} {curve} {sorted(params.items())}".encode()))   # the same every run
-    table = TABLES[key]
+    table = get_table(key)
     worst = 0.0
     # 98 small sizes x 15 rounds + 2 large = ~1,470 cases per curve, ~10,000 per backend over the 7 curves
     for n in list(range(0, 98)) * 15 + [1000, 4097]:
@@ -46,39 +52,36 @@ def test_decay_matches_oracle(key, curve, params):
         if n > 3:
             age[:3] = [0.0, 1e-7, 1e6]     # no time, a tick, "forever" (underflows to 0)
         got = table.decay(s, age, curve, **params)
-        kind, p = decay_params(curve, params)
-        want = reference.decay(s, age, kind, p)
+        want, tol = decay_oracle(s, age, curve, params)
         if key == "numpy":     # the oracle above is the numpy backend itself: meet an independent one
-            exact = np.array(independent.decay(s, age, curve, params))
-            x = 1 + np.abs(exponent(curve, params, age))
-            assert (np.abs(got - exact) <= 1.01 * independent.F32_HALF_ULP * exact + 1e-13 * x * exact
-                    + 1e-45).all(), f"n={n}: numpy {got.tolist()} != independent {exact.tolist()}"
+            independent.check_decay(got, s, age, curve, params, np.abs(exponent(curve, params, age)), f"n={n}")
         assert got.dtype == np.float32 and got.shape == s.shape
-        tol = RTOL * (1 + np.abs(exponent(curve, params, age))) * np.abs(want) + 1e-37
         err = np.abs(got - want)
         assert (err <= tol).all(), f"n={n}: worst {np.max(err / np.maximum(tol, 1e-300))}x tolerance"
         if n:
             worst = max(worst, float(np.max(err / np.maximum(np.abs(want), 1e-30))))
-    assert worst < 1e-4
+    assert worst < TOLERANCE["decay worst"]
 
 
 @pytest.mark.parametrize("key", KEYS)
 def test_decay_keeps_shape_and_strided_input(key):
     s = np.linspace(0, 1, 24, dtype=np.float64).reshape(4, 6)
     age = np.arange(48, dtype=np.float32).reshape(4, 12)[:, ::2]
-    out = TABLES[key].decay(s, age, "exponential", tau=10.0)
+    out = get_table(key).decay(s, age, "exponential", tau=10.0)
     assert out.shape == (4, 6)
-    assert np.allclose(out, s * np.exp(-age / 10.0), rtol=1e-5)
+    want, tol = decay_oracle(s, age, "exponential", {"tau": 10.0})
+    assert want.shape == (4, 6) and (np.abs(out - want) <= tol).all(), (out, want)
 
 
 @settings(deadline=None, max_examples=150)
-@given(st.sampled_from(KEYS), st.floats(0, 1e4, width=32), st.floats(0, 1e4, width=32),
+@given(st.sampled_from(LOADED), st.floats(0, 1e4, width=32), st.floats(0, 1e4, width=32),
        st.sampled_from(CURVES))
 def test_decay_is_monotone_in_age(key, a1, a2, cp):
     curve, params = cp
     lo, hi = sorted((a1, a2))
-    out = TABLES[key].decay(np.ones(2, np.float32), np.array([lo, hi], np.float32), curve, **params)
-    assert 0 <= out[1] <= out[0] * (1 + 1e-6) <= 1 + 1e-6
+    out = get_table(key).decay(np.ones(2, np.float32), np.array([lo, hi], np.float32), curve, **params)
+    slack = 1 + TOLERANCE["decay monotone"]
+    assert 0 <= out[1] <= out[0] * slack <= slack
 
 
 @pytest.mark.parametrize("bad,err", [
@@ -90,7 +93,7 @@ def test_decay_is_monotone_in_age(key, a1, a2, cp):
     (dict(curve="two_component", tau_fast=1.0, tau_slow=2.0, weight=1.5), InvalidInputError),
 ])
 def test_decay_rejects_bad_parameters(bad, err):
-    t = TABLES[KEYS[0]]
+    t = get_table(LOADED[0])
     kw = dict(bad)
     curve = kw.pop("curve")
     with pytest.raises(err):
@@ -98,7 +101,7 @@ def test_decay_rejects_bad_parameters(bad, err):
 
 
 def test_decay_rejects_bad_arrays():
-    t = TABLES[KEYS[0]]
+    t = get_table(LOADED[0])
     with pytest.raises(InvalidInputError, match="same shape"):
         t.decay(np.ones(3), np.ones(4), "exponential", tau=1.0)
     with pytest.raises(InvalidInputError, match=">= 0"):
@@ -118,14 +121,14 @@ KNOWN = [(b"", 0), (b"123456789", 0xE3069283), (bytes(32), 0x8A9136AA), (b"\xff"
 @pytest.mark.parametrize("key", KEYS)
 def test_crc32c_known_vectors(key):
     for data, want in KNOWN:
-        assert TABLES[key].crc32c(data) == want, data
+        assert get_table(key).crc32c(data) == want, data
 
 
 @pytest.mark.parametrize("key", KEYS)
 def test_crc32c_matches_oracle_on_every_length_and_alignment(key):
     rng = np.random.default_rng(9)
     buf = rng.integers(0, 256, 4096 + 16, dtype=np.uint8)
-    t = TABLES[key]
+    t = get_table(key)
     # 98 lengths x 4 alignments x 26 rounds of fresh bytes + 4 long = ~10,000 cases per backend
     for n in list(range(0, 98)) * 26 + [255, 256, 1000, 4096]:
         buf = rng.integers(0, 256, 4096 + 16, dtype=np.uint8) if n < 98 and rng.random() < 0.5 else buf
@@ -143,7 +146,7 @@ def test_crc32c_of_the_numpy_backend_against_a_bitwise_crc():
     bit-by-bit one (tests/kernels/independent.py) on every length 0..300 and a long one."""
     assert all(independent.crc32c(data) == want for data, want in KNOWN)
     rng = np.random.default_rng(10)
-    t = TABLES["numpy"]
+    t = get_table("numpy")
     for n in list(range(0, 301)) + [4099]:
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         crc = int(rng.integers(0, 2**32))
@@ -153,7 +156,7 @@ def test_crc32c_of_the_numpy_backend_against_a_bitwise_crc():
 
 @pytest.mark.parametrize("key", KEYS)
 def test_crc32c_accepts_bytes_like(key):
-    t = TABLES[key]
+    t = get_table(key)
     data = b"engram write-ahead log record"
     want = reference.crc32c(data)
     assert t.crc32c(bytearray(data)) == want
@@ -164,7 +167,7 @@ def test_crc32c_accepts_bytes_like(key):
 
 
 def test_crc32c_rejects_bad_input():
-    t = TABLES[KEYS[0]]
+    t = get_table(LOADED[0])
     with pytest.raises(InvalidInputError, match="bytes-like"):
         t.crc32c("text")
     with pytest.raises(InvalidInputError, match="contiguous"):
@@ -181,7 +184,7 @@ def test_crc32c_across_the_interleaved_block_sizes(key):
     hardware path joins its blocks, at several alignments."""
     rng = np.random.default_rng(31)
     buf = rng.integers(0, 256, 3 * 8192 * 2 + 64, dtype=np.uint8)
-    t = TABLES[key]
+    t = get_table(key)
     for n in (767, 768, 769, 1543, 3 * 8192 - 1, 3 * 8192, 3 * 8192 + 9, 2 * 3 * 8192 + 768 + 13):
         for off in (0, 5):
             view = buf[off:off + n]

@@ -4,13 +4,12 @@ one: tests/kernels/independent.py), for every dtype, blocking boundary and mask.
 import numpy as np
 import pytest
 
-import engram.kernels
 from engram.errors import DimensionError, InvalidInputError, NonFiniteError
 from engram.kernels.reference import scores, select_topk
 
 from . import independent
+from .backends import BACKEND_KEYS, LOADED, TOLERANCE, get_table
 
-TABLES = {k: t for k, t in engram.kernels.available().items() if not isinstance(t, Exception)}
 DTYPES = (np.float32, np.float16, np.int8)
 
 
@@ -19,10 +18,10 @@ def make_rows(rng, n, dim, dt):
     return np.clip(np.rint(r), -128, 127).astype(dt) if dt == np.int8 else r.astype(dt)
 
 
-@pytest.mark.parametrize("key", sorted(TABLES))
+@pytest.mark.parametrize("key", BACKEND_KEYS)
 @pytest.mark.parametrize("dt", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_batch_equals_oracle_and_single_queries(key, dt):
-    t = TABLES[key]
+    t = get_table(key)
     rng = np.random.default_rng(17)
     # m around the 8-heap stack limit; n around the 128-row block
     for m, n, dim, k in [(1, 5, 3, 2), (2, 127, 8, 5), (8, 128, 17, 10), (9, 129, 33, 129),
@@ -41,13 +40,13 @@ def test_batch_equals_oracle_and_single_queries(key, dt):
                 exact = scores(metric, qs[j], rows)
                 _, want = select_topk(exact, k, None if mask is None else mask.astype(np.uint8))
                 scale = np.abs(exact).max() if metric == "dot" else 1.0
-                assert np.allclose(sc[j], want, rtol=0, atol=1e-6 * max(scale, 1.0) * 4)
+                assert np.allclose(sc[j], want, rtol=0, atol=TOLERANCE["topk batch"] * max(scale, 1.0))
                 if key == "numpy":   # the oracle above is the numpy backend itself
                     independent.check_topk(metric, qs[j], rows, k, mask, idx[j], sc[j], what=f"m={m} n={n} j={j}")
 
 
 def test_batch_validation():
-    t = TABLES[sorted(TABLES)[0]]
+    t = get_table(LOADED[0])
     rows = np.ones((4, 3), np.float32)
     with pytest.raises(DimensionError):
         t.cosine_topk(np.ones((2, 4)), rows, 2)
@@ -59,12 +58,12 @@ def test_batch_validation():
     assert idx.shape == (2, 0)
 
 
-@pytest.mark.parametrize("key", sorted(TABLES))
+@pytest.mark.parametrize("key", BACKEND_KEYS)
 @pytest.mark.parametrize("dt", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_cosine_with_precomputed_norms(key, dt):
     """norms= are used as given (the oracle divides by the same values); true norms
     give what on-the-fly norms give; one query and batches alike."""
-    t = TABLES[key]
+    t = get_table(key)
     rng = np.random.default_rng(23)
     for n, dim in [(1, 1), (7, 3), (129, 17), (700, 61)]:
         rows = make_rows(rng, n, dim, dt)
@@ -75,21 +74,21 @@ def test_cosine_with_precomputed_norms(key, dt):
             exact = scores("cosine", q, rows, norms)
             _, want = select_topk(exact, 9)
             got_i, got = t.cosine_topk(q, rows, 9, norms=norms)
-            assert np.allclose(got, want, rtol=0, atol=4e-6)
+            assert np.allclose(got, want, rtol=0, atol=TOLERANCE["topk norms"])
             if key == "numpy":       # the oracle above is the numpy backend itself
                 independent.check_topk("cosine", q.astype(np.float32), rows, 9, None, got_i, got, norms=norms)
             qs = rng.standard_normal((3, dim))
             _, got_b = t.cosine_topk(qs, rows, 9, norms=norms)
             for j in range(3):
                 _, want_j = select_topk(scores("cosine", qs[j], rows, norms), 9)
-                assert np.allclose(got_b[j], want_j, rtol=0, atol=4e-6)
+                assert np.allclose(got_b[j], want_j, rtol=0, atol=TOLERANCE["topk norms"])
         i_fly, s_fly = t.cosine_topk(q, rows, 9)
         i_pre, s_pre = t.cosine_topk(q, rows, 9, norms=true)
-        assert np.allclose(s_fly, s_pre, rtol=0, atol=4e-6)
+        assert np.allclose(s_fly, s_pre, rtol=0, atol=TOLERANCE["topk norms"])
 
 
 def test_norms_validation():
-    t = TABLES[sorted(TABLES)[0]]
+    t = get_table(LOADED[0])
     rows = np.ones((4, 3), np.float32)
     with pytest.raises(InvalidInputError, match="one value per row"):
         t.cosine_topk(np.ones(3), rows, 2, norms=np.ones(3))

@@ -3,8 +3,6 @@ of engram/layout/schema.py, and tools/gen_layout.py detects and repairs drift.""
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -15,8 +13,8 @@ import pytest
 import engram.layout as layout
 from engram.kernels import native
 from engram.layout import generated, schema
+from tests.generators import ROOT, assert_drift_detected_and_repaired, copy_tree, edit, run_gen
 
-ROOT = Path(__file__).resolve().parents[2]
 GEN = ROOT / "tools" / "gen_layout.py"
 GENERATED = ("csrc/include/engram_layout.h", "zig/src/layout.zig", "engram/layout/generated.py", "docs/layout.md")
 
@@ -115,10 +113,6 @@ def test_layout_hash_agrees_everywhere():
 
 # ---------------------------------------------------------------- gen_layout.py
 
-def run_gen(script: Path, *args):
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60)
-
-
 def test_gen_layout_check_passes_on_the_repo():
     p = run_gen(GEN, "--check")
     assert p.returncode == 0, p.stderr
@@ -129,36 +123,12 @@ def test_gen_layout_check_passes_on_the_repo():
 @pytest.fixture
 def tree(tmp_path):
     """A copy of everything gen_layout.py reads and writes, in the same relative layout."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for d in ("tools", "engram/layout", "csrc/include", "zig/src", "docs"):
-        shutil.copytree(ROOT / d, tmp_path / d, ignore=ignore)
-    p = run_gen(tmp_path / "tools" / "gen_layout.py", "--check")
-    assert p.returncode == 0, p.stderr   # the copy starts clean
-    return tmp_path
+    return copy_tree(tmp_path, "gen_layout.py", ("tools", "engram/layout", "csrc/include", "zig/src", "docs"))
 
 
 @pytest.mark.parametrize("rel", GENERATED)
 def test_gen_layout_detects_and_repairs_drift(tree, rel):
-    gen = tree / "tools" / "gen_layout.py"
-    target = tree / rel
-    original = target.read_bytes()
-    with open(target, "ab") as f:
-        f.write(b" ")
-    p = run_gen(gen, "--check")
-    assert p.returncode == 1
-    assert rel in p.stderr and "layout drift" in p.stderr, p.stderr
-    for other in GENERATED:
-        if other != rel:
-            assert other not in p.stderr
-    assert target.read_bytes() == original + b" "   # --check never writes
-
-    p = run_gen(gen)
-    assert p.returncode == 0, p.stderr
-    assert f"wrote {rel}" in p.stdout
-    assert target.read_bytes() == original
-    p = run_gen(gen, "--check")
-    assert p.returncode == 0 and p.stderr == "", p.stderr
-    assert (ROOT / rel).read_bytes() == original   # the repo itself was never touched
+    assert_drift_detected_and_repaired(tree / "tools" / "gen_layout.py", tree, rel, GENERATED, "layout drift")
 
 
 def test_gen_layout_recreates_a_missing_file(tree):
@@ -182,12 +152,6 @@ def load_schema(path: Path):
     finally:
         del sys.modules[name]
     return mod
-
-
-def edit(path: Path, old: str, new: str):
-    text = path.read_text()
-    assert text.count(old) == 1, old
-    path.write_text(text.replace(old, new))
 
 
 @pytest.mark.parametrize("old,new", [
