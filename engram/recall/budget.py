@@ -160,6 +160,13 @@ class OnlineLinear:
         if len(self._buf) >= self.refit or self.count <= 4:
             self._fold()
 
+    def observe_rows(self, rows: np.ndarray) -> None:
+        """Several observations at once: rows of (features..., y)."""
+        self._buf.extend(rows.tolist())
+        self.count += rows.shape[0]
+        if len(self._buf) >= self.refit or self.count <= 4 + rows.shape[0]:
+            self._fold()
+
     def _fold(self) -> None:
         a = np.asarray(self._buf, dtype=np.float64)
         self._buf.clear()
@@ -257,6 +264,16 @@ class LatencyPredictor:
         with self._lock:
             self.hop.observe(x, ns)
             self.hops_seen += 1
+
+    def observe_hops(self, log: np.ndarray) -> None:
+        """Learn from the hops a C loop ran: rows of (7 features, ns, prediction), the
+        stalls clipped as in observe_hop."""
+        ns, guess = log[:, 7], log[:, 8]
+        rows = log[:, :8].copy()
+        rows[:, 7] = np.where((guess > 0) & (ns > OUTLIER * guess), OUTLIER * guess, ns)
+        with self._lock:
+            self.hop.observe_rows(rows)
+            self.hops_seen += rows.shape[0]
 
     def observe_spread(self, x, ns: float, predicted_ns: float | None) -> None:
         with self._lock:

@@ -56,8 +56,8 @@ class Ranked:
 def seed_activation(cos: np.ndarray, cfg) -> np.ndarray:
     """Similarity in [-1, 1] -> activation in (0, 1), by a logistic curve."""
     z = np.float32(-cfg.sigmoid_steepness) * (cos.astype(np.float32) - np.float32(cfg.sigmoid_midpoint))
-    with np.errstate(over="ignore"):       # exp overflow -> inf -> activation 0, as it should
-        return (np.float32(1.0) / (np.float32(1.0) + np.exp(z))).astype(np.float32)
+    # exp(80) is 5.5e34, within float32: past it the activation is 0 to float32 anyway
+    return np.float32(1.0) / (np.float32(1.0) + np.exp(np.minimum(z, np.float32(80.0))))
 
 
 def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, spread: bool,

@@ -58,15 +58,17 @@ def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray
             model = predictor.hop_model() if predictor is not None else NO_MODEL
             ran, status = run.budgeted(params.max_depth - hops_run, model, batch_size, tier_mix, deadline_ns,
                                        split_edges, log)
-            for row in log[:ran].tolist():
-                x, ns, guess = tuple(row[:7]), int(row[7]), row[8]
+            if ran:
+                ran_log = log[:ran]
                 if predictor is not None:
-                    predictor.observe_hop(x, ns, guess)
-                predicted_total += guess
-                hop_total += ns
-                hops_run += 1
-                fired_nodes, fired_edges = fired_nodes + int(x[4]), fired_edges + int(x[5])
-                events.hop(trace_id, hops_run, int(x[4]), ns)
+                    predictor.observe_hops(ran_log)
+                predicted_total += float(ran_log[:, 8].sum())
+                hop_total += int(ran_log[:, 7].sum())
+                fired_nodes += int(ran_log[:, 4].sum())
+                fired_edges += int(ran_log[:, 5].sum())
+                for h in range(ran):
+                    hops_run += 1
+                    events.hop(trace_id, hops_run, int(ran_log[h, 4]), int(ran_log[h, 7]))
             if status == DEADLINE:
                 partial = True
                 break

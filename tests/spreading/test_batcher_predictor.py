@@ -95,6 +95,9 @@ class _FeatureRecorder:
     def observe_hop(self, x, ns, predicted=0.0):
         self.hops.append(x)
 
+    def observe_hops(self, log):           # the hops the C loop ran: rows of 7 features, ns, guess
+        self.hops.extend(tuple(row[:7]) for row in log.tolist())
+
     def observe_request(self, predicted_ns, hop_ns):
         pass
 
