@@ -193,3 +193,16 @@ def test_docs_readme_indexes_every_document_with_one_line():
         assert len(lines) == 1 and len(lines[0]) > len(name) + 20, (name, lines)   # one line that says something
     readme = (ROOT / "README.md").read_text()
     assert "docs/README.md" in readme
+
+
+def test_the_readme_names_the_fields_memories_has():
+    """The README once promised Memories.times, which never existed: what it lists of get()'s
+    result must be the dataclass's fields."""
+    import dataclasses
+
+    import engram
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"mem\.get\(ids\[:2\]\)\.vectors\s+# also (.*?)\(engram\.Memories\)", text, re.S)
+    assert m, "the README's Use block lists get()'s fields on the mem.get line"
+    listed = {"vectors"} | {w for w in re.findall(r"[a-z_]+", m.group(1)) if w != "also"}
+    assert listed == {f.name for f in dataclasses.fields(engram.Memories)} - {"ids"}
