@@ -267,13 +267,12 @@ class LatencyPredictor:
 
     def observe_hops(self, log: np.ndarray) -> None:
         """Learn from the hops a C loop ran: rows of (7 features, ns, prediction), the
-        stalls clipped as in observe_hop."""
+        stalls clipped as in observe_hop (in the rows themselves: the log is the caller's)."""
         ns, guess = log[:, 7], log[:, 8]
-        rows = log[:, :8].copy()
-        rows[:, 7] = np.where((guess > 0) & (ns > OUTLIER * guess), OUTLIER * guess, ns)
+        np.minimum(ns, np.where(guess > 0, OUTLIER * guess, np.inf), out=ns)
         with self._lock:
-            self.hop.observe_rows(rows)
-            self.hops_seen += rows.shape[0]
+            self.hop.observe_rows(log[:, :8])
+            self.hops_seen += log.shape[0]
 
     def observe_spread(self, x, ns: float, predicted_ns: float | None) -> None:
         with self._lock:

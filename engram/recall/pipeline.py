@@ -76,12 +76,16 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
                                 fallback=bool(spread and found.partial))
 
     n_graph = reader.links(cfg.fan).csr.n_nodes
-    in_graph = seed_ids < n_graph
     act0 = seed_activation(cos, cfg)
+    if seed_ids[-1] < n_graph and seed_ids.max() < n_graph:      # every seed has a place in the graph
+        in_ids, in_act = seed_ids, act0
+    else:
+        in_graph = seed_ids < n_graph
+        in_ids, in_act = seed_ids[in_graph], act0[in_graph]
     t2 = time.perf_counter_ns()
     stage = _walk if cfg.mode == "ppr" else _activate
-    nodes, act, hops, partial, info = stage(reader, ctx, seed_ids[in_graph], act0[in_graph], n_seeds,
-                                            found.warm_share, deadline, trace_id)
+    nodes, act, hops, partial, info = stage(reader, ctx, in_ids, in_act, n_seeds, found.warm_share, deadline,
+                                            trace_id)
     if nodes is None:                    # predicted to overrun the budget: similarity alone
         return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=False, fallback=True, info=info)
     t3 = time.perf_counter_ns()

@@ -60,15 +60,16 @@ def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray
                                        split_edges, log)
             if ran:
                 ran_log = log[:ran]
-                if predictor is not None:
-                    predictor.observe_hops(ran_log)
-                predicted_total += float(ran_log[:, 8].sum())
-                hop_total += int(ran_log[:, 7].sum())
-                fired_nodes += int(ran_log[:, 4].sum())
-                fired_edges += int(ran_log[:, 5].sum())
+                sums = ran_log.sum(axis=0)          # fired nodes [4], edges [5], ns [7], predicted [8]
+                predicted_total += float(sums[8])
+                hop_total += int(sums[7])
+                fired_nodes += int(sums[4])
+                fired_edges += int(sums[5])
                 for h in range(ran):
                     hops_run += 1
                     events.hop(trace_id, hops_run, int(ran_log[h, 4]), int(ran_log[h, 7]))
+                if predictor is not None:        # last: it clips the stalls in the log
+                    predictor.observe_hops(ran_log)
             if status == DEADLINE:
                 partial = True
                 break
