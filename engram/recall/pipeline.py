@@ -66,6 +66,10 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
     cfg = ctx.config
     deadline = None if budget_ms is None else t_begin + int(budget_ms * 1e6)
     n_seeds = k if not spread else max(k, cfg.seed_factor * k)
+    # what the later stages look up, looked up before the scan streams the rows through the
+    # caches (afterwards each lookup runs cold)
+    links = reader.links(cfg.fan) if spread else None
+    hot, hidden, now = reader.hot(), reader.hidden(), ctx.clock()
     t0 = time.perf_counter_ns()
     found = reader.similar(q, n_seeds, deadline, cfg.hot_budget_share)
     seed_ids, cos = found.ids, found.scores
@@ -75,7 +79,7 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
         return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=found.partial,
                                 fallback=bool(spread and found.partial))
 
-    n_graph = reader.links(cfg.fan).csr.n_nodes
+    n_graph = links.csr.n_nodes
     act0 = seed_activation(cos, cfg)
     if seed_ids[-1] < n_graph and seed_ids.max() < n_graph:      # every seed has a place in the graph
         in_ids, in_act = seed_ids, act0
@@ -84,8 +88,8 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
         in_ids, in_act = seed_ids[in_graph], act0[in_graph]
     t2 = time.perf_counter_ns()
     stage = _walk if cfg.mode == "ppr" else _activate
-    nodes, act, hops, partial, info = stage(reader, ctx, in_ids, in_act, n_seeds, found.warm_share, deadline,
-                                            trace_id)
+    nodes, act, hops, partial, info = stage(reader, ctx, links, in_ids, in_act, n_seeds, found.warm_share,
+                                            deadline, trace_id)
     if nodes is None:                    # predicted to overrun the budget: similarity alone
         return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=False, fallback=True, info=info)
     t3 = time.perf_counter_ns()
@@ -94,17 +98,16 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
     # candidates: everything touched, and the seeds outside the compacted graph (no links
     # yet); the best k by the blended score, in one pass in C (engram/kernels/_cy/rank.pyx)
     ids, score, act_top, sim, hops_top = top_blended(
-        nodes, act, hops, n_graph, seed_ids, act0, cos, reader.hot(), reader.hidden(), ctx.clock(), cfg.forget_tau_s,
+        nodes, act, hops, n_graph, seed_ids, act0, cos, hot, hidden, now, cfg.forget_tau_s,
         cfg.spread_weight, k, cfg.priming, cfg.priming_weight, cfg.repetition_tau_s, cfg.semantic_tau_s)
     timings["rank_ms"] = (time.perf_counter_ns() - t3) / 1e6
     return Ranked(ids, score, act_top, sim, hops_top, partial, False, timings, info,
                   priming.reached(nodes, act, cfg) if cfg.priming else None)
 
 
-def _activate(reader, ctx, seeds, act0, n_seeds, warm_share, deadline, trace_id):
-    """mode="spread": (nodes, activation, hops, partial, info); nodes None: fall back."""
+def _activate(reader, ctx, g, seeds, act0, n_seeds, warm_share, deadline, trace_id):
+    """mode="spread" over links g: (nodes, activation, hops, partial, info); nodes None: fall back."""
     cfg, predictor, batcher, metrics = ctx.config, ctx.predictor, ctx.batcher, ctx.spreading
-    g = reader.links(cfg.fan)
     params = cfg.spread
     batch = batcher.batch_size
     x = LatencyPredictor.spread_features(n_seeds, int(g.degree[seeds].sum()), params.max_depth, warm_share, batch)
@@ -133,7 +136,7 @@ def _activate(reader, ctx, seeds, act0, n_seeds, warm_share, deadline, trace_id)
     return out.nodes, out.activation, out.hops, out.partial, info
 
 
-def _walk(reader, ctx, seeds, act0, n_seeds, warm_share, deadline, trace_id):
+def _walk(reader, ctx, links, seeds, act0, n_seeds, warm_share, deadline, trace_id):
     """mode="ppr": PageRank mass scaled to [0, 1] by the largest, as the activation."""
     cfg = ctx.config
     g = reader.walk_links(cfg.fan)
