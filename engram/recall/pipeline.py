@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engram.cognition import priming
-from engram.kernels._cy.rank import top_blended
+from engram.kernels._cy.rank import logistic, top_blended
 from engram.observe.hwcounters import CacheCounters
 from engram.recall import ppr
 from engram.recall.budget import FALLBACK_FACTOR, LatencyPredictor
@@ -54,10 +54,9 @@ class Ranked:
 
 
 def seed_activation(cos: np.ndarray, cfg) -> np.ndarray:
-    """Similarity in [-1, 1] -> activation in (0, 1), by a logistic curve."""
-    z = np.float32(-cfg.sigmoid_steepness) * (cos.astype(np.float32) - np.float32(cfg.sigmoid_midpoint))
-    # exp(80) is 5.5e34, within float32: past it the activation is 0 to float32 anyway
-    return np.float32(1.0) / (np.float32(1.0) + np.exp(np.minimum(z, np.float32(80.0))))
+    """Similarity in [-1, 1] -> activation in (0, 1), by a logistic curve (float32, one C
+    pass; the exponent is capped at 80, past which float32 rounds the activation to 0)."""
+    return logistic(np.ascontiguousarray(cos, np.float32), cfg.sigmoid_steepness, cfg.sigmoid_midpoint)
 
 
 def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, spread: bool,

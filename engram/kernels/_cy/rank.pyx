@@ -73,6 +73,23 @@ cdef void _sift_up(Cand *h, int64_t i) noexcept nogil:
         i = p
 
 
+def logistic(cnp.ndarray cos not None, float steepness, float midpoint):
+    """1 / (1 + exp(-steepness (cos - midpoint))) per element of a float32 array, in one C
+    pass (recall's seed activation: numpy's five calls run cold right after the scan)."""
+    if not vec(cos, cnp.NPY_FLOAT32, False):
+        raise ValueError("logistic takes a contiguous 1-D float32 array")
+    cdef int64_t n = cnp.PyArray_SIZE(cos), i
+    out_a = cnp.PyArray_EMPTY(1, [<cnp.npy_intp>n], cnp.NPY_FLOAT32, 0)
+    cdef const float *c = <const float *>cnp.PyArray_DATA(cos)
+    cdef float *o = <float *>cnp.PyArray_DATA(out_a)
+    cdef float z
+    with nogil:
+        for i in range(n):
+            z = -steepness * (c[i] - midpoint)
+            o[i] = <float>1.0 / (<float>1.0 + expf(z if z < 80.0 else <float>80.0))
+    return out_a
+
+
 def top_blended(cnp.ndarray nodes not None, cnp.ndarray act not None, cnp.ndarray hops not None, uint64_t n_graph,
                 cnp.ndarray seed_ids not None, cnp.ndarray act0 not None, cnp.ndarray cos not None,
                 cnp.ndarray hot not None, uint8_t hidden, int64_t now_ns, double forget_tau_s, float spread_weight,
