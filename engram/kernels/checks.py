@@ -26,12 +26,10 @@ METRICS = ("cosine", "dot")
 
 def finite_f32(a: np.ndarray, what: str) -> np.ndarray:
     """C-contiguous float32 of a numeric array with no NaN, inf or float32 overflow."""
-    if a.dtype == np.float32 and a.flags.c_contiguous:      # the common case: one pass, no copy
-        if not np.isfinite(a).all():
-            raise NonFiniteError(f"{what} contains NaN or infinity; remove or replace those values")
-        return a
     if not np.isfinite(a).all():
         raise NonFiniteError(f"{what} contains NaN or infinity; remove or replace those values")
+    if a.dtype == np.float32 and a.flags.c_contiguous:      # the common case: no copy, no second pass
+        return a
     with np.errstate(over="ignore"):
         a = np.ascontiguousarray(a, dtype=np.float32)
     if not np.isfinite(a).all():

@@ -164,7 +164,7 @@ class OnlineLinear:
         """Several observations at once: rows of (features..., y)."""
         self._buf.extend(rows.tolist())
         self.count += rows.shape[0]
-        if len(self._buf) >= self.refit or self.count <= 4 + rows.shape[0]:
+        if len(self._buf) >= self.refit or self.count - rows.shape[0] < 4:     # as observe() does
             self._fold()
 
     def _fold(self) -> None:
@@ -259,15 +259,11 @@ class LatencyPredictor:
         """Learn from one hop. A hop that took more than OUTLIER x its prediction was
         preempted or stalled (the machine is shared): it teaches the model only
         OUTLIER x the prediction, so one stall does not inflate every estimate."""
-        if predicted > 0 and ns > OUTLIER * predicted:
-            ns = OUTLIER * predicted
-        with self._lock:
-            self.hop.observe(x, ns)
-            self.hops_seen += 1
+        self.observe_hops(np.array([[*x, ns, predicted]], np.float64))
 
     def observe_hops(self, log: np.ndarray) -> None:
-        """Learn from the hops a C loop ran: rows of (7 features, ns, prediction), the
-        stalls clipped as in observe_hop (in the rows themselves: the log is the caller's)."""
+        """Learn from several hops (a C loop's log): rows of (7 features, ns, prediction),
+        each stall clipped as in observe_hop, in the rows themselves."""
         ns, guess = log[:, 7], log[:, 8]
         np.minimum(ns, np.where(guess > 0, OUTLIER * guess, np.inf), out=ns)
         with self._lock:

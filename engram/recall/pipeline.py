@@ -80,7 +80,7 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
 
     n_graph = links.csr.n_nodes
     act0 = seed_activation(cos, cfg)
-    if seed_ids[-1] < n_graph and seed_ids.max() < n_graph:      # every seed has a place in the graph
+    if seed_ids.max() < n_graph:      # every seed has a place in the graph: no copies
         in_ids, in_act = seed_ids, act0
     else:
         in_graph = seed_ids < n_graph

@@ -133,12 +133,10 @@ cdef class SpreadHopKernel:
             raise ValueError("kernel address is NULL")
         self.fn = <hop_fn>address
 
-    def __call__(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
-                 uint32_t hop, float decay, float threshold, float cycle_penalty, uint32_t prefetch_distance,
-                 uint32_t epoch, cnp.ndarray state not None, cnp.ndarray out_nodes not None,
-                 cnp.ndarray fire not None, uint64_t begin, uint64_t end, uint64_t count):
-        cdef uint64_t n, cap
-        cdef int64_t got
+    cdef uint64_t _checked(self, cnp.ndarray offsets, cnp.ndarray targets, cnp.ndarray weights,
+                           cnp.ndarray state, cnp.ndarray out_nodes, cnp.ndarray fire) except? 0xFFFFFFFFFFFFFFFF:
+        """The graph's node count, once every array has its documented type and size."""
+        cdef uint64_t n
         if not (vec(offsets, cnp.NPY_UINT64, False) and vec(targets, cnp.NPY_UINT32, False)
                 and vec(weights, cnp.NPY_FLOAT32, False) and vec(out_nodes, cnp.NPY_UINT32, True)
                 and vec(fire, cnp.NPY_FLOAT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
@@ -147,7 +145,15 @@ cdef class SpreadHopKernel:
         n = _csr_nodes(offsets, targets, weights)
         if <uint64_t>cnp.PyArray_SIZE(state) < n:
             raise ValueError("state must hold one record per node")
-        cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
+        return n
+
+    def __call__(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
+                 uint32_t hop, float decay, float threshold, float cycle_penalty, uint32_t prefetch_distance,
+                 uint32_t epoch, cnp.ndarray state not None, cnp.ndarray out_nodes not None,
+                 cnp.ndarray fire not None, uint64_t begin, uint64_t end, uint64_t count):
+        cdef uint64_t n = self._checked(offsets, targets, weights, state, out_nodes, fire)
+        cdef uint64_t cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
+        cdef int64_t got
         with nogil:
             got = self.fn(<const uint64_t *>cnp.PyArray_DATA(offsets), <const uint32_t *>cnp.PyArray_DATA(targets),
                           <const float *>cnp.PyArray_DATA(weights), n, hop, decay, threshold, cycle_penalty,
@@ -176,15 +182,10 @@ cdef class SpreadHopKernel:
         cdef double guess
         cdef double x[7]
         cdef timespec ts
-        if not (vec(offsets, cnp.NPY_UINT64, False) and vec(targets, cnp.NPY_UINT32, False)
-                and vec(weights, cnp.NPY_FLOAT32, False) and vec(out_nodes, cnp.NPY_UINT32, True)
-                and vec(fire, cnp.NPY_FLOAT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
-                and cnp.PyArray_ISCARRAY(state)):
-            raise ValueError("spread_hop arrays must be contiguous 1-D arrays of the documented types")
-        n = _csr_nodes(offsets, targets, weights)
+        n = self._checked(offsets, targets, weights, state, out_nodes, fire)
         cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
-        if <uint64_t>cnp.PyArray_SIZE(state) < n or not (begin <= end <= count <= cap):
-            raise ValueError("state must hold one record per node and begin <= end <= count <= capacity")
+        if not (begin <= end <= count <= cap):
+            raise ValueError("begin <= end <= count <= capacity")
         if model.shape[0] not in (0, 7) or log.shape[1] != 9 or <uint64_t>log.shape[0] < hops:
             raise ValueError("model holds 7 weights (or none) and log a row of 9 per hop")
         off = <const uint64_t *>cnp.PyArray_DATA(offsets)
