@@ -33,7 +33,6 @@ from engram.recall.context import RecallContext
 from engram.recall.reader import SpaceReader
 from engram.space import ROUTINGS, Owned, Space, SpaceView
 from engram.store import snapshot
-from engram.store.graph import Graph
 from engram.store.shm import EngineName, cleanup_stale, resolve, spaces_of, unlink_engine
 from engram.store.tables import SpaceStore
 from engram.workers.supervisor import WorkerError, WorkerPool
@@ -124,15 +123,10 @@ class Engine:
 
     def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None):
         path = None if path is None else Path(path)
-        stored = snapshot.stored_dim(path) if path is not None else None
-        if dim is None:
-            dim = stored if stored is not None else DEFAULT_DIM
-        self._dim = validate.positive_int(dim, "dim", 1)
-        if self._dim > MAX_DIM:
-            raise InvalidInputError(f"dim {dim} is larger than the maximum {MAX_DIM}")
-        if stored is not None and stored != self._dim:
-            raise DimensionError(f"{path} holds memories of dimension {stored}, not {self._dim}: open it "
-                                 f"without dim (it is read from the data) or with dim={stored}")
+        if dim is not None:
+            dim = validate.positive_int(dim, "dim", 1)
+            if dim > MAX_DIM:
+                raise InvalidInputError(f"dim {dim} is larger than the maximum {MAX_DIM}")
         self.workers = (os.cpu_count() or 1) if workers is None else validate.positive_int(workers, "workers")
         if routing not in ROUTINGS:
             raise InvalidInputError(f"routing must be one of {', '.join(ROUTINGS)}, got {shown(routing)}")
@@ -143,32 +137,44 @@ class Engine:
             raise InvalidInputError(f"trace must be None, True or an engram.TraceConfig, got {shown(trace)}")
         self.trace_config = trace.check() if trace is not None else None
         self._path = path
+        # the path is ours before its snapshot is read, so no other engine replaces it meanwhile
+        lock = snapshot.PathLock(path) if path is not None else None
+        try:
+            manifest = snapshot.current(path) if path is not None else None
+            stored = None if manifest is None else int(manifest["dim"])
+            if dim is not None and stored is not None and stored != dim:
+                raise DimensionError(f"{path} holds memories of dimension {stored}, not {dim}: open it "
+                                     f"without dim (it is read from the data) or with dim={stored}")
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        self._dim = dim if dim is not None else stored if stored is not None else DEFAULT_DIM
         self.cleaned = cleanup_stale()
         life = self._life = _Lifecycle(EngineName.new())
         life.dim, life.path = self._dim, path
-        self._kern = kernels.backend()
-        self._metrics_seg = metrics.MetricsSegment.create(life.name)
-        self._metrics_slot = self._metrics_seg.claim(metrics.ROLE_OWNER)
-        hw = hwcounters.probe()[0]
-        metrics.recorder(self._metrics_seg, self._metrics_slot, "").spreading_hw_counters.set(int(hw))
-        self._spreading = SpreadingRecorder(self._metrics_seg, self._metrics_slot, hw)
-        life.tracer = Tracer(life.name if self.trace_config else None, self.trace_config, worker=0)
-        life.workers = WorkerPool(life.name, self._dim, self.workers) if self.workers else None
-        # an engine never closed is closed (and saved) when collected or at interpreter exit;
-        # the lifecycle holds no reference back to the engine, so the engine can be collected
-        weakref.finalize(self, life.close, True)
-        if self.trace_config is not None and self.trace_config.collect_to:
-            life.collector = start_collector(life.name, self.trace_config)
-        if path is not None:
-            life.path_lock = snapshot.PathLock(path)
-            try:
-                for name, arrs in snapshot.load(path, self._dim).items():
-                    self._restore(name, arrs)
-            except BaseException:
-                life.path_lock.release()
-                life.path_lock = None
-                self.close()
-                raise
+        try:
+            self._kern = kernels.backend()
+            self._metrics_seg = metrics.MetricsSegment.create(life.name)
+            self._metrics_slot = self._metrics_seg.claim(metrics.ROLE_OWNER)
+            hw = hwcounters.probe()[0]
+            metrics.recorder(self._metrics_seg, self._metrics_slot, "").spreading_hw_counters.set(int(hw))
+            self._spreading = SpreadingRecorder(self._metrics_seg, self._metrics_slot, hw)
+            life.tracer = Tracer(life.name if self.trace_config else None, self.trace_config, worker=0)
+            life.workers = WorkerPool(life.name, self._dim, self.workers) if self.workers else None
+            # an engine never closed is closed (and saved) when collected or at interpreter exit;
+            # the lifecycle holds no reference back to the engine, so the engine can be collected
+            weakref.finalize(self, life.close, True)
+            if self.trace_config is not None and self.trace_config.collect_to:
+                life.collector = start_collector(life.name, self.trace_config)
+            for name, arrs in (snapshot.load(path, manifest) if manifest else {}).items():
+                self._restore(name, arrs)
+        except BaseException:
+            if lock is not None:       # released before close(), so a half-loaded engine saves nothing
+                lock.release()
+            self.close()
+            raise
+        life.path_lock = lock          # from here close() saves to the path
 
     def _restore(self, name: str, arrs: dict) -> None:
         sp = self.space(name)
@@ -178,7 +184,7 @@ class Engine:
             saved = json.loads(str(arrs["settings"]))
             for kind, configure in (("recall", sp.configure_recall), ("interference", sp.configure_interference),
                                     ("reconsolidation", sp.configure_reconsolidation)):
-                known = set(configure().settings()) if kind != "recall" else set(o.context.config.settings())
+                known = o.settings()[kind]
                 changes = {k: v for k, v in saved.get(kind, {}).items() if k in known}   # unknown: skipped
                 if changes:
                     configure(**changes)
@@ -216,8 +222,7 @@ class Engine:
             sp = life.spaces.get(name)
             if sp is None:
                 store = SpaceStore(life.name, name, self._dim, create=True)
-                reader = SpaceReader(store, self._kern)
-                reader.graph = Graph(store, derive=fan_weights)
+                reader = SpaceReader(store, self._kern, derive=fan_weights)
                 rec = metrics.recorder(self._metrics_seg, self._metrics_slot, name, assign=True)   # labels first
                 events = (SpaceEvents(life.tracer.emit, self._metrics_seg.space_index(name)) if life.tracer.enabled
                           else NO_EVENTS)

@@ -48,10 +48,12 @@ class SpaceReader:
     """Reads one space. ``refresh()`` first: a reader's view of the counts is a snapshot
     taken then (the owner reads its live counts)."""
 
-    def __init__(self, store: SpaceStore, kern):
+    def __init__(self, store: SpaceStore, kern, derive=None):
+        """derive: the owner's rule for the CSR's fan-weighted copies (see Graph); readers
+        never compact, and pass none."""
         self.store, self.kern = store, kern
         self.name, self.dim = store.space, store.dim
-        self.graph = Graph(store)
+        self.graph = Graph(store, derive)
         self._graphs = (None, {})       # (CSR generation, {(fan, walk): Links or (version, ...)})
 
     def refresh(self) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engram.errors import DimensionError, EngramError, LayoutMismatchError
+from engram.errors import EngramError, LayoutMismatchError
 from engram.layout import PERSISTED_HASH
 from engram.store.tables import TIER_TABLE
 
@@ -124,17 +124,12 @@ def read_manifest(path: Path):
         raise SnapshotError(f"{f} is damaged ({e}); move it aside to start empty") from e
 
 
-def stored_dim(path: Path):
-    """The embedding dimension of the snapshot at path, or None if there is none."""
-    m = read_manifest(path)
-    return None if m is None else int(m["dim"])
-
-
-def load(path: Path, dim: int) -> dict:
-    """{space name: arrays} of the current snapshot (empty if none)."""
+def current(path: Path):
+    """The manifest of the snapshot at path, checked to be one this engram reads (its
+    "dim" says the spaces' dimension); None if there is none."""
     m = read_manifest(path)
     if m is None:
-        return {}
+        return None
     if m.get("format") != FORMAT:
         raise SnapshotError(f"{path} holds snapshot format {m.get('format')}, this engram reads {FORMAT}")
     # only the records a snapshot keeps decide (schema.PERSISTED), not the run-time boards
@@ -142,9 +137,12 @@ def load(path: Path, dim: int) -> dict:
         raise LayoutMismatchError(f"{path} was written with node records {m.get('record_hash', 'of an older layout')}"
                                   f", this engram has 0x{PERSISTED_HASH:016x}: open it with the engram version "
                                   "that wrote it")
-    if m["dim"] != dim:
-        raise DimensionError(f"{path} holds memories of dimension {m['dim']}, not {dim}: open it without dim "
-                             f"(it is read from the data) or with dim={m['dim']}")
+    return m
+
+
+def load(path: Path, manifest: dict) -> dict:
+    """{space name: arrays} of the snapshot a manifest from current() names."""
+    m = manifest
     out = {}
     for name in m["spaces"]:
         with np.load(path / m["snapshot"] / f"{name}.npz", allow_pickle=False) as z:
