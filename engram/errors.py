@@ -93,3 +93,37 @@ class ReconsolidationWindowError(EngramError, RuntimeError):
     def __init__(self, message: str, reason: str = ""):
         super().__init__(message)
         self.reason = reason
+
+
+class SnapshotError(EngramError, OSError):
+    """A snapshot is unusable: locked by another engine, damaged, or of another format.
+    The message names the file and what is wrong with it."""
+
+
+class WALError(EngramError, OSError):
+    """The write-ahead log is damaged somewhere other than its torn tail (or a segment is
+    missing): the engine refuses to open rather than lose acknowledged writes silently.
+    ``engram recover --truncate PATH`` accepts the loss explicitly. Names file and offset."""
+
+    def __init__(self, message: str, file: str = "", offset: int = -1):
+        super().__init__(message)
+        self.file, self.offset = file, offset
+
+
+class DurabilityError(EngramError, OSError):
+    """A write could not be made durable (write or fsync failed). The engine stops
+    acknowledging writes (reads go on); reopen it to recover from what is on disk."""
+
+
+class StorageFullError(DurabilityError):
+    """The disk is full: the write was refused before anything changed. Free space; writes
+    resume once the log can grow again."""
+
+
+class OverloadError(EngramError, RuntimeError):
+    """An ingest lane is at capacity: the batch was refused, not dropped. Retry after
+    ``retry_after`` seconds (a hint from the lane's drain rate)."""
+
+    def __init__(self, message: str, retry_after: float = 0.0):
+        super().__init__(message)
+        self.retry_after = retry_after
