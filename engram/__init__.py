@@ -14,8 +14,9 @@ engram.kernels, and serve_metrics. docs/architecture.md shows the rooms behind i
 __version__ = "0.1.0"
 
 from engram import errors, kernels  # noqa: F401
+from engram.attached import Attached, attach  # noqa: F401
 from engram.config import InterferenceConfig, RecallConfig, ReconsolidationConfig  # noqa: F401
-from engram.engine import Attached, Engine, attach  # noqa: F401
+from engram.engine import Engine  # noqa: F401
 from engram.observe.tracing import TraceConfig  # noqa: F401
 from engram.results import Memories, RecallResult, SpreadResult  # noqa: F401
 from engram.space import Space, SpaceView  # noqa: F401

@@ -186,6 +186,41 @@ def cmd_cleanup(args) -> int:
     return 0
 
 
+def cmd_recover(args) -> int:
+    """Open an engine directory (recovering it, as any open does) and checkpoint it; with
+    --truncate, first cut its log at the first damaged record, giving up what follows."""
+    from pathlib import Path
+
+    from engram import Engine
+    from engram.errors import InvalidInputError
+    from engram.store.snapshot import PathLock
+    from engram.store.wal import truncate_damage
+    path = Path(args.path)
+    if not path.is_dir():
+        raise InvalidInputError(f"{path} is not a directory (an engine's path)")
+    if args.truncate:
+        lock = PathLock(path)          # refused while an engine has the path open
+        try:
+            lost = truncate_damage(path / "wal")
+        finally:
+            lock.release()
+        if lost.cut_file:
+            print(f"cut {lost.cut_file} at LSN {lost.cut_lsn}: {lost.cut_bytes} bytes given up")
+            for f in lost.lost_segments:
+                print(f"moved aside: {f}")
+            print(f"the log now ends at LSN {lost.next_lsn - 1}; everything from LSN {lost.cut_lsn} on is lost")
+        else:
+            print("the log has no damage: nothing cut")
+    with Engine(path=path, workers=0) as eng:
+        r = eng.recovery
+        print(f"{path}: snapshot at LSN {r['snapshot_lsn']}, {r['replayed']} log records replayed "
+              f"from {r['segments']} segments in {r['seconds']:.2f} s"
+              + (f"; a torn tail of {r['cut_bytes']} bytes was cut" if r["cut_bytes"] else ""))
+        for name in eng.spaces:
+            print(f"  space {name}: {len(eng.space(name))} memories")
+    return 0
+
+
 class _Version(argparse.Action):
     """--version: the package version (imported only when asked)."""
 
@@ -249,6 +284,12 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="name every segment and semaphore")
     p.set_defaults(fn=cmd_cleanup)
+    p = sub.add_parser("recover", help="open an engine directory after a crash and checkpoint it; --truncate "
+                                        "cuts a damaged log at the first bad record (losing what follows)")
+    p.add_argument("path", help="the engine's directory (Engine(path=...))")
+    p.add_argument("--truncate", action="store_true",
+                   help="accept losing every log record from the first damaged one on (WALError's way out)")
+    p.set_defaults(fn=cmd_recover)
     args = ap.parse_args(argv)
     if not getattr(args, "fn", None):
         ap.print_help()

@@ -9,46 +9,43 @@ Another process reads a live engine with ``engram.attach(eng.name)``.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
+import signal
 import threading
 import weakref
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from engram import kernels, validate
+from engram.attached import SpaceNames
 from engram.cognition.fan import fan_weights
 from engram.cognition.reconsolidation import Reconsolidation
 from engram.config import DEFAULT_DIM, MAX_DIM
-from engram.errors import ClosedError, DimensionError, InvalidInputError, UnknownSpaceError, shown
+from engram.errors import ClosedError, DimensionError, InvalidInputError, shown
+from engram.ingest import LANES, IngestPool
+from engram.ingest.pool import DEFAULT_BATCH_MAX
 from engram.observe import hwcounters, metrics
 from engram.observe.metrics.spreading import SpreadingRecorder
 from engram.observe.metrics.spreading import summary as spreading_summary
 from engram.observe.tracing import TraceConfig, Tracer
 from engram.observe.tracing.events import NO_EVENTS, SpaceEvents
 from engram.observe.tracing.process import start_collector, stop_collector
+from engram.owned import Owned
+from engram.persistence import Persistence
 from engram.recall.context import RecallContext
 from engram.recall.reader import SpaceReader
-from engram.space import ROUTINGS, Owned, Space, SpaceView
-from engram.store import snapshot
-from engram.store.shm import EngineName, cleanup_stale, resolve, spaces_of, unlink_engine
+from engram.space import ROUTINGS, Space
+from engram.store.files import FILES, Files
+from engram.store.shm import EngineName, cleanup_stale, unlink_engine
 from engram.store.tables import SpaceStore
+from engram.store.wal import POLICIES
 from engram.workers.supervisor import WorkerError, WorkerPool
 
 log = logging.getLogger("engram")
-
-
-class SpaceNames(list):
-    """The names of an engine's spaces. Calling it (``eng.spaces()``, from when it was a
-    method) still works, with a DeprecationWarning."""
-
-    def __call__(self):
-        import warnings
-        warnings.warn("Engine.spaces is a property now: use eng.spaces, not eng.spaces()",
-                      DeprecationWarning, stacklevel=2)
-        return list(self)
 
 
 class _Lifecycle:
@@ -58,12 +55,13 @@ class _Lifecycle:
     def __init__(self, name: EngineName):
         self.name = name
         self.closed = False
-        self.path = None
-        self.path_lock = None
+        self.persist: Persistence | None = None     # with a path: snapshots and the log
         self.dim = 0
         self.owned: dict = {}       # space name -> Owned
         self.spaces: dict = {}      # space name -> Space
         self.workers = None
+        self.ingest = None          # engram.ingest.IngestPool, started by the first stream
+        self.ingest_settings: dict = {}
         self.tracer = None
         self.collector = None
         self.lock = threading.Lock()
@@ -72,24 +70,36 @@ class _Lifecycle:
         if self.closed:
             raise ClosedError("this engram.Engine is closed; create a new one")
 
-    def save(self) -> Path:
+    @contextlib.contextmanager
+    def writers_held(self):
+        """Hold every space's writers (and space creation): a checkpoint's consistent point."""
+        with self.lock, contextlib.ExitStack() as stack:
+            for name in sorted(self.owned):
+                stack.enter_context(self.owned[name].lock)
+            yield
+
+    def ingest_pool(self) -> IngestPool:
+        """The ingest workers, started on first use."""
         with self.lock:
-            for sp in self.spaces.values():
-                sp.compact()
-            extra = {n: {**o.labile.arrays(o.store), "settings": np.array(json.dumps(o.settings()))}
-                     for n, o in self.owned.items()}
-            return snapshot.save(self.path, self.dim, {n: o.store for n, o in self.owned.items()}, extra)
+            self.check_open()
+            if self.ingest is None:
+                self.ingest = IngestPool(**self.ingest_settings)
+            return self.ingest
 
     def close(self, unattended: bool = False) -> None:
-        """Save (with a path), stop workers and collector, remove every segment. unattended:
-        the engine was never closed (garbage collection or interpreter exit): say so."""
+        """Apply what ingest accepted, flush the log and checkpoint (with a path), stop
+        workers and collector, remove every segment. unattended: the engine was never
+        closed (garbage collection, interpreter exit or SIGTERM): say so."""
         if self.closed or os.getpid() != self.name.pid:      # never from a forked child
             return
         try:
-            if self.path_lock is not None and self.path_lock.fd >= 0:
+            if self.ingest is not None:
+                self.ingest.close()         # nothing accepted is dropped
+            if self.persist is not None:
                 if unattended:
-                    log.warning("engram: Engine %s (path %s) was not closed; saving it at exit", self.name, self.path)
-                self.save()
+                    log.warning("engram: Engine %s (path %s) was not closed; saving it at exit", self.name,
+                                self.persist.path)
+                self.persist.close(checkpoint=True)
         finally:
             self.closed = True
             if self.workers is not None:
@@ -101,27 +111,36 @@ class _Lifecycle:
             for o in self.owned.values():
                 o.store.close(unlink=True)
             unlink_engine(self.name)
-            if self.path_lock is not None:
-                self.path_lock.release()
+            _LIVE.discard(self)
 
 
 class Engine:
     """Owner of memory spaces in shared memory.
 
-    path: None keeps everything in shared memory only (ephemeral). A directory keeps a
-    snapshot there: loaded at start, written by save() and close() (and at interpreter
-    exit for an engine that was never closed). Changes since the last save are lost if
-    the process is killed (the write-ahead log that makes every remember durable is a
-    later layer). dim: embedding dimension of every space; None takes it from the
-    snapshot at ``path``, else 384. workers: recall worker processes (None: CPU count;
-    0: recall runs in the calling thread); they start on the first recall (docs/workers.md).
-    trace: None (off), True, or an engram.TraceConfig (with collect_to=DIR, a collector
-    process writes the events there). routing: "auto" (a lone caller recalls in its own
-    thread, concurrent callers go to the workers) or "workers" (every recall goes to a
-    worker once they are up).
+    path: None keeps everything in shared memory only (ephemeral). A directory keeps the
+    engine there (engram/persistence.py): every change is logged before it is
+    acknowledged, snapshots are taken in the background (every ``checkpoint_mb`` of log
+    or ``checkpoint_s`` seconds) and at close, and opening a directory after a crash
+    recovers it (docs/durability/wal-format.md). durability (with a path): "group" (the
+    default: a call returns after the fdatasync of a group of concurrent changes that
+    holds it), "always" (after its own fdatasync) or "none" (after write(): survives the
+    process, not the machine). dim: embedding dimension of every space; None takes it
+    from the data at ``path``, else 384. workers: recall worker processes (None: CPU
+    count; 0: recall runs in the calling thread); they start on the first recall
+    (docs/workers.md). trace: None (off), True, or an engram.TraceConfig (with
+    collect_to=DIR, a collector process writes the events there). routing: "auto" (a
+    lone caller recalls in its own thread, concurrent callers go to the workers) or
+    "workers" (every recall goes to a worker once they are up). Streams (``Space.stream``)
+    are applied by ``ingest_workers`` threads, merging up to ``ingest_batch`` observations
+    at a time, from lanes bounded by ``lanes`` ({"high": 1000, "normal": 50000, "low":
+    10000} observations by default). files: the file operations durability goes through
+    (engram.store.files.Files), for fault injection.
     """
 
-    def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None):
+    def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None,
+                 durability: str | None = None, checkpoint_mb: float = 256.0, checkpoint_s: float = 300.0,
+                 ingest_workers: int = 1, lanes: dict | None = None, ingest_batch: int = DEFAULT_BATCH_MAX,
+                 files: Files | None = None):
         path = None if path is None else Path(path)
         if dim is not None:
             dim = validate.positive_int(dim, "dim", 1)
@@ -136,23 +155,32 @@ class Engine:
         if trace is not None and not isinstance(trace, TraceConfig):
             raise InvalidInputError(f"trace must be None, True or an engram.TraceConfig, got {shown(trace)}")
         self.trace_config = trace.check() if trace is not None else None
+        if durability is not None and path is None:
+            raise InvalidInputError(f"durability={shown(durability)} needs a path: an engine without one keeps "
+                                    "nothing on disk")
+        durability = "group" if durability is None else durability
+        if durability not in POLICIES:
+            raise InvalidInputError(f"durability must be one of {', '.join(POLICIES)}, got {shown(durability)}")
+        checkpoint_mb = validate.positive_float(checkpoint_mb, "checkpoint_mb")
+        checkpoint_s = validate.positive_float(checkpoint_s, "checkpoint_s")
         self._path = path
-        # the path is ours before its snapshot is read, so no other engine replaces it meanwhile
-        lock = snapshot.PathLock(path) if path is not None else None
-        try:
-            manifest = snapshot.current(path) if path is not None else None
-            stored = None if manifest is None else int(manifest["dim"])
-            if dim is not None and stored is not None and stored != dim:
-                raise DimensionError(f"{path} holds memories of dimension {stored}, not {dim}: open it "
-                                     f"without dim (it is read from the data) or with dim={stored}")
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
+        self.durability = durability if path is not None else None
+        persist = Persistence(path, durability, files or FILES, checkpoint_mb=checkpoint_mb,
+                              checkpoint_s=checkpoint_s) if path is not None else None
+        stored = persist.dim if persist is not None else None
+        if dim is not None and stored is not None and stored != dim:
+            persist.lock.release()
+            raise DimensionError(f"{path} holds memories of dimension {stored}, not {dim}: open it "
+                                 f"without dim (it is read from the data) or with dim={stored}")
         self._dim = dim if dim is not None else stored if stored is not None else DEFAULT_DIM
+        if persist is not None:
+            persist.dim = self._dim
         self.cleaned = cleanup_stale()
         life = self._life = _Lifecycle(EngineName.new())
-        life.dim, life.path = self._dim, path
+        life.dim = self._dim
+        life.ingest_settings = {"workers": validate.positive_int(ingest_workers, "ingest_workers", 1),
+                                "capacity": _lane_capacity(lanes),
+                                "batch_max": validate.positive_int(ingest_batch, "ingest_batch", 1)}
         try:
             self._kern = kernels.backend()
             self._metrics_seg = metrics.MetricsSegment.create(life.name)
@@ -162,34 +190,23 @@ class Engine:
             self._spreading = SpreadingRecorder(self._metrics_seg, self._metrics_slot, hw)
             life.tracer = Tracer(life.name if self.trace_config else None, self.trace_config, worker=0)
             life.workers = WorkerPool(life.name, self._dim, self.workers) if self.workers else None
-            # an engine never closed is closed (and saved) when collected or at interpreter exit;
-            # the lifecycle holds no reference back to the engine, so the engine can be collected
+            # an engine never closed is closed when collected or at interpreter exit; the
+            # lifecycle holds no reference back to the engine, so the engine can be collected
             weakref.finalize(self, life.close, True)
             if self.trace_config is not None and self.trace_config.collect_to:
                 life.collector = start_collector(life.name, self.trace_config)
-            for name, arrs in (snapshot.load(path, manifest) if manifest else {}).items():
-                self._restore(name, arrs)
+            if persist is not None:
+                persist.open(self._new_space, life.writers_held)
+                for o in persist.owned.values():
+                    o.metrics.memories.set(o.store.n_live)
         except BaseException:
-            if lock is not None:       # released before close(), so a half-loaded engine saves nothing
-                lock.release()
+            if persist is not None:    # released before close(), so a half-opened engine writes nothing
+                persist.close(checkpoint=False)
             self.close()
             raise
-        life.path_lock = lock          # from here close() saves to the path
-
-    def _restore(self, name: str, arrs: dict) -> None:
-        sp = self.space(name)
-        o = self._life.owned[name]
-        snapshot.restore(o.store, arrs, fan_weights)
-        if "settings" in arrs:       # snapshots from before settings were kept have none
-            saved = json.loads(str(arrs["settings"]))
-            for kind, configure in (("recall", sp.configure_recall), ("interference", sp.configure_interference),
-                                    ("reconsolidation", sp.configure_reconsolidation)):
-                known = o.settings()[kind]
-                changes = {k: v for k, v in saved.get(kind, {}).items() if k in known}   # unknown: skipped
-                if changes:
-                    configure(**changes)
-        o.labile.restore(arrs)
-        o.metrics.memories.set(len(sp))
+        life.persist = persist         # from here close() checkpoints into the path
+        _LIVE.add(life)
+        _handle_sigterm()
 
     @property
     def name(self) -> str:
@@ -203,7 +220,7 @@ class Engine:
 
     @property
     def path(self):
-        """The snapshot directory (a Path), or None for an ephemeral engine."""
+        """The engine's directory (a Path), or None for an ephemeral engine."""
         return self._path
 
     @property
@@ -214,22 +231,33 @@ class Engine:
         self._life.check_open()
 
     def space(self, name: str = "default") -> Space:
-        """The memory space ``name``, created on first use."""
+        """The memory space ``name``, created on first use (and logged, with a path)."""
         life = self._life
         life.check_open()
         name = validate.space_name(name)
         with life.lock:
             sp = life.spaces.get(name)
             if sp is None:
-                store = SpaceStore(life.name, name, self._dim, create=True)
-                reader = SpaceReader(store, self._kern, derive=fan_weights)
-                rec = metrics.recorder(self._metrics_seg, self._metrics_slot, name, assign=True)   # labels first
-                events = (SpaceEvents(life.tracer.emit, self._metrics_seg.space_index(name)) if life.tracer.enabled
-                          else NO_EVENTS)
-                ctx = RecallContext(spreading=self._spreading, events=events)
-                owned = life.owned[name] = Owned(store, reader, ctx, Reconsolidation(self._dim), metrics=rec)
-                sp = life.spaces[name] = Space(owned, life.check_open, life.workers, self.routing)
+                if life.persist is not None:
+                    life.persist.log.admit()      # a space the log cannot name is not made
+                owned = self._new_space(name)
+                if life.persist is not None:
+                    life.persist.added(name, owned)
+                sp = life.spaces[name]
             return sp
+
+    def _new_space(self, name: str) -> Owned:
+        """Make a space's tables and its Space (with the engine's lock held, or at open)."""
+        life = self._life
+        store = SpaceStore(life.name, name, self._dim, create=True)
+        reader = SpaceReader(store, self._kern, derive=fan_weights)
+        rec = metrics.recorder(self._metrics_seg, self._metrics_slot, name, assign=True)   # labels first
+        events = (SpaceEvents(life.tracer.emit, self._metrics_seg.space_index(name)) if life.tracer.enabled
+                  else NO_EVENTS)
+        ctx = RecallContext(spreading=self._spreading, events=events)
+        owned = life.owned[name] = Owned(store, reader, ctx, Reconsolidation(self._dim), metrics=rec)
+        life.spaces[name] = Space(owned, life.check_open, life.workers, self.routing, life.ingest_pool)
+        return owned
 
     @property
     def spaces(self) -> SpaceNames:
@@ -278,15 +306,37 @@ class Engine:
         self._check_open()
         return {"workers": 0} if self._life.workers is None else self._life.workers.stats()
 
-    def save(self) -> Path:
-        """Write a snapshot of every space to ``path`` (compacting links first); returns its directory."""
+    def ingest_stats(self) -> dict:
+        """The ingest lanes and workers: queued and capacity per lane, observations applied,
+        batches, puts refused (overload), steals, the recent rate (observations/s)."""
         self._check_open()
-        if self._path is None:
-            raise InvalidInputError("this engine has no path: create it with engram.Engine(path=...) to save")
-        return self._life.save()
+        return self._life.ingest_pool().stats()
+
+    def checkpoint(self) -> Path | None:
+        """Write a snapshot of every space now (writers wait only while the small tables are
+        copied) and let the log it covers go; returns the snapshot file (None: nothing
+        changed since the last one)."""
+        self._check_open()
+        if self._life.persist is None:
+            raise InvalidInputError("this engine has no path: create it with engram.Engine(path=...) to keep data")
+        return self._life.persist.checkpoint()
+
+    def save(self):
+        """checkpoint(), under its earlier name."""
+        return self.checkpoint()
+
+    @property
+    def recovery(self) -> dict | None:
+        """What opening the path found: the snapshot's LSN, records replayed, a torn tail cut
+        (bytes, file), seconds. None without a path."""
+        p = self._life.persist
+        if p is None or p.recovery is None:
+            return None
+        return {**asdict(p.recovery), "snapshot_lsn": p.snapshot.lsn if p.snapshot is not None else 0}
 
     def close(self) -> None:
-        """Save (with a path), then remove every segment of this engine. Safe to call twice."""
+        """Flush the log and checkpoint (with a path), stop the workers, then remove every
+        segment of this engine. Safe to call twice."""
         self._life.close()
 
     def __enter__(self):
@@ -300,47 +350,35 @@ class Engine:
         return f"<engram.Engine {self.name} dim={self._dim} {state}>"
 
 
-class Attached:
-    """A live engine opened read-only from another process (``engram.attach``)."""
-
-    def __init__(self, engine):
-        self._name = resolve(engine)
-        self._views: dict = {}
-        self._stores: list = []
-
-    @property
-    def name(self) -> str:
-        return str(self._name)
-
-    @property
-    def spaces(self) -> SpaceNames:
-        """The names of the engine's memory spaces, sorted."""
-        return SpaceNames(spaces_of(self._name))
-
-    def space(self, name: str = "default") -> SpaceView:
-        name = validate.space_name(name)
-        if name not in self._views:
-            if name not in spaces_of(self._name):
-                raise UnknownSpaceError(f"engine {self.name} has no memory space {shown(name)}; "
-                                        f"it has {spaces_of(self._name)}")
-            store = SpaceStore(self._name, name, create=False)
-            self._stores.append(store)
-            self._views[name] = SpaceView(SpaceReader(store, kernels.backend()))
-        return self._views[name]
-
-    def close(self) -> None:
-        for store in self._stores:
-            store.close(unlink=False)
-        self._stores.clear()
-        self._views.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+def _lane_capacity(lanes) -> dict:
+    """Checked lane capacities (observations) by lane name."""
+    if lanes is None:
+        return {}
+    if not isinstance(lanes, dict) or not set(lanes) <= set(LANES):
+        raise InvalidInputError(f"lanes must be a dict of capacities by lane ({', '.join(LANES)}), "
+                                f"got {shown(lanes)}")
+    return {k: validate.positive_int(v, f"lanes[{k!r}]", 1) for k, v in lanes.items()}
 
 
-def attach(engine) -> Attached:
-    """Open a running engine read-only: by name (``Engine.name``) or by its owner's pid."""
-    return Attached(engine)
+_LIVE: weakref.WeakSet = weakref.WeakSet()     # lifecycles of open engines with this process as owner
+
+
+def _handle_sigterm() -> None:
+    """SIGTERM closes every open engine (log flushed, checkpoint, segments removed), then
+    ends the process as SIGTERM would. Installed once, and only where nobody else handles
+    SIGTERM. The handler only starts a thread: closing waits for each space's writers,
+    one of which may be the very code the signal interrupted."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def close_all():
+        for life in list(_LIVE):
+            try:
+                life.close(unattended=True)
+            except Exception as e:
+                log.error("engram: closing engine %s at SIGTERM failed: %s", life.name, e)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=close_all, name="engram-sigterm").start())

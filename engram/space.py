@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
 from engram import validate
 from engram.cognition import interference
 from engram.cognition.priming import Primer
-from engram.cognition.reconsolidation import Reconsolidation
 from engram.config import FAN_MODES, InterferenceConfig, RecallConfig
 from engram.errors import ClosedError, InvalidInputError, UnknownIdError, shown
-from engram.observe.metrics import NOOP_RECORDER, Recorder
+from engram.ingest import Stream
+from engram.owned import Owned
 from engram.recall import pipeline
 from engram.recall.context import RecallContext
 from engram.recall.paths import strongest_path
 from engram.recall.reader import SpaceReader
 from engram.results import Memories, RecallResult, SpreadResult
-from engram.store.tables import TIER_NAMES, SpaceStore
+from engram.store.tables import TIER_NAMES
 
 ROUTINGS = ("auto", "workers")
 ORIGINS = np.array(["seed", "spread"])      # RecallResult.origin by whether spreading reached it
@@ -182,37 +182,22 @@ class SpaceView:
         return f"<engram space {self.name!r} dim={self.dim}>"
 
 
-@dataclass
-class Owned:
-    """What an owner builds for a space and shares with its Space: the engine keeps it to
-    save the space (tables, reconsolidation's versions, settings) and to close it."""
-    store: SpaceStore
-    reader: SpaceReader
-    context: RecallContext
-    labile: Reconsolidation
-    metrics: Recorder = NOOP_RECORDER
-    interference: InterferenceConfig = field(default_factory=InterferenceConfig)
-
-    def settings(self) -> dict:
-        """What configure_recall/_interference/_reconsolidation set, as snapshots keep it."""
-        return {"recall": self.context.config.settings(), "interference": self.interference.settings(),
-                "reconsolidation": self.labile.config.settings()}
-
-
 class Space(SpaceView):
     """A memory space owned by this process: read and write."""
 
-    def __init__(self, owned: Owned, closed_check, workers=None, routing: str = "auto"):
+    def __init__(self, owned: Owned, closed_check, workers=None, routing: str = "auto", ingest=None):
         super().__init__(owned.reader, owned.context, closed_check)
         self._owned = owned
         self._store = owned.store
         self._rec, self._events = owned.metrics, owned.context.events
-        self._lock = threading.RLock()   # one writer at a time within the owner
+        self._lock = owned.lock          # one writer at a time within the owner
+        self._changes = owned.changes
         self._workers = workers          # engram.workers.supervisor.WorkerPool, or None: recall in-process
         self._routing = routing
+        self._ingest = ingest            # () -> the engine's engram.ingest.IngestPool (started on first use)
         self._inflight = 0
         self._inflight_lock = threading.Lock()
-        self._primer = Primer(owned.reader.graph, self._link_trusted)
+        self._primer = Primer(owned.reader.graph, self._link_trusted, owned.changes.reweight)
 
     def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int, trace_id: int):
         # "auto": a lone caller runs the pipeline in its own thread (a round trip to a
@@ -250,44 +235,87 @@ class Space(SpaceView):
                             ranked.info or {}, total_ns)
 
     def remember(self, vectors, content=None, confidence=None, tier: str = "hot") -> np.ndarray:
-        """Store memories; returns their int64 ids. ``tier``: "hot" (f32) or "warm" (f16)."""
+        """Store memories; returns their int64 ids once durable (with a path, under the
+        engine's durability policy). ``tier``: "hot" (f32) or "warm" (f16)."""
         t_call = time.perf_counter_ns()
+        ids, lsn = self._store_checked(*self._checked(vectors, content, confidence, tier))
+        self._durable(lsn)
+        self._rec.remember_latency_seconds.observe_ns(time.perf_counter_ns() - t_call)
+        return ids
+
+    def _checked(self, vectors, content, confidence, tier):
+        """remember's input, checked: (vectors f32, tier code, texts, confidence)."""
         if tier not in TIER_NAMES:
             raise InvalidInputError(f"tier must be 'hot' or 'warm', got {shown(tier)}")
         v = validate.vectors(vectors, self.dim, f16=(tier == "warm"))
         n = v.shape[0]
-        texts = validate.contents(content, n)
-        conf = validate.per_item(confidence, n, "confidence", 1.0, 0.0, 1.0)
+        return v, TIER_NAMES[tier], validate.contents(content, n), validate.per_item(
+            confidence, n, "confidence", 1.0, 0.0, 1.0)
+
+    def _store_checked(self, v: np.ndarray, tier: int, texts: list, conf: np.ndarray):
+        """(ids, lsn) of a checked batch stored and logged (not waited for): remember's, and
+        the ingest workers' for a stream."""
         with self._lock:
             r = self._open()
+            self._changes.admit()
             cfg = self._owned.interference
             hit = interference.find(self._store, r.kern, v, cfg)
             if hit is not None:     # weakens conf (not yet stored) and the old memories' records
                 interfered = interference.apply(hit, cfg, conf, self._store.n_nodes, self._store.hot())
-            ids = self._store.append_memories(v, TIER_NAMES[tier], texts, conf, self.clock())
-        self._rec.remembered_total.inc(n)
-        self._rec.remember_latency_seconds.observe_ns(time.perf_counter_ns() - t_call)
+            ids, lsn = self._changes.remember(v, tier, texts, conf, self.clock())
+            if hit is not None:
+                self._changes.state(interfered[1][0])
+        self._rec.remembered_total.inc(v.shape[0])
         self._rec.memories.set(self._store.n_live)
-        self._events.remember(int(ids[0]), n)
+        self._events.remember(int(ids[0]), v.shape[0])
         if hit is not None:
             for kind, (weakened, partner, c, sim) in zip(("proactive", "retroactive"), interfered):
                 if weakened.size:
                     self._rec.interference_total[kind].inc(int(weakened.size))
                 self._events.interference(weakened, partner, c, sim)
-        return ids
+        return ids, lsn
+
+    def stream(self, lane: str = "normal") -> Stream:
+        """A stream into this space whose put() returns at once (engram/ingest/stream.py);
+        lane: "high", "normal" or "low", each bounded (full: OverloadError, retry-after)."""
+        self._open()
+        return Stream(self._ingest(), lane, self._checked, self._store_checked, self._durable, self.name)
+
+    def _durable(self, lsn: int) -> None:
+        """Return once the change logged at ``lsn`` is acknowledged (0: nothing was logged)."""
+        if lsn:
+            self._changes.log.wait(lsn)
+
+    def _configured(self, configure):
+        """Run a change of settings and log the settings that result."""
+        with self._lock:
+            self._changes.admit()
+            out = configure()
+            lsn = self._changes.settings(self._owned.settings())
+        self._durable(lsn)
+        return out
+
+    def configure_recall(self, **changes) -> RecallConfig:
+        """Change recall's tunables by name (engram.config.RecallConfig); returns the new
+        settings. With no arguments, returns the settings in force."""
+        if not changes:
+            return self._ctx.config
+        return self._configured(lambda: super(Space, self).configure_recall(**changes))
 
     def configure_interference(self, **changes) -> InterferenceConfig:
         """Switch and tune interference at remember time (engram/cognition/interference.py):
         proactive, retroactive, threshold, proactive_rate, retroactive_rate, floor, competitors."""
-        with self._lock:
+        def configure():
             self._owned.interference = self._owned.interference.with_changes(**changes)
             return self._owned.interference
+        return self._configured(configure) if changes else self._owned.interference
 
     def configure_reconsolidation(self, **changes):
         """Tune the reconsolidation window and plasticity (engram/cognition/reconsolidation.py):
         opens_after_s, closes_after_s, min_age_s, peak_plasticity, history."""
-        with self._lock:
-            return self._owned.labile.configure(**changes)
+        if not changes:
+            return self._owned.labile.config
+        return self._configured(lambda: self._owned.labile.configure(**changes))
 
     def reconsolidate(self, memory_id, vector=None, content=None, confidence=None) -> float:
         """Update a memory inside the window its last recall opened (docs/cognitive.md),
@@ -296,9 +324,11 @@ class Space(SpaceView):
         labile = self._owned.labile
         with self._lock:
             current = self.get(self._one_id(memory_id))
-            p = labile.update(self._store, current, vector, content, confidence, self.clock())
-            self._store.bump()
-        i = int(current.ids[0])
+            self._changes.admit()
+            update = labile.plan(self._store, current, vector, content, confidence, self.clock())
+            lsn = self._changes.reconsolidate(update)
+        self._durable(lsn)
+        i, p = update.memory_id, update.plasticity
         self._rec.reconsolidation_total.inc()
         self._events.reconsolidation(i, len(labile.versions(i)), p)
         return p
@@ -313,32 +343,33 @@ class Space(SpaceView):
         with self._lock:
             s = self._live_ids(src)
             d = self._live_ids(dst)
-            if s.shape[0] != d.shape[0]:
-                if s.shape[0] == 1:
-                    s = np.repeat(s, d.shape[0])
-                elif d.shape[0] == 1:
-                    d = np.repeat(d, s.shape[0])
-                else:
-                    raise InvalidInputError(f"src has {s.shape[0]} ids and dst {d.shape[0]}: "
-                                            "pass equal lengths or one id")
+            if s.shape[0] != d.shape[0] and 1 not in (s.shape[0], d.shape[0]):
+                raise InvalidInputError(f"src has {s.shape[0]} ids and dst {d.shape[0]}: "
+                                        "pass equal lengths or one id")
+            s, d = (np.repeat(x, max(s.shape[0], d.shape[0]) // x.shape[0]) for x in (s, d))
             w = validate.per_item(weights, s.shape[0], "weights", 1.0, 0.0, 1.0, lo_open=True)
+            self._changes.admit()
             self._primer.forget_pending(s, d)
-            return self._link_trusted(s, d, w)
+            n, lsn = self._link_trusted(s, d, w)
+        self._durable(lsn)
+        return n
 
-    def _link_trusted(self, s: np.ndarray, d: np.ndarray, w: np.ndarray) -> int:
-        """link() for ids and weights already checked (priming's co-recall links too)."""
+    def _link_trusted(self, s: np.ndarray, d: np.ndarray, w: np.ndarray):
+        """(links added, LSN) for ids and weights already checked (priming's co-recall links
+        too, which nobody waits for)."""
         with self._lock:
-            self._reader.graph.append(s.astype(np.uint32), d.astype(np.uint32), w)
-            self._store.bump()
+            lsn = self._changes.link(s, d, w)
         self._rec.links_total.inc(int(s.shape[0]))
         self._events.link(int(s[0]), int(d[0]), int(s.shape[0]), float(w[0]))
-        return int(s.shape[0])
+        return int(s.shape[0]), lsn
 
     def forget(self, ids) -> int:
         """Forget memories (all or none): they leave recall, get and links. Returns how many."""
         with self._lock:
             a = np.unique(self._live_ids(ids))
-            self._store.forget(a)
+            self._changes.admit()
+            lsn = self._changes.forget(a)
+        self._durable(lsn)
         self._rec.forgotten_total.inc(int(a.shape[0]))
         self._rec.memories.set(self._store.n_live)
         self._events.forget(int(a[0]), int(a.shape[0]))
@@ -375,9 +406,13 @@ class Space(SpaceView):
                 fanned = int(np.count_nonzero(hot["edge_count"][ids[ranked.hops == 0]] > 1))
                 if fanned:
                     self._rec.interference_total["fan"].inc(fanned)
+            changed = ids
             if cfg.priming and ranked.primed is not None:
                 counts = self._primer.record(hot, ids, ranked.primed, now, cfg)
+                changed = np.concatenate([ids, ranked.primed[0].astype(np.int64), self._primer.pruned])
                 for code, (kind, n) in enumerate(counts.items()):
                     if n:
                         self._rec.priming_total[kind].inc(n)
                         self._events.priming(int(ids[0]), code, n)
+            if self._changes.log is not None and self._changes.log.failed is None:
+                self._changes.state(changed)    # logged, not waited for: no caller asked for it

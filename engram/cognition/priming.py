@@ -65,10 +65,14 @@ def reached(ids: np.ndarray, act: np.ndarray, cfg):
 
 class Primer:
     """The owner's side: records each recall's priming in the node records. ``graph``: the
-    space's links (a store Graph); ``link(src, dst, w)``: how the owner adds checked links."""
+    space's links (a store Graph, read); ``link(src, dst, w)`` and ``reweight(src, dst, w) ->
+    found mask``: how the owner adds checked links and changes the weights the CSR holds
+    (so that both are logged). ``pruned``: the ids whose residuals the last record() cleared."""
 
-    def __init__(self, graph, link):
+    def __init__(self, graph, link, reweight=None):
         self.graph, self.link = graph, link
+        self.reweight = reweight if reweight is not None else graph.reweight
+        self.pruned = np.zeros(0, np.int64)
         self._primed: OrderedDict = OrderedDict()     # id -> Unix seconds it was primed, oldest first
         self._pending: dict = {}                      # (src, dst) -> weight of new co-recall links
 
@@ -77,6 +81,7 @@ class Primer:
         act): leave residuals, strengthen the co-recalled links; returns the counts."""
         now_s = int(now_ns // 1_000_000_000)
         counts = {"repetition": int(np.count_nonzero(hot["access_count"][ids] > 1))}
+        self.pruned = np.zeros(0, np.int64)
         p_ids, p_act = primed
         if p_ids.size:
             p_ids = p_ids.astype(np.int64)
@@ -94,6 +99,7 @@ class Primer:
 
     def _prune(self, hot, now_s: int, cfg) -> None:
         horizon = cfg.semantic_tau_s * np.log(1.0 / FLOOR)   # seconds until any residual <= 1 is below FLOOR
+        pruned = []
         while self._primed:
             i, t = next(iter(self._primed.items()))
             if len(self._primed) <= MAX_PRIMED and now_s - t < horizon:
@@ -101,6 +107,8 @@ class Primer:
             del self._primed[i]
             hot["activation"][i] = 0.0
             hot["primed_s"][i] = 0
+            pruned.append(i)
+        self.pruned = np.asarray(pruned, np.int64)
 
     def _strengthen(self, ids: np.ndarray, cfg) -> int:
         """Hebbian step on the links among ``ids``: in place where the CSR has the link;
@@ -119,7 +127,7 @@ class Primer:
                     dst.append(b)
                     w.append(min(old + cfg.associative_rate * (1.0 - old), 1.0))
         src, dst, w = np.asarray(src, np.int64), np.asarray(dst, np.int64), np.asarray(w, np.float32)
-        found = self.graph.reweight(src, dst, w)
+        found = self.reweight(src, dst, w)
         for a, b, x, here in zip(src.tolist(), dst.tolist(), w.tolist(), found.tolist()):
             if here:
                 self._pending.pop((a, b), None)

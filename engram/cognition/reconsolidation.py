@@ -46,6 +46,17 @@ class Version:
     replaced_ns: int        # when the update replaced it (the space's clock)
 
 
+@dataclass(frozen=True)
+class Update:
+    """A reconsolidation worked out and checked, as it is written (and logged)."""
+    memory_id: int
+    vector: np.ndarray | None     # blended, in the tier's dtype
+    content: str | None
+    confidence: float | None      # the blended value to store
+    replaced_ns: int
+    plasticity: float
+
+
 def _hours(ns: int) -> str:
     return f"{ns / (3600 * NS):.2f} h"
 
@@ -97,9 +108,9 @@ class Reconsolidation:
     def versions(self, memory_id: int) -> list:
         return list(self._versions.get(memory_id, ()))
 
-    def update(self, store, current, vector, content, confidence, now_ns: int) -> float:
-        """Check everything, then write the update into the store. ``current``: the memory's
-        Memories from get(). Returns the plasticity applied."""
+    def plan(self, store, current, vector, content, confidence, now_ns: int) -> Update:
+        """Check everything and work out the update (nothing is written yet). ``current``:
+        the memory's Memories from get(); raises ReconsolidationWindowError outside its window."""
         if vector is None and content is None and confidence is None:
             raise InvalidInputError("reconsolidate needs a vector, content or confidence to apply")
         i = int(current.ids[0])
@@ -116,27 +127,33 @@ class Reconsolidation:
             confidence = float(validate.per_item(confidence, 1, "confidence", 1.0, 0.0, 1.0)[0])
         hot = store.hot()
         p = plasticity(self.config, i, hot[i], now_ns)
-        old = current.vectors[0]
-        new_vec = blend(old, u[0], p) if vector is not None else None
+        new_vec = blend(current.vectors[0], u[0], p) if vector is not None else None
         if warm and new_vec is not None and (np.abs(new_vec) > validate.F16_MAX).any():
             raise InvalidInputError("the updated vector exceeds the float16 range of the warm tier")
-        # all checked. The content heap may have to grow (and could fail), and it is
-        # append-only: write there first, then the version being replaced, then the record
+        stored = None if new_vec is None else new_vec.astype(TIER_DTYPE[int(hot["tier"][i])])
+        if confidence is not None:
+            confidence = float(np.float32((1.0 - p) * float(hot["confidence"][i]) + p * confidence))
+        return Update(i, stored, content, confidence, now_ns, p)
+
+    def apply(self, store, i: int, vector, content, confidence, replaced_ns: int) -> None:
+        """Write an update's fields (an Update's, or a logged one's) into the store and keep
+        the version it replaces, which it reads from the store itself, so replay is the same step."""
+        hot = store.hot()
+        tier, row = int(hot["tier"][i]), int(store.views["nodes"]["node_row"][i])
+        tv = store.views[TIER_TABLE[tier]]
+        # the content heap may have to grow (and could fail), and it is append-only:
+        # write there first, then the version being replaced, then the record
         ref = store.append_content([content])[0] if content is not None else None
-        kept = self._versions.setdefault(i, deque(maxlen=self.config.history))
-        kept.append(Version(old.copy(), current.content[0], float(current.confidence[0]), now_ns))
-        if new_vec is not None:
-            tier = int(hot["tier"][i])
-            tv, row = store.views[TIER_TABLE[tier]], int(store.views["nodes"]["node_row"][i])
-            stored = new_vec.astype(TIER_DTYPE[tier])
-            tv["rows"][row, :self.dim] = stored
-            tv["row_norm"][row] = np.linalg.norm(stored.astype(np.float64))
+        old = Version(tv["rows"][row, :self.dim].astype(np.float32), store.content_at(int(hot["content_ref"][i])),
+                      float(hot["confidence"][i]), replaced_ns)
+        self._versions.setdefault(i, deque(maxlen=self.config.history)).append(old)
+        if vector is not None:
+            tv["rows"][row, :self.dim] = vector
+            tv["row_norm"][row] = np.linalg.norm(vector.astype(np.float64))
         if ref is not None:
             hot["content_ref"][i] = ref
         if confidence is not None:
-            c = float(hot["confidence"][i])
-            hot["confidence"][i] = (1.0 - p) * c + p * confidence
-        return p
+            hot["confidence"][i] = confidence
 
     # ---- snapshots -----------------------------------------------------------------
     def arrays(self, store) -> dict:

@@ -392,7 +392,7 @@ def layout_hash() -> int:
 
 LAYOUT_HASH = layout_hash()
 
-#: Records that snapshots keep (engram/store/snapshot.py). The others live only while an
+#: Records that snapshots keep (engram/store/snapfile.py). The others live only while an
 #: engine runs (boards, rings, pools), so their changes need not refuse old snapshots.
 PERSISTED = (NODE_HOT,)
 

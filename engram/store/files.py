@@ -59,6 +59,11 @@ class Files:
         finally:
             os.close(fd)
 
+    def mkdir(self, path) -> None:
+        """Make a directory (mode 0700) and make its name durable in its parent."""
+        os.mkdir(path, 0o700)
+        self.fsync_dir(os.path.dirname(os.path.abspath(path)))
+
     def allocate(self, fd: int, size: int) -> None:
         """Reserve ``size`` bytes of disk for the file now, so a full disk is found here and
         not halfway through a group of records (ENOSPC raises OSError)."""

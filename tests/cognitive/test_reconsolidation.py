@@ -11,6 +11,7 @@ import engram
 from engram import errors
 from engram.cognition.reconsolidation import Version
 from engram.observe.tracing import KINDS, Cursor
+from engram.store import snapfile
 
 DIM = 8
 S = 1_000_000_000          # ns per second
@@ -218,9 +219,10 @@ def test_versions_survive_a_reopen(tmp_path):
 def test_snapshots_without_versions_still_load(tmp_path):
     with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
         eng.space("old").remember(np.ones(DIM))
-    snap = next(tmp_path.glob("snap-*"))
-    with np.load(snap / "old.npz") as z:                  # as written before reconsolidation existed
-        arrs = {k: z[k] for k in z.files if not k.startswith("versions_")}
-    np.savez(snap / "old.npz", **arrs)
+    snap = snapfile.newest(tmp_path)
+    for img in snap.spaces:                              # as written before reconsolidation existed
+        img.arrays = {k: a for k, a in img.arrays.items() if not k.startswith("versions_")}
+    snapfile.write(tmp_path, snap.lsn, snap.dim, snap.record_hash, snap.spaces)
+    snap.close()
     with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
         assert len(eng.space("old")) == 1 and eng.space("old").versions(0) == []

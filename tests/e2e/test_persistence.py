@@ -1,5 +1,4 @@
 """Engine(path=...): snapshots written by save()/close() and loaded at start."""
-import json
 import signal
 import subprocess
 import sys
@@ -10,7 +9,8 @@ import pytest
 
 import engram
 from engram import errors
-from engram.store.snapshot import SnapshotError
+from engram.errors import SnapshotError
+from engram.store import snapfile
 
 DIM = 12
 
@@ -40,8 +40,9 @@ def test_round_trip_keeps_everything(tmp_path):
         m = fill(eng)
         recalled = m.recall(np.ones(DIM), k=7).ids.tolist()   # recall updates access counts...
         before = observe(m)                                     # ...which must survive too
-    manifest = json.loads((tmp_path / "CURRENT").read_text())
-    assert manifest["spaces"] == ["kept", "second"] and manifest["dim"] == DIM
+    snap = snapfile.newest(tmp_path)
+    assert [s.name for s in snap.spaces] == ["kept", "second"] and snap.dim == DIM
+    snap.close()
     with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
         assert eng.spaces == ["kept", "second"]
         m = eng.space("kept")
@@ -135,14 +136,14 @@ def test_save_needs_a_path():
         eng.save()
 
 
-def test_a_killed_owner_leaves_the_last_saved_snapshot(tmp_path):
+def test_a_killed_owner_loses_nothing_it_acknowledged(tmp_path):
     code = textwrap.dedent("""
         import sys, time, numpy as np, engram
         eng = engram.Engine(path=sys.argv[1], dim=4, workers=0)
         m = eng.space("crash")
         m.remember(np.ones((10, 4)))
         eng.save()
-        m.remember(np.ones((5, 4)))      # not saved
+        m.remember(np.ones((5, 4)))      # not in a snapshot: in the log
         print("saved", flush=True)
         time.sleep(60)
     """)
@@ -151,17 +152,19 @@ def test_a_killed_owner_leaves_the_last_saved_snapshot(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
     with engram.Engine(path=tmp_path, dim=4, workers=0) as eng:   # the lock died with the process
-        assert len(eng.space("crash")) == 10
+        assert len(eng.space("crash")) == 15
+        assert eng.recovery["replayed"] == 1 and eng.recovery["snapshot_lsn"] == 2
 
 
 def test_snapshots_are_checked_against_the_records_they_keep(tmp_path):
     from engram.layout import PERSISTED_HASH
     with engram.Engine(path=tmp_path, dim=DIM, workers=0) as eng:
         fill(eng)
-    m = json.loads((tmp_path / "CURRENT").read_text())
-    assert int(m["record_hash"], 16) == PERSISTED_HASH        # node records only: boards and rings may change
-    m["record_hash"] = f"0x{PERSISTED_HASH ^ 1:016x}"           # written by an engram with other node records
-    (tmp_path / "CURRENT").write_text(json.dumps(m))
+    snap = snapfile.newest(tmp_path)
+    assert int(snap.record_hash, 16) == PERSISTED_HASH       # node records only: boards and rings may change
+    other = f"0x{PERSISTED_HASH ^ 1:016x}"                    # written by an engram with other node records
+    snapfile.write(tmp_path, snap.lsn, snap.dim, other, snap.spaces)
+    snap.close()
     with pytest.raises(errors.LayoutMismatchError, match="node records"):
         engram.Engine(path=tmp_path, dim=DIM, workers=0)
 

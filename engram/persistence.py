@@ -1,0 +1,189 @@
+"""An engine's directory on disk: opening it (newest valid snapshot, then the log after it),
+logging every change from then on, checkpoints, and the last flush at close.
+
+    path/LOCK                         flock'd by the one engine that owns the path
+    path/CURRENT                      names the newest snapshot (a hint: a damaged one is passed over)
+    path/snap-<lsn>.snap              snapshots (docs/durability/snapshot-format.md)
+    path/wal/<first lsn>.wal          the write-ahead log (docs/durability/wal-format.md)
+
+Opening needs no manual step after a crash: recovery cuts a torn tail and
+refuses any other damage (WALError). A checkpoint holds the writers only while
+it reads the LSN and copies the small tables; old log segments go only after
+the snapshot that covers them, and one older snapshot with its log, is durable.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from engram import validate
+from engram.cognition.fan import fan_weights
+from engram.errors import SnapshotError, WALError
+from engram.layout import PERSISTED_HASH
+from engram.store import image, snapfile
+from engram.store.files import FILES, Files
+from engram.store.snapshot import PathLock
+from engram.store.wal import Log, RecordType, recover
+
+log = logging.getLogger("engram")
+MB = 1 << 20
+RECORD_HASH = f"0x{PERSISTED_HASH:016x}"
+
+
+class Persistence:
+    """The durable side of one engine with a path. ``make_space(name) -> Owned`` creates a
+    space in the engine (the owner's own method, so replay builds spaces as a caller would)."""
+
+    def __init__(self, path: Path, durability: str, files: Files = FILES,
+                 checkpoint_mb: float = 256.0, checkpoint_s: float = 300.0):
+        self.path, self.policy, self.files = path, durability, files
+        self.checkpoint_bytes, self.checkpoint_s = int(checkpoint_mb * MB), checkpoint_s
+        self.lock = PathLock(path)      # ours before anything is read, so no other engine replaces it
+        self.log: Log | None = None
+        self.owned: dict = {}           # space name -> Owned
+        self.by_index: dict = {}        # space number in log records -> Owned
+        self.recovery = None
+        self._snap_lsns: list = []      # snapshots on disk we keep, newest first
+        self._legacy = None             # a format-2 snapshot directory read at open
+        self._at_checkpoint = (0, time.monotonic())
+        self._stop = threading.Event()
+        self._checkpointer = None
+        self._checkpoint_lock = threading.Lock()
+        try:
+            self.snapshot = self._newest()
+        except BaseException:
+            self.lock.release()
+            raise
+        self.dim = self.snapshot.dim if self.snapshot is not None else None
+
+    def _newest(self):
+        legacy = snapfile.legacy_manifest(self.path)
+        if legacy is not None:
+            self._legacy = self.path / legacy["snapshot"]
+            return snapfile.read_legacy(self._legacy, legacy)
+        return snapfile.newest(self.path)
+
+    # ---- open ------------------------------------------------------------------------------
+    def open(self, make_space, hold) -> None:
+        """Load the snapshot, replay the log after it, and start logging. ``hold``: a context
+        manager that holds every space's writers (the engine's), for checkpoints."""
+        snap = self.snapshot
+        self._make, self._hold = make_space, hold
+        after = 0
+        if snap is not None:
+            try:
+                for img in snap.spaces:
+                    o = self._space(img.name, img.index)
+                    what = image.check(img.arrays, snap.dim)
+                    if what:
+                        raise SnapshotError(f"{snap.file}: space {img.name!r}: {what}")
+                    image.restore(o.store, img.arrays, fan_weights)
+                    o.labile.restore(img.arrays)
+                    o.apply_settings(img.settings)
+                    o.changes.seq = img.seq
+            finally:
+                snap.close()
+            after = snap.lsn
+            self._snap_lsns = [] if self._legacy else [snap.lsn]
+        self.recovery = recover(self.path / "wal", after, self._replay, self.files)
+        self.log = Log(self.path / "wal", self.policy, self.recovery.next_lsn, self.files)
+        for o in self.owned.values():
+            o.changes.log = self.log
+        self._at_checkpoint = (self.log.bytes_logged, time.monotonic())
+        if snap is None:       # a new directory: its first snapshot records the dimension
+            self.checkpoint()
+        self._checkpointer = threading.Thread(target=self._background, name="engram-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _space(self, name: str, index: int):
+        if index in self.by_index:
+            raise WALError(f"{self.path}: memory space number {index} is named twice", str(self.path), -1)
+        o = self.owned[name] = self._make(name)
+        o.changes.index = index
+        self.by_index[index] = o
+        return o
+
+    def _replay(self, lsn: int, seq: int, space: int, rtype: int, body) -> None:
+        if rtype == RecordType.SPACE:
+            try:
+                name = validate.space_name(bytes(body).decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as e:
+                raise WALError(f"log record LSN {lsn} names a memory space badly ({e})", "", -1) from None
+            if name in self.owned:
+                raise WALError(f"log record LSN {lsn} creates memory space {name!r} again", "", -1)
+            self._space(name, space)
+            return
+        o = self.by_index.get(space)
+        if o is None:
+            raise WALError(f"log record LSN {lsn} changes memory space number {space}, which no record "
+                           "created", "", -1)
+        o.changes.replay(lsn, seq, rtype, body)
+
+    def added(self, name: str, owned) -> None:
+        """A space the owner created now: give it a number and log its name."""
+        index = max(self.by_index, default=-1) + 1
+        self.owned[name] = owned
+        self.by_index[index] = owned
+        owned.changes.index = index
+        owned.changes.log = self.log
+        if self.log is not None:
+            self.log.admit()
+            self.log.append(index, 0, RecordType.SPACE, [name.encode()])
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def checkpoint(self) -> Path | None:
+        """Write a snapshot at the current LSN and let older log go; None if nothing changed."""
+        with self._checkpoint_lock:
+            with self._hold():
+                lsn = self.log.last_lsn
+                spaces = [snapfile.SpaceImage(name, o.changes.index, o.changes.seq, o.settings(),
+                                              {**image.capture(o.store), **o.labile.arrays(o.store)})
+                          for name, o in sorted(self.owned.items())]
+                logged = self.log.bytes_logged
+            if self._snap_lsns and lsn == self._snap_lsns[0]:
+                return None               # nothing changed since the last one
+            # rows were taken as views: every change that could have reached them is in
+            # the log, and synced before the snapshot can become the base of a recovery
+            out = snapfile.write(self.path, lsn, self.dim, RECORD_HASH, spaces, self.files,
+                                 before_publish=self.log.sync)
+            self._snap_lsns = [lsn, *self._snap_lsns[:1]]
+            snapfile.prune(self.path, set(self._snap_lsns), self.files)
+            if len(self._snap_lsns) > 1:    # keep the previous snapshot and the log after it
+                self.log.drop_through(self._snap_lsns[1])
+            if self._legacy is not None:
+                shutil.rmtree(self._legacy, ignore_errors=True)
+                self._legacy = None
+            self._at_checkpoint = (logged, time.monotonic())
+            return out
+
+    def due(self) -> bool:
+        logged, at = self._at_checkpoint
+        grown = self.log.bytes_logged - logged
+        return grown >= self.checkpoint_bytes or (grown > 0 and time.monotonic() - at >= self.checkpoint_s)
+
+    def _background(self) -> None:
+        while not self._stop.wait(min(1.0, self.checkpoint_s)):
+            if self.log.failed is None and self.due():
+                try:
+                    self.checkpoint()
+                except (OSError, SnapshotError) as e:    # the older snapshot and the log stay
+                    log.error("engram: a background checkpoint of %s failed: %s", self.path, e)
+
+    # ---- close -----------------------------------------------------------------------------
+    def close(self, checkpoint: bool) -> None:
+        """Stop checkpoints, checkpoint once more (if asked and the log is healthy), flush
+        and close the log, release the path."""
+        self._stop.set()
+        try:
+            if self._checkpointer is not None:
+                self._checkpointer.join()
+            if checkpoint and self.log is not None and self.log.failed is None:
+                self.checkpoint()
+        finally:
+            if self.log is not None:
+                self.log.close()
+            self.lock.release()
+

@@ -1,0 +1,220 @@
+"""Every change to one space, in one place: applied to the tables, then logged.
+
+The owner's Space checks its input and works out what a call changes (which
+memories interference weakens, what a reconsolidation writes), then hands the
+result here. Each method applies it and, with a log attached, queues one
+record (the payloads are in docs/durability/wal-format.md) and returns its LSN,
+which the caller waits on outside the space's lock. Recovery decodes the same
+records with ``replay`` and applies them through the same methods, with no log
+attached, so a replayed change is exactly the change that was made.
+"""
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+
+from engram.errors import WALError
+from engram.store.tables import TIER_DTYPE, TIER_TABLE
+from engram.store.wal.format import RecordType
+
+REMEMBER = struct.Struct("<QqIBB2x")        # first id, created ns, n, tier, has content
+COUNT = struct.Struct("<I4x")
+RECONSOLIDATE = struct.Struct("<QqB3xf")    # id, replaced ns, has (1 vector, 2 content, 4 confidence), confidence
+NO_TEXT = 0xFFFFFFFF
+#: what a recall or interference changes in a node record, as STATE records carry it
+STATE_DTYPE = np.dtype([("activation", "<f4"), ("confidence", "<f4"), ("primed_s", "<u4"),
+                        ("strength", "<f4"), ("access_count", "<u4"), ("last_access_ns", "<u8")])
+
+
+def _texts(texts: list) -> list:
+    enc = [None if t is None else t.encode("utf-8") for t in texts]
+    lengths = np.array([NO_TEXT if b is None else len(b) for b in enc], np.uint32)
+    return [lengths.tobytes(), b"".join(b for b in enc if b is not None)]
+
+
+class _Reader:
+    """Walks a payload; every read is checked against what is left (a bad record is
+    refused before anything is allocated or applied)."""
+
+    def __init__(self, body, lsn: int, what: str):
+        self.body, self.pos, self.lsn, self.what = memoryview(body), 0, lsn, what
+
+    def fail(self, why: str):
+        raise WALError(f"log record LSN {self.lsn} ({self.what}) does not decode: {why}", "", -1)
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or self.pos + n > self.body.nbytes:
+            self.fail(f"it needs {n} more bytes at {self.pos}, it has {self.body.nbytes - self.pos}")
+        out = self.body[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, st: struct.Struct):
+        return st.unpack(self.take(st.size))
+
+    def array(self, dtype, n: int) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        return np.frombuffer(self.take(dtype.itemsize * n), dtype).copy()
+
+    def texts(self, n: int) -> list:
+        lengths = self.array(np.uint32, n)
+        heap = bytes(self.take(int(lengths[lengths != NO_TEXT].astype(np.int64).sum())))
+        out, at = [], 0
+        for m in lengths.tolist():
+            if m == NO_TEXT:
+                out.append(None)
+                continue
+            try:
+                out.append(heap[at:at + m].decode("utf-8"))
+            except UnicodeDecodeError as e:
+                self.fail(f"content is not UTF-8 ({e})")
+            at += m
+        return out
+
+    def end(self) -> None:
+        if self.pos != self.body.nbytes:
+            self.fail(f"{self.body.nbytes - self.pos} bytes are left over")
+
+
+class Mutations:
+    """One space's changes. ``index``: the space's number in log records; ``log``: an open
+    engram.store.wal.Log, or None (an ephemeral engine, or during replay)."""
+
+    def __init__(self, store, graph, labile, index: int, log=None, on_settings=None):
+        self.store, self.graph, self.labile = store, graph, labile
+        self.index, self.log = index, log
+        self.seq = 0                       # this space's last sequence number
+        self.on_settings = on_settings     # replay of SETTINGS: the owner applies them
+
+    def _log(self, rtype: RecordType, parts: list) -> int:
+        if self.log is None:
+            return 0
+        self.seq += 1
+        return self.log.append(self.index, self.seq, rtype, parts)
+
+    def admit(self) -> None:
+        """Raise before anything changes if the change could not be logged."""
+        if self.log is not None:
+            self.log.admit()
+
+    # ---- changes ---------------------------------------------------------------------------
+    def remember(self, vectors: np.ndarray, tier: int, texts: list, confidence: np.ndarray, now_ns: int):
+        """(ids, lsn) of checked memories stored."""
+        stored = vectors.astype(TIER_DTYPE[tier], copy=False)
+        ids = self.store.append_memories(stored, tier, texts, confidence, now_ns)
+        n, has = ids.shape[0], any(t is not None for t in texts)
+        lsn = self._log(RecordType.REMEMBER, [REMEMBER.pack(int(ids[0]), now_ns, n, tier, has),
+                                              confidence.astype(np.float32, copy=False).tobytes(),
+                                              np.ascontiguousarray(stored), *(_texts(texts) if has else [])])
+        return ids, lsn
+
+    def link(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> int:
+        s, d, w = src.astype(np.uint32), dst.astype(np.uint32), w.astype(np.float32)
+        self.graph.append(s, d, w)
+        self.store.bump()
+        return self._log(RecordType.LINK, [COUNT.pack(s.shape[0]), s.tobytes(), d.tobytes(), w.tobytes()])
+
+    def reweight(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Set the weight of links the CSR has, in place (priming's Hebbian step); logged as
+        links, so replay gets the same weights wherever the links are then."""
+        found = self.graph.reweight(src, dst, w)
+        if found.any():
+            s, d, x = src[found].astype(np.uint32), dst[found].astype(np.uint32), w[found].astype(np.float32)
+            self._log(RecordType.LINK, [COUNT.pack(s.shape[0]), s.tobytes(), d.tobytes(), x.tobytes()])
+        return found
+
+    def forget(self, ids: np.ndarray) -> int:
+        self.store.forget(ids)
+        a = ids.astype(np.uint32)
+        return self._log(RecordType.FORGET, [COUNT.pack(a.shape[0]), a.tobytes()])
+
+    def state(self, ids: np.ndarray) -> int:
+        """Log the cognitive fields of ``ids`` as they are now (they were just changed)."""
+        if self.log is None or not ids.shape[0]:
+            return 0
+        a = np.unique(ids).astype(np.uint32)
+        rec = self.store.hot()[a]
+        fields = np.empty(a.shape[0], STATE_DTYPE)
+        for name in STATE_DTYPE.names:
+            fields[name] = rec[name]
+        return self._log(RecordType.STATE, [COUNT.pack(a.shape[0]), a.tobytes(), fields.tobytes()])
+
+    def reconsolidate(self, u) -> int:
+        """Apply a planned engram.cognition.reconsolidation.Update."""
+        self.labile.apply(self.store, u.memory_id, u.vector, u.content, u.confidence, u.replaced_ns)
+        self.store.bump()
+        has = (u.vector is not None) | (u.content is not None) << 1 | (u.confidence is not None) << 2
+        parts = [RECONSOLIDATE.pack(u.memory_id, u.replaced_ns, has, u.confidence or 0.0)]
+        if u.vector is not None:
+            parts.append(np.ascontiguousarray(u.vector))
+        if u.content is not None:
+            parts += _texts([u.content])
+        return self._log(RecordType.RECONSOLIDATE, parts)
+
+    def settings(self, settings: dict) -> int:
+        return self._log(RecordType.SETTINGS, [json.dumps(settings, sort_keys=True).encode()])
+
+    # ---- replay ----------------------------------------------------------------------------
+    def replay(self, lsn: int, seq: int, rtype: int, body) -> None:
+        """Apply one logged change (this space's; CONTINUED parts already joined)."""
+        r = _Reader(body, lsn, RecordType(rtype).name)
+        st = self.store
+        if rtype == RecordType.REMEMBER:
+            first, created, n, tier, has = r.unpack(REMEMBER)
+            if tier not in TIER_TABLE or not 0 < n <= 1 << 26:
+                r.fail(f"tier {tier} / count {n} is not possible")
+            conf = r.array(np.float32, n)
+            vecs = r.array(TIER_DTYPE[tier], n * st.dim).reshape(n, st.dim)
+            texts = r.texts(n) if has else [None] * n
+            r.end()
+            if first != st.n_nodes:
+                r.fail(f"its memories were ids {first}.., but replay is at id {st.n_nodes}: the log does not "
+                       "follow this snapshot")
+            st.append_memories(vecs, tier, texts, conf, created)
+        elif rtype in (RecordType.LINK, RecordType.FORGET, RecordType.STATE):
+            (n,) = r.unpack(COUNT)
+            ids = r.array(np.uint32, n)
+            if n and int(ids.max()) >= st.n_nodes:
+                r.fail(f"it names memory {int(ids.max())}, past the {st.n_nodes} there are")
+            if rtype == RecordType.LINK:
+                dst, w = r.array(np.uint32, n), r.array(np.float32, n)
+                r.end()
+                if n and int(dst.max()) >= st.n_nodes:
+                    r.fail(f"it names memory {int(dst.max())}, past the {st.n_nodes} there are")
+                found = self.graph.reweight(ids, dst, w)    # where the CSR has them, else the delta log
+                if not found.all():
+                    self.graph.append(ids[~found], dst[~found], w[~found])
+                st.bump()
+            elif rtype == RecordType.FORGET:
+                r.end()
+                st.forget(ids.astype(np.int64))
+            else:
+                fields = r.array(STATE_DTYPE, n)
+                r.end()
+                hot = st.hot()
+                for name in STATE_DTYPE.names:
+                    hot[name][ids] = fields[name]
+        elif rtype == RecordType.RECONSOLIDATE:
+            i, replaced, has, conf = r.unpack(RECONSOLIDATE)
+            if i >= st.n_nodes:
+                r.fail(f"it names memory {i}, past the {st.n_nodes} there are")
+            tier = int(st.hot()["tier"][i])
+            vec = r.array(TIER_DTYPE[tier], st.dim) if has & 1 else None
+            text = r.texts(1)[0] if has & 2 else None
+            r.end()
+            self.labile.apply(st, i, vec, text, conf if has & 4 else None, replaced)
+            st.bump()
+        elif rtype == RecordType.SETTINGS:
+            try:
+                settings = json.loads(bytes(r.take(r.body.nbytes)).decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as e:
+                r.fail(f"its settings are not JSON ({e})")
+            if not isinstance(settings, dict):
+                r.fail("its settings are not a JSON object")
+            if self.on_settings is not None:
+                self.on_settings(settings)
+        else:
+            r.fail("it is not a change to a space")
+        self.seq = seq

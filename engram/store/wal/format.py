@@ -1,0 +1,121 @@
+"""The log's bytes: segment headers and record framing (docs/durability/wal-format.md).
+
+Nothing here does I/O; the writer frames records with ``frame`` and recovery
+checks them with ``parse_header`` / ``check_record``.
+"""
+from __future__ import annotations
+
+import enum
+import re
+import struct
+
+from engram import kernels
+
+MAGIC = b"ENGRAMWL"
+VERSION = 1
+SEGMENT_HEADER = struct.Struct("<8sIIQQQ20x")       # magic, version, torn_window, salt, first_lsn, created_ns
+SEGMENT_HEADER_SIZE = 64                            # the struct above (60 bytes) + crc32c
+RECORD_HEADER = struct.Struct("<IIQQHBBII4x")       # crc, len, lsn, seq, space, type, flags, group, payload crc
+RECORD_HEADER_SIZE = RECORD_HEADER.size             # 40
+MAX_RECORD = 16 << 20       # payload bytes: a larger length is damage, not a record
+MAX_CHUNK = 4 << 20         # a call's payload is cut into records of at most this
+TORN_WINDOW = 8 << 20       # the most bytes the writer leaves unsynced at once
+SEGMENT_BYTES = 64 << 20
+CONTINUED = 1
+POLICIES = ("always", "group", "none")
+NAME = re.compile(r"^(\d{20})\.wal$")
+
+
+class RecordType(enum.IntEnum):
+    SPACE = 1
+    REMEMBER = 2
+    LINK = 3
+    FORGET = 4
+    STATE = 5
+    RECONSOLIDATE = 6
+    SETTINGS = 7
+
+
+KNOWN_TYPES = frozenset(int(t) for t in RecordType)
+
+
+def segment_name(first_lsn: int) -> str:
+    return f"{first_lsn:020d}.wal"
+
+
+_crc = None
+
+
+def crc32c(data, crc: int = 0) -> int:
+    global _crc
+    if _crc is None:      # chosen at first use, not import, so importing engram stays silent
+        _crc = kernels.backend()._crc32c
+    return _crc(memoryview(data).cast("B"), crc)
+
+
+def segment_header(torn_window: int, salt: int, first_lsn: int, created_ns: int) -> bytes:
+    body = SEGMENT_HEADER.pack(MAGIC, VERSION, torn_window, salt, first_lsn, created_ns)
+    return body + struct.pack("<I", crc32c(body))
+
+
+def parse_segment_header(raw: bytes):
+    """(torn_window, salt, first_lsn) of a segment header, or a str saying what is wrong."""
+    if len(raw) < SEGMENT_HEADER_SIZE:
+        return f"the file is {len(raw)} bytes, shorter than a segment header ({SEGMENT_HEADER_SIZE})"
+    body, (crc,) = raw[:60], struct.unpack_from("<I", raw, 60)
+    magic, version, window, salt, first, _ = SEGMENT_HEADER.unpack(body)
+    if magic != MAGIC:
+        return f"it does not start with {MAGIC!r} (found {magic!r})"
+    if crc != crc32c(body):
+        return "its header checksum does not match"
+    if version != VERSION:
+        return f"it is log format version {version}; this engram reads {VERSION}"
+    if not 0 < window <= 1 << 40:
+        return f"its torn window ({window}) is not a size"
+    return window, salt, first
+
+
+def padded(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def frame(lsn: int, seq: int, space: int, rtype: int, flags: int, parts: list) -> bytearray:
+    """One record from its payload's parts: header (unsealed: the writer seals it, ``seal``),
+    payload, padding; the payload's CRC is computed here, in the caller's thread."""
+    views = [memoryview(p).cast("B") for p in parts]
+    n = sum(v.nbytes for v in views)
+    rec = bytearray(RECORD_HEADER_SIZE + padded(n))
+    at, crc = RECORD_HEADER_SIZE, 0
+    for v in views:
+        rec[at:at + v.nbytes] = v
+        crc = crc32c(v, crc)
+        at += v.nbytes
+    RECORD_HEADER.pack_into(rec, 0, 0, n, lsn, seq, space, rtype, flags, 0, crc)
+    return rec
+
+
+def seal(rec: bytearray, salt: int, group: int) -> None:
+    """Write a framed record's group offset (its LSN minus the first LSN of the group it is
+    written in) and its header CRC, which covers the segment's salt and the payload's CRC."""
+    struct.pack_into("<I", rec, 28, group)
+    struct.pack_into("<I", rec, 0, crc32c(memoryview(rec)[4:RECORD_HEADER_SIZE], crc32c(salt.to_bytes(8, "little"))))
+
+
+def check_record(buf, off: int, end: int, salt: int, expect_lsn: int | None):
+    """The record at ``off`` of ``buf`` (valid bytes up to ``end``): (lsn, seq, space, type,
+    flags, group, payload memoryview, next offset) if it is valid and has LSN ``expect_lsn``
+    (None: any LSN, for the damage scan), else None."""
+    if off + RECORD_HEADER_SIZE > end:
+        return None
+    crc, n, lsn, seq, space, rtype, flags, group, body_crc = RECORD_HEADER.unpack_from(buf, off)
+    if n > MAX_RECORD or off + RECORD_HEADER_SIZE + n > end or rtype not in KNOWN_TYPES or group > lsn:
+        return None
+    if expect_lsn is not None and lsn != expect_lsn:
+        return None
+    m = memoryview(buf)
+    if crc != crc32c(m[off + 4:off + RECORD_HEADER_SIZE], crc32c(salt.to_bytes(8, "little"))):
+        return None
+    body = m[off + RECORD_HEADER_SIZE:off + RECORD_HEADER_SIZE + n]
+    if body_crc != crc32c(body):
+        return None
+    return lsn, seq, space, rtype, flags, group, body, off + RECORD_HEADER_SIZE + padded(n)

@@ -1,0 +1,304 @@
+"""The log writer: one thread appends queued records to the open segment in groups, syncs
+them under the durability policy, and tells the waiting callers (group commit).
+
+A caller queues a framed record with ``append`` (cheap: under its space's lock)
+and then, outside that lock, ``wait``s for its LSN. The thread takes
+everything queued (up to the torn window), writes it with one writev, runs
+one fdatasync, and publishes the new durable LSN. Errors are final: the log
+stops and every later call raises DurabilityError (docs/durability/wal-format.md).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from engram.errors import ClosedError, DurabilityError, StorageFullError
+from engram.store.files import FILES, Files
+from engram.store.wal.format import (
+    CONTINUED,
+    MAX_CHUNK,
+    POLICIES,
+    SEGMENT_BYTES,
+    SEGMENT_HEADER_SIZE,
+    TORN_WINDOW,
+    frame,
+    seal,
+    segment_header,
+    segment_name,
+)
+
+log = logging.getLogger("engram")
+IOV_MAX = 1024
+PREALLOC = "next.prealloc"
+RETRY_FULL_S = 1.0
+
+
+class Log:
+    """An open log in ``directory``, appending from ``next_lsn`` (recovery says where)."""
+
+    def __init__(self, directory: Path, policy: str = "group", next_lsn: int = 1, files: Files = FILES,
+                 segment_bytes: int = SEGMENT_BYTES, torn_window: int = TORN_WINDOW):
+        if policy not in POLICIES:
+            raise ValueError(policy)
+        self.dir, self.policy, self.files = Path(directory), policy, files
+        self.segment_bytes, self.torn_window = segment_bytes, torn_window
+        if not self.dir.is_dir():
+            files.mkdir(self.dir)
+        self._cond = threading.Condition()
+        self._queue: list = []            # (lsn, framed record) in LSN order
+        self._queued_bytes = 0
+        self._next = next_lsn             # the LSN the next append gets
+        self._written = self._synced = next_lsn - 1
+        self._sync_to = 0                 # sync() asks the thread to sync up to here
+        self._failed: DurabilityError | None = None
+        self._full: str | None = None     # why the next segment could not be made
+        self._closing = False
+        self.bytes_logged = 0             # since open, for checkpoint triggers
+        self._fd = -1
+        self._salt = secrets.randbits(64)
+        self._first = next_lsn
+        self._pos = self._size = 0
+        self._spare = False               # a preallocated next segment is ready
+        self._full_retry = 0.0
+        self._open_segment(next_lsn, self.segment_bytes)
+        self._thread = threading.Thread(target=self._run, name="engram-wal", daemon=True)
+        self._thread.start()
+
+    # ---- callers -----------------------------------------------------------------------
+    def admit(self) -> None:
+        """Raise now if a change could not be logged: call before changing anything."""
+        if self._failed is not None:
+            raise DurabilityError(f"the write-ahead log stopped: {self._failed}; nothing was changed. Reads go "
+                                  "on; reopen the engine to recover from what is on disk")
+        if self._full is not None:
+            raise StorageFullError(f"the disk holding {self.dir} is full ({self._full}); nothing was changed. "
+                                   "Free space: writes resume when the next log segment can be made")
+        if self._closing:
+            raise ClosedError("the write-ahead log is closed")
+
+    def append(self, space: int, seq: int, rtype: int, payload: list) -> int:
+        """Queue one change (its payload parts; cut into records of at most MAX_CHUNK bytes,
+        flagged CONTINUED but the last); returns the LSN that acknowledges it."""
+        views = [memoryview(p).cast("B") for p in payload]
+        if sum(v.nbytes for v in views) <= MAX_CHUNK:
+            pieces = [views]
+        else:
+            whole = memoryview(b"".join(views))
+            pieces = [[whole[i:i + MAX_CHUNK]] for i in range(0, whole.nbytes, MAX_CHUNK)]
+        with self._cond:
+            if self._failed is not None or self._closing:
+                self.admit()
+            for i, parts in enumerate(pieces):
+                lsn = self._next
+                self._next += 1
+                rec = frame(lsn, seq, space, rtype, CONTINUED if i + 1 < len(pieces) else 0, parts)
+                self._queue.append((lsn, rec))
+                self._queued_bytes += len(rec)
+            self._cond.notify_all()
+        return lsn
+
+    def wait(self, lsn: int, timeout: float | None = None) -> None:
+        """Return once ``lsn`` is acknowledged under the policy (DurabilityError if its group
+        failed; TimeoutError after ``timeout`` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._acked() < lsn:
+                if self._failed is not None:
+                    raise DurabilityError(f"not durable: {self._failed}") from self._failed
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"LSN {lsn} not acknowledged within {timeout} s")
+                self._cond.wait(left)
+
+    def sync(self) -> int:
+        """Make everything appended so far durable, whatever the policy; returns that LSN."""
+        with self._cond:
+            target = self._next - 1
+            self._sync_to = max(self._sync_to, target)
+            self._cond.notify_all()
+            while self._synced < target:
+                if self._failed is not None:
+                    raise DurabilityError(f"not durable: {self._failed}") from self._failed
+                self._cond.wait()
+        return target
+
+    @property
+    def last_lsn(self) -> int:
+        """The LSN of the last change appended (acknowledged or not)."""
+        return self._next - 1
+
+    @property
+    def durable_lsn(self) -> int:
+        return self._synced
+
+    @property
+    def failed(self):
+        return self._failed
+
+    def _acked(self) -> int:
+        return self._written if self.policy == "none" else self._synced
+
+    # ---- segments ----------------------------------------------------------------------
+    def segments(self) -> list:
+        """[(first LSN, path)] of the segments on disk, oldest first."""
+        from engram.store.wal.recovery import list_segments
+        return list_segments(self.dir)
+
+    def drop_through(self, lsn: int) -> list:
+        """Delete the segments whose records all have LSN <= ``lsn`` (a durable snapshot
+        covers them); never the open one. Returns the paths removed."""
+        segs = self.segments()
+        gone = [p for (first, p), (nxt, _) in zip(segs, segs[1:]) if nxt - 1 <= lsn and first != self._first]
+        for p in gone:
+            self.files.unlink(p)
+        if gone:
+            self.files.fsync_dir(self.dir)
+        return gone
+
+    def _open_segment(self, first_lsn: int, size: int) -> None:
+        """Make the segment that starts at ``first_lsn`` and switch to it (writer thread, or
+        the constructor): header synced and the directory synced before any record."""
+        path = self.dir / segment_name(first_lsn)
+        salt = secrets.randbits(64)
+        header = segment_header(self.torn_window, salt, first_lsn, time.time_ns())
+        spare = self.dir / PREALLOC
+        f = self.files
+        if self._spare and size <= self.segment_bytes:
+            fd = f.open(spare, os.O_RDWR)
+            f.write(fd, [header])
+            f.fdatasync(fd)
+            f.rename(spare, path)
+            self._spare = False
+        else:
+            fd = f.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+            f.allocate(fd, size)
+            f.write(fd, [header])
+            f.fdatasync(fd)
+        f.fsync_dir(self.dir)
+        if self._fd >= 0:
+            if self.policy == "none":       # a sealed segment is whole on disk
+                f.fdatasync(self._fd)
+            f.close(self._fd)
+        self._fd, self._salt, self._first = fd, salt, first_lsn
+        self._pos, self._size = SEGMENT_HEADER_SIZE, max(size, f.size(fd))
+
+    def _prepare_spare(self) -> None:
+        """Make the next segment's file ahead of need, so a full disk shows before records
+        are queued that could not be written."""
+        f, spare = self.files, self.dir / PREALLOC
+        try:
+            fd = f.open(spare, os.O_RDWR | os.O_CREAT)
+            try:
+                f.allocate(fd, self.segment_bytes)
+                f.fsync(fd)
+            finally:
+                f.close(fd)
+            f.fsync_dir(self.dir)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            with self._cond:
+                if self._full is None:
+                    log.error("engram: the disk holding %s is full (%s): writes are refused until "
+                              "there is room for the next log segment", self.dir, e.strerror)
+                self._full = e.strerror or "no space left on device"
+                self._full_retry = time.monotonic() + RETRY_FULL_S
+            return
+        with self._cond:
+            if self._full is not None:
+                log.warning("engram: there is room on the disk again: writes resume")
+            self._full, self._spare = None, True
+
+    # ---- the writer thread -------------------------------------------------------------
+    def _take(self):
+        """The next group (called with the lock held): records up to the torn window."""
+        q, n, size = self._queue, 0, 0
+        limit = 1 if self.policy == "always" else len(q)
+        while n < limit and (n == 0 or size + len(q[n][1]) <= self.torn_window):
+            size += len(q[n][1])
+            n += 1
+        group, self._queue[:n] = q[:n], []
+        self._queued_bytes -= size
+        return group, size
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and self._sync_to <= self._synced and not self._closing:
+                        if self._full is not None:
+                            self._cond.wait(max(self._full_retry - time.monotonic(), 0.01))
+                            if time.monotonic() >= self._full_retry:
+                                break
+                        else:
+                            self._cond.wait()
+                    if not self._queue and self._closing:
+                        return
+                    group, size = self._take()
+                    want_sync = self._sync_to
+                if (not self._spare and self._pos * 2 >= self._size) or (self._full is not None
+                                                                        and time.monotonic() >= self._full_retry):
+                    self._prepare_spare()
+                if group:
+                    self._write(group, size)        # and synced, unless the policy is "none"
+                synced = bool(group) and self.policy != "none"
+                if not synced and want_sync > self._synced:
+                    self.files.fdatasync(self._fd)
+                    synced = True
+                with self._cond:
+                    last = group[-1][0] if group else self._written
+                    self._written = last
+                    if synced:
+                        self._synced = last
+                    self.bytes_logged += size
+                    self._cond.notify_all()
+        except OSError as e:
+            with self._cond:
+                self._failed = DurabilityError(f"{e.strerror or e} while writing {self.dir}")
+                self._cond.notify_all()
+            log.error("engram: the write-ahead log in %s failed (%s): no further writes are "
+                      "acknowledged; reopen the engine to recover", self.dir, e)
+
+    def _write(self, group: list, size: int) -> None:
+        if self._pos + size > self._size:
+            if self._pos == SEGMENT_HEADER_SIZE:    # nothing in it yet: make it big enough
+                self.files.allocate(self._fd, SEGMENT_HEADER_SIZE + size)
+                self._size = SEGMENT_HEADER_SIZE + size
+            else:                                   # roll: the group starts a new segment
+                self._open_segment(group[0][0], max(self.segment_bytes, SEGMENT_HEADER_SIZE + size))
+        first = group[0][0]
+        bufs = []
+        for lsn, rec in group:      # recovery tells a torn last group from damage by these
+            seal(rec, self._salt, lsn - first)
+            bufs.append(rec)
+        for i in range(0, len(bufs), IOV_MAX):
+            self.files.write(self._fd, bufs[i:i + IOV_MAX])
+        self._pos += size
+        if self.policy != "none":
+            self.files.fdatasync(self._fd)
+
+    def close(self) -> None:
+        """Write and sync everything queued, stop the thread, close the segment."""
+        with self._cond:
+            if self._closing:
+                return
+            self._sync_to = self._next - 1
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._fd >= 0:
+            if self._failed is None:
+                try:
+                    self.files.fdatasync(self._fd)
+                except OSError as e:
+                    log.error("engram: the last sync of the write-ahead log failed: %s", e)
+            self.files.close(self._fd)
+            self._fd = -1
+        spare = self.dir / PREALLOC
+        if spare.exists():
+            self.files.unlink(spare)
