@@ -372,13 +372,22 @@ def _handle_sigterm() -> None:
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
+    closed = threading.Event()
+
     def close_all():
         for life in list(_LIVE):
             try:
                 life.close(unattended=True)
             except Exception as e:
                 log.error("engram: closing engine %s at SIGTERM failed: %s", life.name, e)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        closed.set()
+        os.kill(os.getpid(), signal.SIGTERM)     # back in the main thread's handler, below
+
+    def on_sigterm(*_):
+        if not closed.is_set():
+            threading.Thread(target=close_all, name="engram-sigterm").start()
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)    # only the main thread may do this
         os.kill(os.getpid(), signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=close_all, name="engram-sigterm").start())
+    signal.signal(signal.SIGTERM, on_sigterm)

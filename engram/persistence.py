@@ -13,6 +13,7 @@ the snapshot that covers them, and one older snapshot with its log, is durable.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from engram import validate
 from engram.cognition.fan import fan_weights
-from engram.errors import SnapshotError, WALError
+from engram.errors import SnapshotError, StorageFullError, WALError
 from engram.layout import PERSISTED_HASH
 from engram.store import image, snapfile
 from engram.store.files import FILES, Files
@@ -147,8 +148,15 @@ class Persistence:
                 return None               # nothing changed since the last one
             # rows were taken as views: every change that could have reached them is in
             # the log, and synced before the snapshot can become the base of a recovery
-            out = snapfile.write(self.path, lsn, self.dim, RECORD_HASH, spaces, self.files,
-                                 before_publish=self.log.sync)
+            try:
+                out = snapfile.write(self.path, lsn, self.dim, RECORD_HASH, spaces, self.files,
+                                     before_publish=self.log.sync)
+            except OSError as e:         # the older snapshot and the log after it stay
+                snapfile.prune(self.path, set(self._snap_lsns), self.files)    # the partial file goes
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StorageFullError(f"{self.path}: no room for a snapshot ({e.strerror}); the log "
+                                           "keeps every change, free space and checkpoint again") from e
+                raise
             self._snap_lsns = [lsn, *self._snap_lsns[:1]]
             snapfile.prune(self.path, set(self._snap_lsns), self.files)
             if len(self._snap_lsns) > 1:    # keep the previous snapshot and the log after it
