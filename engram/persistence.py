@@ -50,6 +50,7 @@ class Persistence:
         self._snap_lsns: list = []      # snapshots on disk we keep, newest first
         self._legacy = None             # a format-2 snapshot directory read at open
         self._at_checkpoint = (0, time.monotonic())
+        self._snap_bytes = 0            # the last snapshot's size: see due()
         self._stop = threading.Event()
         self._checkpointer = None
         self._checkpoint_lock = threading.Lock()
@@ -165,12 +166,17 @@ class Persistence:
                 shutil.rmtree(self._legacy, ignore_errors=True)
                 self._legacy = None
             self._at_checkpoint = (logged, time.monotonic())
+            self._snap_bytes = out.stat().st_size
             return out
 
     def due(self) -> bool:
+        """After checkpoint_mb of log, or as much log as the last snapshot holds if that is
+        more (a checkpoint writes the whole engine: a fixed trigger would spend ever more
+        of the disk on snapshots as the engine grows), or checkpoint_s with any log."""
         logged, at = self._at_checkpoint
         grown = self.log.bytes_logged - logged
-        return grown >= self.checkpoint_bytes or (grown > 0 and time.monotonic() - at >= self.checkpoint_s)
+        return grown >= max(self.checkpoint_bytes, self._snap_bytes) or \
+            (grown > 0 and time.monotonic() - at >= self.checkpoint_s)
 
     def _background(self) -> None:
         while not self._stop.wait(min(1.0, self.checkpoint_s)):
