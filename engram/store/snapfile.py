@@ -32,7 +32,7 @@ import numpy as np
 from engram.errors import LayoutMismatchError, SnapshotError
 from engram.layout import PERSISTED_HASH
 from engram.store.files import FILES, Files
-from engram.store.wal.format import crc32c
+from engram.store.wal.format import crc32c, sealed
 
 log = logging.getLogger("engram")
 
@@ -88,11 +88,6 @@ def file_name(lsn: int) -> str:
     return f"snap-{lsn:020d}.snap"
 
 
-def _sealed(packer: struct.Struct, *values) -> bytes:
-    body = packer.pack(*values)
-    return body + struct.pack("<I", crc32c(body))
-
-
 def _unsealed(packer: struct.Struct, raw: bytes, file: Path, what: str) -> tuple:
     if len(raw) != packer.size + 4 or struct.unpack_from("<I", raw, packer.size)[0] != crc32c(raw[:packer.size]):
         raise SnapshotError(f"{file}: the {what} is damaged (checksum mismatch)")
@@ -125,8 +120,8 @@ def write(path: Path, lsn: int, dim: int, record_hash: str, spaces: list, files:
         index["spaces"].append(entry)
     raw_index = json.dumps(index, separators=(",", ":")).encode()
     size = at + len(raw_index) + BLOCK
-    header = _sealed(HEADER, MAGIC, FORMAT, dim, lsn, time.time_ns())
-    footer = _sealed(FOOTER, END_MAGIC, FORMAT, crc32c(raw_index), at, len(raw_index), lsn, size)
+    header = sealed(HEADER, MAGIC, FORMAT, dim, lsn, time.time_ns())
+    footer = sealed(FOOTER, END_MAGIC, FORMAT, crc32c(raw_index), at, len(raw_index), lsn, size)
     fd = files.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         files.write(fd, [header, *blobs, raw_index, footer])

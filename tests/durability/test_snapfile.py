@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import struct
 import tracemalloc
 import zipfile
 
@@ -17,7 +16,7 @@ import engram
 from engram.errors import SnapshotError
 from engram.layout import NODE_HOT_DTYPE, PERSISTED_HASH
 from engram.store import snapfile
-from engram.store.wal.format import crc32c
+from engram.store.wal.format import crc32c, sealed
 
 HASH = f"0x{PERSISTED_HASH:016x}"
 
@@ -107,7 +106,7 @@ def _rewrite_index(f, index):
     _, _, _, at, n, lsn, _ = snapfile.FOOTER.unpack_from(raw, len(raw) - 64)
     body = json.dumps(index).encode()
     size = at + len(body) + 64
-    footer = snapfile._sealed(snapfile.FOOTER, snapfile.END_MAGIC, 3, crc32c(body), at, len(body), lsn, size)
+    footer = sealed(snapfile.FOOTER, snapfile.END_MAGIC, 3, crc32c(body), at, len(body), lsn, size)
     f.write_bytes(raw[:at] + body + footer)
 
 
@@ -138,7 +137,7 @@ def test_crafted_sizes_are_refused_before_allocation(tmp_path, craft, message):
 def test_a_crafted_footer_is_refused(tmp_path):
     f = snapfile.write(tmp_path, 9, 16, HASH, images())
     raw = f.read_bytes()
-    footer = snapfile._sealed(snapfile.FOOTER, snapfile.END_MAGIC, 3, 0, 64, 1 << 40, 9, len(raw))
+    footer = sealed(snapfile.FOOTER, snapfile.END_MAGIC, 3, 0, 64, 1 << 40, 9, len(raw))
     f.write_bytes(raw[:-64] + footer)
     with pytest.raises(SnapshotError, match="footer does not fit"):
         snapfile.read(f)
@@ -262,4 +261,3 @@ def test_a_damaged_newest_snapshot_opens_from_the_previous_one_and_the_log(tmp_p
 
 def test_header_struct_sizes():
     assert snapfile.HEADER.size + 4 == snapfile.FOOTER.size + 4 == 64
-    assert struct.calcsize("<I") == 4

@@ -53,9 +53,15 @@ def crc32c(data, crc: int = 0) -> int:
     return _crc(memoryview(data).cast("B"), crc)
 
 
-def segment_header(torn_window: int, salt: int, first_lsn: int, created_ns: int) -> bytes:
-    body = SEGMENT_HEADER.pack(MAGIC, VERSION, torn_window, salt, first_lsn, created_ns)
+def sealed(packer: struct.Struct, *values) -> bytes:
+    """``packer``'s bytes followed by their CRC32C: a header that checks itself (the log's
+    segment header, the snapshot file's header and footer)."""
+    body = packer.pack(*values)
     return body + struct.pack("<I", crc32c(body))
+
+
+def segment_header(torn_window: int, salt: int, first_lsn: int, created_ns: int) -> bytes:
+    return sealed(SEGMENT_HEADER, MAGIC, VERSION, torn_window, salt, first_lsn, created_ns)
 
 
 def parse_segment_header(raw: bytes):
