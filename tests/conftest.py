@@ -14,6 +14,17 @@ import os
 
 import pytest
 
+from engram.store.wal import format as wal_format
+
+#: log segments in tests: preallocated 64 MiB segments of every engine with a path (and of
+#: every materialised crash state) filled the disk with 24 GB a run; small ones also roll often
+TEST_SEGMENT_BYTES = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def small_log_segments(monkeypatch):
+    monkeypatch.setattr(wal_format, "SEGMENT_BYTES", TEST_SEGMENT_BYTES)
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,

@@ -35,10 +35,9 @@ PRODUCER = textwrap.dedent("""
     if kill:                      # die at the n-th call of a named file operation, before or after it
         import signal
         from engram.store.files import Files
-        from engram.store.wal import writer
         op, n, when = kill.split(":")
-        writer.Log.__init__.__defaults__ = (*writer.Log.__init__.__defaults__[:-2], 256 << 10,
-                                            writer.Log.__init__.__defaults__[-1])   # small segments: rolls
+        from engram.store.wal import format as wal_format
+        wal_format.SEGMENT_BYTES = 256 << 10            # small segments: rolls
         calls = [0]
         class KillAt(Files):
             pass

@@ -19,6 +19,7 @@ import engram
 from engram.errors import DurabilityError, StorageFullError
 from engram.store import image, snapfile
 from engram.store.tables import LIVE
+from engram.store.wal import format as wal_format
 
 from .crashfs import FailingFiles
 
@@ -55,7 +56,11 @@ def fill_until_full(mem, rng) -> list:
     pytest.fail("the disk never filled")
 
 
-def test_a_full_disk_refuses_writes_keeps_reads_and_resumes(tmp_path):
+FULL_SEGMENT = 64 << 20      # the scenario: one segment open, no room to make the next
+
+
+def test_a_full_disk_refuses_writes_keeps_reads_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(wal_format, "SEGMENT_BYTES", FULL_SEGMENT)
     ff = FailingFiles()
     eng = engram.Engine(path=tmp_path, dim=512, workers=0, files=ff)
     mem = eng.space("filling")
@@ -79,8 +84,9 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_resumes(tmp_path):
         assert len(eng.space("filling")) == len(acked)
 
 
-def test_a_real_full_tmpfs(tmp_path):
+def test_a_real_full_tmpfs(tmp_path, monkeypatch):
     """The same on a real 72 MiB tmpfs: ENOSPC from the kernel, not from a test layer."""
+    monkeypatch.setattr(wal_format, "SEGMENT_BYTES", FULL_SEGMENT)
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=72m", f"engram-{uuid.uuid4().hex[:8]}", str(mnt)],

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from engram.errors import ClosedError, DurabilityError, StorageFullError
 from engram.store.files import FILES, Files
+from engram.store.wal import format as wal_format
 from engram.store.wal.format import (
     CONTINUED,
     MAX_CHUNK,
     POLICIES,
-    SEGMENT_BYTES,
     SEGMENT_HEADER_SIZE,
     TORN_WINDOW,
     frame,
@@ -42,11 +42,13 @@ class Log:
     """An open log in ``directory``, appending from ``next_lsn`` (recovery says where)."""
 
     def __init__(self, directory: Path, policy: str = "group", next_lsn: int = 1, files: Files = FILES,
-                 segment_bytes: int = SEGMENT_BYTES, torn_window: int = TORN_WINDOW):
+                 segment_bytes: int | None = None, torn_window: int = TORN_WINDOW):
         if policy not in POLICIES:
             raise ValueError(policy)
         self.dir, self.policy, self.files = Path(directory), policy, files
-        self.segment_bytes, self.torn_window = segment_bytes, torn_window
+        # None: the format's default, read now (the test suite makes it small to keep files small)
+        self.segment_bytes = segment_bytes or wal_format.SEGMENT_BYTES
+        self.torn_window = torn_window
         if not self.dir.is_dir():
             files.mkdir(self.dir)
         self._cond = threading.Condition()
