@@ -27,6 +27,7 @@ from engram.cognition.reconsolidation import Reconsolidation
 from engram.config import DEFAULT_DIM, MAX_DIM
 from engram.errors import ClosedError, DimensionError, InvalidInputError, shown
 from engram.ingest import LANES, IngestPool
+from engram.ingest.listener import DEFAULT_MAX_CHANNELS, Listener
 from engram.ingest.pool import DEFAULT_BATCH_MAX
 from engram.observe import hwcounters, metrics
 from engram.observe.metrics.spreading import SpreadingRecorder
@@ -62,6 +63,7 @@ class _Lifecycle:
         self.workers = None
         self.ingest = None          # engram.ingest.IngestPool, started by the first stream
         self.ingest_settings: dict = {}
+        self.listener = None        # engram.connect's channels (engram/ingest/listener.py)
         self.tracer = None
         self.collector = None
         self.lock = threading.Lock()
@@ -93,6 +95,8 @@ class _Lifecycle:
         if self.closed or os.getpid() != self.name.pid:      # never from a forked child
             return
         try:
+            if self.listener is not None:
+                self.listener.close()       # drained into the lanes first: the pool applies it
             if self.ingest is not None:
                 self.ingest.close()         # nothing accepted is dropped
             if self.persist is not None:
@@ -133,14 +137,15 @@ class Engine:
     "workers" (every recall goes to a worker once they are up). Streams (``Space.stream``)
     are applied by ``ingest_workers`` threads, merging up to ``ingest_batch`` observations
     at a time, from lanes bounded by ``lanes`` ({"high": 1000, "normal": 50000, "low":
-    10000} observations by default). files: the file operations durability goes through
+    10000} observations by default). channels: how many streams other processes may have
+    open at once through ``engram.connect`` (0: none). files: the file operations durability goes through
     (engram.store.files.Files), for fault injection.
     """
 
     def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None,
                  durability: str | None = None, checkpoint_mb: float = 256.0, checkpoint_s: float = 300.0,
                  ingest_workers: int = 1, lanes: dict | None = None, ingest_batch: int = DEFAULT_BATCH_MAX,
-                 files: Files | None = None):
+                 channels: int = DEFAULT_MAX_CHANNELS, files: Files | None = None):
         path = None if path is None else Path(path)
         if dim is not None:
             dim = validate.positive_int(dim, "dim", 1)
@@ -163,6 +168,7 @@ class Engine:
             raise InvalidInputError(f"durability must be one of {', '.join(POLICIES)}, got {shown(durability)}")
         checkpoint_mb = validate.positive_float(checkpoint_mb, "checkpoint_mb")
         checkpoint_s = validate.positive_float(checkpoint_s, "checkpoint_s")
+        channels = validate.positive_int(channels, "channels")
         self._path = path
         self.durability = durability if path is not None else None
         persist = Persistence(path, durability, files or FILES, checkpoint_mb=checkpoint_mb,
@@ -199,6 +205,8 @@ class Engine:
                 persist.open(self._new_space, life.writers_held)
                 for o in persist.owned.values():
                     o.metrics.memories.set(o.store.n_live)
+            if channels:
+                life.listener = Listener(life.name, self._dim, self.space, channels)
         except BaseException:
             if persist is not None:    # released before close(), so a half-opened engine writes nothing
                 persist.close(checkpoint=False)
@@ -308,9 +316,13 @@ class Engine:
 
     def ingest_stats(self) -> dict:
         """The ingest lanes and workers: queued and capacity per lane, observations applied,
-        batches, puts refused (overload), steals, the recent rate (observations/s)."""
+        batches, puts refused (overload), steals, the recent rate (observations/s); and
+        the channels of other processes (``engram.connect``)."""
         self._check_open()
-        return self._life.ingest_pool().stats()
+        out = self._life.ingest_pool().stats()
+        if self._life.listener is not None:
+            out["channels"] = self._life.listener.stats()
+        return out
 
     def checkpoint(self) -> Path | None:
         """Write a snapshot of every space now (writers wait only while the small tables are

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0x751f0b402860f189ULL
+#define EG_LAYOUT_HASH 0xb69ae8472a5f847fULL
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0
@@ -23,6 +23,7 @@
 #define EG_TABLE_HOPS 13
 #define EG_TABLE_METRICS 11
 #define EG_TABLE_TRACE 12
+#define EG_TABLE_INGEST_RING 14
 #define EG_TASK_FREE 0
 #define EG_TASK_FILLING 1
 #define EG_TASK_READY 2
@@ -480,6 +481,29 @@ _Static_assert(offsetof(eg_hop_board_header_t, out_v_at) == 80, "HopBoardHeader.
 _Static_assert(offsetof(eg_hop_board_header_t, out_s_at) == 88, "HopBoardHeader.out_s_at offset");
 _Static_assert(offsetof(eg_hop_board_header_t, _reserved) == 96, "HopBoardHeader._reserved offset");
 
+/* Head of an ingest ring segment (the records follow). */
+typedef struct __attribute__((aligned(64))) {
+    uint64_t capacity;
+    uint32_t dim;
+    uint32_t producer_pid;
+    uint32_t closed;
+    uint32_t _pad0[11];
+    uint64_t head;
+    uint64_t _pad1[7];
+    uint64_t tail;
+    uint64_t _pad2[7];
+} eg_ingest_ring_header_t;
+_Static_assert(sizeof(eg_ingest_ring_header_t) == 192, "IngestRingHeader size");
+_Static_assert(offsetof(eg_ingest_ring_header_t, capacity) == 0, "IngestRingHeader.capacity offset");
+_Static_assert(offsetof(eg_ingest_ring_header_t, dim) == 8, "IngestRingHeader.dim offset");
+_Static_assert(offsetof(eg_ingest_ring_header_t, producer_pid) == 12, "IngestRingHeader.producer_pid offset");
+_Static_assert(offsetof(eg_ingest_ring_header_t, closed) == 16, "IngestRingHeader.closed offset");
+_Static_assert(offsetof(eg_ingest_ring_header_t, _pad0) == 20, "IngestRingHeader._pad0 offset");
+_Static_assert(offsetof(eg_ingest_ring_header_t, head) == 64, "IngestRingHeader.head offset");
+_Static_assert(offsetof(eg_ingest_ring_header_t, _pad1) == 72, "IngestRingHeader._pad1 offset");
+_Static_assert(offsetof(eg_ingest_ring_header_t, tail) == 128, "IngestRingHeader.tail offset");
+_Static_assert(offsetof(eg_ingest_ring_header_t, _pad2) == 136, "IngestRingHeader._pad2 offset");
+
 typedef struct { const char *record; const char *field; int64_t offset; int64_t size; } eg_layout_entry_t;
 #define EG_LAYOUT_ENTRIES { \
     {"SegmentHeader", "", 0, (int64_t)sizeof(eg_segment_header_t)}, \
@@ -680,6 +704,16 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"HopBoardHeader", "out_v_at", (int64_t)offsetof(eg_hop_board_header_t, out_v_at), (int64_t)sizeof(((eg_hop_board_header_t *)0)->out_v_at)}, \
     {"HopBoardHeader", "out_s_at", (int64_t)offsetof(eg_hop_board_header_t, out_s_at), (int64_t)sizeof(((eg_hop_board_header_t *)0)->out_s_at)}, \
     {"HopBoardHeader", "_reserved", (int64_t)offsetof(eg_hop_board_header_t, _reserved), (int64_t)sizeof(((eg_hop_board_header_t *)0)->_reserved)}, \
+    {"IngestRingHeader", "", 0, (int64_t)sizeof(eg_ingest_ring_header_t)}, \
+    {"IngestRingHeader", "capacity", (int64_t)offsetof(eg_ingest_ring_header_t, capacity), (int64_t)sizeof(((eg_ingest_ring_header_t *)0)->capacity)}, \
+    {"IngestRingHeader", "dim", (int64_t)offsetof(eg_ingest_ring_header_t, dim), (int64_t)sizeof(((eg_ingest_ring_header_t *)0)->dim)}, \
+    {"IngestRingHeader", "producer_pid", (int64_t)offsetof(eg_ingest_ring_header_t, producer_pid), (int64_t)sizeof(((eg_ingest_ring_header_t *)0)->producer_pid)}, \
+    {"IngestRingHeader", "closed", (int64_t)offsetof(eg_ingest_ring_header_t, closed), (int64_t)sizeof(((eg_ingest_ring_header_t *)0)->closed)}, \
+    {"IngestRingHeader", "_pad0", (int64_t)offsetof(eg_ingest_ring_header_t, _pad0), (int64_t)sizeof(((eg_ingest_ring_header_t *)0)->_pad0)}, \
+    {"IngestRingHeader", "head", (int64_t)offsetof(eg_ingest_ring_header_t, head), (int64_t)sizeof(((eg_ingest_ring_header_t *)0)->head)}, \
+    {"IngestRingHeader", "_pad1", (int64_t)offsetof(eg_ingest_ring_header_t, _pad1), (int64_t)sizeof(((eg_ingest_ring_header_t *)0)->_pad1)}, \
+    {"IngestRingHeader", "tail", (int64_t)offsetof(eg_ingest_ring_header_t, tail), (int64_t)sizeof(((eg_ingest_ring_header_t *)0)->tail)}, \
+    {"IngestRingHeader", "_pad2", (int64_t)offsetof(eg_ingest_ring_header_t, _pad2), (int64_t)sizeof(((eg_ingest_ring_header_t *)0)->_pad2)}, \
 }
 
 #endif /* ENGRAM_LAYOUT_H */

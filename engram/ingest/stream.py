@@ -44,6 +44,12 @@ class Stream:
     def put(self, vectors, content=None, confidence=None, tier: str = "hot") -> np.ndarray:
         """Queue observations; returns their sequence numbers in this stream. Raises
         OverloadError (nothing queued; ``retry_after`` seconds) when the lane is full."""
+        b = self.submit(vectors, content, confidence, tier)
+        return np.arange(b.first_seq, b.first_seq + b.n, dtype=np.int64)
+
+    def submit(self, vectors, content=None, confidence=None, tier: str = "hot") -> Batch:
+        """``put``, returning the queued Batch itself, for ``settle`` (a channel from another
+        process acknowledges each put in order and needs its ids however late it asks)."""
         v, code, texts, conf = self._check(vectors, content, confidence, tier)
         with self._lock:     # one put at a time per stream, so its sequence numbers are in order
             b = Batch(self._id, self._next, v, code, texts, conf, self._apply)
@@ -52,7 +58,17 @@ class Stream:
             self._firsts.append(b.first_seq)
             self._batches.append(b)
             self._forget_done()
-        return np.arange(b.first_seq, b.first_seq + b.n, dtype=np.int64)
+        return b
+
+    def settle(self, b: Batch, timeout: float | None = None) -> np.ndarray:
+        """Wait until batch ``b`` is applied and durable; its memory ids. Raises what applying
+        it raised."""
+        if not b.done.wait(timeout):
+            raise TimeoutError(f"sequence number {b.first_seq} was not applied within {timeout} s")
+        if b.error is not None:
+            raise b.error
+        self._durable(b.lsn)
+        return b.ids
 
     def _forget_done(self) -> None:
         """Drop finished batches from the front (lock held) so a long stream stays small;
@@ -77,12 +93,7 @@ class Stream:
         if b is None:               # applied long ago: durable once the last one dropped is
             self._durable(forgot)
             return np.zeros(0, np.int64)
-        if not b.done.wait(timeout):
-            raise TimeoutError(f"sequence number {seq} was not applied within {timeout} s")
-        if b.error is not None:
-            raise b.error
-        self._durable(b.lsn)
-        return b.ids
+        return self.settle(b, timeout)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything put so far is applied and durable."""

@@ -5,6 +5,7 @@ from engram.layout.generated import (  # noqa: F401
     EDGE_DELTA_DTYPE,
     HOP_BOARD_HEADER_DTYPE,
     HOP_SLOT_DTYPE,
+    INGEST_RING_HEADER_DTYPE,
     METRICS_HEADER_DTYPE,
     METRICS_SLOT_HEADER_DTYPE,
     NODE_HOT_DTYPE,

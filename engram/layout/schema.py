@@ -292,6 +292,20 @@ TRACE_RING_HEADER = Record("TraceRingHeader", (
     F("considered", "u64", doc="events that passed the kind and strength filters (sampling counts these)"),
 ), size=64, align=64, doc="Head of a trace ring segment (the events follow, 64-byte aligned).")
 
+#: Head of an ingest ring (engram/ingest/ring.py): a connected process appends, the owner
+#: consumes; head and tail sit on cache lines of their own, each written by one side only.
+INGEST_RING_HEADER = Record("IngestRingHeader", (
+    F("capacity", "u64", doc="bytes of the record area that follows this header"),
+    F("dim", "u32", doc="the space's embedding dimension"),
+    F("producer_pid", "u32"),
+    F("closed", "u32", doc="1 once the owner stopped taking records: put fails"),
+    F("_pad0", "u32", 11),
+    F("head", "u64", doc="record bytes ever appended (the producer's)"),
+    F("_pad1", "u64", 7),
+    F("tail", "u64", doc="record bytes ever consumed (the owner's)"),
+    F("_pad2", "u64", 7),
+), size=192, align=64, doc="Head of an ingest ring segment (the records follow).")
+
 #: Per-node scratch of one spread (per worker, not shared): see csrc/kernels/spread.c.
 SPREAD_STATE = Record("SpreadState", (
     F("mark", "u32", doc="epoch << 8 | hop at which the node was first touched"),
@@ -338,7 +352,7 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
 RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,
            METRICS_HEADER, METRICS_SLOT_HEADER, TRACE_EVENT, TRACE_RING_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF,
            SPACE_DIRECTORY,
-           HOP_SLOT, HOP_BOARD_HEADER)
+           HOP_SLOT, HOP_BOARD_HEADER, INGEST_RING_HEADER)
 
 CONSTANTS = {
     "FORMAT_VERSION": FORMAT_VERSION,
@@ -359,6 +373,7 @@ CONSTANTS = {
     "TABLE_HOPS": 13,
     "TABLE_METRICS": 11,
     "TABLE_TRACE": 12,
+    "TABLE_INGEST_RING": 14,
     "TASK_FREE": 0,
     "TASK_FILLING": 1,
     "TASK_READY": 2,

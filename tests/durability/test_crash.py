@@ -77,6 +77,74 @@ PRODUCER = textwrap.dedent("""
 """) % {"dim": DIM, "batch": BATCH}
 
 
+# The same work from two other processes through engram.connect: the owner only opens the
+# engine; each producer streams puts of BATCH (several in flight), waits for each, then links
+# and forgets as above through its connection. The owner is killed; the producers then fail.
+OWNER = textwrap.dedent("""
+    import sys, threading, engram
+    from engram.store.wal import writer
+    path, policy, early = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    if early:                     # negative control: acknowledge before the record is on disk
+        writer.Log.wait = lambda self, lsn, timeout=None: None
+    eng = engram.Engine(path=path, dim=%(dim)d, durability=policy, workers=0, checkpoint_mb=0.25,
+                        checkpoint_s=0.2)
+    eng.space("crash")
+    print(eng.name, flush=True)
+    threading.Event().wait()
+""") % {"dim": DIM}
+
+CONNECTED = textwrap.dedent("""
+    import os, sys, numpy as np, engram
+    name, acks, run = sys.argv[1], sys.argv[2], sys.argv[3]
+    fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    rng = np.random.default_rng(abs(hash(run)))
+    try:
+        conn = engram.connect(name)
+        mem = conn.space("crash")
+        st = mem.stream()
+        print("ready", flush=True)
+        for b in range(0, 1_000_000, 4):
+            puts = [st.put(rng.standard_normal((%(batch)d, %(dim)d)),
+                           content=[f"{run}-{b + k}-{j}" for j in range(%(batch)d)]) for k in range(4)]
+            for k, seqs in enumerate(puts):
+                ids = st.wait(seqs[-1])
+                os.write(fd, f"R {run}-{b + k} {' '.join(map(str, ids))}\\n".encode())
+                w = round(float(rng.uniform(0.1, 1.0)), 3)
+                mem.link(int(ids[0]), int(ids[1]), w)
+                os.write(fd, f"L {ids[0]} {ids[1]} {w}\\n".encode())
+                mem.forget(int(ids[2]))
+                os.write(fd, f"F {ids[2]}\\n".encode())
+    except engram.errors.EngramError as e:      # the owner is gone
+        print("ended:", type(e).__name__, flush=True)
+""") % {"dim": DIM, "batch": BATCH}
+
+
+def run_and_kill_processes(path, acks, policy="group", early=False, seed=0) -> None:
+    """An owner and two producer processes connected to it; the owner is killed with
+    SIGKILL at a random moment, then the producers."""
+    cwd = os.path.dirname(os.path.dirname(__file__))
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(path), policy, "1" if early else "0"],
+                             stdout=subprocess.PIPE, text=True, cwd=cwd)
+    producers = []
+    try:
+        name = owner.stdout.readline().strip()
+        assert name.startswith("eg."), f"the owner did not start: {name!r}"
+        producers = [subprocess.Popen([sys.executable, "-c", CONNECTED, name, str(acks), f"{seed}p{t}"],
+                                      stdout=subprocess.PIPE, text=True, cwd=cwd) for t in range(2)]
+        for p in producers:
+            assert p.stdout.readline().strip() == "ready", "a producer did not connect"
+        time.sleep(random.Random(seed).uniform(0.2, 1.2))
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=60)
+        for p in producers:
+            try:
+                p.wait(timeout=10)          # it sees the owner go and ends
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGKILL)
+                p.wait(timeout=60)
+
+
 def run_and_kill(path, acks, policy="group", early=False, seed=0, kill="") -> bool:
     """Run the producers and kill them: at a random moment, or (kill="op:n:before|after")
     when the engine makes its n-th call of a file operation (perhaps while opening). True if
@@ -177,13 +245,26 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path, policy):
     assert len(acks.read_text().splitlines()) > 50 * n      # the producers got far enough to matter
 
 
+@pytest.mark.parametrize("policy", ["group", "always"])
+def test_kill_9_of_the_owner_loses_nothing_acknowledged_to_connected_processes(tmp_path, policy):
+    acks = tmp_path / "acks"
+    n = 4 if policy != "group" else trials() // 2
+    for trial in range(n):
+        run_and_kill_processes(tmp_path / "db", acks, policy, seed=trial)
+        assert lost(tmp_path / "db", acks) == [], f"trial {trial}"
+    assert len(acks.read_text().splitlines()) > 30 * n
+
+
 @pytest.mark.slow
 def test_kill_9_hundred_trials(tmp_path):
+    """The full trial of issue 15: 100 kills of an owner while two producer processes
+    remember, link and forget through engram.connect (20 in CI)."""
     acks = tmp_path / "acks"
     n = 100 if not os.environ.get("CI") else 20
     for trial in range(n):
-        run_and_kill(tmp_path / "db", acks, "group", seed=1000 + trial)
+        run_and_kill_processes(tmp_path / "db", acks, "group", seed=1000 + trial)
         assert lost(tmp_path / "db", acks) == [], f"trial {trial}"
+    assert len(acks.read_text().splitlines()) > 30 * n
 
 
 CRASH_POINTS = [("fdatasync", "before"), ("fdatasync", "after"), ("rename", "before"), ("rename", "after"),
@@ -205,10 +286,12 @@ def test_restart_write_restart_with_a_crash_at_each_named_point(tmp_path):
     assert len(list((tmp_path / "db").glob("snap-*.snap"))) <= 2
 
 
-def test_negative_control_acknowledging_before_the_write_is_seen(tmp_path):
+@pytest.mark.parametrize("producers", ["threads", "processes"])
+def test_negative_control_acknowledging_before_the_write_is_seen(tmp_path, producers):
     acks = tmp_path / "acks"
+    run = run_and_kill if producers == "threads" else run_and_kill_processes
     for trial in range(8):
-        run_and_kill(tmp_path / "db", acks, "always", early=True, seed=trial)
+        run(tmp_path / "db", acks, "always", early=True, seed=trial)
         if lost(tmp_path / "db", acks):
             return
     pytest.fail("8 kills of an engine that acknowledges before writing lost nothing: the check is blind")
