@@ -7,7 +7,7 @@
         res = mem.recall(query, k=10)
 
 The public face: Engine, Space (and SpaceView, what attach gives), attach, connect
-(another process's reads and durable writes), the
+(another process's reads and durable writes), Client (the daemon's HTTP API), the
 results (RecallResult, SpreadResult, Memories), the settings (RecallConfig,
 InterferenceConfig, ReconsolidationConfig, TraceConfig), engram.errors,
 engram.kernels, and serve_metrics. docs/architecture.md shows the rooms behind it.
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 from engram import errors, kernels  # noqa: F401
 from engram.attached import Attached, attach  # noqa: F401
+from engram.client import Client  # noqa: F401
 from engram.config import InterferenceConfig, RecallConfig, ReconsolidationConfig  # noqa: F401
 from engram.connected import Connected, connect  # noqa: F401
 from engram.engine import Engine  # noqa: F401

@@ -235,6 +235,71 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+DEFAULT_DATA = "./engram-data"
+
+
+def _daemon_options(p) -> None:
+    p.add_argument("--data", default=DEFAULT_DATA, help=f"data directory: the engine, its log, daemon.json and "
+                                                       f"daemon.log (default {DEFAULT_DATA})")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else "
+                                                       "needs an API key)")
+    p.add_argument("--port", type=_integer(0, 65535), default=7432, help="port (default 7432; 0: any free one)")
+    p.add_argument("--api-key-file", default=None, help="API keys, one per line (or sha256:<hex>); also "
+                                                        "ENGRAM_API_KEY")
+    p.add_argument("--workers", type=_integer(0), default=None, help="recall worker processes (default: CPUs)")
+    p.add_argument("--threads", type=_integer(1, 256), default=8, help="threads running engine calls (default 8)")
+    p.add_argument("--dim", type=_integer(1, MAX_DIM), default=None,
+                   help=f"embedding dimension of a new data directory (default {DEFAULT_DIM}; an existing one "
+                        "keeps its own)")
+    p.add_argument("--durability", choices=("group", "always", "none"), default=None,
+                   help="when a write is acknowledged (default group: docs/durability/wal-format.md)")
+    p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (default 64 MiB)")
+    p.add_argument("--max-connections", type=_integer(1), default=4096,
+                   help="connections served at once; more get 503 (default 4096)")
+    p.add_argument("--protect-metrics", dest="open_metrics", action="store_false",
+                   help="require the API key for /health and /metrics too (default: they are open)")
+
+
+def _settings(args):
+    from pathlib import Path
+
+    from engram.daemon.service import Settings
+    return Settings(data=Path(args.data), host=args.host, port=args.port, api_key_file=args.api_key_file,
+                    workers=args.workers, threads=args.threads, dim=args.dim, durability=args.durability,
+                    max_body_mb=args.max_body_mb, max_connections=args.max_connections,
+                    open_metrics=args.open_metrics)
+
+
+def cmd_serve(args) -> int:
+    import logging
+
+    from engram.daemon.service import serve
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return serve(_settings(args))
+
+
+def cmd_daemon_start(args) -> int:
+    from engram.daemon.service import start
+    return start(_settings(args))
+
+
+def cmd_daemon_stop(args) -> int:
+    from engram.daemon.service import stop
+    return stop(args.data)
+
+
+def cmd_daemon_status(args) -> int:
+    from engram.daemon.service import status
+    return status(args.data)
+
+
+def cmd_daemon_keygen(args) -> int:
+    from engram.daemon.guard import new_key
+    key, line = new_key()
+    print(f"key (give it to clients; it is not stored): {key}\nline for --api-key-file: {line}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="engram", description="engram: a cognitive memory engine in shared memory")
     ap.add_argument("--version", action=_Version, help="show the version and exit")
@@ -290,6 +355,21 @@ def main(argv=None) -> int:
     p.add_argument("--truncate", action="store_true",
                    help="accept losing every log record from the first damaged one on (WALError's way out)")
     p.set_defaults(fn=cmd_recover)
+    p = sub.add_parser("serve", help="run the HTTP daemon in the foreground (for systemd and containers)")
+    _daemon_options(p)
+    p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser("daemon", help="the HTTP daemon in the background: start | stop | status | keygen")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = dsub.add_parser("start", help="start it in the background; returns once it answers")
+    _daemon_options(q)
+    q.set_defaults(fn=cmd_daemon_start)
+    for name, fn, text in (("stop", cmd_daemon_stop, "SIGTERM it and wait: it drains, saves and exits"),
+                           ("status", cmd_daemon_status, "is it running, where, and its health (exit 3: not running)")):
+        q = dsub.add_parser(name, help=text)
+        q.add_argument("--data", default=DEFAULT_DATA, help=f"its data directory (default {DEFAULT_DATA})")
+        q.set_defaults(fn=fn)
+    q = dsub.add_parser("keygen", help="print a new API key, and the line to put in --api-key-file (hashed)")
+    q.set_defaults(fn=cmd_daemon_keygen)
     args = ap.parse_args(argv)
     if not getattr(args, "fn", None):
         ap.print_help()

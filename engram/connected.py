@@ -29,7 +29,6 @@ from engram.ingest import wire
 from engram.ingest.pool import LANES
 from engram.ingest.ring import DEFAULT_CAPACITY, HAS_CONFIDENCE, HAS_CONTENT, Kind, Ring, encode_texts
 from engram.space import SpaceView
-from engram.store.tables import TIER_NAMES
 
 KEEP_RESULTS = 4096             # acknowledgements kept for a late wait (older ones return no ids)
 RING_FULL_RETRY_S = 0.002
@@ -269,12 +268,7 @@ class ConnectedSpace(SpaceView):
 
     def _checked(self, vectors, content, confidence, tier):
         """remember's input, checked here first so a mistake is raised at the call."""
-        if tier not in TIER_NAMES:
-            raise InvalidInputError(f"tier must be 'hot' or 'warm', got {tier!r}")
-        v = validate.vectors(vectors, self.dim, f16=(tier == "warm"))
-        n = v.shape[0]
-        return v, TIER_NAMES[tier], validate.contents(content, n), validate.per_item(
-            confidence, n, "confidence", 1.0, 0.0, 1.0)
+        return validate.observations(vectors, self.dim, content, confidence, tier)
 
     def stream(self, lane: str = "normal") -> ConnectedStream:
         """A stream of this process into the space, through a ring of its own."""

@@ -24,7 +24,6 @@ from engram.recall.context import RecallContext
 from engram.recall.paths import strongest_path
 from engram.recall.reader import SpaceReader
 from engram.results import Memories, RecallResult, SpreadResult
-from engram.store.tables import TIER_NAMES
 
 ROUTINGS = ("auto", "workers")
 ORIGINS = np.array(["seed", "spread"])      # RecallResult.origin by whether spreading reached it
@@ -75,6 +74,12 @@ class SpaceView:
         if a.shape[0] != 1:
             raise InvalidInputError(f"pass one memory id, got {a.shape[0]}")
         return int(a[0])
+
+    def live_ids(self, offset: int = 0, limit: int | None = None) -> np.ndarray:
+        """The ids of live memories, ascending: ``limit`` of them after the first ``offset``."""
+        every = np.arange(self._open().n_nodes, dtype=np.int64)
+        live = every[~self._reader.unknown(every)]
+        return live[validate.positive_int(offset, "offset"):None if limit is None else offset + limit]
 
     def get(self, ids) -> Memories:
         """The memories ``ids`` (one or a sequence), in the order asked."""
@@ -244,13 +249,7 @@ class Space(SpaceView):
         return ids
 
     def _checked(self, vectors, content, confidence, tier):
-        """remember's input, checked: (vectors f32, tier code, texts, confidence)."""
-        if tier not in TIER_NAMES:
-            raise InvalidInputError(f"tier must be 'hot' or 'warm', got {shown(tier)}")
-        v = validate.vectors(vectors, self.dim, f16=(tier == "warm"))
-        n = v.shape[0]
-        return v, TIER_NAMES[tier], validate.contents(content, n), validate.per_item(
-            confidence, n, "confidence", 1.0, 0.0, 1.0)
+        return validate.observations(vectors, self.dim, content, confidence, tier)
 
     def _store_checked(self, v: np.ndarray, tier: int, texts: list, conf: np.ndarray):
         """(ids, lsn) of a checked batch stored and logged (not waited for): remember's, and

@@ -17,6 +17,9 @@ from engram.errors import (
     shown,
 )
 from engram.kernels.checks import as_query
+from engram.layout import CONSTANTS
+
+TIER_CODES = {"hot": CONSTANTS["TIER_HOT"], "warm": CONSTANTS["TIER_WARM"]}
 
 SPACE_NAME = re.compile(r"^[a-z0-9_-]{3,64}$")
 F16_MAX = float(np.finfo(np.float16).max)
@@ -145,3 +148,12 @@ def known_settings(changes: dict, known, what: str) -> dict:
     if unknown:
         raise InvalidInputError(f"unknown {what} settings {sorted(unknown)}; known: {sorted(known)}")
     return {k: v.item() if isinstance(v, np.generic) else v for k, v in changes.items()}
+
+
+def observations(values, dim: int, content, confidence, tier: str) -> tuple:
+    """remember's input, checked: (vectors f32 (n, dim), tier code, texts, confidence f32)."""
+    if tier not in TIER_CODES:
+        raise InvalidInputError(f"tier must be 'hot' or 'warm', got {shown(tier)}")
+    v = vectors(values, dim, f16=(tier == "warm"))
+    n = v.shape[0]
+    return v, TIER_CODES[tier], contents(content, n), per_item(confidence, n, "confidence", 1.0, 0.0, 1.0)

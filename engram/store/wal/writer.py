@@ -142,6 +142,11 @@ class Log:
     def failed(self):
         return self._failed
 
+    @property
+    def full(self) -> str | None:
+        """Why writes are refused for now (the disk is full), or None."""
+        return self._full
+
     def _acked(self) -> int:
         return self._written if self.policy == "none" else self._synced
 

@@ -1,0 +1,51 @@
+"""The HTTP API of a daemon's engine (FastAPI on uvicorn; docs/operations/http.md).
+
+Handlers parse and check on the event loop and run every engine call (recall,
+spreading, scans, writes and their fsync waits) in a bounded thread pool, so the
+loop only moves bytes. The paths and names are orchard9/engram's
+(../shared/http-api.md) with real semantics; errors carry Engram's shape,
+``{"error": {"code", "message", "type"}}``, where type names the engram.errors
+class (engram.Client raises the same).
+"""
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engram import errors
+from engram.daemon import memories, recall, system
+from engram.daemon.common import Service, engram_error, error_response
+from engram.daemon.guard import BodyTooLarge
+
+__all__ = ["Service", "create_app"]
+
+
+def create_app(service: Service, *, docs: bool = True) -> FastAPI:
+    app = FastAPI(title="engram", version=version("engram"), docs_url="/docs" if docs else None, redoc_url=None,
+                  openapi_url="/api-docs/openapi.json",
+                  description="A cognitive memory engine: remember vectors, link them, recall with spreading "
+                              "activation. Paths and names follow orchard9/engram.")
+    @app.exception_handler(errors.EngramError)
+    async def _engram(request, e):
+        return engram_error(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, e):
+        where = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:5])
+        return error_response(400, "INVALID_MEMORY_INPUT", f"invalid request: {where}", "InvalidInputError")
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request, e):
+        return error_response(413, "PAYLOAD_TOO_LARGE", str(e), "InvalidInputError")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, e):
+        code = {404: "RESOURCE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(e.status_code, "BAD_REQUEST")
+        return error_response(e.status_code, code, str(e.detail), "EngramError", getattr(e, "headers", None))
+
+    for module in (memories, recall, system):
+        app.include_router(module.routes(service))
+    return app

@@ -1,0 +1,91 @@
+"""What every route module of the API shares: the Service (the engine, its thread pool,
+its idempotency cache, which space a request names), JSON responses, and the mapping
+from engram.errors to HTTP statuses and Engram's error codes."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import anyio
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from engram import errors, validate
+from engram.daemon import models as m
+from engram.daemon.idempotency import IdempotencyCache
+
+# engram.errors class -> (HTTP status, Engram code); the first base class listed wins
+STATUS = [
+    (errors.UnknownSpaceError, 404, "SPACE_NOT_FOUND"),
+    (errors.UnknownIdError, 404, "MEMORY_NOT_FOUND"),
+    (errors.InvalidInputError, 400, "INVALID_MEMORY_INPUT"),
+    (errors.OverloadError, 429, "OVERLOADED"),
+    (errors.StorageFullError, 507, "INSUFFICIENT_STORAGE"),
+    (errors.DurabilityError, 503, "MEMORY_SYSTEM_ERROR"),
+    (errors.ClosedError, 503, "SERVICE_UNAVAILABLE"),
+    (errors.EngramError, 500, "MEMORY_SYSTEM_ERROR"),
+]
+ERRORS = {s: {"model": m.ErrorResponse} for s in (400, 401, 404, 413, 429, 503)}
+
+
+def json_response(data, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status, headers,
+                    media_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, kind: str, headers: dict | None = None) -> Response:
+    return json_response({"error": {"code": code, "message": message, "type": kind}}, status, headers)
+
+
+def engram_error(e: errors.EngramError) -> Response:
+    for cls, status, code in STATUS:
+        if isinstance(e, cls):
+            headers = {"Retry-After": f"{max(e.retry_after, 0.001):.3f}"} if isinstance(e, errors.OverloadError) \
+                else {"Retry-After": "1"} if status == 503 else None
+            return error_response(status, code, str(e), type(e).__name__, headers)
+    raise AssertionError("EngramError is in the table")
+
+
+def rfc3339(ns) -> str:
+    return dt.datetime.fromtimestamp(int(ns) / 1e9, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def category(c: float) -> str:
+    return "High" if c > 0.7 else "Medium" if c >= 0.4 else "Low"
+
+
+class Service:
+    """The engine behind the API, its thread pool and its idempotency cache."""
+
+    def __init__(self, engine, threads: int = 8):
+        self.engine = engine
+        self.limiter = anyio.CapacityLimiter(threads)
+        self.idempotency = IdempotencyCache()
+        self.started = time.time()
+
+    async def run(self, fn, *args):
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    def stats(self) -> dict:
+        lim = self.limiter
+        return {"threads": lim.total_tokens, "busy": lim.borrowed_tokens, "waiting": lim.statistics().tasks_waiting,
+                "idempotent_replays": self.idempotency.replayed, "uptime_s": time.time() - self.started}
+
+    def space_name(self, request: Request, body_space: str | None = None) -> str:
+        """X-Memory-Space (or its alias X-Memory-Space-Id), then ?space=, then the body's
+        memory_space_id, then "default"."""
+        h = request.headers
+        a, b = h.get("x-memory-space"), h.get("x-memory-space-id")
+        if a and b and a != b:
+            raise errors.InvalidInputError(f"X-Memory-Space ({a!r}) and X-Memory-Space-Id ({b!r}) disagree")
+        name = a or b or request.query_params.get("space") or body_space or "default"
+        return validate.space_name(name)
+
+    def readable(self, name: str):
+        """An existing space (reads never create one): UnknownSpaceError -> 404."""
+        if name not in self.engine.spaces:
+            raise errors.UnknownSpaceError(f"no memory space {name!r}; the daemon has {list(self.engine.spaces)}")
+        return self.engine.space(name)
+
+

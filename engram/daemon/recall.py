@@ -1,0 +1,156 @@
+"""The API's recall routes (recall with spreading, spreading from seeds, similarity search)
+and its link routes."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Path, Query, Request
+
+from engram import errors
+from engram.daemon import models as m
+from engram.daemon.common import ERRORS, Service, category, json_response
+
+
+def recall_items(res, threshold) -> list:
+    items = []
+    for r in range(len(res.ids)):
+        act = float(res.activation[r]) if res.activation is not None else float(res.scores[r])
+        if threshold is not None and act < threshold:
+            continue
+        sim = None if res.similarity is None or np.isnan(res.similarity[r]) else float(res.similarity[r])
+        c = float(res.confidence[r])
+        items.append({"id": int(res.ids[r]), "rank": r, "content": res.content[r],
+                      "confidence": {"value": c, "category": category(c)}, "score": float(res.scores[r]),
+                      "activation_level": act, "similarity_score": sim,
+                      "retrieval_path": "similarity" if res.hops[r] == 0 else "spreading", "hops": int(res.hops[r])})
+    return items
+
+
+def spread_items(mem, res, limit: int, threshold) -> list:
+    ids = res.ids[:limit]
+    conf = mem.get(ids).confidence if ids.shape[0] else np.zeros(0)
+    content = mem.get(ids).content if ids.shape[0] else []
+    items = []
+    for r, i in enumerate(ids.tolist()):
+        act = float(res.activation[r])
+        if threshold is not None and act < threshold:
+            continue
+        c = float(conf[r])
+        items.append({"id": i, "rank": r, "content": content[r], "confidence": {"value": c, "category": category(c)},
+                      "score": act, "activation_level": act, "similarity_score": None,
+                      "retrieval_path": "similarity" if res.hops[r] == 0 else "spreading", "hops": int(res.hops[r])})
+    return items
+
+
+Literal_mode = Annotated[str, Query(pattern="^(similarity|spreading|hybrid)$")]
+
+
+def _vector_param(text: str) -> list:
+    """Engram's GET form: the embedding as a JSON array inside a query string."""
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise errors.InvalidInputError(f"embedding must be a JSON array of numbers: {e}") from None
+    if not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                   for x in v):
+        raise errors.InvalidInputError("embedding must be a non-empty JSON array of numbers")
+    return v
+
+
+def routes(service: Service) -> APIRouter:
+    router = APIRouter()
+
+    # ---- recall ----------------------------------------------------------------------
+    async def do_recall(request: Request, body: m.RecallRequest):
+        name = service.space_name(request, body.memory_space_id)
+        if (body.embedding is None) == (body.seeds is None):
+            raise errors.InvalidInputError("give embedding (a query vector) or seeds (memory ids), one of them")
+        t0 = time.perf_counter()
+
+        def work():
+            mem = service.readable(name)
+            if body.seeds is not None:
+                res = mem.spread(body.seeds, max_depth=body.max_hops,
+                                 decay=None if body.decay_rate is None else 1.0 - body.decay_rate,
+                                 threshold=body.activation_threshold)
+                return spread_items(mem, res, body.max_results, body.threshold), None, len(mem)
+            res = mem.recall(body.embedding, k=body.max_results, spread=body.mode != "similarity",
+                             budget_ms=body.budget_ms)
+            return recall_items(res, body.threshold), res, len(mem)
+        items, res, searched = await service.run(work)
+        vivid = [it for it in items if it["hops"] == 0]
+        out = {"memories": {"vivid": vivid, "associated": [it for it in items if it["hops"] > 0],
+                            "reconstructed": []},
+               "recall_confidence": float(np.mean([it["confidence"]["value"] for it in vivid])) if vivid else 0.0}
+        if body.include_metadata:
+            sp = res.spreading if res is not None else {}
+            acts = [it["activation_level"] for it in items]
+            out["metadata"] = {
+                "total_memories_searched": searched, "activation_spread_hops": int(sp.get("hops", 0) or 0),
+                "processing_time_ms": (time.perf_counter() - t0) * 1e3,
+                "total_activated": int(sp.get("touched", 0) or 0),
+                "avg_activation": float(np.mean(acts)) if acts else 0.0,
+                "budget_exhausted": bool(res is not None and (res.partial or res.fallback)),
+                "partial": bool(res is not None and res.partial), "fallback": bool(res is not None and res.fallback),
+                "timings": res.timings if res is not None else {}}
+        return json_response(out)
+
+    @router.post("/api/v1/memories/recall", response_model=m.RecallResponse, responses=ERRORS,
+              summary="Recall: similarity seeds, then spreading along links inside budget_ms; or spread from seeds")
+    async def recall_post(request: Request, body: m.RecallRequest):
+        return await do_recall(request, body)
+
+    @router.get("/api/v1/memories/recall", response_model=m.RecallResponse, responses=ERRORS,
+             summary="Recall with Engram's query string (embedding as a JSON array in a string)")
+    async def recall_get(request: Request, embedding: str, max_results: Annotated[int, Query(ge=1, le=1000)] = 10,
+                         threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+                         mode: Literal_mode = "hybrid", budget_ms: Annotated[float, Query(gt=0, le=60_000)] = 10.0,
+                         include_metadata: bool = True, space: str | None = None):
+        return await do_recall(request, m.RecallRequest(embedding=_vector_param(embedding), max_results=max_results,
+                                                        threshold=threshold, mode=mode, budget_ms=budget_ms,
+                                                        include_metadata=include_metadata))
+
+    @router.get("/api/v1/memories/search", response_model=m.SearchResponse, responses=ERRORS,
+             summary="Similarity search (no spreading): a flat list")
+    async def search(request: Request, embedding: str, limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+                     space: str | None = None):
+        name = service.space_name(request)
+        q = _vector_param(embedding)
+        res = await service.run(lambda: service.readable(name).recall(q, k=limit, spread=False, budget_ms=None))
+        items = recall_items(res, None)
+        return json_response({"memories": items, "total": len(items)})
+
+    # ---- links -----------------------------------------------------------------------
+    @router.post("/api/v1/patterns/associate", response_model=m.AssociateResponse, responses=ERRORS,
+              summary="Link memories with a weight in (0, 1] (again: replaces the weight)")
+    async def associate(request: Request, body: m.AssociateRequest):
+        name = service.space_name(request, body.memory_space_id)
+
+        def work():
+            mem = service.readable(name)
+            s, d = np.atleast_1d(np.asarray(body.source_memory)), np.atleast_1d(np.asarray(body.target_memory))
+            w = body.strength
+            if body.bidirectional:
+                n = max(s.shape[0], d.shape[0])
+                s, d = np.broadcast_to(s, n), np.broadcast_to(d, n)
+                w = np.broadcast_to(np.asarray(w, np.float64), n)
+                s, d, w = np.concatenate([s, d]), np.concatenate([d, s]), np.concatenate([w, w])
+            return mem.link(s, d, w), float(np.min(w))
+
+        async def produce():
+            n, w = await service.run(work)
+            return json_response({"created": n > 0, "links_created": n, "final_strength": w, "affected_paths": []})
+        return await service.idempotency.once(request, produce)
+
+    @router.get("/api/v1/memories/{memory_id}/links", response_model=m.LinksResponse, responses=ERRORS,
+             summary="A memory's outgoing links")
+    async def links(request: Request, memory_id: Annotated[int, Path(ge=0)], space: str | None = None):
+        name = service.space_name(request)
+        t, w = await service.run(lambda: service.readable(name).neighbors(memory_id))
+        return json_response({"links": [{"source_memory": memory_id, "target_memory": int(a), "strength": float(b)}
+                                        for a, b in zip(t, w)]})
+
+    return router
