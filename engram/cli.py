@@ -256,6 +256,8 @@ def _daemon_options(p) -> None:
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (default 64 MiB)")
     p.add_argument("--max-connections", type=_integer(1), default=4096,
                    help="connections served at once; more get 503 (default 4096)")
+    p.add_argument("--log-segment-mb", type=float, default=None,
+                   help="size of each preallocated write-ahead log segment (default 64)")
     p.add_argument("--protect-metrics", dest="open_metrics", action="store_false",
                    help="require the API key for /health and /metrics too (default: they are open)")
 
@@ -267,7 +269,7 @@ def _settings(args):
     return Settings(data=Path(args.data), host=args.host, port=args.port, api_key_file=args.api_key_file,
                     workers=args.workers, threads=args.threads, dim=args.dim, durability=args.durability,
                     max_body_mb=args.max_body_mb, max_connections=args.max_connections,
-                    open_metrics=args.open_metrics)
+                    open_metrics=args.open_metrics, log_segment_mb=args.log_segment_mb)
 
 
 def cmd_serve(args) -> int:

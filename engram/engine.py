@@ -138,14 +138,16 @@ class Engine:
     are applied by ``ingest_workers`` threads, merging up to ``ingest_batch`` observations
     at a time, from lanes bounded by ``lanes`` ({"high": 1000, "normal": 50000, "low":
     10000} observations by default). channels: how many streams other processes may have
-    open at once through ``engram.connect`` (0: none). files: the file operations durability goes through
+    open at once through ``engram.connect`` (0: none). log_segment_mb: the size of each
+    preallocated log segment (default 64; docs/durability/wal-format.md). files: the file operations durability goes through
     (engram.store.files.Files), for fault injection.
     """
 
     def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None,
                  durability: str | None = None, checkpoint_mb: float = 256.0, checkpoint_s: float = 300.0,
                  ingest_workers: int = 1, lanes: dict | None = None, ingest_batch: int = DEFAULT_BATCH_MAX,
-                 channels: int = DEFAULT_MAX_CHANNELS, files: Files | None = None):
+                 channels: int = DEFAULT_MAX_CHANNELS, log_segment_mb: float | None = None,
+                 files: Files | None = None):
         path = None if path is None else Path(path)
         if dim is not None:
             dim = validate.positive_int(dim, "dim", 1)
@@ -171,8 +173,10 @@ class Engine:
         channels = validate.positive_int(channels, "channels")
         self._path = path
         self.durability = durability if path is not None else None
+        segment = None if log_segment_mb is None else \
+            max(int(validate.positive_float(log_segment_mb, "log_segment_mb") * (1 << 20)), 1 << 16)
         persist = Persistence(path, durability, files or FILES, checkpoint_mb=checkpoint_mb,
-                              checkpoint_s=checkpoint_s) if path is not None else None
+                              checkpoint_s=checkpoint_s, segment_bytes=segment) if path is not None else None
         stored = persist.dim if persist is not None else None
         if dim is not None and stored is not None and stored != dim:
             persist.lock.release()

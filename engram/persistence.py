@@ -39,8 +39,9 @@ class Persistence:
     space in the engine (the owner's own method, so replay builds spaces as a caller would)."""
 
     def __init__(self, path: Path, durability: str, files: Files = FILES,
-                 checkpoint_mb: float = 256.0, checkpoint_s: float = 300.0):
+                 checkpoint_mb: float = 256.0, checkpoint_s: float = 300.0, segment_bytes: int | None = None):
         self.path, self.policy, self.files = path, durability, files
+        self.segment_bytes = segment_bytes      # None: the log format's default
         self.checkpoint_bytes, self.checkpoint_s = int(checkpoint_mb * MB), checkpoint_s
         self.lock = PathLock(path)      # ours before anything is read, so no other engine replaces it
         self.log: Log | None = None
@@ -91,7 +92,7 @@ class Persistence:
             after = snap.lsn
             self._snap_lsns = [] if self._legacy else [snap.lsn]
         self.recovery = recover(self.path / "wal", after, self._replay, self.files)
-        self.log = Log(self.path / "wal", self.policy, self.recovery.next_lsn, self.files)
+        self.log = Log(self.path / "wal", self.policy, self.recovery.next_lsn, self.files, self.segment_bytes)
         for o in self.owned.values():
             o.changes.log = self.log
         self._at_checkpoint = (self.log.bytes_logged, time.monotonic())

@@ -46,6 +46,6 @@ def create_app(service: Service, *, docs: bool = True) -> FastAPI:
         code = {404: "RESOURCE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(e.status_code, "BAD_REQUEST")
         return error_response(e.status_code, code, str(e.detail), "EngramError", getattr(e, "headers", None))
 
-    for module in (memories, recall, system):
+    for module in (recall, memories, system):    # recall first: /memories/recall before /memories/{id}
         app.include_router(module.routes(service))
     return app

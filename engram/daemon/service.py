@@ -50,6 +50,7 @@ class Settings:
     max_body_mb: float = 64.0
     max_connections: int = 4096
     open_metrics: bool = True
+    log_segment_mb: float | None = None
 
     def url(self, port: int | None = None) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -81,7 +82,8 @@ def serve(s: Settings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    eng = Engine(path=s.data, dim=s.dim, workers=s.workers, durability=s.durability)
+    eng = Engine(path=s.data, dim=s.dim, workers=s.workers, durability=s.durability,
+                 log_segment_mb=s.log_segment_mb)
     state = Path(s.data) / STATE
     try:
         service = Service(eng, threads=s.threads)
@@ -161,7 +163,7 @@ def serve_args(s: Settings) -> list:
     args = ["--data", str(s.data), "--host", s.host, "--port", str(s.port), "--threads", str(s.threads),
             "--max-body-mb", str(s.max_body_mb), "--max-connections", str(s.max_connections)]
     for flag, v in (("--api-key-file", s.api_key_file), ("--workers", s.workers), ("--dim", s.dim),
-                    ("--durability", s.durability)):
+                    ("--durability", s.durability), ("--log-segment-mb", s.log_segment_mb)):
         if v is not None:
             args += [flag, str(v)]
     if not s.open_metrics:

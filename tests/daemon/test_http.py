@@ -1,0 +1,234 @@
+"""The daemon over real HTTP: engram.Client, httpx and curl against ``engram serve`` on a
+loopback port (docs/operations/http.md)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import engram
+from engram.errors import DimensionError, InvalidInputError, NonFiniteError, UnknownIdError, UnknownSpaceError
+
+from .conftest import DIM, ROOT, Daemon
+
+BATCH = "application/vnd.engram.batch"
+
+
+def binary_batch(rows: np.ndarray, dtype="f32", **header) -> bytes:
+    raw = json.dumps({"count": rows.shape[0], "dtype": dtype, **header}).encode()
+    return struct.pack("<I", len(raw)) + raw + rows.astype("<f4" if dtype == "f32" else "<f2").tobytes()
+
+
+def test_the_client_has_space_methods_and_their_results(daemon):
+    with engram.Client(daemon.url) as c:
+        mem = c.space("default")
+        ids = mem.remember(np.eye(DIM)[:6], content=["a", "b", None, "d", "e", "f"], confidence=[1, 1, .5, 1, 1, 1])
+        assert ids.tolist() == list(range(6)) and len(mem) == 6
+        assert mem.link(ids[0], ids[1:3], [0.9, 0.4]) == 2
+        res = mem.recall(np.eye(DIM)[0], k=3)
+        assert isinstance(res, engram.RecallResult) and res.ids[0] == 0 and res.content[0] == "a"
+        sp = mem.spread([0], max_depth=2)
+        assert isinstance(sp, engram.SpreadResult) and sp.ids.tolist()[:3] == [0, 1, 2]
+        got = mem.get([2, 0])
+        assert isinstance(got, engram.Memories) and got.content == [None, "a"]
+        assert got.confidence[0] == pytest.approx(0.5) and np.allclose(got.vectors[1], np.eye(DIM)[0])
+        t, w = mem.neighbors(0)
+        assert sorted(zip(t.tolist(), np.round(w.astype(float), 3).tolist())) == [(1, 0.9), (2, 0.4)]
+        assert mem.forget(ids[5]) == 1 and len(mem) == 5
+        # the same engine read through shared memory answers the same
+        with engram.attach(daemon.engine) as att:
+            ref = att.space("default")
+            assert len(ref) == 5
+            assert ref.recall(np.eye(DIM)[3], k=3, spread=False).ids.tolist() == \
+                mem.recall(np.eye(DIM)[3], k=3, spread=False).ids.tolist()
+        assert c.spaces == ["default"]
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda m: m.remember(np.ones((2, DIM - 1))), DimensionError),
+    (lambda m: m.remember(np.full((1, DIM), np.nan)), NonFiniteError),
+    (lambda m: m.link(0, 10**6), UnknownIdError),
+    (lambda m: m.forget(10**6), UnknownIdError),
+    (lambda m: m.recall(np.ones(DIM + 1)), DimensionError),
+    (lambda m: m.remember(np.ones((1, DIM)), tier="cold"), InvalidInputError),
+])
+def test_errors_come_back_as_the_same_classes_and_change_nothing(daemon, call, error):
+    with engram.Client(daemon.url) as c:
+        mem = c.space("default")
+        mem.remember(np.ones((1, DIM)))
+        with pytest.raises(error):
+            call(mem)
+        assert len(mem) == 1
+        with pytest.raises(UnknownSpaceError):
+            c.space("nosuch").recall(np.ones(DIM))
+        with pytest.raises(InvalidInputError):
+            c.space("Bad Name!").remember(np.ones((1, DIM)))
+
+
+def test_engram_shapes_with_curl_and_httpx(daemon):
+    def curl(*args):
+        p = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", *args], capture_output=True, text=True, timeout=30)
+        body, code = p.stdout.rsplit("\n", 1)
+        return int(code), json.loads(body) if body else None
+    code, out = curl("-X", "POST", f"{daemon.url}/api/v1/memories/remember", "-H", "Content-Type: application/json",
+                     "-H", "X-Memory-Space: notes", "-d", json.dumps({"embedding": [1] + [0] * (DIM - 1),
+                                                                      "content": "hello", "confidence": 0.9}))
+    assert code == 201 and out["memory_id"] == 0 and out["storage_confidence"]["category"] == "High"
+    code, out = curl("--get", f"{daemon.url}/api/v1/memories/recall", "--data-urlencode", "space=notes",
+                     "--data-urlencode", "embedding=" + json.dumps([1] + [0] * (DIM - 1)))
+    assert code == 200 and out["memories"]["vivid"][0]["content"] == "hello"
+    assert out["metadata"]["total_memories_searched"] == 1
+    code, out = curl(f"{daemon.url}/api/v1/memories/0?space=notes")
+    assert code == 200 and out["content"] == "hello" and out["links_out"] == []
+    code, out = curl("-X", "DELETE", f"{daemon.url}/api/v1/memories/0?space=notes")
+    assert code == 200 and out == {"memory_id": 0, "deleted": True}
+    code, out = curl(f"{daemon.url}/api/v1/memories/0?space=notes")
+    assert code == 404 and out["error"]["code"] == "MEMORY_NOT_FOUND"
+    code, out = curl(f"{daemon.url}/api/v1/memories?space=never-made")
+    assert code == 404 and out["error"]["code"] == "SPACE_NOT_FOUND"
+    with httpx.Client(base_url=daemon.url) as h:
+        r = h.post("/api/v1/memories/remember", json={"embedding": [1.0] * DIM, "tags": ["x"]})
+        assert r.status_code == 400 and "tags" in r.json()["error"]["message"]       # refused, not dropped
+        r = h.post("/api/v1/memories/remember", headers={"X-Memory-Space": "aaa", "X-Memory-Space-Id": "bbb"},
+                   json={"embedding": [1.0] * DIM})
+        assert r.status_code == 400 and "disagree" in r.json()["error"]["message"]
+        r = h.post("/api/v1/memories/remember", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_MEMORY_INPUT"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        spec = h.get("/api-docs/openapi.json").json()
+        for path in ("/api/v1/memories/remember", "/api/v1/memories/recall", "/api/v1/memories/batch",
+                     "/api/v1/patterns/associate", "/api/v1/memories/forget", "/api/v1/spaces", "/health"):
+            assert path in spec["paths"], path
+
+
+@pytest.mark.parametrize("body, what", [
+    (b"\x01\x00", "4-byte header length"),
+    (struct.pack("<I", 1000) + b"{}", "claims 1000 bytes"),
+    (struct.pack("<I", 2) + b"[]", "JSON object"),
+    (binary_batch(np.ones((2, DIM)))[:-4], "the body has"),
+    (binary_batch(np.ones((2, DIM)), dtype="f64"), "dtype"),
+    (binary_batch(np.ones((2, DIM)), content=["one"]), "content has 1 items"),
+])
+def test_a_bad_binary_batch_is_refused_with_a_reason_and_stores_nothing(daemon, body, what):
+    with httpx.Client(base_url=daemon.url) as h:
+        h.post("/api/v1/spaces", json={"id": "default"})
+        r = h.post("/api/v1/memories/batch", content=body, headers={"Content-Type": BATCH})
+        assert r.status_code == 400, r.text
+        assert what in r.json()["error"]["message"]
+        assert h.get("/api/v1/spaces/default").json()["memories"] == 0
+
+
+def test_batches_json_and_binary_and_idempotent_retries(daemon):
+    rows = np.random.default_rng(0).standard_normal((50, DIM))
+    with httpx.Client(base_url=daemon.url) as h:
+        r = h.post("/api/v1/memories/batch", json={"memories": [{"embedding": v.tolist()} for v in rows[:10]]})
+        assert r.status_code == 201 and r.json()["memory_ids"] == list(range(10))
+        key = {"Idempotency-Key": "batch-7", "Content-Type": BATCH}
+        first = h.post("/api/v1/memories/batch", content=binary_batch(rows[10:], dtype="f16"), headers=key)
+        again = h.post("/api/v1/memories/batch", content=binary_batch(rows[10:], dtype="f16"), headers=key)
+        assert first.status_code == again.status_code == 201
+        assert first.json() == again.json() and again.headers.get("idempotent-replayed") == "true"
+        assert h.get("/api/v1/spaces/default").json()["memories"] == 50      # the retry stored nothing
+
+
+def test_api_keys_body_limit_and_open_health(start_daemon, tmp_path):
+    key = "k" * 20 + "secret"
+    keyfile = tmp_path / "keys"
+    keyfile.write_text(f"# clients\nsha256:{__import__('hashlib').sha256(key.encode()).hexdigest()}\n")
+    keyfile.chmod(0o600)
+    d = start_daemon("--api-key-file", keyfile, "--max-body-mb", "0.01")
+    with httpx.Client(base_url=d.url) as h:
+        assert h.get("/api/v1/spaces").status_code == 401
+        assert h.get("/api/v1/spaces", headers={"Authorization": "Bearer wrong-key-wrong-key"}).status_code == 401
+        ok = {"Authorization": f"Bearer {key}"}
+        assert h.get("/api/v1/spaces", headers=ok).status_code == 200
+        assert h.get("/health").status_code == 200 and h.get("/metrics/prometheus").status_code == 200
+        big = np.ones((1000, DIM))
+        r = h.post("/api/v1/memories/batch", content=binary_batch(big), headers={**ok, "Content-Type": BATCH})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+        def chunks():               # no Content-Length: the limit holds while the body streams
+            for _ in range(100):
+                yield b"x" * 1024
+        r = h.post("/api/v1/memories/batch", content=chunks(), headers={**ok, "Content-Type": BATCH})
+        assert r.status_code == 413
+    with engram.Client(d.url, api_key=key) as c:
+        assert c.space("default").remember(np.ones((1, DIM))).tolist() == [0]
+    with engram.Client(d.url) as c, pytest.raises(engram.errors.EngramError, match="API key"):
+        c.space("default").remember(np.ones((1, DIM)))
+    d2 = start_daemon("--protect-metrics", env={"ENGRAM_API_KEY": key})
+    with httpx.Client(base_url=d2.url) as h:
+        assert h.get("/metrics").status_code == 401 and h.get("/health/alive").status_code == 200
+
+
+def test_no_api_key_no_listening_beyond_loopback(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "engram.cli", "serve", "--data", str(tmp_path), "--host", "0.0.0.0",
+                        "--port", "0"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                       env={k: v for k, v in os.environ.items() if k != "ENGRAM_API_KEY"})
+    assert p.returncode == 1 and "without an API key" in p.stderr
+
+
+def test_metrics_scrape_as_prometheus_text(daemon):
+    with engram.Client(daemon.url) as c:
+        c.space("default").remember(np.ones((3, DIM)))
+        c.space("default").recall(np.ones(DIM))
+    with httpx.Client(base_url=daemon.url) as h:
+        for r in (h.get("/metrics/prometheus"), h.get("/metrics", headers={"Accept": "text/plain"})):
+            fams = {f.name: f for f in text_string_to_metric_families(r.text)}
+            recalls = [s.value for s in fams["engram_recalls"].samples if s.labels.get("space") == "default"]
+            assert recalls == [1.0]
+        snap = h.get("/metrics").json()["snapshot"]
+        assert snap["spaces"]["default"]["memories"] == 3
+        assert h.get("/health/spreading").json()["status"] == "healthy"
+        assert h.get("/api/v1/system/health").json()["spaces"][0]["memories"] == 3
+
+
+def test_sigterm_saves_and_exits_0_and_kill_9_keeps_what_was_acknowledged(start_daemon, tmp_path):
+    data = tmp_path / "data"
+    d = start_daemon(data=data)
+    with engram.Client(d.url) as c:
+        ids = c.space("default").remember(np.eye(DIM)[:4], content=list("abcd"))
+        c.space("default").link(ids[0], ids[1], 0.5)
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    d = start_daemon(data=data)                         # recovers from the log
+    with engram.Client(d.url) as c:
+        mem = c.space("default")
+        assert len(mem) == 4 and mem.get([3]).content == ["d"] and mem.neighbors(0)[0].tolist() == [1]
+        mem.remember(np.ones((1, DIM)), content="e")
+    engine = d.engine
+    assert d.stop(signal.SIGTERM) == 0
+    assert not (data / "daemon.json").exists()
+    assert not [n for n in os.listdir("/dev/shm") if engine in n]    # every segment removed
+    with engram.Engine(path=data) as eng:
+        assert len(eng.space("default")) == 5
+        assert eng.recovery["replayed"] == 0                         # the stop checkpointed everything
+
+
+def test_daemon_start_status_stop_from_the_cli(tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "engram.cli", "daemon", *args, "--data", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+    p = cli("start", "--port", "0", "--workers", "0", "--dim", str(DIM), "--log-segment-mb", "1")
+    assert p.returncode == 0 and "running" in p.stdout, p.stdout + p.stderr
+    assert cli("start", "--port", "0").returncode == 1              # one daemon a data directory
+    p = cli("status")
+    assert p.returncode == 0 and "healthy" in p.stdout
+    url = json.loads((tmp_path / "daemon.json").read_text())["url"]
+    engine = json.loads((tmp_path / "daemon.json").read_text())["engine"]
+    insp = subprocess.run([sys.executable, "-m", "engram.cli", "inspect", engine], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert insp.returncode == 0, insp.stderr                        # attach tools work on a daemon's engine
+    with engram.Client(url) as c:
+        c.space("default").remember(np.ones((2, DIM)))
+    assert cli("stop").returncode == 0
+    p = cli("status")
+    assert p.returncode == 3 and "not running" in p.stdout
+    assert "serving" in (tmp_path / "daemon.log").read_text()
