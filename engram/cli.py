@@ -258,6 +258,8 @@ def _daemon_options(p) -> None:
                    help="connections served at once; more get 503 (default 4096)")
     p.add_argument("--log-segment-mb", type=float, default=None,
                    help="size of each preallocated write-ahead log segment (default 64)")
+    p.add_argument("--lane", action="append", default=[], metavar="LANE=N",
+                   help="an ingest lane's capacity in observations, e.g. normal=10000 (repeatable)")
     p.add_argument("--protect-metrics", dest="open_metrics", action="store_false",
                    help="require the API key for /health and /metrics too (default: they are open)")
 
@@ -269,7 +271,17 @@ def _settings(args):
     return Settings(data=Path(args.data), host=args.host, port=args.port, api_key_file=args.api_key_file,
                     workers=args.workers, threads=args.threads, dim=args.dim, durability=args.durability,
                     max_body_mb=args.max_body_mb, max_connections=args.max_connections,
-                    open_metrics=args.open_metrics, log_segment_mb=args.log_segment_mb)
+                    open_metrics=args.open_metrics, log_segment_mb=args.log_segment_mb, lanes=_lanes(args.lane))
+
+
+def _lanes(given: list) -> dict | None:
+    out = {}
+    for item in given:
+        lane, _, cap = item.partition("=")
+        if not cap.isdigit():
+            raise SystemExit(f"engram: error: --lane takes LANE=N (e.g. normal=10000), got {item!r}")
+        out[lane] = int(cap)
+    return out or None
 
 
 def cmd_serve(args) -> int:

@@ -139,8 +139,8 @@ class Engine:
     at a time, from lanes bounded by ``lanes`` ({"high": 1000, "normal": 50000, "low":
     10000} observations by default). channels: how many streams other processes may have
     open at once through ``engram.connect`` (0: none). log_segment_mb: the size of each
-    preallocated log segment (default 64; docs/durability/wal-format.md). files: the file operations durability goes through
-    (engram.store.files.Files), for fault injection.
+    preallocated log segment (default 64; docs/durability/wal-format.md). files: the file
+    operations durability goes through (engram.store.files.Files), for fault injection.
     """
 
     def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None,

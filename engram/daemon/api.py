@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engram import errors
-from engram.daemon import memories, recall, system
+from engram.daemon import memories, recall, stream, system
 from engram.daemon.common import Service, engram_error, error_response
 from engram.daemon.guard import BodyTooLarge
 
@@ -46,6 +46,6 @@ def create_app(service: Service, *, docs: bool = True) -> FastAPI:
         code = {404: "RESOURCE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(e.status_code, "BAD_REQUEST")
         return error_response(e.status_code, code, str(e.detail), "EngramError", getattr(e, "headers", None))
 
-    for module in (recall, memories, system):    # recall first: /memories/recall before /memories/{id}
+    for module in (recall, memories, system, stream):    # recall first: /memories/recall before /memories/{id}
         app.include_router(module.routes(service))
     return app

@@ -51,6 +51,7 @@ class Settings:
     max_connections: int = 4096
     open_metrics: bool = True
     log_segment_mb: float | None = None
+    lanes: dict | None = None                 # ingest lane capacities (Engine(lanes=...))
 
     def url(self, port: int | None = None) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -83,7 +84,7 @@ def serve(s: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     eng = Engine(path=s.data, dim=s.dim, workers=s.workers, durability=s.durability,
-                 log_segment_mb=s.log_segment_mb)
+                 log_segment_mb=s.log_segment_mb, lanes=s.lanes)
     state = Path(s.data) / STATE
     try:
         service = Service(eng, threads=s.threads)
@@ -168,6 +169,8 @@ def serve_args(s: Settings) -> list:
             args += [flag, str(v)]
     if not s.open_metrics:
         args.append("--protect-metrics")
+    for lane, cap in (s.lanes or {}).items():
+        args += ["--lane", f"{lane}={cap}"]
     return args
 
 

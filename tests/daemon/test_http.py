@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import engram
 from engram.errors import DimensionError, InvalidInputError, NonFiniteError, UnknownIdError, UnknownSpaceError
 
-from .conftest import DIM, ROOT, Daemon
+from .conftest import DIM, ROOT
 
 BATCH = "application/vnd.engram.batch"
 
@@ -232,3 +232,64 @@ def test_daemon_start_status_stop_from_the_cli(tmp_path):
     p = cli("status")
     assert p.returncode == 3 and "not running" in p.stdout
     assert "serving" in (tmp_path / "daemon.log").read_text()
+
+
+def test_websocket_stream_acks_mean_durable_and_overload_is_refused_not_dropped(start_daemon, tmp_path):
+    from websockets.sync.client import connect
+    data = tmp_path / "ws"
+    d = start_daemon(data=data)
+    ws_url = d.url.replace("http://", "ws://") + "/v1/stream"
+    with connect(ws_url) as ws:
+        ws.send(json.dumps({"type": "observation"}))
+        assert json.loads(ws.recv())["type"] == "error"          # init first
+    with connect(ws_url) as ws:
+        ws.send(json.dumps({"type": "init", "memory_space_id": "stream"}))
+        ack = json.loads(ws.recv())
+        assert ack["type"] == "init_ack" and ack["capabilities"]["supports_backpressure"]
+        for i in range(200):
+            ws.send(json.dumps({"type": "observation", "sequence_number": i,
+                                "episode": {"embedding": np.eye(DIM)[i % DIM].tolist(), "what": f"obs {i}"}}))
+        ws.send(json.dumps({"type": "observation", "sequence_number": 200, "episode": {"embedding": [1.0]}}))
+        got, errors_ = {}, []
+        while len(got) < 200 or not errors_:
+            m = json.loads(ws.recv())
+            if m["type"] == "ack":
+                got[m["sequence_number"]] = m
+            elif m["type"] == "error":
+                errors_.append(m)
+        assert [got[i]["status"] for i in range(200)] == ["committed"] * 200
+        assert errors_[0]["sequence_number"] == 200 and "DimensionError" in errors_[0]["message"]
+        ws.send(json.dumps({"type": "close"}))
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL           # acks were durable: kill -9 keeps them
+    with engram.Engine(path=data) as eng:
+        mem = eng.space("stream")
+        assert len(mem) == 200
+        assert mem.get(got[199]["memory_id"]).content == ["obs 199"]
+
+
+def test_websocket_overload_answers_flow_control(start_daemon):
+    d = start_daemon("--lane", "normal=2")         # a lane of 2 observations fills at once
+    ws_url = d.url.replace("http://", "ws://") + "/v1/stream"
+    from websockets.sync.client import connect
+    with connect(ws_url, max_size=None) as ws:
+        ws.send(json.dumps({"type": "init", "memory_space_id": "burst"}))
+        assert json.loads(ws.recv())["capabilities"]["queue_capacity"] == 2
+        row = np.ones(DIM).tolist()
+        n = 3000
+        for i in range(n):
+            ws.send(json.dumps({"type": "observation", "sequence_number": i, "episode": {"embedding": row}}))
+        statuses, pauses, resumes = {}, 0, 0
+        while len(statuses) < n:
+            m = json.loads(ws.recv())
+            if m["type"] == "ack":
+                statuses[m["sequence_number"]] = m["status"]
+                assert m["status"] != "rejected" or m["retry_after"] > 0
+            elif m["type"] == "flow_control":
+                pauses += m["action"] == "pause"
+                resumes += m["action"] == "resume"
+        ws.send(json.dumps({"type": "close"}))
+    rejected = sum(s == "rejected" for s in statuses.values())
+    assert rejected > 0 and pauses > 0, "3,000 observations into a lane of 2 were never refused"
+    assert set(statuses.values()) == {"committed", "rejected"}
+    with engram.Client(d.url) as c:
+        assert len(c.space("burst")) == n - rejected                 # refused ones were not stored
