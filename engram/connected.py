@@ -57,9 +57,15 @@ class Channel:
             raise ClosedError(f"engine {engine} does not accept connections ({e.strerror or e}): it was "
                               "created with channels=0, or it is closing") from None
         try:
-            wire.send(self._sock, {"hello": 1, "space": space, "lane": lane, "ring_bytes": ring_bytes,
-                                   "pid": os.getpid()})
-            msg, _ = wire.recv(self._sock)
+            try:
+                wire.send(self._sock, {"hello": 1, "space": space, "lane": lane, "ring_bytes": ring_bytes,
+                                       "pid": os.getpid()})
+            except OSError:         # refused at once (a limit): its reason is waiting to be read
+                pass
+            try:
+                msg, _ = wire.recv(self._sock)
+            except (OSError, wire.ChannelBroken) as e:
+                raise ClosedError(f"engine {engine} closed the channel before answering: {e}") from None
             if "error" in msg or "ok" not in msg:
                 raise _error(msg.get("error"), msg.get("message", f"the engine refused the channel: {msg}"))
             self.ring = Ring.attach(msg["ring"])

@@ -347,13 +347,8 @@ class Engine:
         life = self._life
         if life.closed:
             return {"state": "closed", "message": "the engine is closed"}
-        if life.persist is None or life.persist.log is None:
-            return {"state": "ok", "message": "in memory only (no path)"}
-        log_ = life.persist.log
-        state, msg = ("failed", str(log_.failed)) if log_.failed is not None else \
-            ("full", f"disk full: {log_.full}") if log_.full is not None else ("ok", f"durability {self.durability}")
-        return {"state": state, "message": msg, "last_lsn": log_.last_lsn, "durable_lsn": log_.durable_lsn,
-                "unsynced_records": log_.last_lsn - log_.durable_lsn}
+        return {"state": "ok", "message": "in memory only (no path)"} if life.persist is None else \
+            life.persist.health()
 
     @property
     def recovery(self) -> dict | None:

@@ -188,6 +188,16 @@ class Persistence:
                     log.error("engram: a background checkpoint of %s failed: %s", self.path, e)
 
     # ---- close -----------------------------------------------------------------------------
+    def health(self) -> dict:
+        """The log's state for Engine.health: ok, full (writes refused for now) or failed."""
+        log_ = self.log
+        if log_ is None:
+            return {"state": "closed", "message": "the log is not open"}
+        state, msg = ("failed", str(log_.failed)) if log_.failed is not None else \
+            ("full", f"disk full: {log_.full}") if log_.full is not None else ("ok", f"durability {self.policy}")
+        return {"state": state, "message": msg, "last_lsn": log_.last_lsn, "durable_lsn": log_.durable_lsn,
+                "unsynced_records": log_.last_lsn - log_.durable_lsn}
+
     def close(self, checkpoint: bool) -> None:
         """Stop checkpoints, checkpoint once more (if asked and the log is healthy), flush
         and close the log, release the path."""

@@ -13,10 +13,13 @@ from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engram import errors
 from engram.daemon import memories, recall, stream, system
+from engram.daemon import models as m
 from engram.daemon.common import Service, engram_error, error_response
 from engram.daemon.guard import BodyTooLarge
 
@@ -44,8 +47,48 @@ def create_app(service: Service, *, docs: bool = True) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, e):
         code = {404: "RESOURCE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(e.status_code, "BAD_REQUEST")
-        return error_response(e.status_code, code, str(e.detail), "EngramError", getattr(e, "headers", None))
+        headers = getattr(e, "headers", None)
+        if e.status_code == 405:       # every method of the path, not only the first route's
+            allowed = sorted({meth for r in app.routes if isinstance(r, APIRoute) and r.path_regex.match(
+                request.url.path) for meth in r.methods})
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        return error_response(e.status_code, code, str(e.detail), "EngramError", headers)
 
     for module in (recall, memories, system, stream):    # recall first: /memories/recall before /memories/{id}
         app.include_router(module.routes(service))
+    app.openapi = lambda: app.openapi_schema or _spec(app, service.engine.dim)
     return app
+
+
+def _spec(app: FastAPI, dim: int) -> dict:
+    """The generated spec, made exact for this daemon: every embedding has its dim, the
+    GET recall's embedding is a JSON-encoded parameter, and the batch's JSON body schema
+    is in the components (its route reads the body itself, for the binary form)."""
+    spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    vector = {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim}
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    batch = m.BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(batch.pop("$defs", {}))
+    schemas["BatchRequest"] = batch
+
+    def exact(node):
+        if isinstance(node, dict):
+            props = node.get("properties", {})
+            if "embedding" in props:
+                props["embedding"] = {**vector, "description": props["embedding"].get("description", "")} \
+                    if props["embedding"].get("type") == "array" or "anyOf" not in props["embedding"] \
+                    else {"anyOf": [vector, {"type": "null"}]}
+            for v in node.values():
+                exact(v)
+        elif isinstance(node, list):
+            for v in node:
+                exact(v)
+    exact(schemas)
+    for ops in spec["paths"].values():
+        for op in ops.values():
+            for p in op.get("parameters", []):
+                if p["name"] == "embedding" and p["in"] == "query":
+                    p.pop("schema", None)
+                    p["content"] = {"application/json": {"schema": vector}}
+    app.openapi_schema = spec
+    return spec

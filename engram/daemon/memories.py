@@ -7,7 +7,7 @@ import struct
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from engram import errors, validate
 from engram.daemon import models as m
@@ -138,7 +138,7 @@ def routes(service: Service) -> APIRouter:
     @router.get("/api/v1/memories", response_model=m.MemoryList, responses=ERRORS, summary="List memories by id")
     async def list_memories(request: Request, offset: Annotated[int, Query(ge=0)] = 0,
                             limit: Annotated[int, Query(ge=1, le=1000)] = 100, include_embeddings: bool = False,
-                            space: str | None = None):
+                            space: m.SpaceParam = None):
         name = service.space_name(request)
 
         def work():
@@ -149,10 +149,10 @@ def routes(service: Service) -> APIRouter:
         return json_response({"memories": items, "count": len(items),
                               "pagination": {"offset": offset, "limit": limit, "returned": len(items)}})
 
-    @router.get("/api/v1/memories/{memory_id}", response_model=m.MemoryItem, responses=ERRORS,
+    @router.get("/api/v1/memories/{memory_id:int}", response_model=m.MemoryItem, responses=ERRORS,
              summary="One memory, with its outgoing links")
-    async def get_memory(request: Request, memory_id: Annotated[int, Path(ge=0)], include_embeddings: bool = False,
-                         space: str | None = None):
+    async def get_memory(request: Request, memory_id: m.MemoryIdPath, include_embeddings: bool = False,
+                         space: m.SpaceParam = None):
         name = service.space_name(request)
         items = await service.run(lambda: memory_items(service.readable(name), np.array([memory_id]),
                                                        include_embeddings, True))
@@ -167,9 +167,9 @@ def routes(service: Service) -> APIRouter:
         return json_response({"memories": items, "count": len(items),
                               "pagination": {"offset": 0, "limit": len(items), "returned": len(items)}})
 
-    @router.delete("/api/v1/memories/{memory_id}", response_model=m.DeleteResponse, responses=ERRORS,
+    @router.delete("/api/v1/memories/{memory_id:int}", response_model=m.DeleteResponse, responses=ERRORS,
                 summary="Forget one memory (it really goes)")
-    async def delete_memory(request: Request, memory_id: Annotated[int, Path(ge=0)], space: str | None = None):
+    async def delete_memory(request: Request, memory_id: m.MemoryIdPath, space: m.SpaceParam = None):
         name = service.space_name(request)
         await service.run(lambda: service.readable(name).forget(memory_id))
         return json_response({"memory_id": memory_id, "deleted": True})

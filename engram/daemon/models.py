@@ -6,14 +6,26 @@ semantics where Engram's are stubs. Unknown fields are refused (400), never igno
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from engram.validate import SPACE_NAME
 
 SpaceId = Field(default=None, pattern=SPACE_NAME.pattern, description="memory space (3-64 of [a-z0-9_-]); "
                 "the X-Memory-Space header and ?space= come first")
+MAX_ID = 2**63 - 1
+#: query and path parameters, typed so the spec says what is valid
+SpaceParam = Annotated[str | None, Query(pattern=SPACE_NAME.pattern, description="memory space (after the "
+                                         "X-Memory-Space header)")]
+MemoryIdPath = Annotated[int, Path(ge=0, le=MAX_ID)]
+SpaceIdPath = Annotated[str, Path(pattern=SPACE_NAME.pattern)]
+VectorParam = Annotated[str, Query(description="the query vector as a JSON array of numbers (the daemon's dim)",
+                                   pattern=r"^\[.*\]$")]
+MemoryId = Annotated[int, Field(ge=0, le=MAX_ID)]
+Ids = Annotated[list[MemoryId], Field(min_length=1, max_length=10_000)]
+Strength = Annotated[float, Field(gt=0.0, le=1.0)]
 Confidence = Field(default=None, ge=0.0, le=1.0, description="0..1; the engine's default (1.0) when absent")
 MAX_BATCH = 10_000
 
@@ -33,7 +45,7 @@ class ErrorResponse(Strict):
 
 
 class LinkSpec(Strict):
-    target_memory_id: int = Field(ge=0)
+    target_memory_id: MemoryId
     strength: float = Field(default=1.0, gt=0.0, le=1.0)
 
 
@@ -107,7 +119,7 @@ class MemoryList(Strict):
 
 
 class GetRequest(Strict):
-    memory_ids: list[int] = Field(min_length=1, max_length=MAX_BATCH)
+    memory_ids: Ids
     include_embeddings: bool = False
     memory_space_id: str | None = SpaceId
 
@@ -115,8 +127,7 @@ class GetRequest(Strict):
 class RecallRequest(Strict):
     embedding: list[float] | None = Field(default=None, min_length=1, max_length=65536,
                                           description="the query vector; or seeds")
-    seeds: list[int] | None = Field(default=None, min_length=1, max_length=MAX_BATCH,
-                                    description="spread from these memories instead of a query")
+    seeds: Ids | None = Field(default=None, description="spread from these memories instead of a query")
     max_results: int = Field(default=10, ge=1, le=1000)
     threshold: float | None = Field(default=None, ge=0.0, le=1.0,
                                     description="drop results whose activation is below this")
@@ -161,9 +172,9 @@ class SearchResponse(Strict):
 
 
 class AssociateRequest(Strict):
-    source_memory: int | list[int]
-    target_memory: int | list[int]
-    strength: float | list[float] = 1.0
+    source_memory: MemoryId | Ids
+    target_memory: MemoryId | Ids
+    strength: Strength | Annotated[list[Strength], Field(min_length=1, max_length=10_000)] = 1.0
     bidirectional: bool = False
     association_type: Literal["semantic", "temporal", "causal", "spatial", "emotional"] | None = None
     memory_space_id: str | None = SpaceId
@@ -181,8 +192,8 @@ class LinksResponse(Strict):
 
 
 class ForgetRequest(Strict):
-    memory_id: int | None = Field(default=None, ge=0)
-    memory_ids: list[int] | None = Field(default=None, min_length=1, max_length=MAX_BATCH)
+    memory_id: MemoryId | None = None
+    memory_ids: Ids | None = None
     mode: Literal["delete", "FORGET_MODE_DELETE"] = "delete"
     memory_space_id: str | None = SpaceId
 

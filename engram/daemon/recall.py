@@ -7,7 +7,7 @@ import time
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from engram import errors
 from engram.daemon import models as m
@@ -105,18 +105,19 @@ def routes(service: Service) -> APIRouter:
 
     @router.get("/api/v1/memories/recall", response_model=m.RecallResponse, responses=ERRORS,
              summary="Recall with Engram's query string (embedding as a JSON array in a string)")
-    async def recall_get(request: Request, embedding: str, max_results: Annotated[int, Query(ge=1, le=1000)] = 10,
+    async def recall_get(request: Request, embedding: m.VectorParam,
+                         max_results: Annotated[int, Query(ge=1, le=1000)] = 10,
                          threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
                          mode: Literal_mode = "hybrid", budget_ms: Annotated[float, Query(gt=0, le=60_000)] = 10.0,
-                         include_metadata: bool = True, space: str | None = None):
+                         include_metadata: bool = True, space: m.SpaceParam = None):
         return await do_recall(request, m.RecallRequest(embedding=_vector_param(embedding), max_results=max_results,
                                                         threshold=threshold, mode=mode, budget_ms=budget_ms,
                                                         include_metadata=include_metadata))
 
     @router.get("/api/v1/memories/search", response_model=m.SearchResponse, responses=ERRORS,
              summary="Similarity search (no spreading): a flat list")
-    async def search(request: Request, embedding: str, limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-                     space: str | None = None):
+    async def search(request: Request, embedding: m.VectorParam, limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+                     space: m.SpaceParam = None):
         name = service.space_name(request)
         q = _vector_param(embedding)
         res = await service.run(lambda: service.readable(name).recall(q, k=limit, spread=False, budget_ms=None))
@@ -129,25 +130,27 @@ def routes(service: Service) -> APIRouter:
     async def associate(request: Request, body: m.AssociateRequest):
         name = service.space_name(request, body.memory_space_id)
 
+        s, d = np.atleast_1d(np.asarray(body.source_memory)), np.atleast_1d(np.asarray(body.target_memory))
+        w = np.atleast_1d(np.asarray(body.strength, np.float64))
+        n = max(s.shape[0], d.shape[0])
+        for what, a in (("source_memory", s), ("target_memory", d), ("strength", w)):
+            if a.shape[0] not in (1, n):
+                raise errors.InvalidInputError(f"{what} has {a.shape[0]} items for {n} links: give one or {n}")
+        s, d, w = (np.broadcast_to(a, n) for a in (s, d, w))
+        if body.bidirectional:
+            s, d, w = np.concatenate([s, d]), np.concatenate([d, s]), np.concatenate([w, w])
+
         def work():
-            mem = service.readable(name)
-            s, d = np.atleast_1d(np.asarray(body.source_memory)), np.atleast_1d(np.asarray(body.target_memory))
-            w = body.strength
-            if body.bidirectional:
-                n = max(s.shape[0], d.shape[0])
-                s, d = np.broadcast_to(s, n), np.broadcast_to(d, n)
-                w = np.broadcast_to(np.asarray(w, np.float64), n)
-                s, d, w = np.concatenate([s, d]), np.concatenate([d, s]), np.concatenate([w, w])
-            return mem.link(s, d, w), float(np.min(w))
+            return service.readable(name).link(s, d, w), float(np.min(w))
 
         async def produce():
             n, w = await service.run(work)
             return json_response({"created": n > 0, "links_created": n, "final_strength": w, "affected_paths": []})
         return await service.idempotency.once(request, produce)
 
-    @router.get("/api/v1/memories/{memory_id}/links", response_model=m.LinksResponse, responses=ERRORS,
+    @router.get("/api/v1/memories/{memory_id:int}/links", response_model=m.LinksResponse, responses=ERRORS,
              summary="A memory's outgoing links")
-    async def links(request: Request, memory_id: Annotated[int, Path(ge=0)], space: str | None = None):
+    async def links(request: Request, memory_id: m.MemoryIdPath, space: m.SpaceParam = None):
         name = service.space_name(request)
         t, w = await service.run(lambda: service.readable(name).neighbors(memory_id))
         return json_response({"links": [{"source_memory": memory_id, "target_memory": int(a), "strength": float(b)}

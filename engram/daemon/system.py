@@ -33,7 +33,7 @@ def routes(service: Service) -> APIRouter:
         return json_response(await service.run(lambda: (eng.space(body.id), space_info(body.id))[1]), 201)
 
     @router.get("/api/v1/spaces/{space_id}", response_model=m.SpaceInfo, responses=ERRORS, summary="One memory space")
-    async def get_space(space_id: str):
+    async def get_space(space_id: m.SpaceIdPath):
         name = validate.space_name(space_id)
         return json_response(await service.run(lambda: (service.readable(name), space_info(name))[1]))
 
@@ -50,7 +50,7 @@ def routes(service: Service) -> APIRouter:
 
     @router.get("/health/alive", summary="200 while the process serves")
     async def alive():
-        return Response(status_code=200)
+        return json_response({"status": "alive"})
 
     @router.get("/health/spreading", summary="The spreading path: workers, latency predictor error, pool")
     async def health_spreading():
@@ -79,7 +79,9 @@ def routes(service: Service) -> APIRouter:
     def prometheus_text() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @router.get("/metrics", summary="Metrics: JSON (Engram's form), or Prometheus text when Accept asks for it")
+    @router.get("/metrics", summary="Metrics: JSON (Engram's form), or Prometheus text when Accept asks for it",
+                responses={200: {"content": {"application/json": {"schema": {"type": "object"}},
+                                             "text/plain": {"schema": {"type": "string"}}}}})
     async def metrics(request: Request):
         accept = request.headers.get("accept", "")
         if "text/plain" in accept or "openmetrics" in accept:
@@ -92,7 +94,8 @@ def routes(service: Service) -> APIRouter:
                     "export": "GET /metrics/prometheus (or Accept: text/plain) for the Prometheus form"}
         return json_response(await service.run(snapshot))
 
-    @router.get("/metrics/prometheus", summary="Metrics in the Prometheus text format")
+    @router.get("/metrics/prometheus", summary="Metrics in the Prometheus text format", response_class=Response,
+                responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics_prometheus():
         return await service.run(prometheus_text)
 
