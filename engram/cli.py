@@ -258,6 +258,10 @@ def _daemon_options(p) -> None:
                    help="connections served at once; more get 503 (default 4096)")
     p.add_argument("--log-segment-mb", type=float, default=None,
                    help="size of each preallocated write-ahead log segment (default 64)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a request's headers may take to arrive (default 10)")
+    p.add_argument("--body-timeout", type=float, default=60.0,
+                   help="seconds a request's body may take after its headers (default 60)")
     p.add_argument("--lane", action="append", default=[], metavar="LANE=N",
                    help="an ingest lane's capacity in observations, e.g. normal=10000 (repeatable)")
     p.add_argument("--protect-metrics", dest="open_metrics", action="store_false",
@@ -271,7 +275,8 @@ def _settings(args):
     return Settings(data=Path(args.data), host=args.host, port=args.port, api_key_file=args.api_key_file,
                     workers=args.workers, threads=args.threads, dim=args.dim, durability=args.durability,
                     max_body_mb=args.max_body_mb, max_connections=args.max_connections,
-                    open_metrics=args.open_metrics, log_segment_mb=args.log_segment_mb, lanes=_lanes(args.lane))
+                    open_metrics=args.open_metrics, log_segment_mb=args.log_segment_mb, lanes=_lanes(args.lane),
+                    header_timeout=args.header_timeout, body_timeout=args.body_timeout)
 
 
 def _lanes(given: list) -> dict | None:

@@ -28,6 +28,7 @@ import uvicorn
 
 from engram.daemon.api import Service, create_app
 from engram.daemon.guard import OPEN_PATHS, Guard, load_keys
+from engram.daemon.protocol import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, guarded
 from engram.engine import Engine
 from engram.errors import InvalidInputError
 
@@ -52,6 +53,8 @@ class Settings:
     open_metrics: bool = True
     log_segment_mb: float | None = None
     lanes: dict | None = None                 # ingest lane capacities (Engine(lanes=...))
+    header_timeout: float = HEADER_TIMEOUT_S
+    body_timeout: float = BODY_TIMEOUT_S
 
     def url(self, port: int | None = None) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -91,6 +94,7 @@ def serve(s: Settings) -> int:
         app = Guard(create_app(service), keys, int(s.max_body_mb * (1 << 20)), OPEN_PATHS if s.open_metrics
                     else ("/health/alive",))
         config = uvicorn.Config(app, host=s.host, port=s.port, lifespan="off", access_log=False,
+                                http=guarded(s.header_timeout, s.body_timeout),
                                 server_header=False, timeout_keep_alive=5, limit_concurrency=s.max_connections,
                                 timeout_graceful_shutdown=30, ws_max_size=64 << 20, log_level="warning")
         server = _Server(config)
@@ -162,7 +166,8 @@ def _get(url: str, timeout: float = 2.0):
 
 def serve_args(s: Settings) -> list:
     args = ["--data", str(s.data), "--host", s.host, "--port", str(s.port), "--threads", str(s.threads),
-            "--max-body-mb", str(s.max_body_mb), "--max-connections", str(s.max_connections)]
+            "--max-body-mb", str(s.max_body_mb), "--max-connections", str(s.max_connections),
+            "--header-timeout", str(s.header_timeout), "--body-timeout", str(s.body_timeout)]
     for flag, v in (("--api-key-file", s.api_key_file), ("--workers", s.workers), ("--dim", s.dim),
                     ("--durability", s.durability), ("--log-segment-mb", s.log_segment_mb)):
         if v is not None:

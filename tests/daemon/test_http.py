@@ -293,3 +293,29 @@ def test_websocket_overload_answers_flow_control(start_daemon):
     assert set(statuses.values()) == {"committed", "rejected"}
     with engram.Client(d.url) as c:
         assert len(c.space("burst")) == n - rejected                 # refused ones were not stored
+
+
+def test_idle_and_slow_connections_do_not_stop_other_clients(start_daemon):
+    """2,000 connections that send nothing and 100 that send half a header: a normal client
+    is still served, and the server cuts the slow ones at the header deadline."""
+    import socket
+    import time
+    d = start_daemon("--header-timeout", "2")
+    host, port = d.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port))) for _ in range(2000)]
+    slow = []
+    for _ in range(100):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"GET /api/v1/spaces HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        slow.append(s)
+    try:
+        with engram.Client(d.url, timeout=10) as c:
+            assert c.space("default").remember(np.ones((1, DIM))).tolist() == [0]
+            assert len(c.space("default")) == 1
+        time.sleep(3)                                   # past the 2 s header deadline
+        for s in slow[:10] + idle[:10]:
+            s.settimeout(5)
+            assert s.recv(1) == b"", "a connection that sent no complete header was left open"
+    finally:
+        for s in idle + slow:
+            s.close()

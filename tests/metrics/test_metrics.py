@@ -193,3 +193,34 @@ def test_cognitive_events_carry_a_type_label_and_pool_figures_are_exported():
     assert sample(f, "engram_worker_requests", "engram_worker_requests_total") == 5
     assert sample(f, "engram_workers_ready", "engram_workers_ready") == 1
     assert sample(f, "engram_worker_queue_waiting", "engram_worker_queue_waiting") == 0
+
+
+def test_the_metrics_server_stays_bounded_under_half_open_connections():
+    """2,000 connections that never send a request once made 2,002 threads; now the server
+    has a fixed pool, closes what it cannot queue, and scrapes again once they are gone."""
+    import socket
+    import threading
+    import time
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        eng.space("half-open").remember(np.ones((2, DIM)))
+        srv = engram.serve_metrics(eng)
+        try:
+            before = threading.active_count()
+            host, port = "127.0.0.1", srv.port
+            conns = [socket.create_connection((host, port)) for _ in range(2000)]
+            time.sleep(0.5)
+            assert threading.active_count() <= before + 4, threading.active_count() - before
+            assert srv.dropped > 1000
+            for s in conns:
+                s.close()
+            deadline = time.monotonic() + 30
+            while True:                # the pool's slots free within the handlers' 5 s timeout
+                try:
+                    f = scrape(srv.url)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+            assert sample(f, "engram_memories", "engram_memories", space="half-open") == 2
+        finally:
+            srv.close()

@@ -3,8 +3,12 @@ engine's metrics segments (read-only) and sums the per-process slots at scrape
 time, and a small HTTP server for it (the daemon reuses the collector)."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import choose_encoder
 
 from engram.layout import schema
 from engram.observe.attach.tools import board, pool_stats
@@ -98,11 +102,70 @@ class EngramCollector:
                                     value=rate if isinstance(rate, float) else float("nan"))
 
 
+class _Scrape(BaseHTTPRequestHandler):
+    timeout = 5.0                    # a client that sends nothing gives its slot back after this
+
+    def do_GET(self):
+        if self.path.split("?")[0] not in ("/", "/metrics"):
+            self.send_error(404, "only /metrics is served here")
+            return
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        body = encoder(self.server.registry)
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class _BoundedServer(HTTPServer):
+    """At most ``workers`` threads, and ``queue`` connections waiting for one; a connection
+    beyond that is closed at once (prometheus_client's server starts a thread for each:
+    2,000 half-open connections made 2,002 threads)."""
+    request_queue_size = 128        # the listen backlog: 5 made each connection in a burst wait seconds
+
+    def __init__(self, addr, registry, workers: int = 4, queue: int = 64):
+        super().__init__(addr, _Scrape)
+        self.registry, self.dropped = registry, 0
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="engram-metrics")
+        self._slots = threading.BoundedSemaphore(workers + queue)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.dropped += 1
+            self.shutdown_request(request)
+            return
+        self._pool.submit(self._handle, request, client_address)
+
+    def _handle(self, request, client_address):
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self._slots.release()
+
+    def server_close(self):
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class MetricsServer:
-    def __init__(self, server, thread):
-        self._server, self._thread = server, thread
+    def __init__(self, server: _BoundedServer):
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="engram-metrics-accept", daemon=True)
+        self._thread.start()
         self.port = server.server_port
         self.url = f"http://{server.server_address[0]}:{self.port}/metrics"
+
+    @property
+    def dropped(self) -> int:
+        """Connections closed unserved because every slot was taken."""
+        return self._server.dropped
 
     def close(self) -> None:
         self._server.shutdown()
@@ -114,5 +177,4 @@ def serve(engine, port: int = 0, addr: str = "127.0.0.1") -> MetricsServer:
     name = engine.name if hasattr(engine, "name") else engine
     reg = CollectorRegistry(auto_describe=False)
     reg.register(EngramCollector(name))
-    server, thread = start_http_server(port, addr=addr, registry=reg)
-    return MetricsServer(server, thread)
+    return MetricsServer(_BoundedServer((addr, port), reg))
