@@ -3,13 +3,15 @@ its idempotency cache, which space a request names), JSON responses, and the map
 from engram.errors to HTTP statuses and Engram's error codes."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-import anyio
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from engram import errors, validate
 from engram.daemon import models as m
@@ -27,6 +29,26 @@ STATUS = [
     (errors.EngramError, 500, "MEMORY_SYSTEM_ERROR"),
 ]
 ERRORS = {s: {"model": m.ErrorResponse} for s in (400, 401, 404, 413, 429, 503)}
+
+
+class OrjsonRequest(Request):
+    """Request bodies parsed by orjson (a 384-float body: ~10 us instead of json's ~90)."""
+
+    async def json(self):
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class Route(APIRoute):
+    """The API's routes: FastAPI's, with OrjsonRequest."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def orjson_handler(request: Request):
+            return await handler(OrjsonRequest(request.scope, request.receive))
+        return orjson_handler
 
 
 def json_response(data, status: int = 200, headers: dict | None = None) -> Response:
@@ -60,16 +82,26 @@ class Service:
 
     def __init__(self, engine, threads: int = 8):
         self.engine = engine
-        self.limiter = anyio.CapacityLimiter(threads)
+        self.threads = threads
+        # a plain executor: anyio's to_thread costs ~0.1 ms more a call (limiter, worker
+        # bookkeeping), a tenth of what recall itself takes at 10K memories
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="engram-http")
+        self.inflight = 0
         self.idempotency = IdempotencyCache()
         self.started = time.time()
 
     async def run(self, fn, *args):
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        self.inflight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        finally:
+            self.inflight -= 1
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
     def stats(self) -> dict:
-        lim = self.limiter
-        return {"threads": lim.total_tokens, "busy": lim.borrowed_tokens, "waiting": lim.statistics().tasks_waiting,
+        return {"threads": self.threads, "inflight": self.inflight,
                 "idempotent_replays": self.idempotency.replayed, "uptime_s": time.time() - self.started}
 
     def space_name(self, request: Request, body_space: str | None = None) -> str:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 
 from engram import errors, validate
 from engram.daemon import models as m
-from engram.daemon.common import ERRORS, Service, category, json_response, rfc3339
+from engram.daemon.common import ERRORS, Route, Service, category, json_response, rfc3339
 
 BATCH_TYPE = "application/vnd.engram.batch"
 HEADER_LEN = struct.Struct("<I")
@@ -69,7 +69,7 @@ def parse_batch(raw: bytes, dim: int):
 
 
 def routes(service: Service) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=Route)
     eng = service.engine
 
     # ---- memories --------------------------------------------------------------------
@@ -136,7 +136,7 @@ def routes(service: Service) -> APIRouter:
         return await service.idempotency.once(request, produce)
 
     @router.get("/api/v1/memories", response_model=m.MemoryList, responses=ERRORS, summary="List memories by id")
-    async def list_memories(request: Request, offset: Annotated[int, Query(ge=0)] = 0,
+    async def list_memories(request: Request, offset: Annotated[int, Query(ge=0, le=m.MAX_ID)] = 0,
                             limit: Annotated[int, Query(ge=1, le=1000)] = 100, include_embeddings: bool = False,
                             space: m.SpaceParam = None):
         name = service.space_name(request)

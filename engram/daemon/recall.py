@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 
 from engram import errors
 from engram.daemon import models as m
-from engram.daemon.common import ERRORS, Service, category, json_response
+from engram.daemon.common import ERRORS, Route, Service, category, json_response
 
 
 def recall_items(res, threshold) -> list:
@@ -61,7 +61,7 @@ def _vector_param(text: str) -> list:
 
 
 def routes(service: Service) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=Route)
 
     # ---- recall ----------------------------------------------------------------------
     async def do_recall(request: Request, body: m.RecallRequest):

@@ -89,6 +89,7 @@ def serve(s: Settings) -> int:
     eng = Engine(path=s.data, dim=s.dim, workers=s.workers, durability=s.durability,
                  log_segment_mb=s.log_segment_mb, lanes=s.lanes)
     state = Path(s.data) / STATE
+    service = None
     try:
         service = Service(eng, threads=s.threads)
         app = Guard(create_app(service), keys, int(s.max_body_mb * (1 << 20)), OPEN_PATHS if s.open_metrics
@@ -117,6 +118,8 @@ def serve(s: Settings) -> int:
         return 0 if server.started else 1
     finally:
         state.unlink(missing_ok=True)
+        if service is not None:
+            service.close()
         eng.close()
         log.warning("engram daemon stopped")
 

@@ -25,13 +25,13 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from engram import errors, validate
-from engram.daemon.common import Service, rfc3339
+from engram.daemon.common import Route, Service, rfc3339
 
 MAX_PENDING = 10_000      # observations put and not yet acknowledged, per session
 
 
 def routes(service: Service) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=Route)
     eng = service.engine
 
     @router.websocket("/v1/stream")

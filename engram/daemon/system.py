@@ -10,12 +10,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from engram import validate
 from engram.daemon import models as m
-from engram.daemon.common import ERRORS, Service, json_response, rfc3339
+from engram.daemon.common import ERRORS, Route, Service, json_response, rfc3339
 from engram.observe.attach.prometheus import EngramCollector
 
 
 def routes(service: Service) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=Route)
     eng = service.engine
 
     # ---- spaces ----------------------------------------------------------------------
