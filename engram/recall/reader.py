@@ -23,14 +23,14 @@ from engram.store.tables import FORGOTTEN, TIER_LABEL, TIER_TABLE, SpaceStore
 #: while a budget runs, the scan checks the clock after each chunk of about this many bytes
 #: (~0.2 ms at the ~10 GB/s one core scans; a chunk of 65,536 rows was 100 MB at 384-d f32)
 SCAN_CHUNK_BYTES = 2 << 20
+FLAGS_AT = NODE_HOT_DTYPE.fields["flags"][1]      # where spreading's driver reads a memory's flags
+TIER_WARM = schema.CONSTANTS["TIER_WARM"]
+TIER_HOT = schema.CONSTANTS["TIER_HOT"]
 
 
 def scan_chunk(rows: np.ndarray) -> int:
     """Rows per chunk of a budgeted scan of ``rows``."""
     return max(SCAN_CHUNK_BYTES // max(rows.strides[0], 1), 1)
-FLAGS_AT = NODE_HOT_DTYPE.fields["flags"][1]      # where spreading's driver reads a memory's flags
-TIER_WARM = schema.CONSTANTS["TIER_WARM"]
-TIER_HOT = schema.CONSTANTS["TIER_HOT"]
 
 
 @dataclass(frozen=True)
