@@ -294,9 +294,7 @@ class Space(SpaceView):
         self._durable(lsn)
         return out
 
-    def configure_recall(self, **changes) -> RecallConfig:
-        """Change recall's tunables by name (engram.config.RecallConfig); returns the new
-        settings. With no arguments, returns the settings in force."""
+    def configure_recall(self, **changes) -> RecallConfig:   # (SpaceView's, logged)
         if not changes:
             return self._ctx.config
         return self._configured(lambda: super(Space, self).configure_recall(**changes))
@@ -340,8 +338,7 @@ class Space(SpaceView):
     def link(self, src, dst, weights=1.0) -> int:
         """Associate src -> dst with weight in (0, 1]; scalars broadcast. Returns links added."""
         with self._lock:
-            s = self._live_ids(src)
-            d = self._live_ids(dst)
+            s, d = self._live_ids(src), self._live_ids(dst)
             if s.shape[0] != d.shape[0] and 1 not in (s.shape[0], d.shape[0]):
                 raise InvalidInputError(f"src has {s.shape[0]} ids and dst {d.shape[0]}: "
                                         "pass equal lengths or one id")
@@ -389,29 +386,34 @@ class Space(SpaceView):
             return self._reader.graph.compact()
 
     def _after_recall(self, ranked) -> None:
-        # The scan itself runs without the lock (the kernels release the GIL,
-        # so concurrent recalls overlap); only the access update is serialised.
-        ids = ranked.ids
+        # The access update needs the lock, but a recall does not wait for a writer that
+        # holds it (an ingest batch): it runs now if the lock is free, else when the writer
+        # lets go, before anyone else takes the lock (SpaceLock.defer).
+        ids, cfg, now = ranked.ids.copy(), self._ctx.config, self.clock()
         if not ids.shape[0]:
             return
-        cfg = self._ctx.config
-        with self._lock:
-            now = self.clock()
-            self._store.touch(ids, now)
-            hot = self._store.hot()
-            if cfg.fan != "none" and not ranked.fallback and ranked.info and ranked.info.get("hops"):
-                # fan interference: each directly matched memory whose several associations
-                # divided its activation among them (ACT-R's fan effect, engram/cognition/fan.py)
-                fanned = int(np.count_nonzero(hot["edge_count"][ids[ranked.hops == 0]] > 1))
-                if fanned:
-                    self._rec.interference_total["fan"].inc(fanned)
-            changed = ids
-            if cfg.priming and ranked.primed is not None:
-                counts = self._primer.record(hot, ids, ranked.primed, now, cfg)
-                changed = np.concatenate([ids, ranked.primed[0].astype(np.int64), self._primer.pruned])
-                for code, (kind, n) in enumerate(counts.items()):
-                    if n:
-                        self._rec.priming_total[kind].inc(n)
-                        self._events.priming(int(ids[0]), code, n)
-            if self._changes.log is not None and self._changes.log.failed is None:
-                self._changes.state(changed)    # logged, not waited for: no caller asked for it
+        if cfg.fan != "none" and not ranked.fallback and ranked.info and ranked.info.get("hops"):
+            # fan interference: each directly matched memory whose several associations
+            # divided its activation among them (ACT-R's fan effect, engram/cognition/fan.py)
+            fanned = int(np.count_nonzero(self._store.hot()["edge_count"][ids[ranked.hops == 0]] > 1))
+            if fanned:
+                self._rec.interference_total["fan"].inc(fanned)
+        primed = tuple(a.copy() for a in ranked.primed) if cfg.priming and ranked.primed is not None else None
+        self._lock.defer(lambda: self._accessed(ids, primed, now, cfg))
+
+    def _accessed(self, ids: np.ndarray, primed, now: int, cfg) -> None:
+        """A recall's access update (lock held): last access and count, priming's residuals
+        and co-recall links; logged, not waited for. Nothing once the space is closed."""
+        if not self._store.segs:
+            return
+        self._store.touch(ids, now)
+        changed = ids
+        if primed is not None:
+            counts = self._primer.record(self._store.hot(), ids, primed, now, cfg)
+            changed = np.concatenate([ids, primed[0].astype(np.int64), self._primer.pruned])
+            for code, (kind, n) in enumerate(counts.items()):
+                if n:
+                    self._rec.priming_total[kind].inc(n)
+                    self._events.priming(int(ids[0]), code, n)
+        if self._changes.log is not None and self._changes.log.failed is None:
+            self._changes.state(changed)

@@ -7,6 +7,8 @@ call those directly.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from engram.errors import InvalidInputError, NonFiniteError, shown
@@ -249,6 +251,22 @@ class KernelTable:
     def _topk(self, metric, q, rows, k, mask, norms=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _topk_until(self, metric, q, rows, k, mask, norms, deadline_ns: int, chunk: int):
+        """(idx, scores, rows scanned): the top k of ``rows`` scanned in chunks of ``chunk``
+        rows up to the first chunk boundary at or past ``deadline_ns`` (perf_counter_ns; the
+        first chunk always runs), best first, equal scores by lower row. The native tables
+        run this loop in one call without the GIL (TopKKernel.until)."""
+        n = rows.shape[0]
+        idx, score, a = np.zeros(0, np.int64), np.zeros(0, np.float32), 0
+        while a < n and not (a and time.perf_counter_ns() >= deadline_ns):
+            b = min(a + chunk, n)
+            ci, cs = self._topk(metric, q, rows[a:b], k, None if mask is None else mask[a:b],
+                                None if norms is None else norms[a:b])
+            idx, score = np.concatenate([idx, ci + a]), np.concatenate([score, cs])
+            order = np.lexsort((idx, -score))[:k]
+            idx, score, a = idx[order], score[order], b
+        return idx, score, a
+
     def __repr__(self):
         return f"<engram kernels {self.name} isa={self.isa}>"
 
@@ -286,6 +304,16 @@ class NativeTable(KernelTable):
         got = checked(self._fns[metric, rows.dtype](q, rows, mask, idx, score, norms),
                       f"{self.name}/{self.isa} {metric}_topk")
         return idx[:got], score[:got]
+
+    def _topk_until(self, metric, q, rows, k, mask, norms, deadline_ns: int, chunk: int):
+        k = min(k, rows.shape[0])
+        if k == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), rows.shape[0]
+        idx = np.empty(k, np.int64)
+        score = np.empty(k, np.float32)
+        got, scanned = self._fns[metric, rows.dtype].until(q, rows, mask, idx, score, norms, deadline_ns, chunk)
+        checked(got, f"{self.name}/{self.isa} {metric}_topk")
+        return idx[:got], score[:got], scanned
 
     def _spread_all(self, sc, g, seeds, seed_act, p):
         got = self._seed(sc, g, seeds, seed_act, p, p.max_depth)

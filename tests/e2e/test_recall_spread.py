@@ -235,17 +235,21 @@ def test_readers_recall_with_spreading_too(world):
 def test_the_hot_tier_stops_at_its_budget_share_and_the_answer_says_so():
     """More rows than one scan chunk: with a budget already spent, the hot tier stops
     after its first chunk, recall answers from what was scanned, flagged partial."""
-    from engram.recall.reader import SCAN_CHUNK
+    from engram.recall.reader import scan_chunk
+    from engram.store.tables import TIER_NAMES
     rng = np.random.default_rng(2)
-    n = SCAN_CHUNK + 5000
     with engram.Engine(dim=8, workers=0) as eng:
         mem = eng.space()
+        mem.remember(rng.standard_normal((1, 8)).astype(np.float32))
+        chunk = scan_chunk(mem._store.tier_rows(TIER_NAMES["hot"])[0])
+        n = chunk + 5000
         v = rng.standard_normal((n, 8)).astype(np.float32)
-        mem.remember(v)
+        v[0] = mem.get(0).vectors[0]
+        mem.remember(v[1:])
         q = v[n - 1]                                   # its best match is in the second chunk
         full = mem.recall(q, k=3, budget_ms=None)
         assert full.ids[0] == n - 1 and not full.partial
         cut = mem.recall(q, k=3, budget_ms=1e-6)
         assert cut.partial and cut.fallback
-        assert (cut.ids < SCAN_CHUNK).all()           # only the first chunk was scanned
+        assert (cut.ids < chunk).all()                # only the first chunk was scanned
         assert list(cut.origin) == ["seed"] * 3

@@ -5,9 +5,17 @@ kernel's address once (from the ctypes-loaded library) and then calls it
 with the arrays' raw pointers, releasing the GIL so concurrent callers scan
 in parallel. It checks what memory safety needs (shapes, itemsizes, inner
 contiguity); the Python layer above has already validated values.
+
+``TopKKernel.until`` scans a table in chunks against a deadline in one call
+without the GIL: a recall's budgeted scan checks the clock between chunks
+without taking the GIL back each time (under contention every retake can cost
+a switch interval, 5 ms).
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from engram.kernels._cy.abi cimport eg_topk_fn as topk_fn, eg_topk_mn_fn as topk_mn_fn
 
@@ -59,6 +67,33 @@ cdef const uint8_t *_mask_ptr(object mask, uint64_t n) except? NULL:
     return <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>mask)
 
 
+cdef inline int64_t _now_ns() noexcept nogil:
+    """CLOCK_MONOTONIC in ns: time.perf_counter_ns's clock on Linux."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef uint64_t _merge(int64_t *idx, float *score, uint64_t got, const int64_t *c_idx, const float *c_score,
+                     uint64_t c_got, int64_t offset, uint64_t k, int64_t *m_idx, float *m_score) noexcept nogil:
+    """Merge a chunk's results (rows from ``offset`` on, after every row already in idx)
+    into the best-first (idx, score); equal scores keep the lower row. Returns the count."""
+    cdef uint64_t i = 0, j = 0, t = 0
+    while t < k and (i < got or j < c_got):
+        if j >= c_got or (i < got and not (c_score[j] > score[i])):
+            m_idx[t] = idx[i]
+            m_score[t] = score[i]
+            i += 1
+        else:
+            m_idx[t] = c_idx[j] + offset
+            m_score[t] = c_score[j]
+            j += 1
+        t += 1
+    memcpy(idx, m_idx, t * sizeof(int64_t))
+    memcpy(score, m_score, t * sizeof(float))
+    return t
+
+
 cdef class TopKKernel:
     """A top-k kernel bound by address.
 
@@ -76,21 +111,26 @@ cdef class TopKKernel:
         self.address = address
         self.row_itemsize = row_itemsize
 
+    cdef int _check(self, cnp.ndarray q, cnp.ndarray rows, cnp.ndarray out_idx, cnp.ndarray out_score,
+                    uint64_t *n, uint64_t *dim, uint64_t *stride, uint64_t *k) except -1:
+        _check_rows(rows, self.row_itemsize, n, dim, stride)
+        if not (cnp.PyArray_ISCARRAY_RO(q) and cnp.PyArray_TYPE(q) == cnp.NPY_FLOAT32
+                and <uint64_t>cnp.PyArray_SIZE(q) == dim[0]):
+            raise ValueError("q must be a contiguous f32 vector of length dim")
+        k[0] = <uint64_t>cnp.PyArray_SIZE(out_idx)
+        if not (cnp.PyArray_ISCARRAY(out_idx) and cnp.PyArray_ISCARRAY(out_score)
+                and cnp.PyArray_TYPE(out_idx) == cnp.NPY_INT64 and cnp.PyArray_TYPE(out_score) == cnp.NPY_FLOAT32
+                and <uint64_t>cnp.PyArray_SIZE(out_score) == k[0]):
+            raise ValueError("out_idx (int64) and out_score (f32) must be writable, contiguous, same length")
+        return 0
+
     def __call__(self, cnp.ndarray q not None, cnp.ndarray rows not None, object mask,
                  cnp.ndarray out_idx not None, cnp.ndarray out_score not None, object norms=None):
         cdef uint64_t n, dim, stride, k
         cdef const uint8_t *mp = NULL
         cdef const float *np_ = NULL
         cdef int64_t got
-        _check_rows(rows, self.row_itemsize, &n, &dim, &stride)
-        if not (cnp.PyArray_ISCARRAY_RO(q) and cnp.PyArray_TYPE(q) == cnp.NPY_FLOAT32
-                and <uint64_t>cnp.PyArray_SIZE(q) == dim):
-            raise ValueError("q must be a contiguous f32 vector of length dim")
-        k = <uint64_t>cnp.PyArray_SIZE(out_idx)
-        if not (cnp.PyArray_ISCARRAY(out_idx) and cnp.PyArray_ISCARRAY(out_score)
-                and cnp.PyArray_TYPE(out_idx) == cnp.NPY_INT64 and cnp.PyArray_TYPE(out_score) == cnp.NPY_FLOAT32
-                and <uint64_t>cnp.PyArray_SIZE(out_score) == k):
-            raise ValueError("out_idx (int64) and out_score (f32) must be writable, contiguous, same length")
+        self._check(q, rows, out_idx, out_score, &n, &dim, &stride, &k)
         mp = _mask_ptr(mask, n)
         np_ = _norms_ptr(norms, n)
         if k == 0 or n == 0:
@@ -99,6 +139,56 @@ cdef class TopKKernel:
             got = self.fn(<const float *>cnp.PyArray_DATA(q), cnp.PyArray_DATA(rows), n, dim, stride,
                           mp, np_, k, <int64_t *>cnp.PyArray_DATA(out_idx), <float *>cnp.PyArray_DATA(out_score))
         return got
+
+    def until(self, cnp.ndarray q not None, cnp.ndarray rows not None, object mask,
+              cnp.ndarray out_idx not None, cnp.ndarray out_score not None, object norms,
+              int64_t deadline_ns, uint64_t chunk):
+        """As __call__, over ``rows`` in chunks of ``chunk`` rows, stopping at the first
+        chunk boundary at or past ``deadline_ns`` (CLOCK_MONOTONIC ns); the first chunk
+        always runs. One call without the GIL; the chunks' results are merged best first,
+        equal scores by lower row. Returns (got, rows scanned); got < 0: a kernel's error."""
+        cdef uint64_t n, dim, stride, k, a = 0, m, kk, got = 0
+        cdef const uint8_t *mp = NULL
+        cdef const float *np_ = NULL
+        cdef int64_t c_got = 0
+        cdef const char *base
+        cdef const float *qp
+        cdef int64_t *idx
+        cdef float *score
+        self._check(q, rows, out_idx, out_score, &n, &dim, &stride, &k)
+        mp = _mask_ptr(mask, n)
+        np_ = _norms_ptr(norms, n)
+        if chunk == 0:
+            raise ValueError("chunk must be at least 1 row")
+        if k == 0 or n == 0:
+            return 0, n
+        cdef char *tmp = <char *>malloc(2 * k * (sizeof(int64_t) + sizeof(float)))
+        if tmp == NULL:
+            raise MemoryError()
+        cdef int64_t *c_idx = <int64_t *>tmp
+        cdef int64_t *m_idx = c_idx + k
+        cdef float *c_score = <float *>(m_idx + k)
+        cdef float *m_score = c_score + k
+        base = <const char *>cnp.PyArray_DATA(rows)
+        qp = <const float *>cnp.PyArray_DATA(q)
+        idx = <int64_t *>cnp.PyArray_DATA(out_idx)
+        score = <float *>cnp.PyArray_DATA(out_score)
+        with nogil:
+            while a < n:
+                if a and _now_ns() >= deadline_ns:
+                    break
+                m = chunk if chunk < n - a else n - a
+                kk = k if k < m else m
+                c_got = self.fn(qp, base + a * stride, m, dim, stride, mp + a if mp != NULL else NULL,
+                                np_ + a if np_ != NULL else NULL, kk, c_idx, c_score)
+                if c_got < 0:
+                    break
+                got = _merge(idx, score, got, c_idx, c_score, <uint64_t>c_got, <int64_t>a, k, m_idx, m_score)
+                a += m
+        free(tmp)
+        if c_got < 0:
+            return c_got, a
+        return <int64_t>got, a
 
 
 cdef class TopKManyKernel:
