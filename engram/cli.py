@@ -262,6 +262,11 @@ def _daemon_options(p) -> None:
                    help="seconds a request's headers may take to arrive (default 10)")
     p.add_argument("--body-timeout", type=float, default=60.0,
                    help="seconds a request's body may take after its headers (default 60)")
+    p.add_argument("--trace-dir", default=None,
+                   help="trace the engine: the collector writes trace.jsonl and trace.perfetto.json here "
+                        "(default DATA/traces with --otlp or --loki)")
+    p.add_argument("--otlp", default=None, metavar="URL", help="also export OTLP/HTTP spans to this base URL")
+    p.add_argument("--loki", default=None, metavar="URL", help="also push trace events to Loki at this base URL")
     p.add_argument("--lane", action="append", default=[], metavar="LANE=N",
                    help="an ingest lane's capacity in observations, e.g. normal=10000 (repeatable)")
     p.add_argument("--protect-metrics", dest="open_metrics", action="store_false",
@@ -276,7 +281,8 @@ def _settings(args):
                     workers=args.workers, threads=args.threads, dim=args.dim, durability=args.durability,
                     max_body_mb=args.max_body_mb, max_connections=args.max_connections,
                     open_metrics=args.open_metrics, log_segment_mb=args.log_segment_mb, lanes=_lanes(args.lane),
-                    header_timeout=args.header_timeout, body_timeout=args.body_timeout)
+                    header_timeout=args.header_timeout, body_timeout=args.body_timeout, trace_dir=args.trace_dir,
+                    otlp_url=args.otlp, loki_url=args.loki)
 
 
 def _lanes(given: list) -> dict | None:

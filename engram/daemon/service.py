@@ -31,6 +31,7 @@ from engram.daemon.guard import OPEN_PATHS, Guard, load_keys
 from engram.daemon.protocol import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, guarded
 from engram.engine import Engine
 from engram.errors import InvalidInputError
+from engram.observe.tracing import TraceConfig
 
 log = logging.getLogger("engram.daemon")
 STATE = "daemon.json"
@@ -54,6 +55,9 @@ class Settings:
     log_segment_mb: float | None = None
     lanes: dict | None = None                 # ingest lane capacities (Engine(lanes=...))
     header_timeout: float = HEADER_TIMEOUT_S
+    trace_dir: str | None = None              # the collector writes trace files here (tracing on)
+    otlp_url: str | None = None               # ... and exports OTLP/HTTP spans
+    loki_url: str | None = None               # ... and pushes to Loki
     body_timeout: float = BODY_TIMEOUT_S
 
     def url(self, port: int | None = None) -> str:
@@ -86,8 +90,12 @@ def serve(s: Settings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    trace = None
+    if s.trace_dir or s.otlp_url or s.loki_url:
+        trace = TraceConfig(collect_to=str(s.trace_dir or Path(s.data) / "traces"), otlp_url=s.otlp_url,
+                            loki_url=s.loki_url)
     eng = Engine(path=s.data, dim=s.dim, workers=s.workers, durability=s.durability,
-                 log_segment_mb=s.log_segment_mb, lanes=s.lanes)
+                 log_segment_mb=s.log_segment_mb, lanes=s.lanes, trace=trace)
     state = Path(s.data) / STATE
     service = None
     try:
@@ -172,7 +180,8 @@ def serve_args(s: Settings) -> list:
             "--max-body-mb", str(s.max_body_mb), "--max-connections", str(s.max_connections),
             "--header-timeout", str(s.header_timeout), "--body-timeout", str(s.body_timeout)]
     for flag, v in (("--api-key-file", s.api_key_file), ("--workers", s.workers), ("--dim", s.dim),
-                    ("--durability", s.durability), ("--log-segment-mb", s.log_segment_mb)):
+                    ("--durability", s.durability), ("--log-segment-mb", s.log_segment_mb),
+                    ("--trace-dir", s.trace_dir), ("--otlp", s.otlp_url), ("--loki", s.loki_url)):
         if v is not None:
             args += [flag, str(v)]
     if not s.open_metrics:

@@ -319,3 +319,30 @@ def test_idle_and_slow_connections_do_not_stop_other_clients(start_daemon):
     finally:
         for s in idle + slow:
             s.close()
+
+
+def test_traces_leave_the_daemon_by_otlp_to_a_real_decoder(start_daemon, tmp_path):
+    """The daemon's collector exports OTLP/HTTP; a receiver decodes it with the official
+    opentelemetry-proto messages and finds one recall span per recall made over HTTP."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tests.tracing.test_exporters import Receiver
+    rx = Receiver()
+    try:
+        d = start_daemon("--trace-dir", tmp_path / "traces", "--otlp", rx.url)
+        with engram.Client(d.url) as c:
+            mem = c.space("traced")
+            mem.remember(np.eye(DIM))
+            for i in range(7):
+                mem.recall(np.eye(DIM)[i], k=3)
+        assert d.stop() == 0                       # the collector drains before the daemon exits
+        names = []
+        for path, headers, body in rx.got:
+            assert path == "/v1/traces"
+            req = ExportTraceServiceRequest()
+            req.ParseFromString(body)
+            names += [s.name for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert names.count("recall") == 7
+        assert (tmp_path / "traces" / "trace.jsonl").stat().st_size > 0
+    finally:
+        rx.close()
