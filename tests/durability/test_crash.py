@@ -22,6 +22,16 @@ from .crashfs import RecordingFiles, crash_states
 DIM = 8
 BATCH = 4
 
+# After each acknowledged remember: link the batch's first memory to its second, forget its
+# third, and log each acknowledgement (shared by the thread and the process producers).
+LINK_AND_FORGET = textwrap.dedent("""
+    w = round(float(rng.uniform(0.1, 1.0)), 3)
+    mem.link(int(ids[0]), int(ids[1]), w)
+    os.write(fd, f"L {ids[0]} {ids[1]} {w}\\n".encode())
+    mem.forget(int(ids[2]))
+    os.write(fd, f"F {ids[2]}\\n".encode())""").strip("\n")
+STEPS = {f"link_and_forget_{n}": LINK_AND_FORGET.replace("\n", "\n" + " " * n) for n in (8, 12)}
+
 # The owner: two producer threads remember batches (content names thread, batch, item), link
 # the batch's first memory to its second and forget its third; each acknowledged call is
 # written to the ack file with os.write (in the kernel at once: it survives kill -9).
@@ -65,16 +75,12 @@ PRODUCER = textwrap.dedent("""
             ids = mem.remember(rng.standard_normal((%(batch)d, %(dim)d)),
                                content=[f"{t}-{b}-{j}" for j in range(%(batch)d)])
             os.write(fd, f"R {t}-{b} {' '.join(map(str, ids))}\\n".encode())
-            w = round(float(rng.uniform(0.1, 1.0)), 3)
-            mem.link(int(ids[0]), int(ids[1]), w)
-            os.write(fd, f"L {ids[0]} {ids[1]} {w}\\n".encode())
-            mem.forget(int(ids[2]))
-            os.write(fd, f"F {ids[2]}\\n".encode())
+            %(link_and_forget_8)s
     for t in range(2):
         threading.Thread(target=produce, args=(f"{run}x{t}",), daemon=True).start()
     print("ready", flush=True)
     threading.Event().wait()
-""") % {"dim": DIM, "batch": BATCH}
+""") % {"dim": DIM, "batch": BATCH, **STEPS}
 
 
 # The same work from two other processes through engram.connect: the owner only opens the
@@ -109,14 +115,10 @@ CONNECTED = textwrap.dedent("""
             for k, seqs in enumerate(puts):
                 ids = st.wait(seqs[-1])
                 os.write(fd, f"R {run}-{b + k} {' '.join(map(str, ids))}\\n".encode())
-                w = round(float(rng.uniform(0.1, 1.0)), 3)
-                mem.link(int(ids[0]), int(ids[1]), w)
-                os.write(fd, f"L {ids[0]} {ids[1]} {w}\\n".encode())
-                mem.forget(int(ids[2]))
-                os.write(fd, f"F {ids[2]}\\n".encode())
+                %(link_and_forget_12)s
     except engram.errors.EngramError as e:      # the owner is gone
         print("ended:", type(e).__name__, flush=True)
-""") % {"dim": DIM, "batch": BATCH}
+""") % {"dim": DIM, "batch": BATCH, **STEPS}
 
 
 def run_and_kill_processes(path, acks, policy="group", early=False, seed=0) -> None:
