@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,28 +81,38 @@ def category(c: float) -> str:
 class Service:
     """The engine behind the API, its thread pool and its idempotency cache."""
 
-    def __init__(self, engine, threads: int = 8):
+    def __init__(self, engine, threads: int = 8, read_threads: int | None = None):
         self.engine = engine
         self.threads = threads
-        # a plain executor: anyio's to_thread costs ~0.1 ms more a call (limiter, worker
-        # bookkeeping), a tenth of what recall itself takes at 10K memories
+        # Plain executors (anyio's to_thread costs ~0.1 ms more a call). Writes mostly wait
+        # for an fsync, so they get more threads than cores; reads (recall, scans) are CPU
+        # work, so they get about a thread a core: more would only queue for the cores and
+        # run each recall on a thread gone cold.
+        self.read_threads = read_threads or max(2, min(threads, os.cpu_count() or 2))
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="engram-http")
+        self.reads = ThreadPoolExecutor(self.read_threads, thread_name_prefix="engram-http-read")
         self.inflight = 0
         self.idempotency = IdempotencyCache()
         self.started = time.time()
 
-    async def run(self, fn, *args):
+    async def run(self, fn, *args, pool=None):
+        """``fn(*args)`` in the write pool (or ``pool``), never on the event loop."""
         self.inflight += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(pool or self.pool, fn, *args)
         finally:
             self.inflight -= 1
 
+    async def read(self, fn, *args):
+        """``fn(*args)`` in the read pool: recall, spreading, scans, gets."""
+        return await self.run(fn, *args, pool=self.reads)
+
     def close(self) -> None:
+        self.reads.shutdown(wait=True)
         self.pool.shutdown(wait=True)
 
     def stats(self) -> dict:
-        return {"threads": self.threads, "inflight": self.inflight,
+        return {"threads": self.threads, "read_threads": self.read_threads, "inflight": self.inflight,
                 "idempotent_replays": self.idempotency.replayed, "uptime_s": time.time() - self.started}
 
     def space_name(self, request: Request, body_space: str | None = None) -> str:

@@ -145,7 +145,7 @@ def routes(service: Service) -> APIRouter:
             mem = service.readable(name)
             ids = mem.live_ids(offset, limit)
             return memory_items(mem, ids, include_embeddings, False) if ids.shape[0] else []
-        items = await service.run(work)
+        items = await service.read(work)
         return json_response({"memories": items, "count": len(items),
                               "pagination": {"offset": offset, "limit": limit, "returned": len(items)}})
 
@@ -154,7 +154,7 @@ def routes(service: Service) -> APIRouter:
     async def get_memory(request: Request, memory_id: m.MemoryIdPath, include_embeddings: bool = False,
                          space: m.SpaceParam = None):
         name = service.space_name(request)
-        items = await service.run(lambda: memory_items(service.readable(name), np.array([memory_id]),
+        items = await service.read(lambda: memory_items(service.readable(name), np.array([memory_id]),
                                                        include_embeddings, True))
         return json_response(items[0])
 
@@ -162,7 +162,7 @@ def routes(service: Service) -> APIRouter:
               summary="Several memories by id, in the order asked")
     async def get_many(request: Request, body: m.GetRequest):
         name = service.space_name(request, body.memory_space_id)
-        items = await service.run(lambda: memory_items(service.readable(name), np.array(body.memory_ids),
+        items = await service.read(lambda: memory_items(service.readable(name), np.array(body.memory_ids),
                                                        body.include_embeddings, False))
         return json_response({"memories": items, "count": len(items),
                               "pagination": {"offset": 0, "limit": len(items), "returned": len(items)}})

@@ -80,7 +80,7 @@ def routes(service: Service) -> APIRouter:
             res = mem.recall(body.embedding, k=body.max_results, spread=body.mode != "similarity",
                              budget_ms=body.budget_ms)
             return recall_items(res, body.threshold), res, len(mem)
-        items, res, searched = await service.run(work)
+        items, res, searched = await service.read(work)
         vivid = [it for it in items if it["hops"] == 0]
         out = {"memories": {"vivid": vivid, "associated": [it for it in items if it["hops"] > 0],
                             "reconstructed": []},
@@ -120,7 +120,7 @@ def routes(service: Service) -> APIRouter:
                      space: m.SpaceParam = None):
         name = service.space_name(request)
         q = _vector_param(embedding)
-        res = await service.run(lambda: service.readable(name).recall(q, k=limit, spread=False, budget_ms=None))
+        res = await service.read(lambda: service.readable(name).recall(q, k=limit, spread=False, budget_ms=None))
         items = recall_items(res, None)
         return json_response({"memories": items, "total": len(items)})
 
@@ -152,7 +152,7 @@ def routes(service: Service) -> APIRouter:
              summary="A memory's outgoing links")
     async def links(request: Request, memory_id: m.MemoryIdPath, space: m.SpaceParam = None):
         name = service.space_name(request)
-        t, w = await service.run(lambda: service.readable(name).neighbors(memory_id))
+        t, w = await service.read(lambda: service.readable(name).neighbors(memory_id))
         return json_response({"links": [{"source_memory": memory_id, "target_memory": int(a), "strength": float(b)}
                                         for a, b in zip(t, w)]})
 
