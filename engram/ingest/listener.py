@@ -18,12 +18,13 @@ import itertools
 import logging
 import os
 import queue
+import secrets
 import socket
 import threading
 import time
 
 from engram import validate
-from engram.errors import EngramError, InvalidInputError, OverloadError, shown
+from engram.errors import EngramError, InvalidInputError, OverloadError, SegmentError, shown
 from engram.ingest import wire
 from engram.ingest.pool import LANES
 from engram.ingest.ring import DEFAULT_CAPACITY, Kind, Ring, RingDamaged
@@ -155,7 +156,14 @@ class Channel:
         self.space = self.listener.open_space(msg.get("space", "default"))
         self.stream = self.space.stream(lane)
         owner = self.listener
-        self.ring = Ring.create(owner.name.engine_object(f"ring{self.number}"), ring_bytes, owner.dim)
+        for attempt in range(3):        # a random part: a name planted ahead by someone else is skipped
+            try:
+                self.ring = Ring.create(owner.name.engine_object(f"ring{self.number}x{secrets.token_hex(6)}"),
+                                        ring_bytes, owner.dim)
+                break
+            except SegmentError:
+                if attempt == 2:
+                    raise
         self.ring.header["producer_pid"] = self.pid & 0xFFFFFFFF
         self._send({"ok": 1, "ring": self.ring.seg.name, "dim": owner.dim, "capacity": self.ring.capacity,
                     "max_record": self.ring.max_record, "space": self.space.name, "lane": lane})
