@@ -89,6 +89,7 @@ class SpaceStore:
         self.engine, self.space, self.writable = engine, space, create
         self.segs: dict = {}
         self.views: dict = {}
+        self.offsets: dict = {}          # table -> region name -> byte offset in its segment's data
         self._snap: dict = {}
         if create:
             self.dir_seg = Segment.create(engine.directory(space), kind=C["TABLE_DIRECTORY"],
@@ -187,12 +188,14 @@ class SpaceStore:
             return
         regs, _ = regions(table, seg.h("capacity"), self.dim)
         self.views[table] = {name: seg.array(off, dt, count, shape) for name, off, dt, count, shape in regs}
+        self.offsets[table] = {name: off for name, off, _, _, _ in regs}
 
     def _new_table(self, table: str, cap: int, gen: int) -> Segment:
         _, nbytes = regions(table, cap, self.dim)
         rb = row_bytes_for(table, self.dim) if table.startswith("emb") else 0
         return Segment.create(self.engine.table(self.space, table, gen), kind=KIND[table],
-                              data_bytes=nbytes, capacity=cap, row_bytes=rb, dim=self.dim, generation=gen)
+                              data_bytes=nbytes, capacity=cap, row_bytes=rb, dim=self.dim, generation=gen,
+                              keep_fd=True)
 
     def _new_csr(self, offsets, targets, weights, fan, delta_applied: int, gen: int) -> Segment:
         n, m = offsets.shape[0] - 1, targets.shape[0]
@@ -237,8 +240,9 @@ class SpaceStore:
         new_cap = max(cap * 2, used + needed)
         new = self._new_table(table, new_cap, seg.h("generation") + 1)
         regs_old = self.views[table]
-        for name, off, dt, count, shape in regions(table, new_cap, self.dim)[0]:
-            new.array(off, dt, count, shape)[:used] = regs_old[name][:used]
+        for name, off, _, _, _ in regions(table, new_cap, self.dim)[0]:
+            if used:     # through the file: the kernel fills the new pages (Segment.write_at)
+                new.write_at(off, regs_old[name][:used])
         new.set("count", used)
         self._install(table, new)
 
@@ -288,10 +292,17 @@ class SpaceStore:
         first, row0 = self.n_nodes, self.count(table)
         ids = np.arange(first, first + n, dtype=np.int64)
         tv = self.views[table]
-        stored = vectors.astype(TIER_DTYPE[tier], copy=False)
-        tv["rows"][row0:row0 + n, :self.dim] = stored
-        with np.errstate(over="ignore"):      # a norm past float32 is inf: the kernel then recomputes
-            tv["row_norm"][row0:row0 + n] = np.linalg.norm(stored.astype(np.float64), axis=1)
+        stored = np.ascontiguousarray(vectors, dtype=TIER_DTYPE[tier])
+        rows = tv["rows"]
+        if rows.shape[1] == self.dim:      # rows packed end to end: one write through the file
+            self.segs[table].write_at(self.offsets[table]["rows"] + row0 * rows.strides[0], stored)
+        else:
+            rows[row0:row0 + n, :self.dim] = stored
+        # the norms in float32, as the scan kernels compute them when none are given: a
+        # norm out of their safe range (inf past float32, 0 below it) takes their exact path
+        f32 = stored if stored.dtype == np.float32 else stored.astype(np.float32)
+        with np.errstate(over="ignore", under="ignore"):
+            tv["row_norm"][row0:row0 + n] = np.sqrt(np.einsum("ij,ij->i", f32, f32))
         tv["row_node"][row0:row0 + n] = ids
         tv["row_live"][row0:row0 + n] = 1
         self.publish(table, row0 + n)

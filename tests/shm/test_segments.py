@@ -218,3 +218,36 @@ def test_attach_by_pid_opens_the_engine_of_that_process():
         eng.space("here").remember(np.ones(DIM, np.float32))
         with engram.attach(os.getpid()) as a:      # an int pid, as `engram inspect <pid>` takes
             assert a.name == eng.name and a.spaces == ["here"] and len(a.space("here")) == 1
+
+
+@pytest.mark.parametrize("dim", [16, 10])      # rows packed end to end (written through the file) / padded
+def test_rows_and_norms_survive_growth_whatever_the_row_padding(dim):
+    from engram.store.tables import INITIAL_CAPACITY
+    with engram.Engine(dim=dim, workers=0) as eng:
+        m = eng.space("grow")
+        rng = np.random.default_rng(dim)
+        n = INITIAL_CAPACITY["emb_hot"] * 3 + 7       # two growths of the hot table
+        v = rng.standard_normal((n, dim)).astype(np.float32)
+        v[5] *= 1e30                                   # squares overflow float32: norm inf, exact path
+        for i in range(0, n, 500):
+            m.remember(v[i:i + 500])
+        rows, _, live, norms = m._store.tier_rows(0)
+        assert rows.shape == (n, dim) and np.array_equal(rows, v) and live.all()
+        want = np.linalg.norm(v.astype(np.float64), axis=1)
+        ok = np.arange(n) != 5
+        np.testing.assert_allclose(norms[ok], want[ok], rtol=1e-5)
+        assert not np.isfinite(norms[5])
+        assert m.recall(v[5], k=1, spread=False).ids[0] == 5
+
+
+def test_a_write_outside_a_segment_is_refused():
+    from engram.store.shm.segment import Segment
+    name = f"/eg-test-write-at-{os.getpid()}"
+    seg = Segment.create(name, kind=1, data_bytes=4096, capacity=1, keep_fd=True)
+    try:
+        seg.write_at(4000, b"x" * 96)
+        assert seg.data[4000:4096].tobytes() == b"x" * 96
+        with pytest.raises(errors.SegmentError):
+            seg.write_at(4000, b"x" * 97)
+    finally:
+        Segment.unlink(name)
