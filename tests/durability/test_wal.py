@@ -277,3 +277,38 @@ def _check_without_crc(buf, off, end, salt, expect_lsn):
         return None
     body = memoryview(buf)[off + 40:off + 40 + n]
     return lsn, seq, space, rtype, flags, 0, body, off + 40 + fmt.padded(n)
+
+
+def test_appends_wait_while_the_queue_is_full_and_nothing_is_lost(tmp_path):
+    """A disk slower than the callers: past max_queued bytes an append waits for the writer
+    (a bounded queue) instead of piling up records; every record still reaches the log."""
+    from engram.store.files import Files
+    gate = threading.Event()
+
+    class HeldSync(Files):
+        def fdatasync(self, fd):
+            gate.wait()                  # the disk is stuck until the test lets it go
+            super().fdatasync(fd)
+
+    d = tmp_path / "wal"
+    gate.set()                           # the segment header's sync
+    lg = Log(d, "group", 1, files=HeldSync(), max_queued=4096)
+    gate.clear()
+    queued, done = [], threading.Event()
+
+    def appender():
+        for i in range(40):
+            queued.append(lg.append(0, i + 1, RecordType.LINK, [bytes([i]) * 1000]))
+        done.set()
+
+    t = threading.Thread(target=appender)
+    t.start()
+    assert not done.wait(0.5)            # held back: the writer is stuck on its first group
+    assert lg._queued_bytes <= 4096 + 1048 and len(queued) < 40
+    gate.set()
+    t.join(10)
+    assert done.is_set()
+    lg.wait(queued[-1])
+    lg.close()
+    _, got = read_back(d)
+    assert [got[lsn] for lsn in queued] == [bytes([i]) * 1000 for i in range(40)]

@@ -36,19 +36,21 @@ log = logging.getLogger("engram")
 IOV_MAX = 1024
 PREALLOC = "next.prealloc"
 RETRY_FULL_S = 1.0
+MAX_QUEUED_WINDOWS = 4      # records waiting for the writer: at most this many torn windows' bytes
 
 
 class Log:
     """An open log in ``directory``, appending from ``next_lsn`` (recovery says where)."""
 
     def __init__(self, directory: Path, policy: str = "group", next_lsn: int = 1, files: Files = FILES,
-                 segment_bytes: int | None = None, torn_window: int = TORN_WINDOW):
+                 segment_bytes: int | None = None, torn_window: int = TORN_WINDOW, max_queued: int | None = None):
         if policy not in POLICIES:
             raise ValueError(policy)
         self.dir, self.policy, self.files = Path(directory), policy, files
         # None: the format's default, read now (the test suite makes it small to keep files small)
         self.segment_bytes = segment_bytes or wal_format.SEGMENT_BYTES
         self.torn_window = torn_window
+        self.max_queued = max_queued or MAX_QUEUED_WINDOWS * torn_window    # append waits past this
         if not self.dir.is_dir():
             files.mkdir(self.dir)
         self._cond = threading.Condition()
@@ -85,7 +87,8 @@ class Log:
 
     def append(self, space: int, seq: int, rtype: int, payload: list) -> int:
         """Queue one change (its payload parts; cut into records of at most MAX_CHUNK bytes,
-        flagged CONTINUED but the last); returns the LSN that acknowledges it."""
+        flagged CONTINUED but the last); returns the LSN that acknowledges it. Waits while
+        ``max_queued`` bytes are already queued."""
         views = [memoryview(p).cast("B") for p in payload]
         if sum(v.nbytes for v in views) <= MAX_CHUNK:
             pieces = [views]
@@ -93,6 +96,11 @@ class Log:
             whole = memoryview(b"".join(views))
             pieces = [[whole[i:i + MAX_CHUNK]] for i in range(0, whole.nbytes, MAX_CHUNK)]
         with self._cond:
+            # a bounded queue: past max_queued bytes the caller waits for the writer, so a
+            # disk slower than the callers holds them back (and the lanes before them fill
+            # and refuse) instead of piling up records, memory and acknowledgement latency
+            while self._queued_bytes >= self.max_queued and self._failed is None and not self._closing:
+                self._cond.wait()
             if self._failed is not None or self._closing:
                 self.admit()
             for i, parts in enumerate(pieces):
