@@ -17,7 +17,9 @@ raising a count (a segment header's ``count``) afterwards; a reader reads the
 count first and never looks past it. A table that fills is re-created
 larger under generation g+1, filled, published in the directory, and the
 old name unlinked; readers see the new generation in the directory and
-re-attach, while their old mapping stays valid until they drop it.
+re-attach, while their old mapping stays valid until they drop it. An
+embedding table's next generation is filled in the background ahead of need
+(engram/store/growth.py).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from engram.layout import (
     TABLE_REF_DTYPE,
     schema,
 )
+from engram.store import growth
 from engram.store.shm.names import EngineName
 from engram.store.shm.segment import Segment, align_up
 
@@ -90,6 +93,8 @@ class SpaceStore:
         self.segs: dict = {}
         self.views: dict = {}
         self.offsets: dict = {}          # table -> region name -> byte offset in its segment's data
+        self._growths: dict = {}         # embedding table -> Growth (engram/store/growth.py)
+        self._changed = dict.fromkeys(TIER_TABLE.values(), 0)    # in-place changes to stored rows
         self._snap: dict = {}
         if create:
             self.dir_seg = Segment.create(engine.directory(space), kind=C["TABLE_DIRECTORY"],
@@ -237,14 +242,46 @@ class SpaceStore:
         used, cap = seg.h("count"), seg.h("capacity")
         if used + needed <= cap:
             return
-        new_cap = max(cap * 2, used + needed)
-        new = self._new_table(table, new_cap, seg.h("generation") + 1)
+        new, done = self._grown(table, used + needed)
+        if new is None:
+            new = self._new_table(table, max(cap * 2, used + needed), seg.h("generation") + 1)
         regs_old = self.views[table]
-        for name, off, _, _, _ in regions(table, new_cap, self.dim)[0]:
-            if used:     # through the file: the kernel fills the new pages (Segment.write_at)
-                new.write_at(off, regs_old[name][:used])
+        for name, off, _, _, _ in regions(table, new.h("capacity"), self.dim)[0]:
+            if used > done:     # through the file: the kernel fills the new pages (Segment.write_at)
+                view = regs_old[name]
+                new.write_at(off + done * view.strides[0], view[done:used])
         new.set("count", used)
         self._install(table, new)
+
+    def _pregrow(self, table: str) -> None:
+        """Start filling the next generation of an embedding table in the background once it
+        is PREGROW_AT full (engram/store/growth.py)."""
+        seg = self.segs[table]
+        used, cap = seg.h("count"), seg.h("capacity")
+        if table in self._growths or cap < growth.PREGROW_MIN or used < growth.PREGROW_AT * cap:
+            return
+        new = self._new_table(table, cap * 2, seg.h("generation") + 1)
+        copies = [(off, self.views[table][name][:used]) for name, off, _, _, _ in regions(table, cap * 2, self.dim)[0]]
+        self._growths[table] = growth.Growth(new, copies, used, self._changed[table])
+
+    def _grown(self, table: str, need: int):
+        """(next generation, rows already in it) from a background growth of ``table`` that
+        is complete, holds ``need`` rows and missed no in-place change; else (None, 0)."""
+        g = self._growths.pop(table, None)
+        if g is None:
+            return None, 0
+        if g.finish() and g.changes == self._changed[table] and need <= g.seg.h("capacity"):
+            return g.seg, g.rows
+        g.drop()
+        return None, 0
+
+    def rewrite_row(self, tier: int, row: int, vector: np.ndarray) -> None:
+        """Replace a stored row's vector and norm in place (reconsolidation)."""
+        table = TIER_TABLE[tier]
+        tv = self.views[table]
+        tv["rows"][row, :self.dim] = vector
+        tv["row_norm"][row] = np.linalg.norm(vector.astype(np.float64))
+        self._changed[table] += 1
 
     def publish(self, table: str, count: int) -> None:
         self.segs[table].set("count", count)
@@ -321,6 +358,7 @@ class SpaceStore:
         self.dir["next_id"] = first + n
         self.dir["n_live"] += n
         self.bump()
+        self._pregrow(table)
         return ids
 
     def forget(self, ids: np.ndarray) -> None:
@@ -331,6 +369,7 @@ class SpaceStore:
         tiers = rec["tier"][ids]
         for tier, table in TIER_TABLE.items():
             self.views[table]["row_live"][rows[tiers == tier]] = 0
+            self._changed[table] += 1
         rec["flags"][ids] = FORGOTTEN
         self.dir["n_live"] -= ids.shape[0]
         self.bump()
@@ -362,6 +401,9 @@ class SpaceStore:
         self._install("delta", self._new_table("delta", seg.h("capacity"), seg.h("generation") + 1))
 
     def close(self, unlink: bool) -> None:
+        for g in self._growths.values():
+            g.drop()
+        self._growths.clear()
         if unlink:
             for seg in list(self.segs.values()) + [self.dir_seg]:
                 Segment.unlink(seg.name)

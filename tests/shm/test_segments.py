@@ -251,3 +251,51 @@ def test_a_write_outside_a_segment_is_refused():
             seg.write_at(4000, b"x" * 97)
     finally:
         Segment.unlink(name)
+
+
+@pytest.mark.parametrize("change", [None, "forget", "reconsolidate"])
+def test_an_embedding_table_grows_from_a_copy_made_ahead(monkeypatch, change):
+    """Past PREGROW_AT of its capacity the next generation is filled in the background and
+    installed when the table is full; an in-place change to a copied row meanwhile drops
+    that copy (the table then grows as before). Either way the rows are the rows."""
+    from engram.store import growth
+    monkeypatch.setattr(growth, "PREGROW_MIN", 1024)
+    made = []
+
+    class Spy(growth.Growth):
+        def __init__(self, *args):
+            made.append(self)
+            super().__init__(*args)
+
+    monkeypatch.setattr(growth, "Growth", Spy)
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        m = eng.space("ahead")
+        st = m._store
+        rng = np.random.default_rng(11)
+        v = rng.standard_normal((4096, DIM)).astype(np.float32)
+        m.remember(v[:900])                  # 900 of 1024: the copy of the next generation starts
+        assert len(made) == 1 and made[0].rows == 900
+        if change == "forget":
+            m.forget([3])
+        elif change == "reconsolidate":
+            st.rewrite_row(0, 7, v[8])
+            v[7] = v[8]
+        gen = st.generation("emb_hot")
+        m.remember(v[900:1100])              # full: installed from the copy (or grown as before)
+        assert st.generation("emb_hot") == gen + 1
+        assert (made[0].seg is st.segs["emb_hot"]) == (change is None)
+        m.remember(v[1100:])
+        rows, _, live, norms = st.tier_rows(0)
+        assert np.array_equal(rows, v) and live.sum() == 4096 - (change == "forget")
+        np.testing.assert_allclose(norms, np.linalg.norm(v.astype(np.float64), axis=1), rtol=1e-5)
+    assert not shm_names(eng.name)
+
+
+def test_closing_with_a_copy_in_flight_leaves_no_segment(monkeypatch):
+    from engram.store import growth
+    monkeypatch.setattr(growth, "PREGROW_MIN", 1024)
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        eng.space("ahead").remember(np.random.default_rng(1).standard_normal((900, DIM)).astype(np.float32))
+        assert eng.space("ahead")._store._growths
+        name = eng.name
+    assert not shm_names(name)
