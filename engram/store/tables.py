@@ -299,6 +299,8 @@ class SpaceStore:
 
     def append_content(self, texts) -> np.ndarray:
         """Store strings in the heap; returns their refs (0 for None)."""
+        if texts.count(None) == len(texts):
+            return np.zeros(len(texts), np.uint64)
         encoded = [None if t is None else t.encode("utf-8") for t in texts]
         need = sum(4 + len(b) + (-(4 + len(b)) % 8) for b in encoded if b is not None)
         refs = np.zeros(len(encoded), np.uint64)

@@ -24,6 +24,7 @@ from engram.store.wal.format import (
     CONTINUED,
     MAX_CHUNK,
     POLICIES,
+    RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     TORN_WINDOW,
     frame,
@@ -54,7 +55,7 @@ class Log:
         if not self.dir.is_dir():
             files.mkdir(self.dir)
         self._cond = threading.Condition()
-        self._queue: list = []            # (lsn, framed record) in LSN order
+        self._queue: list = []            # (lsn, header, body) of framed records, in LSN order
         self._queued_bytes = 0
         self._next = next_lsn             # the LSN the next append gets
         self._written = self._synced = next_lsn - 1
@@ -106,9 +107,9 @@ class Log:
             for i, parts in enumerate(pieces):
                 lsn = self._next
                 self._next += 1
-                rec = frame(lsn, seq, space, rtype, CONTINUED if i + 1 < len(pieces) else 0, parts)
-                self._queue.append((lsn, rec))
-                self._queued_bytes += len(rec)
+                header, body = frame(lsn, seq, space, rtype, CONTINUED if i + 1 < len(pieces) else 0, parts)
+                self._queue.append((lsn, header, body))
+                self._queued_bytes += RECORD_HEADER_SIZE + len(body)
             self._cond.notify_all()
         return lsn
 
@@ -229,8 +230,8 @@ class Log:
         """The next group (called with the lock held): records up to the torn window."""
         q, n, size = self._queue, 0, 0
         limit = 1 if self.policy == "always" else len(q)
-        while n < limit and (n == 0 or size + len(q[n][1]) <= self.torn_window):
-            size += len(q[n][1])
+        while n < limit and (n == 0 or size + RECORD_HEADER_SIZE + len(q[n][2]) <= self.torn_window):
+            size += RECORD_HEADER_SIZE + len(q[n][2])
             n += 1
         group, self._queue[:n] = q[:n], []
         self._queued_bytes -= size
@@ -283,9 +284,9 @@ class Log:
                 self._open_segment(group[0][0], max(self.segment_bytes, SEGMENT_HEADER_SIZE + size))
         first = group[0][0]
         bufs = []
-        for lsn, rec in group:      # recovery tells a torn last group from damage by these
-            seal(rec, self._salt, lsn - first)
-            bufs.append(rec)
+        for lsn, header, body in group:      # recovery tells a torn last group from damage by these
+            seal(header, self._salt, lsn - first)
+            bufs += (header, body)
         for i in range(0, len(bufs), IOV_MAX):
             self.files.write(self._fd, bufs[i:i + IOV_MAX])
         self._pos += size
