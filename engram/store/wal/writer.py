@@ -34,7 +34,6 @@ from engram.store.wal.format import (
 )
 
 log = logging.getLogger("engram")
-IOV_MAX = 1024
 PREALLOC = "next.prealloc"
 RETRY_FULL_S = 1.0
 MAX_QUEUED_WINDOWS = 4      # records waiting for the writer: at most this many torn windows' bytes
@@ -287,11 +286,8 @@ class Log:
         for lsn, header, body in group:      # recovery tells a torn last group from damage by these
             seal(header, self._salt, lsn - first)
             bufs += (header, body)
-        for i in range(0, len(bufs), IOV_MAX):
-            self.files.write(self._fd, bufs[i:i + IOV_MAX])
+        self.files.write_all(self._fd, bufs, self.policy != "none")
         self._pos += size
-        if self.policy != "none":
-            self.files.fdatasync(self._fd)
 
     def close(self) -> None:
         """Write and sync everything queued, stop the thread, close the segment."""
