@@ -260,9 +260,10 @@ class SpaceStore:
         used, cap = seg.h("count"), seg.h("capacity")
         if table in self._growths or cap < growth.PREGROW_MIN or used < growth.PREGROW_AT * cap:
             return
-        new = self._new_table(table, cap * 2, seg.h("generation") + 1)
-        copies = [(off, self.views[table][name][:used]) for name, off, _, _, _ in regions(table, cap * 2, self.dim)[0]]
-        self._growths[table] = growth.Growth(new, copies, used, self._changed[table])
+        new_cap = cap * growth.FACTOR
+        new = self._new_table(table, new_cap, seg.h("generation") + 1)
+        offsets = {name: off for name, off, _, _, _ in regions(table, new_cap, self.dim)[0]}
+        self._growths[table] = growth.Growth(new, seg, dict(self.views[table]), offsets, self._changed[table])
 
     def _grown(self, table: str, need: int):
         """(next generation, rows already in it) from a background growth of ``table`` that

@@ -274,7 +274,7 @@ def test_an_embedding_table_grows_from_a_copy_made_ahead(monkeypatch, change):
         rng = np.random.default_rng(11)
         v = rng.standard_normal((4096, DIM)).astype(np.float32)
         m.remember(v[:900])                  # 900 of 1024: the copy of the next generation starts
-        assert len(made) == 1 and made[0].rows == 900
+        assert len(made) == 1 and made[0].finish() and made[0].rows == 900
         if change == "forget":
             m.forget([3])
         elif change == "reconsolidate":
@@ -282,9 +282,10 @@ def test_an_embedding_table_grows_from_a_copy_made_ahead(monkeypatch, change):
             v[7] = v[8]
         gen = st.generation("emb_hot")
         m.remember(v[900:1100])              # full: installed from the copy (or grown as before)
+        assert st.segs["emb_hot"].h("capacity") == (4096 if change is None else 2048)
         assert st.generation("emb_hot") == gen + 1
         assert (made[0].seg is st.segs["emb_hot"]) == (change is None)
-        m.remember(v[1100:])
+        m.remember(v[1100:])                 # (a copy ahead of 2048's growth, if that came first)
         rows, _, live, norms = st.tier_rows(0)
         assert np.array_equal(rows, v) and live.sum() == 4096 - (change == "forget")
         np.testing.assert_allclose(norms, np.linalg.norm(v.astype(np.float64), axis=1), rtol=1e-5)
@@ -299,3 +300,33 @@ def test_closing_with_a_copy_in_flight_leaves_no_segment(monkeypatch):
         assert eng.space("ahead")._store._growths
         name = eng.name
     assert not shm_names(name)
+
+
+def test_the_copy_ahead_catches_up_with_rows_appended_while_it_runs(monkeypatch):
+    """Rows appended during a pass are copied by the next, so reserve is left with fewer
+    than CATCH_UP rows to copy itself."""
+    import threading
+
+    from engram.store import growth
+    from engram.store.shm.segment import Segment
+    monkeypatch.setattr(growth, "PREGROW_MIN", 1024)
+    monkeypatch.setattr(growth, "CATCH_UP", 64)
+    go, real = threading.Event(), Segment.write_at
+
+    def held(self, offset, data):                   # the copy's first write waits for the test
+        if threading.current_thread().name == "engram-grow":
+            go.wait(10)
+        return real(self, offset, data)
+
+    monkeypatch.setattr(Segment, "write_at", held)
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        m = eng.space("ahead")
+        st = m._store
+        v = np.random.default_rng(5).standard_normal((1030, DIM)).astype(np.float32)
+        m.remember(v[:900])                          # 900 of 1024: the copy starts, and is held
+        m.remember(v[900:1000])                      # appended during its first pass
+        go.set()
+        g = st._growths["emb_hot"]
+        assert g.finish() and g.rows == 1000         # a second pass took them
+        m.remember(v[1000:])                         # past 1024: full, installed from the copy
+        assert st.segs["emb_hot"] is g.seg and np.array_equal(st.tier_rows(0)[0], v)
