@@ -148,8 +148,7 @@ class Reconsolidation:
                       float(hot["confidence"][i]), replaced_ns)
         self._versions.setdefault(i, deque(maxlen=self.config.history)).append(old)
         if vector is not None:
-            tv["rows"][row, :self.dim] = vector
-            tv["row_norm"][row] = np.linalg.norm(vector.astype(np.float64))
+            store.rewrite_row(tier, row, vector)
         if ref is not None:
             hot["content_ref"][i] = ref
         if confidence is not None:

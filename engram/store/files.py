@@ -10,7 +10,17 @@ an error reaches the caller, which decides (the log stops acknowledging).
 """
 from __future__ import annotations
 
+import ctypes
 import os
+
+# sync_file_range(2), which the os module does not offer: Linux only (None elsewhere)
+_libc = ctypes.CDLL(None, use_errno=True)
+_sync_file_range = getattr(_libc, "sync_file_range", None)
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    _sync_file_range.restype = ctypes.c_int
+SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
+IOV_MAX = 1024              # buffers per writev (Linux)
 
 
 class Files:
@@ -42,6 +52,21 @@ class Files:
             done += n
         return total
 
+    def write_all(self, fd: int, buffers: list, sync: bool) -> None:
+        """All of ``buffers`` at the file position, then fdatasync if ``sync``: a log group.
+        Plain Files do both in one call that holds no GIL from the first byte to the end of
+        the sync (taking the GIL back between them costs the log writer milliseconds while
+        other threads run Python); a subclass that overrides ``write`` or ``fdatasync``
+        sees them as calls of their own, IOV_MAX buffers at a time."""
+        if type(self).write is Files.write and type(self).fdatasync is Files.fdatasync:
+            from engram.kernels._cy.stream import write_all  # compiled: imported at first use
+            write_all(fd, buffers, sync)
+            return
+        for i in range(0, len(buffers), IOV_MAX):
+            self.write(fd, buffers[i:i + IOV_MAX])
+        if sync:
+            self.fdatasync(fd)
+
     def pread(self, fd: int, n: int, offset: int) -> bytes:
         return os.pread(fd, n, offset)
 
@@ -50,6 +75,19 @@ class Files:
 
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
+
+    def writeback(self, fd: int, offset: int, nbytes: int, wait: bool) -> None:
+        """Start writing a written range of a file to disk now (sync_file_range), and with
+        ``wait`` wait until it is written and drop it from the page cache. Not durability:
+        only fdatasync is; it bounds how much dirty data a big file (a snapshot) piles up
+        for the next sync, the file system's journal and the log's syncs to wait behind.
+        Does nothing where sync_file_range is missing or refused."""
+        if _sync_file_range is None:
+            return
+        flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER if wait \
+            else SYNC_FILE_RANGE_WRITE
+        if _sync_file_range(fd, offset, nbytes, flags) == 0 and wait:
+            os.posix_fadvise(fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
 
     def fsync_dir(self, path) -> None:
         """Make a directory's entries (a create, rename or unlink in it) durable."""

@@ -104,7 +104,7 @@ class Mutations:
         """(ids, lsn) of checked memories stored."""
         stored = vectors.astype(TIER_DTYPE[tier], copy=False)
         ids = self.store.append_memories(stored, tier, texts, confidence, now_ns)
-        n, has = ids.shape[0], any(t is not None for t in texts)
+        n, has = ids.shape[0], texts.count(None) < len(texts)
         lsn = self._log(RecordType.REMEMBER, [REMEMBER.pack(int(ids[0]), now_ns, n, tier, has),
                                               confidence.astype(np.float32, copy=False).tobytes(),
                                               np.ascontiguousarray(stored), *(_texts(texts) if has else [])])

@@ -45,6 +45,8 @@ FOOTER = struct.Struct("<8sIIQQQQ12x")
 BLOCK = 64
 MAX_INDEX = 64 << 20                         # an index beyond this is damage, not a big engine
 MAX_ITEMSIZE = 4096
+WRITE_CHUNK = 16 << 20                       # written and sent to disk in pieces of this (_write_in_chunks)
+MAX_IOV = 512                                # buffers per write, below the system's IOV_MAX (1024)
 NAME = re.compile(r"^snap-(\d{20})\.snap$")
 assert HEADER.size + 4 == FOOTER.size + 4 == BLOCK
 
@@ -124,7 +126,7 @@ def write(path: Path, lsn: int, dim: int, record_hash: str, spaces: list, files:
     footer = sealed(FOOTER, END_MAGIC, FORMAT, crc32c(raw_index), at, len(raw_index), lsn, size)
     fd = files.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        files.write(fd, [header, *blobs, raw_index, footer])
+        _write_in_chunks(fd, [header, *blobs, raw_index, footer], files)
         files.fdatasync(fd)
     finally:
         files.close(fd)
@@ -134,6 +136,33 @@ def write(path: Path, lsn: int, dim: int, record_hash: str, spaces: list, files:
     files.fsync_dir(path)
     _write_current(path, final.name, lsn, files)
     return final
+
+
+def _write_in_chunks(fd: int, buffers: list, files: Files) -> None:
+    """Write ``buffers`` in pieces, starting the writeback of each WRITE_CHUNK bytes as soon
+    as they are written and waiting for the chunk before: at most about two chunks are
+    dirty at once. A snapshot is as large as the engine; written whole and then synced,
+    gigabytes of dirty pages would make every log sync meanwhile wait behind them (one
+    disk, one ext4 journal), stalling acknowledgements for seconds."""
+    pending, size = [], 0
+    at = started = waited = 0        # written, writeback started, writeback waited for: up to here
+    for b in buffers:
+        m = memoryview(b).cast("B")
+        while m.nbytes:
+            take = min(m.nbytes, WRITE_CHUNK - size)
+            pending.append(m[:take])
+            m, size = m[take:], size + take
+            if size < WRITE_CHUNK and len(pending) < MAX_IOV:
+                continue
+            files.write(fd, pending)
+            pending, at, size = [], at + size, 0
+            if at - started >= WRITE_CHUNK:
+                files.writeback(fd, started, at - started, wait=False)
+                if started > waited:
+                    files.writeback(fd, waited, started - waited, wait=True)
+                waited, started = started, at
+    if pending:
+        files.write(fd, pending)
 
 
 def _write_current(path: Path, name: str, lsn: int, files: Files) -> None:

@@ -17,7 +17,9 @@ raising a count (a segment header's ``count``) afterwards; a reader reads the
 count first and never looks past it. A table that fills is re-created
 larger under generation g+1, filled, published in the directory, and the
 old name unlinked; readers see the new generation in the directory and
-re-attach, while their old mapping stays valid until they drop it.
+re-attach, while their old mapping stays valid until they drop it. An
+embedding table's next generation is filled in the background ahead of need
+(engram/store/growth.py).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from engram.layout import (
     TABLE_REF_DTYPE,
     schema,
 )
+from engram.store import growth
 from engram.store.shm.names import EngineName
 from engram.store.shm.segment import Segment, align_up
 
@@ -89,6 +92,9 @@ class SpaceStore:
         self.engine, self.space, self.writable = engine, space, create
         self.segs: dict = {}
         self.views: dict = {}
+        self.offsets: dict = {}          # table -> region name -> byte offset in its segment's data
+        self._growths: dict = {}         # embedding table -> Growth (engram/store/growth.py)
+        self._changed = dict.fromkeys(TIER_TABLE.values(), 0)    # in-place changes to stored rows
         self._snap: dict = {}
         if create:
             self.dir_seg = Segment.create(engine.directory(space), kind=C["TABLE_DIRECTORY"],
@@ -187,12 +193,14 @@ class SpaceStore:
             return
         regs, _ = regions(table, seg.h("capacity"), self.dim)
         self.views[table] = {name: seg.array(off, dt, count, shape) for name, off, dt, count, shape in regs}
+        self.offsets[table] = {name: off for name, off, _, _, _ in regs}
 
     def _new_table(self, table: str, cap: int, gen: int) -> Segment:
         _, nbytes = regions(table, cap, self.dim)
         rb = row_bytes_for(table, self.dim) if table.startswith("emb") else 0
         return Segment.create(self.engine.table(self.space, table, gen), kind=KIND[table],
-                              data_bytes=nbytes, capacity=cap, row_bytes=rb, dim=self.dim, generation=gen)
+                              data_bytes=nbytes, capacity=cap, row_bytes=rb, dim=self.dim, generation=gen,
+                              keep_fd=True)
 
     def _new_csr(self, offsets, targets, weights, fan, delta_applied: int, gen: int) -> Segment:
         n, m = offsets.shape[0] - 1, targets.shape[0]
@@ -234,13 +242,47 @@ class SpaceStore:
         used, cap = seg.h("count"), seg.h("capacity")
         if used + needed <= cap:
             return
-        new_cap = max(cap * 2, used + needed)
-        new = self._new_table(table, new_cap, seg.h("generation") + 1)
+        new, done = self._grown(table, used + needed)
+        if new is None:
+            new = self._new_table(table, max(cap * 2, used + needed), seg.h("generation") + 1)
         regs_old = self.views[table]
-        for name, off, dt, count, shape in regions(table, new_cap, self.dim)[0]:
-            new.array(off, dt, count, shape)[:used] = regs_old[name][:used]
+        for name, off, _, _, _ in regions(table, new.h("capacity"), self.dim)[0]:
+            if used > done:     # through the file: the kernel fills the new pages (Segment.write_at)
+                view = regs_old[name]
+                new.write_at(off + done * view.strides[0], view[done:used])
         new.set("count", used)
         self._install(table, new)
+
+    def _pregrow(self, table: str) -> None:
+        """Start filling the next generation of an embedding table in the background once it
+        is PREGROW_AT full (engram/store/growth.py)."""
+        seg = self.segs[table]
+        used, cap = seg.h("count"), seg.h("capacity")
+        if table in self._growths or cap < growth.PREGROW_MIN or used < growth.PREGROW_AT * cap:
+            return
+        new_cap = cap * growth.FACTOR
+        new = self._new_table(table, new_cap, seg.h("generation") + 1)
+        offsets = {name: off for name, off, _, _, _ in regions(table, new_cap, self.dim)[0]}
+        self._growths[table] = growth.Growth(new, seg, dict(self.views[table]), offsets, self._changed[table])
+
+    def _grown(self, table: str, need: int):
+        """(next generation, rows already in it) from a background growth of ``table`` that
+        is complete, holds ``need`` rows and missed no in-place change; else (None, 0)."""
+        g = self._growths.pop(table, None)
+        if g is None:
+            return None, 0
+        if g.finish() and g.changes == self._changed[table] and need <= g.seg.h("capacity"):
+            return g.seg, g.rows
+        g.drop()
+        return None, 0
+
+    def rewrite_row(self, tier: int, row: int, vector: np.ndarray) -> None:
+        """Replace a stored row's vector and norm in place (reconsolidation)."""
+        table = TIER_TABLE[tier]
+        tv = self.views[table]
+        tv["rows"][row, :self.dim] = vector
+        tv["row_norm"][row] = np.linalg.norm(vector.astype(np.float64))
+        self._changed[table] += 1
 
     def publish(self, table: str, count: int) -> None:
         self.segs[table].set("count", count)
@@ -258,6 +300,8 @@ class SpaceStore:
 
     def append_content(self, texts) -> np.ndarray:
         """Store strings in the heap; returns their refs (0 for None)."""
+        if texts.count(None) == len(texts):
+            return np.zeros(len(texts), np.uint64)
         encoded = [None if t is None else t.encode("utf-8") for t in texts]
         need = sum(4 + len(b) + (-(4 + len(b)) % 8) for b in encoded if b is not None)
         refs = np.zeros(len(encoded), np.uint64)
@@ -288,10 +332,17 @@ class SpaceStore:
         first, row0 = self.n_nodes, self.count(table)
         ids = np.arange(first, first + n, dtype=np.int64)
         tv = self.views[table]
-        stored = vectors.astype(TIER_DTYPE[tier], copy=False)
-        tv["rows"][row0:row0 + n, :self.dim] = stored
-        with np.errstate(over="ignore"):      # a norm past float32 is inf: the kernel then recomputes
-            tv["row_norm"][row0:row0 + n] = np.linalg.norm(stored.astype(np.float64), axis=1)
+        stored = np.ascontiguousarray(vectors, dtype=TIER_DTYPE[tier])
+        rows = tv["rows"]
+        if rows.shape[1] == self.dim:      # rows packed end to end: one write through the file
+            self.segs[table].write_at(self.offsets[table]["rows"] + row0 * rows.strides[0], stored)
+        else:
+            rows[row0:row0 + n, :self.dim] = stored
+        # the norms in float32, as the scan kernels compute them when none are given: a
+        # norm out of their safe range (inf past float32, 0 below it) takes their exact path
+        f32 = stored if stored.dtype == np.float32 else stored.astype(np.float32)
+        with np.errstate(over="ignore", under="ignore"):
+            tv["row_norm"][row0:row0 + n] = np.sqrt(np.einsum("ij,ij->i", f32, f32))
         tv["row_node"][row0:row0 + n] = ids
         tv["row_live"][row0:row0 + n] = 1
         self.publish(table, row0 + n)
@@ -310,6 +361,7 @@ class SpaceStore:
         self.dir["next_id"] = first + n
         self.dir["n_live"] += n
         self.bump()
+        self._pregrow(table)
         return ids
 
     def forget(self, ids: np.ndarray) -> None:
@@ -320,6 +372,7 @@ class SpaceStore:
         tiers = rec["tier"][ids]
         for tier, table in TIER_TABLE.items():
             self.views[table]["row_live"][rows[tiers == tier]] = 0
+            self._changed[table] += 1
         rec["flags"][ids] = FORGOTTEN
         self.dir["n_live"] -= ids.shape[0]
         self.bump()
@@ -351,6 +404,9 @@ class SpaceStore:
         self._install("delta", self._new_table("delta", seg.h("capacity"), seg.h("generation") + 1))
 
     def close(self, unlink: bool) -> None:
+        for g in self._growths.values():
+            g.drop()
+        self._growths.clear()
         if unlink:
             for seg in list(self.segs.values()) + [self.dir_seg]:
                 Segment.unlink(seg.name)

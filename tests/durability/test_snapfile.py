@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import tracemalloc
 import zipfile
 
@@ -261,3 +262,32 @@ def test_a_damaged_newest_snapshot_opens_from_the_previous_one_and_the_log(tmp_p
 
 def test_header_struct_sizes():
     assert snapfile.HEADER.size + 4 == snapfile.FOOTER.size + 4 == 64
+
+
+@pytest.mark.parametrize("sizes", [[1, 2, 3], [40 << 20], [5 << 20] * 9, [100] * 3000 + [33 << 20], []])
+def test_chunked_writing_writes_the_bytes_in_order(tmp_path, sizes, monkeypatch):
+    """The snapshot's pieces are written in chunks with writeback between them, and with
+    fewer buffers per write than IOV_MAX however many arrays there are."""
+    from engram.store.files import FILES, Files
+    calls = []
+
+    class Counting(Files):
+        def write(self, fd, buffers):
+            assert len(buffers) <= snapfile.MAX_IOV
+            return super().write(fd, buffers)
+
+        def writeback(self, fd, offset, nbytes, wait):
+            calls.append((offset, nbytes, wait))
+            return super().writeback(fd, offset, nbytes, wait)
+
+    rng = np.random.default_rng(len(sizes))
+    bufs = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in sizes]
+    f = tmp_path / "out"
+    fd = FILES.open(f, os.O_WRONLY | os.O_CREAT)
+    snapfile._write_in_chunks(fd, bufs, Counting())
+    FILES.close(fd)
+    assert f.read_bytes() == b"".join(bufs)
+    started = [(o, n) for o, n, w in calls if not w]
+    assert [o for o, _ in started] == [sum(n for _, n in started[:i]) for i in range(len(started))]
+    assert all(n >= snapfile.WRITE_CHUNK for _, n in started)
+    assert [(o, n) for o, n, w in calls if w] == started[:-1]

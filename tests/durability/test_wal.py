@@ -277,3 +277,90 @@ def _check_without_crc(buf, off, end, salt, expect_lsn):
         return None
     body = memoryview(buf)[off + 40:off + 40 + n]
     return lsn, seq, space, rtype, flags, 0, body, off + 40 + fmt.padded(n)
+
+
+def test_appends_wait_while_the_queue_is_full_and_nothing_is_lost(tmp_path):
+    """A disk slower than the callers: past max_queued bytes an append waits for the writer
+    (a bounded queue) instead of piling up records; every record still reaches the log."""
+    from engram.store.files import Files
+    gate = threading.Event()
+
+    class HeldSync(Files):
+        def fdatasync(self, fd):
+            gate.wait()                  # the disk is stuck until the test lets it go
+            super().fdatasync(fd)
+
+    d = tmp_path / "wal"
+    gate.set()                           # the segment header's sync
+    lg = Log(d, "group", 1, files=HeldSync(), max_queued=4096)
+    gate.clear()
+    queued, done = [], threading.Event()
+
+    def appender():
+        for i in range(40):
+            queued.append(lg.append(0, i + 1, RecordType.LINK, [bytes([i]) * 1000]))
+        done.set()
+
+    t = threading.Thread(target=appender)
+    t.start()
+    assert not done.wait(0.5)            # held back: the writer is stuck on its first group
+    assert lg._queued_bytes <= 4096 + 1048 and len(queued) < 40
+    gate.set()
+    t.join(10)
+    assert done.is_set()
+    lg.wait(queued[-1])
+    lg.close()
+    _, got = read_back(d)
+    assert [got[lsn] for lsn in queued] == [bytes([i]) * 1000 for i in range(40)]
+
+
+def test_write_all_writes_every_buffer_in_order_and_raises_like_os(tmp_path):
+    """Files.write_all: the plain layer's one-call writev + fdatasync (no GIL between them),
+    past IOV_MAX buffers, empty ones among them; an error is an OSError with its errno."""
+    import errno
+
+    from engram.store.files import FILES, Files
+    rng = np.random.default_rng(3)
+    bufs = [rng.bytes(int(n)) for n in rng.integers(0, 300, 3000)] + [b"", memoryview(rng.bytes(5 << 20))[7:]]
+    f = tmp_path / "f"
+    fd = FILES.open(f, os.O_WRONLY | os.O_CREAT)
+    FILES.write_all(fd, bufs, True)
+    FILES.write_all(fd, [b"tail"], False)
+    FILES.close(fd)
+    assert f.read_bytes() == b"".join(bytes(b) for b in bufs) + b"tail"
+    with pytest.raises(OSError) as e:
+        FILES.write_all(fd, [b"x"], True)          # closed
+    assert e.value.errno == errno.EBADF
+
+    seen = []
+
+    class Watching(Files):                         # overrides write: sees every writev, IOV_MAX at a time
+        def write(self, fd, buffers):
+            seen.append(len(buffers))
+            return super().write(fd, buffers)
+
+    fd = FILES.open(f, os.O_WRONLY | os.O_TRUNC)
+    Watching().write_all(fd, bufs, True)
+    FILES.close(fd)
+    assert seen == [1024, 1024, 954] and f.read_bytes() == b"".join(bytes(b) for b in bufs)
+
+
+def test_write_all_stops_at_a_short_write_with_the_prefix_written(tmp_path):
+    """A write cut short (here by RLIMIT_FSIZE) is continued from where it stopped, and the
+    error that ends it is raised: the file holds exactly a prefix of the buffers."""
+    import subprocess
+    import sys
+    code = f"""
+import os, resource, signal
+from engram.store.files import FILES
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10000, 10000))
+fd = os.open({str(tmp_path / "g")!r}, os.O_WRONLY | os.O_CREAT, 0o600)
+try:
+    FILES.write_all(fd, [bytes([i]) * 3000 for i in range(5)], True)
+except OSError as e:
+    print(e.errno)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "27", out.stderr          # EFBIG
+    assert (tmp_path / "g").read_bytes() == b"".join(bytes([i]) * 3000 for i in range(5))[:10000]

@@ -218,3 +218,115 @@ def test_attach_by_pid_opens_the_engine_of_that_process():
         eng.space("here").remember(np.ones(DIM, np.float32))
         with engram.attach(os.getpid()) as a:      # an int pid, as `engram inspect <pid>` takes
             assert a.name == eng.name and a.spaces == ["here"] and len(a.space("here")) == 1
+
+
+@pytest.mark.parametrize("dim", [16, 10])      # rows packed end to end (written through the file) / padded
+def test_rows_and_norms_survive_growth_whatever_the_row_padding(dim):
+    from engram.store.tables import INITIAL_CAPACITY
+    with engram.Engine(dim=dim, workers=0) as eng:
+        m = eng.space("grow")
+        rng = np.random.default_rng(dim)
+        n = INITIAL_CAPACITY["emb_hot"] * 3 + 7       # two growths of the hot table
+        v = rng.standard_normal((n, dim)).astype(np.float32)
+        v[5] *= 1e30                                   # squares overflow float32: norm inf, exact path
+        for i in range(0, n, 500):
+            m.remember(v[i:i + 500])
+        rows, _, live, norms = m._store.tier_rows(0)
+        assert rows.shape == (n, dim) and np.array_equal(rows, v) and live.all()
+        want = np.linalg.norm(v.astype(np.float64), axis=1)
+        ok = np.arange(n) != 5
+        np.testing.assert_allclose(norms[ok], want[ok], rtol=1e-5)
+        assert not np.isfinite(norms[5])
+        assert m.recall(v[5], k=1, spread=False).ids[0] == 5
+
+
+def test_a_write_outside_a_segment_is_refused():
+    from engram.store.shm.segment import Segment
+    name = f"/eg-test-write-at-{os.getpid()}"
+    seg = Segment.create(name, kind=1, data_bytes=4096, capacity=1, keep_fd=True)
+    try:
+        seg.write_at(4000, b"x" * 96)
+        assert seg.data[4000:4096].tobytes() == b"x" * 96
+        with pytest.raises(errors.SegmentError):
+            seg.write_at(4000, b"x" * 97)
+    finally:
+        Segment.unlink(name)
+
+
+@pytest.mark.parametrize("change", [None, "forget", "reconsolidate"])
+def test_an_embedding_table_grows_from_a_copy_made_ahead(monkeypatch, change):
+    """Past PREGROW_AT of its capacity the next generation is filled in the background and
+    installed when the table is full; an in-place change to a copied row meanwhile drops
+    that copy (the table then grows as before). Either way the rows are the rows."""
+    from engram.store import growth
+    monkeypatch.setattr(growth, "PREGROW_MIN", 1024)
+    made = []
+
+    class Spy(growth.Growth):
+        def __init__(self, *args):
+            made.append(self)
+            super().__init__(*args)
+
+    monkeypatch.setattr(growth, "Growth", Spy)
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        m = eng.space("ahead")
+        st = m._store
+        rng = np.random.default_rng(11)
+        v = rng.standard_normal((4096, DIM)).astype(np.float32)
+        m.remember(v[:900])                  # 900 of 1024: the copy of the next generation starts
+        assert len(made) == 1 and made[0].finish() and made[0].rows == 900
+        if change == "forget":
+            m.forget([3])
+        elif change == "reconsolidate":
+            st.rewrite_row(0, 7, v[8])
+            v[7] = v[8]
+        gen = st.generation("emb_hot")
+        m.remember(v[900:1100])              # full: installed from the copy (or grown as before)
+        assert st.segs["emb_hot"].h("capacity") == (4096 if change is None else 2048)
+        assert st.generation("emb_hot") == gen + 1
+        assert (made[0].seg is st.segs["emb_hot"]) == (change is None)
+        m.remember(v[1100:])                 # (a copy ahead of 2048's growth, if that came first)
+        rows, _, live, norms = st.tier_rows(0)
+        assert np.array_equal(rows, v) and live.sum() == 4096 - (change == "forget")
+        np.testing.assert_allclose(norms, np.linalg.norm(v.astype(np.float64), axis=1), rtol=1e-5)
+    assert not shm_names(eng.name)
+
+
+def test_closing_with_a_copy_in_flight_leaves_no_segment(monkeypatch):
+    from engram.store import growth
+    monkeypatch.setattr(growth, "PREGROW_MIN", 1024)
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        eng.space("ahead").remember(np.random.default_rng(1).standard_normal((900, DIM)).astype(np.float32))
+        assert eng.space("ahead")._store._growths
+        name = eng.name
+    assert not shm_names(name)
+
+
+def test_the_copy_ahead_catches_up_with_rows_appended_while_it_runs(monkeypatch):
+    """Rows appended during a pass are copied by the next, so reserve is left with fewer
+    than CATCH_UP rows to copy itself."""
+    import threading
+
+    from engram.store import growth
+    from engram.store.shm.segment import Segment
+    monkeypatch.setattr(growth, "PREGROW_MIN", 1024)
+    monkeypatch.setattr(growth, "CATCH_UP", 64)
+    go, real = threading.Event(), Segment.write_at
+
+    def held(self, offset, data):                   # the copy's first write waits for the test
+        if threading.current_thread().name == "engram-grow":
+            go.wait(10)
+        return real(self, offset, data)
+
+    monkeypatch.setattr(Segment, "write_at", held)
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        m = eng.space("ahead")
+        st = m._store
+        v = np.random.default_rng(5).standard_normal((1030, DIM)).astype(np.float32)
+        m.remember(v[:900])                          # 900 of 1024: the copy starts, and is held
+        m.remember(v[900:1000])                      # appended during its first pass
+        go.set()
+        g = st._growths["emb_hot"]
+        assert g.finish() and g.rows == 1000         # a second pass took them
+        m.remember(v[1000:])                         # past 1024: full, installed from the copy
+        assert st.segs["emb_hot"] is g.seg and np.array_equal(st.tier_rows(0)[0], v)

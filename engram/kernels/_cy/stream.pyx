@@ -1,10 +1,17 @@
 """Drivers for the streaming kernels (decay curves, CRC32C), called through raw
 function pointers as in scan.pyx: a WAL checksums every small record, where
-ctypes' per-call cost would exceed the checksum itself; and the walk along a chain
-of shared pool records (a worker's answer)."""
+ctypes' per-call cost would exceed the checksum itself; the walk along a chain
+of shared pool records (a worker's answer); and the log writer's writev + fdatasync
+of a group in one call without the GIL (``write_all``)."""
+import os
+
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from libc.errno cimport errno, EINTR
+from libc.stdlib cimport malloc, free
+from posix.uio cimport iovec, writev
+from posix.unistd cimport fdatasync
 
 from engram.kernels._cy.abi cimport eg_crc_fn as crc_fn, eg_decay_fn as decay_fn
 
@@ -70,3 +77,60 @@ def chain(const uint32_t[:] nxt, uint32_t head, uint64_t n):
         o[i] = j
         j = nxt[j]
     return out
+
+
+cdef int _write_all(int fd, iovec *iov, Py_ssize_t n, bint sync) noexcept nogil:
+    """writev all of iov (IOV_MAX at a time, continuing short writes), then fdatasync if
+    ``sync``: 0, or the errno that stopped it (28, ENOSPC, if a write makes no progress)."""
+    cdef Py_ssize_t k = 0
+    cdef ssize_t got
+    cdef int cnt
+    while k < n:
+        cnt = <int>(n - k if n - k < 1024 else 1024)
+        got = writev(fd, iov + k, cnt)
+        if got < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        if got == 0:
+            return 28
+        while k < n and <size_t>got >= iov[k].iov_len:
+            got -= iov[k].iov_len
+            k += 1
+        if got:
+            iov[k].iov_base = <char *>iov[k].iov_base + got
+            iov[k].iov_len -= got
+        while k < n and iov[k].iov_len == 0:
+            k += 1
+    if sync and fdatasync(fd) != 0:
+        return errno
+    return 0
+
+
+def write_all(int fd, list buffers, bint sync):
+    """Write all of ``buffers`` (contiguous bytes-like objects) at fd's position, then
+    fdatasync if ``sync``, in one call that holds no GIL from the first byte to the sync's
+    end; OSError as os.writev / os.fdatasync would raise it."""
+    cdef Py_ssize_t n = len(buffers), held = 0, i
+    cdef Py_buffer *views = <Py_buffer *>malloc(max(n, 1) * sizeof(Py_buffer))
+    cdef iovec *iov = <iovec *>malloc(max(n, 1) * sizeof(iovec))
+    cdef int err
+    if views == NULL or iov == NULL:
+        free(views)
+        free(iov)
+        raise MemoryError()
+    try:
+        for i in range(n):
+            PyObject_GetBuffer(buffers[i], &views[i], PyBUF_SIMPLE)
+            held += 1
+            iov[i].iov_base = views[i].buf
+            iov[i].iov_len = <size_t>views[i].len
+        with nogil:
+            err = _write_all(fd, iov, n, sync)
+        if err:
+            raise OSError(err, os.strerror(err))
+    finally:
+        for i in range(held):
+            PyBuffer_Release(&views[i])
+        free(views)
+        free(iov)

@@ -85,26 +85,27 @@ def padded(n: int) -> int:
     return (n + 7) & ~7
 
 
-def frame(lsn: int, seq: int, space: int, rtype: int, flags: int, parts: list) -> bytearray:
-    """One record from its payload's parts: header (unsealed: the writer seals it, ``seal``),
-    payload, padding; the payload's CRC is computed here, in the caller's thread."""
+_PAD = [bytes(i) for i in range(8)]
+
+
+def frame(lsn: int, seq: int, space: int, rtype: int, flags: int, parts: list) -> tuple:
+    """One record from its payload's parts: (header, body). The header is unsealed (the
+    writer seals it, ``seal``); the body is the payload and its padding, copied once from
+    the parts; the payload's CRC is computed here, in the caller's thread."""
     views = [memoryview(p).cast("B") for p in parts]
     n = sum(v.nbytes for v in views)
-    rec = bytearray(RECORD_HEADER_SIZE + padded(n))
-    at, crc = RECORD_HEADER_SIZE, 0
-    for v in views:
-        rec[at:at + v.nbytes] = v
-        crc = crc32c(v, crc)
-        at += v.nbytes
-    RECORD_HEADER.pack_into(rec, 0, 0, n, lsn, seq, space, rtype, flags, 0, crc)
-    return rec
+    body = b"".join([*views, _PAD[padded(n) - n]])
+    header = bytearray(RECORD_HEADER_SIZE)
+    RECORD_HEADER.pack_into(header, 0, 0, n, lsn, seq, space, rtype, flags, 0, crc32c(memoryview(body)[:n]))
+    return header, body
 
 
-def seal(rec: bytearray, salt: int, group: int) -> None:
+def seal(header: bytearray, salt: int, group: int) -> None:
     """Write a framed record's group offset (its LSN minus the first LSN of the group it is
     written in) and its header CRC, which covers the segment's salt and the payload's CRC."""
-    struct.pack_into("<I", rec, 28, group)
-    struct.pack_into("<I", rec, 0, crc32c(memoryview(rec)[4:RECORD_HEADER_SIZE], crc32c(salt.to_bytes(8, "little"))))
+    struct.pack_into("<I", header, 28, group)
+    struct.pack_into("<I", header, 0, crc32c(memoryview(header)[4:RECORD_HEADER_SIZE],
+                                             crc32c(salt.to_bytes(8, "little"))))
 
 
 def check_record(buf, off: int, end: int, salt: int, expect_lsn: int | None):

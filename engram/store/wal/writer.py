@@ -24,6 +24,7 @@ from engram.store.wal.format import (
     CONTINUED,
     MAX_CHUNK,
     POLICIES,
+    RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     TORN_WINDOW,
     frame,
@@ -33,26 +34,27 @@ from engram.store.wal.format import (
 )
 
 log = logging.getLogger("engram")
-IOV_MAX = 1024
 PREALLOC = "next.prealloc"
 RETRY_FULL_S = 1.0
+MAX_QUEUED_WINDOWS = 4      # records waiting for the writer: at most this many torn windows' bytes
 
 
 class Log:
     """An open log in ``directory``, appending from ``next_lsn`` (recovery says where)."""
 
     def __init__(self, directory: Path, policy: str = "group", next_lsn: int = 1, files: Files = FILES,
-                 segment_bytes: int | None = None, torn_window: int = TORN_WINDOW):
+                 segment_bytes: int | None = None, torn_window: int = TORN_WINDOW, max_queued: int | None = None):
         if policy not in POLICIES:
             raise ValueError(policy)
         self.dir, self.policy, self.files = Path(directory), policy, files
         # None: the format's default, read now (the test suite makes it small to keep files small)
         self.segment_bytes = segment_bytes or wal_format.SEGMENT_BYTES
         self.torn_window = torn_window
+        self.max_queued = max_queued or MAX_QUEUED_WINDOWS * torn_window    # append waits past this
         if not self.dir.is_dir():
             files.mkdir(self.dir)
         self._cond = threading.Condition()
-        self._queue: list = []            # (lsn, framed record) in LSN order
+        self._queue: list = []            # (lsn, header, body) of framed records, in LSN order
         self._queued_bytes = 0
         self._next = next_lsn             # the LSN the next append gets
         self._written = self._synced = next_lsn - 1
@@ -85,7 +87,8 @@ class Log:
 
     def append(self, space: int, seq: int, rtype: int, payload: list) -> int:
         """Queue one change (its payload parts; cut into records of at most MAX_CHUNK bytes,
-        flagged CONTINUED but the last); returns the LSN that acknowledges it."""
+        flagged CONTINUED but the last); returns the LSN that acknowledges it. Waits while
+        ``max_queued`` bytes are already queued."""
         views = [memoryview(p).cast("B") for p in payload]
         if sum(v.nbytes for v in views) <= MAX_CHUNK:
             pieces = [views]
@@ -93,14 +96,19 @@ class Log:
             whole = memoryview(b"".join(views))
             pieces = [[whole[i:i + MAX_CHUNK]] for i in range(0, whole.nbytes, MAX_CHUNK)]
         with self._cond:
+            # a bounded queue: past max_queued bytes the caller waits for the writer, so a
+            # disk slower than the callers holds them back (and the lanes before them fill
+            # and refuse) instead of piling up records, memory and acknowledgement latency
+            while self._queued_bytes >= self.max_queued and self._failed is None and not self._closing:
+                self._cond.wait()
             if self._failed is not None or self._closing:
                 self.admit()
             for i, parts in enumerate(pieces):
                 lsn = self._next
                 self._next += 1
-                rec = frame(lsn, seq, space, rtype, CONTINUED if i + 1 < len(pieces) else 0, parts)
-                self._queue.append((lsn, rec))
-                self._queued_bytes += len(rec)
+                header, body = frame(lsn, seq, space, rtype, CONTINUED if i + 1 < len(pieces) else 0, parts)
+                self._queue.append((lsn, header, body))
+                self._queued_bytes += RECORD_HEADER_SIZE + len(body)
             self._cond.notify_all()
         return lsn
 
@@ -226,8 +234,8 @@ class Log:
         """The next group (called with the lock held): records up to the torn window."""
         q, n, size = self._queue, 0, 0
         limit = 1 if self.policy == "always" else len(q)
-        while n < limit and (n == 0 or size + len(q[n][1]) <= self.torn_window):
-            size += len(q[n][1])
+        while n < limit and (n == 0 or size + RECORD_HEADER_SIZE + len(q[n][2]) <= self.torn_window):
+            size += RECORD_HEADER_SIZE + len(q[n][2])
             n += 1
         group, self._queue[:n] = q[:n], []
         self._queued_bytes -= size
@@ -280,14 +288,11 @@ class Log:
                 self._open_segment(group[0][0], max(self.segment_bytes, SEGMENT_HEADER_SIZE + size))
         first = group[0][0]
         bufs = []
-        for lsn, rec in group:      # recovery tells a torn last group from damage by these
-            seal(rec, self._salt, lsn - first)
-            bufs.append(rec)
-        for i in range(0, len(bufs), IOV_MAX):
-            self.files.write(self._fd, bufs[i:i + IOV_MAX])
+        for lsn, header, body in group:      # recovery tells a torn last group from damage by these
+            seal(header, self._salt, lsn - first)
+            bufs += (header, body)
+        self.files.write_all(self._fd, bufs, self.policy != "none")
         self._pos += size
-        if self.policy != "none":
-            self.files.fdatasync(self._fd)
 
     def close(self) -> None:
         """Write and sync everything queued, stop the thread, close the segment."""
