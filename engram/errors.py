@@ -83,6 +83,21 @@ class SegmentError(EngramError, OSError):
     """A shared-memory segment could not be created, attached or read."""
 
 
+class AttachError(SegmentError):
+    """A shared-memory segment could not be attached: it is missing, another user's, or a
+    field of its header (or of the header of what it holds) is out of bounds. The message
+    names the segment and what is wrong; ``segment`` is its name and ``field`` the field
+    found wrong ("" when no single field is)."""
+
+    def __init__(self, message: str, segment: str = "", field: str = ""):
+        super().__init__(message)
+        self.segment, self.field = segment, field
+
+
+class SegmentLayoutError(AttachError, LayoutMismatchError):
+    """A segment was written by an engram of another format version or layout."""
+
+
 class ReadOnlyError(EngramError, PermissionError):
     """A write was attempted through a read-only attachment."""
 

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xb69ae8472a5f847fULL
+#define EG_LAYOUT_HASH 0xebab516a8d063aaaULL
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0
@@ -385,10 +385,12 @@ _Static_assert(offsetof(eg_csr_header_t, weights_version) == 56, "CsrHeader.weig
 typedef struct __attribute__((aligned(8))) {
     uint64_t generation;
     uint64_t capacity;
+    uint64_t salt;
 } eg_table_ref_t;
-_Static_assert(sizeof(eg_table_ref_t) == 16, "TableRef size");
+_Static_assert(sizeof(eg_table_ref_t) == 24, "TableRef size");
 _Static_assert(offsetof(eg_table_ref_t, generation) == 0, "TableRef.generation offset");
 _Static_assert(offsetof(eg_table_ref_t, capacity) == 8, "TableRef.capacity offset");
+_Static_assert(offsetof(eg_table_ref_t, salt) == 16, "TableRef.salt offset");
 
 /* SpaceDirectory */
 typedef struct __attribute__((aligned(64))) {
@@ -400,9 +402,9 @@ typedef struct __attribute__((aligned(64))) {
     uint64_t n_links;
     uint64_t change_seq;
     uint64_t _reserved[3];
-    uint64_t tables[16];
+    uint64_t tables[24];
 } eg_space_directory_t;
-_Static_assert(sizeof(eg_space_directory_t) == 256, "SpaceDirectory size");
+_Static_assert(sizeof(eg_space_directory_t) == 320, "SpaceDirectory size");
 _Static_assert(offsetof(eg_space_directory_t, name) == 0, "SpaceDirectory.name offset");
 _Static_assert(offsetof(eg_space_directory_t, dim) == 64, "SpaceDirectory.dim offset");
 _Static_assert(offsetof(eg_space_directory_t, n_tables) == 68, "SpaceDirectory.n_tables offset");
@@ -663,6 +665,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"TableRef", "", 0, (int64_t)sizeof(eg_table_ref_t)}, \
     {"TableRef", "generation", (int64_t)offsetof(eg_table_ref_t, generation), (int64_t)sizeof(((eg_table_ref_t *)0)->generation)}, \
     {"TableRef", "capacity", (int64_t)offsetof(eg_table_ref_t, capacity), (int64_t)sizeof(((eg_table_ref_t *)0)->capacity)}, \
+    {"TableRef", "salt", (int64_t)offsetof(eg_table_ref_t, salt), (int64_t)sizeof(((eg_table_ref_t *)0)->salt)}, \
     {"SpaceDirectory", "", 0, (int64_t)sizeof(eg_space_directory_t)}, \
     {"SpaceDirectory", "name", (int64_t)offsetof(eg_space_directory_t, name), (int64_t)sizeof(((eg_space_directory_t *)0)->name)}, \
     {"SpaceDirectory", "dim", (int64_t)offsetof(eg_space_directory_t, dim), (int64_t)sizeof(((eg_space_directory_t *)0)->dim)}, \

@@ -326,17 +326,18 @@ CSR_HEADER = Record("CsrHeader", (
     F("weights_version", "u64", doc="in-place weight changes since this CSR was built (associative priming)"),
 ), size=64, align=64, doc="Follows the segment header in a CSR segment.")
 
-#: One table's current generation, published in the space directory.
+#: One table's current generation and the salt of its name, published in the space directory.
 TABLE_REF = Record("TableRef", (
     F("generation", "u64"),
     F("capacity", "u64"),
-), size=16, align=8)
+    F("salt", "u64", doc="the random end of the table segment's name (engram/store/shm/names.py)"),
+), size=24, align=8)
 
 #: Tables of a memory space, in the order of SpaceDirectory.tables.
 TABLES = ("nodes", "emb_hot", "emb_warm", "content", "csr", "delta")
 MAX_TABLES = 8
 
-#: The directory segment of a space: where readers learn each table's generation.
+#: The directory segment of a space: where readers learn each table's generation and name.
 SPACE_DIRECTORY = Record("SpaceDirectory", (
     F("name", "u8", 64, doc="space name, NUL padded"),
     F("dim", "u32"),
@@ -346,13 +347,12 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
     F("n_links", "u64", doc="links accepted (CSR + delta)"),
     F("change_seq", "u64", doc="bumped after every published change"),
     F("_reserved", "u64", 3),
-    F("tables", "u64", 2 * MAX_TABLES, doc="TableRef[MAX_TABLES]"),
-), size=256, align=64)
+    F("tables", "u64", 3 * MAX_TABLES, doc="TableRef[MAX_TABLES]"),
+), size=320, align=64)
 
 RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,
            METRICS_HEADER, METRICS_SLOT_HEADER, TRACE_EVENT, TRACE_RING_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF,
-           SPACE_DIRECTORY,
-           HOP_SLOT, HOP_BOARD_HEADER, INGEST_RING_HEADER)
+           SPACE_DIRECTORY, HOP_SLOT, HOP_BOARD_HEADER, INGEST_RING_HEADER)
 
 CONSTANTS = {
     "FORMAT_VERSION": FORMAT_VERSION,

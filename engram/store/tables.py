@@ -15,28 +15,33 @@ its own rows; node_row maps a node to its row and row_node back.
 The owner is the only writer. It writes data first and publishes it by
 raising a count (a segment header's ``count``) afterwards; a reader reads the
 count first and never looks past it. A table that fills is re-created
-larger under generation g+1, filled, published in the directory, and the
-old name unlinked; readers see the new generation in the directory and
-re-attach, while their old mapping stays valid until they drop it. An
-embedding table's next generation is filled in the background ahead of need
-(engram/store/growth.py).
+larger under generation g+1 (and a fresh random salt in its name, so nobody can
+create the name first), filled, published in the directory (its TableRef: the
+generation and the salt), and the old name unlinked; readers see the new
+generation in the directory and re-attach, while their old mapping stays valid
+until they drop it. An embedding table's next generation is filled in the
+background ahead of need (engram/store/growth.py).
+
+A reader checks what it attaches before it makes a view of it (tablecheck.py):
+the directory, and each table's header against the directory and the size of
+its segment; the owner trusts its own segments.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from engram.errors import ReadOnlyError, SegmentError
+from engram.errors import AttachError, ReadOnlyError, SegmentError
 from engram.layout import (
     CSR_HEADER_DTYPE,
-    EDGE_DELTA_DTYPE,
     NODE_HOT_DTYPE,
     SPACE_DIRECTORY_DTYPE,
     TABLE_REF_DTYPE,
     schema,
 )
-from engram.store import growth
-from engram.store.shm.names import EngineName
+from engram.store import growth, tablecheck
+from engram.store.shm.names import EngineName, directory_of
 from engram.store.shm.segment import Segment, align_up
+from engram.store.tablecheck import KIND, regions, row_bytes_for
 
 C = schema.CONSTANTS
 TIER_NAMES = {"hot": C["TIER_HOT"], "warm": C["TIER_WARM"]}
@@ -44,45 +49,9 @@ TIER_LABEL = {v: k for k, v in TIER_NAMES.items()}
 LIVE, FORGOTTEN = C["NODE_LIVE"], C["NODE_FORGOTTEN"]
 TIER_TABLE = {C["TIER_HOT"]: "emb_hot", C["TIER_WARM"]: "emb_warm"}
 TIER_DTYPE = {C["TIER_HOT"]: np.dtype(np.float32), C["TIER_WARM"]: np.dtype(np.float16)}
-KIND = {"nodes": C["TABLE_NODES"], "emb_hot": C["TABLE_EMB_HOT"], "emb_warm": C["TABLE_EMB_WARM"],
-        "content": C["TABLE_CONTENT"], "csr": C["TABLE_CSR"], "delta": C["TABLE_DELTA"]}
 TABLE_INDEX = {t: i for i, t in enumerate(schema.TABLES)}
 INITIAL_CAPACITY = {"nodes": 1024, "emb_hot": 1024, "emb_warm": 1024, "content": 64 * 1024, "delta": 4096}
 CONTENT_FIRST = 8   # content_ref 0 means "no content", so records start at 8
-
-
-def row_bytes_for(table: str, dim: int) -> int:
-    itemsize = 4 if table == "emb_hot" else 2
-    return align_up(dim * itemsize)
-
-
-def regions(table: str, cap: int, dim: int) -> tuple:
-    """(region name, byte offset, dtype, count, shape) of a growable table, and its data size."""
-    out, off = [], 0
-
-    def add(name, dtype, count, shape=None):
-        nonlocal off
-        dtype = np.dtype(dtype)
-        out.append((name, off, dtype, count, shape))
-        off = align_up(off + dtype.itemsize * count)
-
-    if table == "nodes":
-        add("hot", NODE_HOT_DTYPE, cap)
-        add("node_row", np.uint32, cap)
-    elif table in ("emb_hot", "emb_warm"):
-        rb = row_bytes_for(table, dim)
-        dt = np.dtype(np.float32 if table == "emb_hot" else np.float16)
-        add("rows", dt, cap * (rb // dt.itemsize), (cap, rb // dt.itemsize))
-        add("row_node", np.uint32, cap)
-        add("row_live", np.uint8, cap)
-        add("row_norm", np.float32, cap)     # L2 norms, so cosine scans read only the rows
-    elif table == "content":
-        add("heap", np.uint8, cap)
-    elif table == "delta":
-        add("log", EDGE_DELTA_DTYPE, cap)
-    else:
-        raise ValueError(table)
-    return tuple(out), off
 
 
 class SpaceStore:
@@ -97,10 +66,14 @@ class SpaceStore:
         self._changed = dict.fromkeys(TIER_TABLE.values(), 0)    # in-place changes to stored rows
         self._snap: dict = {}
         if create:
-            self.dir_seg = Segment.create(engine.directory(space), kind=C["TABLE_DIRECTORY"],
-                                          data_bytes=SPACE_DIRECTORY_DTYPE.itemsize, capacity=1, dim=dim)
+            self.dir_seg = Segment.create_fresh(lambda salt: engine.directory(space, salt), kind=C["TABLE_DIRECTORY"],
+                                                data_bytes=SPACE_DIRECTORY_DTYPE.itemsize, capacity=1, dim=dim)
         else:
-            self.dir_seg = Segment.attach(engine.directory(space), kind=C["TABLE_DIRECTORY"])
+            name = directory_of(engine, space)
+            if name is None:
+                raise AttachError(f"engine {engine} has no directory segment of space {space!r} in shared memory "
+                                  "(it exited, or has no such space)", f"/{engine}.{space}")
+            self.dir_seg = tablecheck.directory(Segment.attach(name, kind=C["TABLE_DIRECTORY"]), space)
         self.dir = self.dir_seg.array(0, SPACE_DIRECTORY_DTYPE, 1)
         self.refs = self.dir["tables"][0].view(TABLE_REF_DTYPE)   # TableRef[MAX_TABLES]
         if create:
@@ -130,16 +103,20 @@ class SpaceStore:
         """
         for t in schema.TABLES:   # "nodes" is first
             for attempt in range(50):
-                gen = int(self.refs[TABLE_INDEX[t]]["generation"])
-                if t in self.segs and self.segs[t].h("generation") == gen:
+                ref = self.refs[TABLE_INDEX[t]]
+                gen = int(ref["generation"])      # the owner writes the salt first and the generation last
+                salt = int(ref["salt"])
+                bound = self.segs.get(t)
+                if bound is not None and bound.salt == salt and bound.h("generation") == gen:
                     break
                 try:
-                    seg = Segment.attach(self.engine.table(self.space, t, gen), kind=KIND[t])
-                except SegmentError:
+                    seg = Segment.attach(self.engine.table(self.space, t, gen, salt), kind=KIND[t])
+                except AttachError:
                     if attempt == 49:
                         raise
                     continue  # grew again while we looked: read the directory again
-                self._bind(t, seg)
+                seg.salt = salt
+                self._bind(t, tablecheck.table(seg, t, gen, self.dim))
                 break
             self._snap[t] = self.segs[t].h("count")
 
@@ -167,9 +144,12 @@ class SpaceStore:
     def content_at(self, ref: int):
         if ref == 0:
             return None
-        heap = self.views["content"]["heap"]
-        n = int(heap[ref:ref + 4].view(np.uint32)[0])
-        return bytes(heap[ref + 4:ref + 4 + n]).decode("utf-8")
+        heap = self.views["content"]["heap"][:self.count("content")]
+        n = int(heap[ref:ref + 4].view(np.uint32)[0]) if ref + 4 <= heap.shape[0] else -1
+        if n < 0 or ref + 4 + n > heap.shape[0]:
+            raise SegmentError(f"{self.segs['content'].name}: a node's content_ref {ref:,} (length {n:,}) is past "
+                               f"the {heap.shape[0]:,} bytes of content in use: the segment is damaged")
+        return bytes(heap[ref + 4:ref + 4 + n]).decode("utf-8", errors="replace")
 
     def csr(self):
         return self.views["csr"]
@@ -181,26 +161,27 @@ class SpaceStore:
     def _bind(self, table: str, seg: Segment) -> None:
         self.segs[table] = seg
         if table == "csr":
-            h = seg.array(0, CSR_HEADER_DTYPE, 1)
+            h = seg.array(0, CSR_HEADER_DTYPE, 1, field="csr header")
             n, m = int(h["n_nodes"][0]), int(h["n_edges"][0])
             self.views[table] = {
                 "header": h,
-                "offsets": seg.array(int(h["offsets_at"][0]), np.uint64, n + 1),
-                "targets": seg.array(int(h["targets_at"][0]), np.uint32, m),
-                "weights": seg.array(int(h["weights_at"][0]), np.float32, m),
-                "fan": seg.array(int(h["fan_at"][0]), np.float32, 3 * m, shape=(3, m)),
+                "offsets": seg.array(int(h["offsets_at"][0]), np.uint64, n + 1, field="offsets_at / n_nodes"),
+                "targets": seg.array(int(h["targets_at"][0]), np.uint32, m, field="targets_at / n_edges"),
+                "weights": seg.array(int(h["weights_at"][0]), np.float32, m, field="weights_at / n_edges"),
+                "fan": seg.array(int(h["fan_at"][0]), np.float32, 3 * m, shape=(3, m), field="fan_at / n_edges"),
             }
             return
         regs, _ = regions(table, seg.h("capacity"), self.dim)
-        self.views[table] = {name: seg.array(off, dt, count, shape) for name, off, dt, count, shape in regs}
+        self.views[table] = {name: seg.array(off, dt, count, shape, field="capacity")
+                             for name, off, dt, count, shape in regs}
         self.offsets[table] = {name: off for name, off, _, _, _ in regs}
 
     def _new_table(self, table: str, cap: int, gen: int) -> Segment:
         _, nbytes = regions(table, cap, self.dim)
         rb = row_bytes_for(table, self.dim) if table.startswith("emb") else 0
-        return Segment.create(self.engine.table(self.space, table, gen), kind=KIND[table],
-                              data_bytes=nbytes, capacity=cap, row_bytes=rb, dim=self.dim, generation=gen,
-                              keep_fd=True)
+        return Segment.create_fresh(lambda salt: self.engine.table(self.space, table, gen, salt), kind=KIND[table],
+                                    data_bytes=nbytes, capacity=cap, row_bytes=rb, dim=self.dim, generation=gen,
+                                    keep_fd=True)
 
     def _new_csr(self, offsets, targets, weights, fan, delta_applied: int, gen: int) -> Segment:
         n, m = offsets.shape[0] - 1, targets.shape[0]
@@ -208,8 +189,8 @@ class SpaceStore:
         tgt_at = align_up(off_at + 8 * (n + 1))
         w_at = align_up(tgt_at + 4 * m)
         fan_at = align_up(w_at + 4 * m)
-        seg = Segment.create(self.engine.table(self.space, "csr", gen), kind=KIND["csr"],
-                             data_bytes=align_up(fan_at + 12 * m), capacity=m, generation=gen)
+        seg = Segment.create_fresh(lambda salt: self.engine.table(self.space, "csr", gen, salt), kind=KIND["csr"],
+                                   data_bytes=align_up(fan_at + 12 * m), capacity=m, dim=self.dim, generation=gen)
         h = seg.array(0, CSR_HEADER_DTYPE, 1)
         h["n_nodes"], h["n_edges"], h["delta_applied"] = n, m, delta_applied
         h["offsets_at"], h["targets_at"], h["weights_at"], h["fan_at"] = off_at, tgt_at, w_at, fan_at
@@ -225,8 +206,9 @@ class SpaceStore:
         old = self.segs.get(table)
         self._bind(table, seg)
         ref = self.refs[TABLE_INDEX[table]]
+        ref["salt"] = seg.salt
         ref["capacity"] = seg.h("capacity")
-        ref["generation"] = seg.h("generation")
+        ref["generation"] = seg.h("generation")     # last: a reader that sees it sees the salt
         if old is not None:
             Segment.unlink(old.name)
 

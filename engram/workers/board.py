@@ -14,12 +14,13 @@ import time
 import numpy as np
 import posix_ipc
 
-from engram.config import RecallConfig
+from engram.config import MAX_DIM, RecallConfig
 from engram.errors import EngramError
 from engram.kernels._cy.stream import chain
 from engram.kernels.native import load_c
 from engram.layout import TASK_BOARD_HEADER_DTYPE, TASK_SLOT_DTYPE, schema
 from engram.recall.pipeline import Ranked
+from engram.store.shm import create_semaphore, find, open_semaphore
 from engram.store.shm.names import EngineName
 from engram.store.shm.segment import Segment, plan
 
@@ -32,6 +33,7 @@ FLAG_SPREAD, FLAG_BUDGET = 1, 2
 STATUS_PARTIAL, STATUS_FALLBACK = 1, 2
 CONFIG_FLOATS = 32          # recall settings travel beside the query (RecallConfig.to_vector)
 SPACE_BYTES = TASK_SLOT_DTYPE["space"].shape[0]
+MAX_WORKERS = 4096         # the most workers a board may say it has (an attach tool lists each)
 
 
 class WorkerError(EngramError):
@@ -50,11 +52,10 @@ def name_text(field) -> str:
     return bytes(field).rstrip(b"\0").decode(errors="replace")
 
 
-def semaphore(engine: EngineName, what: str, create: bool) -> posix_ipc.Semaphore:
-    name = engine.engine_object(what)
-    if create:
-        return posix_ipc.Semaphore(name, flags=posix_ipc.O_CREX, mode=0o600, initial_value=0)
-    return posix_ipc.Semaphore(name)
+def semaphore(engine: EngineName, what: str, create: bool, objects: dict | None = None) -> posix_ipc.Semaphore:
+    """The engine's semaphore ``what``: a new one (the owner) or the owner's (``objects``: an
+    ``objects_of(engine, semaphores=True)`` listing to find it in)."""
+    return create_semaphore(engine, what) if create else open_semaphore(engine, what, objects)
 
 
 class SlotBoard:
@@ -105,20 +106,31 @@ class TaskBoard(SlotBoard):
 
     def __init__(self, seg: Segment):
         self.seg = seg
-        header = seg.array(0, TASK_BOARD_HEADER_DTYPE, 1)
+        header = seg.array(0, TASK_BOARD_HEADER_DTYPE, 1, field="task board header")
         h = header[0]
         n, self.dim, floats = int(h["slots"]), int(h["dim"]), int(h["config_floats"])
-        slots = seg.array(h["slots_at"], TASK_SLOT_DTYPE, n)
-        self.queries = seg.array(h["queries_at"], np.float32, n * self.dim, shape=(n, self.dim))
-        self.configs = seg.array(h["configs_at"], np.float64, n * floats, shape=(n, floats))
+        if n != seg.h("capacity"):
+            raise seg.refuse("slots", f"is {n:,}, the segment header's capacity is {seg.h('capacity'):,}")
+        if not 1 <= self.dim <= MAX_DIM or self.dim != seg.h("dim"):
+            raise seg.refuse("dim", f"(board header) is {self.dim:,}, the segment header's is {seg.h('dim'):,}; "
+                             f"both must be one dimension in [1, {MAX_DIM:,}]")
+        if floats != CONFIG_FLOATS:
+            raise seg.refuse("config_floats", f"is {floats:,}, a request carries {CONFIG_FLOATS} settings")
+        if int(h["workers"]) > MAX_WORKERS:
+            raise seg.refuse("workers", f"is {int(h['workers']):,}, more than {MAX_WORKERS:,}")
+        slots = seg.array(h["slots_at"], TASK_SLOT_DTYPE, n, field="slots_at / slots")
+        self.queries = seg.array(h["queries_at"], np.float32, n * self.dim, shape=(n, self.dim),
+                                 field="queries_at / slots x dim")
+        self.configs = seg.array(h["configs_at"], np.float64, n * floats, shape=(n, floats),
+                                 field="configs_at / slots x config_floats")
         super().__init__(header, slots, ("submitted", "completed", "failed", "retried", "restarts", "ready"))
 
     @classmethod
     def create(cls, engine: EngineName, slots: int, dim: int, workers: int) -> "TaskBoard":
         at, size = plan(TASK_BOARD_HEADER_DTYPE.itemsize, slots * TASK_SLOT_DTYPE.itemsize, slots * dim * 4,
                         slots * CONFIG_FLOATS * 8)
-        seg = Segment.create(engine.engine_object("tasks"), kind=C["TABLE_TASKS"], data_bytes=size,
-                             capacity=slots, dim=dim)
+        seg = Segment.create_fresh(lambda salt: engine.unique("tasks", salt), kind=C["TABLE_TASKS"], data_bytes=size,
+                                   capacity=slots, dim=dim)
         h = seg.array(0, TASK_BOARD_HEADER_DTYPE, 1)
         h["slots"], h["dim"], h["workers"], h["config_floats"] = slots, dim, workers, CONFIG_FLOATS
         h["slots_at"], h["queries_at"], h["configs_at"] = at[1:]
@@ -126,7 +138,7 @@ class TaskBoard(SlotBoard):
 
     @classmethod
     def attach(cls, engine: EngineName, writable: bool = True) -> "TaskBoard":
-        return cls(Segment.attach(engine.engine_object("tasks"), kind=C["TABLE_TASKS"], writable=writable))
+        return cls(Segment.attach(find(engine, "tasks"), kind=C["TABLE_TASKS"], writable=writable))
 
     def claim(self):
         """A FREE slot, now FILLING and this caller's; None when every slot is busy."""

@@ -25,7 +25,7 @@ from engram.observe.tracing.events import NO_EVENTS, SpaceEvents
 from engram.recall import pipeline
 from engram.recall.context import RecallContext
 from engram.recall.reader import SpaceReader
-from engram.store.shm.names import EngineName, pid_alive
+from engram.store.shm.names import EngineName, objects_of, pid_alive
 from engram.store.tables import SpaceStore
 from engram.workers import stealing
 from engram.workers.board import TaskBoard, semaphore
@@ -40,8 +40,9 @@ class Worker:
         self.id, self.pid = worker_id, os.getpid()
         self.board = TaskBoard.attach(self.engine)
         self.pool = ActivationRecordPool.attach(self.engine)
-        self.work = semaphore(self.engine, "work", create=False)
-        self.done = [semaphore(self.engine, f"done{i}", create=False) for i in range(self.board.n)]
+        sems = objects_of(self.engine, semaphores=True)
+        self.work = semaphore(self.engine, "work", create=False, objects=sems)
+        self.done = [semaphore(self.engine, f"done{i}", create=False, objects=sems) for i in range(self.board.n)]
         self.kern = kernels.backend()
         mseg = MetricsSegment.attach(self.engine, writable=True)
         hw = bool(mseg.totals()["engram_spreading_hw_counters"][""])

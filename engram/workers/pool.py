@@ -25,6 +25,7 @@ from engram.errors import EngramError, InvalidInputError, shown
 from engram.kernels import abi
 from engram.kernels.native import load_c
 from engram.layout import ACTIVATION_RECORD_DTYPE, POOL_HEADER_DTYPE, schema
+from engram.store.shm import find
 from engram.store.shm.names import EngineName
 from engram.store.shm.segment import Segment
 
@@ -37,8 +38,21 @@ class PoolExhaustedError(EngramError):
     """Every record of the pool is held."""
 
 
-def pool_segment_name(engine: EngineName) -> str:
-    return engine.engine_object("pool")
+def views(seg: Segment) -> tuple:
+    """(header, records) of a pool segment, its header checked: the C freelist code trusts
+    the head, the bump pointer and the capacity, so a reader refuses them out of bounds."""
+    header = seg.array(0, POOL_HEADER_DTYPE, 1, field="pool header")
+    h = header[0]
+    cap = int(h["capacity"])
+    if cap != seg.h("capacity") or cap < 1:
+        raise seg.refuse("capacity", f"(pool header) is {cap:,}, the segment header's is {seg.h('capacity'):,}")
+    records = seg.array(POOL_HEADER_DTYPE.itemsize, ACTIVATION_RECORD_DTYPE, cap, field="capacity")
+    head = int(h["head"]) & 0xFFFFFFFF
+    if head != schema.CONSTANTS["NIL"] and head >= cap:
+        raise seg.refuse("head", f"points at record {head:,} of {cap:,}")
+    if int(h["bump"]) > cap:
+        raise seg.refuse("bump", f"is {int(h['bump']):,}, more than the {cap:,} records")
+    return header, records
 
 
 class ActivationRecordPool:
@@ -49,10 +63,8 @@ class ActivationRecordPool:
             raise InvalidInputError(f"cache_size must be an integer in [1, {abi.POOL_CACHE_MAX}], "
                                     f"got {shown(cache_size)}")
         self.seg = seg
-        self.header = seg.array(0, POOL_HEADER_DTYPE, 1)
-        cap = int(self.header["capacity"][0])
-        self.capacity = cap
-        self.records = seg.array(POOL_HEADER_DTYPE.itemsize, ACTIVATION_RECORD_DTYPE, cap)
+        self.header, self.records = views(seg)
+        self.capacity = int(self.header["capacity"][0])
         self._fns = load_c().fns
         if "eg_pool_acquire" not in self._fns:
             raise EngramError("the C kernel library has no pool functions: rebuild (pip install -e .)")
@@ -66,7 +78,8 @@ class ActivationRecordPool:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity < 0xFFFFFFFF:
             raise InvalidInputError(f"capacity must be an integer in [1, 2**32 - 1), got {shown(capacity)}")
         data = POOL_HEADER_DTYPE.itemsize + capacity * ACTIVATION_RECORD_DTYPE.itemsize
-        seg = Segment.create(pool_segment_name(engine), kind=KIND, data_bytes=data, capacity=capacity)
+        seg = Segment.create_fresh(lambda salt: engine.unique("pool", salt), kind=KIND, data_bytes=data,
+                                   capacity=capacity)
         hdr = seg.array(0, POOL_HEADER_DTYPE, 1)
         if load_c().fns["eg_pool_init"](hdr.ctypes.data, capacity) != 0:
             raise EngramError("eg_pool_init refused the pool")
@@ -74,7 +87,7 @@ class ActivationRecordPool:
 
     @classmethod
     def attach(cls, engine: EngineName, cache_size: int = DEFAULT_CACHE):
-        return cls(Segment.attach(pool_segment_name(engine), kind=KIND, writable=True), cache_size)
+        return cls(Segment.attach(find(engine, "pool"), kind=KIND, writable=True), cache_size)
 
     def _cache(self) -> np.ndarray:
         c = getattr(self._local, "cache", None)

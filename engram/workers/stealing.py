@@ -41,6 +41,7 @@ import posix_ipc
 from engram.config import FAN_MODES
 from engram.kernels.spreadrun import SpreadParams
 from engram.layout import HOP_BOARD_HEADER_DTYPE, HOP_SLOT_DTYPE, schema
+from engram.store.shm import create_semaphore, find, objects_of, open_semaphore
 from engram.store.shm.names import EngineName, pid_alive
 from engram.store.shm.segment import Segment, plan
 from engram.workers.board import SlotBoard, name_bytes, name_text
@@ -75,22 +76,32 @@ class HopBoard(SlotBoard):
 
     def __init__(self, seg: Segment):
         self.seg = seg
-        header = seg.array(0, HOP_BOARD_HEADER_DTYPE, 1)
+        header = seg.array(0, HOP_BOARD_HEADER_DTYPE, 1, field="hop board header")
         h = header[0]
         n = int(h["slots"])
         self.in_cap, self.out_cap = int(h["in_cap"]), int(h["out_cap"])
-        slots = seg.array(h["slots_at"], HOP_SLOT_DTYPE, n)
-        self.in_nodes = seg.array(h["in_nodes_at"], np.uint32, n * self.in_cap, shape=(n, self.in_cap))
-        self.in_fire = seg.array(h["in_fire_at"], np.float32, n * self.in_cap, shape=(n, self.in_cap))
-        self.out_v = seg.array(h["out_v_at"], np.uint32, n * self.out_cap, shape=(n, self.out_cap))
-        self.out_s = seg.array(h["out_s_at"], np.float32, n * self.out_cap, shape=(n, self.out_cap))
+        if n != seg.h("capacity"):
+            raise seg.refuse("slots", f"is {n:,}, the segment header's capacity is {seg.h('capacity'):,}")
+        for cap in ("in_cap", "out_cap"):
+            if int(h[cap]) < 1:
+                raise seg.refuse(cap, "is 0: a batch must hold something")
+        slots = seg.array(h["slots_at"], HOP_SLOT_DTYPE, n, field="slots_at / slots")
+        self.in_nodes = seg.array(h["in_nodes_at"], np.uint32, n * self.in_cap, shape=(n, self.in_cap),
+                                  field="in_nodes_at / slots x in_cap")
+        self.in_fire = seg.array(h["in_fire_at"], np.float32, n * self.in_cap, shape=(n, self.in_cap),
+                                 field="in_fire_at / slots x in_cap")
+        self.out_v = seg.array(h["out_v_at"], np.uint32, n * self.out_cap, shape=(n, self.out_cap),
+                               field="out_v_at / slots x out_cap")
+        self.out_s = seg.array(h["out_s_at"], np.float32, n * self.out_cap, shape=(n, self.out_cap),
+                               field="out_s_at / slots x out_cap")
         super().__init__(header, slots, ("published", "stolen", "reclaimed", "failed"))
 
     @classmethod
     def create(cls, engine: EngineName, slots: int, in_cap: int = 32768, out_cap: int = 262144) -> "HopBoard":
         at, size = plan(HOP_BOARD_HEADER_DTYPE.itemsize, slots * HOP_SLOT_DTYPE.itemsize, slots * in_cap * 4,
                         slots * in_cap * 4, slots * out_cap * 4, slots * out_cap * 4)
-        seg = Segment.create(engine.engine_object("hops"), kind=C["TABLE_HOPS"], data_bytes=size, capacity=slots)
+        seg = Segment.create_fresh(lambda salt: engine.unique("hops", salt), kind=C["TABLE_HOPS"], data_bytes=size,
+                                   capacity=slots)
         h = seg.array(0, HOP_BOARD_HEADER_DTYPE, 1)
         h["slots"], h["in_cap"], h["out_cap"], h["min_edges"] = slots, in_cap, out_cap, MIN_EDGES
         h["slots_at"], h["in_nodes_at"], h["in_fire_at"], h["out_v_at"], h["out_s_at"] = at[1:]
@@ -98,7 +109,7 @@ class HopBoard(SlotBoard):
 
     @classmethod
     def attach(cls, engine: EngineName) -> "HopBoard":
-        return cls(Segment.attach(engine.engine_object("hops"), kind=C["TABLE_HOPS"], writable=True))
+        return cls(Segment.attach(find(engine, "hops"), kind=C["TABLE_HOPS"], writable=True))
 
     def claim(self, pid: int):
         """A slot for an offer, now FILLING|pid: a FREE one, or one whose holders died."""
@@ -146,8 +157,10 @@ class HopBoard(SlotBoard):
 
 
 def _semaphores(engine: EngineName, n: int, create: bool) -> list:
-    flags = {"flags": posix_ipc.O_CREX, "mode": 0o600, "initial_value": 0} if create else {}
-    return [posix_ipc.Semaphore(engine.engine_object(f"hop{j}"), **flags) for j in range(n)]
+    if create:
+        return [create_semaphore(engine, f"hop{j}") for j in range(n)]
+    listed = objects_of(engine, semaphores=True)
+    return [open_semaphore(engine, f"hop{j}", listed) for j in range(n)]
 
 
 # ----------------------------------------------------------------------------- the taker

@@ -1,8 +1,10 @@
 """`engram list | inspect | top`: look at running engines from outside.
 
 Every tool attaches read-only (segments mapped PROT_READ), checks each
-segment's header (magic, format, layout hash, owner uid) and refuses a
-mismatch with the reason, and never writes to what it reads.
+segment's header (every field of the segment header, then the header of what
+the segment holds, against the segment's size) and refuses a segment that
+fails with the reason, and never writes to what it reads. Only this user's
+files are listed: another user's file under an engine's name is not looked at.
 """
 from __future__ import annotations
 
@@ -12,15 +14,31 @@ import time
 import numpy as np
 
 from engram.errors import EngramError
-from engram.layout import NODE_HOT_DTYPE, POOL_HEADER_DTYPE, schema
+from engram.ingest.ring import Ring as IngestRing
+from engram.layout import NODE_HOT_DTYPE, schema
 from engram.observe.attach import units
 from engram.observe.metrics import definitions as d
 from engram.observe.metrics.segment import MetricsSegment
+from engram.observe.tracing.ring import Ring as TraceRing
+from engram.store import tablecheck
 from engram.store.graph import Graph
-from engram.store.shm.names import EngineName, engines, pid_alive, resolve, segments_of, spaces_of  # noqa: F401
+from engram.store.shm.names import (  # noqa: F401
+    EngineName,
+    directory_of,
+    engines,
+    find,
+    objects_of,
+    parse_name,
+    pid_alive,
+    resolve,
+    segments_of,
+    spaces_of,
+)
 from engram.store.shm.segment import Segment
 from engram.store.tables import SpaceStore
+from engram.workers import pool
 from engram.workers.board import TaskBoard
+from engram.workers.stealing import HopBoard
 
 C = schema.CONSTANTS
 KIND_NAMES = {v: k.removeprefix("TABLE_").lower() for k, v in C.items() if k.startswith("TABLE_")}
@@ -50,7 +68,11 @@ def list_engines() -> list:
                     row["spaces"][sp] = _space_summary(e, sp)
                 except EngramError as err:
                     row["spaces"][sp] = {"error": str(err)}
-            tasks = board(e)
+            try:
+                tasks = board(e)
+            except EngramError as err:
+                row["board_error"] = str(err)
+                tasks = None
             if tasks is not None:
                 row["workers"] = int(tasks[0]["workers"][0])
         rows.append(row)
@@ -65,6 +87,8 @@ def format_list(rows) -> str:
         state = "running" if r["alive"] else "dead: `engram cleanup` (or the next Engine start) removes its segments"
         workers = f", {r['workers']} workers" if "workers" in r else ""
         out.append(f"{r['engine']}  pid {r['pid']}  {state}{workers}")
+        if "board_error" in r:
+            out.append(f"    task board: {r['board_error']}")
         for sp, s in r["spaces"].items():
             if "error" in s:
                 out.append(f"    {sp}: {s['error']}")
@@ -75,12 +99,64 @@ def format_list(rows) -> str:
 
 # ----------------------------------------------------------------- inspect
 
+OBJECT_KINDS = {"metrics": C["TABLE_METRICS"], "pool": C["TABLE_POOL"], "tasks": C["TABLE_TASKS"],
+                "hops": C["TABLE_HOPS"]}
+HOLDERS = {C["TABLE_METRICS"]: MetricsSegment, C["TABLE_TRACE"]: TraceRing, C["TABLE_TASKS"]: TaskBoard,
+           C["TABLE_HOPS"]: HopBoard, C["TABLE_POOL"]: pool.views, C["TABLE_INGEST_RING"]: IngestRing}
+
+
+def _expected_kind(said: dict):
+    """The kind a segment must be, by its name (None: a name this engram does not make)."""
+    if said.get("table") == "dir":
+        return C["TABLE_DIRECTORY"]
+    if "table" in said:
+        return tablecheck.KIND.get(said["table"])
+    what = said["object"]
+    if what.startswith("trace.") and what[6:].isdigit():
+        return C["TABLE_TRACE"]
+    if what.startswith("ring") and what[4:].isdigit():
+        return C["TABLE_INGEST_RING"]
+    return OBJECT_KINDS.get(what)
+
+
+def _checked(engine: EngineName, name: str, dims: dict) -> Segment:
+    """Attach a segment read-only and check it as its reader would, by the kind its name
+    says: AttachError (or the ingest ring's RingDamaged) if it does not hold up. ``dims``:
+    the dimension of each space whose directory holds up."""
+    said = parse_name(engine, name)
+    seg = Segment.attach(name, kind=_expected_kind(said))
+    kind = seg.h("kind")
+    if kind == C["TABLE_DIRECTORY"]:
+        tablecheck.directory(seg, said.get("space"))
+    elif kind in tablecheck.TABLE_OF_KIND:
+        tablecheck.table(seg, tablecheck.TABLE_OF_KIND[kind], said.get("generation", seg.h("generation")),
+                         dims.get(said.get("space"), seg.h("dim")))
+    elif kind in HOLDERS:
+        HOLDERS[kind](seg)
+    return seg
+
+
+def _space_dims(engine: EngineName) -> dict:
+    dims = {}
+    for space in spaces_of(engine):
+        try:
+            name = directory_of(engine, space)
+            if name is None:
+                continue
+            seg = tablecheck.directory(Segment.attach(name, kind=C["TABLE_DIRECTORY"]), space)
+        except EngramError:
+            continue
+        dims[space] = seg.h("dim")
+    return dims
+
+
 def segment_headers(engine: EngineName) -> list:
     """Every segment's header, read-only; a segment that fails its checks says why."""
     rows = []
+    dims = _space_dims(engine)
     for name in segments_of(engine):
         try:
-            seg = Segment.attach(name)
+            seg = _checked(engine, name, dims)
         except EngramError as e:
             rows.append({"name": name, "ok": False, "error": str(e)})
             continue
@@ -108,18 +184,12 @@ def node_record(engine: EngineName, space: str, node: int) -> dict:
         st.close(unlink=False)
 
 
-def _read_only(name: str):
-    try:
-        return Segment.attach(name)
-    except EngramError:
-        return None
-
-
 def pool_stats(engine: EngineName):
-    seg = _read_only(engine.engine_object("pool"))
-    if seg is None:
+    """The record pool's counters; None if the engine has made none (AttachError if it is damaged)."""
+    listed = objects_of(engine)
+    if "pool" not in listed:
         return None
-    h = seg.array(0, POOL_HEADER_DTYPE, 1)[0]
+    h = pool.views(Segment.attach(find(engine, "pool", objects=listed), kind=pool.KIND))[0][0]
     acquired = int(h["acquired"])
     return {"capacity": int(h["capacity"]), "in_use": int(h["in_use"]), "high_water": int(h["high_water"]),
             "acquired": acquired, "allocations": int(h["fresh"]),
@@ -127,11 +197,11 @@ def pool_stats(engine: EngineName):
 
 
 def board(engine: EngineName):
-    """(header, slots) of the engine's task board, read-only; None without workers."""
-    try:
-        b = TaskBoard.attach(engine, writable=False)
-    except EngramError:
+    """(header, slots) of the engine's task board, read-only; None without workers (AttachError
+    if it is damaged)."""
+    if "tasks" not in objects_of(engine):
         return None
+    b = TaskBoard.attach(engine, writable=False)
     return b.header, b.slots
 
 

@@ -34,7 +34,10 @@ def when_ns(ns: int, now_ns: int | None = None) -> str:
     if ns <= 0:
         return "never"
     now_ns = time.time_ns() if now_ns is None else now_ns
-    date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
+    try:
+        date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
+    except (OverflowError, OSError, ValueError):        # a damaged header's time: no date there
+        return f"{ns:,} ns (not a date)"
     d = (now_ns - ns) / 1e9
     return f"{date} ({age(d)} ago)" if d >= 0 else f"{date} (in {age(d)})"
 

@@ -9,36 +9,46 @@ import time
 
 import numpy as np
 
-from engram.errors import EngramError
+from engram.errors import EngramError, SegmentLayoutError
 from engram.layout import METRICS_HEADER_DTYPE, METRICS_SLOT_HEADER_DTYPE, schema
 from engram.observe.metrics import definitions as d
-from engram.store.shm.names import EngineName
+from engram.store.shm.names import EngineName, find
 from engram.store.shm.segment import Segment, align_up
 
 KIND = schema.CONSTANTS["TABLE_METRICS"]
 DEFAULT_SLOTS = 64
+MAX_SLOTS = 1 << 16
 ROLE_OWNER, ROLE_WORKER, ROLE_OTHER = 0, 1, 2
 NAME_BYTES = 64
-
-
-def segment_name(engine: EngineName) -> str:
-    return engine.engine_object("metrics")
 
 
 class MetricsSegment:
     def __init__(self, seg: Segment):
         self.seg = seg
-        self.header = seg.array(0, METRICS_HEADER_DTYPE, 1)
+        self.header = seg.array(0, METRICS_HEADER_DTYPE, 1, field="metrics header")
         h = self.header[0]
         if int(h["schema_hash"]) != d.schema_hash():
-            raise EngramError(f"{seg.name}: metric definitions differ from this engram's (another version wrote it)")
+            raise seg.refuse("schema_hash", f"is 0x{int(h['schema_hash']):016x}: its metric definitions differ from "
+                             "this engram's (another version wrote it)", SegmentLayoutError)
         self.n_slots, self.slot_bytes = int(h["slots"]), int(h["slot_bytes"])
         self.offsets, self.n_cells = d.layout()
+        if not 1 <= self.n_slots <= MAX_SLOTS or self.n_slots != seg.h("capacity"):
+            raise seg.refuse("slots", f"is {self.n_slots:,}: not in [1, {MAX_SLOTS:,}] or not the segment "
+                             f"header's capacity {seg.h('capacity'):,}")
+        if self.slot_bytes != self._slot_bytes():
+            raise seg.refuse("slot_bytes", f"is {self.slot_bytes:,}, this engram's slots take {self._slot_bytes():,}")
+        if int(h["cells"]) != self.n_cells:
+            raise seg.refuse("cells", f"is {int(h['cells']):,}, this engram's slots hold {self.n_cells:,}")
+        if int(h["labels"]) != d.MAX_SPACES:
+            raise seg.refuse("labels", f"is {int(h['labels']):,}, this engram keeps {d.MAX_SPACES}")
+        if int(h["spaces"]) > d.MAX_SPACES - 1:
+            raise seg.refuse("spaces", f"is {int(h['spaces']):,}, more than the {d.MAX_SPACES - 1} labels of spaces")
         off = METRICS_HEADER_DTYPE.itemsize
-        self.names = seg.array(off, np.uint8, d.MAX_SPACES * NAME_BYTES, shape=(d.MAX_SPACES, NAME_BYTES))
+        self.names = seg.array(off, np.uint8, d.MAX_SPACES * NAME_BYTES, shape=(d.MAX_SPACES, NAME_BYTES),
+                               field="labels")
         self.base = align_up(off + d.MAX_SPACES * NAME_BYTES)
         raw = seg.array(self.base, np.uint64, self.n_slots * self.slot_bytes // 8,
-                        shape=(self.n_slots, self.slot_bytes // 8))
+                        shape=(self.n_slots, self.slot_bytes // 8), field="slots x slot_bytes")
         hdr_cells = METRICS_SLOT_HEADER_DTYPE.itemsize // 8
         self.slot_headers = [raw[i, :hdr_cells].view(METRICS_SLOT_HEADER_DTYPE) for i in range(self.n_slots)]
         self.cells = raw[:, hdr_cells:hdr_cells + self.n_cells]       # (slots, cells)
@@ -52,7 +62,8 @@ class MetricsSegment:
     def create(cls, engine: EngineName, slots: int = DEFAULT_SLOTS) -> "MetricsSegment":
         sb = cls._slot_bytes()
         base = align_up(METRICS_HEADER_DTYPE.itemsize + d.MAX_SPACES * NAME_BYTES)
-        seg = Segment.create(segment_name(engine), kind=KIND, data_bytes=base + slots * sb, capacity=slots)
+        seg = Segment.create_fresh(lambda salt: engine.unique("metrics", salt), kind=KIND,
+                                   data_bytes=base + slots * sb, capacity=slots)
         h = seg.array(0, METRICS_HEADER_DTYPE, 1)
         h["slots"], h["slot_bytes"], h["labels"] = slots, sb, d.MAX_SPACES
         h["cells"], h["schema_hash"] = d.layout()[1], d.schema_hash()
@@ -62,7 +73,7 @@ class MetricsSegment:
 
     @classmethod
     def attach(cls, engine: EngineName, writable: bool = False) -> "MetricsSegment":
-        return cls(Segment.attach(segment_name(engine), kind=KIND, writable=writable))
+        return cls(Segment.attach(find(engine, "metrics"), kind=KIND, writable=writable))
 
     # -- labels ------------------------------------------------------------------------
     def _assign(self, name: str, i: int) -> None:
@@ -72,7 +83,7 @@ class MetricsSegment:
         self.names[i] = row
 
     def label_names(self) -> list:
-        return [bytes(r).rstrip(b"\0").decode() for r in self.names]
+        return [bytes(r).rstrip(b"\0").decode(errors="replace") for r in self.names]
 
     def space_index(self, space: str, assign: bool = False) -> int:
         """The label index of a memory space; the owner assigns new ones (beyond the

@@ -1,25 +1,31 @@
 """Trace rings: one per process, in a shared segment; the producer's writer and readers' cursors."""
 from __future__ import annotations
 
+import math
 import os
+import re
 
 import numpy as np
 
+from engram.errors import EngramError
 from engram.layout import TRACE_EVENT_DTYPE, TRACE_RING_HEADER_DTYPE, schema
 from engram.observe.tracing.config import KINDS, TraceConfig
-from engram.store.shm.names import EngineName, segments_of
+from engram.store.shm.names import EngineName, find, objects_of
 from engram.store.shm.segment import Segment, align_up
 
 KIND = schema.CONSTANTS["TABLE_TRACE"]
 
 
 def ring_name(engine: EngineName, pid: int) -> str:
-    return engine.engine_object(f"trace.{pid}")
+    """The name of the trace ring of process ``pid`` (AttachError if it has none)."""
+    return find(engine, f"trace.{pid}")
 
 
 def ring_names(engine: EngineName) -> list:
-    prefix = engine.engine_object("trace.")
-    return [n for n in segments_of(engine) if n.startswith(prefix)]
+    return sorted(n for what, names in objects_of(engine).items() if _RING.match(what) for n in names)
+
+
+_RING = re.compile(r"^trace\.\d+$")
 
 
 class Ring:
@@ -27,14 +33,30 @@ class Ring:
 
     def __init__(self, seg: Segment):
         self.seg = seg
-        self.header = seg.array(0, TRACE_RING_HEADER_DTYPE, 1)
-        self.capacity = int(self.header["capacity"][0])
-        self.events = seg.array(align_up(TRACE_RING_HEADER_DTYPE.itemsize), TRACE_EVENT_DTYPE, self.capacity)
+        self.header = seg.array(0, TRACE_RING_HEADER_DTYPE, 1, field="trace ring header")
+        h = self.header[0]
+        self.capacity = int(h["capacity"])
+        if self.capacity != seg.h("capacity") or self.capacity < 1 or self.capacity & (self.capacity - 1):
+            raise seg.refuse("capacity", f"(ring header) is {self.capacity:,}: not a power of two, or not the "
+                             f"segment header's {seg.h('capacity'):,}")
+        if int(h["head"]) >= 1 << 62:
+            raise seg.refuse("head", f"is {int(h['head']):,}: no ring has written that many events")
+        if int(h["pid"]) == 0:
+            raise seg.refuse("pid", "is 0: no process writes this ring")
+        if int(h["worker"]) > 0xFFFF:
+            raise seg.refuse("worker", f"is {int(h['worker']):,}, more than a trace event can name")
+        if not 0.0 < float(h["sample"]) <= 1.0:
+            raise seg.refuse("sample", f"is {float(h['sample'])}, not in (0, 1]")
+        if not math.isfinite(float(h["min_strength"])):
+            raise seg.refuse("min_strength", f"is {float(h['min_strength'])}, not a finite number")
+        self.events = seg.array(align_up(TRACE_RING_HEADER_DTYPE.itemsize), TRACE_EVENT_DTYPE, self.capacity,
+                                field="capacity")
 
     @classmethod
     def create(cls, engine: EngineName, cfg: TraceConfig, worker: int) -> "Ring":
         data = align_up(TRACE_RING_HEADER_DTYPE.itemsize) + cfg.ring_size * TRACE_EVENT_DTYPE.itemsize
-        seg = Segment.create(ring_name(engine, os.getpid()), kind=KIND, data_bytes=data, capacity=cfg.ring_size)
+        seg = Segment.create_fresh(lambda salt: engine.unique(f"trace.{os.getpid()}", salt), kind=KIND,
+                                   data_bytes=data, capacity=cfg.ring_size)
         h = seg.array(0, TRACE_RING_HEADER_DTYPE, 1)
         h["capacity"], h["pid"], h["worker"] = cfg.ring_size, os.getpid(), worker
         h["kinds"], h["min_strength"], h["sample"] = cfg.mask, cfg.min_strength, cfg.sample
@@ -109,7 +131,7 @@ def config_of(engine: EngineName):
     """The engine's trace configuration, read from the owner's ring (None: tracing off)."""
     try:
         r = Ring.attach(ring_name(engine, engine.pid))
-    except Exception:
+    except EngramError:
         return None
     h = r.header[0]
     kinds = tuple(k for k, v in KINDS.items() if (int(h["kinds"]) >> v) & 1)

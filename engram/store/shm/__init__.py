@@ -6,8 +6,20 @@ from dataclasses import dataclass
 
 import posix_ipc
 
-from engram.store.shm.names import EngineName, engines, pid_alive, resolve, segments_of, semaphores_of, spaces_of  # noqa: F401
-from engram.store.shm.segment import Segment
+from engram.errors import AttachError, SegmentError
+from engram.store.shm.names import (  # noqa: F401
+    EngineName,
+    engines,
+    find,
+    fresh_salt,
+    objects_of,
+    pid_alive,
+    resolve,
+    segments_of,
+    semaphores_of,
+    spaces_of,
+)
+from engram.store.shm.segment import NAME_ATTEMPTS, Segment
 
 log = logging.getLogger("engram.shm")
 
@@ -42,7 +54,8 @@ def remove_dead(only=None) -> list:
 
 
 def cleanup_stale() -> list:
-    """Remove the segments of this user's engines whose owner process is gone.
+    """Remove the segments of this user's engines whose owner process is gone (only this
+    user's files: another user's file under an engine's name is never touched).
 
     Returns the engines cleaned. Called by every Engine at start, so a crash
     leaves nothing behind past the next start; ``engram cleanup`` runs it by hand.
@@ -61,6 +74,9 @@ def _unlink_semaphore(name: str) -> bool:
         return True
     except posix_ipc.ExistentialError:
         return False
+    except (posix_ipc.PermissionsError, OSError) as e:
+        log.warning("engram: could not remove semaphore %s: %s", name, e)
+        return False
 
 
 def _unlink_semaphores(engine: EngineName) -> int:
@@ -69,3 +85,26 @@ def _unlink_semaphores(engine: EngineName) -> int:
 
 def unlink_engine(engine: EngineName) -> int:
     return sum(Segment.unlink(name) for name in segments_of(engine)) + _unlink_semaphores(engine)
+
+
+def create_semaphore(engine: EngineName, what: str) -> posix_ipc.Semaphore:
+    """A new semaphore (value 0, mode 0600) of the engine under a fresh salted name, and
+    another if that name exists (someone created it first)."""
+    for _ in range(NAME_ATTEMPTS):
+        name = engine.unique(what, fresh_salt())
+        try:
+            return posix_ipc.Semaphore(name, flags=posix_ipc.O_CREX, mode=0o600, initial_value=0)
+        except posix_ipc.ExistentialError:
+            log.warning("engram: semaphore %s exists already; trying another name", name)
+    raise SegmentError(f"{NAME_ATTEMPTS} fresh names for semaphore {what} of engine {engine} were all taken: "
+                       "another process is creating them first")
+
+
+def open_semaphore(engine: EngineName, what: str, objects: dict | None = None) -> posix_ipc.Semaphore:
+    """The engine's semaphore ``what`` (``objects``: an ``objects_of(engine, semaphores=True)``
+    listing to find it in); AttachError if it has none."""
+    name = find(engine, what, semaphore=True, objects=objects)
+    try:
+        return posix_ipc.Semaphore(name)
+    except posix_ipc.Error as e:
+        raise AttachError(f"cannot open semaphore {name}: {e}", name) from e

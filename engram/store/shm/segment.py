@@ -1,16 +1,21 @@
 """One POSIX shared-memory segment: a SegmentHeader, then data.
 
 The owner creates segments mode 0600 and is their only writer. Others attach
-read-only (PROT_READ), which the header check guards: magic, format version,
-layout hash and owner uid must all match, or attach is refused with a message
-that says which and why. Numpy arrays are views on the mapping, so they stay
-valid after the name is unlinked (a table that grew): the mapping lives as
-long as any view of it. A segment created with ``keep_fd`` also keeps its file
-open, so the owner can fill it with ``write_at`` (pwrite): the kernel copies into
-the file's pages, which costs a third of first touching them through the mapping.
+read-only (PROT_READ), which the header check guards: every header field is
+checked before use (magic, format version, header size, layout hash, owner uid,
+kind, flags, count against capacity, dim), and a segment that fails is refused
+with an AttachError that names the segment and the field. What a header says about
+the data (a table's capacity, a board's offsets) is checked by the module that
+reads that data, through ``array``, which refuses a view outside the segment.
+Numpy arrays are views on the mapping, so they stay valid after the name is
+unlinked (a table that grew): the mapping lives as long as any view of it. A
+segment created with ``keep_fd`` also keeps its file open, so the owner can fill it
+with ``write_at`` (pwrite): the kernel copies into the file's pages, which costs a
+third of first touching them through the mapping.
 """
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import time
@@ -19,11 +24,26 @@ import weakref
 import numpy as np
 import posix_ipc
 
-from engram.errors import LayoutMismatchError, SegmentError
-from engram.layout import FORMAT_VERSION, LAYOUT_HASH, SEGMENT_HEADER_DTYPE, SEGMENT_MAGIC
+from engram.config import MAX_DIM
+from engram.errors import AttachError, SegmentError, SegmentLayoutError
+from engram.layout import FORMAT_VERSION, LAYOUT_HASH, SEGMENT_HEADER_DTYPE, SEGMENT_MAGIC, schema
+from engram.store.shm.names import fresh_salt
 
 HEADER_SIZE = SEGMENT_HEADER_DTYPE.itemsize  # 128: keeps data 64-byte aligned
 ALIGN = 64
+KINDS = {v: k.removeprefix("TABLE_").lower() for k, v in schema.CONSTANTS.items() if k.startswith("TABLE_")}
+_TABLES = {schema.CONSTANTS[f"TABLE_{t.upper()}"] for t in schema.TABLES}
+#: the kinds whose header carries each field; in every other kind it is 0
+USES = {"generation": _TABLES,
+        "dim": _TABLES | {schema.CONSTANTS[k] for k in ("TABLE_DIRECTORY", "TABLE_TASKS", "TABLE_INGEST_RING")},
+        "row_bytes": {schema.CONSTANTS["TABLE_EMB_HOT"], schema.CONSTANTS["TABLE_EMB_WARM"]}}
+NAME_ATTEMPTS = 8      # fresh names tried before giving up (a clash means someone planted the name)
+
+log = logging.getLogger("engram.shm")
+
+
+class NameTakenError(SegmentError):
+    """Segment.create: the name exists already."""
 
 
 def align_up(n: int, a: int = ALIGN) -> int:
@@ -40,12 +60,18 @@ def plan(*sizes: int) -> tuple:
     return offsets, off
 
 
+def _natural_alignment(dtype: np.dtype) -> int:
+    """The alignment a view of ``dtype`` needs: its itemsize's largest power-of-two factor, at most 8."""
+    return min(8, dtype.itemsize & -dtype.itemsize) if dtype.itemsize else 1
+
+
 class Segment:
     """A mapped segment. ``header`` is a 0-d structured view; ``data`` is a uint8 view."""
 
     def __init__(self, name: str, mm: mmap.mmap, writable: bool, fd: int = -1):
         self.name = name
         self.writable = writable
+        self.salt = None        # the random end of its name, when create_fresh made it
         self._mm = mm
         self._fd = fd
         if fd >= 0:
@@ -67,15 +93,25 @@ class Segment:
     def set(self, field: str, value) -> None:
         self.header[field] = value
 
-    def array(self, offset: int, dtype, count: int, shape=None) -> np.ndarray:
-        """A view of ``count`` items of ``dtype`` at byte ``offset`` of the data region; an
-        offset or count read from a header is checked here against the segment's size."""
+    def refuse(self, field: str, what: str, cls=AttachError):
+        """An AttachError naming this segment and the field found wrong (raise it)."""
+        return cls(f"{self.name}: {field} {what}", self.name, field)
+
+    def array(self, offset: int, dtype, count: int, shape=None, field: str = "") -> np.ndarray:
+        """A view of ``count`` items of ``dtype`` at byte ``offset`` of the data region. An
+        offset or count read from a header is checked here against the segment's size (and
+        the offset against the dtype's alignment); ``field`` names the header field(s) they
+        came from, for the AttachError that refuses them."""
         dtype = np.dtype(dtype)
         offset, count = int(offset), int(count)
         end = offset + dtype.itemsize * count
         if offset < 0 or count < 0 or end > self.data.shape[0]:
-            raise SegmentError(f"{self.name}: view [{offset}, {end}) is outside the segment's data "
-                               f"({self.data.shape[0]} bytes): the segment is damaged or of another layout")
+            raise self.refuse(field or "view", f"puts {count:,} x {dtype.itemsize} bytes at [{offset:,}, {end:,}), "
+                              f"outside the segment's {self.data.shape[0]:,} bytes of data: the segment is damaged "
+                              "or of another layout")
+        if offset % _natural_alignment(dtype):
+            raise self.refuse(field or "view", f"puts {dtype.itemsize}-byte items at offset {offset:,}, which is not "
+                              f"{_natural_alignment(dtype)}-byte aligned: the segment is damaged")
         a = self.data[offset:end].view(dtype)
         return a.reshape(shape) if shape is not None else a
 
@@ -99,7 +135,7 @@ class Segment:
         try:
             shm = posix_ipc.SharedMemory(name, flags=posix_ipc.O_CREX, mode=0o600, size=size)
         except posix_ipc.ExistentialError as e:
-            raise SegmentError(f"shared-memory segment {name} already exists: {e}") from e
+            raise NameTakenError(f"shared-memory segment {name} already exists: {e}") from e
         except (OSError, posix_ipc.Error) as e:
             raise SegmentError(f"cannot create shared-memory segment {name} of {size} bytes: {e}") from e
         fd = -1
@@ -131,22 +167,44 @@ class Segment:
         return seg
 
     @classmethod
+    def create_fresh(cls, name_for, **kw) -> "Segment":
+        """``create`` under ``name_for(salt)`` with a fresh random salt, and another if that name
+        exists (no accident: another user created it first); the salt is kept as ``.salt``."""
+        for _ in range(NAME_ATTEMPTS):
+            salt = fresh_salt()
+            try:
+                seg = cls.create(name_for(salt), **kw)
+            except NameTakenError as e:
+                log.warning("engram: %s; trying another name", e)
+                continue
+            seg.salt = salt
+            return seg
+        raise SegmentError(f"{NAME_ATTEMPTS} fresh names like {name_for(0)} were all taken in /dev/shm: another "
+                           "process is creating them first")
+
+    @classmethod
     def attach(cls, name: str, *, kind: int | None = None, writable: bool = False) -> "Segment":
         try:
             shm = posix_ipc.SharedMemory(name, flags=0, read_only=not writable)
         except posix_ipc.ExistentialError as e:
-            raise SegmentError(f"no shared-memory segment {name}: the engine has exited or the name is wrong") from e
+            raise AttachError(f"no shared-memory segment {name}: the engine has exited or the name is wrong",
+                              name) from e
         except posix_ipc.PermissionsError as e:
-            raise SegmentError(f"not allowed to open {name}: it belongs to another user") from e
+            raise AttachError(f"not allowed to open {name}: it belongs to another user", name) from e
+        except (OSError, posix_ipc.Error) as e:
+            raise AttachError(f"cannot open {name}: {e}", name) from e
         try:
             st = os.fstat(shm.fd)
             if st.st_uid != os.getuid():
-                raise SegmentError(f"{name} is owned by uid {st.st_uid}, not you (uid {os.getuid()}); "
-                                   "refusing to attach")
+                raise AttachError(f"{name} is owned by uid {st.st_uid}, not you (uid {os.getuid()}); "
+                                  "refusing to attach", name)
             if st.st_size < HEADER_SIZE:
-                raise SegmentError(f"{name} is {st.st_size} bytes, too small to be an engram segment")
+                raise AttachError(f"{name} is {st.st_size} bytes, too small to be an engram segment", name)
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            mm = mmap.mmap(shm.fd, st.st_size, prot=prot)
+            try:
+                mm = mmap.mmap(shm.fd, st.st_size, prot=prot)
+            except OSError as e:
+                raise AttachError(f"cannot map {name} ({st.st_size} bytes): {e}", name) from e
         finally:
             shm.close_fd()
         seg = cls(name, mm, writable=writable)
@@ -154,26 +212,52 @@ class Segment:
         return seg
 
     def check(self, kind: int | None = None) -> None:
+        """Refuse (AttachError) a header any of whose fields is wrong for this engram and this
+        user: the magic, format, header size, layout, owner, kind, flags, count, dim."""
         magic = self.h("magic")
         if magic != SEGMENT_MAGIC:
-            raise SegmentError(f"{self.name} is not an engram segment (magic 0x{magic:016x}), "
-                               "or is still being created")
+            raise self.refuse("magic", f"is 0x{magic:016x}: not an engram segment, or still being created")
         if self.h("format_version") != FORMAT_VERSION:
-            raise LayoutMismatchError(f"{self.name} has format version {self.h('format_version')}, "
-                                      f"this engram reads version {FORMAT_VERSION}: use the engram that created it")
+            raise self.refuse("format_version", f"is {self.h('format_version')}, this engram reads version "
+                              f"{FORMAT_VERSION}: use the engram that created it", SegmentLayoutError)
+        if self.h("header_size") != HEADER_SIZE:
+            raise self.refuse("header_size", f"is {self.h('header_size')}, engram's segment header is "
+                              f"{HEADER_SIZE} bytes", SegmentLayoutError)
         if self.h("layout_hash") != LAYOUT_HASH:
-            raise LayoutMismatchError(f"{self.name} was written with layout 0x{self.h('layout_hash'):016x}, this "
-                                      f"engram has layout 0x{LAYOUT_HASH:016x}: attach with the same engram "
-                                      "version as the owner")
+            raise self.refuse("layout_hash", f"says it was written with layout 0x{self.h('layout_hash'):016x}, "
+                              f"this engram has layout 0x{LAYOUT_HASH:016x}: attach with the same engram version "
+                              "as the owner", SegmentLayoutError)
         if self.h("owner_uid") != os.getuid():
-            raise SegmentError(f"{self.name} names owner uid {self.h('owner_uid')}, not you; refusing to attach")
+            raise self.refuse("owner_uid", f"names uid {self.h('owner_uid')}, not you (uid {os.getuid()}); "
+                              "refusing to attach")
+        if self.h("owner_pid") == 0:
+            raise self.refuse("owner_pid", "is 0: no process made this segment")
+        if self.h("kind") not in KINDS:
+            raise self.refuse("kind", f"is {self.h('kind')}, which is no kind of engram segment")
         if kind is not None and self.h("kind") != kind:
-            raise SegmentError(f"{self.name} holds table kind {self.h('kind')}, expected {kind}")
+            raise self.refuse("kind", f"is {self.h('kind')} ({KINDS[self.h('kind')]}), expected {kind} "
+                              f"({KINDS.get(kind, '?')})")
+        if self.h("flags") != 0:
+            raise self.refuse("flags", f"is 0x{self.h('flags'):x}: this engram knows no segment flags")
+        if self.h("count") > self.h("capacity"):
+            raise self.refuse("count", f"{self.h('count'):,} is more than the capacity {self.h('capacity'):,}")
+        if self.h("dim") > MAX_DIM:
+            raise self.refuse("dim", f"{self.h('dim'):,} is more than engram's largest dimension {MAX_DIM:,}")
+        for field, kinds in USES.items():
+            if self.h("kind") not in kinds and self.h(field) != 0:
+                raise self.refuse(field, f"is {self.h(field):,}; a {KINDS[self.h('kind')]} segment has none")
+        if self.h("row_bytes") > self.data.shape[0]:
+            raise self.refuse("row_bytes", f"{self.h('row_bytes'):,} is more than the segment's "
+                              f"{self.data.shape[0]:,} bytes of data")
 
     @staticmethod
     def unlink(name: str) -> bool:
+        """Remove a name; False if it was gone or could not be removed (it is not ours)."""
         try:
             posix_ipc.unlink_shared_memory(name)
             return True
         except posix_ipc.ExistentialError:
+            return False
+        except (posix_ipc.PermissionsError, OSError) as e:
+            log.warning("engram: could not remove shared-memory segment %s: %s", name, e)
             return False
