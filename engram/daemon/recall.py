@@ -14,35 +14,34 @@ from engram.daemon import models as m
 from engram.daemon.common import ERRORS, Route, Service, category, json_response
 
 
-def recall_items(res, threshold) -> list:
+def _items(ids, scores, activation, similarity, confidence, content, hops, threshold) -> list:
+    """Engram's MemoryResult items, ranked, without those below ``threshold`` activation."""
     items = []
-    for r in range(len(res.ids)):
-        act = float(res.activation[r]) if res.activation is not None else float(res.scores[r])
+    for r in range(len(ids)):
+        act = float(activation[r])
         if threshold is not None and act < threshold:
             continue
-        sim = None if res.similarity is None or np.isnan(res.similarity[r]) else float(res.similarity[r])
-        c = float(res.confidence[r])
-        items.append({"id": int(res.ids[r]), "rank": r, "content": res.content[r],
-                      "confidence": {"value": c, "category": category(c)}, "score": float(res.scores[r]),
+        sim = None if similarity is None or np.isnan(similarity[r]) else float(similarity[r])
+        c = float(confidence[r])
+        items.append({"id": int(ids[r]), "rank": r, "content": content[r],
+                      "confidence": {"value": c, "category": category(c)}, "score": float(scores[r]),
                       "activation_level": act, "similarity_score": sim,
-                      "retrieval_path": "similarity" if res.hops[r] == 0 else "spreading", "hops": int(res.hops[r])})
+                      "retrieval_path": "similarity" if hops[r] == 0 else "spreading", "hops": int(hops[r])})
     return items
+
+
+def recall_items(res, threshold) -> list:
+    act = res.activation if res.activation is not None else res.scores
+    return _items(res.ids, res.scores, act, res.similarity, res.confidence, res.content, res.hops, threshold)
 
 
 def spread_items(mem, res, limit: int, threshold) -> list:
+    """A spread's items: scored by activation; no similarity (no query)."""
     ids = res.ids[:limit]
-    conf = mem.get(ids).confidence if ids.shape[0] else np.zeros(0)
-    content = mem.get(ids).content if ids.shape[0] else []
-    items = []
-    for r, i in enumerate(ids.tolist()):
-        act = float(res.activation[r])
-        if threshold is not None and act < threshold:
-            continue
-        c = float(conf[r])
-        items.append({"id": i, "rank": r, "content": content[r], "confidence": {"value": c, "category": category(c)},
-                      "score": act, "activation_level": act, "similarity_score": None,
-                      "retrieval_path": "similarity" if res.hops[r] == 0 else "spreading", "hops": int(res.hops[r])})
-    return items
+    if not ids.shape[0]:
+        return []
+    got = mem.get(ids)                  # one read for confidence and content
+    return _items(ids, res.activation, res.activation, None, got.confidence, got.content, res.hops, threshold)
 
 
 Literal_mode = Annotated[str, Query(pattern="^(similarity|spreading|hybrid)$")]
