@@ -44,6 +44,7 @@ from engram.store.files import FILES, Files
 from engram.store.shm import EngineName, cleanup_stale, unlink_engine
 from engram.store.tables import SpaceStore
 from engram.store.wal import POLICIES
+from engram.workers.indexer import DEFAULT_MIN_ROWS, IndexKeeper
 from engram.workers.supervisor import WorkerError, WorkerPool
 
 log = logging.getLogger("engram")
@@ -64,6 +65,7 @@ class _Lifecycle:
         self.ingest = None          # engram.ingest.IngestPool, started by the first stream
         self.ingest_settings: dict = {}
         self.listener = None        # engram.connect's channels (engram/ingest/listener.py)
+        self.indexer = None         # IndexKeeper: the spaces' approximate indexes (engram/workers/indexer.py)
         self.tracer = None
         self.collector = None
         self.lock = threading.Lock()
@@ -106,6 +108,8 @@ class _Lifecycle:
                 self.persist.close(checkpoint=True)
         finally:
             self.closed = True
+            if self.indexer is not None:
+                self.indexer.close()        # its program reads the segments that go below
             if self.workers is not None:
                 self.workers.close()        # before the segments they read go away
             if self.tracer is not None:
@@ -139,14 +143,19 @@ class Engine:
     at a time, from lanes bounded by ``lanes`` ({"high": 1000, "normal": 50000, "low":
     10000} observations by default). channels: how many streams other processes may have
     open at once through ``engram.connect`` (0: none). log_segment_mb: the size of each
-    preallocated log segment (default 64; docs/durability/wal-format.md). files: the file
-    operations durability goes through (engram.store.files.Files), for fault injection.
+    preallocated log segment (default 64; docs/durability/wal-format.md). index_min_rows:
+    a space with this many memories gets an approximate index (usearch HNSW, built and
+    extended in a background process with ``index_threads`` threads) that recall takes
+    its seeds from, the rows it has not taken yet scanned exactly (docs/scale.md); None:
+    exact scans only. files: the file operations durability goes through
+    (engram.store.files.Files), for fault injection.
     """
 
     def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None,
                  durability: str | None = None, checkpoint_mb: float = 256.0, checkpoint_s: float = 300.0,
                  ingest_workers: int = 1, lanes: dict | None = None, ingest_batch: int = DEFAULT_BATCH_MAX,
                  channels: int = DEFAULT_MAX_CHANNELS, log_segment_mb: float | None = None,
+                 index_min_rows: int | None = DEFAULT_MIN_ROWS, index_threads: int = 1,
                  files: Files | None = None):
         path = None if path is None else Path(path)
         if dim is not None:
@@ -211,6 +220,10 @@ class Engine:
                     o.metrics.memories.set(o.store.n_live)
             if channels:
                 life.listener = Listener(life.name, self._dim, self.space, channels)
+            if index_min_rows is not None:
+                life.indexer = IndexKeeper(life.name, lambda: {n: o.store for n, o in life.owned.items()},
+                                           min_rows=validate.positive_int(index_min_rows, "index_min_rows", 1),
+                                           threads=validate.positive_int(index_threads, "index_threads", 1))
         except BaseException:
             if persist is not None:    # released before close(), so a half-opened engine writes nothing
                 persist.close(checkpoint=False)

@@ -148,7 +148,7 @@ class Reconsolidation:
                       float(hot["confidence"][i]), replaced_ns)
         self._versions.setdefault(i, deque(maxlen=self.config.history)).append(old)
         if vector is not None:
-            store.rewrite_row(tier, row, vector)
+            store.rewrite_row(i, tier, vector)
         if ref is not None:
             hot["content_ref"][i] = ref
         if confidence is not None:

@@ -15,7 +15,7 @@ import numpy as np
 from engram.config import FAN_MODES
 from engram.kernels.spreadrun import CsrGraph
 from engram.layout import NODE_HOT_DTYPE, schema
-from engram.recall import ppr
+from engram.recall import ann, ppr
 from engram.results import Memories
 from engram.store.graph import Graph
 from engram.store.tables import FORGOTTEN, TIER_LABEL, TIER_TABLE, SpaceStore
@@ -61,6 +61,7 @@ class SpaceReader:
         self.store, self.kern = store, kern
         self.name, self.dim = store.space, store.dim
         self.graph = Graph(store, derive)
+        self.ann = ann.AnnView(store.engine, store.space)
         self._graphs = (None, {})       # (CSR generation, {(fan, walk): Links or (version, ...)})
 
     def refresh(self) -> None:
@@ -110,13 +111,24 @@ class SpaceReader:
     def similar(self, q: np.ndarray, k: int, deadline_ns: int | None = None, hot_share: float = 0.5) -> Similar:
         """Exact top-k by cosine, hot tier (f32) first, then warm (f16). With a deadline the
         hot tier may use ``hot_share`` of the time left, and each tier is scanned in chunks
-        (scan_chunk) so the deadline is checked between them; a scan cut short is partial."""
+        (scan_chunk) so the deadline is checked between them; a scan cut short is partial.
+        When the space has an index (engram/recall/ann.py) only each tier's tail past it is
+        scanned, and the index's candidates, scored exactly, join the scan's."""
         st = self.store
+        state, index = self.ann.current(st.dir, tuple(st.count(t) for t in TIER_TABLE.values()))
         found_ids, found_scores, found_tier = [], [], []
+        if index is not None:
+            ids, sc, tiers = self._candidates(index, q, max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES))
+            found_ids.append(ids)
+            found_scores.append(sc)
+            found_tier.append(tiers)
         partial = False
         t_start = time.perf_counter_ns()
         for tier in TIER_TABLE:
             rows, row_node, row_live, row_norm = st.tier_rows(tier)
+            a = state.rows[tier]
+            if a:       # the tail: rows the index has not taken yet
+                rows, row_node, row_live, row_norm = rows[a:], row_node[a:], row_live[a:], row_norm[a:]
             if not rows.shape[0]:
                 continue
             if deadline_ns is None:
@@ -128,17 +140,50 @@ class SpaceReader:
                 partial = partial or scanned < rows.shape[0]
             found_ids.append(row_node[idx].astype(np.int64))
             found_scores.append(sc)
-            found_tier.append(tier)
+            found_tier.append(np.full(sc.shape[0], tier, np.uint8))
         if not found_ids:
             return Similar(np.zeros(0, np.int64), np.zeros(0, np.float32), 0.0, partial)
-        if len(found_ids) == 1:      # one tier: already best first, ties by row = by id
-            return Similar(found_ids[0], found_scores[0], float(found_tier[0] == TIER_WARM), partial)
+        if len(found_ids) == 1:      # one source: already best first, ties by row = by id
+            return Similar(found_ids[0][:k], found_scores[0][:k], float(np.mean(found_tier[0][:k] == TIER_WARM))
+                           if found_ids[0].shape[0] else 0.0, partial)
         ids = np.concatenate(found_ids)
         scores = np.concatenate(found_scores)
-        tiers = np.repeat(np.array(found_tier, np.uint8), [s.shape[0] for s in found_scores])
-        order = np.lexsort((ids, -scores))[:k]
+        tiers = np.concatenate(found_tier)
+        order = np.lexsort((ids, -scores))
+        if index is not None:        # a memory both a candidate and in the tail (a new row): once
+            _, first = np.unique(ids[order], return_index=True)
+            order = order[np.sort(first)]
+        order = order[:k]
         warm = np.count_nonzero(tiers[order] == TIER_WARM) / max(order.size, 1)
         return Similar(ids[order], scores[order], warm, partial)
+
+    def _candidates(self, index, q: np.ndarray, n: int):
+        """(ids, exact cosine, tier) of the index's nearest live memories, best first: each
+        scored from its stored row by the kernel the exact scan uses."""
+        st = self.store
+        ids = ann.candidates(index, q, n)
+        ids = ids[(ids >= 0) & (ids < self.n_nodes)]
+        rec = st.hot()[ids]
+        ids = ids[(rec["flags"] & FORGOTTEN) == 0]
+        rec_tier = st.hot()["tier"][ids]
+        rows_of = st.views["nodes"]["node_row"][ids]
+        out_ids, out_sc, out_tier = [], [], []
+        for tier, table in TIER_TABLE.items():
+            sel = rec_tier == tier
+            if not sel.any():
+                continue
+            v = st.views[table]
+            r = rows_of[sel]
+            idx, sc = self.kern._topk("cosine", q, np.ascontiguousarray(v["rows"][r, :self.dim]), r.shape[0],
+                                      None, np.ascontiguousarray(v["row_norm"][r]))
+            out_ids.append(ids[sel][idx])
+            out_sc.append(sc)
+            out_tier.append(np.full(sc.shape[0], tier, np.uint8))
+        if not out_ids:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.uint8)
+        ids, sc, tiers = np.concatenate(out_ids), np.concatenate(out_sc), np.concatenate(out_tier)
+        order = np.lexsort((ids, -sc))
+        return ids[order], sc[order], tiers[order]
 
     def links(self, fan: str = "none") -> Links:
         """The compacted links with the weights of a fan mode, cached per CSR generation."""
@@ -197,4 +242,5 @@ class SpaceReader:
             "content_bytes": st.count("content"),
             "generations": {t: st.generation(t) for t in schema.TABLES},
             "kernels": f"{self.kern.name}/{self.kern.isa}",
+            "index": ann.describe(st.dir, tuple(st.count(t) for t in TIER_TABLE.values())),
         }

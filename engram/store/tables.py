@@ -258,13 +258,25 @@ class SpaceStore:
         g.drop()
         return None, 0
 
-    def rewrite_row(self, tier: int, row: int, vector: np.ndarray) -> None:
-        """Replace a stored row's vector and norm in place (reconsolidation)."""
+    def rewrite_row(self, node: int, tier: int, vector: np.ndarray) -> None:
+        """Give a memory a new vector (reconsolidation) in a new row at the end of its tier's
+        table: stored rows never change, so an index built over them stays true, and the new
+        row is in the exact tail until the index takes it (engram/recall/ann.py). The old
+        row leaves the scan first, so no reader sees the memory twice."""
         table = TIER_TABLE[tier]
+        self.reserve(table, 1)
         tv = self.views[table]
-        tv["rows"][row, :self.dim] = vector
-        tv["row_norm"][row] = np.linalg.norm(vector.astype(np.float64))
+        old, new = int(self.views["nodes"]["node_row"][node]), self.count(table)
+        tv["row_live"][old] = 0
         self._changed[table] += 1
+        tv["rows"][new, :self.dim] = vector
+        stored = tv["rows"][new, :self.dim].astype(np.float32)      # the norm of what is stored
+        tv["row_norm"][new] = np.sqrt(np.dot(stored, stored))
+        tv["row_node"][new] = node
+        tv["row_live"][new] = 1
+        self.publish(table, new + 1)
+        self.views["nodes"]["node_row"][node] = new
+        self.bump()
 
     def publish(self, table: str, count: int) -> None:
         self.segs[table].set("count", count)

@@ -278,15 +278,17 @@ def test_an_embedding_table_grows_from_a_copy_made_ahead(monkeypatch, change):
         if change == "forget":
             m.forget([3])
         elif change == "reconsolidate":
-            st.rewrite_row(0, 7, v[8])
-            v[7] = v[8]
+            st.rewrite_row(7, 0, v[8])       # a new row (900) for memory 7; row 7 leaves the scan
         gen = st.generation("emb_hot")
         m.remember(v[900:1100])              # full: installed from the copy (or grown as before)
         assert st.segs["emb_hot"].h("capacity") == (4096 if change is None else 2048)
         assert st.generation("emb_hot") == gen + 1
         assert (made[0].seg is st.segs["emb_hot"]) == (change is None)
         m.remember(v[1100:])                 # (a copy ahead of 2048's growth, if that came first)
-        rows, _, live, norms = st.tier_rows(0)
+        rows, row_node, live, norms = st.tier_rows(0)
+        if change == "reconsolidate":
+            assert row_node[900] == 7 and not live[7]
+            v = np.concatenate([v[:900], v[8:9], v[900:]])
         assert np.array_equal(rows, v) and live.sum() == 4096 - (change == "forget")
         np.testing.assert_allclose(norms, np.linalg.norm(v.astype(np.float64), axis=1), rtol=1e-5)
     assert not shm_names(eng.name)

@@ -8,6 +8,7 @@ files are listed: another user's file under an engine's name is not looked at.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -20,9 +21,11 @@ from engram.observe.attach import units
 from engram.observe.metrics import definitions as d
 from engram.observe.metrics.segment import MetricsSegment
 from engram.observe.tracing.ring import Ring as TraceRing
+from engram.recall.ann import describe
 from engram.store import tablecheck
 from engram.store.graph import Graph
 from engram.store.shm.names import (  # noqa: F401
+    SHM_DIR,
     EngineName,
     directory_of,
     engines,
@@ -35,7 +38,7 @@ from engram.store.shm.names import (  # noqa: F401
     spaces_of,
 )
 from engram.store.shm.segment import Segment
-from engram.store.tables import SpaceStore
+from engram.store.tables import TIER_TABLE, SpaceStore
 from engram.workers import pool
 from engram.workers.board import TaskBoard
 from engram.workers.stealing import HopBoard
@@ -52,9 +55,26 @@ def _space_summary(engine: EngineName, space: str) -> dict:
     st = SpaceStore(engine, space, create=False)
     try:
         dr = st.dir[0]
-        return {"memories": int(dr["n_live"]), "links": int(dr["n_links"]), "dim": int(dr["dim"])}
+        return {"memories": int(dr["n_live"]), "links": int(dr["n_links"]), "dim": int(dr["dim"]),
+                "index": describe(st.dir, tuple(st.count(t) for t in TIER_TABLE.values()))}
     finally:
         st.close(unlink=False)
+
+
+def format_index(ix: dict) -> str:
+    if not ix["generation"] and not ix["building"]:
+        return "no index (exact scan)"
+    out = f"index {ix['size']:,} vectors, tail {ix['tail'] or 0:,} rows" if ix["generation"] else "no index yet"
+    if ix["building"]:
+        out += f", building {ix['built']:,} / {ix['building']:,} rows"
+    return out
+
+
+def _size(name: str):
+    try:
+        return os.stat(SHM_DIR + name).st_size
+    except OSError:
+        return None
 
 
 def list_engines() -> list:
@@ -93,7 +113,8 @@ def format_list(rows) -> str:
             if "error" in s:
                 out.append(f"    {sp}: {s['error']}")
             else:
-                out.append(f"    {sp}: {s['memories']:,} memories, {s['links']:,} links, dim {s['dim']}")
+                out.append(f"    {sp}: {s['memories']:,} memories, {s['links']:,} links, dim {s['dim']}, "
+                           f"{format_index(s['index'])}")
     return "\n".join(out)
 
 
@@ -155,6 +176,11 @@ def segment_headers(engine: EngineName) -> list:
     rows = []
     dims = _space_dims(engine)
     for name in segments_of(engine):
+        said = parse_name(engine, name)
+        if said.get("table") == "ann":      # a usearch file, not a segment: its size and generation
+            rows.append({"name": name, "ok": True, "kind": "ann index (usearch)", "generation": said["generation"],
+                         "bytes": _size(name)})
+            continue
         try:
             seg = _checked(engine, name, dims)
         except EngramError as e:

@@ -1,0 +1,162 @@
+"""Seeds from an approximate index: usearch's HNSW over a space's rows, shared by every process.
+
+Above a size (engram/workers/indexer.py builds it, in a process of its own) a space's
+vectors are also in a usearch index (cosine, int8 vectors) saved to a file in /dev/shm.
+The owner publishes the file's generation and salt in the space directory together with
+the rows of each tier the index covers (``ann_rows``); every process, owner and workers
+alike, views that one file read-only (memory-mapped, not copied).
+
+Recall then takes the index's nearest candidates, drops the forgotten ones, scores each
+exactly from its stored row (the same kernel as the exact scan) and merges them with an
+exact scan of the *tail*: each tier's rows past ``ann_rows``, which the index has not
+taken yet. A memory is found by recall as soon as it is published, and a forgotten one
+is gone at once; a reconsolidated memory's new vector is a new row (SpaceStore.rewrite_row),
+so it is in the tail until the index takes it.
+
+The ann_ fields of the directory change under a sequence lock (``ann_seq``: odd while the
+owner writes them); a reader retries until it reads the same even value before and after.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+
+import numpy as np
+
+from engram.errors import AttachError
+from engram.store.shm.names import SHM_DIR, EngineName
+
+log = logging.getLogger("engram.recall")
+
+#: candidates taken from the index per seed wanted (re-scored exactly, then cut), and at least
+OVERSAMPLE, MIN_CANDIDATES = 2, 64
+#: the index's search breadth (HNSW's ef), at least the candidates asked for
+EXPANSION = 64
+
+
+def index_path(engine: EngineName, space: str, generation: int, salt: int) -> str:
+    """Where generation ``generation`` of a space's index lives."""
+    return SHM_DIR + engine.table(space, "ann", generation, salt)
+
+
+@dataclass(frozen=True)
+class AnnState:
+    """What the directory says of a space's index, read consistently."""
+    generation: int          # 0: no index
+    salt: int
+    rows: tuple              # rows of (emb_hot, emb_warm) in the index
+    size: int                # vectors in the index
+    building: int            # rows the running build adds (0: none running)
+    built: int               # ... of which it has added
+
+    @classmethod
+    def read(cls, directory: np.ndarray) -> "AnnState":
+        d = directory[0]
+        for _ in range(1000):
+            seq = int(d["ann_seq"])
+            if seq & 1:
+                continue
+            got = cls(int(d["ann_generation"]), int(d["ann_salt"]), tuple(int(r) for r in d["ann_rows"]),
+                      int(d["ann_size"]), int(d["ann_building"]), int(d["ann_built"]))
+            if int(d["ann_seq"]) == seq:
+                return got
+        raise AttachError("the space directory's index fields kept changing while read (1,000 tries)", "ann_seq")
+
+    def publish(self, directory: np.ndarray) -> None:
+        """The owner: write these fields under the sequence lock."""
+        d = directory
+        d["ann_seq"] += 1
+        d["ann_generation"], d["ann_salt"] = self.generation, self.salt
+        d["ann_rows"][0] = self.rows
+        d["ann_size"], d["ann_building"], d["ann_built"] = self.size, self.building, self.built
+        d["ann_seq"] += 1
+
+    def progress(self, directory: np.ndarray, building: int, built: int) -> None:
+        """The owner: a running build's progress (the rest unchanged)."""
+        AnnState(self.generation, self.salt, self.rows, self.size, building, built).publish(directory)
+
+
+NO_INDEX = AnnState(0, 0, (0, 0), 0, 0, 0)
+
+
+def describe(directory: np.ndarray, counts: tuple) -> dict:
+    """A space's index as its directory tells, for stats and the attach tools: vectors in it,
+    rows of the exact tail (``counts``: each tier's rows), a running build's progress."""
+    state = AnnState.read(directory)
+    return {"generation": state.generation, "size": state.size,
+            "tail": sum(counts) - sum(state.rows) if state.generation else None,
+            "building": state.building, "built": state.built}
+
+
+class AnnView:
+    """One process's read-only view of a space's current index file, re-opened when the
+    owner publishes a new generation."""
+
+    def __init__(self, engine: EngineName, space: str):
+        self.engine, self.space = engine, space
+        self.state = NO_INDEX
+        self.index = None
+        self._warned = False
+
+    def current(self, directory: np.ndarray, counts: tuple):
+        """(state, index) to search now, or (NO_INDEX, None) when the space has none.
+        ``counts``: the rows of each tier this reader sees; an index said to cover more
+        rows than there are is refused (the directory is damaged)."""
+        for _ in range(3):     # the owner replaces the file as the index grows: a file gone meanwhile
+            state = AnnState.read(directory)     # means a newer generation is published
+            if state.generation == 0:
+                break
+            if any(r > c for r, c in zip(state.rows, counts)):
+                raise AttachError(f"space {self.space!r}: the index is said to cover rows {state.rows} of tables "
+                                  f"holding {counts}: the space directory is damaged", "ann_rows")
+            if (state.generation, state.salt) == (self.state.generation, self.state.salt) and self.index is not None:
+                self.state = state
+                return state, self.index
+            try:
+                self.index = _view(index_path(self.engine, self.space, state.generation, state.salt), state.size)
+            except AttachError as e:
+                failed = e
+                continue
+            self.state = state
+            return state, self.index
+        else:      # an exact scan of everything is always right, only slower
+            if not self._warned:
+                log.warning("engram: space %r: its index could not be opened (%s); scanning exactly", self.space,
+                            failed)
+                self._warned = True
+        self.state, self.index = NO_INDEX, None
+        return NO_INDEX, None
+
+    def close(self) -> None:
+        self.index = None
+        self.state = NO_INDEX
+
+
+def _view(path: str, size: int):
+    """Memory-map an index file read-only, after checking it is this user's regular file."""
+    from usearch.index import Index
+
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError as e:
+        raise AttachError(f"the space's index file is gone ({e.strerror}); the owner replaces it as it grows",
+                          path) from None
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        raise AttachError("the index file is not a regular file of this user: not opened", path)
+    index = Index.restore(path, view=True)
+    if index is None or len(index) != size:
+        raise AttachError(f"the index file holds {0 if index is None else len(index):,} vectors, the directory "
+                          f"says {size:,}: not used", path)
+    return index
+
+
+def candidates(index, q: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` ids nearest to ``q`` by the index, as int64 (forgotten ones included)."""
+    want = min(n, len(index))
+    if want <= 0:
+        return np.zeros(0, np.int64)
+    index.expansion_search = max(EXPANSION, want)
+    found = index.search(q, want, threads=1)
+    return np.asarray(found.keys, dtype=np.int64)

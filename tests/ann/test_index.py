@@ -1,0 +1,217 @@
+"""The approximate index (engram/recall/ann.py, engram/workers/indexer.py): a real usearch
+index built by a real indexer process over real shared memory, read by the owner, a worker
+and an attached process."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import engram
+from engram.errors import AttachError
+from engram.observe.attach import tools
+from engram.recall.ann import AnnState, index_path
+from engram.store.shm.names import EngineName, segments_of
+
+DIM = 48
+N = 4000
+MIN_ROWS = 2000
+
+
+def clustered(n: int, rng, centers: int = 40) -> np.ndarray:
+    """Points around random unit centres (the spread of each point varies), as recall data is."""
+    c = rng.standard_normal((centers, DIM)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    spread = rng.uniform(0.3, 1.2, (n, 1)).astype(np.float32) / np.sqrt(DIM)
+    return c[rng.integers(0, centers, n)] + rng.standard_normal((n, DIM)).astype(np.float32) * spread
+
+
+def exact_top(x: np.ndarray, q: np.ndarray, k: int, live=None) -> np.ndarray:
+    cos = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
+    if live is not None:
+        cos[~live] = -np.inf
+    return np.argsort(-cos, kind="stable")[:k]
+
+
+def state(space) -> AnnState:
+    return AnnState.read(space._store.dir)
+
+
+@pytest.fixture
+def indexed():
+    rng = np.random.default_rng(5)
+    x = clustered(N, rng)
+    with engram.Engine(dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
+        sp = eng.space("indexed")
+        sp.remember(x)
+        assert eng._life.indexer.wait_idle(120), "the index was not built within 2 minutes"
+        yield eng, sp, x, rng
+
+
+class ScanSpy:
+    """Counts the rows each exact scan call of the reader's kernel table reads."""
+
+    def __init__(self, monkeypatch, kern):
+        self.rows = []
+        for name in ("_topk", "_topk_until"):
+            real = getattr(kern, name)
+
+            def spy(metric, q, rows, *a, _real=real, **kw):
+                self.rows.append(rows.shape[0])
+                return _real(metric, q, rows, *a, **kw)
+            monkeypatch.setattr(kern, name, spy)
+
+
+def test_seeds_come_from_the_index_and_match_an_exact_scan(indexed, monkeypatch):
+    eng, sp, x, rng = indexed
+    st = state(sp)
+    assert st.generation >= 1 and st.size == N and st.rows == (N, 0)
+    spy = ScanSpy(monkeypatch, sp._owned.reader.kern)
+    overlap = []
+    for i in rng.integers(0, N, 40):
+        q = x[i] + rng.standard_normal(DIM).astype(np.float32) * 0.05
+        r = sp.recall(q, k=10, spread=False, budget_ms=None)
+        overlap.append(len(set(r.ids.tolist()) & set(exact_top(x, q, 10).tolist())) / 10)
+        # each result's score is its exact cosine from the stored row, not the index's estimate
+        cos = (x[r.ids] @ q) / (np.linalg.norm(x[r.ids], axis=1) * np.linalg.norm(q))
+        np.testing.assert_allclose(r.scores, cos, rtol=1e-4, atol=1e-5)
+    assert np.mean(overlap) >= 0.95
+    # nothing scanned the 4,000 indexed rows: only the index's candidates were scored
+    assert spy.rows and max(spy.rows) <= 64
+
+
+def test_a_new_memory_is_found_at_once_from_the_tail(indexed):
+    eng, sp, x, rng = indexed
+    q = rng.standard_normal(DIM).astype(np.float32)
+    new = int(sp.remember(q[None, :])[0])
+    st = state(sp)
+    assert sum(st.rows) == N, "the index took the new row already: this test needs it in the tail"
+    r = sp.recall(q, k=5, spread=False, budget_ms=None)
+    assert int(r.ids[0]) == new and r.scores[0] == pytest.approx(1.0, abs=1e-5)
+    assert len(set(r.ids.tolist())) == r.ids.shape[0]
+
+
+def test_a_forgotten_memory_leaves_recall_at_once(indexed):
+    eng, sp, x, rng = indexed
+    q = x[17]
+    top = sp.recall(q, k=5, spread=False, budget_ms=None).ids
+    assert int(top[0]) == 17
+    gen = state(sp).generation
+    sp.forget([17, int(top[1])])
+    again = sp.recall(q, k=5, spread=False, budget_ms=None).ids
+    assert 17 not in again.tolist() and int(top[1]) not in again.tolist()
+    assert state(sp).generation == gen       # still in the index: filtered, not rebuilt
+
+
+def test_a_moved_vector_is_found_by_its_new_value(indexed):
+    """Reconsolidation gives a memory a new row; the index still has the old vector."""
+    eng, sp, x, rng = indexed
+    far = -x[3] + rng.standard_normal(DIM).astype(np.float32)
+    sp._store.rewrite_row(3, 0, far)
+    r = sp.recall(far, k=3, spread=False, budget_ms=None)
+    assert int(r.ids[0]) == 3 and r.scores[0] == pytest.approx(1.0, abs=1e-4)
+    assert 3 not in sp.recall(x[3], k=3, spread=False, budget_ms=None).ids.tolist()[:1]
+    assert eng._life.indexer.wait_idle(120)   # taken into the index: replaced, not a second entry
+    st = state(sp)
+    assert st.size == N and st.rows[0] == N + 1
+    assert int(sp.recall(far, k=1, spread=False, budget_ms=None).ids[0]) == 3
+
+
+def test_the_index_takes_the_tail_and_drops_its_old_file(indexed):
+    eng, sp, x, rng = indexed
+    before = state(sp)
+    old = index_path(EngineName.parse(eng.name), "indexed", before.generation, before.salt)
+    assert os.path.exists(old)
+    more = clustered(2500, rng)
+    sp.remember(more)
+    assert eng._life.indexer.wait_idle(120)
+    after = state(sp)
+    assert after.generation > before.generation and after.size == N + 2500 and after.rows == (N + 2500, 0)
+    assert not os.path.exists(old)
+    assert sp.stats()["index"]["tail"] == 0
+    q = more[100]
+    assert int(sp.recall(q, k=1, spread=False, budget_ms=None).ids[0]) == N + 100
+
+
+def test_an_index_mostly_forgotten_is_built_anew(indexed):
+    eng, sp, x, rng = indexed
+    sp.forget(np.arange(0, N, 2))             # half of what is indexed
+    assert eng._life.indexer.wait_idle(120)
+    st = state(sp)
+    assert st.size == N // 2
+    live = np.ones(N, bool)
+    live[::2] = False
+    q = x[1]
+    r = sp.recall(q, k=10, spread=False, budget_ms=None)
+    assert set(r.ids.tolist()) <= set(np.flatnonzero(live).tolist())
+    assert len(set(r.ids.tolist()) & set(exact_top(x, q, 10, live).tolist())) >= 9
+
+
+def test_a_small_space_has_no_index_and_none_can_be_turned_off():
+    rng = np.random.default_rng(1)
+    with engram.Engine(dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
+        sp = eng.space("small")
+        sp.remember(clustered(MIN_ROWS - 1, rng))
+        assert eng._life.indexer.wait_idle(60)
+        assert state(sp).generation == 0 and sp.stats()["index"]["tail"] is None
+    with engram.Engine(dim=DIM, workers=0, index_min_rows=None) as eng:
+        assert eng._life.indexer is None
+
+
+def test_a_worker_reads_the_same_index_and_tail(indexed):
+    eng, sp, x, rng = indexed
+    with engram.Engine(dim=DIM, workers=1, routing="workers", index_min_rows=MIN_ROWS) as eng2:
+        sp2 = eng2.space("indexed")
+        sp2.remember(x)
+        sp2.link(np.arange(0, 100), np.arange(100, 200), 0.9)
+        assert eng2._life.indexer.wait_idle(120) and state(sp2).size == N
+        assert eng2.start_workers()
+        q = rng.standard_normal(DIM).astype(np.float32)
+        new = int(sp2.remember(q[None, :])[0])          # in the tail, not in the index
+        sp2.forget([42])
+        done = eng2.worker_stats()["completed"]
+        r = sp2.recall(q, k=10, spread=False, budget_ms=None)
+        assert eng2.worker_stats()["completed"] == done + 1, "the recall did not run in the worker"
+        assert int(r.ids[0]) == new
+        owner = sp2._owned.reader.similar(q, 10)
+        assert r.ids.tolist() == owner.ids.tolist()
+        r = sp2.recall(x[42], k=10, spread=True)
+        assert 42 not in r.ids.tolist() and not r.fallback
+        assert eng2.worker_stats()["completed"] == done + 2
+
+
+def test_attach_tools_show_the_index_and_the_file(indexed):
+    eng, sp, x, rng = indexed
+    row = next(r for r in tools.list_engines() if r["engine"] == eng.name)
+    ix = row["spaces"]["indexed"]["index"]
+    assert ix["size"] == N and ix["tail"] == 0
+    assert f"index {N:,} vectors, tail 0 rows" in tools.format_list([row])
+    files = [h for h in tools.segment_headers(EngineName.parse(eng.name)) if h.get("kind") == "ann index (usearch)"]
+    assert len(files) == 1 and files[0]["ok"] and files[0]["bytes"] > 0
+    with engram.attach(eng.name) as att:
+        r = att.space("indexed").recall(x[9], k=3, spread=False, budget_ms=None)
+        assert int(r.ids[0]) == 9
+
+
+def test_a_directory_that_claims_more_indexed_rows_than_exist_is_refused(indexed):
+    eng, sp, x, rng = indexed
+    st = state(sp)
+    AnnState(st.generation, st.salt, (N + 10, 0), st.size, 0, 0).publish(sp._store.dir)
+    try:
+        with engram.attach(eng.name) as att, pytest.raises(AttachError, match="directory is damaged"):
+            att.space("indexed").recall(x[0], k=3, spread=False, budget_ms=None)
+    finally:
+        st.publish(sp._store.dir)
+
+
+def test_closing_leaves_no_index_file():
+    rng = np.random.default_rng(2)
+    eng = engram.Engine(dim=DIM, workers=0, index_min_rows=MIN_ROWS)
+    sp = eng.space("closing")
+    sp.remember(clustered(N, rng))
+    assert eng._life.indexer.wait_idle(120)
+    sp.remember(clustered(3000, rng))        # a run may be under way as it closes
+    name = eng.name
+    eng.close()
+    assert not segments_of(EngineName.parse(name))
