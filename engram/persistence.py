@@ -5,6 +5,8 @@ logging every change from then on, checkpoints, and the last flush at close.
     path/CURRENT                      names the newest snapshot (a hint: a damaged one is passed over)
     path/snap-<lsn>.snap              snapshots (docs/durability/snapshot-format.md)
     path/wal/<first lsn>.wal          the write-ahead log (docs/durability/wal-format.md)
+    path/index/<space>.usearch|.json  a space's approximate index, saved at checkpoints (derived
+                                      data: engram/store/indexfile.py)
 
 Opening needs no manual step after a crash: recovery cuts a torn tail and
 refuses any other damage (WALError). A checkpoint holds the writers only while
@@ -24,9 +26,12 @@ from engram import validate
 from engram.cognition.fan import fan_weights
 from engram.errors import SnapshotError, StorageFullError, WALError
 from engram.layout import PERSISTED_HASH
-from engram.store import image, snapfile
+from engram.recall.ann import AnnState, index_path
+from engram.store import image, indexfile, snapfile
 from engram.store.files import FILES, Files
+from engram.store.shm.names import fresh_salt
 from engram.store.snapshot import PathLock
+from engram.store.tables import TIER_TABLE
 from engram.store.wal import Log, RecordType, recover
 
 log = logging.getLogger("engram")
@@ -55,6 +60,7 @@ class Persistence:
         self._stop = threading.Event()
         self._checkpointer = None
         self._checkpoint_lock = threading.Lock()
+        self._index_saved: dict = {}    # space -> (generation, salt) of its index saved in path/index
         try:
             self.snapshot = self._newest()
         except BaseException:
@@ -92,6 +98,8 @@ class Persistence:
             after = snap.lsn
             self._snap_lsns = [] if self._legacy else [snap.lsn]
         self.recovery = recover(self.path / "wal", after, self._replay, self.files)
+        for name, o in self.owned.items():
+            self._reuse_index(name, o.store)
         self.log = Log(self.path / "wal", self.policy, self.recovery.next_lsn, self.files, self.segment_bytes)
         for o in self.owned.values():
             o.changes.log = self.log
@@ -100,6 +108,36 @@ class Persistence:
             self.checkpoint()
         self._checkpointer = threading.Thread(target=self._background, name="engram-checkpoint", daemon=True)
         self._checkpointer.start()
+
+    def _reuse_index(self, name: str, store) -> None:
+        """Give a recovered space the index saved at a checkpoint, if it holds up: copied to
+        shared memory as its first generation; the indexer adds the rows after it."""
+        got = indexfile.load(self.path, name, self.dim, tuple(store.count(t) for t in TIER_TABLE.values()))
+        if got is None:
+            return
+        src, rows, size = got
+        salt = fresh_salt()
+        t0 = time.monotonic()
+        shutil.copyfile(src, index_path(store.engine, name, 1, salt))
+        AnnState(1, salt, rows, size, 0, 0).publish(store.dir)
+        self._index_saved[name] = (1, salt)
+        log.info("engram: %s: space %r reuses its saved index (%d vectors) in %.2f s", self.path, name, size,
+                 time.monotonic() - t0)
+
+    def _save_indexes(self, states: dict, lsn: int) -> None:
+        """After a snapshot: save each space's index as of the snapshot's consistent point
+        (``states``, read with the writers held, so it covers only rows the snapshot has)
+        when it changed; one superseded meanwhile waits for the next checkpoint."""
+        for name, st in states.items():
+            if not st.generation or self._index_saved.get(name) == (st.generation, st.salt):
+                continue
+            o = self.owned[name]
+            try:
+                indexfile.save(self.path, name, index_path(o.store.engine, name, st.generation, st.salt), st.rows,
+                               st.size, self.dim, lsn, self.files)
+            except FileNotFoundError:
+                continue
+            self._index_saved[name] = (st.generation, st.salt)
 
     def _space(self, name: str, index: int):
         if index in self.by_index:
@@ -146,7 +184,9 @@ class Persistence:
                                               {**image.capture(o.store), **o.labile.arrays(o.store)})
                           for name, o in sorted(self.owned.items())]
                 logged = self.log.bytes_logged
+                indexes = {name: AnnState.read(o.store.dir) for name, o in self.owned.items()}
             if self._snap_lsns and lsn == self._snap_lsns[0]:
+                self._save_indexes(indexes, lsn)
                 return None               # nothing changed since the last one
             # rows were taken as views: every change that could have reached them is in
             # the log, and synced before the snapshot can become the base of a recovery
@@ -168,6 +208,7 @@ class Persistence:
                 self._legacy = None
             self._at_checkpoint = (logged, time.monotonic())
             self._snap_bytes = out.stat().st_size
+            self._save_indexes(indexes, lsn)
             return out
 
     def due(self) -> bool:
