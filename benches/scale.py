@@ -14,7 +14,7 @@ to 4 random memories of its own cluster (weights U[0.2, 0.9]): spreading has som
 go. Queries: 500 stored memories plus noise of 0.3 / sqrt(d) per coordinate; the truth is
 the exact top 10 by cosine (numpy, float64 accumulation per block).
 
-engram: ``Engine(dim, workers=0)`` with the default index settings (usearch HNSW, int8,
+engram: ``Engine(dim, workers=0, index_threads=cores)`` with the default index settings (usearch HNSW, int8,
 M 16, efConstruction 64, search ef 64 and 64 candidates re-scored exactly), memories in
 the ``--tier`` tier, links compacted; the index is built by the background indexer and
 timed until it covers every row. Rows:
@@ -122,7 +122,7 @@ def run_engram(x, q, links, true, tier: str) -> dict:
 
     n, d = x.shape
     heap0 = private_bytes()
-    with engram.Engine(dim=d, workers=0) as eng:
+    with engram.Engine(dim=d, workers=0, index_threads=os.cpu_count()) as eng:
         sp = eng.space("scale")
         t0 = time.perf_counter()
         for a in range(0, n, 20000):

@@ -144,11 +144,10 @@ class Engine:
     10000} observations by default). channels: how many streams other processes may have
     open at once through ``engram.connect`` (0: none). log_segment_mb: the size of each
     preallocated log segment (default 64; docs/durability/wal-format.md). index_min_rows:
-    a space with this many memories gets an approximate index (usearch HNSW, built and
-    extended in a background process with ``index_threads`` threads) that recall takes
-    its seeds from, the rows it has not taken yet scanned exactly (docs/scale.md); None:
-    exact scans only. files: the file operations durability goes through
-    (engram.store.files.Files), for fault injection.
+    spaces this large take recall's seeds from an approximate index (usearch HNSW, kept
+    by a background process with ``index_threads`` threads; docs/scale.md); None: exact
+    scans only. files: the file operations durability goes through (engram.store.files.Files),
+    for fault injection.
     """
 
     def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None,
@@ -198,7 +197,7 @@ class Engine:
         life = self._life = _Lifecycle(EngineName.new())
         life.dim = self._dim
         life.ingest_settings = {"workers": validate.positive_int(ingest_workers, "ingest_workers", 1),
-                                "capacity": _lane_capacity(lanes),
+                                "capacity": validate.lane_capacities(lanes, LANES),
                                 "batch_max": validate.positive_int(ingest_batch, "ingest_batch", 1)}
         try:
             self._kern = kernels.backend()
@@ -221,7 +220,7 @@ class Engine:
             if channels:
                 life.listener = Listener(life.name, self._dim, self.space, channels)
             if index_min_rows is not None:
-                life.indexer = IndexKeeper(life.name, lambda: {n: o.store for n, o in life.owned.items()},
+                life.indexer = IndexKeeper(life.name, lambda: {n: (o.store, o.metrics) for n, o in life.owned.items()},
                                            min_rows=validate.positive_int(index_min_rows, "index_min_rows", 1),
                                            threads=validate.positive_int(index_threads, "index_threads", 1))
         except BaseException:
@@ -386,16 +385,6 @@ class Engine:
     def __repr__(self):
         state = "closed" if self._life.closed else f"{len(self._life.spaces)} spaces"
         return f"<engram.Engine {self.name} dim={self._dim} {state}>"
-
-
-def _lane_capacity(lanes) -> dict:
-    """Checked lane capacities (observations) by lane name."""
-    if lanes is None:
-        return {}
-    if not isinstance(lanes, dict) or not set(lanes) <= set(LANES):
-        raise InvalidInputError(f"lanes must be a dict of capacities by lane ({', '.join(LANES)}), "
-                                f"got {shown(lanes)}")
-    return {k: validate.positive_int(v, f"lanes[{k!r}]", 1) for k, v in lanes.items()}
 
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()     # lifecycles of open engines with this process as owner

@@ -157,3 +157,13 @@ def observations(values, dim: int, content, confidence, tier: str) -> tuple:
     v = vectors(values, dim, f16=(tier == "warm"))
     n = v.shape[0]
     return v, TIER_CODES[tier], contents(content, n), per_item(confidence, n, "confidence", 1.0, 0.0, 1.0)
+
+
+def lane_capacities(lanes, names) -> dict:
+    """Checked ingest lane capacities (observations) by lane name (``names``: the lanes)."""
+    if lanes is None:
+        return {}
+    if not isinstance(lanes, dict) or not set(lanes) <= set(names):
+        raise InvalidInputError(f"lanes must be a dict of capacities by lane ({', '.join(names)}), "
+                                f"got {shown(lanes)}")
+    return {k: positive_int(v, f"lanes[{k!r}]", 1) for k, v in lanes.items()}

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xad1e4796fee86a61ULL
+#define EG_LAYOUT_HASH 0x731913c932319f9eULL
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0
@@ -401,15 +401,8 @@ typedef struct __attribute__((aligned(64))) {
     uint64_t n_live;
     uint64_t n_links;
     uint64_t change_seq;
-    uint64_t _reserved[3];
     uint64_t tables[24];
-    uint64_t ann_seq;
-    uint64_t ann_generation;
-    uint64_t ann_salt;
-    uint64_t ann_rows[2];
-    uint64_t ann_size;
-    uint64_t ann_building;
-    uint64_t ann_built;
+    uint64_t ann[11];
 } eg_space_directory_t;
 _Static_assert(sizeof(eg_space_directory_t) == 384, "SpaceDirectory size");
 _Static_assert(offsetof(eg_space_directory_t, name) == 0, "SpaceDirectory.name offset");
@@ -419,15 +412,8 @@ _Static_assert(offsetof(eg_space_directory_t, next_id) == 72, "SpaceDirectory.ne
 _Static_assert(offsetof(eg_space_directory_t, n_live) == 80, "SpaceDirectory.n_live offset");
 _Static_assert(offsetof(eg_space_directory_t, n_links) == 88, "SpaceDirectory.n_links offset");
 _Static_assert(offsetof(eg_space_directory_t, change_seq) == 96, "SpaceDirectory.change_seq offset");
-_Static_assert(offsetof(eg_space_directory_t, _reserved) == 104, "SpaceDirectory._reserved offset");
-_Static_assert(offsetof(eg_space_directory_t, tables) == 128, "SpaceDirectory.tables offset");
-_Static_assert(offsetof(eg_space_directory_t, ann_seq) == 320, "SpaceDirectory.ann_seq offset");
-_Static_assert(offsetof(eg_space_directory_t, ann_generation) == 328, "SpaceDirectory.ann_generation offset");
-_Static_assert(offsetof(eg_space_directory_t, ann_salt) == 336, "SpaceDirectory.ann_salt offset");
-_Static_assert(offsetof(eg_space_directory_t, ann_rows) == 344, "SpaceDirectory.ann_rows offset");
-_Static_assert(offsetof(eg_space_directory_t, ann_size) == 360, "SpaceDirectory.ann_size offset");
-_Static_assert(offsetof(eg_space_directory_t, ann_building) == 368, "SpaceDirectory.ann_building offset");
-_Static_assert(offsetof(eg_space_directory_t, ann_built) == 376, "SpaceDirectory.ann_built offset");
+_Static_assert(offsetof(eg_space_directory_t, tables) == 104, "SpaceDirectory.tables offset");
+_Static_assert(offsetof(eg_space_directory_t, ann) == 296, "SpaceDirectory.ann offset");
 
 /* A batch of a split hop and where its gathered sums are. */
 typedef struct __attribute__((aligned(64))) {
@@ -688,15 +674,8 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"SpaceDirectory", "n_live", (int64_t)offsetof(eg_space_directory_t, n_live), (int64_t)sizeof(((eg_space_directory_t *)0)->n_live)}, \
     {"SpaceDirectory", "n_links", (int64_t)offsetof(eg_space_directory_t, n_links), (int64_t)sizeof(((eg_space_directory_t *)0)->n_links)}, \
     {"SpaceDirectory", "change_seq", (int64_t)offsetof(eg_space_directory_t, change_seq), (int64_t)sizeof(((eg_space_directory_t *)0)->change_seq)}, \
-    {"SpaceDirectory", "_reserved", (int64_t)offsetof(eg_space_directory_t, _reserved), (int64_t)sizeof(((eg_space_directory_t *)0)->_reserved)}, \
     {"SpaceDirectory", "tables", (int64_t)offsetof(eg_space_directory_t, tables), (int64_t)sizeof(((eg_space_directory_t *)0)->tables)}, \
-    {"SpaceDirectory", "ann_seq", (int64_t)offsetof(eg_space_directory_t, ann_seq), (int64_t)sizeof(((eg_space_directory_t *)0)->ann_seq)}, \
-    {"SpaceDirectory", "ann_generation", (int64_t)offsetof(eg_space_directory_t, ann_generation), (int64_t)sizeof(((eg_space_directory_t *)0)->ann_generation)}, \
-    {"SpaceDirectory", "ann_salt", (int64_t)offsetof(eg_space_directory_t, ann_salt), (int64_t)sizeof(((eg_space_directory_t *)0)->ann_salt)}, \
-    {"SpaceDirectory", "ann_rows", (int64_t)offsetof(eg_space_directory_t, ann_rows), (int64_t)sizeof(((eg_space_directory_t *)0)->ann_rows)}, \
-    {"SpaceDirectory", "ann_size", (int64_t)offsetof(eg_space_directory_t, ann_size), (int64_t)sizeof(((eg_space_directory_t *)0)->ann_size)}, \
-    {"SpaceDirectory", "ann_building", (int64_t)offsetof(eg_space_directory_t, ann_building), (int64_t)sizeof(((eg_space_directory_t *)0)->ann_building)}, \
-    {"SpaceDirectory", "ann_built", (int64_t)offsetof(eg_space_directory_t, ann_built), (int64_t)sizeof(((eg_space_directory_t *)0)->ann_built)}, \
+    {"SpaceDirectory", "ann", (int64_t)offsetof(eg_space_directory_t, ann), (int64_t)sizeof(((eg_space_directory_t *)0)->ann)}, \
     {"HopSlot", "", 0, (int64_t)sizeof(eg_hop_slot_t)}, \
     {"HopSlot", "state", (int64_t)offsetof(eg_hop_slot_t, state), (int64_t)sizeof(((eg_hop_slot_t *)0)->state)}, \
     {"HopSlot", "hop", (int64_t)offsetof(eg_hop_slot_t, hop), (int64_t)sizeof(((eg_hop_slot_t *)0)->hop)}, \

@@ -346,17 +346,8 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
     F("n_live", "u64", doc="memories not forgotten"),
     F("n_links", "u64", doc="links accepted (CSR + delta)"),
     F("change_seq", "u64", doc="bumped after every published change"),
-    F("_reserved", "u64", 3),
     F("tables", "u64", 3 * MAX_TABLES, doc="TableRef[MAX_TABLES]"),
-    # the approximate index of the space's vectors (engram/recall/ann.py): a usearch file in
-    # /dev/shm that every process views, and the rows of each tier it covers
-    F("ann_seq", "u64", doc="sequence lock of the ann_ fields: odd while the owner changes them"),
-    F("ann_generation", "u64", doc="the index file's generation; 0: no index (exact scan only)"),
-    F("ann_salt", "u64", doc="the random end of the index file's name"),
-    F("ann_rows", "u64", 2, doc="rows of emb_hot, emb_warm in the index; later rows are the exact tail"),
-    F("ann_size", "u64", doc="vectors in the index (forgotten ones included until a rebuild)"),
-    F("ann_building", "u64", doc="rows the running index build adds (0: none running)"),
-    F("ann_built", "u64", doc="rows the running build has added so far"),
+    F("ann", "u64", 11, doc="the approximate index: 8 cells of engram/recall/ann.py's AnnState, 3 spare"),
 ), size=384, align=64)
 
 RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,

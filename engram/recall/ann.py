@@ -3,17 +3,17 @@
 Above a size (engram/workers/indexer.py builds it, in a process of its own) a space's
 vectors are also in a usearch index (cosine, int8 vectors) saved to a file in /dev/shm.
 The owner publishes the file's generation and salt in the space directory together with
-the rows of each tier the index covers (``ann_rows``); every process, owner and workers
+the rows of each tier the index covers (``rows``); every process, owner and workers
 alike, views that one file read-only (memory-mapped, not copied).
 
 Recall then takes the index's nearest candidates, drops the forgotten ones, scores each
 exactly from its stored row (the same kernel as the exact scan) and merges them with an
-exact scan of the *tail*: each tier's rows past ``ann_rows``, which the index has not
+exact scan of the *tail*: each tier's rows past ``rows``, which the index has not
 taken yet. A memory is found by recall as soon as it is published, and a forgotten one
 is gone at once; a reconsolidated memory's new vector is a new row (SpaceStore.rewrite_row),
 so it is in the tail until the index takes it.
 
-The ann_ fields of the directory change under a sequence lock (``ann_seq``: odd while the
+The directory's ``ann`` cells change under a sequence lock (the first cell: odd while the
 owner writes them); a reader retries until it reads the same even value before and after.
 """
 from __future__ import annotations
@@ -53,25 +53,22 @@ class AnnState:
 
     @classmethod
     def read(cls, directory: np.ndarray) -> "AnnState":
-        d = directory[0]
+        cell = directory[0]["ann"]     # u64: seq, generation, salt, rows hot, rows warm, size, building, built
         for _ in range(1000):
-            seq = int(d["ann_seq"])
+            seq = int(cell[0])
             if seq & 1:
                 continue
-            got = cls(int(d["ann_generation"]), int(d["ann_salt"]), tuple(int(r) for r in d["ann_rows"]),
-                      int(d["ann_size"]), int(d["ann_building"]), int(d["ann_built"]))
-            if int(d["ann_seq"]) == seq:
-                return got
-        raise AttachError("the space directory's index fields kept changing while read (1,000 tries)", "ann_seq")
+            v = [int(c) for c in cell[1:8]]
+            if int(cell[0]) == seq:
+                return cls(v[0], v[1], (v[2], v[3]), v[4], v[5], v[6])
+        raise AttachError("the space directory's index fields kept changing while read (1,000 tries)", "ann")
 
     def publish(self, directory: np.ndarray) -> None:
         """The owner: write these fields under the sequence lock."""
-        d = directory
-        d["ann_seq"] += 1
-        d["ann_generation"], d["ann_salt"] = self.generation, self.salt
-        d["ann_rows"][0] = self.rows
-        d["ann_size"], d["ann_building"], d["ann_built"] = self.size, self.building, self.built
-        d["ann_seq"] += 1
+        cell = directory[0]["ann"]
+        cell[0] += 1
+        cell[1:8] = (self.generation, self.salt, *self.rows, self.size, self.building, self.built)
+        cell[0] += 1
 
     def progress(self, directory: np.ndarray, building: int, built: int) -> None:
         """The owner: a running build's progress (the rest unchanged)."""
@@ -110,7 +107,7 @@ class AnnView:
                 break
             if any(r > c for r, c in zip(state.rows, counts)):
                 raise AttachError(f"space {self.space!r}: the index is said to cover rows {state.rows} of tables "
-                                  f"holding {counts}: the space directory is damaged", "ann_rows")
+                                  f"holding {counts}: the space directory is damaged", "ann")
             if (state.generation, state.salt) == (self.state.generation, self.state.salt) and self.index is not None:
                 self.state = state
                 return state, self.index

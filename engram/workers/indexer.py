@@ -62,7 +62,8 @@ class IndexKeeper:
     """The owner's thread that keeps every space's index current (one run at a time)."""
 
     def __init__(self, engine: EngineName, spaces, min_rows: int = DEFAULT_MIN_ROWS, threads: int = 1):
-        """spaces: a callable giving {name: SpaceStore} of the owner's spaces now."""
+        """spaces: a callable giving the owner's spaces now, {name: (SpaceStore, its metrics
+        recorder)}."""
         self.engine, self.spaces, self.min_rows, self.threads = engine, spaces, min_rows, threads
         self._kept: dict = {}
         self._stop = threading.Event()
@@ -94,7 +95,7 @@ class IndexKeeper:
         self._hurry += 1
         try:
             while time.monotonic() < end:
-                if self._proc is None and all(self.due(st) is None for st in self.spaces().values()):
+                if self._proc is None and all(self.due(st) is None for st, _ in self.spaces().values()):
                     return True
                 time.sleep(POLL_S / 2)
             return False
@@ -124,20 +125,21 @@ class IndexKeeper:
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_S):
-            for store in list(self.spaces().values()):
+            for store, rec in list(self.spaces().values()):
                 if self._stop.is_set():
                     return
                 try:
                     need = self.due(store)
                     if need is not None:
-                        self._extend(store, *need)
+                        self._extend(store, rec, *need)
+                    _gauges(store, rec)
                 except Exception:      # a failed run leaves the last good index in place
                     self.failures += 1
                     log.exception("engram: indexing space %r failed; recall goes on with the last index "
                                   "and the exact tail", store.space)
                     self._stop.wait(MAX_WAIT_S)
 
-    def _extend(self, store: SpaceStore, rows_from: tuple, rebuild: bool) -> None:
+    def _extend(self, store: SpaceStore, rec, rows_from: tuple, rebuild: bool) -> None:
         counts = tuple(store.count(t) for t in TIER_TABLE.values())
         old = AnnState.read(store.dir)
         gen, salt = old.generation + 1, fresh_salt()
@@ -176,9 +178,19 @@ class IndexKeeper:
             _unlink(index_path(self.engine, store.space, old.generation, old.salt))
         k = self._kept.setdefault(store.space, _Kept())
         k.last_run_s = time.monotonic() - t0
+        rec.index_runs_total.inc()
+        rec.index_rows_added_total.inc(total)
+        rec.index_run_seconds.observe_ns(int(k.last_run_s * 1e9))
         k.tail_since = 0.0
         k.built_rows += total
         k.built_s += float(result.get("seconds", k.last_run_s))
+
+
+def _gauges(store: SpaceStore, rec) -> None:
+    state = AnnState.read(store.dir)
+    rec.index_vectors.set(state.size)
+    rec.index_tail_rows.set(sum(store.count(t) for t in TIER_TABLE.values()) - sum(state.rows)
+                            if state.generation else 0)
 
 
 def _unlink(path: str) -> None:

@@ -49,6 +49,12 @@ METRICS = (
     Metric("engram_priming_total", "counter", "Priming events.", types=("semantic", "associative", "repetition")),
     Metric("engram_interference_total", "counter", "Interference events.", types=("proactive", "retroactive", "fan")),
     Metric("engram_reconsolidation_total", "counter", "Reconsolidation updates applied."),
+    # the approximate index (engram/workers/indexer.py): rate(rows_added) is its insert rate
+    Metric("engram_index_vectors", "gauge", "Vectors in the space's approximate index (0: exact scan only)."),
+    Metric("engram_index_tail_rows", "gauge", "Rows not in the index yet, which recall scans exactly."),
+    Metric("engram_index_runs_total", "counter", "Index builds and extensions completed."),
+    Metric("engram_index_rows_added_total", "counter", "Rows the index runs took."),
+    Metric("engram_index_run_seconds", "histogram", "Time of one index build or extension.", unit="seconds"),
     # spreading internals, from whichever process spreads (the owner, the workers)
     Metric("engram_spreading_requests_total", "counter", "Recalls that spread.", per_space=False),
     Metric("engram_spreading_predicted_total", "counter", "Of those, with a latency prediction.", per_space=False),
