@@ -97,17 +97,14 @@ class AnnView:
         self.index = None
         self._warned = False
 
-    def current(self, directory: np.ndarray, counts: tuple):
-        """(state, index) to search now, or (NO_INDEX, None) when the space has none.
-        ``counts``: the rows of each tier this reader sees; an index said to cover more
-        rows than there are is refused (the directory is damaged)."""
+    def current(self, directory: np.ndarray):
+        """(state, index) to search now, or (NO_INDEX, None) when the space has none. The
+        index may cover rows past what a reader's snapshot sees: its candidates past the
+        snapshot's nodes are dropped, and such a reader's tail is empty."""
         for _ in range(3):     # the owner replaces the file as the index grows: a file gone meanwhile
             state = AnnState.read(directory)     # means a newer generation is published
             if state.generation == 0:
                 break
-            if any(r > c for r, c in zip(state.rows, counts)):
-                raise AttachError(f"space {self.space!r}: the index is said to cover rows {state.rows} of tables "
-                                  f"holding {counts}: the space directory is damaged", "ann")
             if (state.generation, state.salt) == (self.state.generation, self.state.salt) and self.index is not None:
                 self.state = state
                 return state, self.index

@@ -115,7 +115,7 @@ class SpaceReader:
         When the space has an index (engram/recall/ann.py) only each tier's tail past it is
         scanned, and the index's candidates, scored exactly, join the scan's."""
         st = self.store
-        state, index = self.ann.current(st.dir, tuple(st.count(t) for t in TIER_TABLE.values()))
+        state, index = self.ann.current(st.dir)
         found_ids, found_scores, found_tier = [], [], []
         if index is not None:
             ids, sc, tiers = self._candidates(index, q, max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES))
@@ -126,7 +126,7 @@ class SpaceReader:
         t_start = time.perf_counter_ns()
         for tier in TIER_TABLE:
             rows, row_node, row_live, row_norm = st.tier_rows(tier)
-            a = state.rows[tier]
+            a = min(state.rows[tier], rows.shape[0])     # (a reader's snapshot may end before the index)
             if a:       # the tail: rows the index has not taken yet
                 rows, row_node, row_live, row_norm = rows[a:], row_node[a:], row_live[a:], row_norm[a:]
             if not rows.shape[0]:
@@ -138,7 +138,13 @@ class SpaceReader:
                 idx, sc, scanned = self.kern._topk_until("cosine", q, rows, k, row_live, row_norm, until,
                                                          scan_chunk(rows))
                 partial = partial or scanned < rows.shape[0]
-            found_ids.append(row_node[idx].astype(np.int64))
+            ids = row_node[idx].astype(np.int64)
+            if not st.writable and ids.shape[0] and ids.max() >= self.n_nodes:
+                # a reader's snapshot counts nodes before rows, and the owner publishes a row
+                # before its node: a row past the node count is not visible yet
+                seen = ids < self.n_nodes
+                ids, sc = ids[seen], sc[seen]
+            found_ids.append(ids)
             found_scores.append(sc)
             found_tier.append(np.full(sc.shape[0], tier, np.uint8))
         if not found_ids:
