@@ -148,9 +148,10 @@ def run_engram(x, q, links, true, tier: str) -> dict:
         reader = sp._owned.reader
         rows = reader.store.tier_rows(1 if tier == "warm" else 0)
         _, scan_lat = timed(lambda v: reader.kern._topk("cosine", v, rows[0], K * 2, rows[2], rows[3]), q[:100])
-        shm = sum(os.stat(SHM_DIR + s).st_size for s in segments_of(EngineName.parse(eng.name)))
-        index_file = sum(os.stat(SHM_DIR + s).st_size for s in segments_of(EngineName.parse(eng.name))
-                         if ".ann.g" in s)
+        # tmpfs pages in use (st_blocks), not sizes: tables are made larger than their rows
+        held = {s: os.stat(SHM_DIR + s).st_blocks * 512 for s in segments_of(EngineName.parse(eng.name))}
+        shm = sum(held.values())
+        index_file = sum(v for s, v in held.items() if ".ann.g" in s)
         heap = max(private_bytes() - heap0, 0)
         stats = eng._life.indexer.stats().get("scale", {})
     return {"ingest_s": round(ingest_s, 2), "index_build_s": round(build_s, 2),

@@ -4,6 +4,7 @@ and an attached process."""
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -191,6 +192,16 @@ def test_attach_tools_show_the_index_and_the_file(indexed):
     with engram.attach(eng.name) as att:
         r = att.space("indexed").recall(x[9], k=3, spread=False, budget_ms=None)
         assert int(r.ids[0]) == 9
+    from engram.observe.metrics.segment import MetricsSegment
+    seg = MetricsSegment.attach(EngineName.parse(eng.name))
+    for _ in range(50):                       # the keeper sets the gauges every 0.2 s
+        snap = tools.snapshot(EngineName.parse(eng.name), seg)
+        line = next(ln for ln in tools.format_top(EngineName.parse(eng.name), snap, snap).splitlines()
+                    if ln.startswith("indexed"))
+        if line.split()[-2:] == [f"{N:,}", "0"]:
+            break
+        time.sleep(0.1)
+    assert line.split()[-2:] == [f"{N:,}", "0"], line
 
 
 def test_an_index_ahead_of_a_readers_snapshot_answers_within_the_snapshot(indexed):

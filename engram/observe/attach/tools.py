@@ -305,7 +305,7 @@ def format_top(engine: EngineName, prev: dict, cur: dict) -> str:
     dt = max(cur["t"] - prev["t"], 1e-9)
     out = [f"engram top  {engine}  ({'running' if pid_alive(engine.pid) else 'EXITED'})  {time.strftime('%H:%M:%S')}",
            f"{'space':<16}{'memories':>10}{'recalls/s':>11}{'P50 ms':>9}{'P95 ms':>9}{'P99 ms':>9}{'partial':>9}"
-           f"{'fallback':>9}"]
+           f"{'fallback':>9}{'index':>11}{'tail':>9}"]
     t, p = cur["totals"], prev["totals"]
     for space, mem in t["engram_memories"].items():
         rec = t["engram_recalls_total"].get(space, 0) - p["engram_recalls_total"].get(space, 0)
@@ -318,7 +318,8 @@ def format_top(engine: EngineName, prev: dict, cur: dict) -> str:
         out.append(f"{space:<16}{mem:>10,}{rec / dt:>11,.0f}" + "".join(
             f"{'-':>9}" if np.isnan(v) else f"{'<=' + format(v, '.3g'):>9}" for v in q)
             + f"{t['engram_recall_partial_total'].get(space, 0):>9,}"
-            + f"{t['engram_recall_fallback_total'].get(space, 0):>9,}")
+            + f"{t['engram_recall_fallback_total'].get(space, 0):>9,}"
+            + f"{t['engram_index_vectors'].get(space, 0):>11,}{t['engram_index_tail_rows'].get(space, 0):>9,}")
     pool = cur["pool"]
     out.append("pool      " + ("not created" if pool is None else
                                f"{pool['in_use']:,} / {pool['capacity']:,} in use, high water {pool['high_water']:,}, "
