@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -134,13 +135,13 @@ def private_bytes() -> int:
 
 
 # ----------------------------------------------------------------- engram
-def run_engram(x, q, links, true, tier: str) -> dict:
+def run_engram(x, q, links, true, tier: str, path=None) -> dict:
     import engram
     from engram.store.shm.names import SHM_DIR, EngineName, segments_of
 
     n, d = x.shape
     heap0 = private_bytes()
-    with engram.Engine(dim=d, workers=0, index_threads=os.cpu_count()) as eng:
+    with engram.Engine(path, dim=d, workers=0, index_threads=os.cpu_count()) as eng:
         sp = eng.space("scale")
         t0 = time.perf_counter()
         for a in range(0, n, 20000):
@@ -172,7 +173,9 @@ def run_engram(x, q, links, true, tier: str) -> dict:
         index_file = sum(v for s, v in held.items() if ".ann.g" in s)
         heap = max(private_bytes() - heap0, 0)
         stats = eng._life.indexer.stats().get("scale", {})
-    return {"ingest_s": round(ingest_s, 2), "index_build_s": round(build_s, 2),
+        t_close = time.perf_counter()
+    closed_s = time.perf_counter() - t_close
+    return {"ingest_s": round(ingest_s, 2), "index_build_s": round(build_s, 2), "close_s": round(closed_s, 2),
             "insert_rate": stats.get("insert_rate"), "index_size": ix["size"],
             "seeds_recall_at_10": round(recall_at(seeds, true), 4), "seeds_ms": ms(seed_lat),
             "recall_ms": ms(lat), "spread_ms": ms(spread_ms), "partial": partial, "fallback": fallback,
@@ -264,6 +267,47 @@ def run_faiss_sq8(xn, qn, true, target):
     return {"build_s": round(build, 2), "bytes": int(faiss.serialize_index(ix).nbytes), "nlist": nlist, **row}
 
 
+KILLED = r"""
+import sys, numpy as np, engram
+eng = engram.Engine(sys.argv[1], workers=0, index_min_rows=None)
+sp = eng.space("scale")
+sp.remember(np.random.default_rng(7).standard_normal((int(sys.argv[2]), eng.dim)).astype(np.float32))
+print("acknowledged", flush=True)
+sys.stdin.read()
+"""
+
+
+def reopen(path, n: int, more: int = 10_000) -> dict:
+    """Time to open the engine's directory after the clean stop above, and after kill -9 of a
+    process that remembered ``more`` memories after it (in the log only): the index saved at
+    the last checkpoint is reused and those memories are its tail."""
+    import subprocess
+
+    import engram
+    out = {}
+    t = time.perf_counter()
+    with engram.Engine(path, workers=0, index_min_rows=None) as eng:
+        ix = eng.space("scale").stats()["index"]
+        out["after_clean_stop"] = {"open_s": round(time.perf_counter() - t, 2), "index": ix}
+        t = time.perf_counter()
+    out["after_clean_stop"]["close_s"] = round(time.perf_counter() - t, 2)
+    p = subprocess.Popen([sys.executable, "-c", KILLED, str(path), str(more)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "acknowledged"
+    p.kill()
+    p.wait()
+    t = time.perf_counter()
+    with engram.Engine(path, workers=0, index_min_rows=None) as eng:
+        sp = eng.space("scale")
+        out["after_kill_9"] = {"open_s": round(time.perf_counter() - t, 2), "memories": len(sp),
+                               "index": sp.stats()["index"], "recovery": eng.recovery}
+        assert len(sp) == n + more, (len(sp), n + more)
+    for k, v in out.items():
+        print(f"  reopen {k}: {v['open_s']:.2f} s, index {v['index']['size']:,} vectors, tail "
+              f"{v['index']['tail'] or 0:,} rows", flush=True)
+    return out
+
+
 PEERS = {"usearch": run_usearch, "hnswlib": run_hnswlib, "faiss_hnsw": run_faiss_hnsw, "faiss_ivf_sq8": run_faiss_sq8}
 
 
@@ -276,6 +320,8 @@ def main() -> int:
                     help="wordnet: the real corpus (--sizes all: every synset)")
     ap.add_argument("--target", type=float, default=0.98, help="recall@10 the peers' search settings aim at")
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
+    ap.add_argument("--reopen", metavar="DIR", help="keep the engine in DIR (durability group) and time reopening "
+                    "it after a clean stop and after kill -9")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -294,7 +340,13 @@ def main() -> int:
             n = x.shape[0]
             print(f"\n{human(n)} x {d}, {args.data}, {QUERIES} queries", flush=True)
             true = truth(x, q)
-            row = {"n": n, "dim": d, "data": args.data, "engram": run_engram(x, q, links, true, args.tier)}
+            path = Path(args.reopen) / f"scale-{n}-{d}" if args.reopen else None
+            if path is not None and path.exists():
+                shutil.rmtree(path)
+            row = {"n": n, "dim": d, "data": args.data, "engram": run_engram(x, q, links, true, args.tier, path)}
+            if path is not None:
+                row["engram"]["reopen"] = reopen(path, n)
+                shutil.rmtree(path)
             e = row["engram"]
             print(f"  engram: index {e['index_build_s']:.0f} s ({e['insert_rate'] or 0:,.0f} rows/s), seeds "
                   f"recall@10 {e['seeds_recall_at_10']:.3f} P50 {e['seeds_ms']['p50']:.2f} ms; recall with spreading"
