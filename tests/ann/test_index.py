@@ -362,3 +362,33 @@ print(asked, found, flush=True)
             assert p.returncode == 0, err
             asked, found = map(int, out.split())
             assert asked > 50 and found == asked, (asked, found)
+
+
+def test_a_failed_indexer_run_keeps_the_last_index_and_is_retried(monkeypatch):
+    from engram.workers import indexer
+    rng = np.random.default_rng(13)
+    x = clustered(N, rng)
+    monkeypatch.setattr(indexer, "PROGRAM", (indexer.sys.executable, "-c", "import sys; sys.exit(3)"))
+    monkeypatch.setattr(indexer, "MAX_WAIT_S", 0.5)
+    with engram.Engine(dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
+        sp = eng.space("failing")
+        sp.remember(x)
+        keeper = eng._life.indexer
+        for _ in range(100):
+            if keeper.failures:
+                break
+            time.sleep(0.1)
+        assert keeper.failures >= 1 and state(sp).generation == 0
+        assert int(sp.recall(x[77], k=1, spread=False, budget_ms=None).ids[0]) == 77     # exact scan meanwhile
+        monkeypatch.setattr(indexer, "PROGRAM", (indexer.sys.executable, "-m", "engram.workers.indexrun"))
+        assert keeper.wait_idle(120) and state(sp).size == N
+
+
+def test_a_reader_whose_index_file_is_gone_scans_exactly(indexed, caplog):
+    eng, sp, x, rng = indexed
+    st = state(sp)
+    os.unlink(index_path(EngineName.parse(eng.name), "indexed", st.generation, st.salt))
+    with engram.attach(eng.name) as att:
+        r = att.space("indexed").recall(x[31], k=3, spread=False, budget_ms=None)
+        assert int(r.ids[0]) == 31
+    assert "could not be opened" in caplog.text and "scanning exactly" in caplog.text
