@@ -144,17 +144,16 @@ class Engine:
     10000} observations by default). channels: how many streams other processes may have
     open at once through ``engram.connect`` (0: none). log_segment_mb: the size of each
     preallocated log segment (default 64; docs/durability/wal-format.md). index_min_rows:
-    spaces this large take recall's seeds from an approximate index (usearch HNSW, kept
-    by a background process with ``index_threads`` threads; docs/scale.md); None: exact
-    scans only. files: the file operations durability goes through (engram.store.files.Files),
-    for fault injection.
+    spaces this large take seeds from an approximate index (docs/scale.md; None: never),
+    kept by a process at nice 10 with ``index_threads`` threads (default one a core).
+    files: the operations durability goes through (engram.store.files.Files): fault injection.
     """
 
     def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None,
                  durability: str | None = None, checkpoint_mb: float = 256.0, checkpoint_s: float = 300.0,
                  ingest_workers: int = 1, lanes: dict | None = None, ingest_batch: int = DEFAULT_BATCH_MAX,
                  channels: int = DEFAULT_MAX_CHANNELS, log_segment_mb: float | None = None,
-                 index_min_rows: int | None = DEFAULT_MIN_ROWS, index_threads: int = 1,
+                 index_min_rows: int | None = DEFAULT_MIN_ROWS, index_threads: int | None = None,
                  files: Files | None = None):
         path = None if path is None else Path(path)
         if dim is not None:
@@ -220,9 +219,10 @@ class Engine:
             if channels:
                 life.listener = Listener(life.name, self._dim, self.space, channels)
             if index_min_rows is not None:
+                threads = os.cpu_count() if index_threads is None else index_threads
                 life.indexer = IndexKeeper(life.name, lambda: {n: (o.store, o.metrics) for n, o in life.owned.items()},
-                                           min_rows=validate.positive_int(index_min_rows, "index_min_rows", 1),
-                                           threads=validate.positive_int(index_threads, "index_threads", 1))
+                                           validate.positive_int(index_min_rows, "index_min_rows", 1),
+                                           validate.positive_int(threads, "index_threads", 1))
         except BaseException:
             if persist is not None:    # released before close(), so a half-opened engine writes nothing
                 persist.close(checkpoint=False)

@@ -361,7 +361,9 @@ print(asked, found, flush=True)
         for p, (out, err) in zip(procs, outs):
             assert p.returncode == 0, err
             asked, found = map(int, out.split())
-            assert asked > 50 and found == asked, (asked, found)
+            # the index is approximate: a stored vector's own memory is its top hit nearly always
+            # (a reader that failed, or lost the new memories, would be far below this)
+            assert asked > 50 and found >= 0.99 * asked, (asked, found)
 
 
 def test_a_failed_indexer_run_keeps_the_last_index_and_is_retried(monkeypatch):
@@ -392,3 +394,10 @@ def test_a_reader_whose_index_file_is_gone_scans_exactly(indexed, caplog):
         r = att.space("indexed").recall(x[31], k=3, spread=False, budget_ms=None)
         assert int(r.ids[0]) == 31
     assert "could not be opened" in caplog.text and "scanning exactly" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [{"index_min_rows": 0}, {"index_min_rows": -5}, {"index_min_rows": "many"},
+                                 {"index_threads": 0}, {"index_threads": 2.5}])
+def test_bad_index_settings_are_refused(bad):
+    with pytest.raises(engram.errors.InvalidInputError, match="index_"):
+        engram.Engine(dim=DIM, workers=0, **bad)
