@@ -86,8 +86,9 @@ def wordnet(d: int, limit: int | None = None):
     g = load(limit=limit)
     emb = HashingEmbedder(dim=d).fit(g.texts)
     x = emb.embed(g.texts)
-    pick = np.random.default_rng(1).choice(len(g), QUERIES, replace=False)
+    pick = np.random.default_rng(1).permutation(len(g))[:2 * QUERIES]
     q = emb.embed([g.texts[i].split(":")[0] for i in pick])
+    q = q[np.linalg.norm(q, axis=1) > 0][:QUERIES]      # lemmas that are all stop words embed to 0
     return x, q, (g.src, g.dst, g.weight)
 
 
