@@ -97,6 +97,8 @@ class _Lifecycle:
         if self.closed or os.getpid() != self.name.pid:      # never from a forked child
             return
         try:
+            if self.indexer is not None:    # first: the checkpoint below saves the last index it made
+                self.indexer.close()
             if self.listener is not None:
                 self.listener.close()       # drained into the lanes first: the pool applies it
             if self.ingest is not None:
@@ -108,8 +110,6 @@ class _Lifecycle:
                 self.persist.close(checkpoint=True)
         finally:
             self.closed = True
-            if self.indexer is not None:
-                self.indexer.close()        # its program reads the segments that go below
             if self.workers is not None:
                 self.workers.close()        # before the segments they read go away
             if self.tracer is not None:
