@@ -15,13 +15,14 @@ to 4 random memories of its own cluster (weights U[0.2, 0.9]): spreading has som
 go. Queries: 500 stored memories plus noise of 0.3 / sqrt(d) per coordinate; the truth is
 the exact top 10 by cosine (numpy, float64 accumulation per block).
 
-engram: ``Engine(dim, workers=0, index_threads=cores)`` with the default index settings (usearch HNSW, int8,
+engram: ``Engine(dim, workers=2, index_threads=cores)`` with the default index settings (usearch HNSW, int8,
 M 16, efConstruction 64, search ef 64 and 64 candidates re-scored exactly), memories in
 the ``--tier`` tier, links compacted; the index is built by the background indexer and
 timed until it covers every row. Rows:
 * seeds: ``recall(q, k=10, spread=False, budget_ms=None)``: recall@10 against the truth;
 * recall: ``recall(q, k=10)``: the defaults, 4-hop spreading in a 10 ms budget: P50 / P95 /
-  P99 and how many were cut (partial) or fell back to similarity alone;
+  P99 and how many were cut (partial) or fell back to similarity alone; in the caller's
+  thread, then the same recalls through a worker process (which views the same index);
 * exact scan: the kernel's scan of every row (what recall did before the index).
 Peers, each at its recommended construction settings, the search setting raised through a
 ladder until recall@10 reaches ``--target`` (0.98; the first rung past it is reported, or
@@ -142,7 +143,7 @@ def run_engram(x, q, links, true, tier: str, path=None) -> dict:
 
     n, d = x.shape
     heap0 = private_bytes()
-    with engram.Engine(path, dim=d, workers=0, index_threads=os.cpu_count()) as eng:
+    with engram.Engine(path, dim=d, workers=2, index_threads=os.cpu_count()) as eng:
         sp = eng.space("scale")
         t0 = time.perf_counter()
         for a in range(0, n, 20000):
@@ -161,7 +162,11 @@ def run_engram(x, q, links, true, tier: str, path=None) -> dict:
         build_s = time.perf_counter() - t1
         ix = sp.stats()["index"]
         seeds, seed_lat = timed(lambda v: sp.recall(v, k=K, spread=False, budget_ms=None).ids, q)
-        results, lat = timed(lambda v: sp.recall(v, k=K), q)
+        results, lat = timed(lambda v: sp.recall(v, k=K), q)       # a lone caller: in its own thread
+        eng.start_workers()
+        sp._routing = "workers"                                     # the same recalls through a worker
+        by_worker, lat_w = timed(lambda v: sp.recall(v, k=K), q)
+        sp._routing = "auto"
         partial = sum(bool(r.partial) for r in results)
         fallback = sum(bool(r.fallback) for r in results)
         spread_ms = [r.timings.get("spread_ms", 0.0) for r in results]
@@ -181,6 +186,8 @@ def run_engram(x, q, links, true, tier: str, path=None) -> dict:
             "seeds_recall_at_10": round(recall_at(seeds, true), 4), "seeds_ms": ms(seed_lat),
             "recall_ms": ms(lat), "spread_ms": ms(spread_ms), "partial": partial, "fallback": fallback,
             "recalls": len(results), "exact_scan_ms": ms(scan_lat),
+            "worker_recall_ms": ms(lat_w), "worker_partial": sum(bool(r.partial) for r in by_worker),
+            "worker_fallback": sum(bool(r.fallback) for r in by_worker),
             "bytes": {"shm": shm, "index_file": index_file, "private_heap": heap,
                       "per_memory": round((shm + heap) / n, 1)}}
 
@@ -352,7 +359,9 @@ def main() -> int:
             print(f"  engram: index {e['index_build_s']:.0f} s ({e['insert_rate'] or 0:,.0f} rows/s), seeds "
                   f"recall@10 {e['seeds_recall_at_10']:.3f} P50 {e['seeds_ms']['p50']:.2f} ms; recall with spreading"
                   f" P50 / P95 / P99 {e['recall_ms']['p50']:.2f} / {e['recall_ms']['p95']:.2f} / "
-                  f"{e['recall_ms']['p99']:.2f} ms, partial {e['partial']}, fallback {e['fallback']}; exact scan "
+                  f"{e['recall_ms']['p99']:.2f} ms, partial {e['partial']}, fallback {e['fallback']}; through a worker "
+                  f"P50 / P95 {e['worker_recall_ms']['p50']:.2f} / {e['worker_recall_ms']['p95']:.2f} ms, partial "
+                  f"{e['worker_partial']}, fallback {e['worker_fallback']}; exact scan "
                   f"P50 {e['exact_scan_ms']['p50']:.2f} ms; {(e['bytes']['shm'] + e['bytes']['private_heap']) / 1e6:,.0f} MB"
                   f" ({e['bytes']['per_memory']:.0f} B per memory)", flush=True)
             gc.collect()
