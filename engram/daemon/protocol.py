@@ -50,7 +50,7 @@ def guarded(header_timeout: float = HEADER_TIMEOUT_S, body_timeout: float = BODY
             super().on_headers_complete()
             cycle = self.cycle
             if cycle is not None and cycle.transport is self.transport and self.scope["method"] != "HEAD":
-                cycle.transport = JoinedHead(self.transport)     # HEAD: a head alone, never joined
+                cycle.transport = JoinedHead(self.transport, cycle)     # HEAD: a head alone, never joined
 
         def on_message_complete(self) -> None:
             self._disarm()
@@ -68,20 +68,24 @@ def guarded(header_timeout: float = HEADER_TIMEOUT_S, body_timeout: float = BODY
 
 
 class JoinedHead:
-    """One response's transport: its first write (uvicorn's status line and headers) is
-    held and sent with the second (the first body part); later writes go straight on."""
+    """One response's transport: uvicorn's head write (status line and headers) is held
+    and sent with the first body part; anything before the response (a 100 Continue) and
+    after that first part goes straight on."""
 
-    __slots__ = ("_transport", "_head")
+    __slots__ = ("_transport", "_cycle", "_head")
 
-    def __init__(self, transport):
-        self._transport, self._head = transport, None
+    def __init__(self, transport, cycle):
+        self._transport, self._cycle, self._head = transport, cycle, None
 
     def write(self, data) -> None:
-        head, self._head = self._head, b""
-        if head is None:
+        head = self._head
+        if head is None and self._cycle.response_started:     # the head: hold it
             self._head = bytes(data)
+        elif head:
+            self._head = b""
+            self._transport.write(head + data)
         else:
-            self._transport.write(head + data if head else data)
+            self._transport.write(data)
 
     def close(self) -> None:
         if self._head:

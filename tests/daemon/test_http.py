@@ -203,15 +203,19 @@ def test_a_response_head_and_body_leave_in_one_write(daemon):
 
         def is_closing(self):
             return self.closed
-    t = Transport()
-    j = JoinedHead(t)
+    class Cycle:                                    # uvicorn's: response_started before the head
+        response_started = False
+    t, cycle = Transport(), Cycle()
+    j = JoinedHead(t, cycle)
+    j.write(b"HTTP/1.1 100 Continue\r\n\r\n")     # before the response: at once
+    cycle.response_started = True
     j.write(b"HTTP/1.1 200 OK\r\n\r\n")
-    assert t.writes == [] and not j.is_closing()
+    assert t.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"] and not j.is_closing()
     j.write(b"body")
     j.write(b"more")
-    assert t.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
+    assert t.writes[1:] == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
     t2 = Transport()
-    j2 = JoinedHead(t2)
+    j2 = JoinedHead(t2, cycle)
     j2.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
     j2.close()                                      # a head held when the connection closes still goes
     assert t2.writes == [b"HTTP/1.1 500 Internal Server Error\r\n\r\n"] and t2.closed
@@ -220,6 +224,13 @@ def test_a_response_head_and_body_leave_in_one_write(daemon):
             assert h.get("/health/alive").json() == {"status": "alive"}
             r = h.head("/health/alive")
             assert r.status_code in (200, 405) and r.content == b""
+    # a client that waits for 100 Continue before its body gets it at once (curl would
+    # otherwise wait the 30 s asked here, past the subprocess's timeout)
+    body = json.dumps({"embedding": [1.0] * DIM, "content": "x" * 4000})
+    p = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "--expect100-timeout", "30", "-H", "Expect: 100-continue",
+                        "-H", "Content-Type: application/json", "-d", body, f"{daemon.url}/api/v1/memories/remember"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.stdout.rsplit("\n", 1)[1] == "201", p.stdout
 
 
 def test_api_keys_body_limit_and_open_health(start_daemon, tmp_path):
