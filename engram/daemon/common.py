@@ -82,7 +82,7 @@ def _settle(loop, fut, fn, args) -> None:
     """Run ``fn(*args)`` (in a pool thread) and hand its result or exception to ``fut``."""
     try:
         result = fn(*args)
-    except BaseException as e:           # noqa: BLE001 - every exception goes to the awaiting request
+    except BaseException as e:           # every exception goes to the awaiting request
         loop.call_soon_threadsafe(_set, fut, None, e)
     else:
         loop.call_soon_threadsafe(_set, fut, result, None)
