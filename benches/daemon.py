@@ -15,7 +15,9 @@ budget, from 32 keep-alive connections of a minimal asyncio HTTP/1.1 client (a r
 due while all 32 are busy is counted as an error). The in-process reference calls ``Space.recall`` from one thread on
 the same schedule. P50 / P99 / P99.9 and errors; "saturation" = the highest rate whose
 achieved rate is within 5% of the target. The client runs on the same 2 cores as the
-server: its CPU is part of the cost.
+server: its CPU is part of the cost, so each row also gives the CPU a request cost the
+client (this process, on uvloop when installed) and the server (all its threads, from
+/proc); an in-process row's CPU is this process's (its log writer included).
 
 **ingest rows**: binary batches (1,000 rows, f32) POSTed back to back by 2 client
 threads for the row's duration, against ``Space.remember`` of the same batches from 2
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import struct
@@ -50,6 +53,16 @@ import _common
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 384
 BATCH = "application/vnd.engram.batch"
+try:                                  # the client's loop costs less on uvloop (as the server's does)
+    from uvloop import run as run_loop
+except ImportError:
+    run_loop = asyncio.run
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process ``pid`` has used."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_daemon(data: Path) -> tuple:
@@ -120,7 +133,8 @@ class Conn:
         return status
 
 
-async def http_rate(url: str, qs: np.ndarray, rate: float, seconds: float, conns: int = 32) -> dict:
+async def http_rate(url: str, qs: np.ndarray, rate: float, seconds: float, conns: int = 32,
+                    server_pid: int | None = None) -> dict:
     host, port = url.removeprefix("http://").split(":")
     reqs = []
     for q in qs:
@@ -131,6 +145,7 @@ async def http_rate(url: str, qs: np.ndarray, rate: float, seconds: float, conns
     for _ in range(conns):
         free.put_nowait(Conn(*await asyncio.open_connection(host, int(port))))
     lat, errors = [], 0
+    cpu0, srv0 = time.process_time(), None if server_pid is None else cpu_s(server_pid)
 
     async def one(c, i, t_sched):
         nonlocal errors
@@ -157,14 +172,19 @@ async def http_rate(url: str, qs: np.ndarray, rate: float, seconds: float, conns
         tasks.append(asyncio.create_task(one(free.get_nowait(), i, t_sched)))
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
+    done = max(len(lat), 1)
+    cpu = {"client_cpu_ms": (time.process_time() - cpu0) / done * 1e3}
+    if server_pid is not None:
+        cpu["server_cpu_ms"] = (cpu_s(server_pid) - srv0) / done * 1e3
     while not free.empty():
         free.get_nowait().w.close()
-    return {"sent": n, "ok": len(lat), "errors": errors, "achieved": len(lat) / wall,
+    return {"sent": n, "ok": len(lat), "errors": errors, "achieved": len(lat) / wall, **cpu,
             **{f"{k}_ms": v * 1e3 for k, v in _common.percentiles(lat or [0], (50, 99, 99.9)).items()}}
 
 
 def inproc_rate(mem, qs, rate: float, seconds: float) -> dict:
     lat, fallbacks = [], 0
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     n = int(rate * seconds)
     for i in range(n):
@@ -177,6 +197,7 @@ def inproc_rate(mem, qs, rate: float, seconds: float) -> dict:
         lat.append(time.perf_counter() - t_sched)
     wall = time.perf_counter() - t0
     return {"sent": n, "ok": n, "errors": 0, "achieved": n / wall, "fallbacks": fallbacks,
+            "cpu_ms": (time.process_time() - cpu0) / n * 1e3,
             **{f"{k}_ms": v * 1e3 for k, v in _common.percentiles(lat, (50, 99, 99.9)).items()}}
 
 
@@ -202,6 +223,13 @@ def ingest(send, seconds: float, threads: int = 2) -> float:
     return sum(done) / (time.perf_counter() - t0)
 
 
+def cpu_text(row: dict) -> str:
+    """"server + client" for an HTTP row, the process's for an in-process one."""
+    if "cpu_ms" in row:
+        return f"{row['cpu_ms']:.2f}"
+    return f"{row.get('server_cpu_ms', float('nan')):.2f} + {row['client_cpu_ms']:.2f}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -212,7 +240,8 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     rows = []
     rng = np.random.default_rng(7)
-    print(f"{'row':<34} {'achieved/s':>10} {'P50 ms':>8} {'P99 ms':>8} {'P99.9 ms':>9} {'errors':>7}")
+    print(f"{'row':<34} {'achieved/s':>10} {'P50 ms':>8} {'P99 ms':>8} {'P99.9 ms':>9} {'errors':>7} "
+          f"{'CPU ms/req':>16}")
     for n in args.sizes:
         root = Path(tempfile.mkdtemp(prefix="bench-http-"))
         daemon, url = start_daemon(root / "daemon")
@@ -223,16 +252,18 @@ def main(argv=None) -> int:
             qs = queries(vecs, rng)
             for q in qs[:50]:           # warm both
                 mem.recall(q, k=10)
-            asyncio.run(http_rate(url, qs[:50], 50, 1))
+            run_loop(http_rate(url, qs[:50], 50, 1))
             for rate in args.rates:
                 for who, fn in (("inproc", lambda: inproc_rate(mem, qs, rate, args.seconds)),
-                                ("http", lambda: asyncio.run(http_rate(url, qs, rate, args.seconds)))):
+                                ("http", lambda: run_loop(http_rate(url, qs, rate, args.seconds,
+                                                                    server_pid=daemon.pid)))):
                     r = fn()
                     r.update({"key": _common.make_key("http", "recall", _common.human(n), int(rate), who),
                               "n": n, "rate": rate, "who": who, "seconds": args.seconds})
                     rows.append(r)
                     print(f"{f'recall {_common.human(n)} @{int(rate)}/s {who}':<34} {r['achieved']:>10,.0f} "
-                          f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['p99.9_ms']:>9.2f} {r['errors']:>7}")
+                          f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['p99.9_ms']:>9.2f} {r['errors']:>7} "
+                          f"{cpu_text(r):>16}")
             if n == args.sizes[0]:
                 with httpx.Client(base_url=url, timeout=60) as h:
                     def post(rows_):

@@ -21,12 +21,14 @@ from engram import errors
 from engram.daemon import memories, recall, stream, system
 from engram.daemon import models as m
 from engram.daemon.common import Service, engram_error, error_response
+from engram.daemon.express import Express
 from engram.daemon.guard import BodyTooLarge
 
 __all__ = ["Service", "create_app"]
 
 
-def create_app(service: Service, *, docs: bool = True) -> FastAPI:
+def create_app(service: Service, *, docs: bool = True) -> Express:
+    """The API as an ASGI app: FastAPI, behind the express lane of its JSON-body POSTs."""
     app = FastAPI(title="engram", version=version("engram"), docs_url="/docs" if docs else None, redoc_url=None,
                   openapi_url="/api-docs/openapi.json",
                   description="A cognitive memory engine: remember vectors, link them, recall with spreading "
@@ -54,10 +56,11 @@ def create_app(service: Service, *, docs: bool = True) -> FastAPI:
             headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         return error_response(e.status_code, code, str(e.detail), "EngramError", headers)
 
-    for module in (recall, memories, system, stream):    # recall first: /memories/recall before /memories/{id}
-        app.include_router(module.routes(service))
+    routers = [module.routes(service) for module in (recall, memories, system, stream)]
+    for router in routers:                    # recall first: /memories/recall before /memories/{id}
+        app.include_router(router)
     app.openapi = lambda: app.openapi_schema or _spec(app, service.engine.dim)
-    return app
+    return Express(app, [r for router in routers for r in router.routes])
 
 
 def _spec(app: FastAPI, dim: int) -> dict:

@@ -78,6 +78,21 @@ def category(c: float) -> str:
     return "High" if c > 0.7 else "Medium" if c >= 0.4 else "Low"
 
 
+def _settle(loop, fut, fn, args) -> None:
+    """Run ``fn(*args)`` (in a pool thread) and hand its result or exception to ``fut``."""
+    try:
+        result = fn(*args)
+    except BaseException as e:           # every exception goes to the awaiting request
+        loop.call_soon_threadsafe(_set, fut, None, e)
+    else:
+        loop.call_soon_threadsafe(_set, fut, result, None)
+
+
+def _set(fut, result, exc) -> None:
+    if not fut.cancelled():              # the request went away meanwhile
+        fut.set_result(result) if exc is None else fut.set_exception(exc)
+
+
 class Service:
     """The engine behind the API, its thread pool and its idempotency cache."""
 
@@ -99,7 +114,12 @@ class Service:
         """``fn(*args)`` in the write pool (or ``pool``), never on the event loop."""
         self.inflight += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool or self.pool, fn, *args)
+            # the thread settles an asyncio future directly: run_in_executor's chain of a
+            # concurrent Future copied into an asyncio one costs ~20 us more a call
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            (pool or self.pool).submit(_settle, loop, fut, fn, args)
+            return await fut
         finally:
             self.inflight -= 1
 

@@ -15,18 +15,18 @@ from engram.daemon.common import ERRORS, Route, Service, category, json_response
 
 
 def _items(ids, scores, activation, similarity, confidence, content, hops, threshold) -> list:
-    """Engram's MemoryResult items, ranked, without those below ``threshold`` activation."""
+    """Engram's MemoryResult items, ranked, without those below ``threshold`` activation.
+    Each column becomes Python values in one tolist(): indexing numpy field by field cost
+    more than all the rest of the response."""
+    sims = [None] * len(ids) if similarity is None else [None if x != x else x for x in similarity.tolist()]
     items = []
-    for r in range(len(ids)):
-        act = float(activation[r])
+    for r, (i, score, act, sim, c, text, h) in enumerate(zip(ids.tolist(), scores.tolist(), activation.tolist(),
+                                                                sims, confidence.tolist(), content, hops.tolist())):
         if threshold is not None and act < threshold:
             continue
-        sim = None if similarity is None or np.isnan(similarity[r]) else float(similarity[r])
-        c = float(confidence[r])
-        items.append({"id": int(ids[r]), "rank": r, "content": content[r],
-                      "confidence": {"value": c, "category": category(c)}, "score": float(scores[r]),
-                      "activation_level": act, "similarity_score": sim,
-                      "retrieval_path": "similarity" if hops[r] == 0 else "spreading", "hops": int(hops[r])})
+        items.append({"id": i, "rank": r, "content": text, "confidence": {"value": c, "category": category(c)},
+                      "score": score, "activation_level": act, "similarity_score": sim,
+                      "retrieval_path": "similarity" if h == 0 else "spreading", "hops": h})
     return items
 
 
@@ -42,6 +42,10 @@ def spread_items(mem, res, limit: int, threshold) -> list:
         return []
     got = mem.get(ids)                  # one read for confidence and content
     return _items(ids, res.activation, res.activation, None, got.confidence, got.content, res.hops, threshold)
+
+
+def _mean(values: list) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 Literal_mode = Annotated[str, Query(pattern="^(similarity|spreading|hybrid)$")]
@@ -83,7 +87,7 @@ def routes(service: Service) -> APIRouter:
         vivid = [it for it in items if it["hops"] == 0]
         out = {"memories": {"vivid": vivid, "associated": [it for it in items if it["hops"] > 0],
                             "reconstructed": []},
-               "recall_confidence": float(np.mean([it["confidence"]["value"] for it in vivid])) if vivid else 0.0}
+               "recall_confidence": _mean([it["confidence"]["value"] for it in vivid])}
         if body.include_metadata:
             sp = res.spreading if res is not None else {}
             acts = [it["activation_level"] for it in items]
@@ -91,7 +95,7 @@ def routes(service: Service) -> APIRouter:
                 "total_memories_searched": searched, "activation_spread_hops": int(sp.get("hops", 0) or 0),
                 "processing_time_ms": (time.perf_counter() - t0) * 1e3,
                 "total_activated": int(sp.get("touched", 0) or 0),
-                "avg_activation": float(np.mean(acts)) if acts else 0.0,
+                "avg_activation": _mean(acts),
                 "budget_exhausted": bool(res is not None and (res.partial or res.fallback)),
                 "partial": bool(res is not None and res.partial), "fallback": bool(res is not None and res.fallback),
                 "timings": res.timings if res is not None else {}}

@@ -122,7 +122,7 @@ def serve(s: Settings) -> int:
                                      "auth": bool(keys)})
                 log.warning("engram daemon %s serving %s (data %s)", eng.name, s.url(port), s.data)
             await task
-        asyncio.run(main())
+        _event_loop_run(main())
         return 0 if server.started else 1
     finally:
         state.unlink(missing_ok=True)
@@ -130,6 +130,17 @@ def serve(s: Settings) -> int:
             service.close()
         eng.close()
         log.warning("engram daemon stopped")
+
+
+def _event_loop_run(coro):
+    """Run ``coro`` on uvloop when it is installed (uvicorn[standard] brings it), else on
+    asyncio's loop. uvicorn picks uvloop only when it makes the loop itself; serving inside
+    our own asyncio.run got the plain loop, which costs ~0.1 ms more a request."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 class _Server(uvicorn.Server):

@@ -88,11 +88,11 @@ class Mutations:
         self.seq = 0                       # this space's last sequence number
         self.on_settings = on_settings     # replay of SETTINGS: the owner applies them
 
-    def _log(self, rtype: RecordType, parts: list) -> int:
+    def _log(self, rtype: RecordType, parts: list, lazy: bool = False) -> int:
         if self.log is None:
             return 0
         self.seq += 1
-        return self.log.append(self.index, self.seq, rtype, parts)
+        return self.log.append(self.index, self.seq, rtype, parts, lazy)
 
     def admit(self) -> None:
         """Raise before anything changes if the change could not be logged."""
@@ -139,7 +139,8 @@ class Mutations:
         fields = np.empty(a.shape[0], STATE_DTYPE)
         for name in STATE_DTYPE.names:
             fields[name] = rec[name]
-        return self._log(RecordType.STATE, [COUNT.pack(a.shape[0]), a.tobytes(), fields.tobytes()])
+        # lazy: never waited for, so a stream of recalls shares a write and a sync every few ms
+        return self._log(RecordType.STATE, [COUNT.pack(a.shape[0]), a.tobytes(), fields.tobytes()], lazy=True)
 
     def reconsolidate(self, u) -> int:
         """Apply a planned engram.cognition.reconsolidation.Update."""

@@ -139,6 +139,100 @@ def test_batches_json_and_binary_and_idempotent_retries(daemon):
         assert h.get("/api/v1/spaces/default").json()["memories"] == 50      # the retry stored nothing
 
 
+def test_json_posts_take_the_express_lane_and_refusals_are_fastapis(start_daemon):
+    """POSTs of a JSON body model skip FastAPI's stack when the body is valid
+    (engram/daemon/express.py); what the model refuses, FastAPI answers as before, and a
+    body over the limit gets the same answer on a lane as off it."""
+    from engram.daemon.api import Service, create_app
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        lanes = create_app(Service(eng)).lanes
+        assert {("POST", "/api/v1/memories/recall"), ("POST", "/api/v1/memories/remember")} <= set(lanes)
+        assert ("GET", "/api/v1/memories/recall") not in lanes and ("POST", "/api/v1/memories/batch") not in lanes
+    d = start_daemon("--max-body-mb", "0.01")
+    q = [1.0] + [0.0] * (DIM - 1)
+    with httpx.Client(base_url=d.url) as h:
+        key = {"Idempotency-Key": "one"}
+        first = h.post("/api/v1/memories/remember", json={"embedding": q, "content": "kettle"}, headers=key)
+        again = h.post("/api/v1/memories/remember", json={"embedding": q, "content": "kettle"}, headers=key)
+        assert first.status_code == again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+        assert first.json() == again.json() and first.headers["x-frame-options"] == "DENY"
+        r = h.post("/api/v1/memories/recall", json={"embedding": q, "max_results": 3})
+        assert r.status_code == 200 and r.json()["memories"]["vivid"][0]["content"] == "kettle"
+        assert r.json()["recall_confidence"] == pytest.approx(1.0) and "metadata" in r.json()
+        refusals = [                                    # (body, content type, what the message names)
+            (json.dumps({"embedding": q, "tags": ["x"]}), "application/json", "body.tags"),
+            (json.dumps({"embedding": q, "max_results": 0}), "application/json", "body.max_results"),
+            (json.dumps({"embedding": "q"}), "application/json", "body.embedding"),
+            (json.dumps([q]), "application/json", "body"),
+            ("{not json", "application/json", "JSON decode error"),
+            ("", "application/json", "body"),
+        ]
+        for body, ctype, what in refusals:
+            r = h.post("/api/v1/memories/recall", content=body, headers={"Content-Type": ctype})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_MEMORY_INPUT", (body, r.text)
+            assert what in r.json()["error"]["message"], (body, r.text)
+        r = h.post("/api/v1/memories/recall", content=json.dumps({"embedding": q}), headers={"Content-Type": "text/plain"})
+        assert r.status_code == 400                      # FastAPI's: not read as JSON, so no body
+        r = h.post("/api/v1/memories/recall", json={"embedding": q[:-1]})
+        assert r.status_code == 400 and r.json()["error"]["type"] == "DimensionError"      # the engine's refusal
+        r = h.post("/api/v1/memories/recall", json={"embedding": q}, headers={"X-Memory-Space": "nosuch"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "SPACE_NOT_FOUND"
+
+        def chunks():                                   # no Content-Length: over the limit as it streams
+            for _ in range(100):
+                yield b" " * 1024
+        over = [h.post("/api/v1/memories/recall", content=chunks(), headers={"Content-Type": ctype})
+                for ctype in ("application/json", "text/plain")]          # on the lane, and off it
+        assert over[0].status_code == over[1].status_code and over[0].json() == over[1].json()
+
+
+def test_a_response_head_and_body_leave_in_one_write(daemon):
+    """uvicorn writes a response's head and body apart; engram/daemon/protocol.py joins them
+    (one send, one wake-up of the client). A HEAD answer is a head alone and still goes."""
+    from engram.daemon.protocol import JoinedHead
+
+    class Transport:
+        def __init__(self):
+            self.writes, self.closed = [], False
+
+        def write(self, data):
+            self.writes.append(bytes(data))
+
+        def close(self):
+            self.closed = True
+
+        def is_closing(self):
+            return self.closed
+    class Cycle:                                    # uvicorn's: response_started before the head
+        response_started = False
+    t, cycle = Transport(), Cycle()
+    j = JoinedHead(t, cycle)
+    j.write(b"HTTP/1.1 100 Continue\r\n\r\n")     # before the response: at once
+    cycle.response_started = True
+    j.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert t.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"] and not j.is_closing()
+    j.write(b"body")
+    j.write(b"more")
+    assert t.writes[1:] == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
+    t2 = Transport()
+    j2 = JoinedHead(t2, cycle)
+    j2.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+    j2.close()                                      # a head held when the connection closes still goes
+    assert t2.writes == [b"HTTP/1.1 500 Internal Server Error\r\n\r\n"] and t2.closed
+    with httpx.Client(base_url=daemon.url) as h:    # one keep-alive connection
+        for _ in range(3):
+            assert h.get("/health/alive").json() == {"status": "alive"}
+            r = h.head("/health/alive")
+            assert r.status_code in (200, 405) and r.content == b""
+    # a client that waits for 100 Continue before its body gets it at once (curl would
+    # otherwise wait the 30 s asked here, past the subprocess's timeout)
+    body = json.dumps({"embedding": [1.0] * DIM, "content": "x" * 4000})
+    p = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "--expect100-timeout", "30", "-H", "Expect: 100-continue",
+                        "-H", "Content-Type: application/json", "-d", body, f"{daemon.url}/api/v1/memories/remember"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.stdout.rsplit("\n", 1)[1] == "201", p.stdout
+
+
 def test_api_keys_body_limit_and_open_health(start_daemon, tmp_path):
     key = "k" * 20 + "secret"
     keyfile = tmp_path / "keys"

@@ -364,3 +364,39 @@ except OSError as e:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "27", out.stderr          # EFBIG
     assert (tmp_path / "g").read_bytes() == b"".join(bytes([i]) * 3000 for i in range(5))[:10000]
+
+
+def test_lazy_records_ride_with_the_next_group_and_still_reach_the_log_alone(tmp_path, monkeypatch):
+    """Records nobody waits for (recalls' access updates, STATE) are queued lazy: they do
+    not wake the writer, so they go in one write with the next record that is waited for;
+    alone they are written after the linger, and close writes whatever is queued."""
+    import engram.store.wal.writer as writer
+    from engram.store.files import Files
+    writes = []
+
+    class Counting(Files):                 # overrides write: sees each group's writev
+        def write(self, fd, buffers):
+            writes.append(len(buffers) // 2)       # a header and a body per record
+            return super().write(fd, buffers)
+
+    monkeypatch.setattr(writer, "LAZY_LINGER_S", 3600.0)     # nothing but the next group takes them
+    d = tmp_path / "wal"
+    lg = Log(d, "group", 1, files=Counting())
+    writes.clear()                                           # the segment header
+    sent = {lg.append(0, i + 1, RecordType.STATE, [bytes([i]) * 40], lazy=True): bytes([i]) * 40
+            for i in range(50)}
+    assert lg.durable_lsn == 0 and writes == []
+    urgent = lg.append(0, 51, RecordType.LINK, [b"link"])
+    sent[urgent] = b"link"
+    lg.wait(urgent)
+    assert writes == [51]                                    # one group: 50 lazy records and the link
+    monkeypatch.setattr(writer, "LAZY_LINGER_S", 0.001)
+    alone = lg.append(0, 52, RecordType.STATE, [b"alone"], lazy=True)
+    sent[alone] = b"alone"
+    lg.wait(alone)                                           # written after the linger, unasked
+    monkeypatch.setattr(writer, "LAZY_LINGER_S", 3600.0)
+    last = lg.append(0, 53, RecordType.STATE, [b"at close"], lazy=True)
+    sent[last] = b"at close"
+    lg.close()
+    _, got = read_back(d)
+    assert got == sent

@@ -2,7 +2,10 @@
 them under the durability policy, and tells the waiting callers (group commit).
 
 A caller queues a framed record with ``append`` (cheap: under its space's lock)
-and then, outside that lock, ``wait``s for its LSN. The thread takes
+and then, outside that lock, ``wait``s for its LSN. A record nobody waits for (a
+recall's access update) can be queued ``lazy``: it does not wake the thread, but goes
+with the next group, or after at most LAZY_LINGER_S on its own, so a stream of recalls
+costs a few writes and syncs a second instead of one each. The thread takes
 everything queued (up to the torn window), writes it with one writev, runs
 one fdatasync, and publishes the new durable LSN. Errors are final: the log
 stops and every later call raises DurabilityError (docs/durability/wal-format.md).
@@ -37,6 +40,7 @@ log = logging.getLogger("engram")
 PREALLOC = "next.prealloc"
 RETRY_FULL_S = 1.0
 MAX_QUEUED_WINDOWS = 4      # records waiting for the writer: at most this many torn windows' bytes
+LAZY_LINGER_S = 0.05        # the longest a lazy record waits for company
 
 
 class Log:
@@ -56,6 +60,8 @@ class Log:
         self._cond = threading.Condition()
         self._queue: list = []            # (lsn, header, body) of framed records, in LSN order
         self._queued_bytes = 0
+        self._urgent = False              # a queued record is not lazy: write now
+        self._lazy_since = 0.0            # when the oldest queued lazy record came
         self._next = next_lsn             # the LSN the next append gets
         self._written = self._synced = next_lsn - 1
         self._sync_to = 0                 # sync() asks the thread to sync up to here
@@ -85,10 +91,11 @@ class Log:
         if self._closing:
             raise ClosedError("the write-ahead log is closed")
 
-    def append(self, space: int, seq: int, rtype: int, payload: list) -> int:
+    def append(self, space: int, seq: int, rtype: int, payload: list, lazy: bool = False) -> int:
         """Queue one change (its payload parts; cut into records of at most MAX_CHUNK bytes,
         flagged CONTINUED but the last); returns the LSN that acknowledges it. Waits while
-        ``max_queued`` bytes are already queued."""
+        ``max_queued`` bytes are already queued. ``lazy``: nobody will wait for it, so it
+        may wait up to LAZY_LINGER_S for the next group."""
         views = [memoryview(p).cast("B") for p in payload]
         if sum(v.nbytes for v in views) <= MAX_CHUNK:
             pieces = [views]
@@ -103,13 +110,19 @@ class Log:
                 self._cond.wait()
             if self._failed is not None or self._closing:
                 self.admit()
+            first = not self._queue                  # a first lazy record wakes it to linger
+            if first:
+                self._lazy_since = time.monotonic()
             for i, parts in enumerate(pieces):
                 lsn = self._next
                 self._next += 1
                 header, body = frame(lsn, seq, space, rtype, CONTINUED if i + 1 < len(pieces) else 0, parts)
                 self._queue.append((lsn, header, body))
                 self._queued_bytes += RECORD_HEADER_SIZE + len(body)
-            self._cond.notify_all()
+            if not lazy or self._queued_bytes >= self.torn_window:
+                self._urgent = True
+            if first or self._urgent:
+                self._cond.notify_all()
         return lsn
 
     def wait(self, lsn: int, timeout: float | None = None) -> None:
@@ -239,17 +252,24 @@ class Log:
             n += 1
         group, self._queue[:n] = q[:n], []
         self._queued_bytes -= size
+        self._urgent = bool(self._queue)       # what is left over goes next, lazy or not
+        self._lazy_since = time.monotonic()
         return group, size
 
     def _run(self) -> None:
         try:
             while True:
                 with self._cond:
-                    while not self._queue and self._sync_to <= self._synced and not self._closing:
+                    while not self._urgent and self._sync_to <= self._synced and not self._closing:
                         if self._full is not None:
                             self._cond.wait(max(self._full_retry - time.monotonic(), 0.01))
                             if time.monotonic() >= self._full_retry:
                                 break
+                        elif self._queue:                # lazy records only: linger, then write them
+                            left = self._lazy_since + LAZY_LINGER_S - time.monotonic()
+                            if left <= 0:
+                                break
+                            self._cond.wait(left)
                         else:
                             self._cond.wait()
                     if not self._queue and self._closing:
