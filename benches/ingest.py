@@ -291,13 +291,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, help="seconds per point (default 10; 2.5 with --quick)")
     ap.add_argument("--parts", nargs="+", choices=parts_all, default=parts_all)
     ap.add_argument("--dims", type=int, nargs="+", default=[384, 768])
-    ap.add_argument("--memory-n", type=_common.parse_count, help="observations for the memory part (200K; 50K quick)")
+    ap.add_argument("--memory-n", type=_common.parse_count, help="observations for the memory part (1M; 50K quick)")
     ap.add_argument("--dir", help="where the engines' directories go (default: the system temporary directory)")
     ap.add_argument("--json", type=Path, metavar="PATH")
     ap.add_argument("--plot", type=Path, metavar="PNG", help="also draw achieved ingest rate vs recall P99 (matplotlib)")
     args = ap.parse_args(argv)
     secs = args.seconds or (2.5 if args.quick else 10.0)
-    mem_n = args.memory_n or (50_000 if args.quick else 200_000)
+    mem_n = args.memory_n or (50_000 if args.quick else 1_000_000)
     root = tempfile.mkdtemp(prefix="engram-ingest-", dir=args.dir)
     wall0 = time.perf_counter()
     info = _common.machine_info(dir=root)
@@ -319,30 +319,38 @@ def main(argv=None) -> int:
         return point(key, label, row, **(run_kw or {}))
 
     maxrate = {}
+
+    def bare(dim):
+        b = bare_loop(root, 500 * dim * 4 + RECORD_HEADER, min(secs, 5.0))
+        b["obs_s"] = b["groups_s"] * 500
+        b["key"] = _common.make_key("ingest", "bare", dim, "b500")
+        b["dim"] = dim
+        if dim in maxrate:
+            b["engram_max_obs_s"] = maxrate[dim]
+            b["engram_pct_of_bare"] = 100 * maxrate[dim] / b["obs_s"]
+        rows.append(b)
+        print(f"  bare append + fdatasync {dim}-d: {b['payload_bytes']:,} B/group: {b['groups_s']:.0f} groups/s = "
+              f"{b['obs_s'] / 1e3:.0f}K obs/s ({b['mb_s']:.0f} MB/s), sync P50 {b['sync_p50_ms']:.2f} ms, "
+              f"P99 {b['sync_p99_ms']:.2f} ms" + (f"; engram max = {b['engram_pct_of_bare']:.0f}% of it"
+                                                  if "engram_pct_of_bare" in b else ""), flush=True)
+
     try:
         if "ramp" in args.parts:
-            print(f"\nramp: 1 stream, batch 500, tier hot, lane capacity 50K, ingest_workers 1\n{HEAD}")
+            print(f"\nramp: 1 stream, batch 500, tier hot, lane capacity 50K, ingest_workers 1"
+                  + ("; the bare loop right after each dim's max point" if "bare" in args.parts else "")
+                  + f"\n{HEAD}")
             for dim in args.dims:
                 for tgt in (*TARGETS, None):
                     row = one(_common.make_key("ingest", "ramp", dim, _common.human(tgt) if tgt else "max"),
                               f"ramp {dim}-d", dim, target=tgt)
                     if tgt is None:
                         maxrate[dim] = row["achieved"]
-        if "bare" in args.parts:
+                if "bare" in args.parts:    # next to the point it is compared with: the disk is shared
+                    bare(dim)
+        elif "bare" in args.parts:
             print("\nbare append + fdatasync, one batch's record per group (batch 500), same directory")
             for dim in args.dims:
-                b = bare_loop(root, 500 * dim * 4 + RECORD_HEADER, min(secs, 5.0))
-                b["obs_s"] = b["groups_s"] * 500
-                b["key"] = _common.make_key("ingest", "bare", dim, "b500")
-                b["dim"] = dim
-                if dim in maxrate:
-                    b["engram_max_obs_s"] = maxrate[dim]
-                    b["engram_pct_of_bare"] = 100 * maxrate[dim] / b["obs_s"]
-                rows.append(b)
-                print(f"  {dim}-d: {b['payload_bytes']:,} B/group: {b['groups_s']:.0f} groups/s = "
-                      f"{b['obs_s'] / 1e3:.0f}K obs/s ({b['mb_s']:.0f} MB/s), sync P50 {b['sync_p50_ms']:.2f} ms, "
-                      f"P99 {b['sync_p99_ms']:.2f} ms" + (f"; engram max = {b['engram_pct_of_bare']:.0f}% of it"
-                                                          if "engram_pct_of_bare" in b else ""), flush=True)
+                bare(dim)
         if "sweep" in args.parts:
             print(f"\nsweeps at 384-d, max rate (unpaced, retry on overload), tier hot\n{HEAD}")
             for w in (1, 2):
@@ -394,11 +402,11 @@ def main(argv=None) -> int:
                   f"stored after flush {row['stored']:,}: {'nothing lost' if row['lost'] == 0 else 'LOST ' + str(row['lost'])}")
         if "memory" in args.parts:
             print(f"\nmemory: {_common.human(mem_n)} observations, 768-d, tier warm, streamed in batches of 500")
-            before = rss()
-            r = Run(root, 768)
-            shm0 = shm_bytes(r.eng.name)
             rng = np.random.default_rng(2)
             blk = [rng.standard_normal((500, 768), dtype=np.float32) for _ in range(16)]
+            before = rss()          # after the bench's own input (16 batches, 23 MiB): not the engine's
+            r = Run(root, 768)
+            shm0 = shm_bytes(r.eng.name)
             st = r.streams[0]
             for i in range(mem_n // 500):
                 while True:
