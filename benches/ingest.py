@@ -336,7 +336,7 @@ def main(argv=None) -> int:
 
     try:
         if "ramp" in args.parts:
-            print(f"\nramp: 1 stream, batch 500, tier hot, lane capacity 50K, ingest_workers 1"
+            print("\nramp: 1 stream, batch 500, tier hot, lane capacity 50K, ingest_workers 1"
                   + ("; the bare loop right after each dim's max point" if "bare" in args.parts else "")
                   + f"\n{HEAD}")
             for dim in args.dims:
