@@ -23,8 +23,10 @@ wall time (200% = both cores of this machine).
 
 Parts (``--parts``): ``ramp`` (targets 10K/50K/100K/200K + max at dim 384 and 768,
 batch 500, 1 stream, hot tier); ``bare`` (the limit: os.write + os.fdatasync of one
-batch's log record size, n*dim*4 + 48 bytes, into a posix_fallocate'd file in the same
-directory, as the log writes its preallocated segments); ``sweep`` (max rate with
+batch's log record size, n*dim*4 + 48 bytes, into a posix_fallocate'd 1 GiB file in the same
+directory, round and round, right after the ramp's max point of the same dim; then the
+same into fresh preallocated 64 MiB files, as the log writes its segments: for
+information, the ratio is to the first); ``sweep`` (max rate with
 ingest_workers 1 vs 2 (2 streams), put batch 10..1000, normal-lane capacity 1K..100K);
 ``checkpoint`` (max rate with the default checkpoint_mb=256 and with checkpoints off for the run);
 ``recall`` (20K memories + 100K links preloaded, 10 recalls/s with spreading, alone and
@@ -210,19 +212,31 @@ class Run:
         return row
 
 
-def bare_loop(root, payload: int, seconds: float) -> dict:
-    """os.write + os.fdatasync of ``payload`` bytes per group into a preallocated file."""
-    size = 1 << 30
+def bare_loop(root, payload: int, seconds: float, fresh: bool = False) -> dict:
+    """os.write + os.fdatasync of ``payload`` bytes per group into a preallocated file: one
+    1 GiB file, written round and round (past its first GiB, overwrites of written blocks),
+    or with ``fresh`` a new preallocated 64 MiB file whenever one is full, as the log
+    makes its segments (every write lands in fresh, unwritten blocks)."""
+    size = (64 << 20) if fresh else (1 << 30)
     path = os.path.join(root, "bare.prealloc")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     buf = np.random.default_rng(0).integers(0, 256, payload, dtype=np.uint8).tobytes()
-    try:
+
+    def made():
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         os.posix_fallocate(fd, 0, size)
         os.fsync(fd)
+        return fd
+
+    fd = made()
+    try:
         pos, groups, lat = 0, 0, []
         t0 = time.perf_counter()
         while (t := time.perf_counter()) - t0 < seconds:
             if pos + payload > size:
+                if fresh:
+                    os.close(fd)
+                    os.unlink(path)
+                    fd = made()
                 pos = 0
             os.pwrite(fd, buf, pos)
             os.fdatasync(fd)
@@ -233,7 +247,7 @@ def bare_loop(root, payload: int, seconds: float) -> dict:
     finally:
         os.close(fd)
         os.unlink(path)
-    return {"payload_bytes": payload, "groups": groups, "groups_s": groups / wall,
+    return {"payload_bytes": payload, "groups": groups, "groups_s": groups / wall, "fresh": fresh,
             "mb_s": groups * payload / wall / 1e6, **{f"sync_{k}": v for k, v in pcts(lat).items()}}
 
 
@@ -321,18 +335,20 @@ def main(argv=None) -> int:
     maxrate = {}
 
     def bare(dim):
-        b = bare_loop(root, 500 * dim * 4 + RECORD_HEADER, min(secs, 5.0))
-        b["obs_s"] = b["groups_s"] * 500
-        b["key"] = _common.make_key("ingest", "bare", dim, "b500")
-        b["dim"] = dim
-        if dim in maxrate:
-            b["engram_max_obs_s"] = maxrate[dim]
-            b["engram_pct_of_bare"] = 100 * maxrate[dim] / b["obs_s"]
-        rows.append(b)
-        print(f"  bare append + fdatasync {dim}-d: {b['payload_bytes']:,} B/group: {b['groups_s']:.0f} groups/s = "
-              f"{b['obs_s'] / 1e3:.0f}K obs/s ({b['mb_s']:.0f} MB/s), sync P50 {b['sync_p50_ms']:.2f} ms, "
-              f"P99 {b['sync_p99_ms']:.2f} ms" + (f"; engram max = {b['engram_pct_of_bare']:.0f}% of it"
-                                                  if "engram_pct_of_bare" in b else ""), flush=True)
+        for fresh in (False, True):
+            b = bare_loop(root, 500 * dim * 4 + RECORD_HEADER, min(secs, 5.0), fresh)
+            b["obs_s"] = b["groups_s"] * 500
+            b["key"] = _common.make_key("ingest", "bare-fresh" if fresh else "bare", dim, "b500")
+            b["dim"] = dim
+            if dim in maxrate:
+                b["engram_max_obs_s"] = maxrate[dim]
+                b["engram_pct_of_bare"] = 100 * maxrate[dim] / b["obs_s"]
+            rows.append(b)
+            print(f"  bare append + fdatasync {dim}-d{', fresh segments' if fresh else ''}: {b['payload_bytes']:,} "
+                  f"B/group: {b['groups_s']:.0f} groups/s = {b['obs_s'] / 1e3:.0f}K obs/s ({b['mb_s']:.0f} MB/s), "
+                  f"sync P50 {b['sync_p50_ms']:.2f} ms, P99 {b['sync_p99_ms']:.2f} ms"
+                  + (f"; engram max = {b['engram_pct_of_bare']:.0f}% of it" if "engram_pct_of_bare" in b else ""),
+                  flush=True)
 
     try:
         if "ramp" in args.parts:
