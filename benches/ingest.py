@@ -32,7 +32,8 @@ ingest_workers 1 vs 2 (2 streams), put batch 10..1000, normal-lane capacity 1K..
 ``recall`` (20K memories + 100K links preloaded, 10 recalls/s with spreading, alone and
 while ingesting at 25K, 50K, min(100K, 90% of the measured max) and 150K); ``overload`` (150% of the
 measured max, rejected batches dropped, then flush: len(space) must equal the accepted
-count); ``memory`` (768-d, tier warm: RSS and /dev/shm per observation, scaled to 1M).
+count); ``memory`` (768-d, tier warm: RSS and /dev/shm per observation, at 1M observations
+by default: a smaller count scaled up would miss a table growth step near 1M).
 
 Results: tables on stdout and JSON in benches/results/ingest-<UTC time>.json and
 ingest-latest.json (or only --json PATH); keys like ``ingest/ramp/384/100K``.
