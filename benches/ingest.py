@@ -23,14 +23,17 @@ wall time (200% = both cores of this machine).
 
 Parts (``--parts``): ``ramp`` (targets 10K/50K/100K/200K + max at dim 384 and 768,
 batch 500, 1 stream, hot tier); ``bare`` (the limit: os.write + os.fdatasync of one
-batch's log record size, n*dim*4 + 48 bytes, into a posix_fallocate'd file in the same
-directory, as the log writes its preallocated segments); ``sweep`` (max rate with
+batch's log record size, n*dim*4 + 48 bytes, into a posix_fallocate'd 1 GiB file in the same
+directory, round and round, right after the ramp's max point of the same dim; then the
+same into fresh preallocated 64 MiB files, as the log writes its segments: for
+information, the ratio is to the first); ``sweep`` (max rate with
 ingest_workers 1 vs 2 (2 streams), put batch 10..1000, normal-lane capacity 1K..100K);
 ``checkpoint`` (max rate with the default checkpoint_mb=256 and with checkpoints off for the run);
 ``recall`` (20K memories + 100K links preloaded, 10 recalls/s with spreading, alone and
 while ingesting at 25K, 50K, min(100K, 90% of the measured max) and 150K); ``overload`` (150% of the
 measured max, rejected batches dropped, then flush: len(space) must equal the accepted
-count); ``memory`` (768-d, tier warm: RSS and /dev/shm per observation, scaled to 1M).
+count); ``memory`` (768-d, tier warm: RSS and /dev/shm per observation, at 1M observations
+by default: a smaller count scaled up would miss a table growth step near 1M).
 
 Results: tables on stdout and JSON in benches/results/ingest-<UTC time>.json and
 ingest-latest.json (or only --json PATH); keys like ``ingest/ramp/384/100K``.
@@ -210,19 +213,31 @@ class Run:
         return row
 
 
-def bare_loop(root, payload: int, seconds: float) -> dict:
-    """os.write + os.fdatasync of ``payload`` bytes per group into a preallocated file."""
-    size = 1 << 30
+def bare_loop(root, payload: int, seconds: float, fresh: bool = False) -> dict:
+    """os.write + os.fdatasync of ``payload`` bytes per group into a preallocated file: one
+    1 GiB file, written round and round (past its first GiB, overwrites of written blocks),
+    or with ``fresh`` a new preallocated 64 MiB file whenever one is full, as the log
+    makes its segments (every write lands in fresh, unwritten blocks)."""
+    size = (64 << 20) if fresh else (1 << 30)
     path = os.path.join(root, "bare.prealloc")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     buf = np.random.default_rng(0).integers(0, 256, payload, dtype=np.uint8).tobytes()
-    try:
+
+    def made():
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         os.posix_fallocate(fd, 0, size)
         os.fsync(fd)
+        return fd
+
+    fd = made()
+    try:
         pos, groups, lat = 0, 0, []
         t0 = time.perf_counter()
         while (t := time.perf_counter()) - t0 < seconds:
             if pos + payload > size:
+                if fresh:
+                    os.close(fd)
+                    os.unlink(path)
+                    fd = made()
                 pos = 0
             os.pwrite(fd, buf, pos)
             os.fdatasync(fd)
@@ -233,7 +248,7 @@ def bare_loop(root, payload: int, seconds: float) -> dict:
     finally:
         os.close(fd)
         os.unlink(path)
-    return {"payload_bytes": payload, "groups": groups, "groups_s": groups / wall,
+    return {"payload_bytes": payload, "groups": groups, "groups_s": groups / wall, "fresh": fresh,
             "mb_s": groups * payload / wall / 1e6, **{f"sync_{k}": v for k, v in pcts(lat).items()}}
 
 
@@ -291,13 +306,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, help="seconds per point (default 10; 2.5 with --quick)")
     ap.add_argument("--parts", nargs="+", choices=parts_all, default=parts_all)
     ap.add_argument("--dims", type=int, nargs="+", default=[384, 768])
-    ap.add_argument("--memory-n", type=_common.parse_count, help="observations for the memory part (200K; 50K quick)")
+    ap.add_argument("--memory-n", type=_common.parse_count, help="observations for the memory part (1M; 50K quick)")
     ap.add_argument("--dir", help="where the engines' directories go (default: the system temporary directory)")
     ap.add_argument("--json", type=Path, metavar="PATH")
     ap.add_argument("--plot", type=Path, metavar="PNG", help="also draw achieved ingest rate vs recall P99 (matplotlib)")
     args = ap.parse_args(argv)
     secs = args.seconds or (2.5 if args.quick else 10.0)
-    mem_n = args.memory_n or (50_000 if args.quick else 200_000)
+    mem_n = args.memory_n or (50_000 if args.quick else 1_000_000)
     root = tempfile.mkdtemp(prefix="engram-ingest-", dir=args.dir)
     wall0 = time.perf_counter()
     info = _common.machine_info(dir=root)
@@ -319,30 +334,40 @@ def main(argv=None) -> int:
         return point(key, label, row, **(run_kw or {}))
 
     maxrate = {}
+
+    def bare(dim):
+        for fresh in (False, True):
+            b = bare_loop(root, 500 * dim * 4 + RECORD_HEADER, min(secs, 5.0), fresh)
+            b["obs_s"] = b["groups_s"] * 500
+            b["key"] = _common.make_key("ingest", "bare-fresh" if fresh else "bare", dim, "b500")
+            b["dim"] = dim
+            if dim in maxrate:
+                b["engram_max_obs_s"] = maxrate[dim]
+                b["engram_pct_of_bare"] = 100 * maxrate[dim] / b["obs_s"]
+            rows.append(b)
+            print(f"  bare append + fdatasync {dim}-d{', fresh segments' if fresh else ''}: {b['payload_bytes']:,} "
+                  f"B/group: {b['groups_s']:.0f} groups/s = {b['obs_s'] / 1e3:.0f}K obs/s ({b['mb_s']:.0f} MB/s), "
+                  f"sync P50 {b['sync_p50_ms']:.2f} ms, P99 {b['sync_p99_ms']:.2f} ms"
+                  + (f"; engram max = {b['engram_pct_of_bare']:.0f}% of it" if "engram_pct_of_bare" in b else ""),
+                  flush=True)
+
     try:
         if "ramp" in args.parts:
-            print(f"\nramp: 1 stream, batch 500, tier hot, lane capacity 50K, ingest_workers 1\n{HEAD}")
+            print("\nramp: 1 stream, batch 500, tier hot, lane capacity 50K, ingest_workers 1"
+                  + ("; the bare loop right after each dim's max point" if "bare" in args.parts else "")
+                  + f"\n{HEAD}")
             for dim in args.dims:
                 for tgt in (*TARGETS, None):
                     row = one(_common.make_key("ingest", "ramp", dim, _common.human(tgt) if tgt else "max"),
                               f"ramp {dim}-d", dim, target=tgt)
                     if tgt is None:
                         maxrate[dim] = row["achieved"]
-        if "bare" in args.parts:
+                if "bare" in args.parts:    # next to the point it is compared with: the disk is shared
+                    bare(dim)
+        elif "bare" in args.parts:
             print("\nbare append + fdatasync, one batch's record per group (batch 500), same directory")
             for dim in args.dims:
-                b = bare_loop(root, 500 * dim * 4 + RECORD_HEADER, min(secs, 5.0))
-                b["obs_s"] = b["groups_s"] * 500
-                b["key"] = _common.make_key("ingest", "bare", dim, "b500")
-                b["dim"] = dim
-                if dim in maxrate:
-                    b["engram_max_obs_s"] = maxrate[dim]
-                    b["engram_pct_of_bare"] = 100 * maxrate[dim] / b["obs_s"]
-                rows.append(b)
-                print(f"  {dim}-d: {b['payload_bytes']:,} B/group: {b['groups_s']:.0f} groups/s = "
-                      f"{b['obs_s'] / 1e3:.0f}K obs/s ({b['mb_s']:.0f} MB/s), sync P50 {b['sync_p50_ms']:.2f} ms, "
-                      f"P99 {b['sync_p99_ms']:.2f} ms" + (f"; engram max = {b['engram_pct_of_bare']:.0f}% of it"
-                                                          if "engram_pct_of_bare" in b else ""), flush=True)
+                bare(dim)
         if "sweep" in args.parts:
             print(f"\nsweeps at 384-d, max rate (unpaced, retry on overload), tier hot\n{HEAD}")
             for w in (1, 2):
@@ -394,11 +419,11 @@ def main(argv=None) -> int:
                   f"stored after flush {row['stored']:,}: {'nothing lost' if row['lost'] == 0 else 'LOST ' + str(row['lost'])}")
         if "memory" in args.parts:
             print(f"\nmemory: {_common.human(mem_n)} observations, 768-d, tier warm, streamed in batches of 500")
-            before = rss()
-            r = Run(root, 768)
-            shm0 = shm_bytes(r.eng.name)
             rng = np.random.default_rng(2)
             blk = [rng.standard_normal((500, 768), dtype=np.float32) for _ in range(16)]
+            before = rss()          # after the bench's own input (16 batches, 23 MiB): not the engine's
+            r = Run(root, 768)
+            shm0 = shm_bytes(r.eng.name)
             st = r.streams[0]
             for i in range(mem_n // 500):
                 while True:

@@ -36,6 +36,11 @@ from engram.store.wal import Log, RecordType, recover
 
 log = logging.getLogger("engram")
 MB = 1 << 20
+#: a checkpoint waits for at least this many times the last snapshot's size of log: snapshot
+#: bytes stay at most half the logged bytes, however large the engine grows (at 1, the disk
+#: wrote every logged byte twice); the price is up to this many snapshots' worth of log to
+#: replay after a crash, and about 2 x (1 + this) snapshots of disk (docs/durability/wal-format.md)
+LOG_PER_SNAPSHOT = 2
 RECORD_HASH = f"0x{PERSISTED_HASH:016x}"
 
 
@@ -212,12 +217,12 @@ class Persistence:
             return out
 
     def due(self) -> bool:
-        """After checkpoint_mb of log, or as much log as the last snapshot holds if that is
-        more (a checkpoint writes the whole engine: a fixed trigger would spend ever more
-        of the disk on snapshots as the engine grows), or checkpoint_s with any log."""
+        """After checkpoint_mb of log, or LOG_PER_SNAPSHOT times the last snapshot's size if
+        that is more (a checkpoint writes the whole engine: a fixed trigger would spend ever
+        more of the disk on snapshots as the engine grows), or checkpoint_s with any log."""
         logged, at = self._at_checkpoint
         grown = self.log.bytes_logged - logged
-        return grown >= max(self.checkpoint_bytes, self._snap_bytes) or \
+        return grown >= max(self.checkpoint_bytes, LOG_PER_SNAPSHOT * self._snap_bytes) or \
             (grown > 0 and time.monotonic() - at >= self.checkpoint_s)
 
     def _background(self) -> None:

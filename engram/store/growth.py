@@ -1,11 +1,18 @@
 """An embedding table's next generation, filled in the background ahead of need.
 
-A table that fills is re-created at twice its capacity and its rows copied over
-(``SpaceStore.reserve``); an embedding table of PREGROW_MIN rows or more, at FACTOR
-times its capacity. For an embedding table that copy is gigabytes at a
-million rows: done when the table is full, it would hold the space's lock (the
-ingest worker, remember, recall's bookkeeping, a checkpoint) for seconds. So once
-an embedding table of at least PREGROW_MIN rows is PREGROW_AT full, the owner
+A table that fills is re-created larger and its rows copied over
+(``SpaceStore.reserve``): twice its capacity, or for an embedding table of
+PREGROW_MIN rows or more, ``next_capacity``: at least RESERVE_BYTES of rows. Shared
+memory is allocated as it is written, so untouched rows cost address space, not
+memory: the step from PREGROW_MIN rows to the reservation copies a few tens of MB,
+and the table then holds tens of millions of rows without another copy. (Growing
+4x at a time, the step at a million 768-d rows copied 1.2 GB while ingest went on,
+and held both generations in memory until it was installed: 2.4 GB per 1M
+observations instead of 1.6.) Past the reservation a table grows FACTOR times.
+
+Done when the table is full, a copy would hold the space's lock (the ingest
+worker, remember, recall's bookkeeping, a checkpoint) for seconds. So once an
+embedding table of at least PREGROW_MIN rows is PREGROW_AT full, the owner
 creates the next generation and a thread copies the rows stored so far into it
 (through the file: ``Segment.write_at``, without the GIL), and then the rows
 appended meanwhile, while the owner goes on appending to the current one. When the
@@ -14,8 +21,7 @@ installs it. Rows below the copied count change in place
 only by forget and reconsolidation; the store counts those changes, and a copy
 that one of them may have missed is dropped (the table then grows as before).
 The next generation is not published until it is installed, so readers never
-see it; while it fills, the table takes the memory of both, as a growth always
-did, but for longer.
+see it; while it fills, the table takes the memory of both.
 """
 from __future__ import annotations
 
@@ -25,10 +31,15 @@ from engram.store.shm.segment import Segment
 
 PREGROW_AT = 0.8        # of capacity: when the background copy starts
 PREGROW_MIN = 1 << 16   # rows: a smaller table grows in milliseconds, when it is full
-FACTOR = 4              # a big table's next capacity: untouched rows of a segment take no memory
-                        # (shared memory is allocated as it is written), so a larger step only
-                        # reserves address space, and each row is copied 1/3 time on average, not 1
+FACTOR = 4              # a big table's growth past the reservation (each row copied 1/3 time on average)
+RESERVE_BYTES = 64 << 30    # of rows: the address space a big table's next generation reserves
+MAX_ROWS = 1 << 31      # rows are numbered in u32 (node_row, row_node)
 CATCH_UP = 4096         # rows: the copy repeats for rows appended meanwhile until fewer are left
+
+
+def next_capacity(cap: int, row_bytes: int) -> int:
+    """The capacity a table of ``cap`` rows of ``row_bytes`` grows to from PREGROW_MIN rows on."""
+    return max(min(max(cap * FACTOR, RESERVE_BYTES // row_bytes), MAX_ROWS), cap + 1)
 
 
 class Growth:

@@ -242,7 +242,7 @@ class SpaceStore:
         used, cap = seg.h("count"), seg.h("capacity")
         if table in self._growths or cap < growth.PREGROW_MIN or used < growth.PREGROW_AT * cap:
             return
-        new_cap = cap * growth.FACTOR
+        new_cap = growth.next_capacity(cap, seg.h("row_bytes"))
         new = self._new_table(table, new_cap, seg.h("generation") + 1)
         offsets = {name: off for name, off, _, _, _ in regions(table, new_cap, self.dim)[0]}
         self._growths[table] = growth.Growth(new, seg, dict(self.views[table]), offsets, self._changed[table])

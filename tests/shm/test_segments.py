@@ -260,6 +260,7 @@ def test_an_embedding_table_grows_from_a_copy_made_ahead(monkeypatch, change):
     that copy (the table then grows as before). Either way the rows are the rows."""
     from engram.store import growth
     monkeypatch.setattr(growth, "PREGROW_MIN", 1024)
+    monkeypatch.setattr(growth, "RESERVE_BYTES", 0)      # grow FACTOR times, as past the reservation
     made = []
 
     class Spy(growth.Growth):
@@ -332,3 +333,30 @@ def test_the_copy_ahead_catches_up_with_rows_appended_while_it_runs(monkeypatch)
         assert g.finish() and g.rows == 1000         # a second pass took them
         m.remember(v[1000:])                         # past 1024: full, installed from the copy
         assert st.segs["emb_hot"] is g.seg and np.array_equal(st.tier_rows(0)[0], v)
+
+
+def test_a_big_embedding_table_reserves_address_space_not_memory(monkeypatch):
+    """From PREGROW_MIN rows on, an embedding table grows once to RESERVE_BYTES of rows:
+    its segment is that large, but only the rows written take shared memory, and a reader
+    attached in another process sees every row."""
+    from engram.store import growth
+    monkeypatch.setattr(growth, "PREGROW_MIN", 1024)
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        m = eng.space("reserved")
+        st = m._store
+        v = np.random.default_rng(3).standard_normal((3000, DIM)).astype(np.float32)
+        for at in range(0, 3000, 500):
+            m.remember(v[at:at + 500])
+        seg = st.segs["emb_hot"]
+        rb = seg.h("row_bytes")
+        assert seg.h("capacity") == growth.next_capacity(1024, rb) == growth.RESERVE_BYTES // rb
+        assert seg.size > growth.RESERVE_BYTES
+        assert os.fstat(seg._fd).st_blocks * 512 < 4 * 3000 * rb + (1 << 20)    # written rows and little more
+        out = run_py("""
+            import sys, numpy as np, engram
+            s = engram.attach(sys.argv[1]).space("reserved")
+            print(len(s), float(np.abs(s.get([2999]).vectors[0]).sum()))
+        """, eng.name).stdout.split()
+        assert int(out[0]) == 3000 and float(out[1]) == pytest.approx(float(np.abs(v[2999]).sum()), rel=1e-5)
+        rows, _, live, _ = st.tier_rows(0)
+        assert np.array_equal(rows, v) and live.all()
