@@ -401,3 +401,10 @@ def test_a_reader_whose_index_file_is_gone_scans_exactly(indexed, caplog):
 def test_bad_index_settings_are_refused(bad):
     with pytest.raises(engram.errors.InvalidInputError, match="index_"):
         engram.Engine(dim=DIM, workers=0, **bad)
+
+
+def test_the_search_widens_as_the_index_grows():
+    from engram.recall.ann import MAX_EXPANSION, expansion
+    widths = [expansion(n, 64) for n in (1_000, 100_000, 300_000, 1_000_000, 100_000_000)]
+    assert widths[0] == widths[1] == 64 and widths[1] < widths[2] < widths[3] < widths[4] == MAX_EXPANSION
+    assert expansion(1_000, 700) == 700          # never fewer than the candidates asked for
