@@ -31,7 +31,6 @@ from engram.store import image, indexfile, snapfile
 from engram.store.files import FILES, Files
 from engram.store.shm.names import fresh_salt
 from engram.store.snapshot import PathLock
-from engram.store.tables import TIER_TABLE
 from engram.store.wal import Log, RecordType, recover
 
 log = logging.getLogger("engram")
@@ -117,7 +116,7 @@ class Persistence:
     def _reuse_index(self, name: str, store) -> None:
         """Give a recovered space the index saved at a checkpoint, if it holds up: copied to
         shared memory as its first generation; the indexer adds the rows after it."""
-        got = indexfile.load(self.path, name, self.dim, tuple(store.count(t) for t in TIER_TABLE.values()))
+        got = indexfile.load(self.path, name, self.dim, store.tier_counts())
         if got is None:
             return
         src, rows, size = got

@@ -170,8 +170,8 @@ class SpaceReader:
         ids = ann.candidates(index, q, n)
         ids = ids[(ids >= 0) & (ids < self.n_nodes)]
         rec = st.hot()[ids]
-        ids = ids[(rec["flags"] & FORGOTTEN) == 0]
-        rec_tier = st.hot()["tier"][ids]
+        live = (rec["flags"] & FORGOTTEN) == 0
+        ids, rec_tier = ids[live], rec["tier"][live]
         rows_of = st.views["nodes"]["node_row"][ids]
         out_ids, out_sc, out_tier = [], [], []
         for tier, table in TIER_TABLE.items():
@@ -248,5 +248,5 @@ class SpaceReader:
             "content_bytes": st.count("content"),
             "generations": {t: st.generation(t) for t in schema.TABLES},
             "kernels": f"{self.kern.name}/{self.kern.isa}",
-            "index": ann.describe(st.dir, tuple(st.count(t) for t in TIER_TABLE.values())),
+            "index": ann.describe(st.dir, st.tier_counts()),
         }

@@ -134,6 +134,10 @@ class SpaceStore:
     def hot(self) -> np.ndarray:
         return self.views["nodes"]["hot"][:self.n_nodes]
 
+    def tier_counts(self) -> tuple:
+        """Rows in each tier's embedding table (emb_hot, emb_warm), as count() sees them."""
+        return tuple(self.count(t) for t in TIER_TABLE.values())
+
     def tier_rows(self, tier: int):
         """(rows, row_node, row_live, row_norm) of a tier, cut to the published count."""
         t = TIER_TABLE[tier]

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engram.recall.ann import AnnState, index_path
+from engram.recall.ann import AnnState, describe, index_path
 from engram.store.shm.names import EngineName, fresh_salt
-from engram.store.tables import TIER_TABLE, SpaceStore
+from engram.store.tables import SpaceStore
 
 log = logging.getLogger("engram.index")
 
@@ -104,7 +104,7 @@ class IndexKeeper:
 
     def due(self, store: SpaceStore, now: float | None = None):
         """(rows_from, rebuild) of the run a space needs now, or None."""
-        counts = tuple(store.count(t) for t in TIER_TABLE.values())
+        counts = store.tier_counts()
         state = AnnState.read(store.dir)
         if state.generation == 0:
             return ((0,) * len(counts), True) if store.n_live >= self.min_rows else None
@@ -140,7 +140,7 @@ class IndexKeeper:
                     self._stop.wait(MAX_WAIT_S)
 
     def _extend(self, store: SpaceStore, rec, rows_from: tuple, rebuild: bool) -> None:
-        counts = tuple(store.count(t) for t in TIER_TABLE.values())
+        counts = store.tier_counts()
         old = AnnState.read(store.dir)
         gen, salt = old.generation + 1, fresh_salt()
         out = index_path(self.engine, store.space, gen, salt)
@@ -187,10 +187,9 @@ class IndexKeeper:
 
 
 def _gauges(store: SpaceStore, rec) -> None:
-    state = AnnState.read(store.dir)
-    rec.index_vectors.set(state.size)
-    rec.index_tail_rows.set(sum(store.count(t) for t in TIER_TABLE.values()) - sum(state.rows)
-                            if state.generation else 0)
+    ix = describe(store.dir, store.tier_counts())
+    rec.index_vectors.set(ix["size"])
+    rec.index_tail_rows.set(ix["tail"] or 0)
 
 
 def _unlink(path: str) -> None:

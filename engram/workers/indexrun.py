@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         print(json.dumps(kw), flush=True)
 
     store = SpaceStore(EngineName.parse(args.engine), args.space, create=False)
-    counts = tuple(store.count(t) for t in TIER_TABLE.values())
+    counts = store.tier_counts()
     if any(b > c or a > b or a < 0 for a, b, c in zip(args.rows_from, args.to, counts)):
         say(error=f"rows {args.rows_from}..{args.to} are not within the tables' {counts}")
         return 2

@@ -38,7 +38,7 @@ from engram.store.shm.names import (  # noqa: F401
     spaces_of,
 )
 from engram.store.shm.segment import Segment
-from engram.store.tables import TIER_TABLE, SpaceStore
+from engram.store.tables import SpaceStore
 from engram.workers import pool
 from engram.workers.board import TaskBoard
 from engram.workers.stealing import HopBoard
@@ -56,7 +56,7 @@ def _space_summary(engine: EngineName, space: str) -> dict:
     try:
         dr = st.dir[0]
         return {"memories": int(dr["n_live"]), "links": int(dr["n_links"]), "dim": int(dr["dim"]),
-                "index": describe(st.dir, tuple(st.count(t) for t in TIER_TABLE.values()))}
+                "index": describe(st.dir, st.tier_counts())}
     finally:
         st.close(unlink=False)
 
