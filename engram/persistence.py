@@ -116,13 +116,12 @@ class Persistence:
     def _reuse_index(self, name: str, store) -> None:
         """Give a recovered space the index saved at a checkpoint, if it holds up: copied to
         shared memory as its first generation; the indexer adds the rows after it."""
-        got = indexfile.load(self.path, name, self.dim, store.tier_counts())
-        if got is None:
-            return
-        src, rows, size = got
         salt = fresh_salt()
         t0 = time.monotonic()
-        shutil.copyfile(src, index_path(store.engine, name, 1, salt))
+        got = indexfile.load(self.path, name, self.dim, store.tier_counts(), index_path(store.engine, name, 1, salt))
+        if got is None:
+            return
+        rows, size = got
         AnnState(1, salt, rows, size, 0, 0).publish(store.dir)
         self._index_saved[name] = (1, salt)
         log.info("engram: %s: space %r reuses its saved index (%d vectors) in %.2f s", self.path, name, size,

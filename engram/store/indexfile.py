@@ -67,22 +67,27 @@ def save(path: Path, space: str, source: str, rows: tuple, size: int, dim: int, 
     files.fsync_dir(d)
 
 
-def load(path: Path, space: str, dim: int, counts: tuple):
-    """(file, rows, size) of a space's saved index that holds up against the recovered
-    tables (``counts``: rows of each tier), or None, with the reason logged."""
+def load(path: Path, space: str, dim: int, counts: tuple, dest: str):
+    """Copy a space's saved index to ``dest`` if it holds up against the recovered tables
+    (``counts``: rows of each tier): (rows, size), or None (nothing left at ``dest``), with
+    the reason logged. The checksum is taken as the bytes are copied: the file is read once."""
     d, data, manifest = _paths(path, space)
     if not manifest.exists():
         return None
-    why = _wrong(data, manifest, dim, counts)
+    why = _wrong(data, manifest, dim, counts, dest)
     if isinstance(why, str):
+        try:
+            os.unlink(dest)
+        except FileNotFoundError:
+            pass
         log.warning("engram: %s: the saved index of space %r is not used (%s); it is rebuilt in the background",
                     data, space, why)
         return None
     return why
 
 
-def _wrong(data: Path, manifest: Path, dim: int, counts: tuple):
-    """What is wrong with a saved index (a str), or (file, rows, size) if nothing is."""
+def _wrong(data: Path, manifest: Path, dim: int, counts: tuple, dest: str):
+    """What is wrong with a saved index (a str), or (rows, size) once it is copied to ``dest``."""
     try:
         if manifest.stat().st_size > MAX_MANIFEST:
             return f"its manifest is {manifest.stat().st_size:,} bytes"
@@ -104,14 +109,15 @@ def _wrong(data: Path, manifest: Path, dim: int, counts: tuple):
         if data.stat().st_size != n:
             return f"the file is {data.stat().st_size:,} bytes, its manifest says {n:,}"
         got = 0
-        with open(data, "rb") as f:
+        with open(data, "rb") as f, open(dest, "xb") as out:
             while chunk := f.read(CHUNK):
                 got = crc32c(chunk, got)
+                out.write(chunk)
         if got != crc:
             return f"its CRC32C is {got:#010x}, its manifest says {crc:#010x}: the file is damaged"
     except (OSError, ValueError) as e:      # ValueError: JSON
         return f"{type(e).__name__}: {e}"
-    return data, tuple(rows), size
+    return tuple(rows), size
 
 
 def remove(path: Path, space: str, files: Files = FILES) -> None:
