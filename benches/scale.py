@@ -137,7 +137,7 @@ def private_bytes() -> int:
 
 
 # ----------------------------------------------------------------- engram
-def run_engram(x, q, links, true, tier: str, path=None) -> dict:
+def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0) -> dict:
     import engram
     from engram.store.shm.names import SHM_DIR, EngineName, segments_of
 
@@ -146,8 +146,12 @@ def run_engram(x, q, links, true, tier: str, path=None) -> dict:
     with engram.Engine(path, dim=d, workers=2, index_threads=os.cpu_count()) as eng:
         sp = eng.space("scale")
         t0 = time.perf_counter()
-        for a in range(0, n, 20000):
-            sp.remember(x[a:a + 20000], tier=tier)
+        for a in range(0, n, 20000):      # the last cold_share of each chunk in the cold tier
+            b = min(a + 20000, n)
+            cut = b - int(round((b - a) * cold_share))
+            for lo, hi, t in ((a, cut, tier), (cut, b, "cold")):
+                if hi > lo:
+                    sp.remember(x[lo:hi], tier=t)
         sp.link(links[0], links[1], links[2])
         sp.compact()
         ingest_s = time.perf_counter() - t0
@@ -178,6 +182,8 @@ def run_engram(x, q, links, true, tier: str, path=None) -> dict:
         shm = sum(held.values())
         index_file = sum(v for s, v in held.items() if ".ann.g" in s)
         heap = max(private_bytes() - heap0, 0)
+        # with a path the cold rows are a file on disk: page cache the kernel may drop, not RAM it must keep
+        cold_file = sum(f.stat().st_blocks * 512 for f in (Path(path) / "cold").iterdir()) if path else 0
         stats = eng._life.indexer.stats().get("scale", {})
         t_close = time.perf_counter()
     closed_s = time.perf_counter() - t_close
@@ -188,7 +194,8 @@ def run_engram(x, q, links, true, tier: str, path=None) -> dict:
             "recalls": len(results), "exact_scan_ms": ms(scan_lat),
             "worker_recall_ms": ms(lat_w), "worker_partial": sum(bool(r.partial) for r in by_worker),
             "worker_fallback": sum(bool(r.fallback) for r in by_worker),
-            "bytes": {"shm": shm, "index_file": index_file, "private_heap": heap,
+            "cold_share": cold_share,
+            "bytes": {"shm": shm, "index_file": index_file, "private_heap": heap, "cold_file": cold_file,
                       "per_memory": round((shm + heap) / n, 1)}}
 
 
@@ -330,6 +337,8 @@ def main() -> int:
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     ap.add_argument("--reopen", metavar="DIR", help="keep the engine in DIR (durability group) and time reopening "
                     "it after a clean stop and after kill -9")
+    ap.add_argument("--cold-share", type=float, default=0.0,
+                    help="share of the memories stored in the cold tier (int8; a file in DIR/cold with --reopen)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -338,7 +347,8 @@ def main() -> int:
     t0 = time.perf_counter()
     info = machine_info()
     print("\n".join(header_lines(info)))
-    doc = {"bench": "scale", "machine": info, "data": args.data, "tier": args.tier, "target": args.target,
+    doc = {"bench": "scale", "machine": info, "data": args.data, "tier": args.tier, "cold_share": args.cold_share,
+           "target": args.target,
            "rows": []}
     for size in args.sizes:
         n = 0 if size == "all" else parse_count(size)
@@ -351,7 +361,8 @@ def main() -> int:
             path = Path(args.reopen) / f"scale-{n}-{d}" if args.reopen else None
             if path is not None and path.exists():
                 shutil.rmtree(path)
-            row = {"n": n, "dim": d, "data": args.data, "engram": run_engram(x, q, links, true, args.tier, path)}
+            row = {"n": n, "dim": d, "data": args.data, "engram": run_engram(x, q, links, true, args.tier, path,
+                                                                                  args.cold_share)}
             if path is not None:
                 row["engram"]["reopen"] = reopen(path, n)
                 shutil.rmtree(path)

@@ -256,12 +256,9 @@ def _daemon_options(p) -> None:
     p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body (default 64 MiB)")
     p.add_argument("--max-connections", type=_integer(1), default=4096,
                    help="connections served at once; more get 503 (default 4096)")
-    p.add_argument("--log-segment-mb", type=float, default=None,
-                   help="size of each preallocated write-ahead log segment (default 64)")
-    p.add_argument("--header-timeout", type=float, default=10.0,
-                   help="seconds a request's headers may take to arrive (default 10)")
-    p.add_argument("--body-timeout", type=float, default=60.0,
-                   help="seconds a request's body may take after its headers (default 60)")
+    p.add_argument("--log-segment-mb", type=float, default=None, help="size of each log segment (default 64)")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds headers may take (default 10)")
+    p.add_argument("--body-timeout", type=float, default=60.0, help="seconds a body may take (default 60)")
     p.add_argument("--trace-dir", default=None,
                    help="trace the engine: the collector writes trace.jsonl and trace.perfetto.json here "
                         "(default DATA/traces with --otlp or --loki)")
@@ -269,6 +266,9 @@ def _daemon_options(p) -> None:
     p.add_argument("--loki", default=None, metavar="URL", help="also push trace events to Loki at this base URL")
     p.add_argument("--lane", action="append", default=[], metavar="LANE=N",
                    help="an ingest lane's capacity in observations, e.g. normal=10000 (repeatable)")
+    p.add_argument("--index-min-rows", type=_integer(0), default=20_000, help="index spaces this large (0: never)")
+    p.add_argument("--cold-after-s", type=float, default=None, metavar="S", help="move memories not recalled "
+                   "for S seconds to the cold tier, recalled ones back (default: off; docs/scale.md, Tiers)")
     p.add_argument("--protect-metrics", dest="open_metrics", action="store_false",
                    help="require the API key for /health and /metrics too (default: they are open)")
 
@@ -282,7 +282,8 @@ def _settings(args):
                     max_body_mb=args.max_body_mb, max_connections=args.max_connections,
                     open_metrics=args.open_metrics, log_segment_mb=args.log_segment_mb, lanes=_lanes(args.lane),
                     header_timeout=args.header_timeout, body_timeout=args.body_timeout, trace_dir=args.trace_dir,
-                    otlp_url=args.otlp, loki_url=args.loki)
+                    otlp_url=args.otlp, loki_url=args.loki, index_min_rows=args.index_min_rows or None,
+                    cold_after_s=args.cold_after_s)
 
 
 def _lanes(given: list) -> dict | None:

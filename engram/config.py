@@ -186,3 +186,25 @@ class ReconsolidationConfig:
 
     def settings(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class TieringConfig:
+    """Background migration between tiers by access recency and strength
+    (engram/cognition/tiering.py; docs/scale.md, Tiers)."""
+    cold_after_s: float = 86400.0        # a memory not recalled for a day moves to the cold tier (int8)...
+    keep_strength: float = 2.0           # ...unless strength x confidence is at least this (above 1: none kept)
+    warm_after_access_s: float = 300.0   # a cold memory recalled in the last 5 minutes moves back to warm
+    interval_s: float = 10.0             # each space is looked at this often
+    batch: int = 8192                    # memories moved per step (the space's writers wait for one step)
+
+    def check(self) -> "TieringConfig":
+        for name in ("cold_after_s", "warm_after_access_s", "interval_s"):
+            _in(self, name, 0.0, math.inf, lo_open=True, hi_open=True)
+        _in(self, "keep_strength", 0.0, math.inf, hi_open=True)
+        if self.warm_after_access_s >= self.cold_after_s:
+            raise InvalidInputError(f"warm_after_access_s ({self.warm_after_access_s}) must be shorter than "
+                                    f"cold_after_s ({self.cold_after_s}), or memories would move back and forth")
+        _integer(self, "batch", 1, 1 << 20)
+        return self
+

@@ -9,11 +9,8 @@ Another process reads a live engine with ``engram.attach(eng.name)``.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
-import threading
 import weakref
 from dataclasses import asdict
 from pathlib import Path
@@ -24,102 +21,32 @@ from engram import kernels, validate
 from engram.attached import SpaceNames
 from engram.cognition.fan import fan_weights
 from engram.cognition.reconsolidation import Reconsolidation
-from engram.config import DEFAULT_DIM, MAX_DIM
-from engram.errors import ClosedError, DimensionError, InvalidInputError, shown
-from engram.ingest import LANES, IngestPool
+from engram.config import DEFAULT_DIM, MAX_DIM, TieringConfig
+from engram.errors import DimensionError, InvalidInputError, shown
+from engram.ingest import LANES
 from engram.ingest.listener import DEFAULT_MAX_CHANNELS, Listener
 from engram.ingest.pool import DEFAULT_BATCH_MAX
+from engram.lifecycle import LIVE, Lifecycle, handle_sigterm
 from engram.observe import hwcounters, metrics
 from engram.observe.metrics.spreading import SpreadingRecorder
 from engram.observe.metrics.spreading import summary as spreading_summary
 from engram.observe.tracing import TraceConfig, Tracer
 from engram.observe.tracing.events import NO_EVENTS, SpaceEvents
-from engram.observe.tracing.process import start_collector, stop_collector
+from engram.observe.tracing.process import start_collector
 from engram.owned import Owned
 from engram.persistence import Persistence
 from engram.recall.context import RecallContext
 from engram.recall.reader import SpaceReader
 from engram.space import ROUTINGS, Space
 from engram.store.files import FILES, Files
-from engram.store.shm import EngineName, cleanup_stale, unlink_engine
+from engram.store.shm import EngineName, cleanup_stale
 from engram.store.tables import SpaceStore
 from engram.store.wal import POLICIES
 from engram.workers.indexer import DEFAULT_MIN_ROWS, IndexKeeper
 from engram.workers.supervisor import WorkerError, WorkerPool
+from engram.workers.tiering import TierKeeper
 
 log = logging.getLogger("engram")
-
-
-class _Lifecycle:
-    """Everything an engine must save and release, without a reference to the Engine, so
-    the same close runs from close(), from garbage collection and at interpreter exit."""
-
-    def __init__(self, name: EngineName):
-        self.name = name
-        self.closed = False
-        self.persist: Persistence | None = None     # with a path: snapshots and the log
-        self.dim = 0
-        self.owned: dict = {}       # space name -> Owned
-        self.spaces: dict = {}      # space name -> Space
-        self.workers = None
-        self.ingest = None          # engram.ingest.IngestPool, started by the first stream
-        self.ingest_settings: dict = {}
-        self.listener = None        # engram.connect's channels (engram/ingest/listener.py)
-        self.indexer = None         # IndexKeeper: the spaces' approximate indexes (engram/workers/indexer.py)
-        self.tracer = None
-        self.collector = None
-        self.lock = threading.Lock()
-
-    def check_open(self) -> None:
-        if self.closed:
-            raise ClosedError("this engram.Engine is closed; create a new one")
-
-    @contextlib.contextmanager
-    def writers_held(self):
-        """Hold every space's writers (and space creation): a checkpoint's consistent point."""
-        with self.lock, contextlib.ExitStack() as stack:
-            for name in sorted(self.owned):
-                stack.enter_context(self.owned[name].lock)
-            yield
-
-    def ingest_pool(self) -> IngestPool:
-        """The ingest workers, started on first use."""
-        with self.lock:
-            self.check_open()
-            if self.ingest is None:
-                self.ingest = IngestPool(**self.ingest_settings)
-            return self.ingest
-
-    def close(self, unattended: bool = False) -> None:
-        """Apply what ingest accepted, flush the log and checkpoint (with a path), stop
-        workers and collector, remove every segment. unattended: the engine was never
-        closed (garbage collection, interpreter exit or SIGTERM): say so."""
-        if self.closed or os.getpid() != self.name.pid:      # never from a forked child
-            return
-        try:
-            if self.indexer is not None:    # first: the checkpoint below saves the last index it made
-                self.indexer.close()
-            if self.listener is not None:
-                self.listener.close()       # drained into the lanes first: the pool applies it
-            if self.ingest is not None:
-                self.ingest.close()         # nothing accepted is dropped
-            if self.persist is not None:
-                if unattended:
-                    log.warning("engram: Engine %s (path %s) was not closed; saving it at exit", self.name,
-                                self.persist.path)
-                self.persist.close(checkpoint=True)
-        finally:
-            self.closed = True
-            if self.workers is not None:
-                self.workers.close()        # before the segments they read go away
-            if self.tracer is not None:
-                self.tracer.close()
-            if self.collector is not None:  # it drains every ring before the segments go
-                stop_collector(self.collector)
-            for o in self.owned.values():
-                o.store.close(unlink=True)
-            unlink_engine(self.name)
-            _LIVE.discard(self)
 
 
 class Engine:
@@ -146,6 +73,10 @@ class Engine:
     preallocated log segment (default 64; docs/durability/wal-format.md). index_min_rows:
     spaces this large take seeds from an approximate index (docs/scale.md; None: never),
     kept by a process at nice 10 with ``index_threads`` threads (default one a core).
+    tiering: None (memories stay in the tier they were stored in, unless Space.migrate
+    moves them), True or an engram.TieringConfig: move memories to the cold tier (int8) and
+    back by access recency and strength in the background (docs/scale.md, Tiers). With a
+    path the cold tier's tables are files in path/cold, whose pages can leave RAM.
     files: the operations durability goes through (engram.store.files.Files): fault injection.
     """
 
@@ -154,7 +85,7 @@ class Engine:
                  ingest_workers: int = 1, lanes: dict | None = None, ingest_batch: int = DEFAULT_BATCH_MAX,
                  channels: int = DEFAULT_MAX_CHANNELS, log_segment_mb: float | None = None,
                  index_min_rows: int | None = DEFAULT_MIN_ROWS, index_threads: int | None = None,
-                 files: Files | None = None):
+                 tiering=None, files: Files | None = None):
         path = None if path is None else Path(path)
         if dim is not None:
             dim = validate.positive_int(dim, "dim", 1)
@@ -192,8 +123,14 @@ class Engine:
         self._dim = dim if dim is not None else stored if stored is not None else DEFAULT_DIM
         if persist is not None:
             persist.dim = self._dim
+        if tiering is True:
+            tiering = TieringConfig()
+        if tiering is not None and not isinstance(tiering, TieringConfig):
+            raise InvalidInputError(f"tiering must be None, True or an engram.TieringConfig, got {shown(tiering)}")
+        tiering = tiering.check() if tiering is not None else None
+        self._cold_dir = str(persist.cold_dir) if persist is not None else ""
         self.cleaned = cleanup_stale()
-        life = self._life = _Lifecycle(EngineName.new())
+        life = self._life = Lifecycle(EngineName.new())
         life.dim = self._dim
         life.ingest_settings = {"workers": validate.positive_int(ingest_workers, "ingest_workers", 1),
                                 "capacity": validate.lane_capacities(lanes, LANES),
@@ -223,14 +160,16 @@ class Engine:
                 life.indexer = IndexKeeper(life.name, lambda: {n: (o.store, o.metrics) for n, o in life.owned.items()},
                                            validate.positive_int(index_min_rows, "index_min_rows", 1),
                                            validate.positive_int(threads, "index_threads", 1))
+            if tiering is not None:
+                life.tiering = TierKeeper(lambda: dict(life.spaces), tiering)
         except BaseException:
             if persist is not None:    # released before close(), so a half-opened engine writes nothing
                 persist.close(checkpoint=False)
             self.close()
             raise
         life.persist = persist         # from here close() checkpoints into the path
-        _LIVE.add(life)
-        _handle_sigterm()
+        LIVE.add(life)
+        handle_sigterm()
 
     @property
     def name(self) -> str:
@@ -273,7 +212,7 @@ class Engine:
     def _new_space(self, name: str) -> Owned:
         """Make a space's tables and its Space (with the engine's lock held, or at open)."""
         life = self._life
-        store = SpaceStore(life.name, name, self._dim, create=True)
+        store = SpaceStore(life.name, name, self._dim, create=True, cold_dir=self._cold_dir)
         reader = SpaceReader(store, self._kern, derive=fan_weights)
         rec = metrics.recorder(self._metrics_seg, self._metrics_slot, name, assign=True)   # labels first
         events = (SpaceEvents(life.tracer.emit, self._metrics_seg.space_index(name)) if life.tracer.enabled
@@ -385,36 +324,3 @@ class Engine:
     def __repr__(self):
         state = "closed" if self._life.closed else f"{len(self._life.spaces)} spaces"
         return f"<engram.Engine {self.name} dim={self._dim} {state}>"
-
-
-_LIVE: weakref.WeakSet = weakref.WeakSet()     # lifecycles of open engines with this process as owner
-
-
-def _handle_sigterm() -> None:
-    """SIGTERM closes every open engine (log flushed, checkpoint, segments removed), then
-    ends the process as SIGTERM would. Installed once, and only where nobody else handles
-    SIGTERM. The handler only starts a thread: closing waits for each space's writers,
-    one of which may be the very code the signal interrupted."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-
-    closed = threading.Event()
-
-    def close_all():
-        for life in list(_LIVE):
-            try:
-                life.close(unattended=True)
-            except Exception as e:
-                log.error("engram: closing engine %s at SIGTERM failed: %s", life.name, e)
-        closed.set()
-        os.kill(os.getpid(), signal.SIGTERM)     # back in the main thread's handler, below
-
-    def on_sigterm(*_):
-        if not closed.is_set():
-            threading.Thread(target=close_all, name="engram-sigterm").start()
-            return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)    # only the main thread may do this
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_sigterm)

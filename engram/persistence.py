@@ -2,6 +2,7 @@
 logging every change from then on, checkpoints, and the last flush at close.
 
     path/LOCK                         flock'd by the one engine that owns the path
+    path/cold/                        the cold tier's tables while the engine runs (not data: rebuilt at open)
     path/CURRENT                      names the newest snapshot (a hint: a damaged one is passed over)
     path/snap-<lsn>.snap              snapshots (docs/durability/snapshot-format.md)
     path/wal/<first lsn>.wal          the write-ahead log (docs/durability/wal-format.md)
@@ -66,11 +67,22 @@ class Persistence:
         self._checkpoint_lock = threading.Lock()
         self._index_saved: dict = {}    # space -> (generation, salt) of its index saved in path/index
         try:
+            self.cold_dir = self._cold_dir()
             self.snapshot = self._newest()
         except BaseException:
             self.lock.release()
             raise
         self.dim = self.snapshot.dim if self.snapshot is not None else None
+
+    def _cold_dir(self) -> Path:
+        """path/cold, where the cold tier's tables live (file-backed), emptied of any left by a
+        run that did not close: they are rebuilt from the snapshot and the log."""
+        d = self.path / "cold"
+        d.mkdir(mode=0o700, exist_ok=True)
+        for f in d.iterdir():
+            if f.is_file() and not f.is_symlink():
+                f.unlink()
+        return d
 
     def _newest(self):
         legacy = snapfile.legacy_manifest(self.path)

@@ -19,7 +19,7 @@ from engram.errors import (
 from engram.kernels.checks import as_query
 from engram.layout import CONSTANTS
 
-TIER_CODES = {"hot": CONSTANTS["TIER_HOT"], "warm": CONSTANTS["TIER_WARM"]}
+TIER_CODES = {"hot": CONSTANTS["TIER_HOT"], "warm": CONSTANTS["TIER_WARM"], "cold": CONSTANTS["TIER_COLD"]}
 
 SPACE_NAME = re.compile(r"^[a-z0-9_-]{3,64}$")
 F16_MAX = float(np.finfo(np.float16).max)
@@ -58,11 +58,23 @@ def vectors(v, dim: int, *, f16: bool = False) -> np.ndarray:
         raise InvalidInputError(f"vectors rows {rows}{'...' if zero.sum() > 5 else ''} are all zeros: cosine "
                                 "similarity is undefined for them; pass a vector with a direction")
     if f16:
-        big = (np.abs(a) > F16_MAX).any(axis=1)
-        if big.any():
-            raise InvalidInputError(f"rows {np.flatnonzero(big)[:5].tolist()} exceed the float16 range "
-                                    f"(|x| <= {F16_MAX:g}) of the warm tier: scale them or use tier='hot'")
+        fits_tier(a, "warm")
     return a
+
+
+def tier_code(name) -> int:
+    """The code of a tier named "hot", "warm" or "cold"."""
+    if not isinstance(name, str) or name not in TIER_CODES:
+        raise InvalidInputError(f"tier must be 'hot', 'warm' or 'cold', got {shown(name)}")
+    return TIER_CODES[name]
+
+
+def fits_tier(a: np.ndarray, name: str) -> None:
+    """Refuse vectors the tier cannot store: past float16's range for the warm tier."""
+    big = (np.abs(a) > F16_MAX).any(axis=1) if name == "warm" else np.zeros(0, bool)
+    if big.any():
+        raise InvalidInputError(f"rows {np.flatnonzero(big)[:5].tolist()} exceed the float16 range "
+                                f"(|x| <= {F16_MAX:g}) of the warm tier: scale them or use tier='hot'")
 
 
 def query(q, dim: int) -> np.ndarray:
@@ -152,11 +164,10 @@ def known_settings(changes: dict, known, what: str) -> dict:
 
 def observations(values, dim: int, content, confidence, tier: str) -> tuple:
     """remember's input, checked: (vectors f32 (n, dim), tier code, texts, confidence f32)."""
-    if tier not in TIER_CODES:
-        raise InvalidInputError(f"tier must be 'hot' or 'warm', got {shown(tier)}")
+    code = tier_code(tier)
     v = vectors(values, dim, f16=(tier == "warm"))
     n = v.shape[0]
-    return v, TIER_CODES[tier], contents(content, n), per_item(confidence, n, "confidence", 1.0, 0.0, 1.0)
+    return v, code, contents(content, n), per_item(confidence, n, "confidence", 1.0, 0.0, 1.0)
 
 
 def lane_capacities(lanes, names) -> dict:

@@ -4,11 +4,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0x731913c932319f9eULL
+#define EG_LAYOUT_HASH 0x3733b7f3fb1715e6ULL
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0
 #define EG_TIER_WARM 1
+#define EG_TIER_COLD 2
 #define EG_NODE_LIVE 1
 #define EG_NODE_FORGOTTEN 2
 #define EG_TABLE_DIRECTORY 1
@@ -24,6 +25,7 @@
 #define EG_TABLE_METRICS 11
 #define EG_TABLE_TRACE 12
 #define EG_TABLE_INGEST_RING 14
+#define EG_TABLE_EMB_COLD 15
 #define EG_TASK_FREE 0
 #define EG_TASK_FILLING 1
 #define EG_TASK_READY 2
@@ -403,8 +405,9 @@ typedef struct __attribute__((aligned(64))) {
     uint64_t change_seq;
     uint64_t tables[24];
     uint64_t ann[11];
+    uint8_t cold_dir[256];
 } eg_space_directory_t;
-_Static_assert(sizeof(eg_space_directory_t) == 384, "SpaceDirectory size");
+_Static_assert(sizeof(eg_space_directory_t) == 640, "SpaceDirectory size");
 _Static_assert(offsetof(eg_space_directory_t, name) == 0, "SpaceDirectory.name offset");
 _Static_assert(offsetof(eg_space_directory_t, dim) == 64, "SpaceDirectory.dim offset");
 _Static_assert(offsetof(eg_space_directory_t, n_tables) == 68, "SpaceDirectory.n_tables offset");
@@ -414,6 +417,7 @@ _Static_assert(offsetof(eg_space_directory_t, n_links) == 88, "SpaceDirectory.n_
 _Static_assert(offsetof(eg_space_directory_t, change_seq) == 96, "SpaceDirectory.change_seq offset");
 _Static_assert(offsetof(eg_space_directory_t, tables) == 104, "SpaceDirectory.tables offset");
 _Static_assert(offsetof(eg_space_directory_t, ann) == 296, "SpaceDirectory.ann offset");
+_Static_assert(offsetof(eg_space_directory_t, cold_dir) == 384, "SpaceDirectory.cold_dir offset");
 
 /* A batch of a split hop and where its gathered sums are. */
 typedef struct __attribute__((aligned(64))) {
@@ -676,6 +680,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"SpaceDirectory", "change_seq", (int64_t)offsetof(eg_space_directory_t, change_seq), (int64_t)sizeof(((eg_space_directory_t *)0)->change_seq)}, \
     {"SpaceDirectory", "tables", (int64_t)offsetof(eg_space_directory_t, tables), (int64_t)sizeof(((eg_space_directory_t *)0)->tables)}, \
     {"SpaceDirectory", "ann", (int64_t)offsetof(eg_space_directory_t, ann), (int64_t)sizeof(((eg_space_directory_t *)0)->ann)}, \
+    {"SpaceDirectory", "cold_dir", (int64_t)offsetof(eg_space_directory_t, cold_dir), (int64_t)sizeof(((eg_space_directory_t *)0)->cold_dir)}, \
     {"HopSlot", "", 0, (int64_t)sizeof(eg_hop_slot_t)}, \
     {"HopSlot", "state", (int64_t)offsetof(eg_hop_slot_t, state), (int64_t)sizeof(((eg_hop_slot_t *)0)->state)}, \
     {"HopSlot", "hop", (int64_t)offsetof(eg_hop_slot_t, hop), (int64_t)sizeof(((eg_hop_slot_t *)0)->hop)}, \

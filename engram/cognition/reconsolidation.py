@@ -32,7 +32,8 @@ import numpy as np
 from engram import validate
 from engram.config import ReconsolidationConfig
 from engram.errors import InvalidInputError, ReconsolidationWindowError
-from engram.store.tables import FORGOTTEN, TIER_DTYPE, TIER_TABLE
+from engram.store.rows import LOG_DTYPE
+from engram.store.tables import FORGOTTEN
 
 NS = 1_000_000_000
 
@@ -130,7 +131,7 @@ class Reconsolidation:
         new_vec = blend(current.vectors[0], u[0], p) if vector is not None else None
         if warm and new_vec is not None and (np.abs(new_vec) > validate.F16_MAX).any():
             raise InvalidInputError("the updated vector exceeds the float16 range of the warm tier")
-        stored = None if new_vec is None else new_vec.astype(TIER_DTYPE[int(hot["tier"][i])])
+        stored = None if new_vec is None else new_vec.astype(LOG_DTYPE[int(hot["tier"][i])])
         if confidence is not None:
             confidence = float(np.float32((1.0 - p) * float(hot["confidence"][i]) + p * confidence))
         return Update(i, stored, content, confidence, now_ns, p)
@@ -139,12 +140,11 @@ class Reconsolidation:
         """Write an update's fields (an Update's, or a logged one's) into the store and keep
         the version it replaces, which it reads from the store itself, so replay is the same step."""
         hot = store.hot()
-        tier, row = int(hot["tier"][i]), int(store.views["nodes"]["node_row"][i])
-        tv = store.views[TIER_TABLE[tier]]
+        tier = int(hot["tier"][i])
         # the content heap may have to grow (and could fail), and it is append-only:
         # write there first, then the version being replaced, then the record
         ref = store.append_content([content])[0] if content is not None else None
-        old = Version(tv["rows"][row, :self.dim].astype(np.float32), store.content_at(int(hot["content_ref"][i])),
+        old = Version(store.vectors_of(np.array([i]))[0], store.content_at(int(hot["content_ref"][i])),
                       float(hot["confidence"][i]), replaced_ns)
         self._versions.setdefault(i, deque(maxlen=self.config.history)).append(old)
         if vector is not None:

@@ -21,11 +21,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import uvicorn
 
+from engram.config import TieringConfig
 from engram.daemon.api import Service, create_app
 from engram.daemon.guard import OPEN_PATHS, Guard, load_keys
 from engram.daemon.protocol import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, guarded
@@ -59,6 +60,8 @@ class Settings:
     otlp_url: str | None = None               # ... and exports OTLP/HTTP spans
     loki_url: str | None = None               # ... and pushes to Loki
     body_timeout: float = BODY_TIMEOUT_S
+    index_min_rows: int | None = 20_000       # Engine(index_min_rows=...): None, never
+    cold_after_s: float | None = None         # Engine(tiering=TieringConfig(cold_after_s=...)): None, off
 
     def url(self, port: int | None = None) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -94,8 +97,14 @@ def serve(s: Settings) -> int:
     if s.trace_dir or s.otlp_url or s.loki_url:
         trace = TraceConfig(collect_to=str(s.trace_dir or Path(s.data) / "traces"), otlp_url=s.otlp_url,
                             loki_url=s.loki_url)
+    tiering = None
+    if s.cold_after_s is not None:
+        base = TieringConfig()
+        tiering = replace(base, cold_after_s=s.cold_after_s,
+                          warm_after_access_s=min(base.warm_after_access_s, s.cold_after_s / 10))
     eng = Engine(path=s.data, dim=s.dim, workers=s.workers, durability=s.durability,
-                 log_segment_mb=s.log_segment_mb, lanes=s.lanes, trace=trace)
+                 log_segment_mb=s.log_segment_mb, lanes=s.lanes, trace=trace, index_min_rows=s.index_min_rows,
+                 tiering=tiering)
     state = Path(s.data) / STATE
     service = None
     try:

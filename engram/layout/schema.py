@@ -94,7 +94,7 @@ NODE_HOT = Record("NodeHot", (
     F("activation", "f32",
       doc="residual activation left by recent recalls (semantic priming, engram/cognition/priming.py)"),
     F("confidence", "f32", doc="[0, 1]"),
-    F("tier", "u8", doc="TIER_HOT (f32 embedding) or TIER_WARM (f16)"),
+    F("tier", "u8", doc="TIER_HOT (f32 embedding), TIER_WARM (f16) or TIER_COLD (int8, a scale per row)"),
     F("flags", "u8", doc="NODE_* bits"),
     F("refractory", "u16", doc="hops a node rests after firing"),
     F("primed_s", "u32", doc="Unix time (s) the residual activation was left; it decays from then"),
@@ -334,7 +334,7 @@ TABLE_REF = Record("TableRef", (
 ), size=24, align=8)
 
 #: Tables of a memory space, in the order of SpaceDirectory.tables.
-TABLES = ("nodes", "emb_hot", "emb_warm", "content", "csr", "delta")
+TABLES = ("nodes", "emb_hot", "emb_warm", "content", "csr", "delta", "emb_cold")
 MAX_TABLES = 8
 
 #: The directory segment of a space: where readers learn each table's generation and name.
@@ -347,8 +347,9 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
     F("n_links", "u64", doc="links accepted (CSR + delta)"),
     F("change_seq", "u64", doc="bumped after every published change"),
     F("tables", "u64", 3 * MAX_TABLES, doc="TableRef[MAX_TABLES]"),
-    F("ann", "u64", 11, doc="the approximate index: 8 cells of engram/recall/ann.py's AnnState, 3 spare"),
-), size=384, align=64)
+    F("ann", "u64", 11, doc="the approximate index: 10 cells of engram/recall/ann.py's AnnState, 1 spare"),
+    F("cold_dir", "u8", 256, doc="directory of the cold tier's file-backed table, NUL padded (empty: in /dev/shm)"),
+), size=640, align=64)
 
 RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,
            METRICS_HEADER, METRICS_SLOT_HEADER, TRACE_EVENT, TRACE_RING_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF,
@@ -359,6 +360,7 @@ CONSTANTS = {
     "SEGMENT_MAGIC": SEGMENT_MAGIC,
     "TIER_HOT": 0,
     "TIER_WARM": 1,
+    "TIER_COLD": 2,
     "NODE_LIVE": 1,
     "NODE_FORGOTTEN": 2,
     "TABLE_DIRECTORY": 1,
@@ -374,13 +376,9 @@ CONSTANTS = {
     "TABLE_METRICS": 11,
     "TABLE_TRACE": 12,
     "TABLE_INGEST_RING": 14,
-    "TASK_FREE": 0,
-    "TASK_FILLING": 1,
-    "TASK_READY": 2,
-    "TASK_TAKEN": 3,
-    "TASK_DONE": 4,
-    "TASK_FAILED": 5,
-    "TASK_REVOKED": 6,
+    "TABLE_EMB_COLD": 15,
+    "TASK_FREE": 0, "TASK_FILLING": 1, "TASK_READY": 2, "TASK_TAKEN": 3,
+    "TASK_DONE": 4, "TASK_FAILED": 5, "TASK_REVOKED": 6,
     "ROW_ALIGN": 64,
     "NIL": 0xFFFFFFFF,
 }

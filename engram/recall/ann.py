@@ -27,6 +27,7 @@ import numpy as np
 
 from engram.errors import AttachError
 from engram.store.shm.names import SHM_DIR, EngineName
+from engram.store.tables import TIER_TABLE
 
 log = logging.getLogger("engram.recall")
 
@@ -37,6 +38,8 @@ OVERSAMPLE, MIN_CANDIDATES = 2, 64
 #: same recall: clustered 384-d, 64 candidates re-scored, recall@10 0.995 at 100K with ef 64,
 #: and at 300K 0.953 / 0.984 / 0.997 with ef 64 / 128 / 256 (docs/scale.md)
 EXPANSION, EXPANSION_AT, EXPANSION_GROWTH, MAX_EXPANSION = 64, 100_000, 0.6, 512
+TIERS = len(TIER_TABLE)
+CELLS = 1 + 2 + TIERS + 3          # of the directory's ann cells in use: seq, generation, salt, rows, the rest
 
 
 def expansion(size: int, want: int) -> int:
@@ -55,28 +58,28 @@ class AnnState:
     """What the directory says of a space's index, read consistently."""
     generation: int          # 0: no index
     salt: int
-    rows: tuple              # rows of (emb_hot, emb_warm) in the index
+    rows: tuple              # rows of each tier's table in the index (emb_hot, emb_warm, emb_cold)
     size: int                # vectors in the index
     building: int            # rows the running build adds (0: none running)
     built: int               # ... of which it has added
 
     @classmethod
     def read(cls, directory: np.ndarray) -> "AnnState":
-        cell = directory[0]["ann"]     # u64: seq, generation, salt, rows hot, rows warm, size, building, built
+        cell = directory[0]["ann"]     # u64: seq, generation, salt, rows of each tier, size, building, built
         for _ in range(1000):
             seq = int(cell[0])
             if seq & 1:
                 continue
-            v = [int(c) for c in cell[1:8]]
+            v = [int(c) for c in cell[1:CELLS]]
             if int(cell[0]) == seq:
-                return cls(v[0], v[1], (v[2], v[3]), v[4], v[5], v[6])
+                return cls(v[0], v[1], tuple(v[2:2 + TIERS]), *v[2 + TIERS:])
         raise AttachError("the space directory's index fields kept changing while read (1,000 tries)", "ann")
 
     def publish(self, directory: np.ndarray) -> None:
         """The owner: write these fields under the sequence lock."""
         cell = directory[0]["ann"]
         cell[0] += 1
-        cell[1:8] = (self.generation, self.salt, *self.rows, self.size, self.building, self.built)
+        cell[1:CELLS] = (self.generation, self.salt, *self.rows, self.size, self.building, self.built)
         cell[0] += 1
 
     def progress(self, directory: np.ndarray, building: int, built: int) -> None:
@@ -84,7 +87,7 @@ class AnnState:
         AnnState(self.generation, self.salt, self.rows, self.size, building, built).publish(directory)
 
 
-NO_INDEX = AnnState(0, 0, (0, 0), 0, 0, 0)
+NO_INDEX = AnnState(0, 0, (0,) * TIERS, 0, 0, 0)
 
 
 def describe(directory: np.ndarray, counts: tuple) -> dict:

@@ -26,6 +26,9 @@ SCAN_CHUNK_BYTES = 2 << 20
 FLAGS_AT = NODE_HOT_DTYPE.fields["flags"][1]      # where spreading's driver reads a memory's flags
 TIER_WARM = schema.CONSTANTS["TIER_WARM"]
 TIER_HOT = schema.CONSTANTS["TIER_HOT"]
+#: a budgeted scan's time per tier after the hot one: each may use this share of the time
+#: left when it starts (the hot tier's is RecallConfig.hot_budget_share), cold last
+TIER_SHARE = {schema.CONSTANTS["TIER_WARM"]: 0.6, schema.CONSTANTS["TIER_COLD"]: 1.0}
 
 
 def scan_chunk(rows: np.ndarray) -> int:
@@ -92,13 +95,8 @@ class SpaceReader:
 
     def memories(self, ids: np.ndarray) -> Memories:
         st = self.store
+        vecs = st.vectors_of(ids)
         rec = st.hot()[ids]
-        rows = st.views["nodes"]["node_row"][ids]
-        vecs = np.empty((ids.shape[0], self.dim), np.float32)
-        for tier, table in TIER_TABLE.items():
-            sel = rec["tier"] == tier
-            if sel.any():
-                vecs[sel] = st.views[table]["rows"][rows[sel], :self.dim]
         return Memories(
             ids=ids, vectors=vecs, content=self.content(rec["content_ref"]),
             confidence=rec["confidence"].copy(), strength=rec["strength"].copy(),
@@ -109,8 +107,9 @@ class SpaceReader:
         return [self.store.content_at(int(r)) for r in refs]
 
     def similar(self, q: np.ndarray, k: int, deadline_ns: int | None = None, hot_share: float = 0.5) -> Similar:
-        """Exact top-k by cosine, hot tier (f32) first, then warm (f16). With a deadline the
-        hot tier may use ``hot_share`` of the time left, and each tier is scanned in chunks
+        """Exact top-k by cosine, hot tier (f32) first, then warm (f16), then cold (int8). With
+        a deadline the hot tier may use ``hot_share`` of the time left and each other tier its
+        TIER_SHARE of the time left when it starts; each is scanned in chunks
         (scan_chunk) so the deadline is checked between them; a scan cut short is partial.
         When the space has an index (engram/recall/ann.py) only each tier's tail past it is
         scanned, and the index's candidates, scored exactly, join the scan's."""
@@ -123,7 +122,6 @@ class SpaceReader:
             found_scores.append(sc)
             found_tier.append(tiers)
         partial = False
-        t_start = time.perf_counter_ns()
         for tier in TIER_TABLE:
             rows, row_node, row_live, row_norm = st.tier_rows(tier)
             a = min(state.rows[tier], rows.shape[0])     # (a reader's snapshot may end before the index)
@@ -134,7 +132,8 @@ class SpaceReader:
             if deadline_ns is None:
                 idx, sc = self.kern._topk("cosine", q, rows, k, row_live, row_norm)
             else:     # in chunks, the clock checked between them, in one call without the GIL
-                until = t_start + int(hot_share * (deadline_ns - t_start)) if tier == TIER_HOT else deadline_ns
+                now = time.perf_counter_ns()
+                until = now + int((hot_share if tier == TIER_HOT else TIER_SHARE[tier]) * (deadline_ns - now))
                 idx, sc, scanned = self.kern._topk_until("cosine", q, rows, k, row_live, row_norm, until,
                                                          scan_chunk(rows))
                 partial = partial or scanned < rows.shape[0]
@@ -179,10 +178,14 @@ class SpaceReader:
             if not sel.any():
                 continue
             v = st.views[table]
-            r = rows_of[sel]
+            r, sel_ids = rows_of[sel], ids[sel]
+            settled = (r < st.count(table)) & (v["row_node"][np.minimum(r, st.count(table) - 1)] == sel_ids)
+            r, sel_ids = r[settled], sel_ids[settled]      # one moving between tiers is in the tail
+            if not r.shape[0]:
+                continue
             idx, sc = self.kern._topk("cosine", q, np.ascontiguousarray(v["rows"][r, :self.dim]), r.shape[0],
                                       None, np.ascontiguousarray(v["row_norm"][r]))
-            out_ids.append(ids[sel][idx])
+            out_ids.append(sel_ids[idx])
             out_sc.append(sc)
             out_tier.append(np.full(sc.shape[0], tier, np.uint8))
         if not out_ids:
@@ -244,7 +247,7 @@ class SpaceReader:
             "space": self.name, "dim": self.dim, "memories": int(d["n_live"]),
             "ids_issued": int(d["next_id"]), "links": int(d["n_links"]),
             "csr_edges": self.graph.csr_edges(), "pending_links": st.count("delta"),
-            "hot_rows": st.count("emb_hot"), "warm_rows": st.count("emb_warm"),
+            "hot_rows": st.count("emb_hot"), "warm_rows": st.count("emb_warm"), "cold_rows": st.count("emb_cold"),
             "content_bytes": st.count("content"),
             "generations": {t: st.generation(t) for t in schema.TABLES},
             "kernels": f"{self.kern.name}/{self.kern.isa}",

@@ -18,6 +18,15 @@ from engram.layout import EDGE_DELTA_DTYPE, NODE_HOT_DTYPE
 from engram.store.tables import TIER_DTYPE, TIER_TABLE
 
 COUNTERS = ("next_id", "n_live", "n_links")
+#: each tier table's arrays beside its rows, with their types
+ROW_PARTS = {"row_node": np.uint32, "row_live": np.uint8, "row_norm": np.float32, "row_scale": np.float32}
+#: tables a snapshot may lack: written before the table existed (it was empty then)
+NEWER = ("emb_cold",)
+
+
+def parts(table: str) -> tuple:
+    """The per-row arrays a tier table keeps beside its rows."""
+    return tuple(p for p in ROW_PARTS if p != "row_scale" or table == "emb_cold")
 
 
 def capture(store) -> dict:
@@ -28,7 +37,7 @@ def capture(store) -> dict:
     for table in TIER_TABLE.values():
         r, v = store.count(table), store.views[table]
         out[f"{table}_rows"] = v["rows"][:r, :store.dim]       # view: see the module docstring
-        for part in ("row_node", "row_live", "row_norm"):
+        for part in parts(table):
             out[f"{table}_{part}"] = v[part][:r].copy()
     csr = store.csr()
     out["csr_offsets"], out["csr_targets"] = csr["offsets"], csr["targets"]    # a CSR generation never changes
@@ -47,14 +56,15 @@ def restore(store, arrs: dict, derive) -> None:
     store.views["nodes"]["hot"][:n] = arrs["hot"]
     store.views["nodes"]["node_row"][:n] = arrs["node_row"]
     for table in TIER_TABLE.values():
+        if f"{table}_rows" not in arrs:     # an older snapshot (check() allowed it)
+            continue
         rows = arrs[f"{table}_rows"]
         r = rows.shape[0]
         store.reserve(table, r)
         v = store.views[table]
         v["rows"][:r, :store.dim] = rows
-        v["row_node"][:r] = arrs[f"{table}_row_node"]
-        v["row_live"][:r] = arrs[f"{table}_row_live"]
-        v["row_norm"][:r] = arrs[f"{table}_row_norm"]
+        for part in parts(table):
+            v[part][:r] = arrs[f"{table}_{part}"]
         store.publish(table, r)
     content = arrs["content"]
     store.reserve("content", content.shape[0])
@@ -77,7 +87,8 @@ def check(arrs: dict, dim: int) -> str | None:
     """What is wrong with a space's arrays as a whole (each was checked against its file on
     its own), or None: a snapshot whose checksums hold can still be crafted."""
     need = ["hot", "node_row", "content", "csr_offsets", "csr_targets", "csr_weights", "counters"]
-    need += [f"{t}_{p}" for t in TIER_TABLE.values() for p in ("rows", "row_node", "row_live", "row_norm")]
+    need += [f"{t}_{p}" for t in TIER_TABLE.values() for p in ("rows", *parts(t))
+             if not (t in NEWER and f"{t}_rows" not in arrs)]
     missing = [k for k in need if k not in arrs]
     if missing:
         return f"arrays {missing} are missing"
@@ -88,13 +99,20 @@ def check(arrs: dict, dim: int) -> str | None:
     if arrs["node_row"].shape != (n,) or arrs["node_row"].dtype != np.uint32:
         return "node_row does not match the node records"
     for tier, table in TIER_TABLE.items():
+        if f"{table}_rows" not in arrs:
+            if (hot["tier"] == tier).any():
+                return f"node records are in tier {table}, of which the snapshot has no rows"
+            continue
         rows = arrs[f"{table}_rows"]
         if rows.ndim != 2 or rows.shape[1] != dim or rows.dtype != TIER_DTYPE[tier]:
             return f"{table} rows are {rows.dtype} {rows.shape}, not (r, {dim}) {TIER_DTYPE[tier]}"
-        for part, dt in (("row_node", np.uint32), ("row_live", np.uint8), ("row_norm", np.float32)):
-            a = arrs[f"{table}_{part}"]
+        for part in parts(table):
+            a, dt = arrs[f"{table}_{part}"], ROW_PARTS[part]
             if a.shape != (rows.shape[0],) or a.dtype != dt:
                 return f"{table}_{part} does not match its rows"
+        scale = arrs.get(f"{table}_row_scale")
+        if scale is not None and not (np.isfinite(scale).all() and (scale > 0).all()):
+            return f"{table} has a row scale that is not a positive number"
         sel = hot["tier"] == tier
         if sel.any() and int(arrs["node_row"][sel].max()) >= rows.shape[0]:
             return f"a node points past the {rows.shape[0]} rows of {table}"

@@ -97,6 +97,8 @@ def _wrong(data: Path, manifest: Path, dim: int, counts: tuple, dest: str):
         rows, size, n, crc = m.get("rows"), m.get("size"), m.get("bytes"), m.get("crc32c")
         if m.get("dim") != dim:
             return f"it is of dimension {m.get('dim')!r}, the space's is {dim}"
+        if isinstance(rows, list) and len(rows) < len(counts):    # saved before a tier was added: none of it
+            rows = rows + [0] * (len(counts) - len(rows))
         if not (isinstance(rows, list) and len(rows) == len(counts) and all(isinstance(r, int) and r >= 0
                                                                              for r in rows)):
             return f"its rows {rows!r} are not {len(counts)} counts"

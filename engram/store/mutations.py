@@ -16,11 +16,13 @@ import struct
 import numpy as np
 
 from engram.errors import WALError
-from engram.store.tables import TIER_DTYPE, TIER_TABLE
+from engram.store.rows import LOG_DTYPE
+from engram.store.tables import TIER_TABLE
 from engram.store.wal.format import RecordType
 
 REMEMBER = struct.Struct("<QqIBB2x")        # first id, created ns, n, tier, has content
 COUNT = struct.Struct("<I4x")
+MIGRATE = struct.Struct("<IB3x")            # n, tier
 RECONSOLIDATE = struct.Struct("<QqB3xf")    # id, replaced ns, has (1 vector, 2 content, 4 confidence), confidence
 NO_TEXT = 0xFFFFFFFF
 #: what a recall or interference changes in a node record, as STATE records carry it
@@ -102,7 +104,7 @@ class Mutations:
     # ---- changes ---------------------------------------------------------------------------
     def remember(self, vectors: np.ndarray, tier: int, texts: list, confidence: np.ndarray, now_ns: int):
         """(ids, lsn) of checked memories stored."""
-        stored = vectors.astype(TIER_DTYPE[tier], copy=False)
+        stored = vectors.astype(LOG_DTYPE[tier], copy=False)
         ids = self.store.append_memories(stored, tier, texts, confidence, now_ns)
         n, has = ids.shape[0], texts.count(None) < len(texts)
         lsn = self._log(RecordType.REMEMBER, [REMEMBER.pack(int(ids[0]), now_ns, n, tier, has),
@@ -129,6 +131,12 @@ class Mutations:
         self.store.forget(ids)
         a = ids.astype(np.uint32)
         return self._log(RecordType.FORGET, [COUNT.pack(a.shape[0]), a.tobytes()])
+
+    def migrate(self, ids: np.ndarray, tier: int) -> tuple:
+        """(memories moved, lsn): live memories' vectors moved to ``tier`` (SpaceStore.migrate)."""
+        a = ids.astype(np.uint32)
+        moved = self.store.migrate(ids.astype(np.int64), tier)
+        return moved, (self._log(RecordType.MIGRATE, [MIGRATE.pack(a.shape[0], tier), a.tobytes()]) if moved else 0)
 
     def state(self, ids: np.ndarray) -> int:
         """Log the cognitive fields of ``ids`` as they are now (they were just changed)."""
@@ -167,7 +175,7 @@ class Mutations:
             if tier not in TIER_TABLE or not 0 < n <= 1 << 26:
                 r.fail(f"tier {tier} / count {n} is not possible")
             conf = r.array(np.float32, n)
-            vecs = r.array(TIER_DTYPE[tier], n * st.dim).reshape(n, st.dim)
+            vecs = r.array(LOG_DTYPE[tier], n * st.dim).reshape(n, st.dim)
             texts = r.texts(n) if has else [None] * n
             r.end()
             if first != st.n_nodes:
@@ -202,11 +210,18 @@ class Mutations:
             if i >= st.n_nodes:
                 r.fail(f"it names memory {i}, past the {st.n_nodes} there are")
             tier = int(st.hot()["tier"][i])
-            vec = r.array(TIER_DTYPE[tier], st.dim) if has & 1 else None
+            vec = r.array(LOG_DTYPE[tier], st.dim) if has & 1 else None
             text = r.texts(1)[0] if has & 2 else None
             r.end()
             self.labile.apply(st, i, vec, text, conf if has & 4 else None, replaced)
             st.bump()
+        elif rtype == RecordType.MIGRATE:
+            n, tier = r.unpack(MIGRATE)
+            ids = r.array(np.uint32, n)
+            r.end()
+            if tier not in TIER_TABLE or (n and int(ids.max()) >= st.n_nodes):
+                r.fail(f"tier {tier} or memory {int(ids.max()) if n else 0} is not possible here")
+            st.migrate(ids.astype(np.int64), tier)
         elif rtype == RecordType.SETTINGS:
             try:
                 settings = json.loads(bytes(r.take(r.body.nbytes)).decode("utf-8"))

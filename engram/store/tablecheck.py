@@ -18,13 +18,15 @@ from engram.store.shm.segment import Segment, align_up
 
 C = schema.CONSTANTS
 KIND = {"nodes": C["TABLE_NODES"], "emb_hot": C["TABLE_EMB_HOT"], "emb_warm": C["TABLE_EMB_WARM"],
-        "content": C["TABLE_CONTENT"], "csr": C["TABLE_CSR"], "delta": C["TABLE_DELTA"]}
+        "content": C["TABLE_CONTENT"], "csr": C["TABLE_CSR"], "delta": C["TABLE_DELTA"],
+        "emb_cold": C["TABLE_EMB_COLD"]}
+#: the element type of each embedding table's rows
+ROW_DTYPE = {"emb_hot": np.dtype(np.float32), "emb_warm": np.dtype(np.float16), "emb_cold": np.dtype(np.int8)}
 TABLE_OF_KIND = {v: k for k, v in KIND.items()}
 
 
 def row_bytes_for(table: str, dim: int) -> int:
-    itemsize = 4 if table == "emb_hot" else 2
-    return align_up(dim * itemsize)
+    return align_up(dim * ROW_DTYPE[table].itemsize)
 
 
 def regions(table: str, cap: int, dim: int) -> tuple:
@@ -40,13 +42,15 @@ def regions(table: str, cap: int, dim: int) -> tuple:
     if table == "nodes":
         add("hot", NODE_HOT_DTYPE, cap)
         add("node_row", np.uint32, cap)
-    elif table in ("emb_hot", "emb_warm"):
+    elif table in ROW_DTYPE:
         rb = row_bytes_for(table, dim)
-        dt = np.dtype(np.float32 if table == "emb_hot" else np.float16)
+        dt = ROW_DTYPE[table]
         add("rows", dt, cap * (rb // dt.itemsize), (cap, rb // dt.itemsize))
         add("row_node", np.uint32, cap)
         add("row_live", np.uint8, cap)
         add("row_norm", np.float32, cap)     # L2 norms, so cosine scans read only the rows
+        if table == "emb_cold":
+            add("row_scale", np.float32, cap)    # a stored row times its scale is the vector
     elif table == "content":
         add("heap", np.uint8, cap)
     elif table == "delta":

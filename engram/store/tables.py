@@ -5,6 +5,8 @@ A space is a directory segment plus one segment per table:
     nodes     NodeHot[cap] (64-byte records) | node_row u32[cap]
     emb_hot   f32 rows[cap][row_bytes]        | row_node u32[cap] | row_live u8[cap] | row_norm f32[cap]
     emb_warm  f16 rows, same regions
+    emb_cold  int8 rows, same regions | row_scale f32[cap]; a file on disk when the space
+              has a cold directory (engram/store/shm/segment.py), so its pages can leave RAM
     content   bytes: records of u32 length + UTF-8, addressed by NodeHot.content_ref
     csr       CsrHeader | offsets u64[n+1] | targets u32[m] | weights f32[m]
     delta     EdgeDelta[cap], the links not yet compacted into csr
@@ -28,6 +30,8 @@ its segment; the owner trusts its own segments.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from engram.errors import AttachError, ReadOnlyError, SegmentError
@@ -39,25 +43,25 @@ from engram.layout import (
     schema,
 )
 from engram.store import growth, tablecheck
+from engram.store import rows as codec
+from engram.store.rows import TIER_COLD, TIER_DTYPE, TIER_LABEL, TIER_NAMES, TIER_TABLE  # noqa: F401 (re-exported)
 from engram.store.shm.names import EngineName, directory_of
 from engram.store.shm.segment import Segment, align_up
 from engram.store.tablecheck import KIND, regions, row_bytes_for
 
 C = schema.CONSTANTS
-TIER_NAMES = {"hot": C["TIER_HOT"], "warm": C["TIER_WARM"]}
-TIER_LABEL = {v: k for k, v in TIER_NAMES.items()}
 LIVE, FORGOTTEN = C["NODE_LIVE"], C["NODE_FORGOTTEN"]
-TIER_TABLE = {C["TIER_HOT"]: "emb_hot", C["TIER_WARM"]: "emb_warm"}
-TIER_DTYPE = {C["TIER_HOT"]: np.dtype(np.float32), C["TIER_WARM"]: np.dtype(np.float16)}
 TABLE_INDEX = {t: i for i, t in enumerate(schema.TABLES)}
-INITIAL_CAPACITY = {"nodes": 1024, "emb_hot": 1024, "emb_warm": 1024, "content": 64 * 1024, "delta": 4096}
+INITIAL_CAPACITY = {"nodes": 1024, "emb_hot": 1024, "emb_warm": 1024, "emb_cold": 1024, "content": 64 * 1024,
+                    "delta": 4096}
 CONTENT_FIRST = 8   # content_ref 0 means "no content", so records start at 8
 
 
 class SpaceStore:
     """Segments and numpy views of one space; owner (writable) or attached reader."""
 
-    def __init__(self, engine: EngineName, space: str, dim: int = 0, *, create: bool):
+    def __init__(self, engine: EngineName, space: str, dim: int = 0, *, create: bool, cold_dir: str = ""):
+        """cold_dir (owner): a directory on disk for the cold tier's table ("": /dev/shm)."""
         self.engine, self.space, self.writable = engine, space, create
         self.segs: dict = {}
         self.views: dict = {}
@@ -81,9 +85,14 @@ class SpaceStore:
             self.dir["name"][0, :len(name)] = np.frombuffer(name, np.uint8)
             self.dir["dim"] = dim
             self.dir["n_tables"] = len(schema.TABLES)
+            where = os.fsencode(cold_dir)
+            if len(where) >= self.dir["cold_dir"].shape[1] or (where and not os.path.isabs(cold_dir)):
+                raise ValueError(f"cold_dir {cold_dir!r} is not an absolute path of at most 255 bytes")
+            self.dir["cold_dir"][0, :len(where)] = np.frombuffer(where, np.uint8)
         self.dim = int(self.dir["dim"][0])
+        self.cold_dir = os.fsdecode(bytes(self.dir["cold_dir"][0]).rstrip(b"\0"))
         if create:
-            for t in ("nodes", "emb_hot", "emb_warm", "content", "delta"):
+            for t in ("nodes", "emb_hot", "emb_warm", "emb_cold", "content", "delta"):
                 self._install(t, self._new_table(t, INITIAL_CAPACITY[t], 0))
             self._install("csr", self._new_csr(np.zeros(1, np.uint64), np.zeros(0, np.uint32),
                                                np.zeros(0, np.float32), np.zeros((3, 0), np.float32), 0, 0))
@@ -110,7 +119,7 @@ class SpaceStore:
                 if bound is not None and bound.salt == salt and bound.h("generation") == gen:
                     break
                 try:
-                    seg = Segment.attach(self.engine.table(self.space, t, gen, salt), kind=KIND[t])
+                    seg = Segment.attach(self._name(t, gen, salt), kind=KIND[t])
                 except AttachError:
                     if attempt == 49:
                         raise
@@ -144,6 +153,10 @@ class SpaceStore:
         n = self.count(t)
         v = self.views[t]
         return v["rows"][:n, :self.dim], v["row_node"][:n], v["row_live"][:n], v["row_norm"][:n]
+
+    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """The f32 vectors of published memories (engram/store/rows.py ``read``)."""
+        return codec.read(self, ids)
 
     def content_at(self, ref: int):
         if ref == 0:
@@ -180,10 +193,14 @@ class SpaceStore:
                              for name, off, dt, count, shape in regs}
         self.offsets[table] = {name: off for name, off, _, _, _ in regs}
 
+    def _name(self, table: str, gen: int, salt: int) -> str:
+        name = self.engine.table(self.space, table, gen, salt)
+        return os.path.join(self.cold_dir, name[1:]) if table == "emb_cold" and self.cold_dir else name
+
     def _new_table(self, table: str, cap: int, gen: int) -> Segment:
         _, nbytes = regions(table, cap, self.dim)
         rb = row_bytes_for(table, self.dim) if table.startswith("emb") else 0
-        return Segment.create_fresh(lambda salt: self.engine.table(self.space, table, gen, salt), kind=KIND[table],
+        return Segment.create_fresh(lambda salt: self._name(table, gen, salt), kind=KIND[table],
                                     data_bytes=nbytes, capacity=cap, row_bytes=rb, dim=self.dim, generation=gen,
                                     keep_fd=True)
 
@@ -239,7 +256,7 @@ class SpaceStore:
         new.set("count", used)
         self._install(table, new)
 
-    def _pregrow(self, table: str) -> None:
+    def pregrow(self, table: str) -> None:
         """Start filling the next generation of an embedding table in the background once it
         is PREGROW_AT full (engram/store/growth.py)."""
         seg = self.segs[table]
@@ -267,20 +284,22 @@ class SpaceStore:
         table: stored rows never change, so an index built over them stays true, and the new
         row is in the exact tail until the index takes it (engram/recall/ann.py). The old
         row leaves the scan first, so no reader sees the memory twice."""
-        table = TIER_TABLE[tier]
-        self.reserve(table, 1)
-        tv = self.views[table]
-        old, new = int(self.views["nodes"]["node_row"][node]), self.count(table)
-        tv["row_live"][old] = 0
+        codec.move(self, np.array([node], np.int64), tier, np.asarray(vector, np.float32).reshape(1, -1))
+
+    def migrate(self, ids: np.ndarray, tier: int) -> int:
+        """Move live memories' vectors to ``tier`` (those already there stay); returns how many
+        moved. Like reconsolidation, each gets a new row there: the old rows are not touched,
+        so the index and a snapshot being written stay true."""
+        rec = self.hot()
+        ids = ids[(rec["tier"][ids] != tier) & (rec["flags"][ids] & FORGOTTEN == 0)]
+        if ids.shape[0]:
+            codec.move(self, ids, tier, self.vectors_of(ids))
+        return int(ids.shape[0])
+
+    def changed(self, table: str) -> None:
+        """Count an in-place change to a table's stored rows (a background growth's copy
+        that may have missed it is dropped)."""
         self._changed[table] += 1
-        tv["rows"][new, :self.dim] = vector
-        stored = tv["rows"][new, :self.dim].astype(np.float32)      # the norm of what is stored
-        tv["row_norm"][new] = np.sqrt(np.dot(stored, stored))
-        tv["row_node"][new] = node
-        tv["row_live"][new] = 1
-        self.publish(table, new + 1)
-        self.views["nodes"]["node_row"][node] = new
-        self.bump()
 
     def publish(self, table: str, count: int) -> None:
         self.segs[table].set("count", count)
@@ -323,27 +342,11 @@ class SpaceStore:
         """Store checked memories (rows, content, records) and publish them; returns their ids.
         The node count is raised last: it is what makes a memory visible to readers."""
         n = vectors.shape[0]
-        table = TIER_TABLE[tier]
         self.reserve("nodes", n)
-        self.reserve(table, n)
         refs = self.append_content(texts)
-        first, row0 = self.n_nodes, self.count(table)
+        first = self.n_nodes
         ids = np.arange(first, first + n, dtype=np.int64)
-        tv = self.views[table]
-        stored = np.ascontiguousarray(vectors, dtype=TIER_DTYPE[tier])
-        rows = tv["rows"]
-        if rows.shape[1] == self.dim:      # rows packed end to end: one write through the file
-            self.segs[table].write_at(self.offsets[table]["rows"] + row0 * rows.strides[0], stored)
-        else:
-            rows[row0:row0 + n, :self.dim] = stored
-        # the norms in float32, as the scan kernels compute them when none are given: a
-        # norm out of their safe range (inf past float32, 0 below it) takes their exact path
-        f32 = stored if stored.dtype == np.float32 else stored.astype(np.float32)
-        with np.errstate(over="ignore", under="ignore"):
-            tv["row_norm"][row0:row0 + n] = np.sqrt(np.einsum("ij,ij->i", f32, f32))
-        tv["row_node"][row0:row0 + n] = ids
-        tv["row_live"][row0:row0 + n] = 1
-        self.publish(table, row0 + n)
+        row0 = codec.put(self, tier, vectors, ids)
         rec = self.views["nodes"]["hot"][first:first + n]
         rec[:] = np.zeros(1, NODE_HOT_DTYPE)   # every field starts at 0, then the ones that do not
         rec["id"] = ids
@@ -359,7 +362,6 @@ class SpaceStore:
         self.dir["next_id"] = first + n
         self.dir["n_live"] += n
         self.bump()
-        self._pregrow(table)
         return ids
 
     def forget(self, ids: np.ndarray) -> None:
@@ -370,7 +372,7 @@ class SpaceStore:
         tiers = rec["tier"][ids]
         for tier, table in TIER_TABLE.items():
             self.views[table]["row_live"][rows[tiers == tier]] = 0
-            self._changed[table] += 1
+            self.changed(table)
         rec["flags"][ids] = FORGOTTEN
         self.dir["n_live"] -= ids.shape[0]
         self.bump()

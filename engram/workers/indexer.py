@@ -109,8 +109,12 @@ class IndexKeeper:
         if state.generation == 0:
             return ((0,) * len(counts), True) if store.n_live >= self.min_rows else None
         tail = sum(counts) - sum(state.rows)
-        indexed_live = sum(int(np.count_nonzero(store.tier_rows(t)[2][:r])) for t, r in enumerate(state.rows))
-        if state.size and (state.size - indexed_live) > STALE_SHARE * state.size:
+        live = [store.tier_rows(t)[2] for t in range(len(counts))]
+        indexed_live = sum(int(np.count_nonzero(rl[:r])) for rl, r in zip(live, state.rows))
+        # a memory that moved (a new tier, a new vector) has a dead row in the index and a
+        # live one in the tail, which the next extension puts in its place: not stale
+        moved = sum(int(np.count_nonzero(rl[r:])) for rl, r in zip(live, state.rows))
+        if state.size and (state.size - indexed_live - moved) > STALE_SHARE * state.size:
             return (0,) * len(counts), True
         if tail <= 0:
             return None

@@ -66,7 +66,7 @@ class ScanSpy:
 def test_seeds_come_from_the_index_and_match_an_exact_scan(indexed, monkeypatch):
     eng, sp, x, rng = indexed
     st = state(sp)
-    assert st.generation >= 1 and st.size == N and st.rows == (N, 0)
+    assert st.generation >= 1 and st.size == N and st.rows == (N, 0, 0)
     spy = ScanSpy(monkeypatch, sp._owned.reader.kern)
     overlap = []
     for i in rng.integers(0, N, 40):
@@ -127,7 +127,7 @@ def test_the_index_takes_the_tail_and_drops_its_old_file(indexed):
     sp.remember(more)
     assert eng._life.indexer.wait_idle(120)
     after = state(sp)
-    assert after.generation > before.generation and after.size == N + 2500 and after.rows == (N + 2500, 0)
+    assert after.generation > before.generation and after.size == N + 2500 and after.rows == (N + 2500, 0, 0)
     assert not os.path.exists(old)
     assert sp.stats()["index"]["tail"] == 0
     q = more[100]
@@ -209,7 +209,7 @@ def test_an_index_ahead_of_a_readers_snapshot_answers_within_the_snapshot(indexe
     may claim more): recall answers from what the snapshot holds, never past it."""
     eng, sp, x, rng = indexed
     st = state(sp)
-    AnnState(st.generation, st.salt, (N + 10, 0), st.size, 0, 0).publish(sp._store.dir)
+    AnnState(st.generation, st.salt, (N + 10, 0, 0), st.size, 0, 0).publish(sp._store.dir)
     try:
         with engram.attach(eng.name) as att:
             r = att.space("indexed").recall(x[0], k=3, spread=False, budget_ms=None)
@@ -242,7 +242,7 @@ def test_a_reopened_engine_reuses_its_saved_index(tmp_path):
     with engram.Engine(tmp_path, workers=0, index_min_rows=None) as eng:   # no indexer: only what was saved
         sp = eng.space("kept")
         st = state(sp)
-        assert st.generation == 1 and st.size == N and st.rows == (N, 0)
+        assert st.generation == 1 and st.size == N and st.rows == (N, 0, 0)
         assert int(sp.recall(x[11], k=1, spread=False, budget_ms=None).ids[0]) == 11
 
 
@@ -263,7 +263,7 @@ def test_a_damaged_saved_index_is_rebuilt_not_used(tmp_path, caplog):
         assert "damaged" in caplog.text and "rebuilt in the background" in caplog.text
         assert eng._life.indexer.wait_idle(120)
         st = state(sp)
-        assert st.size == N and st.rows == (N, 0)
+        assert st.size == N and st.rows == (N, 0, 0)
         assert int(sp.recall(x[5], k=1, spread=False, budget_ms=None).ids[0]) == 5
 
 
@@ -299,22 +299,27 @@ sys.stdin.read()
 '''
 
 
-def test_after_kill_9_the_saved_index_is_reused_and_the_logged_rows_are_its_tail(tmp_path):
+def kill_9_when_ready(script: str, *args) -> None:
+    """Run ``script`` in a new interpreter until it prints "ready", then SIGKILL it."""
     import subprocess
     import sys
-    n = 3000
-    p = subprocess.Popen([sys.executable, "-c", KILLED, str(tmp_path / "db"), str(DIM), str(n),
-                          str(tmp_path / "x.npy")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready"
     finally:
         p.kill()
         p.wait()
+
+
+def test_after_kill_9_the_saved_index_is_reused_and_the_logged_rows_are_its_tail(tmp_path):
+    n = 3000
+    kill_9_when_ready(KILLED, tmp_path / "db", DIM, n, tmp_path / "x.npy")
     x = np.load(tmp_path / "x.npy")
     with engram.Engine(tmp_path / "db", workers=0, index_min_rows=None) as eng:
         sp = eng.space("killed")
         st = state(sp)
-        assert st.generation == 1 and st.rows == (n // 2, 0) and len(sp) == n
+        assert st.generation == 1 and st.rows == (n // 2, 0, 0) and len(sp) == n
         for i in (7, n // 2 + 7, n - 1):      # indexed, and in the tail: each found
             assert int(sp.recall(x[i], k=1, spread=False, budget_ms=None).ids[0]) == i
 

@@ -195,7 +195,7 @@ BAD_CALLS = [
     ("content type", errors.InvalidInputError, lambda m: m.remember(np.ones((1, DIM)), content=[5])),
     ("confidence > 1", errors.InvalidInputError, lambda m: m.remember(np.ones((1, DIM)), confidence=1.5)),
     ("confidence NaN", errors.NonFiniteError, lambda m: m.remember(np.ones((2, DIM)), confidence=[0.5, np.nan])),
-    ("bad tier", errors.InvalidInputError, lambda m: m.remember(np.ones((1, DIM)), tier="cold")),
+    ("bad tier", errors.InvalidInputError, lambda m: m.remember(np.ones((1, DIM)), tier="frozen")),
     ("f16 overflow", errors.InvalidInputError, lambda m: m.remember(np.full((1, DIM), 1e6), tier="warm")),
     ("unknown id get", errors.UnknownIdError, lambda m: m.get([0, 999])),
     ("negative id", errors.UnknownIdError, lambda m: m.get(-1)),

@@ -40,7 +40,7 @@ def space_calls(mem):
         (lambda: mem.remember(q, confidence=np.float64(1.5)), "confidence[0] = 1.5"),
         (lambda: mem.remember(np.ones((2, DIM)), confidence=[np.float32(0.5), np.float32(-0.25)]),
          "confidence[1] = -0.25"),
-        (lambda: mem.remember(q, tier=np.str_("cold")), "got 'cold'"),
+        (lambda: mem.remember(q, tier=np.str_("frozen")), "got 'frozen'"),
         (lambda: mem.link(0, 1, np.float64(1.5)), "weights[0] = 1.5"),
         (lambda: mem.recall(q, k=np.int64(0)), "got 0"),
         (lambda: mem.recall(q, budget_ms=np.float64(-1.5)), "got -1.5"),

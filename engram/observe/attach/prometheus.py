@@ -43,7 +43,8 @@ class EngramCollector:
             values = totals[m.name]
             labels = ["space"] if m.per_space else []
             if m.types:
-                fam = CounterMetricFamily(m.name, m.help, labels=labels + ["type"])
+                family = CounterMetricFamily if m.kind == "counter" else GaugeMetricFamily
+                fam = family(m.name, m.help, labels=labels + ["type"])
                 for space, by_type in values.items():
                     for t, v in by_type.items():
                         fam.add_metric(([space] if m.per_space else []) + [t], v)

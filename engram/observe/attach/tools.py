@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from engram.cognition import tiering
 from engram.errors import EngramError
 from engram.ingest.ring import Ring as IngestRing
 from engram.layout import NODE_HOT_DTYPE, schema
@@ -45,7 +46,7 @@ from engram.workers.stealing import HopBoard
 
 C = schema.CONSTANTS
 KIND_NAMES = {v: k.removeprefix("TABLE_").lower() for k, v in C.items() if k.startswith("TABLE_")}
-TIERS = {C["TIER_HOT"]: "hot: f32", C["TIER_WARM"]: "warm: f16"}
+TIERS = {C["TIER_HOT"]: "hot: f32", C["TIER_WARM"]: "warm: f16", C["TIER_COLD"]: "cold: int8 x scale"}
 NODE_FLAGS = {v: k.removeprefix("NODE_").lower() for k, v in C.items() if k.startswith("NODE_")}
 TAKEN = C["TASK_TAKEN"]
 READY = C["TASK_READY"]
@@ -56,7 +57,7 @@ def _space_summary(engine: EngineName, space: str) -> dict:
     try:
         dr = st.dir[0]
         return {"memories": int(dr["n_live"]), "links": int(dr["n_links"]), "dim": int(dr["dim"]),
-                "index": describe(st.dir, st.tier_counts())}
+                "tiers": tiering.counts(st.hot()), "index": describe(st.dir, st.tier_counts())}
     finally:
         st.close(unlink=False)
 
@@ -113,8 +114,9 @@ def format_list(rows) -> str:
             if "error" in s:
                 out.append(f"    {sp}: {s['error']}")
             else:
-                out.append(f"    {sp}: {s['memories']:,} memories, {s['links']:,} links, dim {s['dim']}, "
-                           f"{format_index(s['index'])}")
+                t = s["tiers"]
+                out.append(f"    {sp}: {s['memories']:,} memories (hot {t['hot']:,}, warm {t['warm']:,}, cold "
+                           f"{t['cold']:,}), {s['links']:,} links, dim {s['dim']}, {format_index(s['index'])}")
     return "\n".join(out)
 
 

@@ -55,6 +55,10 @@ METRICS = (
     Metric("engram_index_runs_total", "counter", "Index builds and extensions completed."),
     Metric("engram_index_rows_added_total", "counter", "Rows the index runs took."),
     Metric("engram_index_run_seconds", "histogram", "Time of one index build or extension.", unit="seconds"),
+    Metric("engram_tier_memories", "gauge", "Live memories whose vector is in each tier (type: hot f32, warm f16, "
+           "cold int8).", types=("hot", "warm", "cold")),
+    Metric("engram_tier_migrations_total", "counter", "Memories moved between tiers, by the tier they moved to.",
+           types=("hot", "warm", "cold")),
     # spreading internals, from whichever process spreads (the owner, the workers)
     Metric("engram_spreading_requests_total", "counter", "Recalls that spread.", per_space=False),
     Metric("engram_spreading_predicted_total", "counter", "Of those, with a latency prediction.", per_space=False),

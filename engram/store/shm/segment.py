@@ -12,12 +12,18 @@ unlinked (a table that grew): the mapping lives as long as any view of it. A
 segment created with ``keep_fd`` also keeps its file open, so the owner can fill it
 with ``write_at`` (pwrite): the kernel copies into the file's pages, which costs a
 third of first touching them through the mapping.
+
+A name with a directory in it (``/data/cold/eg...``, not ``/eg...``) is a file-backed
+segment: a regular file there, mapped shared. The cold tier lives in one
+(engram/store/tables.py), so the kernel can write its pages back to the disk and drop
+them under memory pressure, which it cannot do for /dev/shm without swap.
 """
 from __future__ import annotations
 
 import logging
 import mmap
 import os
+import stat
 import time
 import weakref
 
@@ -36,7 +42,7 @@ _TABLES = {schema.CONSTANTS[f"TABLE_{t.upper()}"] for t in schema.TABLES}
 #: the kinds whose header carries each field; in every other kind it is 0
 USES = {"generation": _TABLES,
         "dim": _TABLES | {schema.CONSTANTS[k] for k in ("TABLE_DIRECTORY", "TABLE_TASKS", "TABLE_INGEST_RING")},
-        "row_bytes": {schema.CONSTANTS["TABLE_EMB_HOT"], schema.CONSTANTS["TABLE_EMB_WARM"]}}
+        "row_bytes": {schema.CONSTANTS[f"TABLE_{t.upper()}"] for t in schema.TABLES if t.startswith("emb")}}
 NAME_ATTEMPTS = 8      # fresh names tried before giving up (a clash means someone planted the name)
 
 log = logging.getLogger("engram.shm")
@@ -44,6 +50,40 @@ log = logging.getLogger("engram.shm")
 
 class NameTakenError(SegmentError):
     """Segment.create: the name exists already."""
+
+
+def is_file(name: str) -> bool:
+    """A file-backed segment's name is a path with a directory; a shared-memory name is /name."""
+    return os.sep in name[1:]
+
+
+def _open(name: str, create: bool, writable: bool, size: int = 0) -> int:
+    """An open descriptor of a segment's file (sized, when created); the errors posix_ipc raises."""
+    if not is_file(name):
+        if create:
+            shm = posix_ipc.SharedMemory(name, flags=posix_ipc.O_CREX, mode=0o600, size=size)
+        else:
+            shm = posix_ipc.SharedMemory(name, flags=0, read_only=not writable)
+        fd = os.dup(shm.fd)
+        shm.close_fd()
+        return fd
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_RDWR if writable or create else os.O_RDONLY)
+    try:
+        fd = os.open(name, flags | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
+    except FileExistsError as e:
+        raise posix_ipc.ExistentialError(str(e)) from e
+    except FileNotFoundError as e:
+        raise posix_ipc.ExistentialError(str(e)) from e
+    except PermissionError as e:
+        raise posix_ipc.PermissionsError(str(e)) from e
+    if create:
+        try:
+            os.ftruncate(fd, size)      # sparse: the disk takes what is written
+        except OSError:
+            os.close(fd)
+            os.unlink(name)
+            raise
+    return fd
 
 
 def align_up(n: int, a: int = ALIGN) -> int:
@@ -133,22 +173,22 @@ class Segment:
                dim: int = 0, generation: int = 0, keep_fd: bool = False) -> "Segment":
         size = HEADER_SIZE + align_up(max(data_bytes, 1), mmap.PAGESIZE)
         try:
-            shm = posix_ipc.SharedMemory(name, flags=posix_ipc.O_CREX, mode=0o600, size=size)
+            opened = _open(name, True, True, size)
         except posix_ipc.ExistentialError as e:
             raise NameTakenError(f"shared-memory segment {name} already exists: {e}") from e
         except (OSError, posix_ipc.Error) as e:
             raise SegmentError(f"cannot create shared-memory segment {name} of {size} bytes: {e}") from e
         fd = -1
         try:
-            os.fchmod(shm.fd, 0o600)  # whatever the umask
-            mm = mmap.mmap(shm.fd, size)
+            os.fchmod(opened, 0o600)  # whatever the umask
+            mm = mmap.mmap(opened, size)
             if keep_fd:
-                fd = os.dup(shm.fd)
+                fd = os.dup(opened)
         except OSError as e:
-            shm.unlink()
+            cls.unlink(name)
             raise SegmentError(f"cannot map {name} ({size} bytes): {e}") from e
         finally:
-            shm.close_fd()
+            os.close(opened)
         seg = cls(name, mm, writable=True, fd=fd)
         hdr = seg.header
         hdr["format_version"] = FORMAT_VERSION
@@ -185,7 +225,7 @@ class Segment:
     @classmethod
     def attach(cls, name: str, *, kind: int | None = None, writable: bool = False) -> "Segment":
         try:
-            shm = posix_ipc.SharedMemory(name, flags=0, read_only=not writable)
+            opened = _open(name, False, writable)
         except posix_ipc.ExistentialError as e:
             raise AttachError(f"no shared-memory segment {name}: the engine has exited or the name is wrong",
                               name) from e
@@ -194,7 +234,9 @@ class Segment:
         except (OSError, posix_ipc.Error) as e:
             raise AttachError(f"cannot open {name}: {e}", name) from e
         try:
-            st = os.fstat(shm.fd)
+            st = os.fstat(opened)
+            if not stat.S_ISREG(st.st_mode):
+                raise AttachError(f"{name} is not a regular file", name)
             if st.st_uid != os.getuid():
                 raise AttachError(f"{name} is owned by uid {st.st_uid}, not you (uid {os.getuid()}); "
                                   "refusing to attach", name)
@@ -202,11 +244,11 @@ class Segment:
                 raise AttachError(f"{name} is {st.st_size} bytes, too small to be an engram segment", name)
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
             try:
-                mm = mmap.mmap(shm.fd, st.st_size, prot=prot)
+                mm = mmap.mmap(opened, st.st_size, prot=prot)
             except OSError as e:
                 raise AttachError(f"cannot map {name} ({st.st_size} bytes): {e}", name) from e
         finally:
-            shm.close_fd()
+            os.close(opened)
         seg = cls(name, mm, writable=writable)
         seg.check(kind)
         return seg
@@ -254,9 +296,12 @@ class Segment:
     def unlink(name: str) -> bool:
         """Remove a name; False if it was gone or could not be removed (it is not ours)."""
         try:
-            posix_ipc.unlink_shared_memory(name)
+            if is_file(name):
+                os.unlink(name)
+            else:
+                posix_ipc.unlink_shared_memory(name)
             return True
-        except posix_ipc.ExistentialError:
+        except (posix_ipc.ExistentialError, FileNotFoundError):
             return False
         except (posix_ipc.PermissionsError, OSError) as e:
             log.warning("engram: could not remove shared-memory segment %s: %s", name, e)

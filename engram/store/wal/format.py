@@ -34,6 +34,7 @@ class RecordType(enum.IntEnum):
     STATE = 5
     RECONSOLIDATE = 6
     SETTINGS = 7
+    MIGRATE = 8
 
 
 KNOWN_TYPES = frozenset(int(t) for t in RecordType)
