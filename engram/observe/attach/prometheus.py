@@ -43,7 +43,7 @@ class EngramCollector:
             values = totals[m.name]
             labels = ["space"] if m.per_space else []
             if m.types:
-                fam = CounterMetricFamily(m.name, m.help, labels=labels + ["type"])
+                fam = CounterMetricFamily(m.name, m.help, labels=labels + [m.label])
                 for space, by_type in values.items():
                     for t, v in by_type.items():
                         fam.add_metric(([space] if m.per_space else []) + [t], v)
