@@ -82,15 +82,30 @@ def test_otlp_retries_a_receiver_that_answers_503(tmp_path):
 
 def test_without_retries_the_503s_are_counted_drops(tmp_path):
     """The negative control of the test above: one try per batch loses the refused ones,
-    and says so in the summary and in the engine's metric."""
+    and says so in the summary and in the engine's metric (a collector run in this
+    process, so the engine's metrics are still there to read once it stopped)."""
+    import threading
+
+    from engram.observe.attach.collector import Collector
+    from engram.observe.metrics.segment import MetricsSegment
     rx = OtlpReceiver(fail_first=3)
-    try:
-        summary, _ = traced_recalls(tmp_path, 50, otlp_url=rx.url, export=ExportPolicy(attempts=1))
-    finally:
-        rx.close()
-    otlp = summary["sinks"]["otlp"]
+    rng = np.random.default_rng(1)
+    with engram.Engine(dim=DIM, workers=0, trace=TraceConfig()) as eng:
+        c = Collector(eng.name, tmp_path, ("jsonl",), otlp_url=rx.url, policy=ExportPolicy(attempts=1))
+        run = threading.Thread(target=c.run)
+        run.start()
+        mem = eng.space("exported")
+        mem.remember(rng.standard_normal((50, DIM)))
+        for q in rng.standard_normal((50, DIM)):
+            mem.recall(q, k=3)
+        c.stop.set()
+        run.join()
+        metric = MetricsSegment.attach(eng.name).totals()["engram_trace_dropped_total"]
+    rx.close()
+    otlp = c.summary()["sinks"]["otlp"]
     assert otlp["retries"] == 0 and otlp["dropped"] > 0
-    assert otlp["delivered"] == len(rx.spans) and otlp["delivered"] + otlp["dropped"] == summary["events"]
+    assert otlp["delivered"] == len(rx.spans) and otlp["delivered"] + otlp["dropped"] == c.events
+    assert metric == {"": {"ring": 0, "otlp": otlp["dropped"], "loki": 0}}
 
 
 def test_a_dead_receiver_costs_bounded_memory_and_every_event_is_counted(tmp_path):
