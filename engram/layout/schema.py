@@ -148,10 +148,9 @@ POOL_HEADER = Record("PoolHeader", (
     F("resets", "u64", doc="times the pool was reset while idle"),
 ), size=192, align=64, doc="Shared activation record pool header (PoolHeader then ActivationRecord[capacity]).")
 
-#: One request on the task board (TaskBoardHeader, then TaskSlot[slots], then
-#: the slots' query vectors). A slot moves FREE -> FILLING (a client claimed it)
-#: -> READY -> TAKEN (a worker) -> DONE | FAILED -> FREE, each step by
-#: compare-exchange on `state`; results travel in pool records.
+#: One request on the task board (TaskBoardHeader, TaskSlot[slots], their queries). A slot
+#: moves FREE -> FILLING (a client claimed it) -> READY -> TAKEN (a worker) -> DONE | FAILED
+#: -> FREE, each step by compare-exchange on `state`; results travel in pool records.
 TASK_SLOT = Record("TaskSlot", (
     F("state", "u32"),
     F("kind", "u32", doc="1 = recall"),
