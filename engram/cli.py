@@ -104,10 +104,9 @@ def cmd_top(args) -> int:
 
 
 TRACE_USAGE = ("engram trace <engine|pid> [--kind K ...] [--space S] [--min-strength X] [--count N] [--seconds T]\n"
-               "       engram trace collect <engine|pid> --out DIR [--formats jsonl,perfetto] [--loki URL] "
-               "[--otlp URL]")
+               "       engram trace collect <engine|pid> --out DIR [--otlp URL] [--loki URL] [--perfetto]")
 TAIL_ONLY = ("kind", "space", "min_strength", "count", "seconds")
-COLLECT_ONLY = ("out", "loki", "otlp")
+COLLECT_ONLY = ("out", "loki", "otlp", "perfetto")
 
 
 def cmd_trace(args) -> int:
@@ -118,12 +117,6 @@ def cmd_trace(args) -> int:
         print(f"usage: {TRACE_USAGE}\nengram trace: error: {msg}", file=sys.stderr)
         return SystemExit(2)
 
-    if args.collect:            # the old spelling, `engram trace <engine> --collect DIR`
-        if args.engine == "collect":
-            raise fail("give the directory once, as --out DIR")
-        print(f"engram trace: `engram trace {args.engine} --collect DIR` is deprecated; use "
-              f"`engram trace collect {args.engine} --out DIR`", file=sys.stderr)
-        args.engine, args.target, args.out = "collect", args.engine, args.collect
     if args.engine == "collect":           # `engram trace collect <engine> --out DIR`
         if not args.target or not args.out:
             raise fail("collect needs the engine and --out DIR")
@@ -135,25 +128,19 @@ def cmd_trace(args) -> int:
         eng = attach_tools.resolve(args.target)
         import signal
 
-        from engram.observe.attach.collector import FORMATS, Collector
-        formats = [f for f in (args.formats or ",".join(FORMATS)).split(",") if f]
-        if not formats or set(formats) - set(FORMATS):
-            raise fail(f"--formats takes a comma-separated list of {', '.join(FORMATS)}, got {args.formats!r}")
+        from engram.observe.attach.collector import Collector
+        formats = ("jsonl", "perfetto") if args.perfetto else ("jsonl",)
         c = Collector(str(eng), args.out, formats, loki_url=args.loki, otlp_url=args.otlp)
-        signal.signal(signal.SIGTERM, lambda *_: c.stop.set())
+        for sig in (signal.SIGTERM, signal.SIGINT):     # stop after a last drain; the exporters finish sending
+            signal.signal(sig, lambda *_: c.stop.set())
         print(f"collecting the events of {eng} into {args.out}; stop with Ctrl-C or SIGTERM", flush=True)
-        try:
-            n = c.run()
-        except KeyboardInterrupt:
-            c.stop.set()
-            n = c.run()
-        print(f"collected {n} events into {args.out} ({c.lost} lost to full rings)")
+        c.run()
+        print(f"{c.summary_line()} (into {args.out})")
         return 0
     if args.target:
         raise fail(f"unexpected {args.target!r} after the engine")
     given = [f"--{o}" for o in COLLECT_ONLY if getattr(args, o)]
-    if given or args.formats is not None:
-        given = given or ["--formats"]
+    if given:
         raise fail(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with "
                    f"`engram trace collect {args.engine} --out DIR`")
     eng = attach_tools.resolve(args.engine)
@@ -363,11 +350,10 @@ def main(argv=None) -> int:
     p.add_argument("--min-strength", type=float, default=None, help="only events at least this strong")
     p.add_argument("--count", type=_integer(1), default=None, help="stop after this many events")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
-    p.add_argument("--out", metavar="DIR", help="collect: where the files go (trace.jsonl, trace.perfetto.json)")
-    p.add_argument("--formats", default=None, help="collect: which files (default jsonl,perfetto)")
-    p.add_argument("--loki", metavar="URL", help="collect: also push to Loki at this base URL")
+    p.add_argument("--out", metavar="DIR", help="collect: where the files go (trace.jsonl, summary.json)")
     p.add_argument("--otlp", metavar="URL", help="collect: also export OTLP/HTTP spans to this base URL")
-    p.add_argument("--collect", metavar="DIR", help=argparse.SUPPRESS)   # deprecated: `trace collect --out`
+    p.add_argument("--loki", metavar="URL", help="collect: also push to Loki at this base URL")
+    p.add_argument("--perfetto", action="store_true", help="collect: also write trace.perfetto.json")
     p.set_defaults(fn=cmd_trace)
     p = sub.add_parser("cleanup", help="remove the shared-memory segments of engines whose process died "
                                         "(every Engine start does it too); running engines are never touched")

@@ -215,7 +215,7 @@ class Engine:
         store = SpaceStore(life.name, name, self._dim, create=True, cold_dir=self._cold_dir)
         reader = SpaceReader(store, self._kern, derive=fan_weights)
         rec = metrics.recorder(self._metrics_seg, self._metrics_slot, name, assign=True)   # labels first
-        events = (SpaceEvents(life.tracer.emit, self._metrics_seg.space_index(name)) if life.tracer.enabled
+        events = (SpaceEvents(life.tracer.writer, self._metrics_seg.space_index(name)) if life.tracer.enabled
                   else NO_EVENTS)
         ctx = RecallContext(spreading=self._spreading, events=events)
         owned = life.owned[name] = Owned(store, reader, ctx, Reconsolidation(self._dim), metrics=rec)

@@ -50,7 +50,7 @@ class Space(SpaceView):
         try:
             w = self._workers
             if w is not None and (busy or self._routing == "workers"):
-                r = w.recall(self.name, q, k, spread, budget_ms, self._ctx.config, t0)
+                r = w.recall(self.name, q, k, spread, budget_ms, self._ctx.config, t0, trace_id)
                 if r is not None:        # None: workers starting, broken, or every slot busy
                     return r
             # idle workers may gather batches of this thread's large hops (work stealing)
@@ -60,7 +60,7 @@ class Space(SpaceView):
             with self._inflight_lock:
                 self._inflight -= 1
 
-    def _recorded(self, ranked, k: int, total_ns: int, trace_id: int) -> None:
+    def _recorded(self, ranked, k: int, t_begin: int, total_ns: int, trace_id: int) -> None:
         rec = self._rec
         rec.recalls_total.inc()
         rec.recall_latency_seconds.observe_ns(total_ns)
@@ -72,8 +72,7 @@ class Space(SpaceView):
         if hops:
             rec.spread_hops_total.inc(hops)
             rec.spread_latency_seconds.observe_ns(int(ranked.timings.get("spread_ms", 0.0) * 1e6))
-        self._events.recall(trace_id, k, ranked.ids, ranked.hops, ranked.scores, ranked.timings,
-                            ranked.info or {}, total_ns)
+        self._events.recall(trace_id, k, ranked.ids, ranked.hops, ranked.scores, t_begin, total_ns)
 
     def remember(self, vectors, content=None, confidence=None, tier: str = "hot") -> np.ndarray:
         """Store memories; returns their int64 ids once durable (with a path, under the
@@ -102,12 +101,12 @@ class Space(SpaceView):
                 self._changes.state(interfered[1][0])
         self._rec.remembered_total.inc(v.shape[0])
         self._rec.memories.set(self._store.n_live)
-        self._events.remember(int(ids[0]), v.shape[0])
+        trace_id = self._events.remember(int(ids[0]), v.shape[0])
         if hit is not None:
             for kind, (weakened, partner, c, sim) in zip(("proactive", "retroactive"), interfered):
                 if weakened.size:
                     self._rec.interference_total[kind].inc(int(weakened.size))
-                self._events.interference(weakened, partner, c, sim)
+                self._events.interference(trace_id, weakened, partner, c, sim)
         return ids, lsn
 
     def stream(self, lane: str = "normal") -> Stream:

@@ -102,7 +102,7 @@ class SpaceView:
         self._after_recall(ranked)
         total_ns = time.perf_counter_ns() - t0
         ranked.timings["total_ms"] = total_ns / 1e6
-        self._recorded(ranked, k, total_ns, trace_id)
+        self._recorded(ranked, k, t0, total_ns, trace_id)
         return RecallResult(
             ids=ranked.ids, scores=ranked.scores, confidence=rec["confidence"].copy(),
             origin=ORIGINS[(ranked.hops != 0).view(np.uint8)], hops=ranked.hops,
@@ -115,7 +115,7 @@ class SpaceView:
         return pipeline.recall(self._reader, self._ctx, q, k, spread=spread, budget_ms=budget_ms, t_begin=t0,
                                trace_id=trace_id)
 
-    def _recorded(self, ranked, k: int, total_ns: int, trace_id: int) -> None:
+    def _recorded(self, ranked, k: int, t_begin: int, total_ns: int, trace_id: int) -> None:
         """Readers record nothing; the owner's Space counts and traces each recall."""
 
     def spread(self, seeds, max_depth: int | None = None, decay: float | None = None,

@@ -131,7 +131,9 @@ NAME_RE = re.compile(r"(?<![\w/.-])(engram(?:\.[A-Za-z_]\w*)+)")
 # written by runs, not kept in the repository; and backend/ISA labels that look like paths
 NOT_PATHS = re.compile(r"^(benches/results/|zig/(scalar|avx2|avx512)$)")
 NOT_PYTHON = {"engram.h", "engram.zig",          # csrc/include/engram.h, zig/src/engram.zig
-              "engram.trace_id"}                  # an OpenTelemetry attribute name (engram.*)
+              # OpenTelemetry attribute names (engram.*, docs/observability.md)
+              "engram.trace_id", "engram.node_a", "engram.node_b", "engram.value", "engram.strength",
+              "engram.process"}
 
 
 def _expand(path: str) -> list:

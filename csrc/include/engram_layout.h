@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0x3733b7f3fb1715e6ULL
+#define EG_LAYOUT_HASH 0xf675e1f1f4a8e161ULL
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0
@@ -197,8 +197,9 @@ typedef struct __attribute__((aligned(64))) {
     uint32_t worker_pid;
     uint8_t space[64];
     uint64_t taken_ns;
+    uint64_t trace_id;
     uint32_t primed_count;
-    uint8_t message[84];
+    uint8_t message[76];
 } eg_task_slot_t;
 _Static_assert(sizeof(eg_task_slot_t) == 256, "TaskSlot size");
 _Static_assert(offsetof(eg_task_slot_t, state) == 0, "TaskSlot.state offset");
@@ -223,8 +224,9 @@ _Static_assert(offsetof(eg_task_slot_t, status) == 88, "TaskSlot.status offset")
 _Static_assert(offsetof(eg_task_slot_t, worker_pid) == 92, "TaskSlot.worker_pid offset");
 _Static_assert(offsetof(eg_task_slot_t, space) == 96, "TaskSlot.space offset");
 _Static_assert(offsetof(eg_task_slot_t, taken_ns) == 160, "TaskSlot.taken_ns offset");
-_Static_assert(offsetof(eg_task_slot_t, primed_count) == 168, "TaskSlot.primed_count offset");
-_Static_assert(offsetof(eg_task_slot_t, message) == 172, "TaskSlot.message offset");
+_Static_assert(offsetof(eg_task_slot_t, trace_id) == 168, "TaskSlot.trace_id offset");
+_Static_assert(offsetof(eg_task_slot_t, primed_count) == 176, "TaskSlot.primed_count offset");
+_Static_assert(offsetof(eg_task_slot_t, message) == 180, "TaskSlot.message offset");
 
 /* Head of the task board segment: counters, then where each region is. */
 typedef struct __attribute__((aligned(32))) {
@@ -310,7 +312,7 @@ typedef struct __attribute__((aligned(64))) {
     uint16_t worker;
     uint16_t space;
     uint16_t flags;
-    uint32_t _pad;
+    uint32_t tid;
 } eg_trace_event_t;
 _Static_assert(sizeof(eg_trace_event_t) == 64, "TraceEvent size");
 _Static_assert(offsetof(eg_trace_event_t, ts_ns) == 0, "TraceEvent.ts_ns offset");
@@ -324,7 +326,7 @@ _Static_assert(offsetof(eg_trace_event_t, kind) == 52, "TraceEvent.kind offset")
 _Static_assert(offsetof(eg_trace_event_t, worker) == 54, "TraceEvent.worker offset");
 _Static_assert(offsetof(eg_trace_event_t, space) == 56, "TraceEvent.space offset");
 _Static_assert(offsetof(eg_trace_event_t, flags) == 58, "TraceEvent.flags offset");
-_Static_assert(offsetof(eg_trace_event_t, _pad) == 60, "TraceEvent._pad offset");
+_Static_assert(offsetof(eg_trace_event_t, tid) == 60, "TraceEvent.tid offset");
 
 /* Head of a trace ring segment (the events follow, 64-byte aligned). */
 typedef struct __attribute__((aligned(64))) {
@@ -596,6 +598,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"TaskSlot", "worker_pid", (int64_t)offsetof(eg_task_slot_t, worker_pid), (int64_t)sizeof(((eg_task_slot_t *)0)->worker_pid)}, \
     {"TaskSlot", "space", (int64_t)offsetof(eg_task_slot_t, space), (int64_t)sizeof(((eg_task_slot_t *)0)->space)}, \
     {"TaskSlot", "taken_ns", (int64_t)offsetof(eg_task_slot_t, taken_ns), (int64_t)sizeof(((eg_task_slot_t *)0)->taken_ns)}, \
+    {"TaskSlot", "trace_id", (int64_t)offsetof(eg_task_slot_t, trace_id), (int64_t)sizeof(((eg_task_slot_t *)0)->trace_id)}, \
     {"TaskSlot", "primed_count", (int64_t)offsetof(eg_task_slot_t, primed_count), (int64_t)sizeof(((eg_task_slot_t *)0)->primed_count)}, \
     {"TaskSlot", "message", (int64_t)offsetof(eg_task_slot_t, message), (int64_t)sizeof(((eg_task_slot_t *)0)->message)}, \
     {"TaskBoardHeader", "", 0, (int64_t)sizeof(eg_task_board_header_t)}, \
@@ -641,7 +644,7 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"TraceEvent", "worker", (int64_t)offsetof(eg_trace_event_t, worker), (int64_t)sizeof(((eg_trace_event_t *)0)->worker)}, \
     {"TraceEvent", "space", (int64_t)offsetof(eg_trace_event_t, space), (int64_t)sizeof(((eg_trace_event_t *)0)->space)}, \
     {"TraceEvent", "flags", (int64_t)offsetof(eg_trace_event_t, flags), (int64_t)sizeof(((eg_trace_event_t *)0)->flags)}, \
-    {"TraceEvent", "_pad", (int64_t)offsetof(eg_trace_event_t, _pad), (int64_t)sizeof(((eg_trace_event_t *)0)->_pad)}, \
+    {"TraceEvent", "tid", (int64_t)offsetof(eg_trace_event_t, tid), (int64_t)sizeof(((eg_trace_event_t *)0)->tid)}, \
     {"TraceRingHeader", "", 0, (int64_t)sizeof(eg_trace_ring_header_t)}, \
     {"TraceRingHeader", "capacity", (int64_t)offsetof(eg_trace_ring_header_t, capacity), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->capacity)}, \
     {"TraceRingHeader", "head", (int64_t)offsetof(eg_trace_ring_header_t, head), (int64_t)sizeof(((eg_trace_ring_header_t *)0)->head)}, \

@@ -148,10 +148,9 @@ POOL_HEADER = Record("PoolHeader", (
     F("resets", "u64", doc="times the pool was reset while idle"),
 ), size=192, align=64, doc="Shared activation record pool header (PoolHeader then ActivationRecord[capacity]).")
 
-#: One request on the task board (TaskBoardHeader, then TaskSlot[slots], then
-#: the slots' query vectors). A slot moves FREE -> FILLING (a client claimed it)
-#: -> READY -> TAKEN (a worker) -> DONE | FAILED -> FREE, each step by
-#: compare-exchange on `state`; results travel in pool records.
+#: One request on the task board (TaskBoardHeader, TaskSlot[slots], their queries). A slot
+#: moves FREE -> FILLING (a client claimed it) -> READY -> TAKEN (a worker) -> DONE | FAILED
+#: -> FREE, each step by compare-exchange on `state`; results travel in pool records.
 TASK_SLOT = Record("TaskSlot", (
     F("state", "u32"),
     F("kind", "u32", doc="1 = recall"),
@@ -175,8 +174,9 @@ TASK_SLOT = Record("TaskSlot", (
     F("worker_pid", "u32"),
     F("space", "u8", 64, doc="memory space name, NUL padded"),
     F("taken_ns", "u64", doc="CLOCK_MONOTONIC when a worker took it"),
+    F("trace_id", "u64", doc="the recall's trace id: the worker's events carry it (0: tracing off)"),
     F("primed_count", "u32", doc="pool records after the result: what the spread reached most (priming)"),
-    F("message", "u8", 84, doc="what failed, UTF-8, NUL padded"),
+    F("message", "u8", 76, doc="what failed, UTF-8, NUL padded"),
 ), size=256, align=64, doc="A request on the task board and where its answer is.")
 
 TASK_BOARD_HEADER = Record("TaskBoardHeader", (
@@ -263,7 +263,7 @@ METRICS_SLOT_HEADER = Record("MetricsSlotHeader", (
 
 #: One trace event, 64 bytes, in a process's trace ring (engram/observe/tracing).
 TRACE_EVENT = Record("TraceEvent", (
-    F("ts_ns", "u64", doc="CLOCK_MONOTONIC; the collector converts to wall time at export"),
+    F("ts_ns", "u64", doc="CLOCK_MONOTONIC: a span's start, an instant's time; the collector converts to wall time"),
     F("seq", "u64", doc="ring index + 1, written last: a reader that copies a different seq lost the race"),
     F("trace_id", "u64", doc="request the event belongs to (0: none)"),
     F("node_a", "u64"),
@@ -274,7 +274,7 @@ TRACE_EVENT = Record("TraceEvent", (
     F("worker", "u16", doc="0 the owner, w + 1 worker w"),
     F("space", "u16", doc="memory-space label index (engram/observe/metrics)"),
     F("flags", "u16"),
-    F("_pad", "u32"),
+    F("tid", "u32", doc="OS thread id of the writer: a track per thread"),
 ), size=64, align=64, doc="A trace event in a per-process ring.")
 
 #: Head of a per-process trace ring: one producer, any number of read-only readers.

@@ -74,12 +74,16 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
     seed_ids, cos = found.ids, found.scores
     t1 = time.perf_counter_ns()
     timings = {"scan_ms": (t1 - t0) / 1e6}
+    events = ctx.events
+    events.scan(trace_id, seed_ids.shape[0], t0, t1 - t0)
     if not spread or seed_ids.shape[0] == 0 or found.partial:
+        events.seeds(trace_id, seed_ids, cos, cos)
         return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=found.partial,
                                 fallback=bool(spread and found.partial))
 
     n_graph = links.csr.n_nodes
     act0 = seed_activation(cos, cfg)
+    events.seeds(trace_id, seed_ids, cos, act0)
     if seed_ids.max() < n_graph:      # every seed has a place in the graph: no copies
         in_ids, in_act = seed_ids, act0
     else:
@@ -93,6 +97,7 @@ def recall(reader: SpaceReader, ctx: RecallContext, q: np.ndarray, k: int, *, sp
         return _similarity_only(seed_ids[:k], cos[:k], cfg, timings, partial=False, fallback=True, info=info)
     t3 = time.perf_counter_ns()
     timings["spread_ms"] = (t3 - t2) / 1e6
+    events.spread(trace_id, info.get("hops", 0), info.get("touched", 0), t2, t3 - t2)
 
     # candidates: everything touched, and the seeds outside the compacted graph (no links
     # yet); the best k by the blended score, in one pass in C (engram/kernels/_cy/rank.pyx)

@@ -47,7 +47,7 @@ def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray
     hop_total = 0
     partial = False
     hops_run = fired_nodes = fired_edges = 0
-    log = np.empty((max(params.max_depth, 1), 9))
+    log = np.empty((max(params.max_depth, 1), 10))
     split_edges = splitter.min_edges() if splitter is not None else 0
     # seeds come from the engine's own scan (ids inside the graph, finite activations):
     # the run starts without the public spread_run's re-checks
@@ -67,7 +67,7 @@ def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray
                 fired_edges += int(sums[5])
                 for h in range(ran):
                     hops_run += 1
-                    events.hop(trace_id, hops_run, int(ran_log[h, 4]), int(ran_log[h, 7]))
+                    events.hop(trace_id, hops_run, int(ran_log[h, 4]), int(ran_log[h, 9]), int(ran_log[h, 7]))
                 if predictor is not None:        # last: it clips the stalls in the log
                     predictor.observe_hops(ran_log)
             if status == DEADLINE:
@@ -96,7 +96,7 @@ def budgeted_spread(kern, graph: CsrGraph, degree: np.ndarray, seeds: np.ndarray
             hop_total += t1 - t0
             hops_run += 1
             fired_nodes, fired_edges = fired_nodes + fired, fired_edges + f_edges
-            events.hop(trace_id, hops_run, fired, t1 - t0)
+            events.hop(trace_id, hops_run, fired, t0, t1 - t0)
         nodes, act, hops = run.touched()
     if predictor is not None:
         predictor.observe_request(predicted_total, hop_total)

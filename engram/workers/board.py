@@ -156,14 +156,15 @@ class TaskBoard(SlotBoard):
 
     # ---- a request -------------------------------------------------------------------
     def post(self, i: int, space: str, q: np.ndarray, k: int, spread: bool, budget_ms, cfg: RecallConfig,
-             t_begin: int) -> None:
-        """Fill claimed slot i with a recall request and mark it READY."""
+             t_begin: int, trace_id: int) -> None:
+        """Fill claimed slot i with a recall request and mark it READY; the worker's trace
+        events carry ``trace_id``, the owner's recall's."""
         slot = self.slots[i]          # a record view: field stores go straight to shared memory
         slot["space"] = name_bytes(space)
         slot["kind"], slot["k"], slot["attempt"] = KIND_RECALL, k, 0
         slot["flags"] = (FLAG_SPREAD if spread else 0) | (FLAG_BUDGET if budget_ms is not None else 0)
         slot["budget_ns"] = 0 if budget_ms is None else int(budget_ms * 1e6)
-        slot["submit_ns"] = t_begin
+        slot["submit_ns"], slot["trace_id"] = t_begin, trace_id
         slot["seq"] = self.count("submitted")
         slot["message"] = 0
         self.queries[i] = q
@@ -175,12 +176,12 @@ class TaskBoard(SlotBoard):
         self.set_state(i, READY)
 
     def request(self, i: int):
-        """(space, query, k, spread, budget_ms, settings vector, t_begin) of taken slot i."""
+        """(space, query, k, spread, budget_ms, settings vector, t_begin, trace_id) of taken slot i."""
         slot = self.slots[i]
         flags = int(slot["flags"])
         budget = float(slot["budget_ns"]) / 1e6 if flags & FLAG_BUDGET else None
         return (name_text(slot["space"]), self.queries[i], int(slot["k"]), bool(flags & FLAG_SPREAD), budget,
-                self.configs[i], int(slot["submit_ns"]))
+                self.configs[i], int(slot["submit_ns"]), int(slot["trace_id"]))
 
     def answer(self, i: int, pool, ranked, confidence: np.ndarray, source: int) -> None:
         """Write a worker's ranked result into pool records linked from slot i (the result,

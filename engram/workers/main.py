@@ -66,7 +66,7 @@ class Worker:
         raw = settings.tobytes()
         known = self.contexts.get(space)
         if known is None:
-            events = (SpaceEvents(self.tracer.emit, self.labels.space_index(space)) if self.labels is not None
+            events = (SpaceEvents(self.tracer.writer, self.labels.space_index(space)) if self.labels is not None
                       else NO_EVENTS)
             known = self.contexts[space] = [None, RecallContext(spreading=self.spreading, events=events,
                                                                 splitter=self.splitter)]
@@ -112,11 +112,11 @@ class Worker:
         slot["worker"], slot["worker_pid"] = self.id, self.pid
         slot["attempt"] += 1
         try:
-            space, q, k, spread, budget_ms, settings, t_begin = board.request(i)
+            space, q, k, spread, budget_ms, settings, t_begin, trace_id = board.request(i)
             reader = self.reader(space)
             ctx = self.context(space, settings)
             ranked = pipeline.recall(reader, ctx, q, k, spread=spread, budget_ms=budget_ms, t_begin=t_begin,
-                                     trace_id=ctx.events.trace_id())
+                                     trace_id=trace_id)
             board.answer(i, self.pool, ranked, reader.hot()["confidence"][ranked.ids], self.id)
         except Exception as e:       # the client gets the message; the worker keeps serving
             board.fail(i, f"worker {self.id}: {type(e).__name__}: {e}")

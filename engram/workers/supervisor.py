@@ -170,7 +170,8 @@ class WorkerPool:
                 b.fail(i, message)
                 self.done[i].release()
 
-    def recall(self, space: str, q: np.ndarray, k: int, spread: bool, budget_ms, cfg, t_begin: int):
+    def recall(self, space: str, q: np.ndarray, k: int, spread: bool, budget_ms, cfg, t_begin: int,
+               trace_id: int = 0):
         """Ranked result from a worker, or None when every slot is busy (serve in-process)."""
         if not self.started and self.broken is None:
             try:
@@ -185,7 +186,7 @@ class WorkerPool:
         i = b.claim()
         if i is None:
             return None
-        b.post(i, space, q, k, spread, budget_ms, cfg, t_begin)
+        b.post(i, space, q, k, spread, budget_ms, cfg, t_begin, trace_id)
         self.work.release()
         try:
             while True:

@@ -212,9 +212,9 @@ def test_the_tier_keeper_moves_idle_memories_cold_and_recalled_ones_back(tmp_pat
             srv.close()
         tiers = sp.get(np.arange(1000)).tier
         for t in ("hot", "warm", "cold"):
-            assert sample(f, "engram_tier_memories", "engram_tier_memories", space="kept", type=t) == tiers.count(t)
+            assert sample(f, "engram_tier_memories", "engram_tier_memories", space="kept", tier=t) == tiers.count(t)
         assert sample(f, "engram_tier_migrations", "engram_tier_migrations_total", space="kept",
-                      type="cold") == 1000 - len(recalled)
+                      tier="cold") == 1000 - len(recalled)
     with engram.Engine(tmp_path / "db", workers=0, index_min_rows=None) as eng:
         assert eng.space("kept").get(np.arange(1000)).tier == tiers
 

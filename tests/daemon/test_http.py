@@ -420,7 +420,7 @@ def test_traces_leave_the_daemon_by_otlp_to_a_real_decoder(start_daemon, tmp_pat
     opentelemetry-proto messages and finds one recall span per recall made over HTTP."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from tests.tracing.test_exporters import Receiver
+    from tests.tracing.receivers import Receiver
     rx = Receiver()
     try:
         d = start_daemon("--trace-dir", tmp_path / "traces", "--otlp", rx.url)

@@ -111,8 +111,10 @@ def test_trace_has_one_spelling_for_collecting():
     assert "\n       engram trace collect <engine|pid> --out DIR" in p.stderr        # the usage shows both forms
     p = engram_cli("trace", "collect", "12345", "--out", "traces", "--kind", "recall")
     assert p.returncode == 2 and "--kind filters the live tail" in p.stderr, p.stderr
-    # the old spelling says which is right (and still runs: here, against no such engine)
+    # one spelling: the old `--collect DIR` and `--formats` are gone (argparse refuses them)
     p = engram_cli("trace", "eg.0.1.0000000000000000", "--collect", "traces")
-    assert ("`engram trace eg.0.1.0000000000000000 --collect DIR` is deprecated; use "
-            "`engram trace collect eg.0.1.0000000000000000 --out DIR`") in p.stderr, p.stderr
-    assert p.returncode == 1 and "not in shared memory" in p.stderr
+    assert p.returncode == 2 and "unrecognized arguments: --collect" in p.stderr, p.stderr
+    p = engram_cli("trace", "collect", "12345", "--out", "traces", "--formats", "jsonl")
+    assert p.returncode == 2 and "unrecognized arguments: --formats" in p.stderr, p.stderr
+    p = engram_cli("trace", "12345", "--perfetto")
+    assert p.returncode == 2 and "--perfetto goes with `engram trace collect 12345 --out DIR`" in p.stderr, p.stderr

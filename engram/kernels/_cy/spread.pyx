@@ -171,8 +171,8 @@ cdef class SpreadHopKernel:
         weights over LatencyPredictor.hop_features; empty: no prediction yet) and not run if
         it would end past ``deadline_ns`` (CLOCK_MONOTONIC ns; < 0: none). Stops before a hop
         whose frontier fires at least ``split_edges`` edges (0: never), which the caller may
-        split among idle workers. Each hop run logs its features, time and prediction in
-        ``log`` (rows of 9). Returns (begin, end, count, hop, hops run, status): status 0
+        split among idle workers. Each hop run logs its features, time, prediction and start
+        (CLOCK_MONOTONIC ns, for its trace span) in ``log`` (rows of 10). Returns (begin, end, count, hop, hops run, status): status 0
         ran out of hops or frontier, 1 stopped for the deadline (partial), 2 stopped for a
         split, or a negative EG_E* code."""
         cdef uint64_t n, cap, i, f_edges
@@ -186,8 +186,8 @@ cdef class SpreadHopKernel:
         cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
         if not (begin <= end <= count <= cap):
             raise ValueError("begin <= end <= count <= capacity")
-        if model.shape[0] not in (0, 7) or log.shape[1] != 9 or <uint64_t>log.shape[0] < hops:
-            raise ValueError("model holds 7 weights (or none) and log a row of 9 per hop")
+        if model.shape[0] not in (0, 7) or log.shape[1] != 10 or <uint64_t>log.shape[0] < hops:
+            raise ValueError("model holds 7 weights (or none) and log a row of 10 per hop")
         off = <const uint64_t *>cnp.PyArray_DATA(offsets)
         nd = <uint32_t *>cnp.PyArray_DATA(out_nodes)
         with nogil:
@@ -229,6 +229,7 @@ cdef class SpreadHopKernel:
                     log[ran, i] = x[i]
                 log[ran, 7] = <double>(t1 - t0)
                 log[ran, 8] = guess
+                log[ran, 9] = <double>t0
                 begin = end
                 end = <uint64_t>got
                 count = <uint64_t>got

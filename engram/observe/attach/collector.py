@@ -1,25 +1,29 @@
-"""The trace collector: drains every process's ring of an engine and exports
-the events, converting CLOCK_MONOTONIC timestamps to wall time at export.
+"""The trace collector: drains every process's ring of an engine and exports the events,
+converting CLOCK_MONOTONIC timestamps to wall time once, at export.
 
     python -m engram.observe.attach.collector <engine> <out dir> [--formats jsonl,perfetto]
+                                              [--otlp URL] [--loki URL] [--loki-push-bytes N]
+                                              [--export-policy JSON]
 
-Formats:
-- jsonl: ``trace.jsonl``, one JSON object per event (every line valid JSON):
-  time (ISO 8601 UTC), ts_ns (wall, ns), kind, pid, worker, space, trace_id,
-  node_a, node_b, value, strength.
-- perfetto: ``trace.perfetto.json``, Chrome/Perfetto trace-event JSON: spans
-  (recall, scan, spread, hop) as complete "X" slices on a track per process and
-  worker, the rest as instant events. Open it in ui.perfetto.dev.
-- --loki URL: Loki's push API, a stream per (kind, space), JSON lines.
-- --otlp URL: OpenTelemetry spans through the OTLP/HTTP exporter (the otlp extra).
+(``engram trace collect ENGINE --out DIR`` runs the same in the foreground.)
+
+Outputs (docs/observability.md says exactly what each consumer receives):
+- ``trace.jsonl``: one JSON object per event.
+- ``trace.perfetto.json``: Chrome/Perfetto trace-event JSON (engram/observe/attach/perfetto.py).
+- OTLP/HTTP spans (engram/observe/attach/otlp.py) and Loki pushes (engram/observe/attach/loki.py),
+  both through engram/observe/attach/delivery.py: bounded, retried, every drop counted.
+- ``summary.json`` and a last stdout line: events collected, lost in full rings, and
+  per exporter delivered / dropped / retries; drops also go to the engine's metric
+  ``engram_trace_dropped_total{sink=ring|otlp|loki}``.
 
 SIGTERM or SIGINT stops it after a last full drain of every ring, so no event
-written before shutdown is lost (a full ring still drops its oldest events:
-the collector counts those and says so).
+written before shutdown is lost (a full ring still drops its oldest events: the
+collector counts those and says so).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import signal
@@ -28,102 +32,64 @@ import threading
 import time
 from pathlib import Path
 
-from engram.observe.tracing.config import FORMATS, KIND_NAMES, SPANS
-from engram.observe.tracing.ring import Cursor, Ring, ring_names
+from engram.errors import EngramError
+from engram.observe.attach.loki import LokiSink
+from engram.observe.attach.otlp import OtlpSink
+from engram.observe.attach.perfetto import PerfettoWriter
+from engram.observe.tracing.config import FORMATS, KIND_NAMES, SPANS, ExportPolicy
+from engram.observe.tracing.ring import Cursor, Ring, ring_name, ring_names
 from engram.store.shm.names import EngineName, pid_alive
 
 POLL_S = 0.05
 
 
-class LokiSink:
-    """Pushes events to Loki's HTTP push API (POST <url>/loki/api/v1/push): one stream
-    per (kind, space), each line the event's JSON, timestamps in ns as strings."""
-
-    def __init__(self, url: str, engine: str):
-        self.url = url.rstrip("/") + "/loki/api/v1/push"
-        self.engine = engine
-        self.sent = self.errors = 0
-        self._batch: dict = {}
-
-    def add(self, rec: dict) -> None:
-        key = (rec["kind"], rec["space"])
-        self._batch.setdefault(key, []).append([str(rec["ts_ns"]), json.dumps(rec)])
-
-    def flush(self) -> None:
-        if not self._batch:
-            return
-        import urllib.request
-        streams = [{"stream": {"job": "engram", "engine": self.engine, "kind": k, "space": sp}, "values": v}
-                   for (k, sp), v in self._batch.items()]
-        body = json.dumps({"streams": streams}).encode()
-        req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
-        n = sum(len(v) for v in self._batch.values())
-        self._batch = {}
-        try:
-            urllib.request.urlopen(req, timeout=10).read()
-            self.sent += n
-        except OSError as e:
-            self.errors += n
-            print(f"engram collector: Loki push to {self.url} failed: {e}", file=sys.stderr, flush=True)
-
-
-class OtlpSink:
-    """Exports events as OpenTelemetry spans through opentelemetry's OTLP/HTTP exporter
-    (the `otlp` extra): spans keep their durations, instants are zero-length spans;
-    every field is an `engram.*` attribute."""
-
-    def __init__(self, url: str, engine: str):
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        except ImportError as e:
-            raise SystemExit(f"OTLP export needs the otlp extra: pip install 'engram[otlp]' ({e})") from e
-        self.provider = TracerProvider(resource=Resource.create({"service.name": "engram", "engram.engine": engine}))
-        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url.rstrip("/") + "/v1/traces")))
-        self.tracer = self.provider.get_tracer("engram")
-        self.sent = 0
-
-    def add(self, rec: dict) -> None:
-        end = rec["ts_ns"]
-        start = end - int(max(rec["value"], 0)) if rec["kind"] in SPANS else end
-        attrs = {f"engram.{k}": rec[k] for k in ("pid", "worker", "space", "trace_id", "node_a", "node_b",
-                                                  "value", "strength")}
-        span = self.tracer.start_span(rec["kind"], start_time=start, attributes=attrs)
-        span.end(end_time=end)
-        self.sent += 1
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.provider.force_flush(30_000)
-        self.provider.shutdown()
+def _drop_counters(engine: EngineName) -> dict:
+    """The engine's engram_trace_dropped_total recorders, by sink (no-ops without metrics)."""
+    from engram.observe.metrics.recorder import NOOP, recorder
+    from engram.observe.metrics.segment import ROLE_OTHER, MetricsSegment
+    try:
+        seg = MetricsSegment.attach(engine, writable=True)
+        return recorder(seg, seg.claim(ROLE_OTHER), "").trace_dropped_total
+    except EngramError:
+        return {"ring": NOOP, "otlp": NOOP, "loki": NOOP}
 
 
 class Collector:
     def __init__(self, engine: str, out_dir, formats=FORMATS, loki_url: str | None = None,
-                 otlp_url: str | None = None):
+                 otlp_url: str | None = None, policy: ExportPolicy | None = None):
         self.engine = EngineName.parse(str(engine))
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.formats = tuple(formats)
+        policy = (policy or ExportPolicy()).check()
         self.cursors: dict = {}
         # CLOCK_MONOTONIC -> wall clock, measured once (both clocks of this host)
         self.offset_ns = time.time_ns() - time.monotonic_ns()
         self.events = 0
         self._labels = None
+        self._dropped = _drop_counters(self.engine)
+        self._lost_counted = 0
         # held open for the collector's lifetime; close() completes and closes them
         self._jsonl = open(self.out / "trace.jsonl", "w") if "jsonl" in self.formats else None  # noqa: SIM115
-        self._perfetto = (open(self.out / "trace.perfetto.json", "w")  # noqa: SIM115
-                          if "perfetto" in self.formats else None)
-        self._first = True
-        self._sinks = ([LokiSink(loki_url, str(engine))] if loki_url else []) + \
-                      ([OtlpSink(otlp_url, str(engine))] if otlp_url else [])
-        if self._perfetto:
-            self._perfetto.write('{"displayTimeUnit": "ns", "traceEvents": [\n')
+        base = self._base_ns()
+        self._perfetto = (PerfettoWriter(self.out / "trace.perfetto.json", base, base + self.offset_ns,
+                                         str(self.engine)) if "perfetto" in self.formats else None)
+        self.sinks = {}
+        if otlp_url:
+            self.sinks["otlp"] = OtlpSink(otlp_url, str(self.engine), policy, self._dropped["otlp"].inc)
+        if loki_url:
+            self.sinks["loki"] = LokiSink(loki_url, str(self.engine), policy, self._dropped["loki"].inc)
         self.stop = threading.Event()
+
+    def _base_ns(self) -> int:
+        """Where the Perfetto clock starts (CLOCK_MONOTONIC ns): when the owner's ring was
+        made (every event is later), or now if it has none yet; whole microseconds."""
+        now = time.monotonic_ns()
+        try:
+            made = Ring.attach(ring_name(self.engine, self.engine.pid)).seg.h("created_ns") - self.offset_ns
+        except EngramError:
+            made = now
+        return min(made, now) // 1000 * 1000
 
     def _space(self, idx: int) -> str:
         if self._labels is None:
@@ -151,35 +117,37 @@ class Collector:
                     break
                 self._write(cur.ring, ev)
                 n += ev.size
-        for sink in self._sinks:
+        for sink in self.sinks.values():
             sink.flush()
+        if self._perfetto:
+            self._perfetto.end_drain()
+        lost = self.lost
+        if lost > self._lost_counted:
+            self._dropped["ring"].inc(lost - self._lost_counted)
+            self._lost_counted = lost
         self.events += n
         return n
 
     def _write(self, ring, ev) -> None:
         pid = int(ring.header["pid"][0])
-        for e in ev:
-            kind = KIND_NAMES.get(int(e["kind"]), str(int(e["kind"])))
-            wall = int(e["ts_ns"]) + self.offset_ns
+        worker = int(ring.header["worker"][0])
+        process = "owner" if worker == 0 else f"worker-{worker - 1}"
+        for e in ev.tolist():    # (ts_ns, seq, trace_id, node_a, node_b, value, strength, kind, worker, space, ...)
+            ts, seq, trace, a, b, value, strength, kind_id, _, space, _, tid = e
+            kind = KIND_NAMES.get(kind_id, str(kind_id))
+            span = kind in SPANS
+            wall = ts + self.offset_ns
             rec = {"time": dt.datetime.fromtimestamp(wall / 1e9, dt.timezone.utc).isoformat(timespec="microseconds"),
-                   "ts_ns": wall, "kind": kind, "pid": pid, "worker": int(e["worker"]),
-                   "space": self._space(int(e["space"])), "trace_id": int(e["trace_id"]),
-                   "node_a": int(e["node_a"]), "node_b": int(e["node_b"]), "value": float(e["value"]),
-                   "strength": float(e["strength"])}
+                   "ts_ns": wall, "dur_ns": int(max(value, 0.0)) if span else 0, "kind": kind, "pid": pid,
+                   "tid": tid, "worker": worker, "process": process, "space": self._space(space), "trace_id": trace,
+                   "node_a": a, "node_b": b, "value": value, "strength": strength}
             if self._jsonl:
                 self._jsonl.write(json.dumps(rec) + "\n")
-            for sink in self._sinks:
+            rec["mono_ns"], rec["seq"], rec["span"] = ts, seq, span
+            for sink in self.sinks.values():
                 sink.add(rec)
             if self._perfetto:
-                p = {"name": kind, "cat": rec["space"], "pid": pid, "tid": rec["worker"],
-                     "args": {k: rec[k] for k in ("trace_id", "node_a", "node_b", "value", "strength")}}
-                if kind in SPANS:
-                    dur = max(rec["value"], 0.0)
-                    p.update(ph="X", ts=(wall - dur) / 1e3, dur=dur / 1e3)
-                else:
-                    p.update(ph="i", s="t", ts=wall / 1e3)
-                self._perfetto.write(("" if self._first else ",\n") + json.dumps(p))
-                self._first = False
+                self._perfetto.add(rec)
 
     @property
     def lost(self) -> int:
@@ -202,18 +170,25 @@ class Collector:
             self.close()
         return self.events
 
+    def summary(self) -> dict:
+        return {"engine": str(self.engine), "events": self.events, "lost_in_rings": self.lost,
+                "sinks": {name: sink.stats() for name, sink in self.sinks.items()}}
+
+    def summary_line(self) -> str:
+        parts = [f"collected {self.events} events, {self.lost} lost to full rings"]
+        parts += [f"{name}: {s['delivered']} delivered, {s['dropped']} dropped, {s['retries']} retries"
+                  for name, s in self.summary()["sinks"].items()]
+        return "; ".join(parts)
+
     def close(self) -> None:
-        for sink in self._sinks:
-            if hasattr(sink, "close"):
-                sink.close()
+        for sink in self.sinks.values():
+            sink.close()
         if self._jsonl:
             self._jsonl.close()
             self._jsonl = None
         if self._perfetto:
-            meta = {"name": "engram", "ph": "M", "pid": 0, "args": {"lost_events": self.lost}}
-            self._perfetto.write(("" if self._first else ",\n") + json.dumps(meta) + "\n]}\n")
-            self._perfetto.close()
-            self._perfetto = None
+            self._perfetto.close(self.lost)
+        (self.out / "summary.json").write_text(json.dumps(self.summary(), indent=1) + "\n")
 
 
 def main(argv=None) -> int:
@@ -223,18 +198,23 @@ def main(argv=None) -> int:
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--loki", default=None, help="also push to Loki at this base URL (http://host:3100)")
     ap.add_argument("--otlp", default=None, help="also export OTLP/HTTP spans to this base URL (http://host:4318)")
+    ap.add_argument("--loki-push-bytes", type=int, default=None, help="the largest Loki push body (default 1 MiB)")
+    ap.add_argument("--export-policy", default="{}", help="ExportPolicy fields as JSON (what TraceConfig.export says)")
     a = ap.parse_args(argv)
     formats = [f for f in a.formats.split(",") if f]
     bad = set(formats) - set(FORMATS)
     if bad:
         print(f"unknown formats {sorted(bad)}; known: {', '.join(FORMATS)}", file=sys.stderr)
         return 2
-    c = Collector(a.engine, a.out, formats, loki_url=a.loki, otlp_url=a.otlp)
+    policy = ExportPolicy(**json.loads(a.export_policy))
+    if a.loki_push_bytes is not None:
+        policy = dataclasses.replace(policy, loki_push_bytes=a.loki_push_bytes)
+    c = Collector(a.engine, a.out, formats, loki_url=a.loki, otlp_url=a.otlp, policy=policy)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: c.stop.set())
     print("ready", flush=True)
-    n = c.run()
-    print(f"collected {n} events, {c.lost} lost to full rings", flush=True)
+    c.run()
+    print(c.summary_line(), flush=True)
     return 0
 
 

@@ -44,7 +44,7 @@ class EngramCollector:
             labels = ["space"] if m.per_space else []
             if m.types:
                 family = CounterMetricFamily if m.kind == "counter" else GaugeMetricFamily
-                fam = family(m.name, m.help, labels=labels + ["type"])
+                fam = family(m.name, m.help, labels=labels + [m.label])
                 for space, by_type in values.items():
                     for t, v in by_type.items():
                         fam.add_metric(([space] if m.per_space else []) + [t], v)

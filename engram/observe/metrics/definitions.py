@@ -25,7 +25,8 @@ class Metric:
     help: str
     per_space: bool = True
     unit: str = ""           # "seconds" for histograms of nanoseconds
-    types: tuple = ()        # values of a second label, "type" (cognitive events)
+    types: tuple = ()        # values of a second label (cognitive events' type, a trace sink)
+    label: str = "type"      # that label's name
 
     @property
     def cells_per_label(self) -> int:
@@ -55,10 +56,10 @@ METRICS = (
     Metric("engram_index_runs_total", "counter", "Index builds and extensions completed."),
     Metric("engram_index_rows_added_total", "counter", "Rows the index runs took."),
     Metric("engram_index_run_seconds", "histogram", "Time of one index build or extension.", unit="seconds"),
-    Metric("engram_tier_memories", "gauge", "Live memories whose vector is in each tier (type: hot f32, warm f16, "
-           "cold int8).", types=("hot", "warm", "cold")),
+    Metric("engram_tier_memories", "gauge", "Live memories whose vector is in each tier (hot f32, warm f16, "
+           "cold int8).", types=("hot", "warm", "cold"), label="tier"),
     Metric("engram_tier_migrations_total", "counter", "Memories moved between tiers, by the tier they moved to.",
-           types=("hot", "warm", "cold")),
+           types=("hot", "warm", "cold"), label="tier"),
     # spreading internals, from whichever process spreads (the owner, the workers)
     Metric("engram_spreading_requests_total", "counter", "Recalls that spread.", per_space=False),
     Metric("engram_spreading_predicted_total", "counter", "Of those, with a latency prediction.", per_space=False),
@@ -71,6 +72,9 @@ METRICS = (
     Metric("engram_spreading_l1d_misses_total", "counter", "L1D misses over sampled spreads.", per_space=False),
     Metric("engram_spreading_hw_counters", "gauge", "1 if this machine's hardware cache counters work.",
            per_space=False),
+    # the trace collector (engram/observe/attach/collector.py): what never reached a consumer
+    Metric("engram_trace_dropped_total", "counter", "Trace events dropped: overwritten in a full ring, or given up "
+           "by an exporter.", per_space=False, types=("ring", "otlp", "loki"), label="sink"),
 )
 BY_NAME = {m.name: m for m in METRICS}
 
@@ -85,7 +89,7 @@ def layout():
 
 
 def schema_hash() -> int:
-    text = ";".join(f"{m.name}:{m.kind}:{m.per_space}:{','.join(m.types)}" for m in METRICS)
+    text = ";".join(f"{m.name}:{m.kind}:{m.per_space}:{m.label}={','.join(m.types)}" for m in METRICS)
     text += f";{MAX_SPACES};{HIST_MIN_BITS};{HIST_BUCKETS}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 

@@ -28,6 +28,35 @@ DEFAULT_RING = 1 << 16
 
 
 @dataclass(frozen=True)
+class ExportPolicy:
+    """How the collector's network exporters (OTLP, Loki) deliver: every batch is retried
+    on 429, 5xx and connection errors with exponential backoff (or the receiver's
+    Retry-After) up to ``attempts`` tries; what still fails, or overflows the queue of
+    ``queue_bytes`` waiting to be sent, is counted as dropped (never silently)."""
+    attempts: int = 8                 # tries per batch (1: no retry)
+    backoff_s: float = 0.2            # first wait; doubles per try, with jitter
+    max_backoff_s: float = 10.0
+    timeout_s: float = 10.0           # per request
+    queue_bytes: int = 64 << 20       # encoded batches waiting; past it the oldest are dropped
+    close_timeout_s: float = 30.0     # at shutdown, how long the queue may take to drain
+    otlp_batch_spans: int = 1000      # spans per OTLP request
+    loki_push_bytes: int = 1 << 20    # bytes per Loki push (a default Loki takes 4 MiB/s, 6 MiB bursts)
+
+    def check(self) -> "ExportPolicy":
+        if not (isinstance(self.attempts, int) and self.attempts >= 1):
+            raise InvalidInputError(f"attempts must be an integer >= 1, got {shown(self.attempts)}")
+        for name in ("backoff_s", "max_backoff_s", "timeout_s", "close_timeout_s"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise InvalidInputError(f"{name} must be a finite number >= 0, got {shown(v)}")
+        for name, least in (("queue_bytes", 1 << 16), ("otlp_batch_spans", 1), ("loki_push_bytes", 4096)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise InvalidInputError(f"{name} must be an integer >= {least}, got {shown(v)}")
+        return self
+
+
+@dataclass(frozen=True)
 class TraceConfig:
     """Which events are kept: kinds (names; default all), min_strength, and a
     sample fraction (1.0: every event). ring_size: events per process ring."""
@@ -39,6 +68,7 @@ class TraceConfig:
     formats: tuple = ("jsonl", "perfetto")
     loki_url: str | None = None       # the collector also pushes to Loki here
     otlp_url: str | None = None       # and exports OTLP/HTTP spans here
+    export: ExportPolicy = ExportPolicy()
 
     def check(self) -> "TraceConfig":
         unknown = set(self.kinds) - set(KINDS)
@@ -54,6 +84,7 @@ class TraceConfig:
         bad = set(self.formats) - set(FORMATS)
         if bad:
             raise InvalidInputError(f"unknown trace formats {sorted(bad)}; known: {', '.join(FORMATS)}")
+        self.export.check()
         return self
 
     @property

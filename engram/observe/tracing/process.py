@@ -1,6 +1,8 @@
 """Starting and stopping the collector process."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -18,7 +20,8 @@ def start_collector(engine, cfg) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-m", "engram.observe.attach.collector", str(engine), str(cfg.collect_to),
                           "--formats", ",".join(cfg.formats),
                           *(["--loki", cfg.loki_url] if cfg.loki_url else []),
-                          *(["--otlp", cfg.otlp_url] if cfg.otlp_url else [])],
+                          *(["--otlp", cfg.otlp_url] if cfg.otlp_url else []),
+                          "--export-policy", json.dumps(dataclasses.asdict(cfg.export))],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          env=env, text=True)
     line = p.stdout.readline().strip()
