@@ -99,6 +99,10 @@ def test_cold_table_is_a_file_in_the_path_and_leaves_with_the_engine(tmp_path):
         assert len(files) == 1 and "emb_cold" in files[0]
         assert os.stat(cold / files[0]).st_size > 300 * DIM          # rows live there, not in /dev/shm
         assert not any("emb_cold" in f for f in os.listdir("/dev/shm") if eng.name in f)
+        from engram.observe.attach import tools
+        from engram.store.shm.names import EngineName
+        listed = [r for r in tools.segment_headers(EngineName.parse(eng.name)) if r["name"].startswith(str(cold))]
+        assert [(r["ok"], r["kind"], r["count"]) for r in listed] == [(True, "emb_cold", 300)]   # engram inspect
         leftover = cold / "eg.0.1.dead.files.emb_cold.g0.0000000000000000"
         leftover.write_bytes(b"x")               # as a killed run leaves it
     assert os.listdir(cold) == [leftover.name]          # its own table went at close

@@ -17,7 +17,7 @@ import numpy as np
 from engram.cognition import tiering
 from engram.errors import EngramError
 from engram.ingest.ring import Ring as IngestRing
-from engram.layout import NODE_HOT_DTYPE, schema
+from engram.layout import NODE_HOT_DTYPE, SPACE_DIRECTORY_DTYPE, schema
 from engram.observe.attach import units
 from engram.observe.metrics import definitions as d
 from engram.observe.metrics.segment import MetricsSegment
@@ -146,7 +146,7 @@ def _checked(engine: EngineName, name: str, dims: dict) -> Segment:
     """Attach a segment read-only and check it as its reader would, by the kind its name
     says: AttachError (or the ingest ring's RingDamaged) if it does not hold up. ``dims``:
     the dimension of each space whose directory holds up."""
-    said = parse_name(engine, name)
+    said = parse_name(engine, "/" + os.path.basename(name))     # (a file-backed one's name is its path)
     seg = Segment.attach(name, kind=_expected_kind(said))
     kind = seg.h("kind")
     if kind == C["TABLE_DIRECTORY"]:
@@ -159,7 +159,9 @@ def _checked(engine: EngineName, name: str, dims: dict) -> Segment:
     return seg
 
 
-def _space_dims(engine: EngineName) -> dict:
+def _space_dims(engine: EngineName, cold: list | None = None) -> dict:
+    """{space: dim} of the spaces whose directory holds up; ``cold`` gets the paths of their
+    file-backed cold tables (engram/store/tables.py)."""
     dims = {}
     for space in spaces_of(engine):
         try:
@@ -170,15 +172,19 @@ def _space_dims(engine: EngineName) -> dict:
         except EngramError:
             continue
         dims[space] = seg.h("dim")
+        where = os.fsdecode(bytes(seg.array(0, SPACE_DIRECTORY_DTYPE, 1)["cold_dir"][0]).rstrip(b"\0"))
+        if cold is not None and where and os.path.isdir(where):
+            mine = f"{engine}.{space}.emb_cold."
+            cold += [os.path.join(where, f) for f in sorted(os.listdir(where)) if f.startswith(mine)]
     return dims
 
 
 def segment_headers(engine: EngineName) -> list:
     """Every segment's header, read-only; a segment that fails its checks says why."""
-    rows = []
-    dims = _space_dims(engine)
-    for name in segments_of(engine):
-        said = parse_name(engine, name)
+    rows, cold = [], []
+    dims = _space_dims(engine, cold)
+    for name in segments_of(engine) + cold:
+        said = parse_name(engine, "/" + os.path.basename(name))
         if said.get("table") == "ann":      # a usearch file, not a segment: its size and generation
             rows.append({"name": name, "ok": True, "kind": "ann index (usearch)", "generation": said["generation"],
                          "bytes": _size(name)})
