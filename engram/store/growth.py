@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 
+from engram.errors import StorageFullError
 from engram.store.shm.segment import Segment
 
 PREGROW_AT = 0.8        # of capacity: when the background copy starts
@@ -78,3 +79,22 @@ class Growth:
         """Wait for the copy and remove the segment (never published: no reader has it)."""
         self._thread.join()
         Segment.unlink(self.seg.name)
+
+
+def back(seg: Segment, regions: tuple, rows: int, backed: int) -> int:
+    """Allocate a file-backed table's disk blocks for its first ``rows`` rows (of each of its
+    ``regions``) before they are written through the mapping (Segment.allocate), half as
+    many again ahead so most batches need no call; returns the rows backed now. A full disk
+    is a StorageFullError before anything is written."""
+    if rows <= backed:
+        return backed
+    cap = seg.h("capacity")
+    target = min(max(rows, backed + backed // 2, 4096), cap)
+    try:
+        for _, off, dt, count, _ in regions:
+            seg.allocate(off, dt.itemsize * (count // cap) * target)
+    except OSError as e:
+        raise StorageFullError(f"{seg.name}: its disk has no room for {target:,} rows ({e.strerror}); nothing was "
+                               "written: free space, or move memories out of the cold tier") from None
+    return target
+

@@ -14,19 +14,15 @@ A space is a directory segment plus one segment per table:
 Memory ids are node slots: id i is nodes[i]. Each tier's embedding table has
 its own rows; node_row maps a node to its row and row_node back.
 
-The owner is the only writer. It writes data first and publishes it by
-raising a count (a segment header's ``count``) afterwards; a reader reads the
-count first and never looks past it. A table that fills is re-created
-larger under generation g+1 (and a fresh random salt in its name, so nobody can
-create the name first), filled, published in the directory (its TableRef: the
-generation and the salt), and the old name unlinked; readers see the new
-generation in the directory and re-attach, while their old mapping stays valid
-until they drop it. An embedding table's next generation is filled in the
-background ahead of need (engram/store/growth.py).
-
-A reader checks what it attaches before it makes a view of it (tablecheck.py):
-the directory, and each table's header against the directory and the size of
-its segment; the owner trusts its own segments.
+The owner is the only writer. It writes data first and publishes it by raising a count
+(a segment header's ``count``) afterwards; a reader reads the count first and never looks
+past it. A table that fills is re-created larger under generation g+1 (and a fresh random
+salt in its name, so nobody can create the name first), filled, published in the directory
+(its TableRef: the generation and the salt), and the old name unlinked; readers see the new
+generation and re-attach, while their old mapping stays valid until they drop it. An
+embedding table's next generation is filled in the background ahead of need
+(engram/store/growth.py). A reader checks what it attaches before it makes a view of it
+(tablecheck.py); the owner trusts its own segments.
 """
 from __future__ import annotations
 
@@ -34,7 +30,7 @@ import os
 
 import numpy as np
 
-from engram.errors import AttachError, ReadOnlyError, SegmentError
+from engram.errors import AttachError, ReadOnlyError, SegmentError, StorageFullError
 from engram.layout import (
     CSR_HEADER_DTYPE,
     NODE_HOT_DTYPE,
@@ -46,7 +42,7 @@ from engram.store import growth, tablecheck
 from engram.store import rows as codec
 from engram.store.rows import TIER_COLD, TIER_DTYPE, TIER_LABEL, TIER_NAMES, TIER_TABLE  # noqa: F401 (re-exported)
 from engram.store.shm.names import EngineName, directory_of
-from engram.store.shm.segment import Segment, align_up
+from engram.store.shm.segment import Segment, align_up, is_file
 from engram.store.tablecheck import KIND, regions, row_bytes_for
 
 C = schema.CONSTANTS
@@ -67,6 +63,7 @@ class SpaceStore:
         self.views: dict = {}
         self.offsets: dict = {}          # table -> region name -> byte offset in its segment's data
         self._growths: dict = {}         # embedding table -> Growth (engram/store/growth.py)
+        self._backed: dict = {}          # file-backed segment -> rows given disk blocks (_back)
         self._changed = dict.fromkeys(TIER_TABLE.values(), 0)    # in-place changes to stored rows
         self._snap: dict = {}
         if create:
@@ -144,7 +141,7 @@ class SpaceStore:
         return self.views["nodes"]["hot"][:self.n_nodes]
 
     def tier_counts(self) -> tuple:
-        """Rows in each tier's embedding table (emb_hot, emb_warm), as count() sees them."""
+        """Rows in each tier's embedding table (TIER_TABLE's order), as count() sees them."""
         return tuple(self.count(t) for t in TIER_TABLE.values())
 
     def tier_rows(self, tier: int):
@@ -155,8 +152,7 @@ class SpaceStore:
         return v["rows"][:n, :self.dim], v["row_node"][:n], v["row_live"][:n], v["row_norm"][:n]
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
-        """The f32 vectors of published memories (engram/store/rows.py ``read``)."""
-        return codec.read(self, ids)
+        return codec.read(self, ids)      # f32 vectors of published memories (engram/store/rows.py)
 
     def content_at(self, ref: int):
         if ref == 0:
@@ -244,17 +240,29 @@ class SpaceStore:
         seg = self.segs[table]
         used, cap = seg.h("count"), seg.h("capacity")
         if used + needed <= cap:
+            self._back(table, used + needed)
             return
         new, done = self._grown(table, used + needed)
         if new is None:
             new = self._new_table(table, max(cap * 2, used + needed), seg.h("generation") + 1)
         regs_old = self.views[table]
-        for name, off, _, _, _ in regions(table, new.h("capacity"), self.dim)[0]:
-            if used > done:     # through the file: the kernel fills the new pages (Segment.write_at)
-                view = regs_old[name]
-                new.write_at(off + done * view.strides[0], view[done:used])
+        try:
+            for name, off, _, _, _ in regions(table, new.h("capacity"), self.dim)[0]:
+                if used > done:     # through the file: the kernel fills the new pages (Segment.write_at)
+                    view = regs_old[name]
+                    new.write_at(off + done * view.strides[0], view[done:used])
+        except OSError as e:        # ENOSPC: the table stays as it was
+            Segment.unlink(new.name)
+            raise StorageFullError(f"{new.name}: no room to grow {table} ({e.strerror}); nothing was written") from None
         new.set("count", used)
         self._install(table, new)
+        self._back(table, used + needed)
+
+    def _back(self, table: str, rows: int) -> None:
+        seg = self.segs[table]
+        if is_file(seg.name):      # disk blocks before the rows are written (growth.back)
+            self._backed[seg.name] = growth.back(seg, regions(table, seg.h("capacity"), self.dim)[0], rows,
+                                                 self._backed.get(seg.name, 0))
 
     def pregrow(self, table: str) -> None:
         """Start filling the next generation of an embedding table in the background once it
@@ -281,15 +289,13 @@ class SpaceStore:
 
     def rewrite_row(self, node: int, tier: int, vector: np.ndarray) -> None:
         """Give a memory a new vector (reconsolidation) in a new row at the end of its tier's
-        table: stored rows never change, so an index built over them stays true, and the new
-        row is in the exact tail until the index takes it (engram/recall/ann.py). The old
-        row leaves the scan first, so no reader sees the memory twice."""
+        table (rows.move): stored rows never change, so an index built over them stays true,
+        and the new row is in the exact tail until the index takes it (engram/recall/ann.py)."""
         codec.move(self, np.array([node], np.int64), tier, np.asarray(vector, np.float32).reshape(1, -1))
 
     def migrate(self, ids: np.ndarray, tier: int) -> int:
-        """Move live memories' vectors to ``tier`` (those already there stay); returns how many
-        moved. Like reconsolidation, each gets a new row there: the old rows are not touched,
-        so the index and a snapshot being written stay true."""
+        """Move live memories' vectors to ``tier`` (those already there stay): each gets a new
+        row there, as in rewrite_row; returns how many moved."""
         rec = self.hot()
         ids = ids[(rec["tier"][ids] != tier) & (rec["flags"][ids] & FORGOTTEN == 0)]
         if ids.shape[0]:
@@ -343,6 +349,7 @@ class SpaceStore:
         The node count is raised last: it is what makes a memory visible to readers."""
         n = vectors.shape[0]
         self.reserve("nodes", n)
+        self.reserve(TIER_TABLE[tier], n)       # before the content: a full disk changes nothing
         refs = self.append_content(texts)
         first = self.n_nodes
         ids = np.arange(first, first + n, dtype=np.int64)
@@ -404,9 +411,8 @@ class SpaceStore:
         self._install("delta", self._new_table("delta", seg.h("capacity"), seg.h("generation") + 1))
 
     def close(self, unlink: bool) -> None:
-        for g in self._growths.values():
-            g.drop()
-        self._growths.clear()
+        while self._growths:
+            self._growths.popitem()[1].drop()
         if unlink:
             for seg in list(self.segs.values()) + [self.dir_seg]:
                 Segment.unlink(seg.name)

@@ -272,3 +272,40 @@ def test_a_daemon_moves_idle_memories_cold_and_engram_list_shows_it(tmp_path):
     finally:
         assert d.stop() == 0
     assert not any(f.name.startswith("eg.") for f in (tmp_path / "data" / "cold").iterdir())
+
+
+FILLING = r'''
+import sys, numpy as np, engram
+from engram.errors import StorageFullError
+eng = engram.Engine(sys.argv[1], dim=200, workers=0, index_min_rows=None, checkpoint_mb=1024, log_segment_mb=4)
+sp = eng.space("filling")
+rng = np.random.default_rng(1)
+acked = 0
+try:   # the second batch grows the table at once (no copy to fail first) and then outgrows the disk
+    for n in (500, 25000):
+        sp.remember(rng.standard_normal((n, 200)).astype(np.float32), tier="cold")
+        acked += n
+except StorageFullError as e:
+    print("full", acked, len(sp), str(e).replace("\n", " "), flush=True)
+'''
+
+
+def test_a_full_disk_under_the_cold_tier_is_an_error_not_sigbus(tmp_path):
+    """The cold table is a sparse file written through its mapping: without disk blocks
+    allocated first, a full disk would kill the owner with SIGBUS."""
+    import uuid
+    mnt = tmp_path / "db" / "cold"          # a 6 MiB disk under the cold tier alone; the log has room
+    mnt.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", f"engram-{uuid.uuid4().hex[:8]}", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        out = subprocess.run([sys.executable, "-c", FILLING, str(tmp_path / "db")], capture_output=True, text=True,
+                             timeout=300)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    assert out.returncode != -7, "the owner died of SIGBUS"
+    words = out.stdout.split()
+    assert words[:1] == ["full"], out.stdout + out.stderr
+    acked, held = int(words[1]), int(words[2])
+    assert acked == held > 0 and "no room" in out.stdout

@@ -78,7 +78,8 @@ def _open(name: str, create: bool, writable: bool, size: int = 0) -> int:
         raise posix_ipc.PermissionsError(str(e)) from e
     if create:
         try:
-            os.ftruncate(fd, size)      # sparse: the disk takes what is written
+            os.ftruncate(fd, size)      # sparse: the disk takes what is written (Segment.allocate)
+            os.posix_fallocate(fd, 0, min(size, HEADER_SIZE))   # the header is written through the mapping
         except OSError:
             os.close(fd)
             os.unlink(name)
@@ -167,6 +168,12 @@ class Segment:
         while m.nbytes:
             n = os.pwrite(self._fd, m, at)
             m, at = m[n:], at + n
+
+    def allocate(self, offset: int, length: int) -> None:
+        """Give a file-backed segment's data region disk blocks at [offset, offset + length)
+        before they are written through the mapping: a store into a hole the disk has no room
+        for is SIGBUS, where this is an OSError (ENOSPC). Kept open with ``keep_fd``."""
+        os.posix_fallocate(self._fd, HEADER_SIZE + offset, length)
 
     @classmethod
     def create(cls, name: str, *, kind: int, data_bytes: int, capacity: int, row_bytes: int = 0,
