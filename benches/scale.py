@@ -167,6 +167,7 @@ def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0)
         ix = sp.stats()["index"]
         seeds, seed_lat = timed(lambda v: sp.recall(v, k=K, spread=False, budget_ms=None).ids, q)
         results, lat = timed(lambda v: sp.recall(v, k=K), q)       # a lone caller: in its own thread
+        in_budget, _ = timed(lambda v: sp.recall(v, k=K, spread=False).ids, q)   # the seeds in the default budget
         eng.start_workers()
         sp._routing = "workers"                                     # the same recalls through a worker
         by_worker, lat_w = timed(lambda v: sp.recall(v, k=K), q)
@@ -190,6 +191,7 @@ def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0)
     return {"ingest_s": round(ingest_s, 2), "index_build_s": round(build_s, 2), "close_s": round(closed_s, 2),
             "insert_rate": stats.get("insert_rate"), "index_size": ix["size"],
             "seeds_recall_at_10": round(recall_at(seeds, true), 4), "seeds_ms": ms(seed_lat),
+            "seeds_in_budget_recall_at_10": round(recall_at(in_budget, true), 4),
             "recall_ms": ms(lat), "spread_ms": ms(spread_ms), "partial": partial, "fallback": fallback,
             "recalls": len(results), "exact_scan_ms": ms(scan_lat),
             "worker_recall_ms": ms(lat_w), "worker_partial": sum(bool(r.partial) for r in by_worker),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,8 @@ OVERSAMPLE, MIN_CANDIDATES = 2, 64
 #: same recall: clustered 384-d, 64 candidates re-scored, recall@10 0.995 at 100K with ef 64,
 #: and at 300K 0.953 / 0.984 / 0.997 with ef 64 / 128 / 256 (docs/scale.md)
 EXPANSION, EXPANSION_AT, EXPANSION_GROWTH, MAX_EXPANSION = 64, 100_000, 0.6, 512
+#: with a budget, the index search may take this share of the time left (SearchCost)
+SEARCH_SHARE = 0.25
 TIERS = len(TIER_TABLE)
 CELLS = 1 + 2 + TIERS + 3          # of the directory's ann cells in use: seq, generation, salt, rows, the rest
 
@@ -107,6 +110,7 @@ class AnnView:
         self.engine, self.space = engine, space
         self.state = NO_INDEX
         self.index = None
+        self.cost = SearchCost()
         self._warned = False
 
     def current(self, directory: np.ndarray):
@@ -158,11 +162,38 @@ def _view(path: str, size: int):
     return index
 
 
-def candidates(index, q: np.ndarray, n: int) -> np.ndarray:
-    """Up to ``n`` ids nearest to ``q`` by the index, as int64 (forgotten ones included)."""
+class SearchCost:
+    """What one unit of search breadth costs here (ns, a moving average over this process's
+    searches), so a budgeted recall can choose the breadth that fits: at 1M x 768 on two
+    shared cores the full breadth (ef 254) took 7 ms of the 10 ms budget and left spreading
+    no room in 37% of recalls (docs/scale.md)."""
+
+    def __init__(self):
+        self.ns_per_unit = 0.0        # 0: not measured yet
+
+    def breadth(self, size: int, want: int, deadline_ns: int | None) -> int:
+        full = expansion(size, want)
+        if deadline_ns is None or not self.ns_per_unit:
+            return full
+        fits = SEARCH_SHARE * (deadline_ns - time.perf_counter_ns()) / self.ns_per_unit
+        return int(min(full, max(fits, want, EXPANSION)))
+
+    def observe(self, breadth: int, ns: int) -> None:
+        unit = ns / max(breadth, 1)
+        self.ns_per_unit = unit if not self.ns_per_unit else 0.9 * self.ns_per_unit + 0.1 * unit
+
+
+def candidates(index, q: np.ndarray, n: int, deadline_ns: int | None = None, cost: SearchCost | None = None):
+    """Up to ``n`` ids nearest to ``q`` by the index, as int64 (forgotten ones included). With
+    a deadline and a ``cost`` model the search is as broad as fits SEARCH_SHARE of the time
+    left (never narrower than EXPANSION), else as broad as ``expansion`` says."""
     want = min(n, len(index))
     if want <= 0:
         return np.zeros(0, np.int64)
-    index.expansion_search = expansion(len(index), want)
+    breadth = cost.breadth(len(index), want, deadline_ns) if cost is not None else expansion(len(index), want)
+    index.expansion_search = breadth
+    t0 = time.perf_counter_ns()
     found = index.search(q, want, threads=1)
+    if cost is not None:
+        cost.observe(breadth, time.perf_counter_ns() - t0)
     return np.asarray(found.keys, dtype=np.int64)

@@ -117,7 +117,7 @@ class SpaceReader:
         state, index = self.ann.current(st.dir)
         found_ids, found_scores, found_tier = [], [], []
         if index is not None:
-            ids, sc, tiers = self._candidates(index, q, max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES))
+            ids, sc, tiers = self._candidates(index, q, max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES), deadline_ns)
             found_ids.append(ids)
             found_scores.append(sc)
             found_tier.append(tiers)
@@ -162,11 +162,11 @@ class SpaceReader:
         warm = np.count_nonzero(tiers[order] == TIER_WARM) / max(order.size, 1)
         return Similar(ids[order], scores[order], warm, partial)
 
-    def _candidates(self, index, q: np.ndarray, n: int):
+    def _candidates(self, index, q: np.ndarray, n: int, deadline_ns: int | None = None):
         """(ids, exact cosine, tier) of the index's nearest live memories, best first: each
         scored from its stored row by the kernel the exact scan uses."""
         st = self.store
-        ids = ann.candidates(index, q, n)
+        ids = ann.candidates(index, q, n, deadline_ns, self.ann.cost)
         ids = ids[(ids >= 0) & (ids < self.n_nodes)]
         rec = st.hot()[ids]
         live = (rec["flags"] & FORGOTTEN) == 0

@@ -413,3 +413,33 @@ def test_the_search_widens_as_the_index_grows():
     widths = [expansion(n, 64) for n in (1_000, 100_000, 300_000, 1_000_000, 100_000_000)]
     assert widths[0] == widths[1] == 64 and widths[1] < widths[2] < widths[3] < widths[4] == MAX_EXPANSION
     assert expansion(1_000, 700) == 700          # never fewer than the candidates asked for
+
+
+def test_a_budgeted_search_is_as_broad_as_fits_the_time_left():
+    import time as _time
+
+    from engram.recall.ann import EXPANSION, SEARCH_SHARE, SearchCost, expansion
+    cost = SearchCost()
+    full = expansion(1_000_000, 64)
+    soon = _time.perf_counter_ns() + 10_000_000               # 10 ms left
+    assert cost.breadth(1_000_000, 64, soon) == full          # nothing measured yet: the full breadth
+    cost.observe(254, 254 * 28_000)                           # 28 us per unit, as at 1M x 768 here
+    got = cost.breadth(1_000_000, 64, _time.perf_counter_ns() + 10_000_000)
+    assert EXPANSION <= got < full and abs(got - SEARCH_SHARE * 10e6 / 28_000) < 5
+    assert cost.breadth(1_000_000, 64, None) == full          # no budget: as broad as the index wants
+    assert cost.breadth(1_000_000, 64, _time.perf_counter_ns()) == EXPANSION    # no time left: the floor
+    cost.observe(64, 64 * 2_000)                              # faster now: the average follows
+    assert cost.breadth(1_000_000, 64, _time.perf_counter_ns() + 10_000_000) > got
+
+
+def test_a_budgeted_recall_searches_the_index_within_its_share(indexed, monkeypatch):
+    from engram.recall import ann
+    monkeypatch.setattr(ann, "EXPANSION_AT", 1_000)            # as if the index were large: a broad search
+    eng, sp, x, rng = indexed
+    view = sp._owned.reader.ann
+    full = ann.expansion(N, 64)
+    sp.recall(x[3], k=10, spread=False, budget_ms=None)
+    assert view.index.expansion_search == full > 64 and view.cost.ns_per_unit > 0    # every search is measured
+    view.cost.ns_per_unit = 1e9                                # a second per unit: nothing fits the budget
+    r = sp.recall(x[3], k=10, spread=False, budget_ms=10)
+    assert int(r.ids[0]) == 3 and view.index.expansion_search == ann.EXPANSION
