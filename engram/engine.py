@@ -9,11 +9,8 @@ Another process reads a live engine with ``engram.attach(eng.name)``.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
-import threading
 import weakref
 from dataclasses import asdict
 from pathlib import Path
@@ -25,101 +22,31 @@ from engram.attached import SpaceNames
 from engram.cognition.fan import fan_weights
 from engram.cognition.reconsolidation import Reconsolidation
 from engram.config import DEFAULT_DIM, MAX_DIM
-from engram.errors import ClosedError, DimensionError, InvalidInputError, shown
-from engram.ingest import LANES, IngestPool
+from engram.errors import DimensionError, InvalidInputError, shown
+from engram.ingest import LANES
 from engram.ingest.listener import DEFAULT_MAX_CHANNELS, Listener
 from engram.ingest.pool import DEFAULT_BATCH_MAX
+from engram.lifecycle import LIVE, Lifecycle, handle_sigterm
 from engram.observe import hwcounters, metrics
 from engram.observe.metrics.spreading import SpreadingRecorder
 from engram.observe.metrics.spreading import summary as spreading_summary
 from engram.observe.tracing import TraceConfig, Tracer
 from engram.observe.tracing.events import NO_EVENTS, SpaceEvents
-from engram.observe.tracing.process import start_collector, stop_collector
+from engram.observe.tracing.process import start_collector
 from engram.owned import Owned
 from engram.persistence import Persistence
 from engram.recall.context import RecallContext
 from engram.recall.reader import SpaceReader
 from engram.space import ROUTINGS, Space
 from engram.store.files import FILES, Files
-from engram.store.shm import EngineName, cleanup_stale, unlink_engine
+from engram.store.shm import EngineName, cleanup_stale
 from engram.store.tables import SpaceStore
 from engram.store.wal import POLICIES
+from engram.text import resolve as resolve_embedder
 from engram.workers.indexer import DEFAULT_MIN_ROWS, IndexKeeper
 from engram.workers.supervisor import WorkerError, WorkerPool
 
 log = logging.getLogger("engram")
-
-
-class _Lifecycle:
-    """Everything an engine must save and release, without a reference to the Engine, so
-    the same close runs from close(), from garbage collection and at interpreter exit."""
-
-    def __init__(self, name: EngineName):
-        self.name = name
-        self.closed = False
-        self.persist: Persistence | None = None     # with a path: snapshots and the log
-        self.dim = 0
-        self.owned: dict = {}       # space name -> Owned
-        self.spaces: dict = {}      # space name -> Space
-        self.workers = None
-        self.ingest = None          # engram.ingest.IngestPool, started by the first stream
-        self.ingest_settings: dict = {}
-        self.listener = None        # engram.connect's channels (engram/ingest/listener.py)
-        self.indexer = None         # IndexKeeper: the spaces' approximate indexes (engram/workers/indexer.py)
-        self.tracer = None
-        self.collector = None
-        self.lock = threading.Lock()
-
-    def check_open(self) -> None:
-        if self.closed:
-            raise ClosedError("this engram.Engine is closed; create a new one")
-
-    @contextlib.contextmanager
-    def writers_held(self):
-        """Hold every space's writers (and space creation): a checkpoint's consistent point."""
-        with self.lock, contextlib.ExitStack() as stack:
-            for name in sorted(self.owned):
-                stack.enter_context(self.owned[name].lock)
-            yield
-
-    def ingest_pool(self) -> IngestPool:
-        """The ingest workers, started on first use."""
-        with self.lock:
-            self.check_open()
-            if self.ingest is None:
-                self.ingest = IngestPool(**self.ingest_settings)
-            return self.ingest
-
-    def close(self, unattended: bool = False) -> None:
-        """Apply what ingest accepted, flush the log and checkpoint (with a path), stop
-        workers and collector, remove every segment. unattended: the engine was never
-        closed (garbage collection, interpreter exit or SIGTERM): say so."""
-        if self.closed or os.getpid() != self.name.pid:      # never from a forked child
-            return
-        try:
-            if self.indexer is not None:    # first: the checkpoint below saves the last index it made
-                self.indexer.close()
-            if self.listener is not None:
-                self.listener.close()       # drained into the lanes first: the pool applies it
-            if self.ingest is not None:
-                self.ingest.close()         # nothing accepted is dropped
-            if self.persist is not None:
-                if unattended:
-                    log.warning("engram: Engine %s (path %s) was not closed; saving it at exit", self.name,
-                                self.persist.path)
-                self.persist.close(checkpoint=True)
-        finally:
-            self.closed = True
-            if self.workers is not None:
-                self.workers.close()        # before the segments they read go away
-            if self.tracer is not None:
-                self.tracer.close()
-            if self.collector is not None:  # it drains every ring before the segments go
-                stop_collector(self.collector)
-            for o in self.owned.values():
-                o.store.close(unlink=True)
-            unlink_engine(self.name)
-            _LIVE.discard(self)
 
 
 class Engine:
@@ -147,6 +74,9 @@ class Engine:
     spaces this large take seeds from an approximate index (docs/scale.md; None: never),
     kept by a process at nice 10 with ``index_threads`` threads (default one a core).
     files: the operations durability goes through (engram.store.files.Files): fault injection.
+    embedder: "default" (the text extra's model, docs/embedding.md), None (vectors only), or
+    an object with encode(list[str]) -> array: then spaces take ``texts=`` and ``text=``
+    (engram/text/), and ``dim`` is the model's.
     """
 
     def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None,
@@ -154,7 +84,7 @@ class Engine:
                  ingest_workers: int = 1, lanes: dict | None = None, ingest_batch: int = DEFAULT_BATCH_MAX,
                  channels: int = DEFAULT_MAX_CHANNELS, log_segment_mb: float | None = None,
                  index_min_rows: int | None = DEFAULT_MIN_ROWS, index_threads: int | None = None,
-                 files: Files | None = None):
+                 files: Files | None = None, embedder=None):
         path = None if path is None else Path(path)
         if dim is not None:
             dim = validate.positive_int(dim, "dim", 1)
@@ -178,6 +108,12 @@ class Engine:
         checkpoint_mb = validate.positive_float(checkpoint_mb, "checkpoint_mb")
         checkpoint_s = validate.positive_float(checkpoint_s, "checkpoint_s")
         channels = validate.positive_int(channels, "channels")
+        self._embedder = resolve_embedder(embedder)      # before the path is locked: loading may fail
+        if self._embedder is not None:
+            if dim is not None and dim != self._embedder.dim:
+                raise DimensionError(f"dim={dim} but the embedder {self._embedder.identity} makes vectors of "
+                                     f"{self._embedder.dim}: leave dim out (it comes from the embedder)")
+            dim = self._embedder.dim
         self._path = path
         self.durability = durability if path is not None else None
         segment = None if log_segment_mb is None else \
@@ -187,13 +123,17 @@ class Engine:
         stored = persist.dim if persist is not None else None
         if dim is not None and stored is not None and stored != dim:
             persist.lock.release()
+            if self._embedder is not None:
+                raise DimensionError(f"{path} holds memories of dimension {stored}; the embedder "
+                                     f"{self._embedder.identity} makes {dim}: open it with the embedder that made "
+                                     "them, or without one (vectors only)")
             raise DimensionError(f"{path} holds memories of dimension {stored}, not {dim}: open it "
                                  f"without dim (it is read from the data) or with dim={stored}")
         self._dim = dim if dim is not None else stored if stored is not None else DEFAULT_DIM
         if persist is not None:
             persist.dim = self._dim
         self.cleaned = cleanup_stale()
-        life = self._life = _Lifecycle(EngineName.new())
+        life = self._life = Lifecycle(EngineName.new())
         life.dim = self._dim
         life.ingest_settings = {"workers": validate.positive_int(ingest_workers, "ingest_workers", 1),
                                 "capacity": validate.lane_capacities(lanes, LANES),
@@ -229,8 +169,8 @@ class Engine:
             self.close()
             raise
         life.persist = persist         # from here close() checkpoints into the path
-        _LIVE.add(life)
-        _handle_sigterm()
+        LIVE.add(life)
+        handle_sigterm()
 
     @property
     def name(self) -> str:
@@ -241,6 +181,11 @@ class Engine:
     def dim(self) -> int:
         """The embedding dimension of every space."""
         return self._dim
+
+    @property
+    def embedder(self):
+        """The engine's engram.text.Embedder (``.identity``: name, version, dim; ``.encode(texts)``), or None."""
+        return self._embedder
 
     @property
     def path(self):
@@ -279,7 +224,8 @@ class Engine:
         events = (SpaceEvents(life.tracer.emit, self._metrics_seg.space_index(name)) if life.tracer.enabled
                   else NO_EVENTS)
         ctx = RecallContext(spreading=self._spreading, events=events)
-        owned = life.owned[name] = Owned(store, reader, ctx, Reconsolidation(self._dim), metrics=rec)
+        owned = life.owned[name] = Owned(store, reader, ctx, Reconsolidation(self._dim), metrics=rec,
+                                         embedder=self._embedder)
         life.spaces[name] = Space(owned, life.check_open, life.workers, self.routing, life.ingest_pool)
         return owned
 
@@ -385,36 +331,3 @@ class Engine:
     def __repr__(self):
         state = "closed" if self._life.closed else f"{len(self._life.spaces)} spaces"
         return f"<engram.Engine {self.name} dim={self._dim} {state}>"
-
-
-_LIVE: weakref.WeakSet = weakref.WeakSet()     # lifecycles of open engines with this process as owner
-
-
-def _handle_sigterm() -> None:
-    """SIGTERM closes every open engine (log flushed, checkpoint, segments removed), then
-    ends the process as SIGTERM would. Installed once, and only where nobody else handles
-    SIGTERM. The handler only starts a thread: closing waits for each space's writers,
-    one of which may be the very code the signal interrupted."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-
-    closed = threading.Event()
-
-    def close_all():
-        for life in list(_LIVE):
-            try:
-                life.close(unattended=True)
-            except Exception as e:
-                log.error("engram: closing engine %s at SIGTERM failed: %s", life.name, e)
-        closed.set()
-        os.kill(os.getpid(), signal.SIGTERM)     # back in the main thread's handler, below
-
-    def on_sigterm(*_):
-        if not closed.is_set():
-            threading.Thread(target=close_all, name="engram-sigterm").start()
-            return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)    # only the main thread may do this
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_sigterm)

@@ -124,6 +124,21 @@ def contents(content, n: int) -> list:
     return items
 
 
+def texts(value, what: str = "texts") -> list:
+    """A non-empty list of strings (one str is a list of one), each with a non-blank character."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) and not (isinstance(items, np.ndarray) and items.ndim == 1):
+        raise InvalidInputError(f"{what} must be a string or a list of strings, got {type(value).__name__}")
+    if not len(items):
+        raise EmptyBatchError(f"{what} is empty: pass at least one text")
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise InvalidInputError(f"{what}[{i}] must be a string, got {type(t).__name__}")
+        if not t.strip():
+            raise InvalidInputError(f"{what}[{i}] is blank: an embedding of no words means nothing")
+    return [str(t) for t in items]
+
+
 def positive_int(value, what: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InvalidInputError(f"{what} must be an integer >= {minimum}, got {shown(value)}")

@@ -19,8 +19,8 @@ import numpy as np
 
 from engram.demo import corpus as corpus_mod
 from engram.demo.embed import HashingEmbedder
-from engram.demo.progress import Progress
 from engram.engine import Engine
+from engram.text.progress import Progress
 
 QUERIES = (
     "parse command line arguments and options",

@@ -1,4 +1,4 @@
-"""The public face of one memory space: SpaceView (read) and Space (the owner's: read and write).
+"""Space: the owner's face of one memory space, read and write (reads from SpaceView).
 
 Every public method checks all of its input here, once, before anything
 changes; what it calls below takes trusted, typed arguments. A rejected call
@@ -8,183 +8,20 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 
 import numpy as np
 
 from engram import validate
 from engram.cognition import interference
 from engram.cognition.priming import Primer
-from engram.config import FAN_MODES, InterferenceConfig, RecallConfig
-from engram.errors import ClosedError, InvalidInputError, UnknownIdError, shown
+from engram.config import InterferenceConfig, RecallConfig
+from engram.errors import InvalidInputError
 from engram.ingest import Stream
 from engram.owned import Owned
-from engram.recall import pipeline
-from engram.recall.context import RecallContext
-from engram.recall.paths import strongest_path
-from engram.recall.reader import SpaceReader
-from engram.results import Memories, RecallResult, SpreadResult
+from engram.space.view import SpaceView
+from engram.text.inspace import SpaceText
 
 ROUTINGS = ("auto", "workers")
-ORIGINS = np.array(["seed", "spread"])      # RecallResult.origin by whether spreading reached it
-
-
-class SpaceView:
-    """Read access to a memory space: an attached reader's, and the owner Space's base."""
-
-    def __init__(self, reader: SpaceReader, context: RecallContext | None = None, closed_check=None):
-        self._reader = reader
-        self._ctx = context or RecallContext()
-        self._closed_check = closed_check
-        self.name, self.dim = reader.name, reader.dim
-
-    @property
-    def clock(self):
-        """Wall-clock ns source of access times, retention, priming and reconsolidation."""
-        return self._ctx.clock
-
-    @clock.setter
-    def clock(self, fn) -> None:
-        self._ctx.clock = fn
-
-    def _open(self) -> SpaceReader:
-        if self._closed_check is not None:
-            self._closed_check()
-        if not self._reader.store.segs:
-            raise ClosedError(f"memory space {self.name!r} is closed")
-        self._reader.refresh()
-        return self._reader
-
-    def __len__(self) -> int:
-        return len(self._open())
-
-    def _live_ids(self, ids) -> np.ndarray:
-        """ids (one or a sequence) as int64, each naming a live memory."""
-        r = self._open()
-        a = validate.ids(ids)
-        bad = r.unknown(a)
-        if bad.any():
-            wrong = a[bad][:5].tolist()
-            raise UnknownIdError(f"unknown or forgotten memory ids {wrong} in space {self.name!r} "
-                                 f"(ids are 0..{r.n_nodes - 1}; forgotten ones are gone)")
-        return a
-
-    def _one_id(self, memory_id) -> int:
-        a = self._live_ids(memory_id)
-        if a.shape[0] != 1:
-            raise InvalidInputError(f"pass one memory id, got {a.shape[0]}")
-        return int(a[0])
-
-    def live_ids(self, offset: int = 0, limit: int | None = None) -> np.ndarray:
-        """The ids of live memories, ascending: ``limit`` of them after the first ``offset``."""
-        every = np.arange(self._open().n_nodes, dtype=np.int64)
-        live = every[~self._reader.unknown(every)]
-        return live[validate.positive_int(offset, "offset"):None if limit is None else offset + limit]
-
-    def get(self, ids) -> Memories:
-        """The memories ``ids`` (one or a sequence), in the order asked."""
-        return self._reader.memories(self._live_ids(ids))
-
-    def neighbors(self, memory_id: int):
-        """(ids, weights) of the memories this one links to."""
-        return self._reader.neighbors(self._one_id(memory_id))
-
-    def recall(self, query, k: int = 10, spread: bool = True, budget_ms: float | None = 10.0) -> RecallResult:
-        """The k memories that best answer ``query``: similarity seeds, then spreading
-        activation along associations within ``budget_ms`` (None: no budget). See
-        engram/recall/pipeline.py for the pipeline and RecallResult for what comes back."""
-        t0 = time.perf_counter_ns()
-        r = self._open()
-        q = validate.query(query, self.dim)
-        k = validate.positive_int(k, "k", 1)
-        if not isinstance(spread, (bool, np.bool_)):
-            raise InvalidInputError(f"spread must be True or False, got {shown(spread)}")
-        if budget_ms is not None:
-            budget_ms = validate.positive_float(budget_ms, "budget_ms")
-        self._before_spread(spread)
-        trace_id = self._ctx.events.trace_id()
-        ranked = self._ranked(q, k, bool(spread), budget_ms, t0, trace_id)
-        rec = r.hot()[ranked.ids]
-        self._after_recall(ranked)
-        total_ns = time.perf_counter_ns() - t0
-        ranked.timings["total_ms"] = total_ns / 1e6
-        self._recorded(ranked, k, total_ns, trace_id)
-        return RecallResult(
-            ids=ranked.ids, scores=ranked.scores, confidence=rec["confidence"].copy(),
-            origin=ORIGINS[(ranked.hops != 0).view(np.uint8)], hops=ranked.hops,
-            content=r.content(rec["content_ref"]), partial=ranked.partial, fallback=ranked.fallback,
-            activation=ranked.activation, similarity=ranked.similarity, timings=ranked.timings,
-            spreading=ranked.info)
-
-    def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int, trace_id: int):
-        """The recall pipeline, run in this thread."""
-        return pipeline.recall(self._reader, self._ctx, q, k, spread=spread, budget_ms=budget_ms, t_begin=t0,
-                               trace_id=trace_id)
-
-    def _recorded(self, ranked, k: int, total_ns: int, trace_id: int) -> None:
-        """Readers record nothing; the owner's Space counts and traces each recall."""
-
-    def spread(self, seeds, max_depth: int | None = None, decay: float | None = None,
-               threshold: float | None = None, cycle_penalty: float | None = None,
-               fan: str | None = None) -> SpreadResult:
-        """Spreading alone: ``ids, activation = mem.spread({seed_id: 1.0, ...})``.
-
-        seeds: a {id: activation} mapping, or ids (activation 1.0 each). Parameters
-        left None take the space's recall configuration; fan: "none" | "source" |
-        "target" | "both" (engram/cognition/fan.py). Returns every live memory
-        touched, most active first (ties by id): a SpreadResult (ids, activation, hops).
-        """
-        if isinstance(seeds, dict):
-            ids = self._live_ids(list(seeds.keys()))
-            act = validate.per_item(list(seeds.values()), ids.shape[0], "seed activation", 1.0, 0.0, 1.0)
-        else:
-            ids = self._live_ids(seeds)
-            act = np.ones(ids.shape[0], np.float32)
-        cfg = self._ctx.config
-        p = cfg.spread          # checked when configured; a call's own rules are checked here
-        given = {"max_depth": max_depth, "decay": decay, "threshold": threshold, "cycle_penalty": cycle_penalty}
-        if any(v is not None for v in given.values()):
-            p = replace(p, **{k: v for k, v in given.items() if v is not None}).check()
-        fan = cfg.fan if fan is None else fan
-        if fan not in FAN_MODES:
-            raise InvalidInputError(f"fan must be one of {', '.join(FAN_MODES)}, got {shown(fan)}")
-        self._before_spread(True)
-        return SpreadResult(*self._reader.spread(fan, ids, act, p))
-
-    def path(self, sources, target: int, max_hops: int = 4) -> list:
-        """The associations that lead from any of ``sources`` to ``target``: the fewest hops
-        (at most ``max_hops``), and among those the largest product of link weights (as
-        recall spreads over them: with the configured fan discount), as a list of memory ids
-        from a source to the target ([] if none within reach). This is the strongest way a
-        spread result was reached: ``mem.path(seed_ids, res.ids[i])``."""
-        src = self._live_ids(sources)
-        tgt = self._one_id(target)
-        hops = validate.positive_int(max_hops, "max_hops", 1)
-        self._before_spread(True)
-        return strongest_path(self._reader.links(self._ctx.config.fan).csr, src, tgt, hops)
-
-    def _before_spread(self, spread: bool) -> None:
-        """Readers spread over the compacted links only; the owner compacts first."""
-
-    def configure_recall(self, **changes) -> RecallConfig:
-        """Change recall's tunables by name (engram.config.RecallConfig); returns the new
-        settings. With no arguments, returns the settings in force."""
-        self._ctx.config = self._ctx.config.with_changes(**changes)
-        return self._ctx.config
-
-    def spreading_stats(self, reset: bool = False) -> dict:
-        """The latency predictor's error distribution and the batcher's state in this process
-        (reset: then forget the errors seen so far, to measure the next run alone)."""
-        return self._ctx.stats(reset)
-
-    def _after_recall(self, ranked) -> None:
-        """Readers cannot record access or priming; the owner's Space does."""
-
-    def stats(self) -> dict:
-        return self._open().stats()
-
-    def __repr__(self):
-        return f"<engram space {self.name!r} dim={self.dim}>"
 
 
 class Space(SpaceView):
@@ -203,6 +40,18 @@ class Space(SpaceView):
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._primer = Primer(owned.reader.graph, self._link_trusted, owned.changes.reweight)
+        self._text = SpaceText(owned, self.name, self._checked, self._store_checked)
+
+    @property
+    def embedded_by(self):
+        """What made this space's vectors (an engram.text.Identity: name, version, dim), or
+        None: no texts went in, or the vectors came from the caller."""
+        return self._text.made_by()
+
+    def _text_query(self, query, text) -> tuple:
+        if query is not None:
+            raise InvalidInputError("give query (a vector) or text, not both")
+        return self._text.query(text)
 
     def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int, trace_id: int):
         # "auto": a lone caller runs the pipeline in its own thread (a round trip to a
@@ -239,11 +88,17 @@ class Space(SpaceView):
         self._events.recall(trace_id, k, ranked.ids, ranked.hops, ranked.scores, ranked.timings,
                             ranked.info or {}, total_ns)
 
-    def remember(self, vectors, content=None, confidence=None, tier: str = "hot") -> np.ndarray:
+    def remember(self, vectors=None, content=None, confidence=None, tier: str = "hot", texts=None,
+                 progress=None) -> np.ndarray:
         """Store memories; returns their int64 ids once durable (with a path, under the
-        engine's durability policy). ``tier``: "hot" (f32) or "warm" (f16)."""
+        engine's durability policy). ``tier``: "hot" (f32) or "warm" (f16). ``texts``
+        instead of vectors: embedded by the engine's embedder (and kept as content unless
+        content is given); progress: True (a bar on stderr) or an object with update(n)."""
         t_call = time.perf_counter_ns()
-        ids, lsn = self._store_checked(*self._checked(vectors, content, confidence, tier))
+        if texts is None:
+            ids, lsn = self._store_checked(*self._checked(vectors, content, confidence, tier))
+        else:
+            ids, lsn = self._text.remember(vectors, texts, content, confidence, tier, progress)
         self._durable(lsn)
         self._rec.remember_latency_seconds.observe_ns(time.perf_counter_ns() - t_call)
         return ids
