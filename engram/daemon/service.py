@@ -48,6 +48,7 @@ class Settings:
     workers: int | None = None
     threads: int = 8
     dim: int | None = None
+    embedder: str | None = None               # "default": content-only requests (docs/embedding.md)
     durability: str | None = None
     max_body_mb: float = 64.0
     max_connections: int = 4096
@@ -94,7 +95,7 @@ def serve(s: Settings) -> int:
     if s.trace_dir or s.otlp_url or s.loki_url:
         trace = TraceConfig(collect_to=str(s.trace_dir or Path(s.data) / "traces"), otlp_url=s.otlp_url,
                             loki_url=s.loki_url)
-    eng = Engine(path=s.data, dim=s.dim, workers=s.workers, durability=s.durability,
+    eng = Engine(path=s.data, dim=s.dim, workers=s.workers, durability=s.durability, embedder=s.embedder,
                  log_segment_mb=s.log_segment_mb, lanes=s.lanes, trace=trace)
     state = Path(s.data) / STATE
     service = None
@@ -191,6 +192,7 @@ def serve_args(s: Settings) -> list:
             "--max-body-mb", str(s.max_body_mb), "--max-connections", str(s.max_connections),
             "--header-timeout", str(s.header_timeout), "--body-timeout", str(s.body_timeout)]
     for flag, v in (("--api-key-file", s.api_key_file), ("--workers", s.workers), ("--dim", s.dim),
+                    ("--embedder", s.embedder),
                     ("--durability", s.durability), ("--log-segment-mb", s.log_segment_mb),
                     ("--trace-dir", s.trace_dir), ("--otlp", s.otlp_url), ("--loki", s.loki_url)):
         if v is not None:
