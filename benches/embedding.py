@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write JSON here (default benches/results/)")
     args = ap.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)      # before any model loads its thread pool
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # as engram/text/e5.py sets it
     from benches._common import finish, machine_info
     from engram.demo import corpus
     t_start = time.perf_counter()
@@ -132,7 +133,8 @@ def main(argv=None) -> int:
               f"{row['paraphrase']['mrr']:>8.3f} {row['qa']['recall_at_1']:>7.3f} {row['qa']['mrr']:>7.3f} "
               f"{row['short_per_s']:>8.1f} {row['docstrings_per_s']:>7.1f} {row['query_p50_ms']:>8.1f} "
               f"{row['query_p95_ms']:>8.1f}")
-    finish("embedding", {"machine": machine_info(threads=args.threads), "rows": rows}, args.json, t_start)
+    finish("embedding", {"machine": machine_info(threads=args.threads, omp_wait_policy=os.environ["OMP_WAIT_POLICY"]),
+                         "rows": rows}, args.json, t_start)
     return 0
 
 

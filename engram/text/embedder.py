@@ -3,7 +3,7 @@ that every batch it returns is checked, and named so a space can record what mad
 
     Engine(embedder="default")     # engram/text/e5.py (the text extra)
     Engine(embedder=my_model)      # encode(texts) -> array; optional: encode_query(texts),
-                                   # name, version and dim attributes
+                                   # name, version, dim and recall_settings attributes
     Engine(embedder=None)          # vectors only (the default)
 
 Texts are encoded in batches of ``batch`` so a long remember shows progress and no one call
@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from engram.config import RecallConfig
 from engram.errors import EmbedderError, InvalidInputError, shown
 
 #: texts per call to the model: large enough for its threads to share, small enough to show progress
@@ -59,6 +60,10 @@ class Embedder:
             raise EmbedderError(f"embedder {self.identity.name}: its dim must be a positive integer, got {shown(dim)}")
         self.identity = Identity(self.identity.name, self.identity.version, int(dim))
         self._query = getattr(model, "encode_query", None) or model.encode
+        # the model's similarity calibration (engram.config.RecallConfig names), checked now;
+        # a space takes it with its first texts (engram/text/inspace.py)
+        self.recall_settings = dict(getattr(model, "recall_settings", None) or {})
+        RecallConfig().with_changes(**self.recall_settings)
 
     @property
     def dim(self) -> int:

@@ -6,7 +6,9 @@ no live memories, logged as one of the space's settings (so it survives close, r
 kill -9, like configure_recall's), and compared before any text goes in or out: another
 embedder, or a space holding vectors with no record of their origin, is refused
 (EmbedderMismatchError) rather than compared across two embeddings. Vectors passed
-directly are taken as they are, as before.
+directly are taken as they are, as before. The first texts also bring the model's
+calibration of similarity (Embedder.recall_settings, e.g. where the seed sigmoid is centred),
+set and logged with the record; configure_recall changes it afterwards like any setting.
 """
 from __future__ import annotations
 
@@ -79,7 +81,8 @@ class SpaceText:
         with owned.lock:
             owned.changes.admit()
             self.embedder()         # again, with the writers held: vectors may have come in meanwhile
-            if owned.embedded_by is None:
+            if owned.embedded_by is None:      # the record, and the model's calibration of similarity
                 owned.embedded_by = emb.identity.settings()
+                owned.context.config = owned.context.config.with_changes(**emb.recall_settings)
                 owned.changes.settings(owned.settings())
             return self._store_checked(*batch)
