@@ -68,8 +68,7 @@ def test_bad_content_only_requests_are_refused_and_store_nothing(text_daemon, pa
 
 
 def test_a_daemon_without_an_embedder_says_so(daemon):
-    with engram.Client(daemon.url) as c:
-        with pytest.raises(errors.NoEmbedderError, match="no embedder"):
-            c.space("docs").remember(texts=["a"])
+    with engram.Client(daemon.url) as c, pytest.raises(errors.NoEmbedderError, match="no embedder"):
+        c.space("docs").remember(texts=["a"])
     r = httpx.get(f"{daemon.url}/api/v1/memories/recall", params={"query": "a", "space": "docs"})
     assert r.status_code in (400, 404), r.text
