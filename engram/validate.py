@@ -34,7 +34,10 @@ def space_name(name) -> str:
 
 def vectors(v, dim: int, *, f16: bool = False) -> np.ndarray:
     """A (n, dim) finite float32 batch from one vector or a batch."""
-    a = np.asarray(v)
+    try:
+        a = np.asarray(v)
+    except ValueError as e:          # rows of different lengths
+        raise InvalidInputError(f"vectors must be one vector ({dim},) or rows of {dim} numbers each: {e}") from None
     if a.dtype.kind not in "fiu":
         raise InvalidInputError(f"vectors must be numeric, got dtype {a.dtype}")
     if a.ndim == 1:

@@ -23,7 +23,9 @@ MemoryIdPath = Annotated[int, Path(ge=0, le=MAX_ID)]
 SpaceIdPath = Annotated[str, Path(pattern=SPACE_NAME.pattern)]
 VectorParam = Annotated[str | None, Query(description="the query vector as a JSON array of numbers (the daemon's "
                                           "dim); or give query", pattern=r"^\[.*\]$")]
-TextParam = Annotated[str | None, Query(min_length=1, max_length=1 << 16,
+#: a question in a URL: at most 1,000 characters (percent-encoded, up to 12 KB: within the request line
+#: uvicorn reads); longer ones go in a POST body
+TextParam = Annotated[str | None, Query(min_length=1, max_length=1000,
                                         description="the question in words (the daemon's embedder encodes it)")]
 MemoryId = Annotated[int, Field(ge=0, le=MAX_ID)]
 Ids = Annotated[list[MemoryId], Field(min_length=1, max_length=10_000)]
