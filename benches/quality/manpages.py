@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from benches.quality.graphs import Graph, _edges
+from engram.demo.embed import tokens
 
 ROOT = Path("/usr/share/man")
 W_SEE_ALSO = 0.5
@@ -99,7 +100,7 @@ def _paragraphs(lines: list) -> list:
     for line in lines + [".PP"]:
         if not line.strip() or line.split(None, 1)[0] in _PARAGRAPH:
             words = " ".join(filter(None, map(_plain, current))).split()
-            if len(words) >= MIN_WORDS:
+            if len(words) >= MIN_WORDS and len(tokens(" ".join(words))) >= MIN_WORDS // 2:   # words, not markup
                 out.append(" ".join(words[:MAX_WORDS]))
             current = []
             continue
