@@ -22,8 +22,7 @@ from engram.connected import Connected, connect  # noqa: F401
 from engram.engine import Engine  # noqa: F401
 from engram.observe.tracing import TraceConfig  # noqa: F401
 from engram.results import Memories, RecallResult, SpreadResult  # noqa: F401
-from engram.space import Space  # noqa: F401
-from engram.view import SpaceView  # noqa: F401
+from engram.space import Space, SpaceView  # noqa: F401
 
 
 def serve_metrics(engine, port: int = 0, addr: str = "127.0.0.1"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 from engram import kernels, validate
 from engram.errors import UnknownSpaceError, shown
 from engram.recall.reader import SpaceReader
+from engram.space.view import SpaceView
 from engram.store.shm import resolve, spaces_of
 from engram.store.tables import SpaceStore
-from engram.view import SpaceView
 
 
 class SpaceNames(list):

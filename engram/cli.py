@@ -78,7 +78,8 @@ def cmd_info(args) -> int:
 
 def cmd_demo(args) -> int:
     from engram.demo import run as demo
-    demo.run(limit=args.limit, queries=args.query or None, k=args.k, dim=args.dim, tier=args.tier)
+    demo.run(limit=args.limit, queries=args.query or None, k=args.k, dim=args.dim, tier=args.tier,
+             embedder=args.embedder)
     return 0
 
 
@@ -235,6 +236,8 @@ def _daemon_options(p) -> None:
                                                         "ENGRAM_API_KEY")
     p.add_argument("--workers", type=_integer(0), default=None, help="recall worker processes (default: CPUs)")
     p.add_argument("--threads", type=_integer(1, 256), default=8, help="threads running engine calls (default 8)")
+    p.add_argument("--embedder", choices=("default", "none"), default="none",
+                   help="default: the text extra's model encodes content-only requests (docs/embedding.md)")
     p.add_argument("--dim", type=_integer(1, MAX_DIM), default=None,
                    help=f"embedding dimension of a new data directory (default {DEFAULT_DIM}; an existing one "
                         "keeps its own)")
@@ -266,6 +269,7 @@ def _settings(args):
     from engram.daemon.service import Settings
     return Settings(data=Path(args.data), host=args.host, port=args.port, api_key_file=args.api_key_file,
                     workers=args.workers, threads=args.threads, dim=args.dim, durability=args.durability,
+                    embedder=None if args.embedder == "none" else args.embedder,
                     max_body_mb=args.max_body_mb, max_connections=args.max_connections,
                     open_metrics=args.open_metrics, log_segment_mb=args.log_segment_mb, lanes=_lanes(args.lane),
                     header_timeout=args.header_timeout, body_timeout=args.body_timeout, trace_dir=args.trace_dir,
@@ -320,12 +324,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("info", help="show kernel backends, ISA variants, layout hash and live engines")
     p.set_defaults(fn=cmd_info)
     p = sub.add_parser("demo", help="build a memory of the Python standard library and recall from it")
-    p.add_argument("--limit", type=_integer(1), default=None, help="at most this many memories (default: all)")
-    p.add_argument("--query", action="append", help="a question to ask (repeatable); default: a built-in set")
-    p.add_argument("-k", type=_integer(1), default=5, help="results per query (default 5)")
-    p.add_argument("--dim", type=_integer(1, MAX_DIM), default=DEFAULT_DIM,
-                   help=f"embedding dimension (default {DEFAULT_DIM})")
-    p.add_argument("--tier", choices=("hot", "warm"), default="hot", help="store f32 (hot) or f16 (warm)")
+    from engram.demo import add_arguments as demo_arguments
+    demo_arguments(p, _integer)
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("list", help="the running engines this user can attach to")
     p.set_defaults(fn=cmd_list)

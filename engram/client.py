@@ -110,7 +110,10 @@ class RemoteSpace:
     def _call(self, method: str, path: str, **kw):
         return self.client.request(method, path, space=self.name, **kw)
 
-    def remember(self, vectors, content=None, confidence=None, tier: str = "hot") -> np.ndarray:
+    def remember(self, vectors=None, content=None, confidence=None, tier: str = "hot", texts=None) -> np.ndarray:
+        """As Space.remember; ``texts`` are encoded by the daemon's embedder (and kept as content)."""
+        if texts is not None:
+            return self._remember_texts(vectors, texts, content, confidence, tier)
         v = np.asarray(vectors, dtype=np.float32)
         if v.ndim == 1:
             v = v[None]
@@ -128,6 +131,17 @@ class RemoteSpace:
                          headers={"Content-Type": BATCH_TYPE})
         return np.asarray(out["memory_ids"], np.int64)
 
+    def _remember_texts(self, vectors, texts, content, confidence, tier: str) -> np.ndarray:
+        if vectors is not None or content is not None:
+            raise errors.InvalidInputError("give texts alone (the daemon keeps each text as its content), or vectors "
+                                           "with content")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        conf = [None] * len(texts) if confidence is None else \
+            np.broadcast_to(np.asarray(confidence, np.float64), len(texts)).tolist()
+        out = self._call("POST", "/api/v1/memories/batch", write=True, json={
+            "memories": [{"content": t, "confidence": c} for t, c in zip(texts, conf)], "tier": tier})
+        return np.asarray(out["memory_ids"], np.int64)
+
     def link(self, src, dst, weights=1.0) -> int:
         s, d = np.atleast_1d(np.asarray(src)).tolist(), np.atleast_1d(np.asarray(dst)).tolist()
         w = np.asarray(weights, np.float64)
@@ -140,10 +154,13 @@ class RemoteSpace:
                          json={"memory_ids": np.atleast_1d(np.asarray(ids)).tolist()})
         return int(out["memories_affected"])
 
-    def recall(self, query, k: int = 10, spread: bool = True, budget_ms: float | None = 10.0) -> RecallResult:
-        q = np.asarray(query, np.float64).ravel().tolist()
+    def recall(self, query=None, k: int = 10, spread: bool = True, budget_ms: float | None = 10.0,
+               text: str | None = None) -> RecallResult:
+        """As Space.recall; ``text`` is encoded by the daemon's embedder."""
+        asked = {"query": text} if text is not None and query is None else \
+            {"embedding": np.asarray(query, np.float64).ravel().tolist(), **({"query": text} if text else {})}
         out = self._call("POST", "/api/v1/memories/recall",
-                         json={"embedding": q, "max_results": k, "mode": "hybrid" if spread else "similarity",
+                         json={**asked, "max_results": k, "mode": "hybrid" if spread else "similarity",
                                "budget_ms": budget_ms})
         items = sorted(out["memories"]["vivid"] + out["memories"]["associated"], key=lambda it: it["rank"])
         meta = out.get("metadata") or {}

@@ -28,7 +28,7 @@ from engram.errors import ClosedError, EngramError, InvalidInputError, OverloadE
 from engram.ingest import wire
 from engram.ingest.pool import LANES
 from engram.ingest.ring import DEFAULT_CAPACITY, HAS_CONFIDENCE, HAS_CONTENT, Kind, Ring, encode_texts
-from engram.view import SpaceView
+from engram.space.view import SpaceView
 
 KEEP_RESULTS = 4096             # acknowledgements kept for a late wait (older ones return no ids)
 RING_FULL_RETRY_S = 0.002

@@ -42,6 +42,7 @@ from engram.store.files import FILES, Files
 from engram.store.shm import EngineName, cleanup_stale
 from engram.store.tables import SpaceStore
 from engram.store.wal import POLICIES
+from engram.text import resolve as resolve_embedder
 from engram.workers.indexer import DEFAULT_MIN_ROWS, IndexKeeper
 from engram.workers.supervisor import WorkerError, WorkerPool
 from engram.workers.tiering import TierKeeper
@@ -78,6 +79,9 @@ class Engine:
     back by access recency and strength in the background (docs/scale.md, Tiers). With a
     path the cold tier's tables are files in path/cold, whose pages can leave RAM.
     files: the operations durability goes through (engram.store.files.Files): fault injection.
+    embedder: "default" (the text extra's model, docs/embedding.md), None (vectors only), or
+    an object with encode(list[str]) -> array: then spaces take ``texts=`` and ``text=``
+    (engram/text/), and ``dim`` is the model's.
     """
 
     def __init__(self, path=None, dim: int | None = None, workers=None, routing: str = "auto", trace=None,
@@ -85,7 +89,7 @@ class Engine:
                  ingest_workers: int = 1, lanes: dict | None = None, ingest_batch: int = DEFAULT_BATCH_MAX,
                  channels: int = DEFAULT_MAX_CHANNELS, log_segment_mb: float | None = None,
                  index_min_rows: int | None = DEFAULT_MIN_ROWS, index_threads: int | None = None,
-                 tiering=None, files: Files | None = None):
+                 tiering=None, files: Files | None = None, embedder=None):
         path = None if path is None else Path(path)
         if dim is not None:
             dim = validate.positive_int(dim, "dim", 1)
@@ -109,6 +113,12 @@ class Engine:
         checkpoint_mb = validate.positive_float(checkpoint_mb, "checkpoint_mb")
         checkpoint_s = validate.positive_float(checkpoint_s, "checkpoint_s")
         channels = validate.positive_int(channels, "channels")
+        self._embedder = resolve_embedder(embedder)      # before the path is locked: loading may fail
+        if self._embedder is not None:
+            if dim is not None and dim != self._embedder.dim:
+                raise DimensionError(f"dim={dim} but the embedder {self._embedder.identity} makes vectors of "
+                                     f"{self._embedder.dim}: leave dim out (it comes from the embedder)")
+            dim = self._embedder.dim
         self._path = path
         self.durability = durability if path is not None else None
         segment = None if log_segment_mb is None else \
@@ -118,6 +128,10 @@ class Engine:
         stored = persist.dim if persist is not None else None
         if dim is not None and stored is not None and stored != dim:
             persist.lock.release()
+            if self._embedder is not None:
+                raise DimensionError(f"{path} holds memories of dimension {stored}; the embedder "
+                                     f"{self._embedder.identity} makes {dim}: open it with the embedder that made "
+                                     "them, or without one (vectors only)")
             raise DimensionError(f"{path} holds memories of dimension {stored}, not {dim}: open it "
                                  f"without dim (it is read from the data) or with dim={stored}")
         self._dim = dim if dim is not None else stored if stored is not None else DEFAULT_DIM
@@ -182,6 +196,11 @@ class Engine:
         return self._dim
 
     @property
+    def embedder(self):
+        """The engine's engram.text.Embedder (``.identity``: name, version, dim; ``.encode(texts)``), or None."""
+        return self._embedder
+
+    @property
     def path(self):
         """The engine's directory (a Path), or None for an ephemeral engine."""
         return self._path
@@ -218,7 +237,8 @@ class Engine:
         events = (SpaceEvents(life.tracer.writer, self._metrics_seg.space_index(name)) if life.tracer.enabled
                   else NO_EVENTS)
         ctx = RecallContext(spreading=self._spreading, events=events)
-        owned = life.owned[name] = Owned(store, reader, ctx, Reconsolidation(self._dim), metrics=rec)
+        owned = life.owned[name] = Owned(store, reader, ctx, Reconsolidation(self._dim), metrics=rec,
+                                         embedder=self._embedder)
         life.spaces[name] = Space(owned, life.check_open, life.workers, self.routing, life.ingest_pool)
         return owned
 

@@ -142,3 +142,23 @@ class OverloadError(EngramError, RuntimeError):
     def __init__(self, message: str, retry_after: float = 0.0):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class EmbedderError(EngramError, RuntimeError):
+    """The engine's embedder could not be loaded, failed, or returned something other than
+    one finite vector of its dimension per text. Names the embedder."""
+
+
+class EmbedderUnavailableError(EmbedderError):
+    """``embedder="default"`` needs the text extra: ``pip install 'engram[text]'``."""
+
+
+class NoEmbedderError(InvalidInputError):
+    """Text was given to an engine (or an attached reader) that has no embedder: create the
+    engine with ``embedder="default"`` (or an object with encode), or pass vectors."""
+
+
+class EmbedderMismatchError(InvalidInputError):
+    """Text was given to a space whose vectors another embedder made (or that holds vectors
+    with no record of what made them): mixing two embeddings would make similarity
+    meaningless. The message names both."""

@@ -2,7 +2,8 @@
 settings, the writers' lock (SpaceLock) and the change log (engram/store/mutations.py).
 
 The engine keeps one Owned per space to snapshot it, replay its log and close
-it; the space's Space is the public face over the same object.
+it; the space's Space is the public face over the same object. The engine's embedder is
+held here too, with the space's record of which embedder made its vectors.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class SpaceLock:
     """The space's writers' lock (reentrant, used as ``with lock:``), and work deferred to it.
 
     ``defer(task)`` is for work that needs the lock but that no caller waits for: a
-    recall's access update (engram/space.py). The task runs at once, in the caller's
+    recall's access update (engram/space/owner.py). The task runs at once, in the caller's
     thread, if the lock is free; if another thread holds it, the caller returns without
     waiting and the holder runs the task when it lets go. A thread that takes the lock
     first runs every task deferred before it, so whoever holds the lock next sees them
@@ -113,6 +114,8 @@ class Owned:
     interference: InterferenceConfig = field(default_factory=InterferenceConfig)
     lock: SpaceLock = field(default_factory=SpaceLock)
     changes: Mutations = None
+    embedder: object = None         # the engine's engram.text.Embedder, or None: vectors only
+    embedded_by: dict | None = None  # what made this space's vectors (engram/text/inspace.py), as settings
 
     def __post_init__(self):
         if self.changes is None:
@@ -120,12 +123,17 @@ class Owned:
 
     def settings(self) -> dict:
         """What configure_recall/_interference/_reconsolidation set, as snapshots keep it."""
-        return {"recall": self.context.config.settings(), "interference": self.interference.settings(),
-                "reconsolidation": self.labile.config.settings()}
+        out = {"recall": self.context.config.settings(), "interference": self.interference.settings(),
+               "reconsolidation": self.labile.config.settings()}
+        if self.embedded_by is not None:
+            out["embedder"] = dict(self.embedded_by)
+        return out
 
     def apply_settings(self, saved: dict) -> None:
         """Settings as settings() gave them (a snapshot's, a log record's); names this
         version does not know are skipped, so newer files still open."""
+        if isinstance(saved.get("embedder"), dict):
+            self.embedded_by = dict(saved["embedder"])
         for kind, cfg in (("recall", self.context.config), ("interference", self.interference),
                           ("reconsolidation", self.labile.config)):
             known = cfg.settings()

@@ -34,7 +34,10 @@ def space_name(name) -> str:
 
 def vectors(v, dim: int, *, f16: bool = False) -> np.ndarray:
     """A (n, dim) finite float32 batch from one vector or a batch."""
-    a = np.asarray(v)
+    try:
+        a = np.asarray(v)
+    except ValueError as e:          # rows of different lengths
+        raise InvalidInputError(f"vectors must be one vector ({dim},) or rows of {dim} numbers each: {e}") from None
     if a.dtype.kind not in "fiu":
         raise InvalidInputError(f"vectors must be numeric, got dtype {a.dtype}")
     if a.ndim == 1:
@@ -134,6 +137,21 @@ def contents(content, n: int) -> list:
         if c is not None and not isinstance(c, str):
             raise InvalidInputError(f"content[{i}] must be a string or None, got {type(c).__name__}")
     return items
+
+
+def texts(value, what: str = "texts") -> list:
+    """A non-empty list of strings (one str is a list of one), each with a non-blank character."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) and not (isinstance(items, np.ndarray) and items.ndim == 1):
+        raise InvalidInputError(f"{what} must be a string or a list of strings, got {type(value).__name__}")
+    if not len(items):
+        raise EmptyBatchError(f"{what} is empty: pass at least one text")
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise InvalidInputError(f"{what}[{i}] must be a string, got {type(t).__name__}")
+        if not t.strip():
+            raise InvalidInputError(f"{what}[{i}] is blank: an embedding of no words means nothing")
+    return [str(t) for t in items]
 
 
 def positive_int(value, what: str, minimum: int = 0) -> int:

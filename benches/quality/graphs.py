@@ -237,7 +237,19 @@ def wordnet(limit: int | None = None, root: Path | None = None) -> Graph:
     return _edges(g, triples)
 
 
-BUILDERS = {"stdlib": stdlib, "wordnet": wordnet}
+def manpages(limit: int | None = None) -> Graph:
+    """The manual pages and their SEE ALSO references (benches/quality/manpages.py)."""
+    from benches.quality.manpages import manpages as build_manpages  # it imports Graph from here
+    return build_manpages(limit)
+
+
+def paragraphs(limit: int | None = None) -> Graph:
+    """Chains of manual-page paragraphs: nearly hub-free (benches/quality/manpages.py)."""
+    from benches.quality.manpages import paragraphs as build_paragraphs
+    return build_paragraphs(limit)
+
+
+BUILDERS = {"stdlib": stdlib, "wordnet": wordnet, "manpages": manpages, "paragraphs": paragraphs}
 
 
 def build(name: str, limit: int | None = None) -> Graph:

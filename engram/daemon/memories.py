@@ -35,6 +35,12 @@ def memory_items(mem, ids: np.ndarray, embeddings: bool, links: bool) -> list:
     return out
 
 
+def content_to_encode(content: str | None, where: str) -> str:
+    """A memory given without an embedding: its content is what the daemon's embedder encodes."""
+    if content is None:
+        raise errors.InvalidInputError(f"{where} is missing: a memory without an embedding needs content for the "
+                                       "daemon's embedder to encode")
+    return content
 
 
 def parse_batch(raw: bytes, dim: int):
@@ -80,8 +86,12 @@ def routes(service: Service) -> APIRouter:
             mem = eng.space(name)
             if body.links:          # checked before anything is stored: all or nothing
                 mem.get([lk.target_memory_id for lk in body.links])
-            ids = mem.remember(np.asarray(body.embedding, np.float64)[None], [body.content],
-                               None if body.confidence is None else [body.confidence], body.tier)
+            conf = None if body.confidence is None else [body.confidence]
+            if body.embedding is None:
+                ids = mem.remember(texts=[content_to_encode(body.content, "content")], confidence=conf,
+                                   tier=body.tier)
+            else:
+                ids = mem.remember(np.asarray(body.embedding, np.float64)[None], [body.content], conf, body.tier)
             n = mem.link(int(ids[0]), [lk.target_memory_id for lk in body.links],
                          [lk.strength for lk in body.links]) if body.links else 0
             got = mem.get(ids)
@@ -122,6 +132,13 @@ def routes(service: Service) -> APIRouter:
                 raise errors.InvalidInputError(f"invalid batch: {where}") from None
             vectors = [it.embedding for it in body.memories]
             content = [it.content for it in body.memories]
+            given = sum(v is not None for v in vectors)
+            if given not in (0, len(vectors)):
+                raise errors.InvalidInputError(f"{given} of {len(vectors)} memories have an embedding: give every "
+                                               "one an embedding, or none (the daemon's embedder encodes content)")
+            if not given:
+                vectors = None
+                content = [content_to_encode(c, f"memories[{i}].content") for i, c in enumerate(content)]
             confidence = [1.0 if it.confidence is None else it.confidence for it in body.memories]
             tier, head_space = body.tier, body.memory_space_id
         else:
@@ -131,7 +148,9 @@ def routes(service: Service) -> APIRouter:
         name = service.space_name(request, head_space)
 
         async def produce():
-            ids = await service.run(lambda: eng.space(name).remember(vectors, content, confidence, tier))
+            ids = await service.run(lambda: eng.space(name).remember(vectors, content, confidence, tier) if
+                                    vectors is not None else eng.space(name).remember(texts=content,
+                                                                                      confidence=confidence, tier=tier))
             return json_response({"memory_ids": ids, "count": int(ids.shape[0])}, 201)
         return await service.idempotency.once(request, produce)
 

@@ -21,8 +21,12 @@ SpaceParam = Annotated[str | None, Query(pattern=SPACE_NAME.pattern, description
                                          "X-Memory-Space header)")]
 MemoryIdPath = Annotated[int, Path(ge=0, le=MAX_ID)]
 SpaceIdPath = Annotated[str, Path(pattern=SPACE_NAME.pattern)]
-VectorParam = Annotated[str, Query(description="the query vector as a JSON array of numbers (the daemon's dim)",
-                                   pattern=r"^\[.*\]$")]
+VectorParam = Annotated[str | None, Query(description="the query vector as a JSON array of numbers (the daemon's "
+                                          "dim); or give query", pattern=r"^\[.*\]$")]
+#: a question in a URL: at most 1,000 characters (percent-encoded, up to 12 KB: within the request line
+#: uvicorn reads); longer ones go in a POST body
+TextParam = Annotated[str | None, Query(min_length=1, max_length=1000,
+                                        description="the question in words (the daemon's embedder encodes it)")]
 MemoryId = Annotated[int, Field(ge=0, le=MAX_ID)]
 Ids = Annotated[list[MemoryId], Field(min_length=1, max_length=10_000)]
 Strength = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -49,9 +53,16 @@ class LinkSpec(Strict):
     strength: float = Field(default=1.0, gt=0.0, le=1.0)
 
 
+Embedding = Field(default=None, min_length=1, max_length=65536,
+                  description="the vector (the space's dim); leave it out to have the daemon's embedder "
+                              "(engram serve --embedder default) encode content")
+Content = Field(default=None, max_length=1 << 20, description="the text kept with the memory (and encoded, "
+                "when no embedding is given)")
+
+
 class RememberRequest(Strict):
-    embedding: list[float] = Field(min_length=1, max_length=65536, description="the vector (the space's dim)")
-    content: str | None = Field(default=None, max_length=1 << 20)
+    embedding: list[float] | None = Embedding
+    content: str | None = Content
     confidence: float | None = Confidence
     tier: Literal["hot", "warm"] = "hot"
     links: list[LinkSpec] = Field(default_factory=list, max_length=1000,
@@ -75,8 +86,8 @@ class RememberResponse(Strict):
 
 
 class BatchItem(Strict):
-    embedding: list[float] = Field(min_length=1, max_length=65536)
-    content: str | None = Field(default=None, max_length=1 << 20)
+    embedding: list[float] | None = Embedding
+    content: str | None = Content
     confidence: float | None = Confidence
 
 
@@ -127,6 +138,8 @@ class GetRequest(Strict):
 class RecallRequest(Strict):
     embedding: list[float] | None = Field(default=None, min_length=1, max_length=65536,
                                           description="the query vector; or seeds")
+    query: str | None = Field(default=None, min_length=1, max_length=1 << 16,
+                              description="the question in words, encoded by the daemon's embedder")
     seeds: Ids | None = Field(default=None, description="spread from these memories instead of a query")
     max_results: int = Field(default=10, ge=1, le=1000)
     threshold: float | None = Field(default=None, ge=0.0, le=1.0,

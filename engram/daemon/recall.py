@@ -51,8 +51,10 @@ def _mean(values: list) -> float:
 Literal_mode = Annotated[str, Query(pattern="^(similarity|spreading|hybrid)$")]
 
 
-def _vector_param(text: str) -> list:
-    """Engram's GET form: the embedding as a JSON array inside a query string."""
+def _vector_param(text: str | None) -> list | None:
+    """Engram's GET form: the embedding as a JSON array inside a query string (None: not given)."""
+    if text is None:
+        return None
     try:
         v = json.loads(text)
     except json.JSONDecodeError as e:
@@ -69,8 +71,9 @@ def routes(service: Service) -> APIRouter:
     # ---- recall ----------------------------------------------------------------------
     async def do_recall(request: Request, body: m.RecallRequest):
         name = service.space_name(request, body.memory_space_id)
-        if (body.embedding is None) == (body.seeds is None):
-            raise errors.InvalidInputError("give embedding (a query vector) or seeds (memory ids), one of them")
+        if sum(x is not None for x in (body.embedding, body.query, body.seeds)) != 1:
+            raise errors.InvalidInputError("give one of embedding (a query vector), query (a question in words, for "
+                                           "the daemon's embedder) or seeds (memory ids)")
         t0 = time.perf_counter()
 
         def work():
@@ -81,7 +84,7 @@ def routes(service: Service) -> APIRouter:
                                  threshold=body.activation_threshold)
                 return spread_items(mem, res, body.max_results, body.threshold), None, len(mem)
             res = mem.recall(body.embedding, k=body.max_results, spread=body.mode != "similarity",
-                             budget_ms=body.budget_ms)
+                             budget_ms=body.budget_ms, text=body.query)
             return recall_items(res, body.threshold), res, len(mem)
         items, res, searched = await service.read(work)
         vivid = [it for it in items if it["hops"] == 0]
@@ -108,22 +111,26 @@ def routes(service: Service) -> APIRouter:
 
     @router.get("/api/v1/memories/recall", response_model=m.RecallResponse, responses=ERRORS,
              summary="Recall with Engram's query string (embedding as a JSON array in a string)")
-    async def recall_get(request: Request, embedding: m.VectorParam,
+    async def recall_get(request: Request, embedding: m.VectorParam = None, query: m.TextParam = None,
                          max_results: Annotated[int, Query(ge=1, le=1000)] = 10,
                          threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
                          mode: Literal_mode = "hybrid", budget_ms: Annotated[float, Query(gt=0, le=60_000)] = 10.0,
                          include_metadata: bool = True, space: m.SpaceParam = None):
-        return await do_recall(request, m.RecallRequest(embedding=_vector_param(embedding), max_results=max_results,
+        return await do_recall(request, m.RecallRequest(embedding=_vector_param(embedding), query=query,
+                                                        max_results=max_results,
                                                         threshold=threshold, mode=mode, budget_ms=budget_ms,
                                                         include_metadata=include_metadata))
 
     @router.get("/api/v1/memories/search", response_model=m.SearchResponse, responses=ERRORS,
              summary="Similarity search (no spreading): a flat list")
-    async def search(request: Request, embedding: m.VectorParam, limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-                     space: m.SpaceParam = None):
+    async def search(request: Request, embedding: m.VectorParam = None, query: m.TextParam = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 10, space: m.SpaceParam = None):
         name = service.space_name(request)
+        if (embedding is None) == (query is None):
+            raise errors.InvalidInputError("give embedding (a JSON array) or query (words), one of them")
         q = _vector_param(embedding)
-        res = await service.read(lambda: service.readable(name).recall(q, k=limit, spread=False, budget_ms=None))
+        res = await service.read(lambda: service.readable(name).recall(q, k=limit, spread=False, budget_ms=None,
+                                                                       text=query))
         items = recall_items(res, None)
         return json_response({"memories": items, "total": len(items)})
 

@@ -49,6 +49,7 @@ class Settings:
     workers: int | None = None
     threads: int = 8
     dim: int | None = None
+    embedder: str | None = None               # "default": content-only requests (docs/embedding.md)
     durability: str | None = None
     max_body_mb: float = 64.0
     max_connections: int = 4096
@@ -102,7 +103,7 @@ def serve(s: Settings) -> int:
         base = TieringConfig()
         tiering = replace(base, cold_after_s=s.cold_after_s,
                           warm_after_access_s=min(base.warm_after_access_s, s.cold_after_s / 10))
-    eng = Engine(path=s.data, dim=s.dim, workers=s.workers, durability=s.durability,
+    eng = Engine(path=s.data, dim=s.dim, workers=s.workers, durability=s.durability, embedder=s.embedder,
                  log_segment_mb=s.log_segment_mb, lanes=s.lanes, trace=trace, index_min_rows=s.index_min_rows,
                  tiering=tiering)
     state = Path(s.data) / STATE
@@ -200,6 +201,7 @@ def serve_args(s: Settings) -> list:
             "--max-body-mb", str(s.max_body_mb), "--max-connections", str(s.max_connections),
             "--header-timeout", str(s.header_timeout), "--body-timeout", str(s.body_timeout)]
     for flag, v in (("--api-key-file", s.api_key_file), ("--workers", s.workers), ("--dim", s.dim),
+                    ("--embedder", s.embedder),
                     ("--durability", s.durability), ("--log-segment-mb", s.log_segment_mb),
                     ("--trace-dir", s.trace_dir), ("--otlp", s.otlp_url), ("--loki", s.loki_url)):
         if v is not None:

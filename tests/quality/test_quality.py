@@ -109,3 +109,22 @@ def test_default_recall_beats_similarity_only(name):
         assert r_def >= 1.25 * r_sim, f"{name} {task}: default recall@10 {r_def:.3f}, similarity only {r_sim:.3f}"
         assert r_sim > floor[task]["recall@10"]
     assert default["assoc"]["p95_ms"] > 0
+
+
+def _man_graph(name, limit=None):
+    if not Path("/usr/share/man/man1").is_dir():
+        pytest.skip("no manual pages under /usr/share/man")
+    return graphs.build(name, limit)
+
+
+def test_the_manual_page_graphs_are_deterministic_and_of_their_kinds():
+    see_also, chains = _man_graph("manpages"), _man_graph("paragraphs", 3000)
+    for g, again in ((see_also, graphs.build("manpages")), (chains, graphs.build("paragraphs", 3000))):
+        assert g.names == again.names and np.array_equal(g.src, again.src) and np.array_equal(g.dst, again.dst)
+        assert (g.src != g.dst).all() and max(g.src.max(), g.dst.max()) < len(g)
+        assert ((g.weight > 0) & (g.weight <= 1)).all() and all(t.strip() for t in g.texts)
+    indegree = np.bincount(see_also.dst, minlength=len(see_also))
+    assert indegree.max() >= 20 * max(np.median(indegree), 1)        # heavy-tailed: strong hubs
+    degree = np.bincount(chains.src, minlength=len(chains)) + np.bincount(chains.dst, minlength=len(chains))
+    assert len(chains) == 3000 and degree.max() <= 4                  # chains: nearly hub-free
+    assert set(chains.relations) == {"next", "previous"}

@@ -1,8 +1,9 @@
-"""SpaceView: read access to one memory space, the same for an attached reader and the owner.
+"""SpaceView: read access to one memory space (an attached reader's, and the base of the
+owner's Space in engram/space/owner.py).
 
-Every public method checks all of its input here, once, before anything is read; what
-it calls below takes trusted, typed arguments. The owner's Space (engram/space.py)
-adds the writes.
+Every public method checks all of its input here, once, before anything
+changes; what it calls below takes trusted, typed arguments. A rejected call
+leaves the space exactly as it was.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from engram import validate
 from engram.config import FAN_MODES, RecallConfig
-from engram.errors import ClosedError, InvalidInputError, UnknownIdError, shown
+from engram.errors import ClosedError, InvalidInputError, NoEmbedderError, UnknownIdError, shown
 from engram.recall import pipeline
 from engram.recall.context import RecallContext
 from engram.recall.paths import strongest_path
@@ -83,10 +84,13 @@ class SpaceView:
         """(ids, weights) of the memories this one links to."""
         return self._reader.neighbors(self._one_id(memory_id))
 
-    def recall(self, query, k: int = 10, spread: bool = True, budget_ms: float | None = 10.0) -> RecallResult:
-        """The k memories that best answer ``query``: similarity seeds, then spreading
-        activation along associations within ``budget_ms`` (None: no budget). See
-        engram/recall/pipeline.py for the pipeline and RecallResult for what comes back."""
+    def recall(self, query=None, k: int = 10, spread: bool = True, budget_ms: float | None = 10.0,
+               text: str | None = None) -> RecallResult:
+        """The k memories that best answer ``query`` (a vector) or ``text`` (a question, encoded
+        by the engine's embedder first: timings["embed_ms"], outside the budget): similarity
+        seeds, then spreading activation along associations within ``budget_ms`` (None: no
+        budget). See engram/recall/pipeline.py and RecallResult for what comes back."""
+        query, embed_ms = (query, 0.0) if text is None else self._text_query(query, text)
         t0 = time.perf_counter_ns()
         r = self._open()
         q = validate.query(query, self.dim)
@@ -101,7 +105,9 @@ class SpaceView:
         rec = r.hot()[ranked.ids]
         self._after_recall(ranked)
         total_ns = time.perf_counter_ns() - t0
-        ranked.timings["total_ms"] = total_ns / 1e6
+        ranked.timings["total_ms"] = total_ns / 1e6 + embed_ms
+        if text is not None:
+            ranked.timings["embed_ms"] = embed_ms
         self._recorded(ranked, k, t0, total_ns, trace_id)
         return RecallResult(
             ids=ranked.ids, scores=ranked.scores, confidence=rec["confidence"].copy(),
@@ -114,6 +120,11 @@ class SpaceView:
         """The recall pipeline, run in this thread."""
         return pipeline.recall(self._reader, self._ctx, q, k, spread=spread, budget_ms=budget_ms, t_begin=t0,
                                trace_id=trace_id)
+
+    def _text_query(self, query, text) -> tuple:
+        """(vector, ms encoding it) for a recall by text."""
+        raise NoEmbedderError(f"a reader of memory space {self.name!r} has no embedder: encode the text with "
+                              "the owner's model and pass the vector")
 
     def _recorded(self, ranked, k: int, t_begin: int, total_ns: int, trace_id: int) -> None:
         """Readers record nothing; the owner's Space counts and traces each recall."""

@@ -1,4 +1,4 @@
-"""The owner's memory space: Space, a SpaceView (engram/view.py) that also writes.
+"""Space: the owner's face of one memory space, read and write (reads from SpaceView).
 
 Every public method checks all of its input here, once, before anything
 changes; what it calls below takes trusted, typed arguments. A rejected call
@@ -18,7 +18,8 @@ from engram.config import InterferenceConfig, RecallConfig
 from engram.errors import InvalidInputError
 from engram.ingest import Stream
 from engram.owned import Owned
-from engram.view import SpaceView
+from engram.space.view import SpaceView
+from engram.text.inspace import SpaceText
 
 ROUTINGS = ("auto", "workers")
 
@@ -39,6 +40,18 @@ class Space(SpaceView):
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._primer = Primer(owned.reader.graph, self._link_trusted, owned.changes.reweight)
+        self._text = SpaceText(owned, self.name, self._checked, self._store_checked)
+
+    @property
+    def embedded_by(self):
+        """What made this space's vectors (an engram.text.Identity: name, version, dim), or
+        None: no texts went in, or the vectors came from the caller."""
+        return self._text.made_by()
+
+    def _text_query(self, query, text) -> tuple:
+        if query is not None:
+            raise InvalidInputError("give query (a vector) or text, not both")
+        return self._text.query(text)
 
     def _ranked(self, q, k: int, spread: bool, budget_ms, t0: int, trace_id: int):
         # "auto": a lone caller runs the pipeline in its own thread (a round trip to a
@@ -74,11 +87,17 @@ class Space(SpaceView):
             rec.spread_latency_seconds.observe_ns(int(ranked.timings.get("spread_ms", 0.0) * 1e6))
         self._events.recall(trace_id, k, ranked.ids, ranked.hops, ranked.scores, t_begin, total_ns)
 
-    def remember(self, vectors, content=None, confidence=None, tier: str = "hot") -> np.ndarray:
+    def remember(self, vectors=None, content=None, confidence=None, tier: str = "hot", texts=None,
+                 progress=None) -> np.ndarray:
         """Store memories; returns their int64 ids once durable (with a path, under the
-        engine's durability policy). ``tier``: "hot" (f32) or "warm" (f16)."""
+        engine's durability policy). ``tier``: "hot" (f32) or "warm" (f16). ``texts``
+        instead of vectors: embedded by the engine's embedder (and kept as content unless
+        content is given); progress: True (a bar on stderr) or an object with update(n)."""
         t_call = time.perf_counter_ns()
-        ids, lsn = self._store_checked(*self._checked(vectors, content, confidence, tier))
+        if texts is None:
+            ids, lsn = self._store_checked(*self._checked(vectors, content, confidence, tier))
+        else:
+            ids, lsn = self._text.remember(vectors, texts, content, confidence, tier, progress)
         self._durable(lsn)
         self._rec.remember_latency_seconds.observe_ns(time.perf_counter_ns() - t_call)
         return ids
