@@ -137,6 +137,32 @@ def test_without_retries_the_503s_are_counted_drops(tmp_path):
     assert metric == {"": {"ring": 0, "otlp": otlp["dropped"], "loki": 0}}
 
 
+class SlowOtlpReceiver(OtlpReceiver):
+    """Takes every batch, each after ``delay_s``."""
+
+    def __init__(self, delay_s: float):
+        self.delay_s = delay_s
+        super().__init__()
+
+    def handle(self, path, headers, body) -> int:
+        time.sleep(self.delay_s)
+        return super().handle(path, headers, body)
+
+
+def test_a_slow_receiver_does_not_hold_shutdown_past_the_close_deadline(tmp_path):
+    """A receiver that takes every batch, slowly, must not keep the collector past its close
+    deadline (the engine then kills it, and its summary and drop counts are lost)."""
+    rx = SlowOtlpReceiver(0.5)
+    policy = ExportPolicy(close_timeout_s=1.0, otlp_batch_spans=100)
+    try:       # (a collector the engine had to kill leaves no summary.json: traced_recalls fails)
+        summary, results = traced_recalls(tmp_path, 300, otlp_url=rx.url, export=policy)
+    finally:
+        rx.close()
+    otlp = summary["sinks"]["otlp"]
+    assert otlp["dropped"] > 0 and otlp["delivered"] + otlp["dropped"] == summary["events"]
+    assert otlp["delivered"] == len(rx.spans)
+
+
 def test_a_dead_receiver_costs_bounded_memory_and_every_event_is_counted(tmp_path):
     rx = OtlpReceiver()
     rx.close()                                                 # nothing listens there now

@@ -181,6 +181,9 @@ class Collector:
         return "; ".join(parts)
 
     def close(self) -> None:
+        for sink in self.sinks.values():    # every sink's close deadline starts now: one in all
+            sink.flush()
+            sink.delivery.closing()
         for sink in self.sinks.values():
             sink.close()
         if self._jsonl:

@@ -73,12 +73,18 @@ class Delivery:
 
     def close(self) -> None:
         """Send what is queued, trying until ``close_timeout_s`` from now; then drop the rest."""
-        with self._cv:
-            self._closing = True
-            self._deadline = time.monotonic() + self.policy.close_timeout_s
-            self._cv.notify()
+        self.closing()
         self._thread.join()
         self._client.close()
+
+    def closing(self) -> None:
+        """Start closing without waiting (the collector starts every sink's at once, so two
+        slow receivers take one close_timeout_s, not two)."""
+        with self._cv:
+            if not self._closing:
+                self._closing = True
+                self._deadline = time.monotonic() + self.policy.close_timeout_s
+            self._cv.notify()
 
     def stats(self) -> dict:
         return {"delivered": self.delivered, "dropped": self.dropped, "retries": self.retries,
@@ -105,6 +111,10 @@ class Delivery:
                     return
                 body, events = self._queue.popleft()     # in flight: the queue's bound no longer covers it
                 self._queued_bytes -= len(body)
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    # a receiver that takes every batch, slowly, must not hold shutdown past the deadline
+                    self.drop(events, "the receiver had not taken the queue by the close deadline")
+                    continue
             ok, why = self._send(body)
             with self._cv:                  # submit() drops under the same lock: no count is lost
                 if ok:
