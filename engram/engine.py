@@ -48,6 +48,7 @@ from engram.workers.supervisor import WorkerError, WorkerPool
 from engram.workers.tiering import TierKeeper
 
 log = logging.getLogger("engram")
+MAX_COLD_DIR = 255         # bytes: the space directory's cold_dir field (docs/layout.md)
 
 
 class Engine:
@@ -143,6 +144,10 @@ class Engine:
             raise InvalidInputError(f"tiering must be None, True or an engram.TieringConfig, got {shown(tiering)}")
         tiering = tiering.check() if tiering is not None else None
         self._cold_dir = str(persist.cold_dir) if persist is not None else ""
+        if len(os.fsencode(self._cold_dir)) > MAX_COLD_DIR:
+            log.warning("engram: %s is longer than %d bytes: the cold tier stays in /dev/shm", self._cold_dir,
+                        MAX_COLD_DIR)
+            self._cold_dir = ""
         self.cleaned = cleanup_stale()
         life = self._life = Lifecycle(EngineName.new())
         life.dim = self._dim

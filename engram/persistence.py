@@ -77,7 +77,7 @@ class Persistence:
     def _cold_dir(self) -> Path:
         """path/cold, where the cold tier's tables live (file-backed), emptied of any left by a
         run that did not close: they are rebuilt from the snapshot and the log."""
-        d = self.path / "cold"
+        d = (self.path / "cold").resolve()     # absolute: readers in other processes open it
         d.mkdir(mode=0o700, exist_ok=True)
         for f in d.iterdir():
             if f.is_file() and not f.is_symlink():

@@ -309,3 +309,16 @@ def test_a_full_disk_under_the_cold_tier_is_an_error_not_sigbus(tmp_path):
     assert words[:1] == ["full"], out.stdout + out.stderr
     acked, held = int(words[1]), int(words[2])
     assert acked == held > 0 and "no room" in out.stdout
+
+
+def test_a_relative_path_keeps_its_cold_tier_where_other_processes_find_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x = vectors(100)
+    with engram.Engine("db", dim=DIM, workers=0, index_min_rows=None) as eng:
+        sp = eng.space("shared")
+        sp.remember(x, tier="cold")
+        np.save(tmp_path / "q.npy", x[42])
+        out = subprocess.run([sys.executable, "-c", READER, eng.name, str(tmp_path / "q.npy")], capture_output=True,
+                             text=True, timeout=120, cwd="/")
+        assert out.returncode == 0, out.stderr
+        assert '"tier": ["cold"]' in out.stdout and sp.get([0]).tier == ["cold"]
