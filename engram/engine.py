@@ -40,7 +40,7 @@ from engram.recall.reader import SpaceReader
 from engram.space import ROUTINGS, Space
 from engram.store.files import FILES, Files
 from engram.store.shm import EngineName, cleanup_stale
-from engram.store.tables import SpaceStore
+from engram.store.tables import MAX_COLD_DIR, SpaceStore
 from engram.store.wal import POLICIES
 from engram.text import resolve as resolve_embedder
 from engram.workers.indexer import DEFAULT_MIN_ROWS, IndexKeeper
@@ -48,7 +48,6 @@ from engram.workers.supervisor import WorkerError, WorkerPool
 from engram.workers.tiering import TierKeeper
 
 log = logging.getLogger("engram")
-MAX_COLD_DIR = 255         # bytes: the space directory's cold_dir field (docs/layout.md)
 
 
 class Engine:

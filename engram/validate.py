@@ -74,7 +74,9 @@ def tier_code(name) -> int:
 
 def fits_tier(a: np.ndarray, name: str) -> None:
     """Refuse vectors the tier cannot store: past float16's range for the warm tier."""
-    big = (np.abs(a) > F16_MAX).any(axis=1) if name == "warm" else np.zeros(0, bool)
+    if name != "warm":
+        return
+    big = (np.abs(a) > F16_MAX).any(axis=1)
     if big.any():
         raise InvalidInputError(f"rows {np.flatnonzero(big)[:5].tolist()} exceed the float16 range "
                                 f"(|x| <= {F16_MAX:g}) of the warm tier: scale them or use tier='hot'")

@@ -14,6 +14,7 @@ import numpy as np
 
 from engram.config import TieringConfig
 from engram.layout import schema
+from engram.store.rows import TIER_LABEL
 
 C = schema.CONSTANTS
 FORGOTTEN = C["NODE_FORGOTTEN"]
@@ -33,5 +34,5 @@ def choose(hot: np.ndarray, now_ns: int, cfg: TieringConfig) -> tuple:
 def counts(hot: np.ndarray) -> dict:
     """Live memories per tier name."""
     live = (hot["flags"] & FORGOTTEN) == 0
-    per = np.bincount(hot["tier"][live], minlength=3)
-    return {"hot": int(per[C["TIER_HOT"]]), "warm": int(per[C["TIER_WARM"]]), "cold": int(per[C["TIER_COLD"]])}
+    per = np.bincount(hot["tier"][live], minlength=len(TIER_LABEL))
+    return {name: int(per[tier]) for tier, name in TIER_LABEL.items()}

@@ -17,6 +17,7 @@ from engram.kernels.spreadrun import CsrGraph
 from engram.layout import NODE_HOT_DTYPE, schema
 from engram.recall import ann, ppr
 from engram.results import Memories
+from engram.store import rows as codec
 from engram.store.graph import Graph
 from engram.store.tables import FORGOTTEN, TIER_LABEL, TIER_TABLE, SpaceStore
 
@@ -179,8 +180,8 @@ class SpaceReader:
                 continue
             v = st.views[table]
             r, sel_ids = rows_of[sel], ids[sel]
-            settled = (r < st.count(table)) & (v["row_node"][np.minimum(r, st.count(table) - 1)] == sel_ids)
-            r, sel_ids = r[settled], sel_ids[settled]      # one moving between tiers is in the tail
+            keep = (r < st.count(table)) & codec.settled(v, r, sel_ids)
+            r, sel_ids = r[keep], sel_ids[keep]      # one moving between tiers is in the tail
             if not r.shape[0]:
                 continue
             idx, sc = self.kern._topk("cosine", q, np.ascontiguousarray(v["rows"][r, :self.dim]), r.shape[0],

@@ -15,18 +15,12 @@ from __future__ import annotations
 import numpy as np
 
 from engram.layout import EDGE_DELTA_DTYPE, NODE_HOT_DTYPE
+from engram.store.tablecheck import row_parts
 from engram.store.tables import TIER_DTYPE, TIER_TABLE
 
 COUNTERS = ("next_id", "n_live", "n_links")
-#: each tier table's arrays beside its rows, with their types
-ROW_PARTS = {"row_node": np.uint32, "row_live": np.uint8, "row_norm": np.float32, "row_scale": np.float32}
 #: tables a snapshot may lack: written before the table existed (it was empty then)
 NEWER = ("emb_cold",)
-
-
-def parts(table: str) -> tuple:
-    """The per-row arrays a tier table keeps beside its rows."""
-    return tuple(p for p in ROW_PARTS if p != "row_scale" or table == "emb_cold")
 
 
 def capture(store) -> dict:
@@ -37,7 +31,7 @@ def capture(store) -> dict:
     for table in TIER_TABLE.values():
         r, v = store.count(table), store.views[table]
         out[f"{table}_rows"] = v["rows"][:r, :store.dim]       # view: see the module docstring
-        for part in parts(table):
+        for part in row_parts(table):
             out[f"{table}_{part}"] = v[part][:r].copy()
     csr = store.csr()
     out["csr_offsets"], out["csr_targets"] = csr["offsets"], csr["targets"]    # a CSR generation never changes
@@ -63,7 +57,7 @@ def restore(store, arrs: dict, derive) -> None:
         store.reserve(table, r)
         v = store.views[table]
         v["rows"][:r, :store.dim] = rows
-        for part in parts(table):
+        for part in row_parts(table):
             v[part][:r] = arrs[f"{table}_{part}"]
         store.publish(table, r)
     content = arrs["content"]
@@ -87,7 +81,7 @@ def check(arrs: dict, dim: int) -> str | None:
     """What is wrong with a space's arrays as a whole (each was checked against its file on
     its own), or None: a snapshot whose checksums hold can still be crafted."""
     need = ["hot", "node_row", "content", "csr_offsets", "csr_targets", "csr_weights", "counters"]
-    need += [f"{t}_{p}" for t in TIER_TABLE.values() for p in ("rows", *parts(t))
+    need += [f"{t}_{p}" for t in TIER_TABLE.values() for p in ("rows", *row_parts(t))
              if not (t in NEWER and f"{t}_rows" not in arrs)]
     missing = [k for k in need if k not in arrs]
     if missing:
@@ -106,8 +100,8 @@ def check(arrs: dict, dim: int) -> str | None:
         rows = arrs[f"{table}_rows"]
         if rows.ndim != 2 or rows.shape[1] != dim or rows.dtype != TIER_DTYPE[tier]:
             return f"{table} rows are {rows.dtype} {rows.shape}, not (r, {dim}) {TIER_DTYPE[tier]}"
-        for part in parts(table):
-            a, dt = arrs[f"{table}_{part}"], ROW_PARTS[part]
+        for part, dt in row_parts(table).items():
+            a = arrs[f"{table}_{part}"]
             if a.shape != (rows.shape[0],) or a.dtype != dt:
                 return f"{table}_{part} does not match its rows"
         scale = arrs.get(f"{table}_row_scale")

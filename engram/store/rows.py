@@ -96,6 +96,15 @@ def move(store, ids: np.ndarray, tier: int, vectors: np.ndarray) -> None:
     store.bump()
 
 
+def settled(view: dict, at: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Mask of memories ``ids`` whose record points at a row ``at`` of a tier table (its
+    ``view``) that is theirs: while a memory moves between tiers, its record and its row
+    disagree for a moment (move())."""
+    ok = at < view["row_node"].shape[0]
+    ok[ok] = view["row_node"][at[ok]] == ids[ok]
+    return ok
+
+
 def read(store, ids: np.ndarray) -> np.ndarray:
     """The f32 vectors of published memories (a cold one's as its int8 row times its scale).
     A reader may meet a memory moving between tiers: its record and its row then disagree
@@ -106,16 +115,16 @@ def read(store, ids: np.ndarray) -> np.ndarray:
         rec = store.hot()[ids]
         at = store.views["nodes"]["node_row"][ids]
         out = np.empty((ids.shape[0], store.dim), np.float32)
-        settled = True
+        agree = True
         for tier, table in TIER_TABLE.items():
             sel = rec["tier"] == tier
             if not sel.any():
                 continue
             v, r = store.views[table], at[sel]
-            settled = bool((r < v["row_node"].shape[0]).all() and (v["row_node"][r] == ids[sel]).all())
-            if not settled:
+            agree = bool(settled(v, r, ids[sel]).all())
+            if not agree:
                 break
             out[sel] = decode(v["rows"][r, :store.dim], v["row_scale"][r] if tier == TIER_COLD else None)
-        if settled:
+        if agree:
             return out
     raise SegmentError(f"space {store.space!r}: memories kept moving between tiers while read")

@@ -14,14 +14,15 @@ import numpy as np
 
 from engram.config import MAX_DIM
 from engram.layout import CSR_HEADER_DTYPE, EDGE_DELTA_DTYPE, NODE_HOT_DTYPE, SPACE_DIRECTORY_DTYPE, schema
+from engram.store.rows import TIER_DTYPE, TIER_TABLE
 from engram.store.shm.segment import Segment, align_up
 
 C = schema.CONSTANTS
 KIND = {"nodes": C["TABLE_NODES"], "emb_hot": C["TABLE_EMB_HOT"], "emb_warm": C["TABLE_EMB_WARM"],
         "content": C["TABLE_CONTENT"], "csr": C["TABLE_CSR"], "delta": C["TABLE_DELTA"],
         "emb_cold": C["TABLE_EMB_COLD"]}
-#: the element type of each embedding table's rows
-ROW_DTYPE = {"emb_hot": np.dtype(np.float32), "emb_warm": np.dtype(np.float16), "emb_cold": np.dtype(np.int8)}
+#: the element type of each embedding table's rows (each tier's, engram/store/rows.py)
+ROW_DTYPE = {table: TIER_DTYPE[tier] for tier, table in TIER_TABLE.items()}
 TABLE_OF_KIND = {v: k for k, v in KIND.items()}
 
 
@@ -58,6 +59,11 @@ def regions(table: str, cap: int, dim: int) -> tuple:
     else:
         raise ValueError(table)
     return tuple(out), off
+
+
+def row_parts(table: str) -> dict:
+    """{name: dtype} of the per-row arrays an embedding table keeps beside its rows."""
+    return {name: dt for name, _, dt, _, _ in regions(table, 1, 1)[0] if name != "rows"}
 
 
 def directory(seg: Segment, space: str | None) -> Segment:

@@ -48,9 +48,9 @@ from engram.store.tablecheck import KIND, regions, row_bytes_for
 C = schema.CONSTANTS
 LIVE, FORGOTTEN = C["NODE_LIVE"], C["NODE_FORGOTTEN"]
 TABLE_INDEX = {t: i for i, t in enumerate(schema.TABLES)}
-INITIAL_CAPACITY = {"nodes": 1024, "emb_hot": 1024, "emb_warm": 1024, "emb_cold": 1024, "content": 64 * 1024,
-                    "delta": 4096}
+INITIAL_CAPACITY = {"nodes": 1024, "emb_hot": 1024, "emb_warm": 1024, "emb_cold": 1024, "content": 65536, "delta": 4096}
 CONTENT_FIRST = 8   # content_ref 0 means "no content", so records start at 8
+MAX_COLD_DIR = SPACE_DIRECTORY_DTYPE["cold_dir"].shape[0] - 1     # bytes of path (NUL padded)
 
 
 class SpaceStore:
@@ -83,8 +83,8 @@ class SpaceStore:
             self.dir["dim"] = dim
             self.dir["n_tables"] = len(schema.TABLES)
             where = os.fsencode(cold_dir)
-            if len(where) >= self.dir["cold_dir"].shape[1] or (where and not os.path.isabs(cold_dir)):
-                raise ValueError(f"cold_dir {cold_dir!r} is not an absolute path of at most 255 bytes")
+            if len(where) > MAX_COLD_DIR or (where and not os.path.isabs(cold_dir)):
+                raise ValueError(f"cold_dir {cold_dir!r} is not an absolute path of at most {MAX_COLD_DIR} bytes")
             self.dir["cold_dir"][0, :len(where)] = np.frombuffer(where, np.uint8)
         self.dim = int(self.dir["dim"][0])
         self.cold_dir = os.fsdecode(bytes(self.dir["cold_dir"][0]).rstrip(b"\0"))

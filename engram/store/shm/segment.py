@@ -70,9 +70,7 @@ def _open(name: str, create: bool, writable: bool, size: int = 0) -> int:
     flags = os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_RDWR if writable or create else os.O_RDONLY)
     try:
         fd = os.open(name, flags | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
-    except FileExistsError as e:
-        raise posix_ipc.ExistentialError(str(e)) from e
-    except FileNotFoundError as e:
+    except (FileExistsError, FileNotFoundError) as e:
         raise posix_ipc.ExistentialError(str(e)) from e
     except PermissionError as e:
         raise posix_ipc.PermissionsError(str(e)) from e
