@@ -29,7 +29,7 @@ TIER_WARM = schema.CONSTANTS["TIER_WARM"]
 TIER_HOT = schema.CONSTANTS["TIER_HOT"]
 #: a budgeted scan's time per tier after the hot one: each may use this share of the time
 #: left when it starts (the hot tier's is RecallConfig.hot_budget_share), cold last
-TIER_SHARE = {schema.CONSTANTS["TIER_WARM"]: 0.6, schema.CONSTANTS["TIER_COLD"]: 1.0}
+TIER_SHARE = {TIER_WARM: 0.6, schema.CONSTANTS["TIER_COLD"]: 1.0}
 
 
 def scan_chunk(rows: np.ndarray) -> int:

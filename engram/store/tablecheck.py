@@ -10,6 +10,8 @@ names the segment and the field. The owner trusts the segments it made and check
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from engram.config import MAX_DIM
@@ -64,6 +66,11 @@ def regions(table: str, cap: int, dim: int) -> tuple:
 def row_parts(table: str) -> dict:
     """{name: dtype} of the per-row arrays an embedding table keeps beside its rows."""
     return {name: dt for name, _, dt, _, _ in regions(table, 1, 1)[0] if name != "rows"}
+
+
+def cold_dir_of(directory: np.ndarray) -> str:
+    """The cold tier's directory a space directory record names ("": in /dev/shm)."""
+    return os.fsdecode(bytes(directory["cold_dir"][0]).rstrip(b"\0"))
 
 
 def directory(seg: Segment, space: str | None) -> Segment:

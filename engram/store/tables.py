@@ -43,7 +43,7 @@ from engram.store import rows as codec
 from engram.store.rows import TIER_COLD, TIER_DTYPE, TIER_LABEL, TIER_NAMES, TIER_TABLE  # noqa: F401 (re-exported)
 from engram.store.shm.names import EngineName, directory_of
 from engram.store.shm.segment import Segment, align_up, is_file
-from engram.store.tablecheck import KIND, regions, row_bytes_for
+from engram.store.tablecheck import KIND, cold_dir_of, regions, row_bytes_for
 
 C = schema.CONSTANTS
 LIVE, FORGOTTEN = C["NODE_LIVE"], C["NODE_FORGOTTEN"]
@@ -87,7 +87,7 @@ class SpaceStore:
                 raise ValueError(f"cold_dir {cold_dir!r} is not an absolute path of at most {MAX_COLD_DIR} bytes")
             self.dir["cold_dir"][0, :len(where)] = np.frombuffer(where, np.uint8)
         self.dim = int(self.dir["dim"][0])
-        self.cold_dir = os.fsdecode(bytes(self.dir["cold_dir"][0]).rstrip(b"\0"))
+        self.cold_dir = cold_dir_of(self.dir)
         if create:
             for t in ("nodes", "emb_hot", "emb_warm", "emb_cold", "content", "delta"):
                 self._install(t, self._new_table(t, INITIAL_CAPACITY[t], 0))

@@ -172,7 +172,7 @@ def _space_dims(engine: EngineName, cold: list | None = None) -> dict:
         except EngramError:
             continue
         dims[space] = seg.h("dim")
-        where = os.fsdecode(bytes(seg.array(0, SPACE_DIRECTORY_DTYPE, 1)["cold_dir"][0]).rstrip(b"\0"))
+        where = tablecheck.cold_dir_of(seg.array(0, SPACE_DIRECTORY_DTYPE, 1))
         if cold is not None and where and os.path.isdir(where):
             mine = f"{engine}.{space}.emb_cold."
             cold += [os.path.join(where, f) for f in sorted(os.listdir(where)) if f.startswith(mine)]
