@@ -52,20 +52,23 @@ class Files:
             done += n
         return total
 
-    def write_all(self, fd: int, buffers: list, sync: bool) -> None:
-        """All of ``buffers`` at the file position, then fdatasync if ``sync``: a log group.
-        Plain Files do both in one call that holds no GIL from the first byte to the end of
-        the sync (taking the GIL back between them costs the log writer milliseconds while
-        other threads run Python); a subclass that overrides ``write`` or ``fdatasync``
-        sees them as calls of their own, IOV_MAX buffers at a time."""
+    def write_all(self, fd: int, buffers: list, sync: bool, drop_from: int = -1) -> None:
+        """All of ``buffers`` at the file position, then fdatasync if ``sync``: a log group;
+        then, with ``drop_from`` >= 0 (the position they were written at), ``drop_cached``
+        for them. Plain Files do it all in one call that holds no GIL from the first byte
+        to the end (taking the GIL back between the steps costs the log writer
+        milliseconds while other threads run Python); a subclass that overrides ``write``
+        or ``fdatasync`` sees them as calls of their own, IOV_MAX buffers at a time."""
         if type(self).write is Files.write and type(self).fdatasync is Files.fdatasync:
             from engram.kernels._cy.stream import write_all  # compiled: imported at first use
-            write_all(fd, buffers, sync)
+            write_all(fd, buffers, sync, drop_from)
             return
         for i in range(0, len(buffers), IOV_MAX):
             self.write(fd, buffers[i:i + IOV_MAX])
         if sync:
             self.fdatasync(fd)
+        if drop_from >= 0:
+            self.drop_cached(fd, drop_from, sum(memoryview(b).nbytes for b in buffers))
 
     def pread(self, fd: int, n: int, offset: int) -> bytes:
         return os.pread(fd, n, offset)
@@ -87,7 +90,13 @@ class Files:
         flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER if wait \
             else SYNC_FILE_RANGE_WRITE
         if _sync_file_range(fd, offset, nbytes, flags) == 0 and wait:
-            os.posix_fadvise(fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
+            self.drop_cached(fd, offset, nbytes)
+
+    def drop_cached(self, fd: int, offset: int, nbytes: int) -> None:
+        """Let the page cache drop a written range that is on disk (POSIX_FADV_DONTNEED;
+        dirty pages stay): bytes nobody reads back soon should not push out ones that are,
+        and the kernel reuses the freed pages for the next writes."""
+        os.posix_fadvise(fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
 
     def fsync_dir(self, path) -> None:
         """Make a directory's entries (a create, rename or unlink in it) durable."""

@@ -400,3 +400,40 @@ def test_lazy_records_ride_with_the_next_group_and_still_reach_the_log_alone(tmp
     lg.close()
     _, got = read_back(d)
     assert got == sent
+
+
+@pytest.mark.parametrize("policy", ["always", "group", "none"])
+def test_synced_groups_leave_the_page_cache_and_unsynced_ones_stay(tmp_path, policy):
+    """Once a group is synced the writer lets the page cache drop exactly the bytes it
+    wrote (the log is read back only by recovery); under "none" nothing is synced, so
+    nothing is dropped. Through Files.write_all's own path, and through a subclass's."""
+    from engram.store.files import Files
+
+    for split in (False, True):
+        class Seen(Files):
+            drops: list = []
+
+            def drop_cached(self, fd, offset, nbytes):
+                self.drops.append((offset, nbytes))
+                super().drop_cached(fd, offset, nbytes)
+
+        if split:       # a subclass that sees write and fdatasync as calls of their own
+            Seen.fdatasync = lambda self, fd: Files.fdatasync(self, fd)
+        else:           # the one nogil call: drops are not seen, but the bytes must still come back
+            Seen.drop_cached = Files.drop_cached
+        d = tmp_path / f"wal-{split}"
+        lg = Log(d, policy, 1, files=Seen())
+        sizes = []
+        for i in range(3):
+            body = os.urandom(100 + i)
+            lg.wait(lg.append(0, i + 1, RecordType.LINK, [body]))
+            sizes.append(fmt.RECORD_HEADER_SIZE + fmt.padded(len(body)))
+        lg.close()
+        if split:
+            if policy == "none":
+                assert Seen.drops == []
+            else:
+                at = np.cumsum([fmt.SEGMENT_HEADER_SIZE] + sizes)[:-1].tolist()
+                assert Seen.drops == list(zip(at, sizes))
+        rec, got = read_back(d)
+        assert sorted(got) == [1, 2, 3]

@@ -10,6 +10,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.errno cimport errno, EINTR
 from libc.stdlib cimport malloc, free
+from posix.fcntl cimport posix_fadvise, POSIX_FADV_DONTNEED
 from posix.uio cimport iovec, writev
 from posix.unistd cimport fdatasync
 
@@ -79,12 +80,17 @@ def chain(const uint32_t[:] nxt, uint32_t head, uint64_t n):
     return out
 
 
-cdef int _write_all(int fd, iovec *iov, Py_ssize_t n, bint sync) noexcept nogil:
+cdef int _write_all(int fd, iovec *iov, Py_ssize_t n, bint sync, long long drop_from) noexcept nogil:
     """writev all of iov (IOV_MAX at a time, continuing short writes), then fdatasync if
-    ``sync``: 0, or the errno that stopped it (28, ENOSPC, if a write makes no progress)."""
+    ``sync``, then drop the bytes written from the page cache if ``drop_from`` >= 0 (their
+    offset): 0, or the errno that stopped it (28, ENOSPC, if a write makes no progress)."""
     cdef Py_ssize_t k = 0
     cdef ssize_t got
     cdef int cnt
+    cdef long long total = 0
+    for k in range(n):
+        total += <long long>iov[k].iov_len
+    k = 0
     while k < n:
         cnt = <int>(n - k if n - k < 1024 else 1024)
         got = writev(fd, iov + k, cnt)
@@ -104,13 +110,16 @@ cdef int _write_all(int fd, iovec *iov, Py_ssize_t n, bint sync) noexcept nogil:
             k += 1
     if sync and fdatasync(fd) != 0:
         return errno
+    if drop_from >= 0:      # advice: a failure changes nothing
+        posix_fadvise(fd, drop_from, total, POSIX_FADV_DONTNEED)
     return 0
 
 
-def write_all(int fd, list buffers, bint sync):
+def write_all(int fd, list buffers, bint sync, long long drop_from=-1):
     """Write all of ``buffers`` (contiguous bytes-like objects) at fd's position, then
-    fdatasync if ``sync``, in one call that holds no GIL from the first byte to the sync's
-    end; OSError as os.writev / os.fdatasync would raise it."""
+    fdatasync if ``sync``, then (``drop_from`` >= 0: the position written from) drop those
+    bytes' pages from the page cache, in one call that holds no GIL from the first byte to
+    the end; OSError as os.writev / os.fdatasync would raise it."""
     cdef Py_ssize_t n = len(buffers), held = 0, i
     cdef Py_buffer *views = <Py_buffer *>malloc(max(n, 1) * sizeof(Py_buffer))
     cdef iovec *iov = <iovec *>malloc(max(n, 1) * sizeof(iovec))
@@ -126,7 +135,7 @@ def write_all(int fd, list buffers, bint sync):
             iov[i].iov_base = views[i].buf
             iov[i].iov_len = <size_t>views[i].len
         with nogil:
-            err = _write_all(fd, iov, n, sync)
+            err = _write_all(fd, iov, n, sync, drop_from)
         if err:
             raise OSError(err, os.strerror(err))
     finally:
