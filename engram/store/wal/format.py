@@ -13,7 +13,7 @@ from engram import kernels
 
 MAGIC = b"ENGRAMWL"
 VERSION = 1
-SEGMENT_HEADER = struct.Struct("<8sIIQQQ20x")       # magic, version, torn_window, salt, first_lsn, created_ns
+SEGMENT_HEADER = struct.Struct("<8sIIQQQB19x")      # magic, version, torn_window, salt, first_lsn, created_ns, flags
 SEGMENT_HEADER_SIZE = 64                            # the struct above (60 bytes) + crc32c
 RECORD_HEADER = struct.Struct("<IIQQHBBII4x")       # crc, len, lsn, seq, space, type, flags, group, payload crc
 RECORD_HEADER_SIZE = RECORD_HEADER.size             # 40
@@ -22,6 +22,7 @@ MAX_CHUNK = 4 << 20         # a call's payload is cut into records of at most th
 TORN_WINDOW = 8 << 20       # the most bytes the writer leaves unsynced at once
 SEGMENT_BYTES = 64 << 20
 CONTINUED = 1
+RECYCLED_FILE = 1           # segment flag: its file held an older segment, whose bytes follow the records
 POLICIES = ("always", "group", "none")
 NAME = re.compile(r"^(\d{20})\.wal$")
 
@@ -61,16 +62,16 @@ def sealed(packer: struct.Struct, *values) -> bytes:
     return body + struct.pack("<I", crc32c(body))
 
 
-def segment_header(torn_window: int, salt: int, first_lsn: int, created_ns: int) -> bytes:
-    return sealed(SEGMENT_HEADER, MAGIC, VERSION, torn_window, salt, first_lsn, created_ns)
+def segment_header(torn_window: int, salt: int, first_lsn: int, created_ns: int, flags: int = 0) -> bytes:
+    return sealed(SEGMENT_HEADER, MAGIC, VERSION, torn_window, salt, first_lsn, created_ns, flags)
 
 
 def parse_segment_header(raw: bytes):
-    """(torn_window, salt, first_lsn) of a segment header, or a str saying what is wrong."""
+    """(torn_window, salt, first_lsn, flags) of a segment header, or a str saying what is wrong."""
     if len(raw) < SEGMENT_HEADER_SIZE:
         return f"the file is {len(raw)} bytes, shorter than a segment header ({SEGMENT_HEADER_SIZE})"
     body, (crc,) = raw[:60], struct.unpack_from("<I", raw, 60)
-    magic, version, window, salt, first, _ = SEGMENT_HEADER.unpack(body)
+    magic, version, window, salt, first, _, flags = SEGMENT_HEADER.unpack(body)
     if magic != MAGIC:
         return f"it does not start with {MAGIC!r} (found {magic!r})"
     if crc != crc32c(body):
@@ -79,7 +80,7 @@ def parse_segment_header(raw: bytes):
         return f"it is log format version {version}; this engram reads {VERSION}"
     if not 0 < window <= 1 << 40:
         return f"its torn window ({window}) is not a size"
-    return window, salt, first
+    return window, salt, first, flags
 
 
 def padded(n: int) -> int:

@@ -26,6 +26,7 @@ from engram.store.wal.format import (
     MAX_RECORD,
     NAME,
     RECORD_HEADER_SIZE,
+    RECYCLED_FILE,
     SEGMENT_HEADER_SIZE,
     check_record,
     parse_segment_header,
@@ -129,7 +130,7 @@ def _scan(directory: Path, after, apply, files: Files, cut_damage: bool) -> Reco
                     out.segments += 1
                     break
                 raise _Damage(path, 0, expect, f"the segment header is damaged: {head}")
-            window, salt, hfirst = head
+            window, salt, hfirst, seg_flags = head
             if hfirst != first:
                 raise _Damage(path, 0, expect, f"its header says it starts at LSN {hfirst}, its name says {first}")
             off = SEGMENT_HEADER_SIZE
@@ -155,12 +156,20 @@ def _scan(directory: Path, after, apply, files: Files, cut_damage: bool) -> Reco
                 continue                     # a clean end (the rest of a preallocated segment)
             what = f"the record at offset {off} (LSN {expect}) is damaged"
             if not last:
+                if segs[i + 1][0] == expect:     # the next segment goes on from here: the rest is
+                    continue                     # what a recycled segment's file held before
                 raise _Damage(path, off, expect, what + " in a sealed segment")
             proof = _damage_proof(buf, off, size, salt, expect, window)
             if proof >= 0:
                 raise _Damage(path, off, expect, what + f", and a record of a later write group follows at "
                                                         f"offset {proof}: it is not a torn last write")
-            out.cut_bytes, out.cut_file, out.cut_lsn = int(nonzero[-1]) + 1, str(path), expect
+            if seg_flags & RECYCLED_FILE:    # bytes past the torn window are the file's old ones; the
+                torn = nonzero[nonzero < window]    # writer zeroes a record header after each group, so
+                ended = int(nonzero[0]) >= RECORD_HEADER_SIZE   # intact, the log ended cleanly here
+                out.cut_bytes = 0 if ended or not torn.size else int(torn[-1]) + 1
+            else:
+                out.cut_bytes = int(nonzero[-1]) + 1
+            out.cut_file, out.cut_lsn = str(path), expect
         except _Damage as d:
             if not cut_damage:
                 raise WALError(f"{d.file}: {d.what}. The log is damaged before its end, so acknowledged writes "
