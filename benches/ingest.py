@@ -22,11 +22,14 @@ acknowledged observations / (last ack - first put); CPU % = process user + syste
 wall time (200% = both cores of this machine).
 
 Parts (``--parts``): ``ramp`` (targets 10K/50K/100K/200K + max at dim 384 and 768,
-batch 500, 1 stream, hot tier); ``bare`` (the limit: os.write + os.fdatasync of one
-batch's log record size, n*dim*4 + 48 bytes, into a posix_fallocate'd 1 GiB file in the same
-directory, round and round, right after the ramp's max point of the same dim; then the
-same into fresh preallocated 64 MiB files, as the log writes its segments: for
-information, the ratio is to the first); ``sweep`` (max rate with
+batch 500, 1 stream, hot tier); ``steady`` (per dim: ``--warmup`` seconds of unpaced
+ingest into one engine, untimed, so checkpoints have let log segments go and the log
+writes into recycled files, then its max point); ``bare`` (the limit: os.pwrite +
+os.fdatasync of one batch's log record size, n*dim*4 + 48 bytes, per group, in the same
+directory, right after the ramp's max point and the steady point of the same dim, in
+three ways (BARE_MODES): over a 1 GiB file whose blocks were written beforehand (as the
+log in recycled segments), into fresh preallocated 64 MiB files (as the log in new
+segments), and appending to a plain file; engram's max as a percentage of each); ``sweep`` (max rate with
 ingest_workers 1 vs 2 (2 streams), put batch 10..1000, normal-lane capacity 1K..100K);
 ``checkpoint`` (max rate with the default checkpoint_mb=256 and with checkpoints off for the run);
 ``recall`` (20K memories + 100K links preloaded, 10 recalls/s with spreading, alone and
@@ -54,6 +57,7 @@ import numpy as np
 
 import engram
 from engram.errors import OverloadError
+from engram.store.wal import format as wal_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
@@ -213,18 +217,30 @@ class Run:
         return row
 
 
-def bare_loop(root, payload: int, seconds: float, fresh: bool = False) -> dict:
-    """os.write + os.fdatasync of ``payload`` bytes per group into a preallocated file: one
-    1 GiB file, written round and round (past its first GiB, overwrites of written blocks),
-    or with ``fresh`` a new preallocated 64 MiB file whenever one is full, as the log
-    makes its segments (every write lands in fresh, unwritten blocks)."""
-    size = (64 << 20) if fresh else (1 << 30)
-    path = os.path.join(root, "bare.prealloc")
+BARE_MODES = {
+    "written": "one 1 GiB file whose blocks were written (and synced) before the clock starts, "
+               "overwritten round and round: what the log does in recycled segments",
+    "fresh": "a new posix_fallocate'd 64 MiB file whenever one is full: what the log does in new segments",
+    "append": "one plain file grown by every write (no preallocation): append + fdatasync as such",
+}
+
+
+def bare_loop(root, payload: int, seconds: float, mode: str = "written") -> dict:
+    """os.pwrite + os.fdatasync of ``payload`` bytes per group, ``mode`` one of BARE_MODES."""
+    size = (64 << 20) if mode == "fresh" else (1 << 30)
+    path = os.path.join(root, "bare.log")
     buf = np.random.default_rng(0).integers(0, 256, payload, dtype=np.uint8).tobytes()
 
     def made():
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.posix_fallocate(fd, 0, size)
+        if mode == "fresh":
+            os.posix_fallocate(fd, 0, size)
+        elif mode == "written":             # untimed: every block written once, then out of the cache
+            chunk = bytes(16 << 20)
+            for at in range(0, size, len(chunk)):
+                os.pwrite(fd, chunk, at)
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_DONTNEED)
         os.fsync(fd)
         return fd
 
@@ -234,7 +250,7 @@ def bare_loop(root, payload: int, seconds: float, fresh: bool = False) -> dict:
         t0 = time.perf_counter()
         while (t := time.perf_counter()) - t0 < seconds:
             if pos + payload > size:
-                if fresh:
+                if mode == "fresh":
                     os.close(fd)
                     os.unlink(path)
                     fd = made()
@@ -248,7 +264,7 @@ def bare_loop(root, payload: int, seconds: float, fresh: bool = False) -> dict:
     finally:
         os.close(fd)
         os.unlink(path)
-    return {"payload_bytes": payload, "groups": groups, "groups_s": groups / wall, "fresh": fresh,
+    return {"payload_bytes": payload, "groups": groups, "groups_s": groups / wall, "mode": mode,
             "mb_s": groups * payload / wall / 1e6, **{f"sync_{k}": v for k, v in pcts(lat).items()}}
 
 
@@ -301,11 +317,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="See the module docstring (benches/ingest.py) for the method.")
-    parts_all = ["ramp", "bare", "sweep", "checkpoint", "recall", "overload", "memory"]
+    parts_all = ["ramp", "steady", "bare", "sweep", "checkpoint", "recall", "overload", "memory"]
     ap.add_argument("--quick", action="store_true", help="2.5 s per point, 50K observations for memory")
     ap.add_argument("--seconds", type=float, help="seconds per point (default 10; 2.5 with --quick)")
     ap.add_argument("--parts", nargs="+", choices=parts_all, default=parts_all)
     ap.add_argument("--dims", type=int, nargs="+", default=[384, 768])
+    ap.add_argument("--warmup", type=float, default=20.0, help="seconds of unpaced ingest before the steady point")
     ap.add_argument("--memory-n", type=_common.parse_count, help="observations for the memory part (1M; 50K quick)")
     ap.add_argument("--dir", help="where the engines' directories go (default: the system temporary directory)")
     ap.add_argument("--json", type=Path, metavar="PATH")
@@ -333,23 +350,43 @@ def main(argv=None) -> int:
         row["close_s"] = r.close() if close else None
         return point(key, label, row, **(run_kw or {}))
 
-    maxrate = {}
+    maxrate, steadyrate = {}, {}
 
     def bare(dim):
-        for fresh in (False, True):
-            b = bare_loop(root, 500 * dim * 4 + RECORD_HEADER, min(secs, 5.0), fresh)
+        for mode in BARE_MODES:
+            b = bare_loop(root, 500 * dim * 4 + RECORD_HEADER, min(secs, 5.0), mode)
             b["obs_s"] = b["groups_s"] * 500
-            b["key"] = _common.make_key("ingest", "bare-fresh" if fresh else "bare", dim, "b500")
+            b["key"] = _common.make_key("ingest", "bare" if mode == "written" else f"bare-{mode}", dim, "b500")
             b["dim"] = dim
             if dim in maxrate:
                 b["engram_max_obs_s"] = maxrate[dim]
                 b["engram_pct_of_bare"] = 100 * maxrate[dim] / b["obs_s"]
+            if dim in steadyrate:
+                b["engram_steady_obs_s"] = steadyrate[dim]
+                b["engram_steady_pct_of_bare"] = 100 * steadyrate[dim] / b["obs_s"]
             rows.append(b)
-            print(f"  bare append + fdatasync {dim}-d{', fresh segments' if fresh else ''}: {b['payload_bytes']:,} "
+            print(f"  bare {mode} {dim}-d: {b['payload_bytes']:,} "
                   f"B/group: {b['groups_s']:.0f} groups/s = {b['obs_s'] / 1e3:.0f}K obs/s ({b['mb_s']:.0f} MB/s), "
                   f"sync P50 {b['sync_p50_ms']:.2f} ms, P99 {b['sync_p99_ms']:.2f} ms"
-                  + (f"; engram max = {b['engram_pct_of_bare']:.0f}% of it" if "engram_pct_of_bare" in b else ""),
+                  + (f"; engram max = {b['engram_pct_of_bare']:.0f}% of it" if "engram_pct_of_bare" in b else "")
+                  + (f"; engram steady = {b['engram_steady_pct_of_bare']:.0f}% of it"
+                     if "engram_steady_pct_of_bare" in b else ""),
                   flush=True)
+
+    def steady(dim):
+        r = Run(root, dim)
+        r.ingest(args.warmup)
+        row = r.ingest(secs)
+        segs = [p for p in Path(r.dir, "wal").iterdir() if p.suffix == ".wal"]
+        flags = []
+        for p in segs:
+            with open(p, "rb") as f:
+                flags.append(wal_format.parse_segment_header(f.read(wal_format.SEGMENT_HEADER_SIZE))[3])
+        row["log"] = {"segments": len(segs), "recycled_segments": sum(bool(x & wal_format.RECYCLED_FILE) for x in flags)}
+        row["close_s"] = r.close()
+        steadyrate[dim] = row["achieved"]
+        point(_common.make_key("ingest", "steady", dim, "max"), f"steady {dim}-d", row, warmup_s=args.warmup)
+        print(f"  log: {row['log']['segments']} segments, {row['log']['recycled_segments']} of them in recycled files")
 
     try:
         if "ramp" in args.parts:
@@ -362,12 +399,18 @@ def main(argv=None) -> int:
                               f"ramp {dim}-d", dim, target=tgt)
                     if tgt is None:
                         maxrate[dim] = row["achieved"]
+                if "steady" in args.parts:
+                    steady(dim)
                 if "bare" in args.parts:    # next to the point it is compared with: the disk is shared
                     bare(dim)
-        elif "bare" in args.parts:
-            print("\nbare append + fdatasync, one batch's record per group (batch 500), same directory")
+        elif "steady" in args.parts or "bare" in args.parts:
+            print(f"\nsteady: {args.warmup:g} s of unpaced ingest first (checkpoints let segments go, and the log "
+                  f"reuses them), then the max point; then the bare loops\n{HEAD}")
             for dim in args.dims:
-                bare(dim)
+                if "steady" in args.parts:
+                    steady(dim)
+                if "bare" in args.parts:
+                    bare(dim)
         if "sweep" in args.parts:
             print(f"\nsweeps at 384-d, max rate (unpaced, retry on overload), tier hot\n{HEAD}")
             for w in (1, 2):
