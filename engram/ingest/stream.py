@@ -51,6 +51,8 @@ class Stream:
         """``put``, returning the queued Batch itself, for ``settle`` (a channel from another
         process acknowledges each put in order and needs its ids however late it asks)."""
         v, code, texts, conf = self._check(vectors, content, confidence, tier)
+        if isinstance(vectors, np.ndarray) and np.may_share_memory(v, vectors):
+            v = v.copy()        # applied later: a producer may refill its buffer once put returns
         with self._lock:     # one put at a time per stream, so its sequence numbers are in order
             b = Batch(self._id, self._next, v, code, texts, conf, self._apply)
             self._pool.submit(self.lane, b)
