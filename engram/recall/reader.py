@@ -24,6 +24,7 @@ from engram.store.tables import FORGOTTEN, TIER_LABEL, TIER_TABLE, SpaceStore
 #: while a budget runs, the scan checks the clock after each chunk of about this many bytes
 #: (~0.2 ms at the ~10 GB/s one core scans; a chunk of 65,536 rows was 100 MB at 384-d f32)
 SCAN_CHUNK_BYTES = 2 << 20
+NEWEST_BLOCK_CHUNKS = 16    # a budgeted scan goes back from the newest rows this many chunks at a time
 FLAGS_AT = NODE_HOT_DTYPE.fields["flags"][1]      # where spreading's driver reads a memory's flags
 TIER_WARM = schema.CONSTANTS["TIER_WARM"]
 TIER_HOT = schema.CONSTANTS["TIER_HOT"]
@@ -35,6 +36,30 @@ TIER_SHARE = {TIER_WARM: 0.6, schema.CONSTANTS["TIER_COLD"]: 1.0}
 def scan_chunk(rows: np.ndarray) -> int:
     """Rows per chunk of a budgeted scan of ``rows``."""
     return max(SCAN_CHUNK_BYTES // max(rows.strides[0], 1), 1)
+
+
+def newest_first(kern, q: np.ndarray, rows: np.ndarray, k: int, live, norm, until: int):
+    """(row indices, scores, rows scanned): the budgeted top k of a tier's rows, scanned
+    from the newest chunk back in blocks of NEWEST_BLOCK_CHUNKS chunks, best first, equal
+    scores by lower row. A scan the budget cuts misses the oldest rows (which the index
+    takes first), not the memories stored a moment ago, which recall must find at once
+    (during heavy ingest the cut used to fall on exactly those)."""
+    n, chunk = rows.shape[0], scan_chunk(rows)
+    found_i, found_s, scanned, hi = [], [], 0, n
+    while hi > 0:                  # the newest chunk alone first: a block runs oldest chunk first
+        lo = max(hi - (chunk if hi == n else chunk * NEWEST_BLOCK_CHUNKS), 0)
+        idx, sc, got = kern._topk_until("cosine", q, rows[lo:hi], k, live[lo:hi], norm[lo:hi], until, chunk)
+        found_i.append(idx + lo)
+        found_s.append(sc)
+        scanned += got
+        if got < hi - lo or time.perf_counter_ns() >= until:     # each call runs a chunk at least
+            break
+        hi = lo
+    if len(found_i) == 1:
+        return found_i[0], found_s[0], scanned
+    idx, sc = np.concatenate(found_i), np.concatenate(found_s)
+    order = np.lexsort((idx, -sc))[:k]
+    return idx[order], sc[order], scanned
 
 
 @dataclass(frozen=True)
@@ -111,7 +136,8 @@ class SpaceReader:
         """Exact top-k by cosine, hot tier (f32) first, then warm (f16), then cold (int8). With
         a deadline the hot tier may use ``hot_share`` of the time left and each other tier its
         TIER_SHARE of the time left when it starts; each is scanned in chunks
-        (scan_chunk) so the deadline is checked between them; a scan cut short is partial.
+        (scan_chunk) so the deadline is checked between them, newest rows first (newest_first);
+        a scan cut short is partial.
         When the space has an index (engram/recall/ann.py) only each tier's tail past it is
         scanned, and the index's candidates, scored exactly, join the scan's."""
         st = self.store
@@ -135,8 +161,7 @@ class SpaceReader:
             else:     # in chunks, the clock checked between them, in one call without the GIL
                 now = time.perf_counter_ns()
                 until = now + int((hot_share if tier == TIER_HOT else TIER_SHARE[tier]) * (deadline_ns - now))
-                idx, sc, scanned = self.kern._topk_until("cosine", q, rows, k, row_live, row_norm, until,
-                                                         scan_chunk(rows))
+                idx, sc, scanned = newest_first(self.kern, q, rows, k, row_live, row_norm, until)
                 partial = partial or scanned < rows.shape[0]
             ids = row_node[idx].astype(np.int64)
             if not st.writable and ids.shape[0] and ids.max() >= self.n_nodes:

@@ -234,7 +234,8 @@ def test_readers_recall_with_spreading_too(world):
 
 def test_the_hot_tier_stops_at_its_budget_share_and_the_answer_says_so():
     """More rows than one scan chunk: with a budget already spent, the hot tier stops
-    after its first chunk, recall answers from what was scanned, flagged partial."""
+    after its first chunk (the newest rows), recall answers from what was scanned,
+    flagged partial."""
     from engram.recall.reader import scan_chunk
     from engram.store.tables import TIER_NAMES
     rng = np.random.default_rng(2)
@@ -246,10 +247,34 @@ def test_the_hot_tier_stops_at_its_budget_share_and_the_answer_says_so():
         v = rng.standard_normal((n, 8)).astype(np.float32)
         v[0] = mem.get(0).vectors[0]
         mem.remember(v[1:])
-        q = v[n - 1]                                   # its best match is in the second chunk
+        q = v[0]                                       # its best match is in the oldest chunk
         full = mem.recall(q, k=3, budget_ms=None)
-        assert full.ids[0] == n - 1 and not full.partial
+        assert full.ids[0] == 0 and not full.partial
         cut = mem.recall(q, k=3, budget_ms=1e-6)
         assert cut.partial and cut.fallback
-        assert (cut.ids < chunk).all()                # only the first chunk was scanned
+        assert (cut.ids >= n - chunk).all()           # only the newest chunk was scanned
         assert list(cut.origin) == ["seed"] * 3
+
+
+def test_a_scan_the_budget_cuts_still_finds_the_memories_stored_last(monkeypatch):
+    """With the budget gone before the scan starts, only the first chunk runs: it must be
+    the newest rows, so what recall misses is old (the index takes those first), not what
+    was stored a moment ago. Oldest-first scanning (the control) finds only row 0's kind."""
+    from engram.recall import reader
+
+    rng = np.random.default_rng(3)
+    monkeypatch.setattr(reader, "SCAN_CHUNK_BYTES", 64 * 4 * 16)       # 64 rows of dim 16 a chunk
+    monkeypatch.setattr(reader, "NEWEST_BLOCK_CHUNKS", 2)
+    with engram.Engine(dim=16, workers=0, index_min_rows=None) as eng:
+        mem = eng.space("newest")
+        mem.remember(rng.standard_normal((2000, 16)).astype(np.float32))
+        last = rng.standard_normal(16).astype(np.float32)
+        (new,) = mem.remember(last[None, :]).tolist()
+        r = mem.recall(last, k=5, spread=False, budget_ms=1e-6)
+        assert r.partial and r.ids[0] == new
+        full = mem.recall(last, k=5, spread=False, budget_ms=None)
+        assert not full.partial and full.ids[0] == new
+        monkeypatch.setattr(reader, "newest_first", lambda kern, q, rows, k, live, norm, until:
+                            kern._topk_until("cosine", q, rows, k, live, norm, until, reader.scan_chunk(rows)))
+        cut = mem.recall(last, k=5, spread=False, budget_ms=1e-6)
+        assert cut.partial and new not in cut.ids.tolist()
