@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from engram.errors import WALError
-from engram.store.wal import Log, RecordType, recover
+from engram.store.wal import Log, RecordType, recover, writer
 from engram.store.wal import format as fmt
-from engram.store.wal import writer
 from engram.store.wal.recovery import list_segments
 
 SEG = 16 << 10

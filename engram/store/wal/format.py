@@ -91,15 +91,19 @@ _PAD = [bytes(i) for i in range(8)]
 
 
 def frame(lsn: int, seq: int, space: int, rtype: int, flags: int, parts: list) -> tuple:
-    """One record from its payload's parts: (header, body). The header is unsealed (the
-    writer seals it, ``seal``); the body is the payload and its padding, copied once from
-    the parts; the payload's CRC is computed here, in the caller's thread."""
+    """One record from its payload's parts: (header, body buffers, body bytes). The header
+    is unsealed (the writer seals it, ``seal``); the body is the parts themselves and their
+    padding, not a copy (the caller keeps them unchanged until the record is written: a
+    call waits for that); the payload's CRC is computed here, in the caller's thread."""
     views = [memoryview(p).cast("B") for p in parts]
     n = sum(v.nbytes for v in views)
-    body = b"".join([*views, _PAD[padded(n) - n]])
+    crc = 0
+    for v in views:
+        crc = crc32c(v, crc)
+    body = views + [_PAD[padded(n) - n]] if n % 8 else views
     header = bytearray(RECORD_HEADER_SIZE)
-    RECORD_HEADER.pack_into(header, 0, 0, n, lsn, seq, space, rtype, flags, 0, crc32c(memoryview(body)[:n]))
-    return header, body
+    RECORD_HEADER.pack_into(header, 0, 0, n, lsn, seq, space, rtype, flags, 0, crc)
+    return header, body, padded(n)
 
 
 def seal(header: bytearray, salt: int, group: int) -> None:

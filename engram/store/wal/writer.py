@@ -64,7 +64,7 @@ class Log:
         if not self.dir.is_dir():
             files.mkdir(self.dir)
         self._cond = threading.Condition()
-        self._queue: list = []            # (lsn, header, body) of framed records, in LSN order
+        self._queue: list = []            # (lsn, header, body buffers, body bytes) of framed records, in LSN order
         self._queued_bytes = 0
         self._urgent = False              # a queued record is not lazy: write now
         self._lazy_since = 0.0            # when the oldest queued lazy record came
@@ -125,9 +125,9 @@ class Log:
             for i, parts in enumerate(pieces):
                 lsn = self._next
                 self._next += 1
-                header, body = frame(lsn, seq, space, rtype, CONTINUED if i + 1 < len(pieces) else 0, parts)
-                self._queue.append((lsn, header, body))
-                self._queued_bytes += RECORD_HEADER_SIZE + len(body)
+                header, body, nbytes = frame(lsn, seq, space, rtype, CONTINUED if i + 1 < len(pieces) else 0, parts)
+                self._queue.append((lsn, header, body, nbytes))
+                self._queued_bytes += RECORD_HEADER_SIZE + nbytes
             if not lazy or self._queued_bytes >= self.torn_window:
                 self._urgent = True
             if first or self._urgent:
@@ -281,8 +281,8 @@ class Log:
         """The next group (called with the lock held): records up to the torn window."""
         q, n, size = self._queue, 0, 0
         limit = 1 if self.policy == "always" else len(q)
-        while n < limit and (n == 0 or size + RECORD_HEADER_SIZE + len(q[n][2]) <= self.torn_window):
-            size += RECORD_HEADER_SIZE + len(q[n][2])
+        while n < limit and (n == 0 or size + RECORD_HEADER_SIZE + q[n][3] <= self.torn_window):
+            size += RECORD_HEADER_SIZE + q[n][3]
             n += 1
         group, self._queue[:n] = q[:n], []
         self._queued_bytes -= size
@@ -342,9 +342,10 @@ class Log:
                 self._open_segment(group[0][0], max(self.segment_bytes, SEGMENT_HEADER_SIZE + size))
         first = group[0][0]
         bufs = []
-        for lsn, header, body in group:      # recovery tells a torn last group from damage by these
+        for lsn, header, body, _ in group:      # recovery tells a torn last group from damage by these
             seal(header, self._salt, lsn - first)
-            bufs += (header, body)
+            bufs.append(header)
+            bufs += body
         # once synced, the group's pages leave the page cache: only recovery reads the log
         # back, and reusing freed pages is cheaper than new ones (on a VM whose memory is
         # backed on first touch, new pages cost ~10 us each: more than the write itself)
