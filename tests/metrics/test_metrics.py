@@ -124,6 +124,34 @@ def test_a_dead_process_counts_are_kept():
         assert eng._metrics_seg.totals()["engram_links_total"]["stress"] == 777
 
 
+def test_more_short_lived_processes_than_slots_adopt_dead_ones_and_keep_their_counts():
+    """Each process claims a slot, counts and exits, twice as many times as there are
+    slots: the later ones adopt dead processes' slots with their counts, so the total is
+    exact and a process still finds a slot (before, the 65th claim failed)."""
+    with engram.Engine(dim=DIM, workers=0) as eng:
+        eng.space("stress")
+        seg = eng._metrics_seg
+        n = 2 * seg.n_slots
+        code = textwrap.dedent(f"""
+            import os, sys
+            from engram.observe import metrics
+            from engram.observe.metrics.segment import MetricsSegment
+            from engram.store.shm.names import EngineName
+            seg = MetricsSegment.attach(EngineName.parse({eng.name!r}), writable=True)
+            for k in range({n}):
+                if os.fork() == 0:      # a short-lived process of its own each time
+                    rec = metrics.recorder(seg, seg.claim(metrics.ROLE_OTHER), "stress")
+                    rec.links_total.inc(k + 1)
+                    os._exit(0)
+                _, status = os.wait()
+                if status:
+                    sys.exit(f"claim {{k}} failed")
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert seg.totals()["engram_links_total"]["stress"] == n * (n + 1) // 2
+
+
 def test_memory_spaces_past_the_cap_fold_into_other():
     rng = np.random.default_rng(1)
     with engram.Engine(dim=DIM, workers=0) as eng:

@@ -12,7 +12,7 @@ import numpy as np
 from engram.errors import EngramError, SegmentLayoutError
 from engram.layout import METRICS_HEADER_DTYPE, METRICS_SLOT_HEADER_DTYPE, schema
 from engram.observe.metrics import definitions as d
-from engram.store.shm.names import EngineName, find
+from engram.store.shm.names import EngineName, find, pid_alive
 from engram.store.shm.segment import Segment, align_up
 
 KIND = schema.CONSTANTS["TABLE_METRICS"]
@@ -105,7 +105,10 @@ class MetricsSegment:
 
     # -- slots -------------------------------------------------------------------------
     def claim(self, role: int) -> int:
-        """A free slot, now this process's (compare-exchange on its pid word)."""
+        """A free slot, now this process's (compare-exchange on its pid word); when none is
+        free, a dead process's slot, adopted with its counts (readers sum every slot, so a
+        counter goes on from there and never goes back): without this every worker restart
+        or `engram trace collect` run kept a slot for good, and the 65th failed."""
         from engram.kernels.native import load_c
         cas = load_c().fns["eg_cas_u32"]
         pid = os.getpid()
@@ -115,7 +118,12 @@ class MetricsSegment:
             if int(h["pid"][0]) == 0 and cas(h.ctypes.data, 0, pid):
                 h["claimed_ns"], h["role"] = time.time_ns(), role
                 return i
-        raise EngramError(f"all {self.n_slots} metrics slots are taken")
+        for i, h in enumerate(self.slot_headers):
+            old = int(h["pid"][0])
+            if old and not pid_alive(old) and cas(h.ctypes.data, old, pid):
+                h["claimed_ns"], h["role"] = time.time_ns(), role
+                return i
+        raise EngramError(f"all {self.n_slots} metrics slots are taken by live processes")
 
     def cell_address(self, slot: int, metric: str, label: int, cell: int = 0) -> int:
         m = d.BY_NAME[metric]
