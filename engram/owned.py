@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from engram.cognition.reconsolidation import Reconsolidation
 from engram.config import InterferenceConfig
 from engram.observe.metrics import NOOP_RECORDER, Recorder
+from engram.recall import published
 from engram.recall.context import RecallContext
 from engram.recall.reader import SpaceReader
 from engram.store.mutations import Mutations
@@ -120,6 +121,12 @@ class Owned:
     def __post_init__(self):
         if self.changes is None:
             self.changes = Mutations(self.store, self.reader.graph, self.labile, 0, on_settings=self.apply_settings)
+        if self.store.writable:
+            self.settings_changed()
+
+    def settings_changed(self) -> None:
+        """Publish the recall settings for readers in other processes (engram/recall/published.py)."""
+        published.publish(self.store.dir, self.context.config)
 
     def settings(self) -> dict:
         """What configure_recall/_interference/_reconsolidation set, as snapshots keep it."""
@@ -142,6 +149,7 @@ class Owned:
                 continue
             if kind == "recall":
                 self.context.config = cfg.with_changes(**changes)
+                self.settings_changed()
             elif kind == "interference":
                 self.interference = cfg.with_changes(**changes)
             else:

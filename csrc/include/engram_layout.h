@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EG_LAYOUT_HASH 0xf675e1f1f4a8e161ULL
+#define EG_LAYOUT_HASH 0xb8ac14c51ba3a19bULL
 #define EG_FORMAT_VERSION 1
 #define EG_SEGMENT_MAGIC 3544417849689198149ULL
 #define EG_TIER_HOT 0
@@ -408,8 +408,10 @@ typedef struct __attribute__((aligned(64))) {
     uint64_t tables[24];
     uint64_t ann[11];
     uint8_t cold_dir[256];
+    uint64_t recall_seq[2];
+    double recall[54];
 } eg_space_directory_t;
-_Static_assert(sizeof(eg_space_directory_t) == 640, "SpaceDirectory size");
+_Static_assert(sizeof(eg_space_directory_t) == 1088, "SpaceDirectory size");
 _Static_assert(offsetof(eg_space_directory_t, name) == 0, "SpaceDirectory.name offset");
 _Static_assert(offsetof(eg_space_directory_t, dim) == 64, "SpaceDirectory.dim offset");
 _Static_assert(offsetof(eg_space_directory_t, n_tables) == 68, "SpaceDirectory.n_tables offset");
@@ -420,6 +422,8 @@ _Static_assert(offsetof(eg_space_directory_t, change_seq) == 96, "SpaceDirectory
 _Static_assert(offsetof(eg_space_directory_t, tables) == 104, "SpaceDirectory.tables offset");
 _Static_assert(offsetof(eg_space_directory_t, ann) == 296, "SpaceDirectory.ann offset");
 _Static_assert(offsetof(eg_space_directory_t, cold_dir) == 384, "SpaceDirectory.cold_dir offset");
+_Static_assert(offsetof(eg_space_directory_t, recall_seq) == 640, "SpaceDirectory.recall_seq offset");
+_Static_assert(offsetof(eg_space_directory_t, recall) == 656, "SpaceDirectory.recall offset");
 
 /* A batch of a split hop and where its gathered sums are. */
 typedef struct __attribute__((aligned(64))) {
@@ -684,6 +688,8 @@ typedef struct { const char *record; const char *field; int64_t offset; int64_t 
     {"SpaceDirectory", "tables", (int64_t)offsetof(eg_space_directory_t, tables), (int64_t)sizeof(((eg_space_directory_t *)0)->tables)}, \
     {"SpaceDirectory", "ann", (int64_t)offsetof(eg_space_directory_t, ann), (int64_t)sizeof(((eg_space_directory_t *)0)->ann)}, \
     {"SpaceDirectory", "cold_dir", (int64_t)offsetof(eg_space_directory_t, cold_dir), (int64_t)sizeof(((eg_space_directory_t *)0)->cold_dir)}, \
+    {"SpaceDirectory", "recall_seq", (int64_t)offsetof(eg_space_directory_t, recall_seq), (int64_t)sizeof(((eg_space_directory_t *)0)->recall_seq)}, \
+    {"SpaceDirectory", "recall", (int64_t)offsetof(eg_space_directory_t, recall), (int64_t)sizeof(((eg_space_directory_t *)0)->recall)}, \
     {"HopSlot", "", 0, (int64_t)sizeof(eg_hop_slot_t)}, \
     {"HopSlot", "state", (int64_t)offsetof(eg_hop_slot_t, state), (int64_t)sizeof(((eg_hop_slot_t *)0)->state)}, \
     {"HopSlot", "hop", (int64_t)offsetof(eg_hop_slot_t, hop), (int64_t)sizeof(((eg_hop_slot_t *)0)->hop)}, \

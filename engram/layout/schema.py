@@ -349,7 +349,9 @@ SPACE_DIRECTORY = Record("SpaceDirectory", (
     F("tables", "u64", 3 * MAX_TABLES, doc="TableRef[MAX_TABLES]"),
     F("ann", "u64", 11, doc="the approximate index: 10 cells of engram/recall/ann.py's AnnState, 1 spare"),
     F("cold_dir", "u8", 256, doc="directory of the cold tier's file-backed table, NUL padded (empty: in /dev/shm)"),
-), size=640, align=64)
+    F("recall_seq", "u64", 2, doc="recall's cells: a sequence lock (even when stable), how many values"),
+    F("recall", "f64", 54, doc="the space's recall settings (RecallConfig.to_vector), for other processes' readers"),
+), size=1088, align=64)
 
 RECORDS = (SEGMENT_HEADER, NODE_HOT, EDGE_DELTA, ACTIVATION_RECORD, POOL_HEADER, TASK_SLOT, TASK_BOARD_HEADER,
            METRICS_HEADER, METRICS_SLOT_HEADER, TRACE_EVENT, TRACE_RING_HEADER, SPREAD_STATE, CSR_HEADER, TABLE_REF,

@@ -27,6 +27,8 @@ ROUTINGS = ("auto", "workers")
 class Space(SpaceView):
     """A memory space owned by this process: read and write."""
 
+    _follows_owner = False          # it is the owner: its settings are the ones published
+
     def __init__(self, owned: Owned, closed_check, workers=None, routing: str = "auto", ingest=None):
         super().__init__(owned.reader, owned.context, closed_check)
         self._owned = owned
@@ -144,6 +146,7 @@ class Space(SpaceView):
         with self._lock:
             self._changes.admit()
             out = configure()
+            self._owned.settings_changed()
             lsn = self._changes.settings(self._owned.settings())
         self._durable(lsn)
         return out

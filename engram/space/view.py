@@ -15,7 +15,7 @@ import numpy as np
 from engram import validate
 from engram.config import FAN_MODES, RecallConfig
 from engram.errors import ClosedError, InvalidInputError, NoEmbedderError, UnknownIdError, shown
-from engram.recall import pipeline
+from engram.recall import pipeline, published
 from engram.recall.context import RecallContext
 from engram.recall.paths import strongest_path
 from engram.recall.reader import SpaceReader
@@ -25,13 +25,18 @@ ORIGINS = np.array(["seed", "spread"])      # RecallResult.origin by whether spr
 
 
 class SpaceView:
-    """Read access to a memory space: an attached reader's, and the owner Space's base."""
+    """Read access to a memory space: an attached reader's, and the owner Space's base.
+    A reader recalls with the settings the owner published (engram/recall/published.py)
+    until it configures its own."""
+
+    _follows_owner = True
 
     def __init__(self, reader: SpaceReader, context: RecallContext | None = None, closed_check=None):
         self._reader = reader
         self._ctx = context or RecallContext()
         self._closed_check = closed_check
         self.name, self.dim = reader.name, reader.dim
+        self._settings_seen = 0
 
     @property
     def clock(self):
@@ -48,6 +53,10 @@ class SpaceView:
         if not self._reader.store.segs:
             raise ClosedError(f"memory space {self.name!r} is closed")
         self._reader.refresh()
+        if self._follows_owner and int(self._reader.store.dir[0]["recall_seq"][0]) != self._settings_seen:
+            self._settings_seen, config = published.read(self._reader.store.dir, self.name)
+            if config is not None:
+                self._ctx.config = config
         return self._reader
 
     def __len__(self) -> int:
@@ -173,7 +182,12 @@ class SpaceView:
 
     def configure_recall(self, **changes) -> RecallConfig:
         """Change recall's tunables by name (engram.config.RecallConfig); returns the new
-        settings. With no arguments, returns the settings in force."""
+        settings. With no arguments, returns the settings in force (a reader's: the owner's,
+        until it changes its own here)."""
+        if not changes:
+            self._open()
+            return self._ctx.config
+        self._follows_owner = False
         self._ctx.config = self._ctx.config.with_changes(**changes)
         return self._ctx.config
 

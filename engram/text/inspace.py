@@ -84,5 +84,6 @@ class SpaceText:
             if owned.embedded_by is None:      # the record, and the model's calibration of similarity
                 owned.embedded_by = emb.identity.settings()
                 owned.context.config = owned.context.config.with_changes(**emb.recall_settings)
+                owned.settings_changed()
                 owned.changes.settings(owned.settings())
             return self._store_checked(*batch)
