@@ -35,7 +35,8 @@ MAX_BATCH = 10_000
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON true is not an id or a number (lax pydantic took it as 1, and forgot memory 0 for false)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorBody(Strict):
