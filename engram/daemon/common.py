@@ -16,12 +16,13 @@ from fastapi.routing import APIRoute
 
 from engram import errors, validate
 from engram.daemon import models as m
-from engram.daemon.idempotency import IdempotencyCache
+from engram.daemon.idempotency import Idempotency
 
 # engram.errors class -> (HTTP status, Engram code); the first base class listed wins
 STATUS = [
     (errors.UnknownSpaceError, 404, "SPACE_NOT_FOUND"),
     (errors.UnknownIdError, 404, "MEMORY_NOT_FOUND"),
+    (errors.IdempotencyKeyError, 422, "IDEMPOTENCY_KEY_REUSED"),
     (errors.InvalidInputError, 400, "INVALID_MEMORY_INPUT"),
     (errors.OverloadError, 429, "OVERLOADED"),
     (errors.StorageFullError, 507, "INSUFFICIENT_STORAGE"),
@@ -29,7 +30,7 @@ STATUS = [
     (errors.ClosedError, 503, "SERVICE_UNAVAILABLE"),
     (errors.EngramError, 500, "MEMORY_SYSTEM_ERROR"),
 ]
-ERRORS = {s: {"model": m.ErrorResponse} for s in (400, 401, 404, 413, 429, 503)}
+ERRORS = {s: {"model": m.ErrorResponse} for s in (400, 401, 404, 413, 422, 429, 503)}
 
 
 class OrjsonRequest(Request):
@@ -107,7 +108,7 @@ class Service:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="engram-http")
         self.reads = ThreadPoolExecutor(self.read_threads, thread_name_prefix="engram-http-read")
         self.inflight = 0
-        self.idempotency = IdempotencyCache()
+        self.idempotency = Idempotency()
         self.started = time.time()
 
     async def run(self, fn, *args, pool=None):

@@ -22,6 +22,7 @@ MAX_CHUNK = 4 << 20         # a call's payload is cut into records of at most th
 TORN_WINDOW = 8 << 20       # the most bytes the writer leaves unsynced at once
 SEGMENT_BYTES = 64 << 20
 CONTINUED = 1
+KEYED = 2            # the payload starts with an idempotency key's block (engram/store/keys.py)
 POLICIES = ("always", "group", "none")
 NAME = re.compile(r"^(\d{20})\.wal$")
 
