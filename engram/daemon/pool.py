@@ -16,6 +16,15 @@ def _set(fut, result, exc) -> None:
         fut.set_result(result) if exc is None else fut.set_exception(exc)
 
 
+def _run(loop, fut, fn, args) -> None:
+    try:
+        result = fn(*args)
+    except BaseException as e:                   # every exception goes to the awaiting request
+        loop.call_soon_threadsafe(_set, fut, None, e)
+    else:
+        loop.call_soon_threadsafe(_set, fut, result, None)
+
+
 class Pool:
     """``threads`` threads named ``name_<i>``, started at once."""
 
@@ -33,14 +42,8 @@ class Pool:
     def _work(self) -> None:
         get = self._q.get
         while (item := get()) is not None:
-            loop, fut, fn, args = item
-            try:
-                result = fn(*args)
-            except BaseException as e:           # every exception goes to the awaiting request
-                loop.call_soon_threadsafe(_set, fut, None, e)
-            else:
-                loop.call_soon_threadsafe(_set, fut, result, None)
-            del item, loop, fut, fn, args, result   # hold nothing of a finished request while idle
+            _run(*item)
+            del item                             # hold nothing of a finished request while idle
 
     def shutdown(self) -> None:
         """Finish what is queued, then stop every thread."""
