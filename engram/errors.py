@@ -162,3 +162,8 @@ class EmbedderMismatchError(InvalidInputError):
     """Text was given to a space whose vectors another embedder made (or that holds vectors
     with no record of what made them): mixing two embeddings would make similarity
     meaningless. The message names both."""
+
+
+class IdempotencyKeyError(InvalidInputError):
+    """An idempotency key already guards a different write (another body, or another kind
+    of change): it is not applied, and the key keeps its first result."""

@@ -107,6 +107,7 @@ class Persistence:
                         raise SnapshotError(f"{snap.file}: space {img.name!r}: {what}")
                     image.restore(o.store, img.arrays, fan_weights)
                     o.labile.restore(img.arrays)
+                    o.changes.keys.restore(img.arrays)
                     o.apply_settings(img.settings)
                     o.changes.seq = img.seq
             finally:
@@ -162,7 +163,7 @@ class Persistence:
         self.by_index[index] = o
         return o
 
-    def _replay(self, lsn: int, seq: int, space: int, rtype: int, body) -> None:
+    def _replay(self, lsn: int, seq: int, space: int, rtype: int, flags: int, body) -> None:
         if rtype == RecordType.SPACE:
             try:
                 name = validate.space_name(bytes(body).decode("utf-8"))
@@ -176,7 +177,7 @@ class Persistence:
         if o is None:
             raise WALError(f"log record LSN {lsn} changes memory space number {space}, which no record "
                            "created", "", -1)
-        o.changes.replay(lsn, seq, rtype, body)
+        o.changes.replay(lsn, seq, rtype, flags, body)
 
     def added(self, name: str, owned) -> None:
         """A space the owner created now: give it a number and log its name."""
@@ -196,7 +197,8 @@ class Persistence:
             with self._hold():
                 lsn = self.log.last_lsn
                 spaces = [snapfile.SpaceImage(name, o.changes.index, o.changes.seq, o.settings(),
-                                              {**image.capture(o.store), **o.labile.arrays(o.store)})
+                                              {**image.capture(o.store), **o.labile.arrays(o.store),
+                                               **o.changes.keys.arrays()})
                           for name, o in sorted(self.owned.items())]
                 logged = self.log.bytes_logged
                 indexes = {name: AnnState.read(o.store.dir) for name, o in self.owned.items()}

@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from engram import errors
-from engram.daemon.common import OrjsonRequest, engram_error
+from engram.daemon.common import OrjsonRequest, engram_error, header
 from engram.daemon.guard import BodyTooLarge
 
 
@@ -35,7 +35,7 @@ class Express:
         if lane is None:
             return await self.app(scope, receive, send)
         request = OrjsonRequest(scope, receive)
-        if request.headers.get("content-type") != "application/json":
+        if header(scope, b"content-type") != "application/json":
             return await self.app(scope, receive, send)
         try:
             raw = await request.body()

@@ -35,6 +35,20 @@ def memory_items(mem, ids: np.ndarray, embeddings: bool, links: bool) -> list:
     return out
 
 
+def relink(mem, memory_id: int, targets: list, strengths: list) -> None:
+    """A keyed remember given again: its links that are missing are made (a crash can come
+    between the memory's log record and its links'); a memory forgotten since stays so."""
+    if not targets:
+        return
+    try:
+        have = set(mem.neighbors(memory_id)[0].tolist())
+    except errors.UnknownIdError:
+        return
+    missing = [(t, s) for t, s in zip(targets, strengths) if t not in have]
+    if missing:
+        mem.link(memory_id, [t for t, _ in missing], [s for _, s in missing])
+
+
 def content_to_encode(content: str | None, where: str) -> str:
     """A memory given without an embedding: its content is what the daemon's embedder encodes."""
     if content is None:
@@ -81,30 +95,36 @@ def routes(service: Service) -> APIRouter:
     # ---- memories --------------------------------------------------------------------
     async def remember(request: Request, body: m.RememberRequest):
         name = service.space_name(request, body.memory_space_id)
+        key = service.idempotency.key(request, await request.body())
+        targets, strengths = [lk.target_memory_id for lk in body.links], [lk.strength for lk in body.links]
 
         def work():
             mem = eng.space(name)
-            if body.links:          # checked before anything is stored: all or nothing
-                mem.get([lk.target_memory_id for lk in body.links])
+            prior = mem.keyed(key, "remember")
+            if prior is not None:
+                relink(mem, prior.first, targets, strengths)
+                return prior.first, prior.confidence, prior.created_ns, len(targets), True
+            if targets:             # checked before anything is stored: all or nothing
+                mem.get(targets)
             conf = None if body.confidence is None else [body.confidence]
             if body.embedding is None:
                 ids = mem.remember(texts=[content_to_encode(body.content, "content")], confidence=conf,
-                                   tier=body.tier)
+                                   tier=body.tier, key=key)
             else:
-                ids = mem.remember(np.asarray(body.embedding, np.float64)[None], [body.content], conf, body.tier)
-            n = mem.link(int(ids[0]), [lk.target_memory_id for lk in body.links],
-                         [lk.strength for lk in body.links]) if body.links else 0
+                ids = mem.remember(np.asarray(body.embedding, np.float64)[None], [body.content], conf, body.tier,
+                                   key=key)
+            n = mem.link(int(ids[0]), targets, strengths) if targets else 0
             got = mem.get(ids)
-            return int(ids[0]), float(got.confidence[0]), int(got.created_ns[0]), n
+            return int(ids[0]), float(got.confidence[0]), int(got.created_ns[0]), n, False
 
         async def produce():
-            mid, conf, created, n = await service.run(work)
+            mid, conf, created, n, replayed = await service.run(work)
             return json_response({
                 "memory_id": mid, "observed_at": rfc3339(created), "stored_at": rfc3339(created),
                 "storage_confidence": {"value": conf, "category": category(conf),
                                        "reasoning": f"stored durably ({eng.durability or 'in memory only'})"},
-                "links_created": n, "auto_links": []}, 201)
-        return await service.idempotency.once(request, produce)
+                "links_created": n, "auto_links": []}, 201, service.idempotency.replay() if replayed else None)
+        return await service.idempotency.once(key, produce)
 
     router.post("/api/v1/memories/remember", status_code=201, response_model=m.RememberResponse, responses=ERRORS,
              summary="Remember one memory (durable when the call returns)")(remember)
@@ -146,13 +166,22 @@ def routes(service: Service) -> APIRouter:
         if tier not in ("hot", "warm"):
             raise errors.InvalidInputError(f"tier must be hot or warm, got {tier!r}")
         name = service.space_name(request, head_space)
+        key = service.idempotency.key(request, raw)
+
+        def work():
+            mem = eng.space(name)
+            prior = mem.keyed(key, "remember")
+            if prior is not None:
+                return np.arange(prior.first, prior.first + prior.count), True
+            if vectors is None:
+                return mem.remember(texts=content, confidence=confidence, tier=tier, key=key), False
+            return mem.remember(vectors, content, confidence, tier, key=key), False
 
         async def produce():
-            ids = await service.run(lambda: eng.space(name).remember(vectors, content, confidence, tier) if
-                                    vectors is not None else eng.space(name).remember(texts=content,
-                                                                                      confidence=confidence, tier=tier))
-            return json_response({"memory_ids": ids, "count": int(ids.shape[0])}, 201)
-        return await service.idempotency.once(request, produce)
+            ids, replayed = await service.run(work)
+            return json_response({"memory_ids": ids, "count": int(ids.shape[0])}, 201,
+                                 service.idempotency.replay() if replayed else None)
+        return await service.idempotency.once(key, produce)
 
     @router.get("/api/v1/memories", response_model=m.MemoryList, responses=ERRORS, summary="List memories by id")
     async def list_memories(request: Request, offset: Annotated[int, Query(ge=0, le=m.MAX_ID)] = 0,
@@ -200,10 +229,17 @@ def routes(service: Service) -> APIRouter:
             raise errors.InvalidInputError("give memory_id or memory_ids (one of them)")
         ids = [body.memory_id] if body.memory_id is not None else body.memory_ids
         name = service.space_name(request, body.memory_space_id)
+        key = service.idempotency.key(request, await request.body())
+
+        def work():
+            mem = service.readable(name)
+            prior = mem.keyed(key, "forget")
+            return (prior.count, True) if prior is not None else (mem.forget(ids, key=key), False)
 
         async def produce():
-            n = await service.run(lambda: service.readable(name).forget(ids))
-            return json_response({"memories_affected": n, "forget_confidence": 1.0, "reversible": False})
-        return await service.idempotency.once(request, produce)
+            n, replayed = await service.run(work)
+            return json_response({"memories_affected": n, "forget_confidence": 1.0, "reversible": False}, 200,
+                                 service.idempotency.replay() if replayed else None)
+        return await service.idempotency.once(key, produce)
 
     return router

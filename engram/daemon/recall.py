@@ -150,13 +150,18 @@ def routes(service: Service) -> APIRouter:
         if body.bidirectional:
             s, d, w = np.concatenate([s, d]), np.concatenate([d, s]), np.concatenate([w, w])
 
+        key = service.idempotency.key(request, await request.body())
+
         def work():
-            return service.readable(name).link(s, d, w), float(np.min(w))
+            mem = service.readable(name)
+            prior = mem.keyed(key, "link")
+            return (prior.count, True) if prior is not None else (mem.link(s, d, w, key=key), False)
 
         async def produce():
-            n, w = await service.run(work)
-            return json_response({"created": n > 0, "links_created": n, "final_strength": w, "affected_paths": []})
-        return await service.idempotency.once(request, produce)
+            n, replayed = await service.run(work)
+            return json_response({"created": n > 0, "links_created": n, "final_strength": float(np.min(w)),
+                                  "affected_paths": []}, 200, service.idempotency.replay() if replayed else None)
+        return await service.idempotency.once(key, produce)
 
     @router.get("/api/v1/memories/{memory_id:int}/links", response_model=m.LinksResponse, responses=ERRORS,
              summary="A memory's outgoing links")

@@ -19,9 +19,11 @@ from engram.errors import InvalidInputError
 from engram.ingest import Stream
 from engram.owned import Owned
 from engram.space.view import SpaceView
+from engram.store.wal.format import RecordType
 from engram.text.inspace import SpaceText
 
 ROUTINGS = ("auto", "workers")
+KEYED_CHANGES = {"remember": RecordType.REMEMBER, "link": RecordType.LINK, "forget": RecordType.FORGET}
 
 
 class Space(SpaceView):
@@ -90,16 +92,18 @@ class Space(SpaceView):
         self._events.recall(trace_id, k, ranked.ids, ranked.hops, ranked.scores, t_begin, total_ns)
 
     def remember(self, vectors=None, content=None, confidence=None, tier: str = "hot", texts=None,
-                 progress=None) -> np.ndarray:
+                 progress=None, key=None) -> np.ndarray:
         """Store memories; returns their int64 ids once durable (with a path, under the
         engine's durability policy). ``tier``: "hot" (f32) or "warm" (f16). ``texts``
         instead of vectors: embedded by the engine's embedder (and kept as content unless
-        content is given); progress: True (a bar on stderr) or an object with update(n)."""
+        content is given); progress: True (a bar on stderr) or an object with update(n).
+        ``key``: an engram.store.keys.Key; a call with a key already used returns the first
+        call's ids and stores nothing (keyed())."""
         t_call = time.perf_counter_ns()
         if texts is None:
-            ids, lsn = self._store_checked(*self._checked(vectors, content, confidence, tier))
+            ids, lsn = self._store_checked(*self._checked(vectors, content, confidence, tier), key=key)
         else:
-            ids, lsn = self._text.remember(vectors, texts, content, confidence, tier, progress)
+            ids, lsn = self._text.remember(vectors, texts, content, confidence, tier, progress, key)
         self._durable(lsn)
         self._rec.remember_latency_seconds.observe_ns(time.perf_counter_ns() - t_call)
         return ids
@@ -107,17 +111,20 @@ class Space(SpaceView):
     def _checked(self, vectors, content, confidence, tier):
         return validate.observations(vectors, self.dim, content, confidence, tier)
 
-    def _store_checked(self, v: np.ndarray, tier: int, texts: list, conf: np.ndarray):
+    def _store_checked(self, v: np.ndarray, tier: int, texts: list, conf: np.ndarray, key=None):
         """(ids, lsn) of a checked batch stored and logged (not waited for): remember's, and
         the ingest workers' for a stream."""
         with self._lock:
             r = self._open()
+            prior = self.keyed(key, "remember")
+            if prior is not None:
+                return np.arange(prior.first, prior.first + prior.count, dtype=np.int64), 0
             self._changes.admit()
             cfg = self._owned.interference
             hit = interference.find(self._store, r.kern, v, cfg)
             if hit is not None:     # weakens conf (not yet stored) and the old memories' records
                 interfered = interference.apply(hit, cfg, conf, self._store.n_nodes, self._store.hot())
-            ids, lsn = self._changes.remember(v, tier, texts, conf, self.clock())
+            ids, lsn = self._changes.remember(v, tier, texts, conf, self.clock(), key)
             if hit is not None:
                 self._changes.state(interfered[1][0])
         self._rec.remembered_total.inc(v.shape[0])
@@ -140,6 +147,19 @@ class Space(SpaceView):
         """Return once the change logged at ``lsn`` is acknowledged (0: nothing was logged)."""
         if lsn:
             self._changes.log.wait(lsn)
+
+    def keyed(self, key, change: str):
+        """What the ``change`` ("remember", "link" or "forget") guarded by ``key`` (an
+        engram.store.keys.Key) did, once durable: an engram.store.keys.Result; None if the key
+        guards no change (or None). IdempotencyKeyError if it guards another request."""
+        if key is None:
+            return None
+        with self._lock:
+            prior = self._changes.keys.prior(key, KEYED_CHANGES[change])
+            log = self._changes.log
+        if prior is not None and log is not None:    # it may still be on its way to the disk
+            self._durable(log.last_lsn)
+        return prior
 
     def _configured(self, configure):
         """Run a change of settings and log the settings that result."""
@@ -192,9 +212,13 @@ class Space(SpaceView):
         with self._lock:
             return self._owned.labile.versions(self._one_id(memory_id))
 
-    def link(self, src, dst, weights=1.0) -> int:
-        """Associate src -> dst with weight in (0, 1]; scalars broadcast. Returns links added."""
+    def link(self, src, dst, weights=1.0, key=None) -> int:
+        """Associate src -> dst with weight in (0, 1]; scalars broadcast. Returns links added
+        (``key``: as remember's)."""
         with self._lock:
+            prior = self.keyed(key, "link")
+            if prior is not None:
+                return prior.count
             s, d = self._live_ids(src), self._live_ids(dst)
             if s.shape[0] != d.shape[0] and 1 not in (s.shape[0], d.shape[0]):
                 raise InvalidInputError(f"src has {s.shape[0]} ids and dst {d.shape[0]}: "
@@ -203,25 +227,29 @@ class Space(SpaceView):
             w = validate.per_item(weights, s.shape[0], "weights", 1.0, 0.0, 1.0, lo_open=True)
             self._changes.admit()
             self._primer.forget_pending(s, d)
-            n, lsn = self._link_trusted(s, d, w)
+            n, lsn = self._link_trusted(s, d, w, key)
         self._durable(lsn)
         return n
 
-    def _link_trusted(self, s: np.ndarray, d: np.ndarray, w: np.ndarray):
+    def _link_trusted(self, s: np.ndarray, d: np.ndarray, w: np.ndarray, key=None):
         """(links added, LSN) for ids and weights already checked (priming's co-recall links
         too, which nobody waits for)."""
         with self._lock:
-            lsn = self._changes.link(s, d, w)
+            lsn = self._changes.link(s, d, w, key)
         self._rec.links_total.inc(int(s.shape[0]))
         self._events.link(int(s[0]), int(d[0]), int(s.shape[0]), float(w[0]))
         return int(s.shape[0]), lsn
 
-    def forget(self, ids) -> int:
-        """Forget memories (all or none): they leave recall, get and links. Returns how many."""
+    def forget(self, ids, key=None) -> int:
+        """Forget memories (all or none): they leave recall, get and links. Returns how many
+        (``key``: as remember's)."""
         with self._lock:
+            prior = self.keyed(key, "forget")
+            if prior is not None:
+                return prior.count
             a = np.unique(self._live_ids(ids))
             self._changes.admit()
-            lsn = self._changes.forget(a)
+            lsn = self._changes.forget(a, key)
         self._durable(lsn)
         self._rec.forgotten_total.inc(int(a.shape[0]))
         self._rec.memories.set(self._store.n_live)

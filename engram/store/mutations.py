@@ -4,7 +4,8 @@ The owner's Space checks its input and works out what a call changes (which
 memories interference weakens, what a reconsolidation writes), then hands the
 result here. Each method applies it and, with a log attached, queues one
 record (the payloads are in docs/durability/wal-format.md) and returns its LSN,
-which the caller waits on outside the space's lock. Recovery decodes the same
+which the caller waits on outside the space's lock. A change guarded by an
+idempotency key carries the key in its record (engram/store/keys.py). Recovery decodes the same
 records with ``replay`` and applies them through the same methods, with no log
 attached, so a replayed change is exactly the change that was made.
 """
@@ -16,9 +17,10 @@ import struct
 import numpy as np
 
 from engram.errors import WALError
+from engram.store.keys import BLOCK, KeyStore, Result
 from engram.store.rows import LOG_DTYPE
 from engram.store.tables import TIER_TABLE
-from engram.store.wal.format import RecordType
+from engram.store.wal.format import KEYED, RecordType
 
 REMEMBER = struct.Struct("<QqIBB2x")        # first id, created ns, n, tier, has content
 COUNT = struct.Struct("<I4x")
@@ -89,12 +91,23 @@ class Mutations:
         self.index, self.log = index, log
         self.seq = 0                       # this space's last sequence number
         self.on_settings = on_settings     # replay of SETTINGS: the owner applies them
+        self.keys = KeyStore()             # idempotency keys of this space's changes
 
-    def _log(self, rtype: RecordType, parts: list, lazy: bool = False) -> int:
+    def _log(self, rtype: RecordType, parts: list, lazy: bool = False, keyed=None) -> int:
+        flags = 0
+        if keyed is not None:
+            parts, flags = self._keyed(*keyed, parts)
         if self.log is None:
             return 0
         self.seq += 1
-        return self.log.append(self.index, self.seq, rtype, parts, lazy)
+        return self.log.append(self.index, self.seq, rtype, parts, lazy, flags)
+
+    def _keyed(self, key, result: Result, parts: list) -> tuple:
+        """(parts, flags) of a record that also carries ``key``: kept with its result from
+        now on, and durable exactly when the change is."""
+        block, at = self.keys.block(key)
+        self.keys.put(key.key, key.request, at, result)
+        return [block, *parts], KEYED
 
     def admit(self) -> None:
         """Raise before anything changes if the change could not be logged."""
@@ -102,21 +115,26 @@ class Mutations:
             self.log.admit()
 
     # ---- changes ---------------------------------------------------------------------------
-    def remember(self, vectors: np.ndarray, tier: int, texts: list, confidence: np.ndarray, now_ns: int):
-        """(ids, lsn) of checked memories stored."""
+    def remember(self, vectors: np.ndarray, tier: int, texts: list, confidence: np.ndarray, now_ns: int,
+                 key=None):
+        """(ids, lsn) of checked memories stored (``key``: an engram.store.keys.Key that guards it)."""
         stored = vectors.astype(LOG_DTYPE[tier], copy=False)
         ids = self.store.append_memories(stored, tier, texts, confidence, now_ns)
         n, has = ids.shape[0], texts.count(None) < len(texts)
+        keyed = None if key is None else \
+            (key, Result(RecordType.REMEMBER, int(ids[0]), n, now_ns, float(confidence[0])))
         lsn = self._log(RecordType.REMEMBER, [REMEMBER.pack(int(ids[0]), now_ns, n, tier, has),
                                               confidence.astype(np.float32, copy=False).tobytes(),
-                                              np.ascontiguousarray(stored), *(_texts(texts) if has else [])])
+                                              np.ascontiguousarray(stored), *(_texts(texts) if has else [])],
+                        keyed=keyed)
         return ids, lsn
 
-    def link(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> int:
+    def link(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray, key=None) -> int:
         s, d, w = src.astype(np.uint32), dst.astype(np.uint32), w.astype(np.float32)
         self.graph.append(s, d, w)
         self.store.bump()
-        return self._log(RecordType.LINK, [COUNT.pack(s.shape[0]), s.tobytes(), d.tobytes(), w.tobytes()])
+        return self._log(RecordType.LINK, [COUNT.pack(s.shape[0]), s.tobytes(), d.tobytes(), w.tobytes()],
+                         keyed=None if key is None else (key, Result(RecordType.LINK, count=s.shape[0])))
 
     def reweight(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Set the weight of links the CSR has, in place (priming's Hebbian step); logged as
@@ -127,10 +145,11 @@ class Mutations:
             self._log(RecordType.LINK, [COUNT.pack(s.shape[0]), s.tobytes(), d.tobytes(), x.tobytes()])
         return found
 
-    def forget(self, ids: np.ndarray) -> int:
+    def forget(self, ids: np.ndarray, key=None) -> int:
         self.store.forget(ids)
         a = ids.astype(np.uint32)
-        return self._log(RecordType.FORGET, [COUNT.pack(a.shape[0]), a.tobytes()])
+        return self._log(RecordType.FORGET, [COUNT.pack(a.shape[0]), a.tobytes()],
+                         keyed=None if key is None else (key, Result(RecordType.FORGET, count=a.shape[0])))
 
     def migrate(self, ids: np.ndarray, tier: int) -> tuple:
         """(memories moved, lsn): live memories' vectors moved to ``tier`` (SpaceStore.migrate)."""
@@ -166,10 +185,13 @@ class Mutations:
         return self._log(RecordType.SETTINGS, [json.dumps(settings, sort_keys=True).encode()])
 
     # ---- replay ----------------------------------------------------------------------------
-    def replay(self, lsn: int, seq: int, rtype: int, body) -> None:
+    def replay(self, lsn: int, seq: int, rtype: int, flags: int, body) -> None:
         """Apply one logged change (this space's; CONTINUED parts already joined)."""
         r = _Reader(body, lsn, RecordType(rtype).name)
         st = self.store
+        keyed = r.unpack(BLOCK) if flags & KEYED else None
+        if keyed is not None and rtype not in (RecordType.REMEMBER, RecordType.LINK, RecordType.FORGET):
+            r.fail("it carries an idempotency key, which only remember, link and forget records do")
         if rtype == RecordType.REMEMBER:
             first, created, n, tier, has = r.unpack(REMEMBER)
             if tier not in TIER_TABLE or not 0 < n <= 1 << 26:
@@ -182,6 +204,7 @@ class Mutations:
                 r.fail(f"its memories were ids {first}.., but replay is at id {st.n_nodes}: the log does not "
                        "follow this snapshot")
             st.append_memories(vecs, tier, texts, conf, created)
+            result = Result(rtype, first, n, created, float(conf[0]))
         elif rtype in (RecordType.LINK, RecordType.FORGET, RecordType.STATE):
             (n,) = r.unpack(COUNT)
             ids = r.array(np.uint32, n)
@@ -196,9 +219,11 @@ class Mutations:
                 if not found.all():
                     self.graph.append(ids[~found], dst[~found], w[~found])
                 st.bump()
+                result = Result(rtype, count=n)
             elif rtype == RecordType.FORGET:
                 r.end()
                 st.forget(ids.astype(np.int64))
+                result = Result(rtype, count=n)
             else:
                 fields = r.array(STATE_DTYPE, n)
                 r.end()
@@ -233,4 +258,6 @@ class Mutations:
                 self.on_settings(settings)
         else:
             r.fail("it is not a change to a space")
+        if keyed is not None:
+            self.keys.put(keyed[0], keyed[1], keyed[2], result)
         self.seq = seq

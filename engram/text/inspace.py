@@ -62,7 +62,7 @@ class SpaceText:
         q = emb.encode(validate.texts(text, "text"), query=True)[0]
         return q, (time.perf_counter_ns() - t0) / 1e6
 
-    def remember(self, vectors, texts, content, confidence, tier: str, progress) -> tuple:
+    def remember(self, vectors, texts, content, confidence, tier: str, progress, key=None) -> tuple:
         """(ids, lsn) of texts embedded and stored; their content is the texts unless given."""
         if vectors is not None:
             raise InvalidInputError("give vectors or texts, not both")
@@ -86,4 +86,4 @@ class SpaceText:
                 owned.context.config = owned.context.config.with_changes(**emb.recall_settings)
                 owned.settings_changed()
                 owned.changes.settings(owned.settings())
-            return self._store_checked(*batch)
+            return self._store_checked(*batch, key=key)

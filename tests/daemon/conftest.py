@@ -17,11 +17,15 @@ DIM = 8
 
 
 class Daemon:
-    def __init__(self, data: Path, *args, env=None):
+    """``prelude``: Python run in the daemon's process before it serves (a fault a test injects)."""
+
+    def __init__(self, data: Path, *args, env=None, prelude=None):
         self.data = data
         self.args = ["--data", str(data), "--port", "0", "--workers", "0", "--dim", str(DIM),
                      "--log-segment-mb", "1", *map(str, args)]
-        self.proc = subprocess.Popen([sys.executable, "-m", "engram.cli", "serve", *self.args],
+        run = ["-m", "engram.cli"] if prelude is None else \
+            ["-c", f"{prelude}\nimport sys\nfrom engram.cli import main\nsys.exit(main(sys.argv[1:]))"]
+        self.proc = subprocess.Popen([sys.executable, *run, "serve", *self.args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                                      env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 60
@@ -60,8 +64,8 @@ def daemon(tmp_path):
 def start_daemon(tmp_path):
     started = []
 
-    def start(*args, data=None, env=None):
-        d = Daemon(data or tmp_path / f"data{len(started)}", *args, env=env)
+    def start(*args, data=None, env=None, prelude=None):
+        d = Daemon(data or tmp_path / f"data{len(started)}", *args, env=env, prelude=prelude)
         started.append(d)
         return d
     yield start

@@ -32,7 +32,7 @@ def write_log(d, n, size=700, segment_bytes=64 << 10, policy="group", seed=0):
 
 def read_back(d, after=0):
     got = {}
-    rec = recover(d, after, lambda lsn, seq, space, rtype, body: got.__setitem__(lsn, bytes(body)))
+    rec = recover(d, after, lambda lsn, seq, space, rtype, flags, body: got.__setitem__(lsn, bytes(body)))
     return rec, got
 
 

@@ -23,6 +23,7 @@ TORN_WINDOW = 8 << 20       # the most bytes the writer leaves unsynced at once
 SEGMENT_BYTES = 64 << 20
 CONTINUED = 1
 RECYCLED_FILE = 1           # segment flag: its file held an older segment, whose bytes follow the records
+KEYED = 2            # the payload starts with an idempotency key's block (engram/store/keys.py)
 POLICIES = ("always", "group", "none")
 NAME = re.compile(r"^(\d{20})\.wal$")
 

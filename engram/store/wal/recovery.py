@@ -147,7 +147,7 @@ def _scan(directory: Path, after, apply, files: Files, cut_damage: bool) -> Reco
                     pending[space] = parts + [bytes(body)]
                     continue
                 if apply is not None:
-                    apply(lsn, seq, space, rtype, b"".join(parts + [body]) if parts else body)
+                    apply(lsn, seq, space, rtype, flags, b"".join(parts + [body]) if parts else body)
                 out.replayed += 1
             rest = np.frombuffer(buf, np.uint8, offset=off) if off < size else np.zeros(0, np.uint8)
             nonzero = np.flatnonzero(rest)
@@ -219,7 +219,7 @@ def _scan(directory: Path, after, apply, files: Files, cut_damage: bool) -> Reco
 
 def recover(directory: Path, after: int, apply, files: Files = FILES) -> Recovered:
     """Replay every record with LSN > ``after`` through ``apply(lsn, seq, space, type,
-    payload)``, a call's CONTINUED records joined into one payload; cut a torn tail (in
+    flags, payload)``, a call's CONTINUED records joined into one payload; cut a torn tail (in
     place, synced). Raises WALError for any other damage. Returns where the log goes on."""
     out = _scan(Path(directory), after, apply, files, cut_damage=False)
     if out.cut_bytes:

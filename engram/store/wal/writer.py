@@ -100,11 +100,11 @@ class Log:
         if self._closing:
             raise ClosedError("the write-ahead log is closed")
 
-    def append(self, space: int, seq: int, rtype: int, payload: list, lazy: bool = False) -> int:
+    def append(self, space: int, seq: int, rtype: int, payload: list, lazy: bool = False, flags: int = 0) -> int:
         """Queue one change (its payload parts; cut into records of at most MAX_CHUNK bytes,
-        flagged CONTINUED but the last); returns the LSN that acknowledges it. Waits while
-        ``max_queued`` bytes are already queued. ``lazy``: nobody will wait for it, so it
-        may wait up to LAZY_LINGER_S for the next group."""
+        flagged CONTINUED but the last, each also flagged ``flags``); returns the LSN that
+        acknowledges it. Waits while ``max_queued`` bytes are already queued. ``lazy``: nobody
+        will wait for it, so it may wait up to LAZY_LINGER_S for the next group."""
         views = [memoryview(p).cast("B") for p in payload]
         if sum(v.nbytes for v in views) <= MAX_CHUNK:
             pieces = [views]
@@ -125,7 +125,8 @@ class Log:
             for i, parts in enumerate(pieces):
                 lsn = self._next
                 self._next += 1
-                header, body, nbytes = frame(lsn, seq, space, rtype, CONTINUED if i + 1 < len(pieces) else 0, parts)
+                header, body, nbytes = frame(lsn, seq, space, rtype, flags | (CONTINUED if i + 1 < len(pieces) else 0),
+                                             parts)
                 self._queue.append((lsn, header, body, nbytes))
                 self._queued_bytes += RECORD_HEADER_SIZE + nbytes
             if not lazy or self._queued_bytes >= self.torn_window:
