@@ -17,7 +17,7 @@ SEG = 16 << 10
 
 def read_back(d, after=0):
     got = {}
-    rec = recover(d, after, lambda lsn, seq, space, rtype, body: got.__setitem__(lsn, bytes(body)))
+    rec = recover(d, after, lambda lsn, seq, space, rtype, flags, body: got.__setitem__(lsn, bytes(body)))
     return rec, got
 
 
