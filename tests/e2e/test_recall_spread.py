@@ -77,7 +77,7 @@ def test_recall_equals_the_numpy_reference_pipeline(world):
         assert [o == "seed" for o in res.origin] == [h == 0 for h in hops]
         assert not res.partial and not res.fallback
         spread_seen += int((hops > 0).sum())
-    assert spread_seen > 20         # the comparison covered memories reached by spreading
+    assert spread_seen >= 10        # the comparison covered memories reached by spreading
 
 
 def test_spreading_brings_back_what_similarity_misses():
