@@ -278,13 +278,7 @@ class NativeTable(KernelTable):
 
     def __init__(self, name: str, lib, isa: str):
         from engram.kernels._cy.scan import TopKKernel, TopKManyKernel
-        from engram.kernels._cy.spread import (
-            SpreadFireKernel,
-            SpreadGatherKernel,
-            SpreadHopKernel,
-            SpreadKernel,
-            SpreadMergeKernel,
-        )
+        from engram.kernels._cy.spread import SpreadGatherKernel, SpreadHopKernel, SpreadKernel, SpreadMergeKernel
         from engram.kernels._cy.stream import CrcKernel, DecayKernel
         from engram.kernels.native import Arena
         super().__init__()
@@ -292,8 +286,7 @@ class NativeTable(KernelTable):
         self.path = lib.path
         self.arena = Arena(lib) if "eg_arena_stats" in lib.fns else None   # Zig only
         self._spread_fn = SpreadKernel(lib.address_of("eg_spread"))
-        self._hop_fn = SpreadHopKernel(lib.address_of("eg_spread_hop"))
-        self._fire_fn = SpreadFireKernel(lib.address_of("eg_spread_fire"))
+        self._hop_fn = SpreadHopKernel(lib.address_of("eg_spread_hop"), lib.address_of("eg_spread_fire"))
         self._gather_fn = SpreadGatherKernel(lib.address_of("eg_spread_gather"))
         self._merge_fn = SpreadMergeKernel(lib.address_of("eg_spread_merge"))
         self._decay_fn = DecayKernel(lib.address("decay_f32", isa))
@@ -355,8 +348,8 @@ class NativeTable(KernelTable):
                                      log)
 
     def _fire(self, sc, g, p, hop, begin, end, count, ceiling) -> int:
-        return self._fire_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty, ceiling,
-                             p.prefetch_distance, sc.epoch, sc.state, sc.nodes, sc.fire, begin, end, count)
+        return self._hop_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty, p.prefetch_distance,
+                            sc.epoch, sc.state, sc.nodes, sc.fire, begin, end, count, ceiling)
 
     def _gather(self, g, p, nodes, fire, acc, out_v, out_s) -> int:
         return self._gather_fn(g[0], g[1], g[2], p.decay, p.threshold, p.prefetch_distance, nodes, fire, acc,

@@ -140,27 +140,43 @@ cdef class SpreadKernel:
 
 
 cdef class SpreadHopKernel:
-    """SpreadHopKernel(address)(offsets, targets, weights, hop, decay, threshold, cycle_penalty,
-    prefetch_distance, epoch, state, out_nodes, fire, begin, end, count) -> new count."""
+    """SpreadHopKernel(hop_address, fire_address=0)(offsets, targets, weights, hop, decay,
+    threshold, cycle_penalty, prefetch_distance, epoch, state, out_nodes, fire, begin, end,
+    count, ceiling=None) -> new count: eg_spread_hop, or given the whole frontier's echo
+    ceiling, eg_spread_fire (part of a split hop's frontier, firing the fire values taken)."""
     cdef hop_fn fn
+    cdef fire_fn part
 
-    def __cinit__(self, uintptr_t address):
+    def __cinit__(self, uintptr_t address, uintptr_t fire_address=0):
         if address == 0:
             raise ValueError("kernel address is NULL")
         self.fn = <hop_fn>address
+        self.part = <fire_fn>fire_address
 
     def __call__(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
                  uint32_t hop, float decay, float threshold, float cycle_penalty, uint32_t prefetch_distance,
                  uint32_t epoch, cnp.ndarray state not None, cnp.ndarray out_nodes not None,
-                 cnp.ndarray fire not None, uint64_t begin, uint64_t end, uint64_t count):
+                 cnp.ndarray fire not None, uint64_t begin, uint64_t end, uint64_t count, ceiling=None):
         cdef uint64_t n = _hop_nodes(offsets, targets, weights, state, out_nodes, fire)
         cdef uint64_t cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
+        cdef const uint64_t *off = <const uint64_t *>cnp.PyArray_DATA(offsets)
+        cdef const uint32_t *tg = <const uint32_t *>cnp.PyArray_DATA(targets)
+        cdef const float *wt = <const float *>cnp.PyArray_DATA(weights)
+        cdef void *st = cnp.PyArray_DATA(state)
+        cdef uint32_t *nd = <uint32_t *>cnp.PyArray_DATA(out_nodes)
+        cdef float *fr = <float *>cnp.PyArray_DATA(fire)
+        cdef bint part = ceiling is not None
+        cdef float top = ceiling if part else 0.0
         cdef int64_t got
+        if part and self.part == NULL:
+            raise ValueError("no eg_spread_fire address: this kernel runs whole hops only")
         with nogil:
-            got = self.fn(<const uint64_t *>cnp.PyArray_DATA(offsets), <const uint32_t *>cnp.PyArray_DATA(targets),
-                          <const float *>cnp.PyArray_DATA(weights), n, hop, decay, threshold, cycle_penalty,
-                          prefetch_distance, epoch, cnp.PyArray_DATA(state), <uint32_t *>cnp.PyArray_DATA(out_nodes),
-                          <float *>cnp.PyArray_DATA(fire), begin, end, count, cap)
+            if part:
+                got = self.part(off, tg, wt, n, hop, decay, threshold, cycle_penalty, top, prefetch_distance, epoch,
+                                st, nd, fr, begin, end, count, cap)
+            else:
+                got = self.fn(off, tg, wt, n, hop, decay, threshold, cycle_penalty, prefetch_distance, epoch, st, nd,
+                              fr, begin, end, count, cap)
         return got
 
     def budgeted(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
@@ -238,34 +254,6 @@ cdef class SpreadHopKernel:
                 hop += 1
                 ran += 1
         return begin, end, count, hop, ran, status
-
-
-cdef class SpreadFireKernel:
-    """SpreadFireKernel(address)(offsets, targets, weights, hop, decay, threshold, cycle_penalty,
-    ceiling, prefetch_distance, epoch, state, out_nodes, fire, begin, end, count) -> new count
-    (eg_spread_fire: part of a split hop's frontier, with the whole frontier's echo ceiling)."""
-    cdef fire_fn part
-
-    def __cinit__(self, uintptr_t address):
-        if address == 0:
-            raise ValueError("kernel address is NULL")
-        self.part = <fire_fn>address
-
-    def __call__(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
-                 uint32_t hop, float decay, float threshold, float cycle_penalty, float ceiling,
-                 uint32_t prefetch_distance, uint32_t epoch, cnp.ndarray state not None,
-                 cnp.ndarray out_nodes not None, cnp.ndarray fire not None, uint64_t begin, uint64_t end,
-                 uint64_t count):
-        cdef uint64_t n = _hop_nodes(offsets, targets, weights, state, out_nodes, fire)
-        cdef uint64_t cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
-        cdef int64_t got
-        with nogil:
-            got = self.part(<const uint64_t *>cnp.PyArray_DATA(offsets), <const uint32_t *>cnp.PyArray_DATA(targets),
-                            <const float *>cnp.PyArray_DATA(weights), n, hop, decay, threshold, cycle_penalty,
-                            ceiling, prefetch_distance, epoch, cnp.PyArray_DATA(state),
-                            <uint32_t *>cnp.PyArray_DATA(out_nodes), <float *>cnp.PyArray_DATA(fire), begin, end,
-                            count, cap)
-        return got
 
 
 cdef class SpreadGatherKernel:
