@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import engram
-from engram.recall.pipeline import seed_activation
 from engram.kernels.spreadrun import CsrGraph
+from engram.recall.pipeline import seed_activation
 from tests.kernels.backends import BACKEND_KEYS, get_table
 
 
