@@ -10,9 +10,10 @@ tier (768-d, stored f16), standard-normal vectors; 5N random directed associatio
 (distinct pairs, no self-links, weights U[0.1, 1); benches/spread.py's make_graph),
 compacted. Each query is a stored memory plus 0.3 x standard-normal noise; every
 engram recall is ``space.recall(q, k=10)`` with the defaults: 20 similarity seeds,
-spreading 4 hops (decay 0.7, threshold 0.01, cycle penalty 0.5, clamp at 1) over the
-fan-discounted weights (fan="source": w / (1 + ln out-degree), engram/fan.py) within
-a 10 ms budget, ranking by (a0 + 0.75 (a - a0)) x confidence x retention.
+spreading 4 hops (decay 0.9, threshold 0.01, cycle penalty 0.5 up to the hop's echo
+ceiling, clamp at 1) over the fan-discounted weights (fan="source": w / (1 + ln
+out-degree), engram/fan.py) within a 10 ms budget, ranking by (a0 + 0.9 (a - a0)) x
+confidence x retention (RecallConfig's defaults since issue 18; decay 0.7 and 0.75 before).
 
 Modes, each with 1, 2 and 4 clients: "threads" (threads calling the owner's space,
 ``workers=0``), "workers" (threads calling an engine with 2 worker processes, routing
@@ -41,10 +42,11 @@ and warm-up:
 * Spreading: engram's rules (csrc/kernels/spread.c; engram/_kernels/reference.py is
   the oracle), hop by hop in float32 like the C kernel: the frontier's out-edges are
   taken with scipy's CSR row indexing, each edge carries fire x decay x w, edges below
-  the threshold are dropped, a node touched in an earlier hop gains x cycle_penalty
-  and never fires again, sums per node by ``np.unique`` + ``np.bincount``, clamp at 1,
-  4 hops. No budget: the peer always does the full spread.
-* Ranking: as engram/recall.py: blend a0 + 0.75 (a - a0), times confidence x
+  the threshold are dropped, a node touched in an earlier hop gains x cycle_penalty up
+  to the hop's echo ceiling (decay x the largest activation fired) and never fires
+  again, sums per node by ``np.unique`` + ``np.bincount``, clamp at 1, 4 hops. No
+  budget: the peer always does the full spread.
+* Ranking: as engram/recall.py: blend a0 + spread_weight (a - a0), times confidence x
   retention (strength x exp(-age / 30 days), from its own copy of the memories'
   fields, taken with ``space.get``), the k best with ties by lower id, scoring the
   most active first and widening as engram does. An owner-side peer (threads,
@@ -150,7 +152,7 @@ class PeerData:
         self.fan_weights = self._fan(cfg.fan, offsets, d, ww)
         self.csr = sparse.csr_array((self.fan_weights, self.targets, offsets), shape=(n, n))
         self.cfg = cfg
-        p = cfg.spread_params()
+        p = cfg.spread
         self.max_depth = int(p.max_depth)
         self.decay, self.threshold = np.float32(p.decay), np.float32(p.threshold)
         self.cycle_penalty = np.float32(p.cycle_penalty)
@@ -215,9 +217,12 @@ class Peer:
                 break
             c[hop[v] >= 0] *= d.cycle_penalty                # touched in an earlier hop: fired already
             uv, inv = np.unique(v, return_inverse=True)
-            frontier = uv[hop[uv] < 0]
+            echo = hop[uv] >= 0
+            frontier = uv[~echo]
             hop[frontier] = h
-            act[uv] = np.minimum(act[uv] + np.bincount(inv, weights=c).astype(np.float32), np.float32(1))
+            got = act[uv] + np.bincount(inv, weights=c).astype(np.float32)
+            top = np.where(echo, np.minimum(fire.max(), np.float32(1)), np.float32(1))   # the echo ceiling
+            act[uv] = np.maximum(act[uv], np.minimum(got, top))
             parts.append(frontier)
         nodes = np.concatenate(parts).astype(np.int64)
         a, hops = act[nodes], hop[nodes].astype(np.int8)

@@ -51,19 +51,25 @@ def _choice(obj, name: str, choices: tuple) -> None:
 @dataclass(frozen=True)
 class RecallConfig:
     """Recall's tunables (docs/recall.md). The spreading rules (max_depth, decay, threshold,
-    cycle_penalty, prefetch_distance) are a SpreadParams, with its defaults, and are
-    changed by name like the rest: ``configure_recall(decay=0.6)``."""
-    spread: SpreadParams = SpreadParams()
+    cycle_penalty, prefetch_distance) are a SpreadParams, with its defaults but for decay, and
+    are changed by name like the rest: ``configure_recall(decay=0.6)``."""
+    # decay 0.9 (0.7 before), with spread_weight 0.9 below, was chosen by leaving one graph out of
+    # four (docs/recall-quality.md, issue 18): one hop then carries to a seed's neighbours about
+    # what PPR's walk gives them. Kept below 1, because the echo ceiling of csrc/kernels/spread.c
+    # (decay x the largest activation fired in a hop) keeps a cluster's members strictly below
+    # what fired into them only while decay < 1
+    spread: SpreadParams = SpreadParams(decay=0.9)
     sigmoid_midpoint: float = 0.5       # cosine that maps to activation 0.5
     sigmoid_steepness: float = 10.0
     forget_tau_s: float = 30 * 86400.0  # retention e-folds after 30 days without access
     seed_factor: int = 2                # seeds = seed_factor x k (at least k)
     hot_budget_share: float = 0.5       # of the scan budget, what the hot (f32) tier may use
     # the two below were chosen by docs/recall-quality.md: the source fan keeps hubs from
-    # echoing activation back to themselves, and lambda 0.75 lets what spreading finds rank
-    # while a direct match with activation over 0.75 (cosine over ~0.61) keeps its place
+    # echoing activation back to themselves, and lambda 0.9 lets what spreading finds rank
+    # while a direct match with activation over 0.9 (cosine over ~0.72) keeps its place; 0.9 is
+    # the largest lambda the leave-one-out search was offered, to keep that guarantee useful
     fan: str = "source"                 # fan effect: "none" | "source" | "target" | "both"
-    spread_weight: float = 0.75         # lambda: how much of what spreading adds counts
+    spread_weight: float = 0.9          # lambda: how much of what spreading adds counts
     mode: str = "spread"                # "spread" | "ppr" (engram/recall/ppr.py)
     ppr_restart: float = 0.5            # restart probability of the walk (HippoRAG's damping 0.5)
     ppr_iterations: int = 20            # at most this many steps of the series

@@ -4,11 +4,12 @@ cycle grow the sum without limit as spreading goes deeper?
     python -m benches.quality.echo [--json PATH]
 
 A clique of n memories, every pair linked both ways with weight w, one seed at activation
-1.0: the total activation after spreading to depth 1, 2, 4, 8 and 16 (the default depth is
-4), under fan="none" and the default fan="source", with the default rules otherwise
-(decay 0.7, threshold 0.01, cycle penalty, activation clamped to 1). Bounded: the total is
-at most n (each memory holds at most 1) and stops changing once no new memory is reached.
-No timing: this measures activation, not speed.
+1.0 or 0.5: the total activation after spreading to depth 1, 2, 4, 8 and 16 (the default
+depth is 4), and at depth 16 the strongest member other than the seed against the seed,
+under fan="none" and the default fan="source", with the default rules otherwise (the
+echo ceiling of csrc/kernels/spread.c included). Run it on an engram without the ceiling
+for the "before": there the total is bounded only by the clamp (each memory holds at most
+1), and members reach their seed. No timing: this measures activation, not speed.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ if __package__ in (None, ""):
 
 from engram import Engine
 
-SIZES, WEIGHTS, DEPTHS = (10, 50, 200), (0.3, 1.0), (1, 2, 4, 8, 16)
+SIZES, WEIGHTS, DEPTHS, SEED_ACTS = (10, 50, 200), (0.3, 1.0), (1, 2, 4, 8, 16), (1.0, 0.5)
 
 
 def clique(eng, n: int, w: float):
@@ -43,20 +44,25 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     rows = []
-    print("| clique | weight | fan | " + " | ".join(f"sum @ depth {d}" for d in DEPTHS) + " | seed @ 16 |")
-    print("|---|---|---|" + "---|" * (len(DEPTHS) + 1))
+    print("| clique | weight | seed | fan | " + " | ".join(f"sum @ depth {d}" for d in DEPTHS)
+          + " | seed @ 16 | top member @ 16 |")
+    print("|---|---|---|---|" + "---|" * (len(DEPTHS) + 2))
     with Engine(dim=8, workers=0) as eng:
         for n in SIZES:
             for w in WEIGHTS:
                 mem, ids = clique(eng, n, w)
-                for fan in ("none", "source"):
-                    sums, seed_act = [], 0.0
-                    for d in DEPTHS:
-                        got, act = mem.spread({int(ids[0]): 1.0}, max_depth=d, fan=fan)
-                        sums.append(float(act.sum()))
-                        seed_act = float(act[got == ids[0]][0]) if (got == ids[0]).any() else 0.0
-                    rows.append({"n": n, "weight": w, "fan": fan, "sums": dict(zip(DEPTHS, sums)), "seed_at_16": seed_act})
-                    print(f"| {n} | {w} | {fan} | " + " | ".join(f"{s:.2f}" for s in sums) + f" | {seed_act:.2f} |")
+                for a0 in SEED_ACTS:
+                    for fan in ("none", "source"):
+                        sums = []
+                        for d in DEPTHS:
+                            got, act = mem.spread({int(ids[0]): a0}, max_depth=d, fan=fan)
+                            sums.append(float(act.sum()))
+                        seed_act = float(act[got == ids[0]][0])
+                        top = float(act[got != ids[0]].max()) if (got != ids[0]).any() else 0.0
+                        rows.append({"n": n, "weight": w, "seed": a0, "fan": fan, "sums": dict(zip(DEPTHS, sums)),
+                                     "seed_at_16": seed_act, "top_member_at_16": top})
+                        print(f"| {n} | {w} | {a0} | {fan} | " + " | ".join(f"{s:.2f}" for s in sums)
+                              + f" | {seed_act:.3f} | {top:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     return 0

@@ -4,6 +4,7 @@
     python -m benches.quality.run --graphs stdlib --queries 200
     python -m benches.quality.run --limit 0                 # every synset of WordNet too (117K)
     python -m benches.quality.run --no-sweep --out q.json   # skip the spread_weight sweep
+    python -m benches.quality.run --methods default,ppr     # only these (and similarity, the baseline)
     python -m benches.quality.run --table q.json            # the tables of an earlier run
 
 Progress goes to stderr; a markdown table per graph to stdout; JSON (machine, data
@@ -115,6 +116,8 @@ def main(argv=None) -> int:
                     help="memories per graph, 0 = all (default: stdlib all, wordnet 30000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-sweep", action="store_true", help="skip the spread_weight sweep")
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated method names to run (default: all; similarity always runs)")
     ap.add_argument("--out", help="JSON path (default benches/results/quality-<UTC>.json and -latest)")
     ap.add_argument("--table", metavar="JSON", help="only print the tables of an earlier run's JSON")
     args = ap.parse_args(argv)
@@ -129,6 +132,9 @@ def main(argv=None) -> int:
     doc = {"machine": machine_info(), "k": tasks.K, "hub_fraction": tasks.HUB_FRACTION,
            "target": {"gain": TARGET_GAIN, "p95_ms": TARGET_P95_MS}, "graphs": {}}
     ms = harness.methods(sweep=not args.no_sweep)
+    if args.methods:
+        keep = {m.strip() for m in args.methods.split(",")} | {"similarity"}
+        ms = [m for m in ms if m.name in keep]
     for name in names:
         limit = DEFAULT_LIMITS[name] if args.limit is None else (args.limit or None)
         doc["graphs"][name] = evaluate(name, limit, args.queries, args.seed, ms)

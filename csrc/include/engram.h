@@ -110,15 +110,22 @@ EG_API int64_t eg_spread(EG_SPREAD_ARGS);
 
 /* One hop: the nodes out_nodes[begin..end) (touched at hop-1) fire; new nodes are
  * appended after out_nodes[count-1]. Returns the new count (the next frontier is
- * [end, new count)), EG_ENOSPACE or EG_EINVAL. fire[begin..end) receives what fired. */
+ * [end, new count)), EG_ENOSPACE or EG_EINVAL. fire[begin..end) receives what fired,
+ * and the hop's echo ceiling is decay x the largest of it (csrc/kernels/spread.c). */
 #define EG_SPREAD_HOP_ARGS const uint64_t *offsets, const uint32_t *targets, const float *weights, \
     uint64_t n_nodes, uint32_t hop, float decay, float threshold, float cycle_penalty, \
     uint32_t prefetch_distance, uint32_t epoch, eg_spread_state_t *state, uint32_t *out_nodes, \
     float *fire, uint64_t begin, uint64_t end, uint64_t count, uint64_t out_cap
 EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS);
 /* The same hop over out_nodes[begin..end) of a frontier, firing the given
- * fire[begin..end) (taken when the hop began): a split hop's parts run in place. */
-EG_API int64_t eg_spread_fire(EG_SPREAD_HOP_ARGS);
+ * fire[begin..end) (taken when the hop began), with the whole frontier's echo
+ * ceiling (decay x the largest fire value of every part): a split hop's parts run
+ * in place. */
+#define EG_SPREAD_FIRE_ARGS const uint64_t *offsets, const uint32_t *targets, const float *weights, \
+    uint64_t n_nodes, uint32_t hop, float decay, float threshold, float cycle_penalty, float ceiling, \
+    uint32_t prefetch_distance, uint32_t epoch, eg_spread_state_t *state, uint32_t *out_nodes, \
+    float *fire, uint64_t begin, uint64_t end, uint64_t count, uint64_t out_cap
+EG_API int64_t eg_spread_fire(EG_SPREAD_FIRE_ARGS);
 
 /* One hop split in two, so the frontier's batches can run in other processes
  * (work stealing) and be applied by the process that owns the spread's state.
@@ -134,10 +141,11 @@ EG_API int64_t eg_spread_gather(EG_SPREAD_GATHER_ARGS);
 
 /* merge: applies gathered sums (v[i], s[i]) of hop `hop` to the state exactly as
  * eg_spread_hop applies single contributions (first touch appends to out_nodes,
- * a node that fired already gains s * cycle_penalty, clamp at 1). Gathering every
- * batch of a frontier and merging them all equals one eg_spread_hop, up to float
- * summation order. Returns the new count, EG_ENOSPACE or EG_EINVAL. */
-#define EG_SPREAD_MERGE_ARGS uint64_t n_nodes, uint32_t hop, float cycle_penalty, uint32_t epoch, \
+ * a node that fired already gains s * cycle_penalty up to the hop's echo ceiling,
+ * clamp at 1). Gathering every batch of a frontier and merging them all equals one
+ * eg_spread_hop, up to float summation order. Returns the new count, EG_ENOSPACE or
+ * EG_EINVAL. */
+#define EG_SPREAD_MERGE_ARGS uint64_t n_nodes, uint32_t hop, float cycle_penalty, float ceiling, uint32_t epoch, \
     eg_spread_state_t *state, const uint32_t *v, const float *s, uint64_t n, uint32_t *out_nodes, \
     uint64_t count, uint64_t out_cap
 EG_API int64_t eg_spread_merge(EG_SPREAD_MERGE_ARGS);

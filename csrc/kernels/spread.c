@@ -6,10 +6,17 @@
  * (1..max_depth) every node touched at hop h-1 fires once with the
  * activation it had when the hop began: each out-edge (u -> v, w) carries
  * c = a_u * w * decay. Contributions below threshold are dropped. A node
- * that has already fired (touched at an earlier hop) still gains c *
- * cycle_penalty but never fires again; a new node is touched at hop h.
- * Activation is clamped to 1 (all contributions are positive, so clamping
- * as we go equals clamping at the end).
+ * that has already fired (touched at an earlier hop) never fires again; it
+ * gains c * cycle_penalty (the echo), but an echo never lifts it above the
+ * hop's ceiling, decay * the largest activation firing in the hop (what one
+ * link of weight 1 from the strongest node firing could give), and a node at
+ * or above the ceiling gains nothing. So activation that comes back around a
+ * cluster cannot raise a member to the level of what fired into it: the echo
+ * is bounded whatever the cluster's size (benches/quality/echo.py). The
+ * ceiling is fixed for the hop, so the result does not depend on the order
+ * contributions arrive in. A new node is touched at hop h. Activation is
+ * clamped to 1 (all contributions are positive, so clamping as we go equals
+ * clamping at the end).
  *
  * State: one 8-byte record per node, {mark = epoch << 8 | hop, act}; a node
  * belongs to this spread only if its mark's epoch matches, so nothing is
@@ -33,28 +40,33 @@ static inline void eg_prefetch(const void *p) {
 }
 
 /* Node v receives contribution c at hop `hop` (tag = epoch << 8): a first touch joins
- * the next frontier, a node that fired already gains c x cycle_penalty, activation
- * clamps at 1. Returns the new count, or -1 when out_nodes is full. */
+ * the next frontier, a node that fired already gains c x cycle_penalty up to the hop's
+ * echo ceiling, activation clamps at 1. Returns the new count, or -1 when out_nodes is
+ * full. */
 static inline int64_t eg_apply(eg_spread_state_t *state, uint32_t v, float c, uint32_t tag, uint32_t hop,
-                               float cycle_penalty, uint32_t *out_nodes, uint64_t count, uint64_t out_cap) {
+                               float cycle_penalty, float ceiling, uint32_t *out_nodes, uint64_t count,
+                               uint64_t out_cap) {
     eg_spread_state_t *st = &state[v];
+    float top = 1.0f;
     if ((st->mark & ~EG_HOP_MASK) != tag) {               /* first touch: joins the next frontier */
         if (count >= out_cap) return -1;
         st->mark = tag | hop;
         st->act = 0.0f;
         out_nodes[count++] = v;
-    } else if ((st->mark & EG_HOP_MASK) < hop) {
-        c *= cycle_penalty;                               /* fired already: gains, never re-fires */
+    } else if ((st->mark & EG_HOP_MASK) < hop) {          /* fired already: an echo, never re-fires */
+        if (st->act >= ceiling) return (int64_t)count;
+        c *= cycle_penalty;
+        top = ceiling < 1.0f ? ceiling : 1.0f;
     }
     float x = st->act + c;
-    st->act = x < 1.0f ? x : 1.0f;
+    st->act = x < top ? x : top;
     return (int64_t)count;
 }
 
-EG_API int64_t eg_spread_fire(EG_SPREAD_HOP_ARGS) {
+EG_API int64_t eg_spread_fire(EG_SPREAD_FIRE_ARGS) {
     if (!offsets || !state || !out_nodes || !fire || (n_nodes && (!targets || !weights))) return EG_EINVAL;
     if (hop == 0 || hop > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu || begin > end || end > count
-        || count > out_cap)
+        || count > out_cap || !(ceiling >= 0.0f))        /* also rejects a NaN ceiling */
         return EG_EINVAL;
     const uint32_t tag = epoch << 8;
     for (uint64_t i = begin; i < end; i++) {
@@ -77,7 +89,8 @@ EG_API int64_t eg_spread_fire(EG_SPREAD_HOP_ARGS) {
             if (c < threshold) continue;
             const uint32_t v = targets[e];
             if (v >= n_nodes) return EG_EINVAL;
-            const int64_t got = eg_apply(state, v, c, tag, hop, cycle_penalty, out_nodes, count, out_cap);
+            const int64_t got = eg_apply(state, v, c, tag, hop, cycle_penalty, ceiling, out_nodes, count,
+                                         out_cap);
             if (got < 0) return EG_ENOSPACE;
             count = (uint64_t)got;
         }
@@ -90,11 +103,13 @@ EG_API int64_t eg_spread_hop(EG_SPREAD_HOP_ARGS) {
     if (hop == 0 || hop > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu || begin > end || end > count
         || count > out_cap)
         return EG_EINVAL;                                 /* checked before anything is written */
+    float top = 0.0f;
     for (uint64_t i = begin; i < end; i++) {              /* what each fires: its act as the hop begins */
         if (out_nodes[i] >= n_nodes) return EG_EINVAL;
         fire[i] = state[out_nodes[i]].act;
+        top = fire[i] > top ? fire[i] : top;
     }
-    return eg_spread_fire(offsets, targets, weights, n_nodes, hop, decay, threshold, cycle_penalty,
+    return eg_spread_fire(offsets, targets, weights, n_nodes, hop, decay, threshold, cycle_penalty, top * decay,
                           prefetch_distance, epoch, state, out_nodes, fire, begin, end, count, out_cap);
 }
 
@@ -141,11 +156,13 @@ EG_API int64_t eg_spread_gather(EG_SPREAD_GATHER_ARGS) {
 
 EG_API int64_t eg_spread_merge(EG_SPREAD_MERGE_ARGS) {
     if (!state || !out_nodes || (n && (!v || !s))) return EG_EINVAL;
-    if (hop == 0 || hop > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu || count > out_cap) return EG_EINVAL;
+    if (hop == 0 || hop > EG_HOP_MASK || epoch == 0 || epoch > 0xffffffu || count > out_cap || !(ceiling >= 0.0f))
+        return EG_EINVAL;
     const uint32_t tag = epoch << 8;
     for (uint64_t i = 0; i < n; i++) {
         if (v[i] >= n_nodes) return EG_EINVAL;
-        const int64_t got = eg_apply(state, v[i], s[i], tag, hop, cycle_penalty, out_nodes, count, out_cap);
+        const int64_t got = eg_apply(state, v[i], s[i], tag, hop, cycle_penalty, ceiling, out_nodes, count,
+                                     out_cap);
         if (got < 0) return EG_ENOSPACE;
         count = (uint64_t)got;
     }

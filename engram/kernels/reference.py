@@ -82,6 +82,7 @@ def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, thresho
         if begin == end:
             break
         fire = [act[u] for u in order[begin:end]]
+        ceiling = decay * max(fire)         # an echo never lifts a node above this (the hop's)
         for u, a_u in zip(order[begin:end], fire):
             for e in range(int(offsets[u]), int(offsets[u + 1])):
                 c = a_u * decay * float(weights[e])
@@ -93,8 +94,10 @@ def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, thresho
                 if v not in act:
                     act[v], hop_of[v] = 0.0, hop
                     order.append(v)
-                elif hop_of[v] < hop:
-                    c *= cycle_penalty
+                elif hop_of[v] < hop:       # fired already: the echo, up to the ceiling
+                    if act[v] < ceiling:
+                        act[v] = min(ceiling, 1.0, act[v] + c * cycle_penalty)
+                    continue
                 act[v] = min(1.0, act[v] + c)
         begin, end = end, len(order)
     nodes = np.array(order, dtype=np.int64)

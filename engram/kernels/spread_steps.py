@@ -32,26 +32,33 @@ def seed(seeds, seed_act, epoch, mark, act, out_nodes):
 
 
 @_njit(cache=True, inline="always")
-def apply(v, c, hop_no, tag, cycle_penalty, mark, act, out_nodes, count):
+def apply(v, c, hop_no, tag, cycle_penalty, ceiling, mark, act, out_nodes, count):
     """Node v receives contribution c at hop hop_no (the rule of a hop and of a merge):
     a first touch joins the next frontier, a node that fired already gains c x
-    cycle_penalty, activation clamps at 1. Returns the new count. Compiled, so the
-    numba backend's steps inline it and the numpy backend calls it as a function."""
+    cycle_penalty up to the hop's echo ceiling (nothing at or above it), activation
+    clamps at 1. Returns the new count. Compiled, so the numba backend's steps inline
+    it and the numpy backend calls it as a function."""
+    top = ONE
     if (mark[v] & ~HOP_MASK) != tag:
         mark[v] = tag | np.uint32(hop_no)
         act[v] = np.float32(0.0)
         out_nodes[count] = v
         count += 1
     elif (mark[v] & HOP_MASK) < hop_no:
+        if act[v] >= ceiling:
+            return count
         c = np.float32(c * cycle_penalty)
-    act[v] = min(act[v] + c, ONE)
+        top = min(ceiling, ONE)
+    act[v] = min(np.float32(act[v] + c), top)
     return count
 
 
-def fire_range(offsets, targets, weights, hop_no, decay, threshold, cycle_penalty, epoch, mark, act,
+
+def fire_range(offsets, targets, weights, hop_no, decay, threshold, cycle_penalty, ceiling, epoch, mark, act,
                out_nodes, fire, begin, end, count):
     """One hop over part [begin, end) of a frontier, firing fire[begin:end] (taken when the
-    hop began: eg_spread_fire); returns the new count (a whole hop: next frontier [end, count))."""
+    hop began) with the whole frontier's echo ceiling (eg_spread_fire); returns the new
+    count (a whole hop: next frontier [end, count))."""
     tag = np.uint32(epoch) << np.uint32(8)
     for i in range(begin, end):
         u = out_nodes[i]
@@ -59,7 +66,7 @@ def fire_range(offsets, targets, weights, hop_no, decay, threshold, cycle_penalt
         for e in range(offsets[u], offsets[u + 1]):
             c = np.float32(out * weights[e])
             if c >= threshold:
-                count = apply(targets[e], c, hop_no, tag, cycle_penalty, mark, act, out_nodes, count)
+                count = apply(targets[e], c, hop_no, tag, cycle_penalty, ceiling, mark, act, out_nodes, count)
     return count
 
 
@@ -101,7 +108,7 @@ def gather(offsets, targets, weights, decay, threshold, nodes, fire, acc, out_v,
     return rc if rc else count
 
 
-def merge(hop_no, cycle_penalty, epoch, mark, act, v, s, out_nodes, count, n_nodes):
+def merge(hop_no, cycle_penalty, ceiling, epoch, mark, act, v, s, out_nodes, count, n_nodes):
     """The applying half of a split hop (eg_spread_merge); returns the new count, or -1
     for a target outside the graph, -2 when out_nodes is full."""
     tag = np.uint32(epoch) << np.uint32(8)
@@ -110,5 +117,5 @@ def merge(hop_no, cycle_penalty, epoch, mark, act, v, s, out_nodes, count, n_nod
             return -1
         if count >= out_nodes.shape[0] and (mark[v[i]] & ~HOP_MASK) != tag:
             return -2
-        count = apply(v[i], s[i], hop_no, tag, cycle_penalty, mark, act, out_nodes, count)
+        count = apply(v[i], s[i], hop_no, tag, cycle_penalty, ceiling, mark, act, out_nodes, count)
     return count

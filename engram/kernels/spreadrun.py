@@ -59,6 +59,13 @@ class SpreadParams:
 F32_TINY = float(np.nextafter(np.float32(0), np.float32(1)))   # smallest positive float32
 
 
+def echo_ceiling(fire: np.ndarray, decay: float) -> np.float32:
+    """A hop's echo ceiling (csrc/kernels/spread.c): decay x the largest activation its
+    whole frontier fires, in float32 as the kernels compute it."""
+    top = np.float32(fire.max()) if fire.size else np.float32(0.0)
+    return np.float32(top * np.float32(decay))
+
+
 class SpreadScratch(threading.local):
     """Per-thread spreading state, reused across spreads by bumping the epoch."""
     EPOCH_MAX = 0xFFFFFF
@@ -131,6 +138,7 @@ class SpreadRun:
         self._sc = table._take_scratch(graph.n_nodes, hold=True)
         self.count = table._seed(self._sc, self._g, seeds, seed_act, params)
         self.begin, self.end, self.hop = 0, self.count, 0
+        self._ceiling = np.float32(0.0)       # the echo ceiling of the hop begin_split opened
 
     @property
     def frontier(self) -> int:
@@ -181,6 +189,7 @@ class SpreadRun:
         nodes = self._sc.nodes[self.begin:self.end]
         fire = self._sc.fire[self.begin:self.end]
         fire[:] = self._sc.state["act"][nodes]      # what each fires: its act as the hop begins
+        self._ceiling = echo_ceiling(fire, self.params.decay)    # the whole frontier's, for every part
         return nodes, fire
 
     def gather(self, nodes, fire, acc, out_v, out_s) -> int:
@@ -191,12 +200,13 @@ class SpreadRun:
     def fire_part(self, lo: int, hi: int) -> None:
         """Frontier positions [lo, hi) of a split hop fire here, in place (the owner's share)."""
         self.count = checked(self._table._fire(self._sc, self._g, self.params, self.hop, self.begin + lo,
-                                               self.begin + hi, self.count), f"{self._table.name} spread_fire")
+                                               self.begin + hi, self.count, self._ceiling),
+                             f"{self._table.name} spread_fire")
 
     def merge(self, v, s) -> None:
         """Apply one gathered batch (targets, summed contributions) to this hop."""
-        self.count = checked(self._table._merge(self._sc, self.params, self.hop, v, s, self.count, self.graph.n_nodes),
-                             f"{self._table.name} spread_merge")
+        self.count = checked(self._table._merge(self._sc, self.params, self.hop, v, s, self.count, self.graph.n_nodes,
+                                                self._ceiling), f"{self._table.name} spread_merge")
 
     def end_split(self) -> int:
         """Close a split hop; returns the size of the new frontier."""

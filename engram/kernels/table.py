@@ -24,7 +24,7 @@ from engram.kernels.checks import (
     float_array,
     int_array,
 )
-from engram.kernels.spreadrun import CsrGraph, SpreadParams, SpreadRun, SpreadScratch
+from engram.kernels.spreadrun import CsrGraph, SpreadParams, SpreadRun, SpreadScratch, echo_ceiling
 
 try:                     # the Cython drivers (built by pip install); without them only numpy/numba load
     from engram.kernels._cy.rank import rank_touched
@@ -142,17 +142,19 @@ class KernelTable:
         raise NotImplementedError
 
     def _hop(self, sc, g, p, hop, begin, end, count) -> int:
-        """What the frontier fires, then _fire (native backends have it in one kernel)."""
+        """What the frontier fires and its echo ceiling, then _fire (native backends have it
+        in one kernel)."""
         sc.fire[begin:end] = sc.state["act"][sc.nodes[begin:end]]
-        return self._fire(sc, g, p, hop, begin, end, count)
+        return self._fire(sc, g, p, hop, begin, end, count, echo_ceiling(sc.fire[begin:end], p.decay))
 
     # a hop split into batches (work stealing, engram/workers/stealing.py): gather each batch
     # (anywhere: it reads only the graph), merge each into the spread's own state
-    def _fire(self, sc, g, p, hop, begin, end, count) -> int:
-        """Part [begin, end) of a split hop's frontier fires in place (what it fires was taken)."""
+    def _fire(self, sc, g, p, hop, begin, end, count, ceiling) -> int:
+        """Part [begin, end) of a split hop's frontier fires in place (what it fires was taken,
+        and the whole frontier's echo ceiling)."""
         return self._steps.fire_range(g[0], g[1], g[2], hop, np.float32(p.decay), np.float32(p.threshold),
-                                      np.float32(p.cycle_penalty), sc.epoch, sc.state["mark"], sc.state["act"],
-                                      sc.nodes, sc.fire, begin, end, count)
+                                      np.float32(p.cycle_penalty), np.float32(ceiling), sc.epoch, sc.state["mark"],
+                                      sc.state["act"], sc.nodes, sc.fire, begin, end, count)
 
     def _gather(self, g, p, nodes, fire, acc, out_v, out_s) -> int:
         """Distinct targets of one batch, their summed contributions in out_s; -2: out of
@@ -160,9 +162,9 @@ class KernelTable:
         return self._steps.gather(g[0], g[1], g[2], np.float32(p.decay), np.float32(p.threshold), nodes, fire,
                                   acc, out_v, out_s)
 
-    def _merge(self, sc, p, hop, v, s, count, n_nodes) -> int:
-        return self._steps.merge(hop, np.float32(p.cycle_penalty), sc.epoch, sc.state["mark"], sc.state["act"],
-                                 v, s, sc.nodes, count, n_nodes)
+    def _merge(self, sc, p, hop, v, s, count, n_nodes, ceiling) -> int:
+        return self._steps.merge(hop, np.float32(p.cycle_penalty), np.float32(ceiling), sc.epoch, sc.state["mark"],
+                                 sc.state["act"], v, s, sc.nodes, count, n_nodes)
 
     def decay(self, strength, age, curve: str = "exponential", **params) -> np.ndarray:
         """strength * forgetting_curve(age), elementwise, as float32.
@@ -284,8 +286,7 @@ class NativeTable(KernelTable):
         self.path = lib.path
         self.arena = Arena(lib) if "eg_arena_stats" in lib.fns else None   # Zig only
         self._spread_fn = SpreadKernel(lib.address_of("eg_spread"))
-        self._hop_fn = SpreadHopKernel(lib.address_of("eg_spread_hop"))
-        self._fire_fn = SpreadHopKernel(lib.address_of("eg_spread_fire"))     # the same arguments as a hop
+        self._hop_fn = SpreadHopKernel(lib.address_of("eg_spread_hop"), lib.address_of("eg_spread_fire"))
         self._gather_fn = SpreadGatherKernel(lib.address_of("eg_spread_gather"))
         self._merge_fn = SpreadMergeKernel(lib.address_of("eg_spread_merge"))
         self._decay_fn = DecayKernel(lib.address("decay_f32", isa))
@@ -346,16 +347,16 @@ class NativeTable(KernelTable):
                                      batch_size, tier_mix, -1 if deadline_ns is None else deadline_ns, split_edges,
                                      log)
 
-    def _fire(self, sc, g, p, hop, begin, end, count) -> int:
-        return self._fire_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty, p.prefetch_distance,
-                             sc.epoch, sc.state, sc.nodes, sc.fire, begin, end, count)
+    def _fire(self, sc, g, p, hop, begin, end, count, ceiling) -> int:
+        return self._hop_fn(g[0], g[1], g[2], hop, p.decay, p.threshold, p.cycle_penalty, p.prefetch_distance,
+                            sc.epoch, sc.state, sc.nodes, sc.fire, begin, end, count, ceiling)
 
     def _gather(self, g, p, nodes, fire, acc, out_v, out_s) -> int:
         return self._gather_fn(g[0], g[1], g[2], p.decay, p.threshold, p.prefetch_distance, nodes, fire, acc,
                                out_v, out_s)
 
-    def _merge(self, sc, p, hop, v, s, count, n_nodes) -> int:
-        return self._merge_fn(n_nodes, hop, p.cycle_penalty, sc.epoch, sc.state, v, s, sc.nodes, count)
+    def _merge(self, sc, p, hop, v, s, count, n_nodes, ceiling) -> int:
+        return self._merge_fn(n_nodes, hop, p.cycle_penalty, ceiling, sc.epoch, sc.state, v, s, sc.nodes, count)
 
     def _topk_many(self, metric, qs, rows, k, mask, norms=None):
         k = min(k, rows.shape[0])

@@ -5,13 +5,13 @@
     2. budget  before spreading, the predictor's estimate for the whole spread
                is compared with what is left of ``budget_ms``: more than 1.5x
                over means similarity alone (fallback=True)
-    3. spread  hop by hop over the association graph (max_depth 4, decay 0.7,
-               threshold 0.01, cycle penalty 0.5); a hop predicted to end past
+    3. spread  hop by hop over the association graph (max_depth 4, decay 0.9,
+               threshold 0.01, cycle penalty 0.5 up to the echo ceiling); a hop predicted to end past
                the budget is not started (partial=True); or, with mode="ppr",
                personalized PageRank from the seeds (engram/recall/ppr.py)
     4. rank    score = (a0 + lambda (a - a0)) x confidence x retention, where a0 is the
                memory's own seed activation (0 if only spreading reached it), a its
-               activation after spreading, lambda = spread_weight (0.75), and retention =
+               activation after spreading, lambda = spread_weight (0.9), and retention =
                strength x exp(-(now - last_access) / forget_tau_s); ties by id. A memory
                reached only by spreading scores at most lambda, so a direct match whose
                a0 x confidence x retention exceeds lambda is never displaced by it

@@ -77,7 +77,7 @@ def test_recall_equals_the_numpy_reference_pipeline(world):
         assert [o == "seed" for o in res.origin] == [h == 0 for h in hops]
         assert not res.partial and not res.fallback
         spread_seen += int((hops > 0).sum())
-    assert spread_seen > 20         # the comparison covered memories reached by spreading
+    assert spread_seen >= 10        # the comparison covered memories reached by spreading
 
 
 def test_spreading_brings_back_what_similarity_misses():
@@ -92,7 +92,8 @@ def test_spreading_brings_back_what_similarity_misses():
         j = res.ids.tolist().index(49)
         assert res.origin[j] == "spread" and res.hops[j] == 1 and math.isnan(res.similarity[j])
         assert res.content[j] == "m49"
-        np.testing.assert_allclose(res.activation[j], min(res.activation[0] * 0.7, 1.0), rtol=1e-6)
+        decay = RecallConfig().spread.decay            # one hop over a link of weight 1, fan 1
+        np.testing.assert_allclose(res.activation[j], min(res.activation[0] * decay, 1.0), rtol=1e-6)
         assert 49 not in mem.recall(v[0], k=3, spread=False).ids
         assert set(res.timings) >= {"scan_ms", "spread_ms", "rank_ms", "total_ms"}
         assert res.spreading["hops"] >= 1 and res.spreading["touched"] >= 2

@@ -22,8 +22,10 @@ def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, thresho
     seeds (duplicates summed, clamped to 1) are hop 0; at hop h every node first touched at
     hop h-1 fires the activation it had when the hop began, to each out-edge: a * decay * w,
     dropped below threshold, times cycle_penalty for a target touched at an earlier hop;
-    a target's gains are summed and its activation clamped to 1 (prefetching only moves
-    memory). Returns (nodes in first-touch order, activations, hops), as lists."""
+    a target's gains are summed and its activation clamped to 1, and a target touched at an
+    earlier hop (an echo) ends the hop at no more than the larger of what it had and
+    decay x the largest activation fired in the hop (prefetching only moves memory).
+    Returns (nodes in first-touch order, activations, hops), as lists."""
     off = [int(x) for x in np.asarray(offsets).tolist()]
     out = {u: list(zip((int(v) for v in np.asarray(targets)[off[u]:off[u + 1]].tolist()),
                        (float(w) for w in np.asarray(weights)[off[u]:off[u + 1]].tolist())))
@@ -39,6 +41,7 @@ def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, thresho
         if not frontier:
             break
         firing = [(u, activation[u]) for u in frontier]
+        ceiling = float(decay) * max(a for _, a in firing)
         gains, new = {}, []
         for u, a in firing:
             for v, w in out[u]:
@@ -53,7 +56,10 @@ def spread(offsets, targets, weights, seeds, seed_act, max_depth, decay, thresho
                     c *= cycle_penalty
                 gains[v] = gains.get(v, 0.0) + c
         for v, g in gains.items():
-            activation[v] = min(1.0, activation[v] + g)
+            if first_hop[v] < hop:           # an echo: up to the hop's ceiling, never down
+                activation[v] = max(activation[v], min(ceiling, 1.0, activation[v] + g))
+            else:
+                activation[v] = min(1.0, activation[v] + g)
         frontier = new
     return touched, [activation[v] for v in touched], [first_hop[v] for v in touched]
 

@@ -26,7 +26,7 @@ CC = shutil.which("gcc") or shutil.which("cc")
 
 # (old, new) in engram.h: each changes what a caller and a library must agree on
 CHANGES = {
-    "param type": ("float cycle_penalty, uint32_t epoch, \\", "double cycle_penalty, uint32_t epoch, \\"),
+    "param type": ("float cycle_penalty, float ceiling, uint32_t epoch, \\", "double cycle_penalty, float ceiling, uint32_t epoch, \\"),
     "param added": ("int64_t eg_perf_read(int32_t fd);", "int64_t eg_perf_read(int32_t fd, uint32_t flags);"),
     "return type": ("EG_API_ZIG int64_t eg_arena_probe(", "EG_API_ZIG int32_t eg_arena_probe("),
     "constness": ("const uint32_t *seeds, const float *seed_act", "uint32_t *seeds, const float *seed_act"),
@@ -202,9 +202,9 @@ def test_zig_refuses_an_export_that_differs_from_the_header(tree, case):
 
 @pytest.mark.skipif(CC is None, reason="no C compiler")
 @pytest.mark.parametrize("params,ok", [
-    ("uint64_t n_nodes, uint32_t hop, float cycle_penalty, uint32_t epoch, eg_spread_state_t *state, "
+    ("uint64_t n_nodes, uint32_t hop, float cycle_penalty, float ceiling, uint32_t epoch, eg_spread_state_t *state, "
      "const uint32_t *v, const float *s, uint64_t n, uint32_t *out_nodes, uint64_t count, uint64_t out_cap", True),
-    ("uint64_t n_nodes, uint32_t hop, double cycle_penalty, uint32_t epoch, eg_spread_state_t *state, "
+    ("uint64_t n_nodes, uint32_t hop, double cycle_penalty, float ceiling, uint32_t epoch, eg_spread_state_t *state, "
      "const uint32_t *v, const float *s, uint64_t n, uint32_t *out_nodes, uint64_t count, uint64_t out_cap", False),
 ], ids=["same", "differs"])
 def test_c_definitions_are_checked_against_the_header(tmp_path, params, ok):

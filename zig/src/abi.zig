@@ -4,7 +4,7 @@
 //! with the same constness (single, many, sentinel, optional: the C ABI passes one address).
 const layout = @import("layout.zig");
 
-pub const abi_hash: u64 = 0xe9e661ad19843985;
+pub const abi_hash: u64 = 0x53b7ba1154e02f53;
 
 pub const EG_OK = 0;
 pub const EG_EINVAL = -1;
@@ -250,6 +250,7 @@ pub const symbols = struct {
         decay: f32,
         threshold: f32,
         cycle_penalty: f32,
+        ceiling: f32,
         prefetch_distance: u32,
         epoch: u32,
         state: ?*layout.SpreadState,
@@ -280,6 +281,7 @@ pub const symbols = struct {
         n_nodes: u64,
         hop: u32,
         cycle_penalty: f32,
+        ceiling: f32,
         epoch: u32,
         state: ?*layout.SpreadState,
         v: ?*const u32,

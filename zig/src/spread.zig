@@ -78,17 +78,20 @@ pub fn spreadHop(
     if (offsets_ == null or (n_nodes > 0 and (targets_ == null or weights_ == null))) return EINVAL;
     // checked before anything is written
     if (hop == 0 or hop > HOP_MASK or epoch == 0 or epoch > 0xffffff or begin > end or end > count_in or count_in > out_cap) return EINVAL;
+    var top: f32 = 0;
     for (begin..end) |i| { // what each fires: its act as the hop begins
         if (out_nodes[i] >= n_nodes) return EINVAL;
         fire[i] = state[out_nodes[i]].act;
+        top = @max(top, fire[i]);
     }
-    return spreadFire(offsets_, targets_, weights_, n_nodes, hop, decay, threshold, cycle_penalty, prefetch_distance, epoch, state, out_nodes, fire, begin, end, count_in, out_cap);
+    return spreadFire(offsets_, targets_, weights_, n_nodes, hop, decay, threshold, cycle_penalty, top * decay, prefetch_distance, epoch, state, out_nodes, fire, begin, end, count_in, out_cap);
 }
 
-/// A hop over out_nodes[begin..end) firing the given fire[begin..end): see eg_spread_fire in engram.h.
+/// A hop over out_nodes[begin..end) firing the given fire[begin..end), with the frontier's
+/// echo ceiling: see eg_spread_fire in engram.h.
 pub fn spreadFire(
     offsets_: ?[*]const u64, targets_: ?[*]const u32, weights_: ?[*]const f32, n_nodes: u64,
-    hop: u32, decay: f32, threshold: f32, cycle_penalty: f32, prefetch_distance: u32,
+    hop: u32, decay: f32, threshold: f32, cycle_penalty: f32, ceiling: f32, prefetch_distance: u32,
     epoch: u32, state_: ?[*]layout.SpreadState, out_nodes_: ?[*]u32, fire_: ?[*]f32,
     begin: u64, end: u64, count_in: u64, out_cap: u64,
 ) callconv(.c) i64 {
@@ -98,6 +101,7 @@ pub fn spreadFire(
     const fire = fire_ orelse return EINVAL;
     if (n_nodes > 0 and (targets_ == null or weights_ == null)) return EINVAL;
     if (hop == 0 or hop > HOP_MASK or epoch == 0 or epoch > 0xffffff or begin > end or end > count_in or count_in > out_cap) return EINVAL;
+    if (!(ceiling >= 0)) return EINVAL; // also rejects a NaN ceiling
     const targets = targets_ orelse offsetsAsEmpty(u32);
     const weights = weights_ orelse offsetsAsEmpty(f32);
     const tag: u32 = epoch << 8;
@@ -122,18 +126,20 @@ pub fn spreadFire(
             if (c < threshold) continue;
             const v = targets[e];
             if (v >= n_nodes) return EINVAL;
-            count = apply(state, v, c, tag, hop, cycle_penalty, out_nodes, count, out_cap) orelse return ENOSPACE;
+            count = apply(state, v, c, tag, hop, cycle_penalty, ceiling, out_nodes, count, out_cap) orelse return ENOSPACE;
         }
     }
     return @intCast(count);
 }
 
 /// Node v receives contribution c at hop `hop` (tag = epoch << 8): a first touch joins
-/// the next frontier, a node that fired already gains c * cycle_penalty, activation
-/// clamps at 1. Returns the new count, or null when out_nodes is full.
-inline fn apply(state: [*]layout.SpreadState, v: u32, c_in: f32, tag: u32, hop: u32, cycle_penalty: f32, out_nodes: [*]u32, count_in: u64, out_cap: u64) ?u64 {
+/// the next frontier, a node that fired already gains c * cycle_penalty up to the hop's
+/// echo ceiling (and nothing at or above it), activation clamps at 1. Returns the new
+/// count, or null when out_nodes is full.
+inline fn apply(state: [*]layout.SpreadState, v: u32, c_in: f32, tag: u32, hop: u32, cycle_penalty: f32, ceiling: f32, out_nodes: [*]u32, count_in: u64, out_cap: u64) ?u64 {
     var c = c_in;
     var count = count_in;
+    var top: f32 = 1.0;
     const st = &state[v];
     if ((st.mark & ~HOP_MASK) != tag) {
         if (count >= out_cap) return null;
@@ -141,10 +147,12 @@ inline fn apply(state: [*]layout.SpreadState, v: u32, c_in: f32, tag: u32, hop: 
         st.act = 0;
         out_nodes[count] = v;
         count += 1;
-    } else if ((st.mark & HOP_MASK) < hop) {
+    } else if ((st.mark & HOP_MASK) < hop) { // fired already: an echo, never re-fires
+        if (st.act >= ceiling) return count;
         c *= cycle_penalty;
+        top = @min(ceiling, 1.0);
     }
-    st.act = @min(st.act + c, 1.0);
+    st.act = @min(st.act + c, top);
     return count;
 }
 
@@ -215,20 +223,21 @@ pub fn spreadGather(
 
 /// The applying half of a split hop: see eg_spread_merge in engram.h.
 pub fn spreadMerge(
-    n_nodes: u64, hop: u32, cycle_penalty: f32, epoch: u32, state_: ?[*]layout.SpreadState,
+    n_nodes: u64, hop: u32, cycle_penalty: f32, ceiling: f32, epoch: u32, state_: ?[*]layout.SpreadState,
     v_: ?[*]const u32, s_: ?[*]const f32, n: u64, out_nodes_: ?[*]u32, count_in: u64, out_cap: u64,
 ) callconv(.c) i64 {
     const state = state_ orelse return EINVAL;
     const out_nodes = out_nodes_ orelse return EINVAL;
     if (n > 0 and (v_ == null or s_ == null)) return EINVAL;
     if (hop == 0 or hop > HOP_MASK or epoch == 0 or epoch > 0xffffff or count_in > out_cap) return EINVAL;
+    if (!(ceiling >= 0)) return EINVAL;
     const v = v_ orelse offsetsAsEmpty(u32);
     const s = s_ orelse offsetsAsEmpty(f32);
     const tag: u32 = epoch << 8;
     var count = count_in;
     for (0..n) |i| {
         if (v[i] >= n_nodes) return EINVAL;
-        count = apply(state, v[i], s[i], tag, hop, cycle_penalty, out_nodes, count, out_cap) orelse return ENOSPACE;
+        count = apply(state, v[i], s[i], tag, hop, cycle_penalty, ceiling, out_nodes, count, out_cap) orelse return ENOSPACE;
     }
     return @intCast(count);
 }

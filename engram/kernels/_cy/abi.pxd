@@ -22,12 +22,17 @@ ctypedef int64_t (*eg_spread_hop_fn)(const uint64_t *offsets, const uint32_t *ta
                                      float cycle_penalty, uint32_t prefetch_distance, uint32_t epoch, void *state,
                                      uint32_t *out_nodes, float *fire, uint64_t begin, uint64_t end, uint64_t count,
                                      uint64_t out_cap) noexcept nogil
+ctypedef int64_t (*eg_spread_fire_fn)(const uint64_t *offsets, const uint32_t *targets, const float *weights,
+                                      uint64_t n_nodes, uint32_t hop, float decay, float threshold,
+                                      float cycle_penalty, float ceiling, uint32_t prefetch_distance, uint32_t epoch,
+                                      void *state, uint32_t *out_nodes, float *fire, uint64_t begin, uint64_t end,
+                                      uint64_t count, uint64_t out_cap) noexcept nogil
 ctypedef int64_t (*eg_spread_gather_fn)(const uint64_t *offsets, const uint32_t *targets, const float *weights,
                                         uint64_t n_nodes, float decay, float threshold, uint32_t prefetch_distance,
                                         const uint32_t *nodes, const float *fire, uint64_t n, float *acc,
                                         uint32_t *out_v, float *out_s, uint64_t out_cap) noexcept nogil
-ctypedef int64_t (*eg_spread_merge_fn)(uint64_t n_nodes, uint32_t hop, float cycle_penalty, uint32_t epoch,
-                                       void *state, const uint32_t *v, const float *s, uint64_t n,
+ctypedef int64_t (*eg_spread_merge_fn)(uint64_t n_nodes, uint32_t hop, float cycle_penalty, float ceiling,
+                                       uint32_t epoch, void *state, const uint32_t *v, const float *s, uint64_t n,
                                        uint32_t *out_nodes, uint64_t count, uint64_t out_cap) noexcept nogil
 ctypedef int32_t (*eg_pool_init_fn)(void *h, uint32_t capacity) noexcept nogil
 ctypedef int64_t (*eg_pool_acquire_fn)(void *h, void *recs, void *c, uint32_t *out, uint64_t n) noexcept nogil

@@ -13,8 +13,9 @@ cnp.import_array()
 
 from engram.kernels._cy.arrays cimport vec
 from engram.kernels._cy.rank cimport hot_ok, ranked
-from engram.kernels._cy.abi cimport (eg_spread_fn as spread_fn, eg_spread_gather_fn as gather_fn,
-                                     eg_spread_hop_fn as hop_fn, eg_spread_merge_fn as merge_fn)
+from engram.kernels._cy.abi cimport (eg_spread_fire_fn as fire_fn, eg_spread_fn as spread_fn,
+                                     eg_spread_gather_fn as gather_fn, eg_spread_hop_fn as hop_fn,
+                                     eg_spread_merge_fn as merge_fn)
 
 
 cdef uint64_t _csr_nodes(cnp.ndarray offsets, cnp.ndarray targets, cnp.ndarray weights) except? 0xFFFFFFFFFFFFFFFF:
@@ -27,6 +28,21 @@ cdef uint64_t _csr_nodes(cnp.ndarray offsets, cnp.ndarray targets, cnp.ndarray w
     m = <uint64_t>cnp.PyArray_SIZE(targets)
     if <uint64_t>cnp.PyArray_SIZE(weights) != m or (<const uint64_t *>cnp.PyArray_DATA(offsets))[n] > m:
         raise ValueError("weights must match targets and offsets must stay inside them")
+    return n
+
+
+cdef uint64_t _hop_nodes(cnp.ndarray offsets, cnp.ndarray targets, cnp.ndarray weights, cnp.ndarray state,
+                         cnp.ndarray out_nodes, cnp.ndarray fire) except? 0xFFFFFFFFFFFFFFFF:
+    """A hop's graph node count, once every array has its documented type and size."""
+    cdef uint64_t n
+    if not (vec(offsets, cnp.NPY_UINT64, False) and vec(targets, cnp.NPY_UINT32, False)
+            and vec(weights, cnp.NPY_FLOAT32, False) and vec(out_nodes, cnp.NPY_UINT32, True)
+            and vec(fire, cnp.NPY_FLOAT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
+            and cnp.PyArray_ISCARRAY(state)):
+        raise ValueError("spread_hop arrays must be contiguous 1-D arrays of the documented types")
+    n = _csr_nodes(offsets, targets, weights)
+    if <uint64_t>cnp.PyArray_SIZE(state) < n:
+        raise ValueError("state must hold one record per node")
     return n
 
 
@@ -124,41 +140,43 @@ cdef class SpreadKernel:
 
 
 cdef class SpreadHopKernel:
-    """SpreadHopKernel(address)(offsets, targets, weights, hop, decay, threshold, cycle_penalty,
-    prefetch_distance, epoch, state, out_nodes, fire, begin, end, count) -> new count."""
+    """SpreadHopKernel(hop_address, fire_address=0)(offsets, targets, weights, hop, decay,
+    threshold, cycle_penalty, prefetch_distance, epoch, state, out_nodes, fire, begin, end,
+    count, ceiling=None) -> new count: eg_spread_hop, or given the whole frontier's echo
+    ceiling, eg_spread_fire (part of a split hop's frontier, firing the fire values taken)."""
     cdef hop_fn fn
+    cdef fire_fn part
 
-    def __cinit__(self, uintptr_t address):
+    def __cinit__(self, uintptr_t address, uintptr_t fire_address=0):
         if address == 0:
             raise ValueError("kernel address is NULL")
         self.fn = <hop_fn>address
-
-    cdef uint64_t _checked(self, cnp.ndarray offsets, cnp.ndarray targets, cnp.ndarray weights,
-                           cnp.ndarray state, cnp.ndarray out_nodes, cnp.ndarray fire) except? 0xFFFFFFFFFFFFFFFF:
-        """The graph's node count, once every array has its documented type and size."""
-        cdef uint64_t n
-        if not (vec(offsets, cnp.NPY_UINT64, False) and vec(targets, cnp.NPY_UINT32, False)
-                and vec(weights, cnp.NPY_FLOAT32, False) and vec(out_nodes, cnp.NPY_UINT32, True)
-                and vec(fire, cnp.NPY_FLOAT32, True) and cnp.PyArray_ITEMSIZE(state) == 8
-                and cnp.PyArray_ISCARRAY(state)):
-            raise ValueError("spread_hop arrays must be contiguous 1-D arrays of the documented types")
-        n = _csr_nodes(offsets, targets, weights)
-        if <uint64_t>cnp.PyArray_SIZE(state) < n:
-            raise ValueError("state must hold one record per node")
-        return n
+        self.part = <fire_fn>fire_address
 
     def __call__(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
                  uint32_t hop, float decay, float threshold, float cycle_penalty, uint32_t prefetch_distance,
                  uint32_t epoch, cnp.ndarray state not None, cnp.ndarray out_nodes not None,
-                 cnp.ndarray fire not None, uint64_t begin, uint64_t end, uint64_t count):
-        cdef uint64_t n = self._checked(offsets, targets, weights, state, out_nodes, fire)
+                 cnp.ndarray fire not None, uint64_t begin, uint64_t end, uint64_t count, ceiling=None):
+        cdef uint64_t n = _hop_nodes(offsets, targets, weights, state, out_nodes, fire)
         cdef uint64_t cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
+        cdef const uint64_t *off = <const uint64_t *>cnp.PyArray_DATA(offsets)
+        cdef const uint32_t *tg = <const uint32_t *>cnp.PyArray_DATA(targets)
+        cdef const float *wt = <const float *>cnp.PyArray_DATA(weights)
+        cdef void *st = cnp.PyArray_DATA(state)
+        cdef uint32_t *nd = <uint32_t *>cnp.PyArray_DATA(out_nodes)
+        cdef float *fr = <float *>cnp.PyArray_DATA(fire)
+        cdef bint part = ceiling is not None
+        cdef float top = ceiling if part else 0.0
         cdef int64_t got
+        if part and self.part == NULL:
+            raise ValueError("no eg_spread_fire address: this kernel runs whole hops only")
         with nogil:
-            got = self.fn(<const uint64_t *>cnp.PyArray_DATA(offsets), <const uint32_t *>cnp.PyArray_DATA(targets),
-                          <const float *>cnp.PyArray_DATA(weights), n, hop, decay, threshold, cycle_penalty,
-                          prefetch_distance, epoch, cnp.PyArray_DATA(state), <uint32_t *>cnp.PyArray_DATA(out_nodes),
-                          <float *>cnp.PyArray_DATA(fire), begin, end, count, cap)
+            if part:
+                got = self.part(off, tg, wt, n, hop, decay, threshold, cycle_penalty, top, prefetch_distance, epoch,
+                                st, nd, fr, begin, end, count, cap)
+            else:
+                got = self.fn(off, tg, wt, n, hop, decay, threshold, cycle_penalty, prefetch_distance, epoch, st, nd,
+                              fr, begin, end, count, cap)
         return got
 
     def budgeted(self, cnp.ndarray offsets not None, cnp.ndarray targets not None, cnp.ndarray weights not None,
@@ -182,7 +200,7 @@ cdef class SpreadHopKernel:
         cdef double guess
         cdef double x[7]
         cdef timespec ts
-        n = self._checked(offsets, targets, weights, state, out_nodes, fire)
+        n = _hop_nodes(offsets, targets, weights, state, out_nodes, fire)
         cap = <uint64_t>min(cnp.PyArray_SIZE(out_nodes), cnp.PyArray_SIZE(fire))
         if not (begin <= end <= count <= cap):
             raise ValueError("begin <= end <= count <= capacity")
@@ -274,8 +292,8 @@ cdef class SpreadGatherKernel:
 
 
 cdef class SpreadMergeKernel:
-    """SpreadMergeKernel(address)(n_nodes, hop, cycle_penalty, epoch, state, v, s, out_nodes, count)
-    -> new count (eg_spread_merge: apply one gathered batch)."""
+    """SpreadMergeKernel(address)(n_nodes, hop, cycle_penalty, ceiling, epoch, state, v, s, out_nodes,
+    count) -> new count (eg_spread_merge: apply one gathered batch under the hop's echo ceiling)."""
     cdef merge_fn fn
 
     def __cinit__(self, uintptr_t address):
@@ -283,7 +301,7 @@ cdef class SpreadMergeKernel:
             raise ValueError("kernel address is NULL")
         self.fn = <merge_fn>address
 
-    def __call__(self, uint64_t n_nodes, uint32_t hop, float cycle_penalty, uint32_t epoch,
+    def __call__(self, uint64_t n_nodes, uint32_t hop, float cycle_penalty, float ceiling, uint32_t epoch,
                  cnp.ndarray state not None, cnp.ndarray v not None, cnp.ndarray s not None,
                  cnp.ndarray out_nodes not None, uint64_t count):
         cdef uint64_t n
@@ -296,7 +314,7 @@ cdef class SpreadMergeKernel:
         if <uint64_t>cnp.PyArray_SIZE(s) != n or <uint64_t>cnp.PyArray_SIZE(state) < n_nodes:
             raise ValueError("s must match v and state must hold one record per node")
         with nogil:
-            got = self.fn(n_nodes, hop, cycle_penalty, epoch, cnp.PyArray_DATA(state),
+            got = self.fn(n_nodes, hop, cycle_penalty, ceiling, epoch, cnp.PyArray_DATA(state),
                           <const uint32_t *>cnp.PyArray_DATA(v), <const float *>cnp.PyArray_DATA(s), n,
                           <uint32_t *>cnp.PyArray_DATA(out_nodes), count, <uint64_t>cnp.PyArray_SIZE(out_nodes))
         return got
