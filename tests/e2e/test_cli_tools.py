@@ -57,6 +57,9 @@ def test_cleanup_removes_a_dead_engines_segments_and_refuses_a_running_one(capsy
     assert not segments_of(eng) and not semaphores_of(eng)
     if "nothing to clean" in dry:
         pytest.skip("another process's Engine() start cleaned the dead engine first")
+    if re.search(rf"^removed {name} \(pid {eng.pid}, exited\): 0 segments, 0 semaphores$", out, re.M):
+        # the dry run saw them; an Engine() starting in another test process took them in between
+        pytest.skip("another process's Engine() start cleaned the dead engine between the dry run and the cleanup")
     assert re.search(rf"^would remove {name} \(pid {eng.pid}, exited\): {len(segs)} segments, "
                      rf"{len(sems)} semaphores$", dry, re.M), dry
     assert re.search(rf"^removed {name} \(pid {eng.pid}, exited\): \d+ segments?, \d+ semaphores?$", out, re.M), out
