@@ -47,6 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import finish, header_lines, human, machine_info, parse_count, percentiles
+from engram.workers.indexer import DEFAULT_MIN_ROWS
 
 QUERIES = 500
 K = 10
@@ -137,13 +138,14 @@ def private_bytes() -> int:
 
 
 # ----------------------------------------------------------------- engram
-def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0) -> dict:
+def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0,
+               index_min_rows: int = DEFAULT_MIN_ROWS) -> dict:
     import engram
     from engram.store.shm.names import SHM_DIR, EngineName, segments_of
 
     n, d = x.shape
     heap0 = private_bytes()
-    with engram.Engine(path, dim=d, workers=2, index_threads=os.cpu_count()) as eng:
+    with engram.Engine(path, dim=d, workers=2, index_threads=os.cpu_count(), index_min_rows=index_min_rows) as eng:
         sp = eng.space("scale")
         t0 = time.perf_counter()
         for a in range(0, n, 20000):      # the last cold_share of each chunk in the cold tier
@@ -341,6 +343,9 @@ def main() -> int:
                     "it after a clean stop and after kill -9")
     ap.add_argument("--cold-share", type=float, default=0.0,
                     help="share of the memories stored in the cold tier (int8; a file in DIR/cold with --reopen)")
+    ap.add_argument("--index-min-rows", type=parse_count, default=DEFAULT_MIN_ROWS,
+                    help=f"rows from which a space gets its index (the engine's default {DEFAULT_MIN_ROWS:,}); "
+                    "below it every recall scans exactly")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -350,7 +355,7 @@ def main() -> int:
     info = machine_info()
     print("\n".join(header_lines(info)))
     doc = {"bench": "scale", "machine": info, "data": args.data, "tier": args.tier, "cold_share": args.cold_share,
-           "target": args.target,
+           "target": args.target, "index_min_rows": args.index_min_rows,
            "rows": []}
     for size in args.sizes:
         n = 0 if size == "all" else parse_count(size)
@@ -364,7 +369,7 @@ def main() -> int:
             if path is not None and path.exists():
                 shutil.rmtree(path)
             row = {"n": n, "dim": d, "data": args.data, "engram": run_engram(x, q, links, true, args.tier, path,
-                                                                                  args.cold_share)}
+                                                                                  args.cold_share, args.index_min_rows)}
             if path is not None:
                 row["engram"]["reopen"] = reopen(path, n)
                 shutil.rmtree(path)

@@ -269,6 +269,34 @@ class KernelTable:
             idx, score, a = idx[order], score[order], b
         return idx, score, a
 
+    def _rescore(self, metric, q, ids, hot, tier_at: int, flags_at: int, forgotten: int, node_row, tables):
+        """(ids, scores, tiers) of candidate memories ``ids`` (int64) scored exactly from their
+        stored rows, in the order of ``ids``, by the kernel the scan uses. Skipped: ids past
+        the node records ``hot``, records flagged ``forgotten``, and records whose row in
+        their tier is not theirs (row_node: a memory moving between tiers). ``tier_at`` /
+        ``flags_at``: the u8 fields' byte offsets in a record; tables: per tier code, None or
+        (rows, row_node, row_norm, count). The native tables do it in one call without the GIL."""
+        raw = hot.view(np.uint8).reshape(hot.shape[0], hot.dtype.itemsize)
+        ids = ids[(ids >= 0) & (ids < min(hot.shape[0], node_row.shape[0]))]
+        ids = ids[(raw[ids, flags_at] & forgotten) == 0]
+        tier_of, row_of = raw[ids, tier_at], node_row[ids].astype(np.int64)
+        score = np.zeros(ids.shape[0], np.float32)
+        keep = np.zeros(ids.shape[0], bool)
+        for t, spec in enumerate(tables):
+            sel = np.flatnonzero(tier_of == t)
+            if spec is None or not sel.size:
+                continue
+            rows, row_node, row_norm, count = spec
+            r = row_of[sel]
+            n = min(rows.shape[0], count, row_node.shape[0], row_norm.shape[0])
+            ok = r < n
+            ok[ok] = row_node[r[ok]] == ids[sel[ok]]
+            sel, r = sel[ok], r[ok]
+            for i, at in zip(sel, r):     # one row at a time: the scan's own kernel on that row
+                _, sc = self._topk(metric, q, rows[at:at + 1], 1, None, row_norm[at:at + 1])
+                score[i], keep[i] = sc[0], True
+        return ids[keep], score[keep], tier_of[keep]
+
     def __repr__(self):
         return f"<engram kernels {self.name} isa={self.isa}>"
 
@@ -305,6 +333,16 @@ class NativeTable(KernelTable):
         got = checked(self._fns[metric, rows.dtype](q, rows, mask, idx, score, norms),
                       f"{self.name}/{self.isa} {metric}_topk")
         return idx[:got], score[:got]
+
+    def _rescore(self, metric, q, ids, hot, tier_at: int, flags_at: int, forgotten: int, node_row, tables):
+        from engram.kernels._cy.scan import rescore
+        specs = tuple(None if spec is None else (self._fns[metric, spec[0].dtype], *spec) for spec in tables)
+        out_ids = np.empty(ids.shape[0], np.int64)
+        out_score = np.empty(ids.shape[0], np.float32)
+        out_tier = np.empty(ids.shape[0], np.uint8)
+        got = checked(rescore(q, np.ascontiguousarray(ids, np.int64), hot, tier_at, flags_at, forgotten, node_row,
+                              specs, out_ids, out_score, out_tier), f"{self.name}/{self.isa} {metric}_topk")
+        return out_ids[:got], out_score[:got], out_tier[:got]
 
     def _topk_until(self, metric, q, rows, k, mask, norms, deadline_ns: int, chunk: int):
         k = min(k, rows.shape[0])

@@ -26,6 +26,7 @@ from engram.store.tables import FORGOTTEN, TIER_LABEL, TIER_TABLE, SpaceStore
 SCAN_CHUNK_BYTES = 2 << 20
 NEWEST_BLOCK_CHUNKS = 16    # a budgeted scan goes back from the newest rows this many chunks at a time
 FLAGS_AT = NODE_HOT_DTYPE.fields["flags"][1]      # where spreading's driver reads a memory's flags
+TIER_AT = NODE_HOT_DTYPE.fields["tier"][1]
 TIER_WARM = schema.CONSTANTS["TIER_WARM"]
 TIER_HOT = schema.CONSTANTS["TIER_HOT"]
 #: a budgeted scan's time per tier after the hot one: each may use this share of the time
@@ -190,33 +191,15 @@ class SpaceReader:
 
     def _candidates(self, index, q: np.ndarray, n: int, deadline_ns: int | None = None):
         """(ids, exact cosine, tier) of the index's nearest live memories, best first: each
-        scored from its stored row by the kernel the exact scan uses."""
+        scored from its stored row by the kernel the exact scan uses (one call: the kernel
+        table's _rescore); a memory moving between tiers is in the tail instead."""
         st = self.store
         ids = ann.candidates(index, q, n, deadline_ns, self.ann.cost)
-        ids = ids[(ids >= 0) & (ids < self.n_nodes)]
-        rec = st.hot()[ids]
-        live = (rec["flags"] & FORGOTTEN) == 0
-        ids, rec_tier = ids[live], rec["tier"][live]
-        rows_of = st.views["nodes"]["node_row"][ids]
-        out_ids, out_sc, out_tier = [], [], []
-        for tier, table in TIER_TABLE.items():
-            sel = rec_tier == tier
-            if not sel.any():
-                continue
-            v = st.views[table]
-            r, sel_ids = rows_of[sel], ids[sel]
-            keep = (r < st.count(table)) & codec.settled(v, r, sel_ids)
-            r, sel_ids = r[keep], sel_ids[keep]      # one moving between tiers is in the tail
-            if not r.shape[0]:
-                continue
-            idx, sc = self.kern._topk("cosine", q, np.ascontiguousarray(v["rows"][r, :self.dim]), r.shape[0],
-                                      None, np.ascontiguousarray(v["row_norm"][r]))
-            out_ids.append(sel_ids[idx])
-            out_sc.append(sc)
-            out_tier.append(np.full(sc.shape[0], tier, np.uint8))
-        if not out_ids:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.uint8)
-        ids, sc, tiers = np.concatenate(out_ids), np.concatenate(out_sc), np.concatenate(out_tier)
+        nodes = st.views["nodes"]
+        tables = tuple((st.views[table]["rows"][:, :self.dim], st.views[table]["row_node"],
+                        st.views[table]["row_norm"], st.count(table)) for table in TIER_TABLE.values())
+        ids, sc, tiers = self.kern._rescore("cosine", q, ids, nodes["hot"][:self.n_nodes], TIER_AT, FLAGS_AT,
+                                            FORGOTTEN, nodes["node_row"], tables)
         order = np.lexsort((ids, -sc))
         return ids[order], sc[order], tiers[order]
 

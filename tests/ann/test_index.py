@@ -50,15 +50,16 @@ def indexed():
 
 
 class ScanSpy:
-    """Counts the rows each exact scan call of the reader's kernel table reads."""
+    """Counts the rows each exact scan call of the reader's kernel table reads (a re-scoring
+    of the index's candidates reads one row per candidate)."""
 
     def __init__(self, monkeypatch, kern):
         self.rows = []
-        for name in ("_topk", "_topk_until"):
+        for name in ("_topk", "_topk_until", "_rescore"):
             real = getattr(kern, name)
 
             def spy(metric, q, rows, *a, _real=real, **kw):
-                self.rows.append(rows.shape[0])
+                self.rows.append(rows.shape[0])        # _rescore: the candidates' ids
                 return _real(metric, q, rows, *a, **kw)
             monkeypatch.setattr(kern, name, spy)
 

@@ -12,7 +12,7 @@ without taking the GIL back each time (under contention every retake can cost
 a switch interval, 5 ms).
 """
 cimport numpy as cnp
-from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t, uint8_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -65,6 +65,10 @@ cdef const uint8_t *_mask_ptr(object mask, uint64_t n) except? NULL:
     if not (cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>mask) and <uint64_t>cnp.PyArray_SIZE(<cnp.ndarray>mask) >= n):
         raise ValueError("mask must be a contiguous uint8 array of at least n entries")
     return <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>mask)
+
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) noexcept nogil
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
@@ -227,3 +231,117 @@ cdef class TopKManyKernel:
                           <int64_t *>cnp.PyArray_DATA(out_idx), <float *>cnp.PyArray_DATA(out_score),
                           <int64_t *>cnp.PyArray_DATA(out_count))
         return got
+
+
+def rescore(cnp.ndarray q not None, cnp.ndarray ids not None, cnp.ndarray hot not None, Py_ssize_t tier_at,
+            Py_ssize_t flags_at, int forgotten, cnp.ndarray node_row not None, tuple tables,
+            cnp.ndarray out_ids not None, cnp.ndarray out_score not None, cnp.ndarray out_tier not None):
+    """Score an approximate index's candidates exactly from their stored rows, with the
+    kernel the exact scan uses, in one pass without the GIL (a recall's re-scoring was ~15
+    numpy calls, 0.2 ms for 64 candidates).
+
+    ids: int64 candidates; those outside ``hot`` (the node records, 1-D, any record size),
+    forgotten (``flags & forgotten``) or whose record points at a row that is not theirs
+    (a memory moving between tiers: it is in the tail until the index takes it) are skipped.
+    ``tier_at`` / ``flags_at``: byte offsets of the u8 fields in a record; node_row: u32 per
+    node. tables: per tier code (the index), None or (TopKKernel, rows (n, dim) with
+    contiguous rows, row_node u32, row_norm f32, count: rows published). Writes (id, score,
+    tier) of each scored candidate in the order of ``ids``; returns how many (< 0: a kernel's error)."""
+    cdef Py_ssize_t n_ids, n_hot, rec, i, t, n_tiers = len(tables)
+    cdef uint64_t got = 0, r, n, dim, stride
+    cdef int64_t node, one_idx
+    cdef float one_score
+    cdef int64_t c = 0
+    if n_tiers > 8:
+        raise ValueError("at most 8 tiers")
+    if not (cnp.PyArray_NDIM(ids) == 1 and cnp.PyArray_TYPE(ids) == cnp.NPY_INT64 and cnp.PyArray_ISCARRAY_RO(ids)):
+        raise ValueError("ids must be a contiguous int64 vector")
+    if not (cnp.PyArray_NDIM(hot) == 1 and 0 <= tier_at < cnp.PyArray_ITEMSIZE(hot)
+            and 0 <= flags_at < cnp.PyArray_ITEMSIZE(hot)):
+        raise ValueError("hot must be 1-D records holding the tier and flags bytes")
+    if not (cnp.PyArray_TYPE(node_row) == cnp.NPY_UINT32 and cnp.PyArray_ISCARRAY_RO(node_row)):
+        raise ValueError("node_row must be a contiguous uint32 vector")
+    n_ids = cnp.PyArray_SIZE(ids)
+    if not (cnp.PyArray_ISCARRAY(out_ids) and cnp.PyArray_TYPE(out_ids) == cnp.NPY_INT64
+            and cnp.PyArray_ISCARRAY(out_score) and cnp.PyArray_TYPE(out_score) == cnp.NPY_FLOAT32
+            and cnp.PyArray_ISCARRAY(out_tier) and cnp.PyArray_TYPE(out_tier) == cnp.NPY_UINT8
+            and cnp.PyArray_SIZE(out_ids) >= n_ids and cnp.PyArray_SIZE(out_score) >= n_ids
+            and cnp.PyArray_SIZE(out_tier) >= n_ids):
+        raise ValueError("out_ids (int64), out_score (f32) and out_tier (u8) must be writable, contiguous, len(ids)")
+    cdef topk_fn fns[8]
+    cdef const char *base[8]
+    cdef uint64_t t_n[8]
+    cdef uint64_t t_dim[8]
+    cdef uint64_t t_stride[8]
+    cdef const uint32_t *t_node[8]
+    cdef const float *t_norm[8]
+    cdef TopKKernel kern
+    cdef cnp.ndarray rows, rnode, rnorm
+    for t in range(n_tiers):
+        fns[t] = NULL
+        spec = tables[t]
+        if spec is None:
+            continue
+        kern, rows, rnode, rnorm, count = spec
+        _check_rows(rows, kern.row_itemsize, &n, &dim, &stride)
+        if dim != <uint64_t>cnp.PyArray_SIZE(q) or not (cnp.PyArray_ISCARRAY_RO(q)
+                                                         and cnp.PyArray_TYPE(q) == cnp.NPY_FLOAT32):
+            raise ValueError("q must be a contiguous f32 vector of the rows' dim")
+        if not (cnp.PyArray_TYPE(rnode) == cnp.NPY_UINT32 and cnp.PyArray_ISCARRAY_RO(rnode)
+                and cnp.PyArray_TYPE(rnorm) == cnp.NPY_FLOAT32 and cnp.PyArray_ISCARRAY_RO(rnorm)):
+            raise ValueError("row_node (u32) and row_norm (f32) must be contiguous")
+        n = min(n, <uint64_t>count, <uint64_t>cnp.PyArray_SIZE(rnode), <uint64_t>cnp.PyArray_SIZE(rnorm))
+        fns[t], base[t], t_n[t], t_dim[t], t_stride[t] = kern.fn, <const char *>cnp.PyArray_DATA(rows), n, dim, stride
+        t_node[t] = <const uint32_t *>cnp.PyArray_DATA(rnode)
+        t_norm[t] = <const float *>cnp.PyArray_DATA(rnorm)
+    n_hot = min(cnp.PyArray_DIM(hot, 0), cnp.PyArray_SIZE(node_row))
+    rec = cnp.PyArray_STRIDE(hot, 0)
+    cdef const char *hp = <const char *>cnp.PyArray_DATA(hot)
+    cdef const int64_t *ip = <const int64_t *>cnp.PyArray_DATA(ids)
+    cdef const uint32_t *nr = <const uint32_t *>cnp.PyArray_DATA(node_row)
+    cdef const float *qp = <const float *>cnp.PyArray_DATA(q)
+    cdef int64_t *oi = <int64_t *>cnp.PyArray_DATA(out_ids)
+    cdef float *os_ = <float *>cnp.PyArray_DATA(out_score)
+    cdef uint8_t *ot = <uint8_t *>cnp.PyArray_DATA(out_tier)
+    cdef uint64_t j, kept = 0, line
+    cdef uint64_t *at = <uint64_t *>malloc(n_ids * sizeof(uint64_t) + 1)
+    if at == NULL:
+        raise MemoryError()
+    with nogil:
+        # first every check and a prefetch of every row: the rows are scattered over the
+        # table and not in cache after the index search; one at a time, each cost ~1.7 us
+        for i in range(n_ids):
+            node = ip[i]
+            if node < 0 or node >= n_hot:
+                continue
+            if (<const uint8_t *>(hp + node * rec + flags_at))[0] & forgotten:
+                continue
+            t = (<const uint8_t *>(hp + node * rec + tier_at))[0]
+            if t >= n_tiers or fns[t] == NULL:
+                continue
+            r = nr[node]
+            if r >= t_n[t] or t_node[t][r] != <uint32_t>node:
+                continue
+            for line in range(0, t_stride[t], 64):
+                __builtin_prefetch(base[t] + r * t_stride[t] + line)
+            __builtin_prefetch(t_norm[t] + r)
+            oi[kept] = node
+            ot[kept] = <uint8_t>t
+            at[kept] = r
+            kept += 1
+        for j in range(kept):
+            t, r = ot[j], at[j]
+            c = fns[t](qp, base[t] + r * t_stride[t], 1, t_dim[t], t_stride[t], NULL, t_norm[t] + r, 1,
+                       &one_idx, &one_score)
+            if c < 0:
+                break
+            if c == 0:
+                continue
+            oi[got] = oi[j]
+            os_[got] = one_score
+            ot[got] = ot[j]
+            got += 1
+    free(at)
+    if c < 0:
+        return c
+    return got
