@@ -276,8 +276,8 @@ class BuildNative(build_ext):
                               for ext, dest, key in stale]
 
     def cythonize(self, exts):
-        from Cython.Build import cythonize
         import numpy
+        from Cython.Build import cythonize
         # force: their inputs changed by hash; Cython's own check compares only mtimes
         c_exts = {e.name: e for e in cythonize(exts, build_dir=str(CY_C_DIR), force=True, language_level=3,
                                                compiler_directives=CY_DIRECTIVES)}

@@ -47,6 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import finish, header_lines, human, machine_info, parse_count, percentiles
+
 from engram.workers.indexer import DEFAULT_MIN_ROWS
 
 QUERIES = 500
@@ -160,7 +161,7 @@ def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0,
         t1 = time.perf_counter()
         print(f"  engram: {human(n)} remembered in {ingest_s:.1f} s; the indexer builds ...", flush=True)
         last = 0.0
-        while not eng._life.indexer.wait_idle(timeout=10):
+        while not eng.wait_for_index(timeout=10):
             ix = sp.stats()["index"]
             if time.perf_counter() - last > 30:
                 print(f"    building {ix['built']:,} / {ix['building']:,} rows", flush=True)

@@ -12,7 +12,7 @@ import argparse
 import platform
 import sys
 
-from engram.config import DEFAULT_DIM, MAX_DIM
+from engram.config import DEFAULT_DIM, INDEX_MIN_ROWS, MAX_DIM
 
 
 def _integer(minimum: int, maximum: int | None = None):
@@ -256,7 +256,8 @@ def _daemon_options(p) -> None:
     p.add_argument("--loki", default=None, metavar="URL", help="also push trace events to Loki at this base URL")
     p.add_argument("--lane", action="append", default=[], metavar="LANE=N",
                    help="an ingest lane's capacity in observations, e.g. normal=10000 (repeatable)")
-    p.add_argument("--index-min-rows", type=_integer(0), default=20_000, help="index spaces this large (0: never)")
+    p.add_argument("--index-min-rows", type=_integer(0), default=INDEX_MIN_ROWS,
+                   help=f"index spaces this large (default {INDEX_MIN_ROWS:,}; 0: never)")
     p.add_argument("--cold-after-s", type=float, default=None, metavar="S", help="move memories not recalled "
                    "for S seconds to the cold tier, recalled ones back (default: off; docs/scale.md, Tiers)")
     p.add_argument("--protect-metrics", dest="open_metrics", action="store_false",

@@ -15,6 +15,10 @@ from engram.kernels.spreadrun import SpreadParams
 
 DEFAULT_DIM = 384                          # an embedding dimension when none is given (MiniLM-sized)
 MAX_DIM = 65536
+#: from this many rows a space gets an index: where the index's recall overtakes the exact
+#: scan's (docs/scale.md, "When the index pays": 10K x 768 warm, P50 0.47 against 1.08 ms;
+#: 10K x 384, 0.47 against 0.54; at 5K about even), and its seeds' recall@10 is 0.99
+INDEX_MIN_ROWS = 10_000
 FAN_MODES = ("none", "source", "target", "both")    # engram/cognition/fan.py
 RECALL_MODES = ("spread", "ppr")                      # activation hop by hop | personalized PageRank
 SPREAD_SETTINGS = tuple(f.name for f in fields(SpreadParams))   # max_depth, decay, threshold, ...

@@ -175,7 +175,8 @@ class Engine:
                 life.listener = Listener(life.name, self._dim, self.space, channels)
             if index_min_rows is not None:
                 threads = os.cpu_count() if index_threads is None else index_threads
-                life.indexer = IndexKeeper(life.name, lambda: {n: (o.store, o.metrics) for n, o in life.owned.items()},
+                life.indexer = IndexKeeper(life.name, lambda: {n: (o.store, o.metrics, o.reader)
+                                                              for n, o in life.owned.items()},
                                            validate.positive_int(index_min_rows, "index_min_rows", 1),
                                            validate.positive_int(threads, "index_threads", 1))
             if tiering is not None:
@@ -215,6 +216,16 @@ class Engine:
 
     def _check_open(self):
         self._life.check_open()
+
+    def wait_for_index(self, timeout: float = 600.0) -> bool:
+        """Until every space's approximate index covers all its rows (any tail is taken at
+        once): after a bulk load, before measuring or serving recall. True if that happened
+        within ``timeout`` seconds; also True with no indexer (``index_min_rows=None``).
+        Recall never needs it: rows the index has not taken yet are scanned exactly."""
+        self._life.check_open()
+        timeout = validate.positive_float(timeout, "timeout")
+        indexer = self._life.indexer
+        return True if indexer is None else indexer.wait_idle(timeout)
 
     def space(self, name: str = "default") -> Space:
         """The memory space ``name``, created on first use (and logged, with a path)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import uvicorn
 
-from engram.config import TieringConfig
+from engram.config import INDEX_MIN_ROWS, TieringConfig
 from engram.daemon.api import Service, create_app
 from engram.daemon.guard import OPEN_PATHS, Guard, load_keys
 from engram.daemon.protocol import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, guarded
@@ -61,7 +61,7 @@ class Settings:
     otlp_url: str | None = None               # ... and exports OTLP/HTTP spans
     loki_url: str | None = None               # ... and pushes to Loki
     body_timeout: float = BODY_TIMEOUT_S
-    index_min_rows: int | None = 20_000       # Engine(index_min_rows=...): None, never
+    index_min_rows: int | None = INDEX_MIN_ROWS     # Engine(index_min_rows=...): None, never
     cold_after_s: float | None = None         # Engine(tiering=TieringConfig(cold_after_s=...)): None, off
 
     def url(self, port: int | None = None) -> str:

@@ -22,7 +22,7 @@ import logging
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -42,7 +42,10 @@ EXPANSION, EXPANSION_AT, EXPANSION_GROWTH, MAX_EXPANSION = 64, 100_000, 0.6, 512
 #: with a budget, the index search may take this share of the time left (SearchCost)
 SEARCH_SHARE = 0.25
 TIERS = len(TIER_TABLE)
-CELLS = 1 + 2 + TIERS + 3          # of the directory's ann cells in use: seq, generation, salt, rows, the rest
+CELLS = 1 + 2 + TIERS + 4          # of the directory's ann cells in use: seq, generation, salt, rows, the rest
+#: AnnState.breadth meaning "do not use the index: scan every row exactly" (the audit found
+#: no search breadth that reaches its target, and a scan that is cheap enough)
+EXACT = (1 << 64) - 1
 
 
 def expansion(size: int, want: int) -> int:
@@ -65,15 +68,16 @@ class AnnState:
     size: int                # vectors in the index
     building: int            # rows the running build adds (0: none running)
     built: int               # ... of which it has added
+    breadth: int = 0         # the audit's search breadth, at least (0: not chosen yet; EXACT: scan instead)
 
     @classmethod
     def read(cls, directory: np.ndarray) -> "AnnState":
-        cell = directory[0]["ann"]     # u64: seq, generation, salt, rows of each tier, size, building, built
+        cell = directory[0]["ann"]     # u64: seq, generation, salt, rows of each tier, size, building, built, breadth
         for _ in range(1000):
             seq = int(cell[0])
             if seq & 1:
                 continue
-            v = [int(c) for c in cell[1:CELLS]]
+            v = cell[1:CELLS].tolist()          # a copy, then checked against the sequence
             if int(cell[0]) == seq:
                 return cls(v[0], v[1], tuple(v[2:2 + TIERS]), *v[2 + TIERS:])
         raise AttachError("the space directory's index fields kept changing while read (1,000 tries)", "ann")
@@ -82,12 +86,12 @@ class AnnState:
         """The owner: write these fields under the sequence lock."""
         cell = directory[0]["ann"]
         cell[0] += 1
-        cell[1:CELLS] = (self.generation, self.salt, *self.rows, self.size, self.building, self.built)
+        cell[1:CELLS] = (self.generation, self.salt, *self.rows, self.size, self.building, self.built, self.breadth)
         cell[0] += 1
 
     def progress(self, directory: np.ndarray, building: int, built: int) -> None:
         """The owner: a running build's progress (the rest unchanged)."""
-        AnnState(self.generation, self.salt, self.rows, self.size, building, built).publish(directory)
+        replace(self, building=building, built=built).publish(directory)
 
 
 NO_INDEX = AnnState(0, 0, (0,) * TIERS, 0, 0, 0)
@@ -99,7 +103,8 @@ def describe(directory: np.ndarray, counts: tuple) -> dict:
     state = AnnState.read(directory)
     return {"generation": state.generation, "size": state.size,
             "tail": sum(counts) - sum(state.rows) if state.generation else None,
-            "building": state.building, "built": state.built}
+            "building": state.building, "built": state.built,
+            "breadth": "exact" if state.breadth == EXACT else (state.breadth or None)}
 
 
 class AnnView:
@@ -111,6 +116,7 @@ class AnnView:
         self.state = NO_INDEX
         self.index = None
         self.cost = SearchCost()
+        self.audit = None            # the owner's Audit of this space (engram/recall/audit.py)
         self._warned = False
 
     def current(self, directory: np.ndarray):
@@ -171,8 +177,8 @@ class SearchCost:
     def __init__(self):
         self.ns_per_unit = 0.0        # 0: not measured yet
 
-    def breadth(self, size: int, want: int, deadline_ns: int | None) -> int:
-        full = expansion(size, want)
+    def breadth(self, size: int, want: int, deadline_ns: int | None, at_least: int = 0) -> int:
+        full = max(expansion(size, want), at_least)
         if deadline_ns is None or not self.ns_per_unit:
             return full
         fits = SEARCH_SHARE * (deadline_ns - time.perf_counter_ns()) / self.ns_per_unit
@@ -183,14 +189,17 @@ class SearchCost:
         self.ns_per_unit = unit if not self.ns_per_unit else 0.9 * self.ns_per_unit + 0.1 * unit
 
 
-def candidates(index, q: np.ndarray, n: int, deadline_ns: int | None = None, cost: SearchCost | None = None):
+def candidates(index, q: np.ndarray, n: int, deadline_ns: int | None = None, cost: SearchCost | None = None,
+               at_least: int = 0):
     """Up to ``n`` ids nearest to ``q`` by the index, as int64 (forgotten ones included). With
     a deadline and a ``cost`` model the search is as broad as fits SEARCH_SHARE of the time
-    left (never narrower than EXPANSION), else as broad as ``expansion`` says."""
+    left (never narrower than EXPANSION), else as broad as ``expansion`` says, or
+    ``at_least`` (the audit's breadth, engram/recall/audit.py) when that is broader."""
     want = min(n, len(index))
     if want <= 0:
         return np.zeros(0, np.int64)
-    breadth = cost.breadth(len(index), want, deadline_ns) if cost is not None else expansion(len(index), want)
+    breadth = cost.breadth(len(index), want, deadline_ns, at_least) if cost is not None else \
+        max(expansion(len(index), want), at_least)
     index.expansion_search = breadth
     t0 = time.perf_counter_ns()
     found = index.search(q, want, threads=1)

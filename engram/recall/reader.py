@@ -17,7 +17,6 @@ from engram.kernels.spreadrun import CsrGraph
 from engram.layout import NODE_HOT_DTYPE, schema
 from engram.recall import ann, ppr
 from engram.results import Memories
-from engram.store import rows as codec
 from engram.store.graph import Graph
 from engram.store.tables import FORGOTTEN, TIER_LABEL, TIER_TABLE, SpaceStore
 
@@ -133,24 +132,36 @@ class SpaceReader:
     def content(self, refs) -> list:
         return [self.store.content_at(int(r)) for r in refs]
 
-    def similar(self, q: np.ndarray, k: int, deadline_ns: int | None = None, hot_share: float = 0.5) -> Similar:
+    def similar(self, q: np.ndarray, k: int, deadline_ns: int | None = None, hot_share: float = 0.5,
+                breadth: int | None = None) -> Similar:
         """Exact top-k by cosine, hot tier (f32) first, then warm (f16), then cold (int8). With
         a deadline the hot tier may use ``hot_share`` of the time left and each other tier its
         TIER_SHARE of the time left when it starts; each is scanned in chunks
         (scan_chunk) so the deadline is checked between them, newest rows first (newest_first);
         a scan cut short is partial.
         When the space has an index (engram/recall/ann.py) only each tier's tail past it is
-        scanned, and the index's candidates, scored exactly, join the scan's."""
+        scanned, and the index's candidates, scored exactly, join the scan's. The index is
+        searched at least as broadly as the owner's audit says (engram/recall/audit.py), or
+        not used when it says EXACT; ``breadth`` overrides that (the audit's own trials)."""
         st = self.store
         state, index = self.ann.current(st.dir)
+        if breadth is None:          # a recall's own search (not an audit's trial): it may be audited
+            breadth = state.breadth
+            if index is not None and self.ann.audit is not None:
+                self.ann.audit.offer(q)
+        if breadth == ann.EXACT:
+            state, index = ann.NO_INDEX, None
         found_ids, found_scores, found_tier = [], [], []
         if index is not None:
-            ids, sc, tiers = self._candidates(index, q, max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES), deadline_ns)
+            ids, sc, tiers = self._candidates(index, q, max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES), deadline_ns,
+                                              breadth)
             found_ids.append(ids)
             found_scores.append(sc)
             found_tier.append(tiers)
         partial = False
-        for tier in TIER_TABLE:
+        for tier, table in TIER_TABLE.items():
+            if st.count(table) <= state.rows[tier]:     # nothing past what the index holds (or no rows)
+                continue
             rows, row_node, row_live, row_norm = st.tier_rows(tier)
             a = min(state.rows[tier], rows.shape[0])     # (a reader's snapshot may end before the index)
             if a:       # the tail: rows the index has not taken yet
@@ -176,8 +187,9 @@ class SpaceReader:
         if not found_ids:
             return Similar(np.zeros(0, np.int64), np.zeros(0, np.float32), 0.0, partial)
         if len(found_ids) == 1:      # one source: already best first, ties by row = by id
-            return Similar(found_ids[0][:k], found_scores[0][:k], float(np.mean(found_tier[0][:k] == TIER_WARM))
-                           if found_ids[0].shape[0] else 0.0, partial)
+            top = found_tier[0][:k]
+            return Similar(found_ids[0][:k], found_scores[0][:k],
+                           np.count_nonzero(top == TIER_WARM) / top.shape[0] if top.shape[0] else 0.0, partial)
         ids = np.concatenate(found_ids)
         scores = np.concatenate(found_scores)
         tiers = np.concatenate(found_tier)
@@ -189,12 +201,12 @@ class SpaceReader:
         warm = np.count_nonzero(tiers[order] == TIER_WARM) / max(order.size, 1)
         return Similar(ids[order], scores[order], warm, partial)
 
-    def _candidates(self, index, q: np.ndarray, n: int, deadline_ns: int | None = None):
+    def _candidates(self, index, q: np.ndarray, n: int, deadline_ns: int | None = None, breadth: int = 0):
         """(ids, exact cosine, tier) of the index's nearest live memories, best first: each
         scored from its stored row by the kernel the exact scan uses (one call: the kernel
         table's _rescore); a memory moving between tiers is in the tail instead."""
         st = self.store
-        ids = ann.candidates(index, q, n, deadline_ns, self.ann.cost)
+        ids = ann.candidates(index, q, n, deadline_ns, self.ann.cost, breadth)
         nodes = st.views["nodes"]
         tables = tuple((st.views[table]["rows"][:, :self.dim], st.views[table]["row_node"],
                         st.views[table]["row_norm"], st.count(table)) for table in TIER_TABLE.values())

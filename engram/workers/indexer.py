@@ -29,17 +29,19 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from engram.config import INDEX_MIN_ROWS as DEFAULT_MIN_ROWS
 from engram.recall.ann import AnnState, describe, index_path
+from engram.recall.audit import Audit
 from engram.store.shm.names import EngineName, fresh_salt
 from engram.store.tables import SpaceStore
 
 log = logging.getLogger("engram.index")
 
-DEFAULT_MIN_ROWS = 20_000     # below this an exact scan takes ~3 ms at 384-d: no index
+
 MIN_BATCH = 2048              # rows of tail worth a run
 GROWTH = 0.02                 # ... or this share of the index
 MAX_WAIT_S = 5.0              # a smaller tail waits at most this long (or 4x the last run)
@@ -63,7 +65,7 @@ class IndexKeeper:
 
     def __init__(self, engine: EngineName, spaces, min_rows: int = DEFAULT_MIN_ROWS, threads: int = 1):
         """spaces: a callable giving the owner's spaces now, {name: (SpaceStore, its metrics
-        recorder)}."""
+        recorder, its SpaceReader)}; the keeper also audits each index (engram/recall/audit.py)."""
         self.engine, self.spaces, self.min_rows, self.threads = engine, spaces, min_rows, threads
         self._kept: dict = {}
         self._stop = threading.Event()
@@ -79,6 +81,9 @@ class IndexKeeper:
         for name, k in self._kept.items():
             out[name] = {"insert_rate": k.built_rows / k.built_s if k.built_s else None,
                          "last_run_s": k.last_run_s}
+        for name, (_, _, reader) in self.spaces().items():
+            if reader.ann.audit is not None:
+                out.setdefault(name, {})["audit"] = reader.ann.audit.stats()
         return out
 
     def close(self) -> None:
@@ -95,7 +100,7 @@ class IndexKeeper:
         self._hurry += 1
         try:
             while time.monotonic() < end:
-                if self._proc is None and all(self.due(st) is None for st, _ in self.spaces().values()):
+                if self._proc is None and all(self.due(st) is None for st, _, _ in self.spaces().values()):
                     return True
                 time.sleep(POLL_S / 2)
             return False
@@ -129,19 +134,35 @@ class IndexKeeper:
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_S):
-            for store, rec in list(self.spaces().values()):
+            for store, rec, reader in list(self.spaces().values()):
                 if self._stop.is_set():
                     return
                 try:
                     need = self.due(store)
                     if need is not None:
                         self._extend(store, rec, *need)
+                    self._audit(store, reader)
                     _gauges(store, rec)
                 except Exception:      # a failed run leaves the last good index in place
                     self.failures += 1
                     log.exception("engram: indexing space %r failed; recall goes on with the last index "
                                   "and the exact tail", store.space)
                     self._stop.wait(MAX_WAIT_S)
+
+    @staticmethod
+    def _audit(store: SpaceStore, reader) -> None:
+        """One audit of the space's index when one is due; publish the breadth it chooses."""
+        audit = reader.ann.audit
+        if audit is None:
+            reader.ann.audit = Audit()       # recalls offer it queries from now on
+            return
+        now = time.monotonic()
+        if not audit.due(now):
+            return
+        choice = audit.run(reader.similar, now)
+        state = AnnState.read(store.dir)
+        if choice is not None and state.generation and choice != state.breadth:
+            replace(state, breadth=choice).publish(store.dir)
 
     def _extend(self, store: SpaceStore, rec, rows_from: tuple, rebuild: bool) -> None:
         counts = store.tier_counts()
@@ -177,7 +198,7 @@ class IndexKeeper:
             if not self._stop.is_set():
                 raise RuntimeError(f"the indexer exited with {rc}: {result.get('error', 'see its stderr')}")
             return
-        AnnState(gen, salt, counts, int(result["size"]), 0, 0).publish(store.dir)
+        AnnState(gen, salt, counts, int(result["size"]), 0, 0, old.breadth).publish(store.dir)
         if old.generation:
             _unlink(index_path(self.engine, store.space, old.generation, old.salt))
         k = self._kept.setdefault(store.space, _Kept())

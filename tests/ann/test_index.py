@@ -45,7 +45,7 @@ def indexed():
     with engram.Engine(dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
         sp = eng.space("indexed")
         sp.remember(x)
-        assert eng._life.indexer.wait_idle(120), "the index was not built within 2 minutes"
+        assert eng.wait_for_index(120), "the index was not built within 2 minutes"
         yield eng, sp, x, rng
 
 
@@ -113,7 +113,7 @@ def test_a_moved_vector_is_found_by_its_new_value(indexed):
     r = sp.recall(far, k=3, spread=False, budget_ms=None)
     assert int(r.ids[0]) == 3 and r.scores[0] == pytest.approx(1.0, abs=1e-4)
     assert 3 not in sp.recall(x[3], k=3, spread=False, budget_ms=None).ids.tolist()[:1]
-    assert eng._life.indexer.wait_idle(120)   # taken into the index: replaced, not a second entry
+    assert eng.wait_for_index(120)   # taken into the index: replaced, not a second entry
     st = state(sp)
     assert st.size == N and st.rows[0] == N + 1
     assert int(sp.recall(far, k=1, spread=False, budget_ms=None).ids[0]) == 3
@@ -126,7 +126,7 @@ def test_the_index_takes_the_tail_and_drops_its_old_file(indexed):
     assert os.path.exists(old)
     more = clustered(2500, rng)
     sp.remember(more)
-    assert eng._life.indexer.wait_idle(120)
+    assert eng.wait_for_index(120)
     after = state(sp)
     assert after.generation > before.generation and after.size == N + 2500 and after.rows == (N + 2500, 0, 0)
     assert not os.path.exists(old)
@@ -138,7 +138,7 @@ def test_the_index_takes_the_tail_and_drops_its_old_file(indexed):
 def test_an_index_mostly_forgotten_is_built_anew(indexed):
     eng, sp, x, rng = indexed
     sp.forget(np.arange(0, N, 2))             # half of what is indexed
-    assert eng._life.indexer.wait_idle(120)
+    assert eng.wait_for_index(120)
     st = state(sp)
     assert st.size == N // 2
     live = np.ones(N, bool)
@@ -154,10 +154,13 @@ def test_a_small_space_has_no_index_and_none_can_be_turned_off():
     with engram.Engine(dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
         sp = eng.space("small")
         sp.remember(clustered(MIN_ROWS - 1, rng))
-        assert eng._life.indexer.wait_idle(60)
+        assert eng.wait_for_index(60)
         assert state(sp).generation == 0 and sp.stats()["index"]["tail"] is None
     with engram.Engine(dim=DIM, workers=0, index_min_rows=None) as eng:
         assert eng._life.indexer is None
+        assert eng.wait_for_index(1)              # nothing to wait for
+        with pytest.raises(engram.errors.InvalidInputError, match="timeout"):
+            eng.wait_for_index(-1)
 
 
 def test_a_worker_reads_the_same_index_and_tail(indexed):
@@ -166,7 +169,7 @@ def test_a_worker_reads_the_same_index_and_tail(indexed):
         sp2 = eng2.space("indexed")
         sp2.remember(x)
         sp2.link(np.arange(0, 100), np.arange(100, 200), 0.9)
-        assert eng2._life.indexer.wait_idle(120) and state(sp2).size == N
+        assert eng2.wait_for_index(120) and state(sp2).size == N
         assert eng2.start_workers()
         q = rng.standard_normal(DIM).astype(np.float32)
         new = int(sp2.remember(q[None, :])[0])          # in the tail, not in the index
@@ -224,7 +227,7 @@ def test_closing_leaves_no_index_file():
     eng = engram.Engine(dim=DIM, workers=0, index_min_rows=MIN_ROWS)
     sp = eng.space("closing")
     sp.remember(clustered(N, rng))
-    assert eng._life.indexer.wait_idle(120)
+    assert eng.wait_for_index(120)
     sp.remember(clustered(3000, rng))        # a run may be under way as it closes
     name = eng.name
     eng.close()
@@ -238,7 +241,7 @@ def test_a_reopened_engine_reuses_its_saved_index(tmp_path):
     with engram.Engine(tmp_path, dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
         sp = eng.space("kept")
         sp.remember(x)
-        assert eng._life.indexer.wait_idle(120)
+        assert eng.wait_for_index(120)
     assert (tmp_path / "index" / "kept.usearch").exists()
     with engram.Engine(tmp_path, workers=0, index_min_rows=None) as eng:   # no indexer: only what was saved
         sp = eng.space("kept")
@@ -252,7 +255,7 @@ def test_a_damaged_saved_index_is_rebuilt_not_used(tmp_path, caplog):
     x = clustered(N, rng)
     with engram.Engine(tmp_path, dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
         eng.space("kept").remember(x)
-        assert eng._life.indexer.wait_idle(120)
+        assert eng.wait_for_index(120)
     f = tmp_path / "index" / "kept.usearch"
     with open(f, "r+b") as fh:            # one flipped bit in the middle
         fh.seek(f.stat().st_size // 2)
@@ -262,7 +265,7 @@ def test_a_damaged_saved_index_is_rebuilt_not_used(tmp_path, caplog):
     with engram.Engine(tmp_path, workers=0, index_min_rows=MIN_ROWS) as eng:
         sp = eng.space("kept")
         assert "damaged" in caplog.text and "rebuilt in the background" in caplog.text
-        assert eng._life.indexer.wait_idle(120)
+        assert eng.wait_for_index(120)
         st = state(sp)
         assert st.size == N and st.rows == (N, 0, 0)
         assert int(sp.recall(x[5], k=1, spread=False, budget_ms=None).ids[0]) == 5
@@ -273,7 +276,7 @@ def test_a_saved_index_covering_rows_the_tables_lack_is_refused(tmp_path, caplog
     rng = np.random.default_rng(10)
     with engram.Engine(tmp_path, dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
         eng.space("kept").remember(clustered(N, rng))
-        assert eng._life.indexer.wait_idle(120)
+        assert eng.wait_for_index(120)
     m = tmp_path / "index" / "kept.json"
     doc = json.loads(m.read_text())
     doc["rows"] = [N + 500, 0]
@@ -291,7 +294,7 @@ eng = engram.Engine(path, dim=dim, workers=0, index_min_rows=1000)
 sp = eng.space("killed")
 x = rng.standard_normal((n, dim)).astype(np.float32)
 sp.remember(x[: n // 2])
-assert eng._life.indexer.wait_idle(120)
+assert eng.wait_for_index(120)
 eng.checkpoint()                          # the index is saved with this snapshot
 sp.remember(x[n // 2:])                   # acknowledged, in the log only
 np.save(sys.argv[4], x)
@@ -349,7 +352,7 @@ print(asked, found, flush=True)
     with engram.Engine(dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
         sp = eng.space("moving")
         sp.remember(x[:N])
-        assert eng._life.indexer.wait_idle(120)
+        assert eng.wait_for_index(120)
         path = f"/tmp/engram-moving-{os.getpid()}.npy"
         np.save(path, x)
         try:
@@ -358,7 +361,7 @@ print(asked, found, flush=True)
             gens = {state(sp).generation}
             for a in range(N, x.shape[0], 1500):
                 sp.remember(x[a:a + 1500])
-                assert eng._life.indexer.wait_idle(120)
+                assert eng.wait_for_index(120)
                 gens.add(state(sp).generation)
             outs = [p.communicate(timeout=120) for p in procs]
         finally:

@@ -1,0 +1,103 @@
+"""How much of what an exact scan finds the approximate index finds, on the queries recall
+really gets, and the search breadth that follows from it.
+
+The index's recall depends on the data, not only on its size: on clustered dense vectors
+the default breadth (ef 64 up to 100K) finds 0.99 of the exact top 10, but on the quality
+suite's hashed word vectors (WordNet, 30K synsets, queries of a few words) it found 0.85,
+and reaching 0.98 took ef 512 (docs/scale.md, "The audit"). So the owner audits: every
+SAMPLE_EVERY-th recall that used the index leaves a copy of its query, and the index
+keeper's thread (engram/workers/indexer.py), at most once per ``max(MIN_GAP_S,
+COST_RATIO x the last audit's cost)``, answers one of them exactly and at each breadth of
+LADDER, and keeps a moving average of each breadth's recall@K and time. After MIN_AUDITS
+the space's search breadth is published in its directory (AnnState.breadth), where every
+process's recall reads it:
+
+- the narrowest breadth whose recall reaches TARGET, or the exact scan when that costs
+  less (a small space of hard data: its scan costs less than a broad search);
+- if none reaches TARGET: the exact scan when it costs at most EXACT_MAX_MS, else the
+  breadth with the best recall.
+
+An audit's exact answer is a full scan without a budget; COST_RATIO keeps the audits to
+about 1/COST_RATIO of one core (at 1M x 768 one scan takes ~100 ms: one audit every 5 s).
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+from engram.recall.ann import EXACT, MAX_EXPANSION
+
+LADDER = tuple(b for b in (64, 128, 256, 512, 1024) if b <= max(MAX_EXPANSION, 1024))
+K = 10                      # recall@K, the issue's measure
+TARGET = 0.98
+SAMPLE_EVERY = 8            # every 8th recall that used the index offers its query
+MIN_AUDITS = 8              # before the first choice
+ALPHA = 0.2                 # moving averages' weight of the newest audit
+MIN_GAP_S, COST_RATIO = 0.5, 50.0
+EXACT_MAX_MS = 3.0          # a scan this cheap replaces a search that misses the target
+
+
+class Audit:
+    """One space's audit (the owner's): the offered queries, and per breadth the moving
+    averages of recall@K and milliseconds; ``exact`` is the exact scan's."""
+
+    def __init__(self):
+        self.queue: deque = deque(maxlen=4)      # the newest offered queries
+        self.offered = 0
+        self.audits = 0
+        self.recall = dict.fromkeys(LADDER)      # breadth -> recall@K (moving average) or None
+        self.ms = dict.fromkeys((*LADDER, EXACT))
+        self.next_at = 0.0
+
+    def offer(self, q: np.ndarray) -> None:
+        """A recall's query (any thread); every SAMPLE_EVERY-th is kept for an audit."""
+        self.offered += 1
+        if self.offered % SAMPLE_EVERY == 0:
+            self.queue.append(np.array(q, np.float32))
+
+    def due(self, now: float) -> bool:
+        return bool(self.queue) and now >= self.next_at
+
+    def run(self, similar, now: float) -> int | None:
+        """Audit one offered query with ``similar(q, k, breadth=...)`` (SpaceReader.similar);
+        returns the breadth to publish (None: no choice yet)."""
+        try:
+            q = self.queue.pop()
+        except IndexError:
+            return None
+        t0 = time.perf_counter()
+        truth = set(similar(q, K, breadth=EXACT).ids.tolist())
+        self._mean(self.ms, EXACT, (time.perf_counter() - t0) * 1e3)
+        for b in LADDER:
+            t = time.perf_counter()
+            got = similar(q, K, breadth=b).ids.tolist()
+            self._mean(self.ms, b, (time.perf_counter() - t) * 1e3)
+            self._mean(self.recall, b, len(truth.intersection(got)) / max(len(truth), 1))
+        self.audits += 1
+        self.next_at = now + max(MIN_GAP_S, COST_RATIO * (time.perf_counter() - t0))
+        return self.choice()
+
+    def choice(self) -> int | None:
+        """The breadth to search at (EXACT: scan instead), by the rules above."""
+        if self.audits < MIN_AUDITS:
+            return None
+        exact_ms = self.ms[EXACT]
+        enough = [b for b in LADDER if self.recall[b] >= TARGET]
+        if enough:       # the narrowest: a broader search costs more (their measured times are noisy)
+            best = enough[0]
+            return EXACT if exact_ms < self.ms[best] else best
+        if exact_ms <= EXACT_MAX_MS:
+            return EXACT
+        return max(LADDER, key=lambda b: (self.recall[b], -b))
+
+    def stats(self) -> dict:
+        return {"audits": self.audits,
+                "recall_at_10": {b: None if r is None else round(r, 4) for b, r in self.recall.items()},
+                "ms": {("exact" if b == EXACT else b): None if m is None else round(m, 3) for b, m in self.ms.items()}}
+
+    @staticmethod
+    def _mean(table: dict, key, value: float) -> None:
+        old = table[key]
+        table[key] = value if old is None else (1 - ALPHA) * old + ALPHA * value

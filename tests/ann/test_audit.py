@@ -1,0 +1,107 @@
+"""The index audit (engram/recall/audit.py): the owner checks the index against an exact
+scan on the queries recall really gets and publishes the search breadth, or the exact
+scan, that reaches the target; every recall (the owner's and a worker's) then uses it."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import engram
+from engram.recall import audit as audit_mod
+from engram.recall.ann import EXACT, AnnState
+from engram.recall.audit import LADDER, MIN_AUDITS, TARGET, Audit
+
+DIM = 128
+
+
+def hashed_texts(n: int, rng, vocab: int = 20_000):
+    """(memories, queries): short texts of Zipf-distributed words embedded by the demo's
+    hashed TF-IDF, and queries of two of a memory's words: sparse vectors, as the quality
+    suite's are, on which an HNSW search at the default breadth misses a few in a hundred."""
+    from engram.demo.embed import HashingEmbedder
+    words = np.array([f"w{i}" for i in range(vocab)])
+    p = 1.0 / np.arange(1, vocab + 1)
+    texts = [" ".join(words[rng.choice(vocab, rng.integers(4, 12), p=p / p.sum())]) for _ in range(n)]
+    emb = HashingEmbedder(dim=DIM).fit(texts)
+    x = emb.embed(texts)
+    q = emb.embed([" ".join(texts[i].split()[:2]) for i in rng.permutation(n)[:300]])
+    return x[np.linalg.norm(x, axis=1) > 0], q[np.linalg.norm(q, axis=1) > 0][:200]
+
+
+def exact_top(x, q, k=10):
+    cos = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
+    return set(np.argsort(-cos, kind="stable")[:k].tolist())
+
+
+def recall_at_10(sp, x, qs) -> float:
+    return float(np.mean([len(exact_top(x, q) & set(sp.recall(q, k=10, spread=False).ids.tolist())) / 10
+                          for q in qs]))
+
+
+def audit_with(recall: dict, ms: dict, audits: int = MIN_AUDITS) -> Audit:
+    a = Audit()
+    a.recall.update(recall)
+    a.ms.update(ms)
+    a.audits = audits
+    return a
+
+
+def test_the_choice_follows_the_rules():
+    fast = {b: 0.1 * b / 64 for b in LADDER}
+    # no choice before MIN_AUDITS
+    assert audit_with(dict.fromkeys(LADDER, 1.0), {**fast, EXACT: 5.0}, MIN_AUDITS - 1).choice() is None
+    # the narrowest breadth that reaches the target, even if a broader one measured faster
+    rec = {64: 0.90, 128: TARGET, 256: 0.99, 512: 1.0, 1024: 1.0}
+    assert audit_with(rec, {**fast, 256: 0.01, EXACT: 5.0}).choice() == 128
+    # ... unless the exact scan is cheaper than it
+    assert audit_with(rec, {**fast, EXACT: 0.1}).choice() == EXACT
+    # nothing reaches the target: the scan if it is cheap enough, else the best breadth
+    low = {64: 0.5, 128: 0.7, 256: 0.9, 512: 0.9, 1024: 0.8}
+    assert audit_with(low, {**fast, EXACT: audit_mod.EXACT_MAX_MS}).choice() == EXACT
+    assert audit_with(low, {**fast, EXACT: 100.0}).choice() == 256
+
+
+def test_only_every_nth_query_is_kept_and_only_the_newest():
+    a = Audit()
+    for i in range(audit_mod.SAMPLE_EVERY * 10):
+        a.offer(np.full(4, i, np.float32))
+    assert len(a.queue) == a.queue.maxlen
+    assert a.queue[-1][0] == audit_mod.SAMPLE_EVERY * 10 - 1
+    assert a.due(time.monotonic()) and not Audit().due(time.monotonic())    # nothing offered: no audit
+
+
+@pytest.fixture
+def quick_audits(monkeypatch):
+    monkeypatch.setattr(audit_mod, "SAMPLE_EVERY", 1)
+    monkeypatch.setattr(audit_mod, "MIN_GAP_S", 0.0)
+    monkeypatch.setattr(audit_mod, "COST_RATIO", 1.0)
+
+
+def test_hard_data_gets_a_breadth_or_the_scan_that_reaches_the_target(quick_audits):
+    x, qs = hashed_texts(10_000, np.random.default_rng(3))
+    with engram.Engine(dim=DIM, workers=1, index_min_rows=2000) as eng:
+        sp = eng.space("hard")
+        sp.remember(x, tier="warm")
+        assert eng.wait_for_index(120)
+        assert AnnState.read(sp._store.dir).breadth == 0          # nothing chosen yet
+        before = recall_at_10(sp, x, qs)
+        assert before < TARGET - 0.01, f"the data is not hard for the default breadth ({before:.3f})"
+        deadline = time.monotonic() + 60
+        while AnnState.read(sp._store.dir).breadth == 0 and time.monotonic() < deadline:
+            for q in qs[:20]:
+                sp.recall(q, k=10, spread=False)
+            time.sleep(0.05)
+        chosen = AnnState.read(sp._store.dir).breadth
+        stats = eng._life.indexer.stats()["hard"]["audit"]
+        assert chosen != 0, f"no breadth chosen in 60 s: {stats}"
+        assert sp.stats()["index"]["breadth"] == ("exact" if chosen == EXACT else chosen)
+        after = recall_at_10(sp, x, qs)
+        assert after >= TARGET, (before, after, chosen, stats)
+        # a worker reads the same choice from the space's directory
+        assert eng.start_workers()
+        sp._routing = "workers"
+        by_worker = recall_at_10(sp, x, qs)
+        assert by_worker >= TARGET, (by_worker, chosen)
+    print(f"recall@10 {before:.3f} before the audit, {after:.3f} after; breadth {chosen}")
