@@ -188,3 +188,17 @@ def finish(bench: str, doc: dict, json_path, t0: float) -> list:
     outs = write_results(bench, doc, json_path)
     print(f"\nwall time {doc['wall_seconds']:.1f} s; JSON: {', '.join(map(str, outs))}")
     return outs
+
+
+def settle_index(space, queries, k: int = 10, timeout: float = 300.0) -> None:
+    """With an approximate index, recall ``queries`` until the owner's audit of the index
+    has chosen its search breadth (engram/recall/audit.py), as in a space that has served
+    for a while; call it after ``Engine.wait_for_index()``. Without an index: nothing."""
+    if space.stats()["index"]["generation"] == 0:
+        return
+    end = time.monotonic() + timeout
+    while space.stats()["index"]["breadth"] is None:
+        if time.monotonic() > end:
+            raise RuntimeError(f"the index audit chose no breadth within {timeout:.0f} s")
+        for q in queries[:64]:
+            space.recall(q, k=k)

@@ -18,7 +18,9 @@ the exact top 10 by cosine (numpy, float64 accumulation per block).
 engram: ``Engine(dim, workers=2, index_threads=cores)`` with the default index settings (usearch HNSW, int8,
 M 16, efConstruction 64, search ef 64 and 64 candidates re-scored exactly), memories in
 the ``--tier`` tier, links compacted; the index is built by the background indexer and
-timed until it covers every row. Rows:
+timed until it covers every row; then the queries are recalled until the owner's audit of
+the index has chosen its search breadth (engram/recall/audit.py; it picks that one number
+from the same queries the rows below measure), timed as ``audit_s``. Rows:
 * seeds: ``recall(q, k=10, spread=False, budget_ms=None)``: recall@10 against the truth;
 * recall: ``recall(q, k=10)``: the defaults, 4-hop spreading in a 10 ms budget: P50 / P95 /
   P99 and how many were cut (partial) or fell back to similarity alone; in the caller's
@@ -46,7 +48,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import finish, header_lines, human, machine_info, parse_count, percentiles
+from _common import finish, header_lines, human, machine_info, parse_count, percentiles, settle_index
 
 from engram.workers.indexer import DEFAULT_MIN_ROWS
 
@@ -167,7 +169,12 @@ def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0,
                 print(f"    building {ix['built']:,} / {ix['building']:,} rows", flush=True)
                 last = time.perf_counter()
         build_s = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        settle_index(sp, q, K)          # the audit chooses the search breadth on these queries
+        audit_s = time.perf_counter() - t2
         ix = sp.stats()["index"]
+        print(f"  engram: index built in {build_s:.1f} s; the audit chose breadth {ix['breadth']} in "
+              f"{audit_s:.1f} s", flush=True)
         seeds, seed_lat = timed(lambda v: sp.recall(v, k=K, spread=False, budget_ms=None).ids, q)
         results, lat = timed(lambda v: sp.recall(v, k=K), q)       # a lone caller: in its own thread
         in_budget, _ = timed(lambda v: sp.recall(v, k=K, spread=False).ids, q)   # the seeds in the default budget
@@ -192,6 +199,7 @@ def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0,
         t_close = time.perf_counter()
     closed_s = time.perf_counter() - t_close
     return {"ingest_s": round(ingest_s, 2), "index_build_s": round(build_s, 2), "close_s": round(closed_s, 2),
+            "audit_s": round(audit_s, 2), "breadth": ix["breadth"],
             "insert_rate": stats.get("insert_rate"), "index_size": ix["size"],
             "seeds_recall_at_10": round(recall_at(seeds, true), 4), "seeds_ms": ms(seed_lat),
             "seeds_in_budget_recall_at_10": round(recall_at(in_budget, true), 4),

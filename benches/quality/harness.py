@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benches._common import settle_index
 from benches.quality import tasks
 from engram import Engine
 from engram.config import RecallConfig
@@ -100,18 +101,6 @@ def fill(eng: Engine, name: str, p: Prepared):
     return space
 
 
-def settle(space, qvecs, timeout: float = 120.0) -> None:
-    """With an index, recall the queries until the owner's audit has chosen the search
-    breadth (engram/recall/audit.py), as in a space that has served for a while."""
-    if space.stats()["index"]["generation"] == 0:
-        return
-    end = time.monotonic() + timeout
-    while space.stats()["index"]["breadth"] is None:
-        if time.monotonic() > end:
-            raise RuntimeError(f"the index audit chose no breadth within {timeout:.0f} s")
-        for qv in qvecs[:64]:
-            space.recall(qv, k=tasks.K)
-
 
 def configure(space, m: Method) -> str | None:
     """Apply a method's settings over the defaults; the refusal text if engram does not know them."""
@@ -149,7 +138,7 @@ def run_method(p: Prepared, m: Method, budget_ms: float | None = 10.0) -> dict:
         space = fill(eng, p.graph.name, p)
         refused = configure(space, m)
         if not refused:
-            settle(space, p.qvecs)
+            settle_index(space, p.qvecs, k=tasks.K)
         return {"available": False, "reason": refused} if refused else _recall_all(space, p, m, budget_ms)
 
 

@@ -13,7 +13,8 @@ the space's search breadth is published in its directory (AnnState.breadth), whe
 process's recall reads it:
 
 - the narrowest breadth whose recall reaches TARGET, or the exact scan when that costs
-  less (a small space of hard data: its scan costs less than a broad search);
+  less (a small space of hard data: its scan costs less than a broad search); once one
+  of the two is chosen, the other must cost at most SWITCH of it to replace it;
 - if none reaches TARGET: the exact scan when it costs at most EXACT_MAX_MS, else the
   breadth with the best recall.
 
@@ -37,6 +38,8 @@ MIN_AUDITS = 8              # before the first choice
 ALPHA = 0.2                 # moving averages' weight of the newest audit
 MIN_GAP_S, COST_RATIO = 0.5, 50.0
 EXACT_MAX_MS = 3.0          # a scan this cheap replaces a search that misses the target
+SWITCH = 0.8                # between the scan and a breadth that both reach the target, the other
+                            # must cost at most this share of the current one (the times are noisy)
 
 
 class Audit:
@@ -50,6 +53,7 @@ class Audit:
         self.recall = dict.fromkeys(LADDER)      # breadth -> recall@K (moving average) or None
         self.ms = dict.fromkeys((*LADDER, EXACT))
         self.next_at = 0.0
+        self.chosen = None                       # the last choice
 
     def offer(self, q: np.ndarray) -> None:
         """A recall's query (any thread); every SAMPLE_EVERY-th is kept for an audit."""
@@ -77,7 +81,8 @@ class Audit:
             self._mean(self.recall, b, len(truth.intersection(got)) / max(len(truth), 1))
         self.audits += 1
         self.next_at = now + max(MIN_GAP_S, COST_RATIO * (time.perf_counter() - t0))
-        return self.choice()
+        self.chosen = self.choice()
+        return self.chosen
 
     def choice(self) -> int | None:
         """The breadth to search at (EXACT: scan instead), by the rules above."""
@@ -87,7 +92,9 @@ class Audit:
         enough = [b for b in LADDER if self.recall[b] >= TARGET]
         if enough:       # the narrowest: a broader search costs more (their measured times are noisy)
             best = enough[0]
-            return EXACT if exact_ms < self.ms[best] else best
+            if self.chosen == EXACT:
+                return best if self.ms[best] < SWITCH * exact_ms else EXACT
+            return EXACT if exact_ms < (SWITCH if self.chosen is not None else 1.0) * self.ms[best] else best
         if exact_ms <= EXACT_MAX_MS:
             return EXACT
         return max(LADDER, key=lambda b: (self.recall[b], -b))

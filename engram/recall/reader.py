@@ -26,6 +26,8 @@ SCAN_CHUNK_BYTES = 2 << 20
 NEWEST_BLOCK_CHUNKS = 16    # a budgeted scan goes back from the newest rows this many chunks at a time
 FLAGS_AT = NODE_HOT_DTYPE.fields["flags"][1]      # where spreading's driver reads a memory's flags
 TIER_AT = NODE_HOT_DTYPE.fields["tier"][1]
+# the re-scoring kernel finds a tier's table at the tier's code: codes 0, 1, 2 in order
+assert list(TIER_TABLE) == list(range(len(TIER_TABLE))), TIER_TABLE
 TIER_WARM = schema.CONSTANTS["TIER_WARM"]
 TIER_HOT = schema.CONSTANTS["TIER_HOT"]
 #: a budgeted scan's time per tier after the hot one: each may use this share of the time

@@ -141,7 +141,7 @@ class IndexKeeper:
                     need = self.due(store)
                     if need is not None:
                         self._extend(store, rec, *need)
-                    self._audit(store, reader)
+                    self._audit(store, rec, reader)
                     _gauges(store, rec)
                 except Exception:      # a failed run leaves the last good index in place
                     self.failures += 1
@@ -150,7 +150,7 @@ class IndexKeeper:
                     self._stop.wait(MAX_WAIT_S)
 
     @staticmethod
-    def _audit(store: SpaceStore, reader) -> None:
+    def _audit(store: SpaceStore, rec, reader) -> None:
         """One audit of the space's index when one is due; publish the breadth it chooses."""
         audit = reader.ann.audit
         if audit is None:
@@ -160,6 +160,7 @@ class IndexKeeper:
         if not audit.due(now):
             return
         choice = audit.run(reader.similar, now)
+        rec.index_audits_total.inc()
         state = AnnState.read(store.dir)
         if choice is not None and state.generation and choice != state.breadth:
             replace(state, breadth=choice).publish(store.dir)
@@ -215,6 +216,7 @@ def _gauges(store: SpaceStore, rec) -> None:
     ix = describe(store.dir, store.tier_counts())
     rec.index_vectors.set(ix["size"])
     rec.index_tail_rows.set(ix["tail"] or 0)
+    rec.index_breadth.set(-1 if ix["breadth"] == "exact" else ix["breadth"] or 0)
 
 
 def _unlink(path: str) -> None:

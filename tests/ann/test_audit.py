@@ -4,9 +4,11 @@ scan, that reaches the target; every recall (the owner's and a worker's) then us
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import engram
 from engram.recall import audit as audit_mod
@@ -61,6 +63,17 @@ def test_the_choice_follows_the_rules():
     low = {64: 0.5, 128: 0.7, 256: 0.9, 512: 0.9, 1024: 0.8}
     assert audit_with(low, {**fast, EXACT: audit_mod.EXACT_MAX_MS}).choice() == EXACT
     assert audit_with(low, {**fast, EXACT: 100.0}).choice() == 256
+    # once chosen, the scan and a breadth that both reach the target swap only for a clear gain
+    near = {**fast, 128: 1.0, EXACT: 0.9}
+    a = audit_with(rec, near)
+    assert a.choice() == EXACT
+    a.chosen = EXACT
+    a.ms[128] = 0.85                       # a little cheaper now: not enough to switch back
+    assert a.choice() == EXACT
+    a.ms[128] = 0.5
+    assert a.choice() == 128
+    a.chosen, a.ms[EXACT] = 128, 0.45      # the scan a little cheaper than the breadth: stays
+    assert a.choice() == 128
 
 
 def test_only_every_nth_query_is_kept_and_only_the_newest():
@@ -99,6 +112,23 @@ def test_hard_data_gets_a_breadth_or_the_scan_that_reaches_the_target(quick_audi
         assert sp.stats()["index"]["breadth"] == ("exact" if chosen == EXACT else chosen)
         after = recall_at_10(sp, x, qs)
         assert after >= TARGET, (before, after, chosen, stats)
+        # Prometheus sees the choice and the audits (the gauges follow within the keeper's poll)
+        srv = engram.serve_metrics(eng)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                text = urllib.request.urlopen(srv.url, timeout=10).read().decode()
+                fams = {f.name: f for f in text_string_to_metric_families(text)}
+                got = {s.name: s.value for f in ("engram_index_breadth", "engram_index_audits")
+                       for s in fams[f].samples if s.labels.get("space") == "hard"}
+                now = AnnState.read(sp._store.dir).breadth       # (the audit goes on)
+                if got.get("engram_index_breadth") == (-1 if now == EXACT else now) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        finally:
+            srv.close()
+        assert got["engram_index_breadth"] == (-1 if now == EXACT else now), got
+        assert got["engram_index_audits_total"] >= MIN_AUDITS, got
         # a worker reads the same choice from the space's directory
         assert eng.start_workers()
         sp._routing = "workers"
