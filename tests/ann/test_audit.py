@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import engram
+from engram.observe.attach import tools
 from engram.recall import audit as audit_mod
 from engram.recall.ann import EXACT, AnnState
 from engram.recall.audit import LADDER, MIN_AUDITS, TARGET, Audit
@@ -110,6 +111,8 @@ def test_hard_data_gets_a_breadth_or_the_scan_that_reaches_the_target(quick_audi
         stats = eng._life.indexer.stats()["hard"]["audit"]
         assert chosen != 0, f"no breadth chosen in 60 s: {stats}"
         assert sp.stats()["index"]["breadth"] == ("exact" if chosen == EXACT else chosen)
+        shown = tools.format_index(sp.stats()["index"])           # what engram list / top print
+        assert ("exact scan" in shown) if chosen == EXACT else (f"breadth {chosen}" in shown), shown
         after = recall_at_10(sp, x, qs)
         assert after >= TARGET, (before, after, chosen, stats)
         # Prometheus sees the choice and the audits (the gauges follow within the keeper's poll)

@@ -66,6 +66,8 @@ def format_index(ix: dict) -> str:
     if not ix["generation"] and not ix["building"]:
         return "no index (exact scan)"
     out = f"index {ix['size']:,} vectors, tail {ix['tail'] or 0:,} rows" if ix["generation"] else "no index yet"
+    if ix["generation"] and ix.get("breadth"):       # the owner's audit chose how to search it
+        out += ", exact scan (the audit's choice)" if ix["breadth"] == "exact" else f", breadth {ix['breadth']}"
     if ix["building"]:
         out += f", building {ix['built']:,} / {ix['building']:,} rows"
     return out
