@@ -133,7 +133,7 @@ def cmd_trace(args) -> int:
         formats = ("jsonl", "perfetto") if args.perfetto else ("jsonl",)
         c = Collector(str(eng), args.out, formats, loki_url=args.loki, otlp_url=args.otlp)
         for sig in (signal.SIGTERM, signal.SIGINT):     # stop after a last drain; the exporters finish sending
-            signal.signal(sig, lambda *_: c.stop.set())
+            signal.signal(sig, c.stop_on_signal)
         print(f"collecting the events of {eng} into {args.out}; stop with Ctrl-C or SIGTERM", flush=True)
         c.run()
         print(f"{c.summary_line()} (into {args.out})")

@@ -80,6 +80,13 @@ class Collector:
         if loki_url:
             self.sinks["loki"] = LokiSink(loki_url, str(self.engine), policy, self._dropped["loki"].inc)
         self.stop = threading.Event()
+        self._signalled = False
+
+    def stop_on_signal(self, *_) -> None:
+        """A signal handler's stop: a plain flag the run loop reads within POLL_S. Setting
+        the Event here could deadlock: the handler runs in the main thread, which may hold
+        the Event's lock inside its own wait() at that moment (a collector hung on SIGTERM)."""
+        self._signalled = True
 
     def _base_ns(self) -> int:
         """Where the Perfetto clock starts (CLOCK_MONOTONIC ns): when the owner's ring was
@@ -158,7 +165,7 @@ class Collector:
         are closed (the Perfetto JSON completed) even if a drain fails, so what was written
         stays readable."""
         try:
-            while not self.stop.is_set():
+            while not (self.stop.is_set() or self._signalled):
                 self.discover()
                 self.drain()
                 if not pid_alive(self.engine.pid):
@@ -214,7 +221,7 @@ def main(argv=None) -> int:
         policy = dataclasses.replace(policy, loki_push_bytes=a.loki_push_bytes)
     c = Collector(a.engine, a.out, formats, loki_url=a.loki, otlp_url=a.otlp, policy=policy)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: c.stop.set())
+        signal.signal(sig, c.stop_on_signal)
     print("ready", flush=True)
     c.run()
     print(c.summary_line(), flush=True)
