@@ -50,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import finish, header_lines, human, machine_info, parse_count, percentiles, settle_index
 
-from engram.workers.indexer import DEFAULT_MIN_ROWS
+from engram.config import INDEX_MIN_ROWS
 
 QUERIES = 500
 K = 10
@@ -142,7 +142,7 @@ def private_bytes() -> int:
 
 # ----------------------------------------------------------------- engram
 def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0,
-               index_min_rows: int = DEFAULT_MIN_ROWS) -> dict:
+               index_min_rows: int = INDEX_MIN_ROWS) -> dict:
     import engram
     from engram.store.shm.names import SHM_DIR, EngineName, segments_of
 
@@ -352,8 +352,8 @@ def main() -> int:
                     "it after a clean stop and after kill -9")
     ap.add_argument("--cold-share", type=float, default=0.0,
                     help="share of the memories stored in the cold tier (int8; a file in DIR/cold with --reopen)")
-    ap.add_argument("--index-min-rows", type=parse_count, default=DEFAULT_MIN_ROWS,
-                    help=f"rows from which a space gets its index (the engine's default {DEFAULT_MIN_ROWS:,}); "
+    ap.add_argument("--index-min-rows", type=parse_count, default=INDEX_MIN_ROWS,
+                    help=f"rows from which a space gets its index (the engine's default {INDEX_MIN_ROWS:,}); "
                     "below it every recall scans exactly")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")

@@ -21,7 +21,7 @@ from engram import kernels, validate
 from engram.attached import SpaceNames
 from engram.cognition.fan import fan_weights
 from engram.cognition.reconsolidation import Reconsolidation
-from engram.config import DEFAULT_DIM, MAX_DIM, TieringConfig
+from engram.config import DEFAULT_DIM, INDEX_MIN_ROWS, MAX_DIM, TieringConfig
 from engram.errors import DimensionError, InvalidInputError, shown
 from engram.ingest import LANES
 from engram.ingest.listener import DEFAULT_MAX_CHANNELS, Listener
@@ -43,7 +43,7 @@ from engram.store.shm import EngineName, cleanup_stale
 from engram.store.tables import MAX_COLD_DIR, SpaceStore
 from engram.store.wal import POLICIES
 from engram.text import resolve as resolve_embedder
-from engram.workers.indexer import DEFAULT_MIN_ROWS, IndexKeeper
+from engram.workers.indexer import IndexKeeper
 from engram.workers.supervisor import WorkerError, WorkerPool
 from engram.workers.tiering import TierKeeper
 
@@ -88,7 +88,7 @@ class Engine:
                  durability: str | None = None, checkpoint_mb: float = 256.0, checkpoint_s: float = 300.0,
                  ingest_workers: int = 1, lanes: dict | None = None, ingest_batch: int = DEFAULT_BATCH_MAX,
                  channels: int = DEFAULT_MAX_CHANNELS, log_segment_mb: float | None = None,
-                 index_min_rows: int | None = DEFAULT_MIN_ROWS, index_threads: int | None = None,
+                 index_min_rows: int | None = INDEX_MIN_ROWS, index_threads: int | None = None,
                  tiering=None, files: Files | None = None, embedder=None):
         path = None if path is None else Path(path)
         if dim is not None:

@@ -48,10 +48,11 @@ CELLS = 1 + 2 + TIERS + 4          # of the directory's ann cells in use: seq, g
 EXACT = (1 << 64) - 1
 
 
-def expansion(size: int, want: int) -> int:
-    """The search breadth for an index of ``size`` vectors asked for ``want`` candidates."""
+def expansion(size: int, want: int, at_least: int = 0) -> int:
+    """The search breadth for an index of ``size`` vectors asked for ``want`` candidates, or
+    ``at_least`` (the owner's audit's breadth, engram/recall/audit.py) when that is broader."""
     grown = EXPANSION * max(size / EXPANSION_AT, 1.0) ** EXPANSION_GROWTH
-    return int(min(max(grown, want), max(MAX_EXPANSION, want)))
+    return max(int(min(max(grown, want), max(MAX_EXPANSION, want))), at_least)
 
 
 def index_path(engine: EngineName, space: str, generation: int, salt: int) -> str:
@@ -178,7 +179,7 @@ class SearchCost:
         self.ns_per_unit = 0.0        # 0: not measured yet
 
     def breadth(self, size: int, want: int, deadline_ns: int | None, at_least: int = 0) -> int:
-        full = max(expansion(size, want), at_least)
+        full = expansion(size, want, at_least)
         if deadline_ns is None or not self.ns_per_unit:
             return full
         fits = SEARCH_SHARE * (deadline_ns - time.perf_counter_ns()) / self.ns_per_unit
@@ -199,7 +200,7 @@ def candidates(index, q: np.ndarray, n: int, deadline_ns: int | None = None, cos
     if want <= 0:
         return np.zeros(0, np.int64)
     breadth = cost.breadth(len(index), want, deadline_ns, at_least) if cost is not None else \
-        max(expansion(len(index), want), at_least)
+        expansion(len(index), want, at_least)
     index.expansion_search = breadth
     t0 = time.perf_counter_ns()
     found = index.search(q, want, threads=1)

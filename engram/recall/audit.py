@@ -28,9 +28,9 @@ from collections import deque
 
 import numpy as np
 
-from engram.recall.ann import EXACT, MAX_EXPANSION
+from engram.recall.ann import EXACT
 
-LADDER = tuple(b for b in (64, 128, 256, 512, 1024) if b <= max(MAX_EXPANSION, 1024))
+LADDER = (64, 128, 256, 512, 1024)
 K = 10                      # recall@K, the measure
 TARGET = 0.98
 SAMPLE_EVERY = 8            # every 8th recall that used the index offers its query

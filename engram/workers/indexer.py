@@ -33,14 +33,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engram.config import INDEX_MIN_ROWS as DEFAULT_MIN_ROWS
+from engram.config import INDEX_MIN_ROWS
 from engram.recall.ann import AnnState, describe, index_path
 from engram.recall.audit import Audit
 from engram.store.shm.names import EngineName, fresh_salt
 from engram.store.tables import SpaceStore
 
 log = logging.getLogger("engram.index")
-
 
 MIN_BATCH = 2048              # rows of tail worth a run
 GROWTH = 0.02                 # ... or this share of the index
@@ -63,7 +62,7 @@ class _Kept:
 class IndexKeeper:
     """The owner's thread that keeps every space's index current (one run at a time)."""
 
-    def __init__(self, engine: EngineName, spaces, min_rows: int = DEFAULT_MIN_ROWS, threads: int = 1):
+    def __init__(self, engine: EngineName, spaces, min_rows: int = INDEX_MIN_ROWS, threads: int = 1):
         """spaces: a callable giving the owner's spaces now, {name: (SpaceStore, its metrics
         recorder, its SpaceReader)}; the keeper also audits each index (engram/recall/audit.py)."""
         self.engine, self.spaces, self.min_rows, self.threads = engine, spaces, min_rows, threads
