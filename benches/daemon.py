@@ -6,7 +6,8 @@
 Setup: ``engram serve --workers 0 --threads 8`` on loopback (durability group, its own
 directory) and, in this process, ``engram.Engine(path=..., workers=0)``; both get the same
 N random 384-d memories (hot tier) and 5 random links each (weights 0.1..1). Queries are
-stored vectors plus noise.
+stored vectors plus noise. Before the first row both sides' approximate index is built
+(from 10,000 memories) and its audit has chosen how to search it (``settle``).
 
 **recall rows**: open-loop load at a fixed rate (requests are sent on schedule whatever
 the earlier ones are doing, so a slow server cannot slow the generator: latency counts
@@ -107,6 +108,29 @@ def load(n: int, url: str, mem, rng) -> np.ndarray:
                                                        "strength": w[sl].tolist()}).raise_for_status()
             mem.link(src[sl], dst[sl], w[sl])
     return vecs
+
+
+def settle(url: str, eng, mem, qs, timeout: float = 300.0) -> None:
+    """Both sides' approximate index built and its audit's choice made (engram/recall/audit.py),
+    as in a server that has served for a while: otherwise a row's first seconds measure the
+    index before its audit. The daemon's choice is read from its Prometheus gauge."""
+    if not eng.wait_for_index(timeout):
+        raise RuntimeError(f"the in-process index was not built within {timeout:.0f} s")
+    _common.settle_index(mem, qs, k=10, timeout=timeout)
+    if mem.stats()["index"]["generation"] == 0:        # below the index's size: nothing to settle
+        return
+    end = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=60) as h:
+        while True:
+            text = h.get("/metrics/prometheus").text
+            if any(line.startswith('engram_index_breadth{') and 'space="default"' in line
+                   and float(line.rsplit(" ", 1)[1]) != 0 for line in text.splitlines()):
+                return
+            if time.monotonic() > end:
+                raise RuntimeError(f"the daemon's index audit chose nothing within {timeout:.0f} s")
+            for q in qs[:64]:
+                h.post("/api/v1/memories/recall", json={"embedding": q.tolist(), "max_results": 10,
+                                                        "include_metadata": False}).raise_for_status()
 
 
 def queries(vecs, rng, count=512) -> np.ndarray:
@@ -250,6 +274,7 @@ def main(argv=None) -> int:
             mem = eng.space("default")
             vecs = load(n, url, mem, rng)
             qs = queries(vecs, rng)
+            settle(url, eng, mem, qs)
             for q in qs[:50]:           # warm both
                 mem.recall(q, k=10)
             run_loop(http_rate(url, qs[:50], 50, 1))

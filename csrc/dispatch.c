@@ -32,11 +32,12 @@ typedef struct {
     eg_topk_fn dot_f32, dot_f16, cos_f32, cos_f16, dot_i8, cos_i8;
     int64_t (*decay)(EG_DECAY_ARGS);
     uint32_t (*crc)(EG_CRC_ARGS);
+    int64_t (*sketch)(EG_SKETCH_ARGS);
 } eg_table_t;
 
 #define EG_TABLE(s) {#s, eg_dot_topk_f32_##s, eg_dot_topk_f16_##s, eg_cosine_topk_f32_##s, \
                      eg_cosine_topk_f16_##s, eg_dot_topk_i8_##s, eg_cosine_topk_i8_##s, \
-                     eg_decay_f32_##s, eg_crc32c_##s}
+                     eg_decay_f32_##s, eg_crc32c_##s, eg_sketch_topk_##s}
 #ifndef EG_NO_X86_VARIANTS
 static const eg_table_t eg_tables[] = {EG_TABLE(avx512), EG_TABLE(avx2), EG_TABLE(scalar)};
 #else
@@ -63,6 +64,7 @@ EG_API int64_t eg_dot_topk_i8(EG_TOPK_ARGS) { return eg_table()->dot_i8(q, rows,
 EG_API int64_t eg_cosine_topk_i8(EG_TOPK_ARGS) { return eg_table()->cos_i8(q, rows, n, dim, row_stride, mask, row_norms, k, out_idx, out_score); }
 EG_API int64_t eg_decay_f32(EG_DECAY_ARGS) { return eg_table()->decay(strength, age, n, kind, p0, p1, p2, out); }
 EG_API uint32_t eg_crc32c(EG_CRC_ARGS) { return eg_table()->crc(crc, data, n); }
+EG_API int64_t eg_sketch_topk(EG_SKETCH_ARGS) { return eg_table()->sketch(q, rows, n, dim, row_stride, row_scale, k, out_idx, out_score); }
 
 static const eg_layout_entry_t eg_layout_entries[] = EG_LAYOUT_ENTRIES;
 

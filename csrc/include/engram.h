@@ -68,6 +68,14 @@
 /* CRC32C (Castagnoli) of n bytes, continuing from crc (0 to start). */
 #define EG_CRC_ARGS uint32_t crc, const void *data, uint64_t n
 
+/* Top-k of a quantised sketch (engram/recall/sketch.py): q and the rows are int8 in
+ * [-127, 127] (the kernels may saturate on -128), and a row's score is its exact integer
+ * dot product with q times row_scale[i] (the sketch stores 1 / the row's int8 norm, so the
+ * score ranks as cosine does; 0 hides a row). Results as EG_TOPK_ARGS's: best first,
+ * equal scores by lower index; returns their number (min(k, n)) or EG_EINVAL. */
+#define EG_SKETCH_ARGS const int8_t *q, const int8_t *rows, uint64_t n, uint64_t dim, uint64_t row_stride, \
+    const float *row_scale, uint64_t k, int64_t *out_idx, float *out_score
+
 /* M:N top-k: m queries, query j at qs + j*q_stride (q_stride >= dim floats);
  * query j's results at out_idx/out_score + j*k, its count in out_count[j].
  * Returns out_count[0] (every query has the same count) or EG_E*. */
@@ -88,6 +96,7 @@
     EG_API int64_t eg_cosine_topk_mn_f32##isa_suffix(EG_TOPK_MN_ARGS); \
     EG_API int64_t eg_cosine_topk_mn_f16##isa_suffix(EG_TOPK_MN_ARGS); \
     EG_API int64_t eg_cosine_topk_mn_i8##isa_suffix(EG_TOPK_MN_ARGS); \
+    EG_API int64_t eg_sketch_topk##isa_suffix(EG_SKETCH_ARGS); \
     EG_API int64_t eg_decay_f32##isa_suffix(EG_DECAY_ARGS); \
     EG_API uint32_t eg_crc32c##isa_suffix(EG_CRC_ARGS);
 

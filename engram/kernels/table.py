@@ -269,6 +269,37 @@ class KernelTable:
             idx, score, a = idx[order], score[order], b
         return idx, score, a
 
+    def sketch_topk(self, query, rows, row_scale, k: int = 10):
+        """Top-k rows of an int8 sketch (engram/recall/sketch.py) by the exact integer dot
+        product of the int8 ``query`` with each int8 row times the row's ``row_scale`` (f32):
+        (indices int64, scores f32), best first, equal scores by lower row. Values must lie in
+        [-127, 127] (the SIMD kernels may saturate on -128)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise InvalidInputError(f"k must be a non-negative integer, got {shown(k)}")
+        rows, q, scale = np.asarray(rows), np.asarray(query), np.asarray(row_scale)
+        if rows.ndim != 2 or rows.dtype != np.int8:
+            raise InvalidInputError(f"sketch rows must be a 2-D int8 array, got {rows.dtype} with shape {rows.shape}")
+        if q.dtype != np.int8 or q.shape != (rows.shape[1],):
+            raise InvalidInputError(f"the sketch's query must be int8 of length {rows.shape[1]}, got {q.dtype} "
+                                    f"with shape {q.shape}")
+        if scale.dtype != np.float32 or scale.shape != (rows.shape[0],):
+            raise InvalidInputError(f"row_scale must be float32 with one value per row ({rows.shape[0]}), got "
+                                    f"{scale.dtype} with shape {scale.shape}")
+        if rows.shape[0] == 0 or k == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if rows.shape[1] > 1 and rows.strides[1] != 1:
+            rows = np.ascontiguousarray(rows)
+        return self._sketch_topk(np.ascontiguousarray(q), rows, np.ascontiguousarray(scale), int(k))
+
+    def _sketch_topk(self, q, rows, scale, k):
+        """numpy: the oracle of the native kernels (int32 dot products are exact; the f32
+        product with the scale rounds as theirs), in blocks so memory stays bounded."""
+        qi = q.astype(np.int32)
+        score = np.concatenate([(rows[a:a + 4096].astype(np.int32) @ qi).astype(np.float32) * scale[a:a + 4096]
+                                for a in range(0, rows.shape[0], 4096)])
+        order = np.lexsort((np.arange(score.shape[0]), -score))[:k]
+        return order.astype(np.int64), score[order]
+
     def _rescore(self, metric, q, ids, hot, tier_at: int, flags_at: int, forgotten: int, node_row, tables):
         """(ids, scores, tiers) of candidate memories ``ids`` (int64) scored exactly from their
         stored rows, in the order of ``ids``, by the kernel the scan uses. Skipped: ids past
@@ -305,7 +336,7 @@ class NativeTable(KernelTable):
     """C or Zig kernels of one ISA variant, called through the Cython driver."""
 
     def __init__(self, name: str, lib, isa: str):
-        from engram.kernels._cy.scan import TopKKernel, TopKManyKernel
+        from engram.kernels._cy.scan import SketchKernel, TopKKernel, TopKManyKernel
         from engram.kernels._cy.spread import SpreadGatherKernel, SpreadHopKernel, SpreadKernel, SpreadMergeKernel
         from engram.kernels._cy.stream import CrcKernel, DecayKernel
         from engram.kernels.native import Arena
@@ -319,6 +350,7 @@ class NativeTable(KernelTable):
         self._merge_fn = SpreadMergeKernel(lib.address_of("eg_spread_merge"))
         self._decay_fn = DecayKernel(lib.address("decay_f32", isa))
         self._crc_fn = CrcKernel(lib.address("crc32c", isa))
+        self._sketch_fn = SketchKernel(lib.address("sketch_topk", isa))
         self._fns = {}
         self._many = {}
         for metric in METRICS:
@@ -332,6 +364,13 @@ class NativeTable(KernelTable):
         score = np.empty(k, np.float32)
         got = checked(self._fns[metric, rows.dtype](q, rows, mask, idx, score, norms),
                       f"{self.name}/{self.isa} {metric}_topk")
+        return idx[:got], score[:got]
+
+    def _sketch_topk(self, q, rows, scale, k):
+        k = min(k, rows.shape[0])
+        idx = np.empty(k, np.int64)
+        score = np.empty(k, np.float32)
+        got = checked(self._sketch_fn(q, rows, scale, idx, score), f"{self.name}/{self.isa} sketch_topk")
         return idx[:got], score[:got]
 
     def _rescore(self, metric, q, ids, hot, tier_at: int, flags_at: int, forgotten: int, node_row, tables):

@@ -42,10 +42,14 @@ EXPANSION, EXPANSION_AT, EXPANSION_GROWTH, MAX_EXPANSION = 64, 100_000, 0.6, 512
 #: with a budget, the index search may take this share of the time left (SearchCost)
 SEARCH_SHARE = 0.25
 TIERS = len(TIER_TABLE)
-CELLS = 1 + 2 + TIERS + 4          # of the directory's ann cells in use: seq, generation, salt, rows, the rest
+CELLS = 1 + 2 + TIERS + 5          # of the directory's ann cells in use: seq, generation, salt, rows, the rest
 #: AnnState.breadth meaning "do not use the index: scan every row exactly" (the audit found
 #: no search breadth that reaches its target, and a scan that is cheap enough)
 EXACT = (1 << 64) - 1
+#: ... meaning "scan the index's quantised sketch, then score its candidates exactly"
+#: (engram/recall/sketch.py; where the space has none, the exact scan)
+SKETCH = (1 << 64) - 2
+BREADTH_NAMES = {EXACT: "exact", SKETCH: "sketch"}
 
 
 def expansion(size: int, want: int, at_least: int = 0) -> int:
@@ -60,6 +64,11 @@ def index_path(engine: EngineName, space: str, generation: int, salt: int) -> st
     return SHM_DIR + engine.table(space, "ann", generation, salt)
 
 
+def sketch_path(engine: EngineName, space: str, generation: int, salt: int) -> str:
+    """Where the quantised sketch of generation ``generation``'s rows lives (engram/recall/sketch.py)."""
+    return SHM_DIR + engine.table(space, "sketch", generation, salt)
+
+
 @dataclass(frozen=True)
 class AnnState:
     """What the directory says of a space's index, read consistently."""
@@ -69,11 +78,13 @@ class AnnState:
     size: int                # vectors in the index
     building: int            # rows the running build adds (0: none running)
     built: int               # ... of which it has added
-    breadth: int = 0         # the audit's search breadth, at least (0: not chosen yet; EXACT: scan instead)
+    breadth: int = 0         # the audit's search breadth, at least (0: not chosen yet; EXACT, SKETCH: scan instead)
+    sketch: int = 0          # rows in the generation's sketch file (0: it has none)
 
     @classmethod
     def read(cls, directory: np.ndarray) -> "AnnState":
-        cell = directory[0]["ann"]     # u64: seq, generation, salt, rows of each tier, size, building, built, breadth
+        cell = directory[0]["ann"]     # u64: seq, generation, salt, rows of each tier, size, building, built, breadth,
+                                       # sketch
         for _ in range(1000):
             seq = int(cell[0])
             if seq & 1:
@@ -87,7 +98,8 @@ class AnnState:
         """The owner: write these fields under the sequence lock."""
         cell = directory[0]["ann"]
         cell[0] += 1
-        cell[1:CELLS] = (self.generation, self.salt, *self.rows, self.size, self.building, self.built, self.breadth)
+        cell[1:CELLS] = (self.generation, self.salt, *self.rows, self.size, self.building, self.built, self.breadth,
+                         self.sketch)
         cell[0] += 1
 
     def progress(self, directory: np.ndarray, building: int, built: int) -> None:
@@ -105,25 +117,27 @@ def describe(directory: np.ndarray, counts: tuple) -> dict:
     return {"generation": state.generation, "size": state.size,
             "tail": sum(counts) - sum(state.rows) if state.generation else None,
             "building": state.building, "built": state.built,
-            "breadth": "exact" if state.breadth == EXACT else (state.breadth or None)}
+            "breadth": BREADTH_NAMES.get(state.breadth, state.breadth or None), "sketch": state.sketch}
 
 
 class AnnView:
-    """One process's read-only view of a space's current index file, re-opened when the
-    owner publishes a new generation."""
+    """One process's read-only view of a space's current index file (and its sketch, when
+    the generation has one), re-opened when the owner publishes a new generation."""
 
-    def __init__(self, engine: EngineName, space: str):
-        self.engine, self.space = engine, space
+    def __init__(self, engine: EngineName, space: str, dim: int):
+        self.engine, self.space, self.dim = engine, space, dim
         self.state = NO_INDEX
         self.index = None
+        self.sketch = None           # the generation's Sketch (engram/recall/sketch.py), or None
         self.cost = SearchCost()
         self.audit = None            # the owner's Audit of this space (engram/recall/audit.py)
-        self._warned = False
+        self._warned = set()
 
     def current(self, directory: np.ndarray):
-        """(state, index) to search now, or (NO_INDEX, None) when the space has none. The
-        index may cover rows past what a reader's snapshot sees: its candidates past the
-        snapshot's nodes are dropped, and such a reader's tail is empty."""
+        """(state, index) to search now, or (NO_INDEX, None) when the space has none; ``sketch``
+        is then the generation's sketch or None. The index may cover rows past what a
+        reader's snapshot sees: its candidates past the snapshot's nodes are dropped, and
+        such a reader's tail is empty."""
         for _ in range(3):     # the owner replaces the file as the index grows: a file gone meanwhile
             state = AnnState.read(directory)     # means a newer generation is published
             if state.generation == 0:
@@ -136,18 +150,36 @@ class AnnView:
             except AttachError as e:
                 failed = e
                 continue
+            self.sketch = self._sketch(state)
             self.state = state
             return state, self.index
         else:      # an exact scan of everything is always right, only slower
-            if not self._warned:
-                log.warning("engram: space %r: its index could not be opened (%s); scanning exactly", self.space,
-                            failed)
-                self._warned = True
-        self.state, self.index = NO_INDEX, None
+            self._warn("index", f"engram: space {self.space!r}: its index could not be opened ({failed}); "
+                                "scanning exactly")
+        self.state, self.index, self.sketch = NO_INDEX, None, None
         return NO_INDEX, None
 
+    def _sketch(self, state: AnnState):
+        from engram.recall.sketch import Sketch
+
+        if not state.sketch:
+            return None
+        path = sketch_path(self.engine, self.space, state.generation, state.salt)
+        try:
+            return Sketch(path, self.dim, state.sketch)
+        except AttachError as e:    # its recalls scan exactly instead: right, only slower
+            if os.path.exists(path):      # (a file gone was replaced: the next call opens the newer one)
+                self._warn("sketch", f"engram: space {self.space!r}: its sketch could not be used ({e}); "
+                                     "scanning exactly instead")
+            return None
+
+    def _warn(self, what: str, msg: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(msg)
+
     def close(self) -> None:
-        self.index = None
+        self.index = self.sketch = None
         self.state = NO_INDEX
 
 

@@ -8,15 +8,17 @@ and reaching 0.98 took ef 512 (docs/scale.md, "The audit"). So the owner audits:
 SAMPLE_EVERY-th recall that used the index leaves a copy of its query, and the index
 keeper's thread (engram/workers/indexer.py), at most once per ``max(MIN_GAP_S,
 COST_RATIO x the last audit's cost)``, answers one of them exactly and at each breadth of
-LADDER, and keeps a moving average of each breadth's recall@K and time. After MIN_AUDITS
-the space's search breadth is published in its directory (AnnState.breadth), where every
+LADDER (and with the index's sketch, engram/recall/sketch.py, when its generation has
+one), and keeps a moving average of each one's recall@K and time. After MIN_AUDITS the
+space's search breadth is published in its directory (AnnState.breadth), where every
 process's recall reads it:
 
-- the narrowest breadth whose recall reaches TARGET, or the exact scan when that costs
-  less (a small space of hard data: its scan costs less than a broad search); once one
-  of the two is chosen, the other must cost at most SWITCH of it to replace it;
-- if none reaches TARGET: the exact scan when it costs at most EXACT_MAX_MS, else the
-  breadth with the best recall.
+- the cheapest of: the narrowest breadth whose recall reaches TARGET, the sketch if its
+  recall reaches TARGET, and the exact scan (a small space of hard data: its scan costs
+  less than a broad search); once one is chosen, another must cost at most SWITCH of it
+  to replace it;
+- if neither a breadth nor the sketch reaches TARGET: the exact scan when it costs at
+  most EXACT_MAX_MS, else the breadth with the best recall.
 
 An audit's exact answer is a full scan without a budget; COST_RATIO keeps the audits to
 about 1/COST_RATIO of one core (at 1M x 768 one scan takes ~100 ms: one audit every 5 s).
@@ -28,7 +30,7 @@ from collections import deque
 
 import numpy as np
 
-from engram.recall.ann import EXACT
+from engram.recall.ann import BREADTH_NAMES, EXACT, SKETCH
 
 LADDER = (64, 128, 256, 512, 1024)
 K = 10                      # recall@K, the issue's measure
@@ -50,8 +52,8 @@ class Audit:
         self.queue: deque = deque(maxlen=4)      # the newest offered queries
         self.offered = 0
         self.audits = 0
-        self.recall = dict.fromkeys(LADDER)      # breadth -> recall@K (moving average) or None
-        self.ms = dict.fromkeys((*LADDER, EXACT))
+        self.recall = dict.fromkeys((*LADDER, SKETCH))     # breadth -> recall@K (moving average) or None
+        self.ms = dict.fromkeys((*LADDER, SKETCH, EXACT))
         self.next_at = 0.0
         self.chosen = None                       # the last choice
 
@@ -64,9 +66,10 @@ class Audit:
     def due(self, now: float) -> bool:
         return bool(self.queue) and now >= self.next_at
 
-    def run(self, similar, now: float) -> int | None:
-        """Audit one offered query with ``similar(q, k, breadth=...)`` (SpaceReader.similar);
-        returns the breadth to publish (None: no choice yet)."""
+    def run(self, similar, now: float, sketch: bool = False) -> int | None:
+        """Audit one offered query with ``similar(q, k, breadth=...)`` (SpaceReader.similar),
+        the sketch's scan too when the space has one; returns the breadth to publish (None:
+        no choice yet)."""
         try:
             q = self.queue.pop()
         except IndexError:
@@ -74,7 +77,7 @@ class Audit:
         t0 = time.perf_counter()
         truth = set(similar(q, K, breadth=EXACT).ids.tolist())
         self._mean(self.ms, EXACT, (time.perf_counter() - t0) * 1e3)
-        for b in LADDER:
+        for b in (*LADDER, SKETCH) if sketch else LADDER:
             t = time.perf_counter()
             got = similar(q, K, breadth=b).ids.tolist()
             self._mean(self.ms, b, (time.perf_counter() - t) * 1e3)
@@ -85,24 +88,26 @@ class Audit:
         return self.chosen
 
     def choice(self) -> int | None:
-        """The breadth to search at (EXACT: scan instead), by the rules above."""
+        """The breadth to search at (EXACT, SKETCH: scan instead), by the rules above."""
         if self.audits < MIN_AUDITS:
             return None
-        exact_ms = self.ms[EXACT]
-        enough = [b for b in LADDER if self.recall[b] >= TARGET]
-        if enough:       # the narrowest: a broader search costs more (their measured times are noisy)
-            best = enough[0]
-            if self.chosen == EXACT:
-                return best if self.ms[best] < SWITCH * exact_ms else EXACT
-            return EXACT if exact_ms < (SWITCH if self.chosen is not None else 1.0) * self.ms[best] else best
-        if exact_ms <= EXACT_MAX_MS:
-            return EXACT
-        return max(LADDER, key=lambda b: (self.recall[b], -b))
+        ms = self.ms
+        fits = [b for b in LADDER if self.recall[b] >= TARGET][:1]     # the narrowest: broader costs more
+        if self.recall[SKETCH] is not None and self.recall[SKETCH] >= TARGET:
+            fits.append(SKETCH)
+        if not fits and ms[EXACT] > EXACT_MAX_MS:
+            return max(LADDER, key=lambda b: (self.recall[b], -b))
+        fits.append(EXACT)
+        best = min(fits, key=ms.get)
+        if self.chosen in fits and ms[best] >= SWITCH * ms[self.chosen]:     # (their measured times are noisy)
+            return self.chosen
+        return best
 
     def stats(self) -> dict:
         return {"audits": self.audits,
-                "recall_at_10": {b: None if r is None else round(r, 4) for b, r in self.recall.items()},
-                "ms": {("exact" if b == EXACT else b): None if m is None else round(m, 3) for b, m in self.ms.items()}}
+                "recall_at_10": {BREADTH_NAMES.get(b, b): None if r is None else round(r, 4)
+                                 for b, r in self.recall.items()},
+                "ms": {BREADTH_NAMES.get(b, b): None if m is None else round(m, 3) for b, m in self.ms.items()}}
 
     @staticmethod
     def _mean(table: dict, key, value: float) -> None:

@@ -92,7 +92,7 @@ class SpaceReader:
         self.store, self.kern = store, kern
         self.name, self.dim = store.space, store.dim
         self.graph = Graph(store, derive)
-        self.ann = ann.AnnView(store.engine, store.space)
+        self.ann = ann.AnnView(store.engine, store.space, store.dim)
         self._graphs = (None, {})       # (CSR generation, {(fan, walk): Links or (version, ...)})
 
     def refresh(self) -> None:
@@ -144,19 +144,22 @@ class SpaceReader:
         When the space has an index (engram/recall/ann.py) only each tier's tail past it is
         scanned, and the index's candidates, scored exactly, join the scan's. The index is
         searched at least as broadly as the owner's audit says (engram/recall/audit.py), or
-        not used when it says EXACT; ``breadth`` overrides that (the audit's own trials)."""
+        not used when it says EXACT; when it says SKETCH, the candidates come from a scan of
+        the index's quantised sketch instead (engram/recall/sketch.py). ``breadth`` overrides
+        that (the audit's own trials)."""
         st = self.store
         state, index = self.ann.current(st.dir)
         if breadth is None:          # a recall's own search (not an audit's trial): it may be audited
             breadth = state.breadth
             if index is not None and self.ann.audit is not None:
                 self.ann.audit.offer(q)
-        if breadth == ann.EXACT:
+        sketch = self.ann.sketch        # (another thread's current() may replace the attribute)
+        if breadth == ann.EXACT or (breadth == ann.SKETCH and sketch is None):
             state, index = ann.NO_INDEX, None
         found_ids, found_scores, found_tier = [], [], []
         if index is not None:
-            ids, sc, tiers = self._candidates(index, q, max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES), deadline_ns,
-                                              breadth)
+            ids, sc, tiers = self._candidates(sketch if breadth == ann.SKETCH else index, q,
+                                              max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES), deadline_ns, breadth)
             found_ids.append(ids)
             found_scores.append(sc)
             found_tier.append(tiers)
@@ -204,11 +207,14 @@ class SpaceReader:
         return Similar(ids[order], scores[order], warm, partial)
 
     def _candidates(self, index, q: np.ndarray, n: int, deadline_ns: int | None = None, breadth: int = 0):
-        """(ids, exact cosine, tier) of the index's nearest live memories, best first: each
+        """(ids, exact cosine, tier) of the index's (or its sketch's) nearest live memories, best first: each
         scored from its stored row by the kernel the exact scan uses (one call: the kernel
         table's _rescore); a memory moving between tiers is in the tail instead."""
         st = self.store
-        ids = ann.candidates(index, q, n, deadline_ns, self.ann.cost, breadth)
+        if breadth == ann.SKETCH:       # ``index`` is the sketch
+            ids = index.candidates(self.kern, q, n)
+        else:
+            ids = ann.candidates(index, q, n, deadline_ns, self.ann.cost, breadth)
         nodes = st.views["nodes"]
         tables = tuple((st.views[table]["rows"][:, :self.dim], st.views[table]["row_node"],
                         st.views[table]["row_norm"], st.count(table)) for table in TIER_TABLE.values())

@@ -18,7 +18,8 @@ When it runs (IndexKeeper.due): a space with at least ``min_rows`` rows and no i
 one; afterwards a tail of ``max(MIN_BATCH, GROWTH x index size)`` rows, or any tail
 older than ``max(MAX_WAIT_S, 4 x the last run)``, is added; when more than STALE_SHARE of
 the indexed rows were forgotten (or moved by reconsolidation) the index is built anew
-without them.
+without them; an index without its sketch (engram/recall/sketch.py; one loaded from a
+snapshot) is rewritten with one when the sketch would be small enough.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from engram.config import INDEX_MIN_ROWS
-from engram.recall.ann import AnnState, describe, index_path
+from engram.recall import sketch
+from engram.recall.ann import AnnState, describe, index_path, sketch_path
 from engram.recall.audit import Audit
 from engram.store.shm.names import EngineName, fresh_salt
 from engram.store.tables import SpaceStore
@@ -120,6 +122,8 @@ class IndexKeeper:
         moved = sum(int(np.count_nonzero(rl[r:])) for rl, r in zip(live, state.rows))
         if state.size and (state.size - indexed_live - moved) > STALE_SHARE * state.size:
             return (0,) * len(counts), True
+        if not state.sketch and 0 < indexed_live * store.dim <= sketch.MAX_BYTES:
+            return state.rows, False      # an index without its sketch (one loaded at a restart)
         if tail <= 0:
             return None
         k = self._kept.setdefault(store.space, _Kept())
@@ -158,7 +162,7 @@ class IndexKeeper:
         now = time.monotonic()
         if not audit.due(now):
             return
-        choice = audit.run(reader.similar, now)
+        choice = audit.run(reader.similar, now, sketch=bool(AnnState.read(store.dir).sketch))
         rec.index_audits_total.inc()
         state = AnnState.read(store.dir)
         if choice is not None and state.generation and choice != state.breadth:
@@ -169,8 +173,9 @@ class IndexKeeper:
         old = AnnState.read(store.dir)
         gen, salt = old.generation + 1, fresh_salt()
         out = index_path(self.engine, store.space, gen, salt)
+        out_sketch = sketch_path(self.engine, store.space, gen, salt)
         cmd = [*PROGRAM, str(self.engine), store.space, "--out", out, "--to", *map(str, counts),
-               "--threads", str(self.threads)]
+               "--threads", str(self.threads), "--sketch", out_sketch]
         if not rebuild:
             cmd += ["--from", *map(str, rows_from), "--prev",
                     index_path(self.engine, store.space, old.generation, old.salt)]
@@ -195,12 +200,15 @@ class IndexKeeper:
         if rc != 0 or "size" not in result:
             old.progress(store.dir, 0, 0)
             _unlink(out)
+            _unlink(out_sketch)
             if not self._stop.is_set():
                 raise RuntimeError(f"the indexer exited with {rc}: {result.get('error', 'see its stderr')}")
             return
-        AnnState(gen, salt, counts, int(result["size"]), 0, 0, old.breadth).publish(store.dir)
+        AnnState(gen, salt, counts, int(result["size"]), 0, 0, old.breadth, int(result.get("sketch", 0))
+                 ).publish(store.dir)
         if old.generation:
             _unlink(index_path(self.engine, store.space, old.generation, old.salt))
+            _unlink(sketch_path(self.engine, store.space, old.generation, old.salt))
         k = self._kept.setdefault(store.space, _Kept())
         k.last_run_s = time.monotonic() - t0
         rec.index_runs_total.inc()
@@ -215,7 +223,7 @@ def _gauges(store: SpaceStore, rec) -> None:
     ix = describe(store.dir, store.tier_counts())
     rec.index_vectors.set(ix["size"])
     rec.index_tail_rows.set(ix["tail"] or 0)
-    rec.index_breadth.set(-1 if ix["breadth"] == "exact" else ix["breadth"] or 0)
+    rec.index_breadth.set({"exact": -1, "sketch": -2}.get(ix["breadth"], ix["breadth"] or 0))
 
 
 def _unlink(path: str) -> None:

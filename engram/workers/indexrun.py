@@ -2,12 +2,15 @@
 starts it): add a space's rows to its usearch index and save it under a new name.
 
     python -m engram.workers.indexrun ENGINE SPACE --out PATH --to HOT WARM
-                                      [--prev PATH --from HOT WARM] [--threads N]
+                                      [--prev PATH --from HOT WARM] [--threads N] [--sketch PATH]
 
 It attaches the space read-only, loads the previous generation's file (a copy: a viewed
 index is immutable) or starts an empty index, adds the live rows of each tier between
-``--from`` and ``--to``, saves the result at ``--out`` and exits; stdout carries progress
-and the result as JSON lines ({"done", "total"}, then {"size", "seconds"} or {"error"}).
+``--from`` and ``--to``, saves the result at ``--out``, writes the quantised sketch of
+every live row it covers at ``--sketch`` when that is at most sketch.MAX_BYTES
+(engram/recall/sketch.py), and exits; stdout carries progress and the result as JSON
+lines ({"done", "total"}, then {"size", "sketch", "seconds"} or {"error"}; "sketch" is
+the sketch's rows, 0 when none was written).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import time
 
 import numpy as np
 
+from engram.recall import sketch
 from engram.store.shm.names import EngineName
 from engram.store.tables import TIER_TABLE, SpaceStore
 
@@ -55,6 +59,23 @@ def build(store: SpaceStore, out: str, rows_from: tuple, rows_to: tuple, prev: s
     return len(index)
 
 
+def write_sketch(store: SpaceStore, path: str, rows_to: tuple) -> int:
+    """The sketch of the live rows below ``rows_to`` in each tier, at ``path``: its rows, or 0
+    (nothing written) when it would be larger than sketch.MAX_BYTES."""
+    tiers = []
+    for tier in TIER_TABLE:
+        rows, row_node, row_live, _ = store.tier_rows(tier)
+        live = row_live[:rows_to[tier]].astype(bool)       # a copy: the owner may forget meanwhile
+        tiers.append((rows, row_node, live))
+    count = sum(int(np.count_nonzero(live)) for _, _, live in tiers)
+    if not count or count * store.dim > sketch.MAX_BYTES:
+        return 0
+    step = sketch.CHUNK
+    sketch.write(path, store.dim, ((row_node[a:a + step][live[a:a + step]], rows[a:a + step][live[a:a + step]])
+                                   for rows, row_node, live in tiers for a in range(0, live.shape[0], step)), count)
+    return count
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engram.workers.indexer",
                                  description="build or extend one space's approximate index (run by the owner)")
@@ -65,6 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--from", dest="rows_from", type=int, nargs=len(TIER_TABLE), default=[0] * len(TIER_TABLE))
     ap.add_argument("--prev")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sketch")
     args = ap.parse_args(argv)
     os.nice(10)        # background work: recall and ingest come first
 
@@ -79,7 +101,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     size = build(store, args.out, tuple(args.rows_from), tuple(args.to), args.prev, args.threads,
                  lambda done, total: say(done=done, total=total))
-    say(size=size, seconds=time.perf_counter() - t0)
+    sketched = write_sketch(store, args.sketch, tuple(args.to)) if args.sketch else 0
+    say(size=size, sketch=sketched, seconds=time.perf_counter() - t0)
     return 0
 
 

@@ -13,10 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 import engram
 from engram.observe.attach import tools
 from engram.recall import audit as audit_mod
-from engram.recall.ann import EXACT, AnnState
+from engram.recall.ann import BREADTH_NAMES, EXACT, SKETCH, AnnState
 from engram.recall.audit import LADDER, MIN_AUDITS, TARGET, Audit
 
 DIM = 128
+GAUGE = {EXACT: -1, SKETCH: -2}       # engram_index_breadth's values for the scans
 
 
 def hashed_texts(n: int, rng, vocab: int = 20_000):
@@ -110,9 +111,10 @@ def test_hard_data_gets_a_breadth_or_the_scan_that_reaches_the_target(quick_audi
         chosen = AnnState.read(sp._store.dir).breadth
         stats = eng._life.indexer.stats()["hard"]["audit"]
         assert chosen != 0, f"no breadth chosen in 60 s: {stats}"
-        assert sp.stats()["index"]["breadth"] == ("exact" if chosen == EXACT else chosen)
+        assert sp.stats()["index"]["breadth"] == BREADTH_NAMES.get(chosen, chosen)
         shown = tools.format_index(sp.stats()["index"])           # what engram list / top print
-        assert ("exact scan" in shown) if chosen == EXACT else (f"breadth {chosen}" in shown), shown
+        assert f"{BREADTH_NAMES[chosen]} scan" in shown if chosen in BREADTH_NAMES else f"breadth {chosen}" in shown, \
+            shown
         after = recall_at_10(sp, x, qs)
         assert after >= TARGET, (before, after, chosen, stats)
         # Prometheus sees the choice and the audits (the gauges follow within the keeper's poll)
@@ -125,12 +127,12 @@ def test_hard_data_gets_a_breadth_or_the_scan_that_reaches_the_target(quick_audi
                 got = {s.name: s.value for f in ("engram_index_breadth", "engram_index_audits")
                        for s in fams[f].samples if s.labels.get("space") == "hard"}
                 now = AnnState.read(sp._store.dir).breadth       # (the audit goes on)
-                if got.get("engram_index_breadth") == (-1 if now == EXACT else now) or time.monotonic() > deadline:
+                if got.get("engram_index_breadth") == GAUGE.get(now, now) or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
         finally:
             srv.close()
-        assert got["engram_index_breadth"] == (-1 if now == EXACT else now), got
+        assert got["engram_index_breadth"] == GAUGE.get(now, now), got
         assert got["engram_index_audits_total"] >= MIN_AUDITS, got
         # a worker reads the same choice from the space's directory
         assert eng.start_workers()

@@ -4,7 +4,7 @@
 //! with the same constness (single, many, sentinel, optional: the C ABI passes one address).
 const layout = @import("layout.zig");
 
-pub const abi_hash: u64 = 0x53b7ba1154e02f53;
+pub const abi_hash: u64 = 0xcec9c7fc0b8b9318;
 
 pub const EG_OK = 0;
 pub const EG_EINVAL = -1;
@@ -183,6 +183,17 @@ pub const variants = struct {
         out_idx: ?*i64,
         out_score: ?*f32,
         out_count: ?*i64,
+    ) callconv(.c) i64;
+    pub const sketch_topk = fn (
+        q: ?*const i8,
+        rows: ?*const i8,
+        n: u64,
+        dim: u64,
+        row_stride: u64,
+        row_scale: ?*const f32,
+        k: u64,
+        out_idx: ?*i64,
+        out_score: ?*f32,
     ) callconv(.c) i64;
     pub const decay_f32 = fn (
         strength: ?*const f32,

@@ -85,6 +85,7 @@ const variants = .{
     .cosine_topk_mn_i8 = &topk.TopK(i8, true).many,
     .decay_f32 = &decay_mod.decay,
     .crc32c = &decay_mod.crc32c,
+    .sketch_topk = &topk.sketchTopk,
 };
 
 comptime {

@@ -248,3 +248,32 @@ pub fn TopK(comptime T: type, comptime cosine: bool) type {
         }
     };
 }
+
+/// The sketch's scan (engram.h's EG_SKETCH_ARGS): the exact integer dot product of the
+/// int8 query with each int8 row, times the row's scale; best first, equal scores by
+/// lower index, as csrc/kernels/topk_impl.h's eg_sketch_topk.
+pub fn sketchTopk(q_: ?[*]const i8, rows_: ?[*]const i8, n: u64, dim: u64, row_stride: u64, row_scale_: ?[*]const f32, k: u64, out_idx_: ?[*]i64, out_score_: ?[*]f32) callconv(.c) i64 {
+    const q = q_ orelse return EINVAL;
+    const out_idx = out_idx_ orelse return EINVAL;
+    const out_score = out_score_ orelse return EINVAL;
+    if ((n != 0 and (rows_ == null or row_scale_ == null)) or dim == 0 or row_stride < dim) return EINVAL;
+    if (k == 0 or n == 0) return 0;
+    const rows = rows_.?;
+    const row_scale = row_scale_.?;
+    var h = Heap{ .idx = out_idx, .score = out_score, .k = k };
+    const L = 32;
+    for (0..n) |i| {
+        const r = rows + i * row_stride;
+        var acc: @Vector(L, i32) = @splat(0);
+        var j: u64 = 0;
+        while (j + L <= dim) : (j += L) {
+            const a: @Vector(L, i16) = @as(@Vector(L, i8), q[j..][0..L].*);
+            const b: @Vector(L, i16) = @as(@Vector(L, i8), r[j..][0..L].*);
+            acc += @as(@Vector(L, i32), a * b);
+        }
+        var dot: i32 = @reduce(.Add, acc);
+        while (j < dim) : (j += 1) dot += @as(i32, q[j]) * @as(i32, r[j]);
+        h.push(@as(f32, @floatFromInt(dot)) * row_scale[i], @intCast(i));
+    }
+    return h.finish();
+}

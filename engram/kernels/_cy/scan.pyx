@@ -12,12 +12,12 @@ without taking the GIL back each time (under contention every retake can cost
 a switch interval, 5 ms).
 """
 cimport numpy as cnp
-from libc.stdint cimport int64_t, uint32_t, uint64_t, uint8_t, uintptr_t
+from libc.stdint cimport int8_t, int64_t, uint32_t, uint64_t, uint8_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from engram.kernels._cy.abi cimport eg_topk_fn as topk_fn, eg_topk_mn_fn as topk_mn_fn
+from engram.kernels._cy.abi cimport eg_sketch_fn as sketch_fn, eg_topk_fn as topk_fn, eg_topk_mn_fn as topk_mn_fn
 
 cnp.import_array()
 
@@ -96,6 +96,43 @@ cdef uint64_t _merge(int64_t *idx, float *score, uint64_t got, const int64_t *c_
     memcpy(idx, m_idx, t * sizeof(int64_t))
     memcpy(score, m_score, t * sizeof(float))
     return t
+
+
+cdef class SketchKernel:
+    """The sketch's top-k kernel (engram.h's EG_SKETCH_ARGS) bound by address.
+
+    SketchKernel(address)(q, rows, row_scale, out_idx, out_score) -> results written
+    q: int8[dim] contiguous; rows: 2-D int8 with contiguous rows; row_scale: f32[n]
+    contiguous; out_idx: int64[k]; out_score: f32[k].
+    """
+    cdef sketch_fn fn
+
+    def __cinit__(self, uintptr_t address):
+        _check_binding(address, 1)
+        self.fn = <sketch_fn>address
+
+    def __call__(self, cnp.ndarray q not None, cnp.ndarray rows not None, cnp.ndarray row_scale not None,
+                 cnp.ndarray out_idx not None, cnp.ndarray out_score not None):
+        cdef uint64_t n, dim, stride, k
+        cdef int64_t got
+        cdef const float *scale
+        _check_rows(rows, 1, &n, &dim, &stride)
+        if not (cnp.PyArray_ISCARRAY_RO(q) and cnp.PyArray_TYPE(q) == cnp.NPY_INT8
+                and <uint64_t>cnp.PyArray_SIZE(q) == dim):
+            raise ValueError("q must be a contiguous int8 vector of length dim")
+        scale = _norms_ptr(row_scale, n)
+        k = <uint64_t>cnp.PyArray_SIZE(out_idx)
+        if not (cnp.PyArray_ISCARRAY(out_idx) and cnp.PyArray_ISCARRAY(out_score)
+                and cnp.PyArray_TYPE(out_idx) == cnp.NPY_INT64 and cnp.PyArray_TYPE(out_score) == cnp.NPY_FLOAT32
+                and <uint64_t>cnp.PyArray_SIZE(out_score) == k):
+            raise ValueError("out_idx (int64) and out_score (f32) must be writable, contiguous, same length")
+        if k == 0 or n == 0:
+            return 0
+        with nogil:
+            got = self.fn(<const int8_t *>cnp.PyArray_DATA(q), <const int8_t *>cnp.PyArray_DATA(rows), n, dim,
+                          stride, scale, k, <int64_t *>cnp.PyArray_DATA(out_idx),
+                          <float *>cnp.PyArray_DATA(out_score))
+        return got
 
 
 cdef class TopKKernel:

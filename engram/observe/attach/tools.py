@@ -67,7 +67,8 @@ def format_index(ix: dict) -> str:
         return "no index (exact scan)"
     out = f"index {ix['size']:,} vectors, tail {ix['tail'] or 0:,} rows" if ix["generation"] else "no index yet"
     if ix["generation"] and ix.get("breadth"):       # the owner's audit chose how to search it
-        out += ", exact scan (the audit's choice)" if ix["breadth"] == "exact" else f", breadth {ix['breadth']}"
+        out += {"exact": ", exact scan (the audit's choice)",
+                "sketch": ", sketch scan (the audit's choice)"}.get(ix["breadth"], f", breadth {ix['breadth']}")
     if ix["building"]:
         out += f", building {ix['built']:,} / {ix['building']:,} rows"
     return out
@@ -181,15 +182,19 @@ def _space_dims(engine: EngineName, cold: list | None = None) -> dict:
     return dims
 
 
+#: the approximate index's files beside the segments (engram/recall/ann.py, sketch.py)
+INDEX_FILES = {"ann": "ann index (usearch)", "sketch": "ann sketch (int8)"}
+
+
 def segment_headers(engine: EngineName) -> list:
     """Every segment's header, read-only; a segment that fails its checks says why."""
     rows, cold = [], []
     dims = _space_dims(engine, cold)
     for name in segments_of(engine) + cold:
         said = parse_name(engine, "/" + os.path.basename(name))
-        if said.get("table") == "ann":      # a usearch file, not a segment: its size and generation
-            rows.append({"name": name, "ok": True, "kind": "ann index (usearch)", "generation": said["generation"],
-                         "bytes": _size(name)})
+        if said.get("table") in INDEX_FILES:      # not a segment: its size and generation
+            rows.append({"name": name, "ok": True, "kind": INDEX_FILES[said["table"]],
+                         "generation": said["generation"], "bytes": _size(name)})
             continue
         try:
             seg = _checked(engine, name, dims)

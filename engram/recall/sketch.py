@@ -1,0 +1,146 @@
+"""A quantised sketch of a space's indexed rows: int8, one per memory, scanned whole.
+
+The HNSW index (engram/recall/ann.py) finds a memory's neighbours in a few hundred
+vector reads, but on data without clusters (hashed word vectors, noise) its recall falls
+below what recall promises, and the audit (engram/recall/audit.py) then scans every row
+exactly: 1 ms at 10K x 384 f32 and 3 ms at 30K, bound by memory bandwidth. The sketch is
+the same rows at a quarter of the bytes, scanned with an exact integer dot product
+(engram.h's eg_sketch_topk: 0.1-0.2 ms at 10K x 384); its nearest candidates are then
+scored exactly from the stored rows like the index's, so a quantisation error can only
+reorder what lies near the cut, which the oversampled candidates absorb. The audit
+measures its recall like a search breadth's and chooses it only when it reaches the
+target.
+
+The index's builder (engram/workers/indexrun.py) writes it beside each index file for
+spaces up to MAX_BYTES of sketch (past that a scan costs more than the index's search),
+from the live rows the index covers. A row is quantised by its own largest magnitude to
+[-127, 127]; its scale is 1 / the quantised row's norm, so the kernel's score ranks as
+cosine does. The query is quantised the same way (its own norm does not change the order).
+
+File (little-endian; every size checked against the file before anything is mapped):
+
+    0   8   magic b"EGSKTCH1"
+    8   4   dim (u32)
+    12  4   zero
+    16  8   count (u64)
+    24  40  zero
+    64      ids: int64[count]        the memory ids
+            scale: f32[count]        1 / norm of the int8 row (0: a zero row)
+    R       rows: int8[count x dim], R = the first multiple of 64 after the scales
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import struct
+
+import numpy as np
+
+from engram.errors import AttachError
+
+MAGIC = b"EGSKTCH1"
+HEAD = struct.Struct("<8sII Q40x")
+#: a sketch larger than this is not written: its scan would cost more than the index's
+#: search (64 MiB: 170K x 384 or 85K x 768, ~3 ms at this machine's ~20 GB/s)
+MAX_BYTES = 64 << 20
+CHUNK = 4096                 # rows quantised at a time (the builder's memory stays bounded)
+
+
+def rows_offset(count: int) -> int:
+    return -(-(HEAD.size + 12 * count) // 64) * 64
+
+
+def file_size(count: int, dim: int) -> int:
+    return rows_offset(count) + count * dim
+
+
+def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 rows, f32 scales) of f32/f16 rows ``x``: each row by its largest magnitude to
+    [-127, 127], and 1 / the int8 row's norm (0 for a zero or non-finite row)."""
+    x = np.asarray(x, np.float32)
+    big = np.abs(x).max(axis=1, initial=0.0) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    ok = np.isfinite(big) & (big > 0)
+    mult = np.where(ok, 127.0 / np.where(ok, big, 1.0), 0.0).astype(np.float32)
+    q = np.clip(np.rint(np.nan_to_num(x) * mult[:, None]), -127, 127).astype(np.int8)
+    norm = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.int64).astype(np.float64))
+    scale = np.where(norm > 0, 1.0 / np.where(norm > 0, norm, 1.0), 0.0).astype(np.float32)
+    return q, scale
+
+
+def quantize_query(q: np.ndarray) -> np.ndarray:
+    """One query as ``quantize`` quantises a row (its scale is not needed: it does not change
+    the order), in a few numpy calls: recall pays this per query."""
+    q = np.asarray(q, np.float32)
+    big = float(np.max(np.abs(q))) if q.shape[0] else 0.0
+    if not 0.0 < big < np.inf:
+        return quantize(q.reshape(1, -1))[0][0]
+    return np.rint(q * np.float32(127.0 / big)).astype(np.int8)
+
+
+def write(path: str, dim: int, parts, count: int) -> None:
+    """Write a sketch of ``count`` rows to ``path`` (a new file): ``parts`` yields
+    (memory ids, f32/f16 rows) in any number of pieces that add up to ``count``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, file_size(count, dim))
+        os.pwrite(fd, HEAD.pack(MAGIC, dim, 0, count), 0)
+        at = 0
+        for got_ids, got_rows in parts:
+            for a in range(0, got_ids.shape[0], CHUNK):
+                b = min(a + CHUNK, got_ids.shape[0])
+                if at + b - a > count:
+                    raise ValueError(f"the sketch was sized for {count:,} rows and given more")
+                rows, scale = quantize(got_rows[a:b])
+                os.pwrite(fd, np.ascontiguousarray(got_ids[a:b], "<i8").tobytes(), HEAD.size + 8 * at)
+                os.pwrite(fd, scale.astype("<f4").tobytes(), HEAD.size + 8 * count + 4 * at)
+                os.pwrite(fd, rows.tobytes(), rows_offset(count) + dim * at)
+                at += b - a
+        if at != count:
+            raise ValueError(f"the sketch was sized for {count:,} rows and given {at:,}")
+    finally:
+        os.close(fd)
+
+
+class Sketch:
+    """One sketch file, memory-mapped read-only and checked: the same layout test for
+    every process, so a damaged or foreign file is refused, never read past its end."""
+
+    def __init__(self, path: str, dim: int, count: int):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            raise AttachError(f"{path}: the space's sketch file cannot be opened ({e.strerror})", path) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                raise AttachError(f"{path}: the sketch file is not a regular file of this user: not opened", path)
+            want = file_size(count, dim)
+            if st.st_size != want:
+                raise AttachError(f"{path}: the sketch file has {st.st_size:,} bytes; {count:,} rows of {dim} need "
+                                  f"{want:,}: not used", path)
+            self._map = mmap.mmap(fd, want, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        magic, got_dim, zero, got_count = HEAD.unpack_from(self._map)
+        if magic != MAGIC or got_dim != dim or zero or got_count != count:
+            self._map.close()
+            raise AttachError(f"{path}: the sketch file's head says {magic!r}, dim {got_dim}, {got_count:,} rows; "
+                              f"expected {MAGIC!r}, dim {dim}, {count:,} rows: not used", path)
+        self.path, self.dim, self.count = path, dim, count
+        self.ids = np.frombuffer(self._map, np.int64, count, HEAD.size)
+        self.scale = np.frombuffer(self._map, np.float32, count, HEAD.size + 8 * count)
+        self.rows = np.frombuffer(self._map, np.int8, count * dim, rows_offset(count)).reshape(count, dim)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def candidates(self, kern, q: np.ndarray, n: int) -> np.ndarray:
+        """The memory ids (int64) of the ``n`` rows nearest to ``q`` by the sketch, best
+        first; forgotten ones included (the caller's exact scoring drops them)."""
+        idx, _ = kern.sketch_topk(quantize_query(q), self.rows, self.scale, n)
+        ids = self.ids[idx]
+        if len(set(ids.tolist())) != ids.shape[0]:     # a file is written with each memory once; a
+            _, first = np.unique(ids, return_index=True)    # damaged one must not repeat answers
+            ids = ids[np.sort(first)]
+        return ids
