@@ -110,22 +110,28 @@ def load(n: int, url: str, mem, rng) -> np.ndarray:
     return vecs
 
 
-def settle(url: str, eng, mem, qs, timeout: float = 300.0) -> None:
+#: engram_index_breadth's values for the scans (docs/observability.md)
+GAUGE_NAMES = {-1.0: "exact", -2.0: "sketch"}
+
+
+def settle(url: str, eng, mem, qs, timeout: float = 300.0) -> dict:
     """Both sides' approximate index built and its audit's choice made (engram/recall/audit.py),
     as in a server that has served for a while: otherwise a row's first seconds measure the
-    index before its audit. The daemon's choice is read from its Prometheus gauge."""
+    index before its audit. The daemon's choice is read from its Prometheus gauge. Returns
+each side's choice ({} without an index)."""
     if not eng.wait_for_index(timeout):
         raise RuntimeError(f"the in-process index was not built within {timeout:.0f} s")
     _common.settle_index(mem, qs, k=10, timeout=timeout)
     if mem.stats()["index"]["generation"] == 0:        # below the index's size: nothing to settle
-        return
+        return {}
     end = time.monotonic() + timeout
     with httpx.Client(base_url=url, timeout=60) as h:
         while True:
             text = h.get("/metrics/prometheus").text
-            if any(line.startswith('engram_index_breadth{') and 'space="default"' in line
-                   and float(line.rsplit(" ", 1)[1]) != 0 for line in text.splitlines()):
-                return
+            gauge = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith('engram_index_breadth{') and 'space="default"' in line]
+            if gauge and gauge[0] != 0:
+                return {"inproc": mem.stats()["index"]["breadth"], "http": GAUGE_NAMES.get(gauge[0], int(gauge[0]))}
             if time.monotonic() > end:
                 raise RuntimeError(f"the daemon's index audit chose nothing within {timeout:.0f} s")
             for q in qs[:64]:
@@ -274,7 +280,11 @@ def main(argv=None) -> int:
             mem = eng.space("default")
             vecs = load(n, url, mem, rng)
             qs = queries(vecs, rng)
-            settle(url, eng, mem, qs)
+            chosen = settle(url, eng, mem, qs)
+            if chosen:
+                print(f"index {_common.human(n)}: the audits chose {chosen['inproc']} in-process, "
+                      f"{chosen['http']} in the daemon")
+                rows.append({"key": _common.make_key("http", "index", _common.human(n)), "n": n, **chosen})
             for q in qs[:50]:           # warm both
                 mem.recall(q, k=10)
             run_loop(http_rate(url, qs[:50], 50, 1))

@@ -43,10 +43,10 @@ def _pick_isa(isa: str | None) -> str:
 @functools.cache
 def _load(name: str, isa: str | None) -> KernelTable:
     if name == "c":
-        from engram.kernels.table import NativeTable
+        from engram.kernels.native_table import NativeTable
         return NativeTable("c", native.load_c(), _pick_isa(isa))
     if name == "zig":
-        from engram.kernels.table import NativeTable
+        from engram.kernels.native_table import NativeTable
         chosen = _pick_isa(isa)
         return NativeTable("zig", native.load_zig(chosen), chosen)
     if name == "numba":
