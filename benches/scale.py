@@ -31,7 +31,7 @@ ladder until recall@10 reaches ``--target`` (0.98; the first rung past it is rep
 the best): usearch alone (f16, M 16, efConstruction 128), hnswlib (M 16, efConstruction
 200), faiss HNSW32 (efConstruction 40, its default) and faiss IVF-SQ8 (4 sqrt(n) lists,
 nprobe ladder). Builds use every core; queries run one at a time on one thread, as a
-recall does. Bytes per memory: engram's shared memory (tables and index file) plus its
+recall does. Bytes per memory: engram's shared memory (tables, index file and its sketch) plus its
 private heap; a peer's own index size (what it reports, or its serialised size).
 """
 from __future__ import annotations
@@ -192,6 +192,7 @@ def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0,
         held = {s: os.stat(SHM_DIR + s).st_blocks * 512 for s in segments_of(EngineName.parse(eng.name))}
         shm = sum(held.values())
         index_file = sum(v for s, v in held.items() if ".ann.g" in s)
+        sketch_file = sum(v for s, v in held.items() if ".sketch.g" in s)     # (up to 64 MiB: recall/sketch.py)
         heap = max(private_bytes() - heap0, 0)
         # with a path the cold rows are a file on disk: page cache the kernel may drop, not RAM it must keep
         cold_file = sum(f.stat().st_blocks * 512 for f in (Path(path) / "cold").iterdir()) if path else 0
@@ -208,7 +209,7 @@ def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0,
             "worker_recall_ms": ms(lat_w), "worker_partial": sum(bool(r.partial) for r in by_worker),
             "worker_fallback": sum(bool(r.fallback) for r in by_worker),
             "cold_share": cold_share,
-            "bytes": {"shm": shm, "index_file": index_file, "private_heap": heap, "cold_file": cold_file,
+            "bytes": {"shm": shm, "index_file": index_file, "sketch_file": sketch_file, "private_heap": heap, "cold_file": cold_file,
                       "per_memory": round((shm + heap) / n, 1)}}
 
 

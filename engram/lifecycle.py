@@ -102,28 +102,40 @@ LIVE: weakref.WeakSet = weakref.WeakSet()     # lifecycles of open engines with 
 def handle_sigterm() -> None:
     """SIGTERM closes every open engine (log flushed, checkpoint, segments removed), then
     ends the process as SIGTERM would. Installed once, and only where nobody else handles
-    SIGTERM. The handler only starts a thread: closing waits for each space's writers,
-    one of which may be the very code the signal interrupted."""
+    SIGTERM. The handler only writes a byte to a pipe, which a thread started here waits
+    on: closing waits for each space's writers, one of which may be the very code the
+    signal interrupted, and a handler that took any lock (starting a thread takes two)
+    could deadlock on one that code holds."""
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
-    closed = threading.Event()
+    wake_r, wake_w = os.pipe()
+    owner = os.getpid()
+    closed = [False]                 # a plain flag: the handler reads it without a lock
 
     def close_all():
+        os.read(wake_r, 1)               # until the first SIGTERM
         for life in list(LIVE):
             try:
                 life.close(unattended=True)
             except Exception as e:
                 log.error("engram: closing engine %s at SIGTERM failed: %s", life.name, e)
-        closed.set()
+        closed[0] = True
         os.kill(os.getpid(), signal.SIGTERM)     # back in the main thread's handler, below
 
     def on_sigterm(*_):
-        if not closed.is_set():
-            threading.Thread(target=close_all, name="engram-sigterm").start()
+        if os.getpid() != owner:         # a forked child: the pipe and thread are its parent's
+            closed[0] = True
+        if not closed[0]:
+            try:
+                os.write(wake_w, b"t")           # a second SIGTERM while closing: one more byte, unread
+            except BlockingIOError:              # pragma: no cover - 64 KiB of SIGTERMs
+                pass
             return
         signal.signal(signal.SIGTERM, signal.SIG_DFL)    # only the main thread may do this
         os.kill(os.getpid(), signal.SIGTERM)
 
+    os.set_blocking(wake_w, False)
+    threading.Thread(target=close_all, name="engram-sigterm", daemon=True).start()
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -163,3 +163,41 @@ def test_sigterm_closes_the_engine_cleanly(tmp_path):
     assert not segments_of(EngineName.parse(name))
     with engram.Engine(path=tmp_path, workers=0) as eng:
         assert len(eng.space("term")) == 25 and eng.recovery["replayed"] == 0   # checkpointed at the signal
+
+
+
+def test_sigterm_while_busy_and_to_a_forked_child(tmp_path):
+    """The handler only wakes a thread (it takes no lock the interrupted code may hold):
+    SIGTERM during a stream of remembers still closes cleanly, twice over; and a child
+    forked after the handler was installed dies of its SIGTERM as by default, without
+    waking its parent's close (they share the pipe)."""
+    code = textwrap.dedent("""
+        import os, signal, sys, time, numpy as np, engram
+        eng = engram.Engine(path=sys.argv[1], dim=4, workers=0)
+        sp = eng.space("term")
+        ready_r, ready_w = os.pipe()
+        child = os.fork()
+        if child == 0:              # (a signal before Python's after-fork reset would be dropped)
+            os.write(ready_w, b"r")
+            time.sleep(60)
+            os._exit(3)
+        os.read(ready_r, 1)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
+        assert sp.remember(np.ones((5, 4))).shape == (5,)       # the parent's engine is still open
+        print(eng.name, flush=True)
+        while True:
+            sp.remember(np.ones((50, 4)))
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    name = p.stdout.readline().strip()
+    assert name, "the child's SIGTERM ended the parent"
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    p.send_signal(signal.SIGTERM)           # a second one while closing changes nothing
+    assert p.wait(timeout=60) == -signal.SIGTERM
+    from engram.store.shm import EngineName, segments_of
+    assert not segments_of(EngineName.parse(name))
+    with engram.Engine(path=tmp_path, workers=0) as eng:
+        assert len(eng.space("term")) >= 5
