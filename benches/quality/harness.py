@@ -168,6 +168,7 @@ def _recall_all(space, p: Prepared, m: Method, budget_ms: float | None) -> dict:
             free.append(tasks.score(wide.ids.tolist(), q, p.hub_set, True))
     settings = dataclasses.asdict(space.configure_recall())
     return {"available": True, "settings": {k: v for k, v in settings.items() if k != "spread"},
+            "index": space.stats()["index"],        # the audit's choice (breadth) among the rest
             "assoc": summarize(full, lat, **per_query),
             "assoc-hubfree": summarize(free), "assoc-hubfree-in10": summarize(free10),
             "stages_p50_ms": {k: float(np.median(v)) for k, v in stages.items()},

@@ -54,6 +54,8 @@ def evaluate(name: str, limit, n_queries: int, seed: int, methods: list) -> dict
         if r["available"]:
             a, h = r["assoc"], r["assoc-hubfree"]
             lat = f"  P50 {a['p50_ms']:.3f} P95 {a['p95_ms']:.3f} ms" if "p50_ms" in a else ""
+            if r.get("index", {}).get("generation"):
+                lat += f" (index: {r['index']['breadth']})"
             say(f"  {m.name:<28} R@10 {a['recall@10']:.3f} MRR {a['mrr']:.3f} | hub-free R@10 "
                 f"{h['recall@10']:.3f} MRR {h['mrr']:.3f}{lat}  ({time.perf_counter() - t:.1f} s)")
         else:
