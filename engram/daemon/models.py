@@ -246,3 +246,5 @@ class Health(Strict):
     engine: str
     durability: str | None
     checks: list[dict] = Field(default_factory=list)
+    recovery: dict | None = Field(None, description="what opening the data directory found: the snapshot's LSN, "
+                                                     "log records replayed, a torn tail cut (bytes, file), seconds")

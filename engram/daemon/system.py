@@ -46,7 +46,8 @@ def routes(service: Service) -> APIRouter:
             "healthy"
         return json_response({"status": status, "service": "engram", "version": version("engram"),
                               "timestamp": rfc3339(time.time_ns()), "engine": eng.name,
-                              "durability": eng.durability, "checks": [h]}, 503 if status == "unhealthy" else 200)
+                              "durability": eng.durability, "checks": [h], "recovery": eng.recovery},
+                             503 if status == "unhealthy" else 200)
 
     @router.get("/health/alive", summary="200 while the process serves")
     async def alive():

@@ -297,6 +297,8 @@ def test_sigterm_saves_and_exits_0_and_kill_9_keeps_what_was_acknowledged(start_
         mem = c.space("default")
         assert len(mem) == 4 and mem.get([3]).content == ["d"] and mem.neighbors(0)[0].tolist() == [1]
         mem.remember(np.ones((1, DIM)), content="e")
+    health = httpx.get(f"{d.url}/health", timeout=30).json()
+    assert health["recovery"]["replayed"] >= 2 and "snapshot_lsn" in health["recovery"], health   # what it found
     engine = d.engine
     assert d.stop(signal.SIGTERM) == 0
     assert not (data / "daemon.json").exists()
