@@ -65,8 +65,9 @@ def write_sketch(store: SpaceStore, path: str, rows_to: tuple) -> int:
     tiers = []
     for tier in TIER_TABLE:
         rows, row_node, row_live, _ = store.tier_rows(tier)
-        live = row_live[:rows_to[tier]].astype(bool)       # a copy: the owner may forget meanwhile
-        tiers.append((rows, row_node, live))
+        n = rows_to[tier]                 # (the tables may hold more by now: rows published since)
+        live = row_live[:n].astype(bool)                   # a copy: the owner may forget meanwhile
+        tiers.append((rows[:n], row_node[:n], live))
     count = sum(int(np.count_nonzero(live)) for _, _, live in tiers)
     if not count or count * store.dim > sketch.MAX_BYTES:
         return 0

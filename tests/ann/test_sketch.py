@@ -234,6 +234,12 @@ def test_no_sketch_past_its_size_limit(monkeypatch):
         assert indexrun.write_sketch(sp._store, path, (300, 0, 0)) == 298     # the live rows only
         assert 0 not in sketch.Sketch(path, DIM, 298).ids.tolist()
         os.unlink(path)
+        # rows published after the run's count are not its to take (an index run during ingest)
+        sp.remember(noise(5000, rng))
+        monkeypatch.setattr(sketch, "MAX_BYTES", 64 << 20)
+        assert indexrun.write_sketch(sp._store, path, (4200, 0, 0)) == 4198
+        assert sorted(sketch.Sketch(path, DIM, 4198).ids.tolist()) == list(range(2, 4200))
+        os.unlink(path)
 
 
 def test_a_reopened_engine_writes_its_index_a_sketch(tmp_path):
