@@ -42,8 +42,10 @@ from engram.errors import AttachError
 MAGIC = b"EGSKTCH1"
 HEAD = struct.Struct("<8sII Q40x")
 #: a sketch larger than this is not written: its scan would cost more than the index's
-#: search (64 MiB: 170K x 384 or 85K x 768, ~3 ms at this machine's ~20 GB/s)
-MAX_BYTES = 64 << 20
+#: search, and it would cost memory where the index serves alone (at 100K x 384 the audit
+#: kept HNSW at ef 64, and a 38 MB sketch was 16% of the space's bytes). 32 MiB: 85K x
+#: 384 or 42K x 768, 1.5-3 ms of scan on this machine
+MAX_BYTES = 32 << 20
 CHUNK = 4096                 # rows quantised at a time (the builder's memory stays bounded)
 
 

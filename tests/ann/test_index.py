@@ -14,6 +14,8 @@ from engram.observe.attach import tools
 from engram.recall.ann import AnnState, index_path
 from engram.store.shm.names import EngineName, segments_of
 
+from .helpers import indexed_space
+
 DIM = 48
 N = 4000
 MIN_ROWS = 2000
@@ -42,10 +44,7 @@ def state(space) -> AnnState:
 def indexed():
     rng = np.random.default_rng(5)
     x = clustered(N, rng)
-    with engram.Engine(dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
-        sp = eng.space("indexed")
-        sp.remember(x)
-        assert eng.wait_for_index(120), "the index was not built within 2 minutes"
+    with indexed_space("indexed", [(x, "hot")], DIM, MIN_ROWS) as (eng, sp):
         yield eng, sp, x, rng
 
 

@@ -17,8 +17,11 @@ from engram.kernels import backend
 from engram.observe.attach import tools
 from engram.recall import ann, sketch
 from engram.recall.ann import SKETCH, AnnState, sketch_path
-from engram.recall.audit import LADDER, MIN_AUDITS, TARGET, Audit
+from engram.recall.audit import LADDER, TARGET
 from engram.store.shm.names import EngineName, segments_of
+
+from .helpers import indexed_space
+from .test_audit import audit_with
 
 DIM = 48
 N = 4000
@@ -49,11 +52,8 @@ def similar(space, q, k=10, breadth=SKETCH):
 def sketched():
     rng = np.random.default_rng(11)
     x = noise(N, rng)
-    with engram.Engine(dim=DIM, workers=0, index_min_rows=MIN_ROWS) as eng:
-        sp = eng.space("sketched")
-        sp.remember(x[:N // 2])
-        sp.remember(x[N // 2:], tier="warm")      # both tiers in one sketch
-        assert eng.wait_for_index(120), "the index was not built within 2 minutes"
+    parts = [(x[:N // 2], "hot"), (x[N // 2:], "warm")]     # both tiers in one sketch
+    with indexed_space("sketched", parts, DIM, MIN_ROWS) as (eng, sp):
         yield eng, sp, x, rng
 
 
@@ -258,14 +258,6 @@ def test_a_reopened_engine_writes_its_index_a_sketch(tmp_path):
 
 
 # ----------------------------------------------------------------- the audit's choice
-def audit_with(recall: dict, ms: dict) -> Audit:
-    a = Audit()
-    a.recall.update(recall)
-    a.ms.update(ms)
-    a.audits = MIN_AUDITS
-    return a
-
-
 def test_the_audit_chooses_the_sketch_only_when_it_reaches_the_target_and_costs_least():
     slow = {b: 1.0 + b / 64 for b in LADDER}
     low = dict.fromkeys(LADDER, 0.6)
