@@ -14,10 +14,11 @@ import numpy as np
 
 from engram.errors import SegmentError
 from engram.layout import schema
+from engram.validate import TIER_CODES
 
 C = schema.CONSTANTS
 TIER_HOT, TIER_WARM, TIER_COLD = C["TIER_HOT"], C["TIER_WARM"], C["TIER_COLD"]
-TIER_NAMES = {"hot": TIER_HOT, "warm": TIER_WARM, "cold": TIER_COLD}
+TIER_NAMES = TIER_CODES          # name -> code: the one map, which validate checks names against
 TIER_LABEL = {v: k for k, v in TIER_NAMES.items()}
 TIER_TABLE = {TIER_HOT: "emb_hot", TIER_WARM: "emb_warm", TIER_COLD: "emb_cold"}
 TIER_DTYPE = {TIER_HOT: np.dtype(np.float32), TIER_WARM: np.dtype(np.float16), TIER_COLD: np.dtype(np.int8)}
