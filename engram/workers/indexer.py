@@ -162,7 +162,8 @@ class IndexKeeper:
         now = time.monotonic()
         if not audit.due(now):
             return
-        choice = audit.run(reader.similar, now, sketch=bool(AnnState.read(store.dir).sketch))
+        state = AnnState.read(store.dir)
+        choice = audit.run(reader.similar, now, sketch=bool(state.sketch), size=state.size)
         rec.index_audits_total.inc()
         state = AnnState.read(store.dir)
         if choice is not None and state.generation and choice != state.breadth:

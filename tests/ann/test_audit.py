@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -76,6 +77,31 @@ def test_the_choice_follows_the_rules():
     assert a.choice() == 128
     a.chosen, a.ms[EXACT] = 128, 0.45      # the scan a little cheaper than the breadth: stays
     assert a.choice() == 128
+
+
+def test_rungs_that_search_alike_are_searched_once():
+    """At 1M vectors the size alone asks for ef 254 (ann.expansion), so the rungs 64 and 128
+    run the same search: one audit runs it once and books it to both."""
+    from engram.recall.ann import expansion
+
+    calls = []
+
+    def similar(q, k, breadth):
+        calls.append(breadth)
+        return SimpleNamespace(ids=np.arange(k) if breadth in (EXACT, SKETCH) or breadth >= 512 else
+                               np.arange(1, k + 1))
+
+    a = Audit()
+    a.queue.append(np.ones(4, np.float32))
+    a.run(similar, time.monotonic(), sketch=True, size=1_000_000)
+    assert expansion(1_000_000, 64, 64) == expansion(1_000_000, 64, 128) == 254
+    assert calls == [EXACT, 64, 256, 512, 1024, SKETCH]      # 128 searches as 64 does
+    assert a.recall[64] == a.recall[128] == a.recall[256] == 0.9 and a.recall[512] == 1.0
+    assert a.ms[128] == a.ms[64]
+    calls.clear()
+    a.queue.append(np.ones(4, np.float32))
+    a.run(similar, time.monotonic(), size=20_000)             # a small index: every rung its own
+    assert calls == [EXACT, *LADDER]
 
 
 def test_only_every_nth_query_is_kept_and_only_the_newest():
