@@ -159,7 +159,7 @@ class SpaceReader:
         found_ids, found_scores, found_tier = [], [], []
         if index is not None:
             ids, sc, tiers = self._candidates(sketch if breadth == ann.SKETCH else index, q,
-                                              max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES), deadline_ns, breadth)
+                                              max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES), k, deadline_ns, breadth)
             found_ids.append(ids)
             found_scores.append(sc)
             found_tier.append(tiers)
@@ -206,20 +206,28 @@ class SpaceReader:
         warm = np.count_nonzero(tiers[order] == TIER_WARM) / max(order.size, 1)
         return Similar(ids[order], scores[order], warm, partial)
 
-    def _candidates(self, index, q: np.ndarray, n: int, deadline_ns: int | None = None, breadth: int = 0):
+    def _candidates(self, index, q: np.ndarray, n: int, k: int, deadline_ns: int | None = None, breadth: int = 0):
         """(ids, exact cosine, tier) of the index's (or its sketch's) nearest live memories, best first: each
         scored from its stored row by the kernel the exact scan uses (one call: the kernel
-        table's _rescore); a memory moving between tiers is in the tail instead."""
+        table's _rescore); a memory moving between tiers is in the tail instead. ``n``
+        candidates are taken, and four times as many again while fewer than ``k`` of them
+        are live: the index keeps forgotten memories until it is rebuilt, and when a
+        query's nearest were forgotten its first candidates are all gone."""
         st = self.store
-        if breadth == ann.SKETCH:       # ``index`` is the sketch
-            ids = index.candidates(self.kern, q, n)
-        else:
-            ids = ann.candidates(index, q, n, deadline_ns, self.ann.cost, breadth)
         nodes = st.views["nodes"]
         tables = tuple((st.views[table]["rows"][:, :self.dim], st.views[table]["row_node"],
                         st.views[table]["row_norm"], st.count(table)) for table in TIER_TABLE.values())
-        ids, sc, tiers = self.kern._rescore("cosine", q, ids, nodes["hot"][:self.n_nodes], TIER_AT, FLAGS_AT,
-                                            FORGOTTEN, nodes["node_row"], tables)
+        while True:
+            if breadth == ann.SKETCH:       # ``index`` is the sketch
+                ids = index.candidates(self.kern, q, n)
+            else:
+                ids = ann.candidates(index, q, n, deadline_ns, self.ann.cost, breadth)
+            taken = ids.shape[0]
+            ids, sc, tiers = self.kern._rescore("cosine", q, ids, nodes["hot"][:self.n_nodes], TIER_AT, FLAGS_AT,
+                                                FORGOTTEN, nodes["node_row"], tables)
+            if ids.shape[0] >= k or taken < n or n >= len(index):
+                break
+            n = min(4 * n, len(index))
         order = np.lexsort((ids, -sc))
         return ids[order], sc[order], tiers[order]
 

@@ -184,6 +184,22 @@ def test_new_and_forgotten_memories_are_right_at_once_through_the_sketch(sketche
     assert 21 not in again and top[1] not in again
 
 
+@pytest.mark.parametrize("breadth", [64, SKETCH], ids=["index", "sketch"])
+def test_k_results_when_a_query_s_nearest_were_forgotten(sketched, breadth):
+    """The index and its sketch keep forgotten memories until a rebuild (a quarter of the
+    index forgotten): when a query's 100 nearest are forgotten, its first candidates are all
+    gone, and recall looks further instead of answering with nothing."""
+    eng, sp, x, rng = sketched
+    q = x[0]
+    nearest = exact_top(x, q, 110)
+    sp.forget(nearest[:100])
+    assert state(sp).sketch == N                       # not rebuilt: 100 of 4,000 forgotten
+    r = similar(sp, q, k=10, breadth=breadth)
+    assert r.ids.shape[0] == 10 and not set(r.ids.tolist()) & set(nearest[:100])
+    found = len(set(r.ids.tolist()) & set(nearest[100:110]))
+    assert found == 10 if breadth == SKETCH else found >= 8, found     # (HNSW on noise: near, not exact)
+
+
 def test_a_chosen_sketch_serves_recall_and_is_shown(sketched):
     eng, sp, x, rng = sketched
     replace(state(sp), breadth=SKETCH).publish(sp._store.dir)       # as the audit publishes its choice
