@@ -209,11 +209,12 @@ class WorkerPool:
         if not self.started:
             return {"workers": self.size, "started": False, "broken": self.broken}
         h = self.board.header[0]
-        alive = sum(p.poll() is None for p in self.procs.values())
+        procs = self.procs.copy()        # (one C call: the watcher may replace a dead worker meanwhile)
+        alive = sum(p.poll() is None for p in procs.values())
         return {"workers": self.size, "started": True, "alive": alive, "broken": self.broken,
                 "submitted": int(h["submitted"]), "completed": int(h["completed"]), "failed": int(h["failed"]),
                 "retried": int(h["retried"]), "restarts": int(h["restarts"]),
-                "pids": {w: p.pid for w, p in self.procs.items()}, "pool": self.pool.stats(),
+                "pids": {w: p.pid for w, p in procs.items()}, "pool": self.pool.stats(),
                 "hop_batches": self.hops.stats() if self.hops is not None else None}
 
     def close(self) -> None:
