@@ -47,6 +47,7 @@ import httpx
 import numpy as np
 
 import engram
+from engram.recall.ann import BREADTH_GAUGE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
@@ -110,8 +111,8 @@ def load(n: int, url: str, mem, rng) -> np.ndarray:
     return vecs
 
 
-#: engram_index_breadth's values for the scans (docs/observability.md)
-GAUGE_NAMES = {-1.0: "exact", -2.0: "sketch"}
+#: engram_index_breadth's values for the scans (docs/observability.md), to their names
+GAUGE_NAMES = {float(v): name for name, v in BREADTH_GAUGE.items()}
 
 
 def settle(url: str, eng, mem, qs, timeout: float = 300.0) -> dict:

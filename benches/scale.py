@@ -192,7 +192,7 @@ def run_engram(x, q, links, true, tier: str, path=None, cold_share: float = 0.0,
         held = {s: os.stat(SHM_DIR + s).st_blocks * 512 for s in segments_of(EngineName.parse(eng.name))}
         shm = sum(held.values())
         index_file = sum(v for s, v in held.items() if ".ann.g" in s)
-        sketch_file = sum(v for s, v in held.items() if ".sketch.g" in s)     # (up to 64 MiB: recall/sketch.py)
+        sketch_file = sum(v for s, v in held.items() if ".sketch.g" in s)     # (recall/sketch.py's MAX_BYTES at most)
         heap = max(private_bytes() - heap0, 0)
         # with a path the cold rows are a file on disk: page cache the kernel may drop, not RAM it must keep
         cold_file = sum(f.stat().st_blocks * 512 for f in (Path(path) / "cold").iterdir()) if path else 0

@@ -50,6 +50,13 @@ EXACT = (1 << 64) - 1
 #: (engram/recall/sketch.py; where the space has none, the exact scan)
 SKETCH = (1 << 64) - 2
 BREADTH_NAMES = {EXACT: "exact", SKETCH: "sketch"}
+#: engram_index_breadth's value for each scan (describe()'s names); a breadth is itself
+BREADTH_GAUGE = {"exact": -1, "sketch": -2}
+
+
+def wanted(k: int) -> int:
+    """The candidates a top-``k`` recall takes from the index (or its sketch) to score exactly."""
+    return max(k * OVERSAMPLE, MIN_CANDIDATES)
 
 
 def expansion(size: int, want: int, at_least: int = 0) -> int:

@@ -30,7 +30,7 @@ from collections import deque
 
 import numpy as np
 
-from engram.recall.ann import BREADTH_NAMES, EXACT, MIN_CANDIDATES, OVERSAMPLE, SKETCH, expansion
+from engram.recall.ann import BREADTH_NAMES, EXACT, SKETCH, expansion, wanted
 
 LADDER = (64, 128, 256, 512, 1024)
 K = 10                      # recall@K, the measure
@@ -79,7 +79,7 @@ class Audit:
         t0 = time.perf_counter()
         truth = set(similar(q, K, breadth=EXACT).ids.tolist())
         self._mean(self.ms, EXACT, (time.perf_counter() - t0) * 1e3)
-        want = max(K * OVERSAMPLE, MIN_CANDIDATES)
+        want = min(wanted(K), size)     # as ann.candidates asks the index for a top-K recall
         searched = {}               # the search a rung runs -> (recall, ms), in this audit
         for b in (*LADDER, SKETCH) if sketch else LADDER:
             search = b if b == SKETCH else expansion(size, want, b)

@@ -159,7 +159,7 @@ class SpaceReader:
         found_ids, found_scores, found_tier = [], [], []
         if index is not None:
             ids, sc, tiers = self._candidates(sketch if breadth == ann.SKETCH else index, q,
-                                              max(k * ann.OVERSAMPLE, ann.MIN_CANDIDATES), k, deadline_ns, breadth)
+                                              ann.wanted(k), k, deadline_ns, breadth)
             found_ids.append(ids)
             found_scores.append(sc)
             found_tier.append(tiers)

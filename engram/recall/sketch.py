@@ -49,6 +49,11 @@ MAX_BYTES = 32 << 20
 CHUNK = 4096                 # rows quantised at a time (the builder's memory stays bounded)
 
 
+def fits(count: int, dim: int) -> bool:
+    """Whether a sketch of ``count`` rows of ``dim`` is written at all (MAX_BYTES)."""
+    return 0 < count * dim <= MAX_BYTES
+
+
 def rows_offset(count: int) -> int:
     return -(-(HEAD.size + 12 * count) // 64) * 64
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from engram.config import INDEX_MIN_ROWS
 from engram.recall import sketch
-from engram.recall.ann import AnnState, describe, index_path, sketch_path
+from engram.recall.ann import BREADTH_GAUGE, AnnState, describe, index_path, sketch_path
 from engram.recall.audit import Audit
 from engram.store.shm.names import EngineName, fresh_salt
 from engram.store.tables import SpaceStore
@@ -122,7 +122,7 @@ class IndexKeeper:
         moved = sum(int(np.count_nonzero(rl[r:])) for rl, r in zip(live, state.rows))
         if state.size and (state.size - indexed_live - moved) > STALE_SHARE * state.size:
             return (0,) * len(counts), True
-        if not state.sketch and 0 < indexed_live * store.dim <= sketch.MAX_BYTES:
+        if not state.sketch and sketch.fits(indexed_live, store.dim):
             return state.rows, False      # an index without its sketch (one loaded at a restart)
         if tail <= 0:
             return None
@@ -224,7 +224,7 @@ def _gauges(store: SpaceStore, rec) -> None:
     ix = describe(store.dir, store.tier_counts())
     rec.index_vectors.set(ix["size"])
     rec.index_tail_rows.set(ix["tail"] or 0)
-    rec.index_breadth.set({"exact": -1, "sketch": -2}.get(ix["breadth"], ix["breadth"] or 0))
+    rec.index_breadth.set(BREADTH_GAUGE.get(ix["breadth"], ix["breadth"] or 0))
 
 
 def _unlink(path: str) -> None:

@@ -69,7 +69,7 @@ def write_sketch(store: SpaceStore, path: str, rows_to: tuple) -> int:
         live = row_live[:n].astype(bool)                   # a copy: the owner may forget meanwhile
         tiers.append((rows[:n], row_node[:n], live))
     count = sum(int(np.count_nonzero(live)) for _, _, live in tiers)
-    if not count or count * store.dim > sketch.MAX_BYTES:
+    if not sketch.fits(count, store.dim):
         return 0
     step = sketch.CHUNK
     sketch.write(path, store.dim, ((row_node[a:a + step][live[a:a + step]], rows[a:a + step][live[a:a + step]])
