@@ -43,6 +43,10 @@ cdef class DecayKernel:
         return got
 
 
+cdef enum:
+    CRC_NOGIL_BYTES = 65536     # ~10 us of checksum
+
+
 cdef class CrcKernel:
     cdef crc_fn fn
 
@@ -52,13 +56,18 @@ cdef class CrcKernel:
         self.fn = <crc_fn>address
 
     def __call__(self, data, uint32_t crc=0):
-        """CRC32C of any contiguous buffer (bytes, bytearray, memoryview, ndarray)."""
+        """CRC32C of any contiguous buffer (bytes, bytearray, memoryview, ndarray). The GIL
+        is let go only for a long one: taking it back waits for whichever thread holds it
+        (up to the switch interval, 5 ms), far longer than a short checksum takes."""
         cdef Py_buffer view
         cdef uint32_t out
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            with nogil:
+            if view.len < CRC_NOGIL_BYTES:
                 out = self.fn(crc, view.buf, <uint64_t>view.len)
+            else:
+                with nogil:
+                    out = self.fn(crc, view.buf, <uint64_t>view.len)
         finally:
             PyBuffer_Release(&view)
         return out

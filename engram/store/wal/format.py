@@ -91,20 +91,25 @@ def padded(n: int) -> int:
 _PAD = [bytes(i) for i in range(8)]
 
 
-def frame(lsn: int, seq: int, space: int, rtype: int, flags: int, parts: list) -> tuple:
-    """One record from its payload's parts: (header, body buffers, body bytes). The header
-    is unsealed (the writer seals it, ``seal``); the body is the parts themselves and their
-    padding, not a copy (the caller keeps them unchanged until the record is written: a
-    call waits for that); the payload's CRC is computed here, in the caller's thread."""
+def payload(parts: list) -> tuple:
+    """A record's payload from its parts: (body buffers, padded bytes, CRC32C). The body is
+    the parts themselves and their padding, not a copy (the caller keeps them unchanged until
+    the record is written: a call waits for that); the CRC is computed here, in the caller's
+    thread and before the log's lock is taken."""
     views = [memoryview(p).cast("B") for p in parts]
     n = sum(v.nbytes for v in views)
     crc = 0
     for v in views:
         crc = crc32c(v, crc)
-    body = views + [_PAD[padded(n) - n]] if n % 8 else views
+    return (views + [_PAD[padded(n) - n]] if n % 8 else views), n, crc
+
+
+def frame(lsn: int, seq: int, space: int, rtype: int, flags: int, n: int, crc: int) -> bytearray:
+    """A record's header for a payload of ``n`` bytes and checksum ``crc`` (``payload``),
+    unsealed: the writer seals it (``seal``)."""
     header = bytearray(RECORD_HEADER_SIZE)
     RECORD_HEADER.pack_into(header, 0, 0, n, lsn, seq, space, rtype, flags, 0, crc)
-    return header, body, padded(n)
+    return header
 
 
 def seal(header: bytearray, salt: int, group: int) -> None:

@@ -32,6 +32,7 @@ from engram.store.wal.format import (
     SEGMENT_HEADER_SIZE,
     TORN_WINDOW,
     frame,
+    padded,
     seal,
     segment_header,
     segment_name,
@@ -111,6 +112,7 @@ class Log:
         else:
             whole = memoryview(b"".join(views))
             pieces = [[whole[i:i + MAX_CHUNK]] for i in range(0, whole.nbytes, MAX_CHUNK)]
+        pieces = [wal_format.payload(parts) for parts in pieces]     # checksummed outside the lock
         with self._cond:
             # a bounded queue: past max_queued bytes the caller waits for the writer, so a
             # disk slower than the callers holds them back (and the lanes before them fill
@@ -122,13 +124,12 @@ class Log:
             first = not self._queue                  # a first lazy record wakes it to linger
             if first:
                 self._lazy_since = time.monotonic()
-            for i, parts in enumerate(pieces):
+            for i, (body, n, crc) in enumerate(pieces):
                 lsn = self._next
                 self._next += 1
-                header, body, nbytes = frame(lsn, seq, space, rtype, flags | (CONTINUED if i + 1 < len(pieces) else 0),
-                                             parts)
-                self._queue.append((lsn, header, body, nbytes))
-                self._queued_bytes += RECORD_HEADER_SIZE + nbytes
+                header = frame(lsn, seq, space, rtype, flags | (CONTINUED if i + 1 < len(pieces) else 0), n, crc)
+                self._queue.append((lsn, header, body, padded(n)))
+                self._queued_bytes += RECORD_HEADER_SIZE + padded(n)
             if not lazy or self._queued_bytes >= self.torn_window:
                 self._urgent = True
             if first or self._urgent:
