@@ -78,17 +78,31 @@ class IngestPool:
             raise InvalidInputError(f"a batch of {batch.n} observations is larger than the {lane} lane's "
                                     f"capacity ({cap}): put smaller batches")
         with self._cond:
-            if self._closing:
-                raise ClosedError("the engine is closing: no more ingest")
-            if self._queued[lane] + batch.n > cap:
-                self.rejected += batch.n
-                backlog = self._queued[lane]
-                retry = max(backlog + batch.n - cap, 1) / max(self._rate, 1000.0)
-                raise OverloadError(f"the {lane} ingest lane is full ({backlog} of {cap} observations queued): "
-                                    f"nothing was queued; retry in {retry:.3f} s", retry_after=retry)
+            self._refuse(lane, batch.n)
             self._lanes[batch.stream % len(self._lanes)][lane].append(batch)
             self._queued[lane] += batch.n
             self._cond.notify()
+
+    def admit(self, lane: str, n: int) -> None:
+        """Raise OverloadError now if ``n`` observations would not fit ``lane``: a producer
+        checks before it spends its time checking and copying a batch the lane would refuse
+        (``submit`` decides again, with the batch; a batch larger than the lane is its error)."""
+        if n > self.capacity[lane]:
+            return
+        with self._cond:
+            self._refuse(lane, n)
+
+    def _refuse(self, lane: str, n: int) -> None:
+        """Raise (lock held) ClosedError when closing, OverloadError when the lane is full."""
+        if self._closing:
+            raise ClosedError("the engine is closing: no more ingest")
+        cap = self.capacity[lane]
+        if self._queued[lane] + n > cap:
+            self.rejected += n
+            backlog = self._queued[lane]
+            retry = max(backlog + n - cap, 1) / max(self._rate, 1000.0)
+            raise OverloadError(f"the {lane} ingest lane is full ({backlog} of {cap} observations queued): "
+                                f"nothing was queued; retry in {retry:.3f} s", retry_after=retry)
 
     def queued(self) -> dict:
         with self._cond:

@@ -50,6 +50,10 @@ class Stream:
     def submit(self, vectors, content=None, confidence=None, tier: str = "hot") -> Batch:
         """``put``, returning the queued Batch itself, for ``settle`` (a channel from another
         process acknowledges each put in order and needs its ids however late it asks)."""
+        if isinstance(vectors, np.ndarray) and vectors.ndim in (1, 2) and vectors.size:
+            # a full lane refuses before the batch is checked and copied: under overload a
+            # producer would otherwise spend most of its time on batches that are refused
+            self._pool.admit(self.lane, 1 if vectors.ndim == 1 else vectors.shape[0])
         v, code, texts, conf = self._check(vectors, content, confidence, tier)
         if isinstance(vectors, np.ndarray) and np.may_share_memory(v, vectors):
             v = v.copy()        # applied later: a producer may refill its buffer once put returns

@@ -23,3 +23,35 @@ def test_a_producer_may_refill_its_buffer_as_soon_as_put_returns(tmp_path, tier)
         assert got.vectors[:, 0].tolist() == [1.0 + k for k in range(40)]
     with engram.Engine(path=tmp_path / "db", workers=0) as eng:     # and so did the log
         assert eng.space("refill").get(np.arange(0, 8000, 200)).vectors[:, 0].tolist() == [1.0 + k for k in range(40)]
+
+
+def test_a_full_lane_refuses_a_put_before_checking_or_copying_it(tmp_path):
+    """Under overload a refused put costs the producer next to nothing: it is refused before
+    its batch is checked or copied (tracemalloc sees numpy's allocations), and the batch
+    the lane took is applied whole once the ingest worker can go on."""
+    import tracemalloc
+    n, dim = 200_000, 32                                     # 25.6 MB a batch
+    with engram.Engine(path=tmp_path / "db", dim=dim, workers=0, lanes={"normal": n}) as eng:
+        sp = eng.space("lanes")
+        st = sp.stream()
+        v = np.random.default_rng(3).standard_normal((n, dim)).astype(np.float32)
+        lock = sp._lock                          # held: the ingest worker waits to apply
+        lock.acquire()
+        try:
+            st.put(v)                            # the lane is full until it is applied
+            tracemalloc.start()
+            try:
+                with pytest.raises(engram.errors.OverloadError, match="lane is full"):
+                    st.put(v)
+                with pytest.raises(engram.errors.OverloadError, match="lane is full"):
+                    st.put(np.full((10, dim), np.nan, np.float32))      # refused before it is looked at
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert peak < 1 << 20, f"a refused put allocated {peak} bytes"
+        finally:
+            lock.release()
+        st.flush()
+        assert len(sp) == n and np.array_equal(sp.get(np.arange(0, n, 9973)).vectors, v[::9973])
+        with pytest.raises(engram.errors.NonFiniteError):       # with room, the check speaks
+            st.put(np.full((10, dim), np.nan, np.float32))

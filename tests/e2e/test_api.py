@@ -1,6 +1,7 @@
 """The public Python API end to end: remember, get, recall, link, forget, and
 every rejected call leaving the store exactly as it was."""
 import math
+import re
 import warnings
 
 import numpy as np
@@ -323,3 +324,28 @@ def test_concurrent_recalls_and_remembers_from_threads(eng):
     assert failures == []
     assert len(m) == 200 + 20 * 150
     assert m.get(np.arange(200)).access_count.sum() == 600
+
+
+@pytest.mark.parametrize("tier", ["hot", "warm"])
+def test_the_one_pass_vector_check_agrees_with_the_exact_one_at_its_edges(tier):
+    """validate.vectors decides most batches by each row's sum of squares; rows whose squares
+    leave float32's range either way, and each kind of bad row, get the exact checks' answer."""
+    from engram import validate
+    f16max = float(np.finfo(np.float16).max)
+    big = 1e20 if tier == "hot" else f16max             # squares past float32's range (hot)
+    ok = [np.full((2, DIM), 1e-30),                     # squares below float32's smallest value
+          np.full((1, DIM), big), np.eye(DIM)[:3] * big,
+          np.full((1, DIM), f16max if tier == "warm" else 3e38)]   # a norm past f16 with every value inside
+    for a in ok:
+        got = validate.vectors(a, DIM, f16=tier == "warm")
+        assert np.array_equal(got, a.astype(np.float32))
+    bad = [(np.vstack([np.ones((3, DIM)), np.full((1, DIM), np.nan)]), errors.NonFiniteError, "[3]"),
+           (np.vstack([np.full((1, DIM), -np.inf), np.ones((1, DIM))]), errors.NonFiniteError, "[0]"),
+           (np.vstack([np.ones((1, DIM)), np.zeros((1, DIM))]), errors.InvalidInputError, "[1]")]
+    if tier == "warm":
+        row = np.ones((2, DIM))
+        row[1, 5] = 65505.0
+        bad.append((row, errors.InvalidInputError, "[1]"))
+    for a, err, rows in bad:
+        with pytest.raises(err, match=re.escape(f"rows {rows}")):
+            validate.vectors(a, DIM, f16=tier == "warm")
