@@ -29,7 +29,10 @@ os.fdatasync of one batch's log record size, n*dim*4 + 48 bytes, per group, in t
 directory, right after the ramp's max point and the steady point of the same dim, in
 three ways (BARE_MODES): over a 1 GiB file whose blocks were written beforehand (as the
 log in recycled segments), into fresh preallocated 64 MiB files (as the log in new
-segments), and appending to a plain file; engram's max as a percentage of each); ``sweep`` (max rate with
+segments), and appending to a plain file; engram's max as a percentage of each); ``pages``
+(CPU per 4 KB page of writing 768 KB batches into a /dev/shm file, over pages written
+before and into new ones, ``--pages-gib`` of them: what the ingest worker pays for every
+table page it fills, which the bare loops never pay); ``sweep`` (max rate with
 ingest_workers 1 vs 2 (2 streams), put batch 10..1000, normal-lane capacity 1K..100K);
 ``checkpoint`` (max rate with the default checkpoint_mb=256 and with checkpoints off for the run);
 ``recall`` (20K memories + 100K links preloaded, 10 recalls/s with spreading, alone and
@@ -247,6 +250,7 @@ def bare_loop(root, payload: int, seconds: float, mode: str = "written") -> dict
     fd = made()
     try:
         pos, groups, lat = 0, 0, []
+        cpu0 = time.thread_time()
         t0 = time.perf_counter()
         while (t := time.perf_counter()) - t0 < seconds:
             if pos + payload > size:
@@ -261,11 +265,38 @@ def bare_loop(root, payload: int, seconds: float, mode: str = "written") -> dict
             pos += payload
             groups += 1
         wall = time.perf_counter() - t0
+        cpu = time.thread_time() - cpu0
     finally:
         os.close(fd)
         os.unlink(path)
     return {"payload_bytes": payload, "groups": groups, "groups_s": groups / wall, "mode": mode,
-            "mb_s": groups * payload / wall / 1e6, **{f"sync_{k}": v for k, v in pcts(lat).items()}}
+            "mb_s": groups * payload / wall / 1e6, "cpu_pct": 100 * cpu / wall, **{f"sync_{k}": v for k, v in pcts(lat).items()}}
+
+
+def page_cost(gib: float, chunk_mib: int = 512) -> dict:
+    """CPU per 4 KB page of putting 768 KB batches into a /dev/shm file (``os.pwrite``, as the
+    ingest worker writes table rows): over pages written once already, and into new pages,
+    chunk by chunk, for ``gib`` GiB. Under a hypervisor that backs guest memory lazily (and
+    takes freed memory back) the first chunks reuse recently freed memory and the later ones
+    show what never-used memory costs; on a machine whose memory is backed the two agree."""
+    batch = 768 << 10
+    per_chunk = (chunk_mib << 20) // batch
+    pages = per_chunk * batch / 4096
+    buf = np.random.default_rng(0).integers(0, 256, batch, dtype=np.uint8).tobytes()
+    fd, path = tempfile.mkstemp(prefix="engram-pages-", dir="/dev/shm")
+    try:
+        def chunk(first: int) -> float:
+            t = time.thread_time()
+            for i in range(first, first + per_chunk):
+                os.pwrite(fd, buf, i * batch)
+            return (time.thread_time() - t) / pages * 1e6
+        new = [chunk(k * per_chunk) for k in range(max(int(gib * 1024 / chunk_mib), 2))]
+        written = chunk(0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return {"chunk_mib": chunk_mib, "written_us_page": written, "new_us_page_by_chunk": new,
+            "new_us_page_first": new[0], "new_us_page_last": new[-1], "new_us_page_max": max(new)}
 
 
 def show(row: dict, label: str) -> None:
@@ -317,12 +348,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="See the module docstring (benches/ingest.py) for the method.")
-    parts_all = ["ramp", "steady", "bare", "sweep", "checkpoint", "recall", "overload", "memory"]
+    parts_all = ["ramp", "steady", "bare", "pages", "sweep", "checkpoint", "recall", "overload", "memory"]
     ap.add_argument("--quick", action="store_true", help="2.5 s per point, 50K observations for memory")
     ap.add_argument("--seconds", type=float, help="seconds per point (default 10; 2.5 with --quick)")
     ap.add_argument("--parts", nargs="+", choices=parts_all, default=parts_all)
     ap.add_argument("--dims", type=int, nargs="+", default=[384, 768])
     ap.add_argument("--warmup", type=float, default=20.0, help="seconds of unpaced ingest before the steady point")
+    ap.add_argument("--pages-gib", type=float, default=6.0,
+                    help="GiB of new /dev/shm pages the pages part writes (it must outrun recently freed memory)")
     ap.add_argument("--memory-n", type=_common.parse_count, help="observations for the memory part (1M; 50K quick)")
     ap.add_argument("--dir", help="where the engines' directories go (default: the system temporary directory)")
     ap.add_argument("--json", type=Path, metavar="PATH")
@@ -367,7 +400,7 @@ def main(argv=None) -> int:
             rows.append(b)
             print(f"  bare {mode} {dim}-d: {b['payload_bytes']:,} "
                   f"B/group: {b['groups_s']:.0f} groups/s = {b['obs_s'] / 1e3:.0f}K obs/s ({b['mb_s']:.0f} MB/s), "
-                  f"sync P50 {b['sync_p50_ms']:.2f} ms, P99 {b['sync_p99_ms']:.2f} ms"
+                  f"CPU {b['cpu_pct']:.0f}%, sync P50 {b['sync_p50_ms']:.2f} ms, P99 {b['sync_p99_ms']:.2f} ms"
                   + (f"; engram max = {b['engram_pct_of_bare']:.0f}% of it" if "engram_pct_of_bare" in b else "")
                   + (f"; engram steady = {b['engram_steady_pct_of_bare']:.0f}% of it"
                      if "engram_steady_pct_of_bare" in b else ""),
@@ -411,6 +444,22 @@ def main(argv=None) -> int:
                     steady(dim)
                 if "bare" in args.parts:
                     bare(dim)
+        if "pages" in args.parts:
+            pc = page_cost(args.pages_gib)
+            row = {"key": _common.make_key("ingest", "pages", "shm"), **pc}
+            for dim in args.dims:       # a hot row is dim x 4 bytes; the worker writes each once
+                row[f"table_us_obs_{dim}"] = pc["new_us_page_max"] * dim * 4 / 4096
+                if dim in steadyrate:
+                    row[f"table_cpu_share_at_steady_{dim}"] = row[f"table_us_obs_{dim}"] * steadyrate[dim] / 1e6
+            rows.append(row)
+            print(f"\npages: CPU per 4 KB page of pwrite into /dev/shm, 768 KB batches, {args.pages_gib:g} GiB: "
+                  f"pages written before {pc['written_us_page']:.2f} us; new pages, by {pc['chunk_mib']} MiB: "
+                  + " ".join(f"{x:.1f}" for x in pc["new_us_page_by_chunk"]) + " us")
+            for dim in args.dims:
+                print(f"  {dim}-d: new table pages cost {row[f'table_us_obs_{dim}']:.2f} us of the ingest worker "
+                      f"per observation at the dearest"
+                      + (f"; at the steady rate that is {100 * row[f'table_cpu_share_at_steady_{dim}']:.0f}% of a vCPU"
+                         if dim in steadyrate else ""))
         if "sweep" in args.parts:
             print(f"\nsweeps at 384-d, max rate (unpaced, retry on overload), tier hot\n{HEAD}")
             for w in (1, 2):
