@@ -29,6 +29,7 @@ from engram.ingest import wire
 from engram.ingest.pool import LANES
 from engram.ingest.ring import DEFAULT_CAPACITY, HAS_CONFIDENCE, HAS_CONTENT, Kind, Ring, encode_texts
 from engram.space.view import SpaceView
+from engram.threads import named_thread
 
 KEEP_RESULTS = 4096             # acknowledgements kept for a late wait (older ones return no ids)
 RING_FULL_RETRY_S = 0.002
@@ -79,7 +80,7 @@ class Channel:
         self._results: dict = {}            # op -> ids, an int, or an exception
         self._acked = -1                     # every op up to here is acknowledged
         self._down: BaseException | None = None
-        self._reader = threading.Thread(target=self._read, name="engram-connect", daemon=True)
+        self._reader = named_thread(self._read, "engram-connect")
         self._reader.start()
 
     # ---- writing ---------------------------------------------------------------------

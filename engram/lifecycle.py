@@ -17,6 +17,7 @@ from engram.ingest import IngestPool
 from engram.observe.tracing.process import stop_collector
 from engram.persistence import Persistence
 from engram.store.shm import EngineName, unlink_engine
+from engram.threads import named_thread
 
 log = logging.getLogger("engram")
 
@@ -137,5 +138,5 @@ def handle_sigterm() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     os.set_blocking(wake_w, False)
-    threading.Thread(target=close_all, name="engram-sigterm", daemon=True).start()
+    named_thread(close_all, "engram-sigterm").start()
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -33,6 +33,7 @@ from engram.store.files import FILES, Files
 from engram.store.shm.names import fresh_salt
 from engram.store.snapshot import PathLock
 from engram.store.wal import Log, RecordType, recover
+from engram.threads import named_thread
 
 log = logging.getLogger("engram")
 MB = 1 << 20
@@ -123,7 +124,7 @@ class Persistence:
         self._at_checkpoint = (self.log.bytes_logged, time.monotonic())
         if snap is None:       # a new directory: its first snapshot records the dimension
             self.checkpoint()
-        self._checkpointer = threading.Thread(target=self._background, name="engram-checkpoint", daemon=True)
+        self._checkpointer = named_thread(self._background, "engram-checkpoint")
         self._checkpointer.start()
 
     def _reuse_index(self, name: str, store) -> None:

@@ -8,7 +8,8 @@ item that nobody here waits on, and checks its thread count each time.
 from __future__ import annotations
 
 import queue
-import threading
+
+from engram.threads import named_thread
 
 
 def _set(fut, result, exc) -> None:
@@ -30,7 +31,7 @@ class Pool:
 
     def __init__(self, threads: int, name: str):
         self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+        self._threads = [named_thread(self._work, f"{name}_{i}")
                          for i in range(threads)]
         for t in self._threads:
             t.start()

@@ -33,6 +33,7 @@ from engram.daemon.protocol import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, guarded
 from engram.engine import Engine
 from engram.errors import InvalidInputError
 from engram.observe.tracing import TraceConfig
+from engram.threads import name_current
 
 log = logging.getLogger("engram.daemon")
 STATE = "daemon.json"
@@ -86,6 +87,7 @@ def serve(s: Settings) -> int:
                                 "ENGRAM_API_KEY (keys are needed whenever the daemon is reachable from outside "
                                 "this machine)")
     stop = {"server": None, "signal": None}
+    name_current("engram-daemon")     # the event loop's thread, which is the process's name in `ps`
 
     def on_signal(sig, _frame):        # installed before the Engine, which then leaves SIGTERM to us
         stop["signal"] = sig

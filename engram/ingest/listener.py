@@ -28,6 +28,7 @@ from engram.errors import EngramError, InvalidInputError, OverloadError, Segment
 from engram.ingest import wire
 from engram.ingest.pool import LANES
 from engram.ingest.ring import DEFAULT_CAPACITY, Kind, Ring, RingDamaged
+from engram.threads import named_thread
 
 log = logging.getLogger("engram")
 DEFAULT_MAX_CHANNELS = 32
@@ -51,7 +52,7 @@ class Listener:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(wire.address(name))
         self._sock.listen(64)
-        self._thread = threading.Thread(target=self._accept, name="engram-listen", daemon=True)
+        self._thread = named_thread(self._accept, "engram-listen")
         self._thread.start()
 
     def _accept(self) -> None:
@@ -135,8 +136,8 @@ class Channel:
         self._acks: queue.Queue = queue.Queue()
         self._send_lock = threading.Lock()
         self._broken = False              # the producer is gone: acknowledgements go nowhere
-        self.feeder = threading.Thread(target=self._feed, name=f"engram-channel-{number}", daemon=True)
-        self.acker = threading.Thread(target=self._ack, name=f"engram-channel-{number}-ack", daemon=True)
+        self.feeder = named_thread(self._feed, f"engram-channel-{number}")
+        self.acker = named_thread(self._ack, f"engram-channel-{number}-ack")
 
     def start(self) -> None:
         self.feeder.start()

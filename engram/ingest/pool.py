@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engram.errors import ClosedError, EngramError, InvalidInputError, OverloadError, StorageFullError
+from engram.threads import named_thread
 
 log = logging.getLogger("engram")
 LANES = ("high", "normal", "low")
@@ -62,7 +63,7 @@ class IngestPool:
         self._closing = False
         self._rate = 0.0                 # observations applied per second (moving average)
         self.applied = self.rejected = self.stolen = self.batches = 0
-        self._threads = [threading.Thread(target=self._run, args=(w,), name=f"engram-ingest-{w}", daemon=True)
+        self._threads = [named_thread(self._run, f"engram-ingest-{w}", args=(w,))
                          for w in range(workers)]
         for t in self._threads:
             t.start()

@@ -25,10 +25,9 @@ see it; while it fills, the table takes the memory of both.
 """
 from __future__ import annotations
 
-import threading
-
 from engram.errors import StorageFullError
 from engram.store.shm.segment import Segment
+from engram.threads import named_thread
 
 PREGROW_AT = 0.8        # of capacity: when the background copy starts
 PREGROW_MIN = 1 << 16   # rows: a smaller table grows in milliseconds, when it is full
@@ -54,8 +53,7 @@ class Growth:
         self.seg, self.changes = seg, changes
         self.rows = 0                   # copied so far: complete once the thread is done
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._copy, args=(old, views, offsets), name="engram-grow",
-                                        daemon=True)
+        self._thread = named_thread(self._copy, "engram-grow", args=(old, views, offsets))
         self._thread.start()
 
     def _copy(self, old: Segment, views: dict, offsets: dict) -> None:

@@ -40,6 +40,7 @@ from engram.recall.ann import BREADTH_GAUGE, AnnState, describe, index_path, ske
 from engram.recall.audit import Audit
 from engram.store.shm.names import EngineName, fresh_salt
 from engram.store.tables import SpaceStore
+from engram.threads import named_thread
 
 log = logging.getLogger("engram.index")
 
@@ -74,7 +75,7 @@ class IndexKeeper:
         self._lock = threading.Lock()
         self.failures = 0
         self._hurry = 0              # wait_idle() running: any tail is due
-        self._thread = threading.Thread(target=self._run, name="engram-index-keeper", daemon=True)
+        self._thread = named_thread(self._run, "engram-index-keeper")
         self._thread.start()
 
     def stats(self) -> dict:

@@ -25,6 +25,7 @@ import numpy as np
 from engram.recall import sketch
 from engram.store.shm.names import EngineName
 from engram.store.tables import TIER_TABLE, SpaceStore
+from engram.threads import name_current
 
 CHUNK = 4096                  # rows per add call (progress is reported between them)
 # usearch settings: cosine over int8 vectors (a quarter of f32's bytes; the candidates are
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sketch")
     args = ap.parse_args(argv)
     os.nice(10)        # background work: recall and ingest come first
+    name_current("engram-indexrun")
 
     def say(**kw):
         print(json.dumps(kw), flush=True)

@@ -27,6 +27,7 @@ from engram.recall.context import RecallContext
 from engram.recall.reader import SpaceReader
 from engram.store.shm.names import EngineName, objects_of, pid_alive
 from engram.store.tables import SpaceStore
+from engram.threads import name_current
 from engram.workers import stealing
 from engram.workers.board import TaskBoard, semaphore
 from engram.workers.pool import ActivationRecordPool
@@ -123,6 +124,7 @@ class Worker:
 
 
 def main(argv) -> None:
+    name_current(f"engram-worker-{argv[2]}")      # `ps`, `top`: which process is which
     Worker(argv[1], int(argv[2])).run()
 
 

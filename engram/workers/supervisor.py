@@ -28,6 +28,7 @@ import numpy as np
 import posix_ipc
 
 from engram.store.shm.names import EngineName
+from engram.threads import named_thread
 from engram.workers import stealing
 from engram.workers.board import DONE, FAILED, FREE, READY, TAKEN, TaskBoard, WorkerError, semaphore
 from engram.workers.pool import ActivationRecordPool
@@ -101,7 +102,7 @@ class WorkerPool:
             self.done = [semaphore(self.engine, f"done{i}", create=True) for i in range(self.n_slots)]
             for w in range(self.size):
                 self._spawn(w)
-            self._supervisor = threading.Thread(target=self._supervise, name="engram-supervisor", daemon=True)
+            self._supervisor = named_thread(self._supervise, "engram-supervisor")
             self._supervisor.start()
 
     def wait_ready(self, timeout: float = 30.0) -> bool:

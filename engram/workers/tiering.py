@@ -12,6 +12,7 @@ import threading
 
 from engram.cognition import tiering
 from engram.config import TieringConfig
+from engram.threads import named_thread
 
 log = logging.getLogger("engram.tiering")
 
@@ -26,7 +27,7 @@ class TierKeeper:
         self.moved = {"cold": 0, "warm": 0}
         self.failures = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="engram-tiering", daemon=True)
+        self._thread = named_thread(self._run, "engram-tiering")
         self._thread.start()
 
     def run_once(self) -> dict:

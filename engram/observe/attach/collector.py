@@ -39,6 +39,7 @@ from engram.observe.attach.perfetto import PerfettoWriter
 from engram.observe.tracing.config import FORMATS, KIND_NAMES, SPANS, ExportPolicy
 from engram.observe.tracing.ring import Cursor, Ring, ring_name, ring_names
 from engram.store.shm.names import EngineName, pid_alive
+from engram.threads import name_current
 
 POLL_S = 0.05
 
@@ -202,6 +203,7 @@ class Collector:
 
 
 def main(argv=None) -> int:
+    name_current("engram-collector")
     ap = argparse.ArgumentParser(prog="python -m engram.observe.attach.collector", description=__doc__.splitlines()[0])
     ap.add_argument("engine")
     ap.add_argument("out")

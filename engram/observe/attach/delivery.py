@@ -27,6 +27,7 @@ import time
 import httpx
 
 from engram.observe.tracing.config import ExportPolicy
+from engram.threads import named_thread
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -46,7 +47,7 @@ class Delivery:
         self.delivered = self.dropped = self.retries = self.requests = self.largest = self.peak_queued = 0
         self.last_error = self._said = ""
         self._client = httpx.Client(timeout=policy.timeout_s)
-        self._thread = threading.Thread(target=self._run, name=f"engram-{sink}-delivery", daemon=True)
+        self._thread = named_thread(self._run, f"engram-{sink}-delivery")
         self._thread.start()
 
     # ---- the collector's side ---------------------------------------------------------

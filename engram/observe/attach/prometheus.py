@@ -16,6 +16,7 @@ from engram.observe.metrics import definitions as d
 from engram.observe.metrics.segment import MetricsSegment
 from engram.observe.metrics.spreading import summary
 from engram.store.shm.names import resolve
+from engram.threads import named_thread
 
 C = schema.CONSTANTS
 
@@ -158,7 +159,7 @@ class _BoundedServer(HTTPServer):
 class MetricsServer:
     def __init__(self, server: _BoundedServer):
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="engram-metrics-accept", daemon=True)
+        self._thread = named_thread(server.serve_forever, "engram-metrics-accept")
         self._thread.start()
         self.port = server.server_port
         self.url = f"http://{server.server_address[0]}:{self.port}/metrics"

@@ -37,6 +37,7 @@ from engram.store.wal.format import (
     segment_header,
     segment_name,
 )
+from engram.threads import named_thread
 
 log = logging.getLogger("engram")
 PREALLOC = "next.prealloc"
@@ -86,7 +87,7 @@ class Log:
         self._full_retry = 0.0
         self._recycle_lock = threading.Lock()    # the checkpointer adds recycled files, the writer takes them
         self._open_segment(next_lsn, self.segment_bytes)
-        self._thread = threading.Thread(target=self._run, name="engram-wal", daemon=True)
+        self._thread = named_thread(self._run, "engram-wal")
         self._thread.start()
 
     # ---- callers -----------------------------------------------------------------------
