@@ -86,7 +86,10 @@ def routes(service: Service) -> APIRouter:
             res = mem.recall(body.embedding, k=body.max_results, spread=body.mode != "similarity",
                              budget_ms=body.budget_ms, text=body.query)
             return recall_items(res, body.threshold), res, len(mem)
-        items, res, searched = await service.read(work)
+        if body.embedding is not None:     # bounded by its budget (text waits for the embedder: not)
+            items, res, searched = await service.read_bounded(work, budget_ms=body.budget_ms)
+        else:
+            items, res, searched = await service.read(work)
         vivid = [it for it in items if it["hops"] == 0]
         out = {"memories": {"vivid": vivid, "associated": [it for it in items if it["hops"] > 0],
                             "reconstructed": []},

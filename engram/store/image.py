@@ -5,10 +5,12 @@ a new, empty space.
 space's lock and the log's sequence for a moment). It copies what changes in
 place (node records, row flags and norms, link weights, the delta log) and
 takes the rest as views of shared memory: the embedding rows and the content
-heap, written to disk after the writers go on. Rows change in place only by
-reconsolidation, whose records come after the snapshot's LSN and are replayed
-on top, so what the snapshot holds is the state at its LSN once the log is
-replayed (docs/durability/wal-format.md, Checkpoints).
+heap, written to disk after the writers go on. Both are append-only: a stored
+row never changes (reconsolidation and tier migration write the new vector to a
+new row at the end of a table, SpaceStore.rewrite_row) and content is never
+rewritten, so the captured counts of rows and content bytes are the state at
+the snapshot's LSN, whatever is appended meanwhile; later records are replayed
+on top (docs/durability/wal-format.md, Checkpoints).
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 
 import httpx
 import numpy as np
@@ -442,3 +443,36 @@ def test_traces_leave_the_daemon_by_otlp_to_a_real_decoder(start_daemon, tmp_pat
         assert (tmp_path / "traces" / "trace.jsonl").stat().st_size > 0
     finally:
         rx.close()
+
+
+def test_a_recall_that_finds_the_daemon_idle_runs_on_its_event_loop(start_daemon):
+    """Service.read_bounded: a recall from a vector with a budget of at most 20 ms, sent
+    when no other engine call is in flight, runs on the event loop (no thread hand-off);
+    one sent while another call is in flight, or with a larger budget or none, goes to the
+    read pool. Both answer alike. The prelude makes a metrics snapshot take 1.5 s, so a
+    recall can be sent while one is surely in flight."""
+    d = start_daemon(prelude="import time, engram.engine as e\n"
+                             "_stats = e.Engine.ingest_stats\n"
+                             "def slow(self):\n    time.sleep(1.5)\n    return _stats(self)\n"
+                             "e.Engine.ingest_stats = slow")
+    q = [1.0] + [0.0] * (DIM - 1)
+
+    def inline(h) -> int:
+        return h.get("/metrics").json()["snapshot"]["http"]["inline_reads"]
+
+    with httpx.Client(base_url=d.url, timeout=30) as h:
+        assert h.post("/api/v1/memories/remember", json={"embedding": q, "content": "kettle"}).status_code == 201
+        before = inline(h)
+        answers = [h.post("/api/v1/memories/recall", json={"embedding": q, "max_results": 3, **extra}).json()
+                   for extra in ({}, {"budget_ms": 5.0}, {"budget_ms": 1000.0}, {"budget_ms": None})]
+        assert inline(h) == before + 2            # the default 10 ms and 5 ms on the loop; 1 s and none not
+        assert {a["memories"]["vivid"][0]["content"] for a in answers} == {"kettle"}
+
+        import threading
+        slow = threading.Thread(target=lambda: httpx.get(d.url + "/metrics", timeout=30))
+        slow.start()
+        time.sleep(0.5)                            # the snapshot is in flight for 1 s more
+        r = h.post("/api/v1/memories/recall", json={"embedding": q, "max_results": 3})
+        slow.join()
+        assert r.status_code == 200 and r.json()["memories"]["vivid"][0]["content"] == "kettle"
+        assert inline(h) == before + 2            # it went to the read pool
