@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import os
 import time
 
@@ -149,6 +150,7 @@ class Service:
     def stats(self) -> dict:
         return {"threads": self.threads, "read_threads": self.read_threads, "inflight": self.inflight,
                 "inline_reads": self.inline,
+                "gc_frozen_objects": gc.get_freeze_count(),
                 "idempotent_replays": self.idempotency.replayed, "uptime_s": time.time() - self.started}
 
     def space_name(self, request: Request, body_space: str | None = None) -> str:

@@ -10,6 +10,7 @@ in-process recall, writes the answer into pool records and posts the slot's
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -125,7 +126,9 @@ class Worker:
 
 def main(argv) -> None:
     name_current(f"engram-worker-{argv[2]}")      # `ps`, `top`: which process is which
-    Worker(argv[1], int(argv[2])).run()
+    worker = Worker(argv[1], int(argv[2]))
+    gc.freeze()       # what startup made lives as long as the worker: keep it out of full collections
+    worker.run()
 
 
 if __name__ == "__main__":

@@ -450,7 +450,8 @@ def test_a_recall_that_finds_the_daemon_idle_runs_on_its_event_loop(start_daemon
     when no other engine call is in flight, runs on the event loop (no thread hand-off);
     one sent while another call is in flight, or with a larger budget or none, goes to the
     read pool. Both answer alike. The prelude makes a metrics snapshot take 1.5 s, so a
-    recall can be sent while one is surely in flight."""
+    recall can be sent while one is surely in flight. And the objects startup made are
+    frozen out of the garbage collector's full passes, which ran on the loop for 67-80 ms."""
     d = start_daemon(prelude="import time, engram.engine as e\n"
                              "_stats = e.Engine.ingest_stats\n"
                              "def slow(self):\n    time.sleep(1.5)\n    return _stats(self)\n"
@@ -476,3 +477,5 @@ def test_a_recall_that_finds_the_daemon_idle_runs_on_its_event_loop(start_daemon
         slow.join()
         assert r.status_code == 200 and r.json()["memories"]["vivid"][0]["content"] == "kettle"
         assert inline(h) == before + 2            # it went to the read pool
+        # what startup made is frozen out of the collector's full passes (serve: gc.freeze)
+        assert h.get("/metrics").json()["snapshot"]["http"]["gc_frozen_objects"] > 10_000
