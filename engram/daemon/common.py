@@ -133,7 +133,9 @@ class Service:
         most INLINE_BUDGET_MS, else as ``read``. At low rates every request finds the pool
         asleep, and waking a pool thread and then the loop again cost more than the recall's
         own work (two wake-ups of an idle vCPU); a request that arrives meanwhile waits at
-        most about the budget, as it would for a busy core."""
+        most about the budget, as it would for a busy core. Under steady load most recalls
+        run here too (the loop starts no other request while it runs one), so the daemon
+        then serves recalls on one thread, as the GIL mostly made it do anyway."""
         if self.inflight or budget_ms is None or budget_ms > INLINE_BUDGET_MS:
             return await self.read(fn, *args)
         self.inflight += 1
