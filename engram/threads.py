@@ -32,10 +32,10 @@ def name_current(name: str) -> None:
         _prctl(_PR_SET_NAME, ctypes.c_char_p(os_name(name)), 0, 0, 0)
 
 
-def named_thread(target, name: str, args: tuple = (), daemon: bool = True) -> threading.Thread:
-    """A ``threading.Thread`` (not started) running ``target(*args)`` under ``name``, which it
-    also gives itself as its OS name once it runs."""
+def named_thread(target, name: str, args: tuple = ()) -> threading.Thread:
+    """A daemon ``threading.Thread`` (not started) running ``target(*args)`` under ``name``,
+    which it also gives itself as its OS name once it runs."""
     def run(*a):
         name_current(name)
         return target(*a)
-    return threading.Thread(target=run, args=args, name=name, daemon=daemon)
+    return threading.Thread(target=run, args=args, name=name, daemon=True)

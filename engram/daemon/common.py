@@ -4,6 +4,7 @@ from engram.errors to HTTP statuses and Engram's error codes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gc
 import os
@@ -110,25 +111,31 @@ class Service:
         self.idempotency = Idempotency()
         self.started = time.time()
 
-    async def run(self, fn, *args, pool=None):
-        """``fn(*args)`` in the write pool (or ``pool``), never on the event loop."""
+    @contextlib.contextmanager
+    def _in_flight(self):
+        """Count an engine call in flight for its duration (read_bounded looks)."""
         self.inflight += 1
         try:
+            yield
+        finally:
+            self.inflight -= 1
+
+    async def run(self, fn, *args, pool=None):
+        """``fn(*args)`` in the write pool (or ``pool``), never on the event loop."""
+        with self._in_flight():
             # the thread settles an asyncio future directly: run_in_executor's chain of a
             # concurrent Future copied into an asyncio one costs ~20 us more a call
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
             (pool or self.pool).submit(loop, fut, fn, args)
             return await fut
-        finally:
-            self.inflight -= 1
 
     async def read(self, fn, *args):
         """``fn(*args)`` in the read pool: recall, spreading, scans, gets."""
         return await self.run(fn, *args, pool=self.reads)
 
     async def read_bounded(self, fn, *args, budget_ms: float | None):
-        """A read whose time is bounded by its budget (a recall from a query vector): run on
+        """A read whose time is bounded by ``budget_ms`` (None: unbounded): run on
         the event loop itself when no other engine call is in flight and the budget is at
         most INLINE_BUDGET_MS, else as ``read``. At low rates every request finds the pool
         asleep, and waking a pool thread and then the loop again cost more than the recall's
@@ -138,12 +145,9 @@ class Service:
         then serves recalls on one thread, as the GIL mostly made it do anyway."""
         if self.inflight or budget_ms is None or budget_ms > INLINE_BUDGET_MS:
             return await self.read(fn, *args)
-        self.inflight += 1
         self.inline += 1
-        try:
+        with self._in_flight():
             return fn(*args)
-        finally:
-            self.inflight -= 1
 
     def close(self) -> None:
         self.reads.shutdown()

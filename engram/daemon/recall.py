@@ -86,10 +86,9 @@ def routes(service: Service) -> APIRouter:
             res = mem.recall(body.embedding, k=body.max_results, spread=body.mode != "similarity",
                              budget_ms=body.budget_ms, text=body.query)
             return recall_items(res, body.threshold), res, len(mem)
-        if body.embedding is not None:     # bounded by its budget (text waits for the embedder: not)
-            items, res, searched = await service.read_bounded(work, budget_ms=body.budget_ms)
-        else:
-            items, res, searched = await service.read(work)
+        # bounded by its budget, unless it waits for the embedder (text) or spreads from seeds
+        items, res, searched = await service.read_bounded(
+            work, budget_ms=body.budget_ms if body.embedding is not None else None)
         vivid = [it for it in items if it["hops"] == 0]
         out = {"memories": {"vivid": vivid, "associated": [it for it in items if it["hops"] > 0],
                             "reconstructed": []},

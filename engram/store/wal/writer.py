@@ -129,8 +129,9 @@ class Log:
                 lsn = self._next
                 self._next += 1
                 header = frame(lsn, seq, space, rtype, flags | (CONTINUED if i + 1 < len(pieces) else 0), n, crc)
-                self._queue.append((lsn, header, body, padded(n)))
-                self._queued_bytes += RECORD_HEADER_SIZE + padded(n)
+                size = padded(n)
+                self._queue.append((lsn, header, body, size))
+                self._queued_bytes += RECORD_HEADER_SIZE + size
             if not lazy or self._queued_bytes >= self.torn_window:
                 self._urgent = True
             if first or self._urgent:
