@@ -68,12 +68,14 @@
 /* CRC32C (Castagnoli) of n bytes, continuing from crc (0 to start). */
 #define EG_CRC_ARGS uint32_t crc, const void *data, uint64_t n
 
-/* Top-k of a quantised sketch (engram/recall/sketch.py): q and the rows are int8 in
- * [-127, 127] (the kernels may saturate on -128), and a row's score is its exact integer
- * dot product with q times row_scale[i] (the sketch stores 1 / the row's int8 norm, so the
- * score ranks as cosine does; 0 hides a row). Results as EG_TOPK_ARGS's: best first,
- * equal scores by lower index; returns their number (min(k, n)) or EG_EINVAL. */
-#define EG_SKETCH_ARGS const int8_t *q, const int8_t *rows, uint64_t n, uint64_t dim, uint64_t row_stride, \
+/* Top-k of a 4-bit sketch (engram/recall/sketch.py). Each row is dim bytes (at
+ * row_stride), two codes in [0, 15] a byte: byte b's low nibble is element b, its high
+ * nibble element dim + b, and an element's value is its code - 8. q is int8[2 x dim],
+ * element order. A row's score is its exact integer dot product with q
+ * times row_scale[i] (the sketch stores 1 / the row's norm, so the score ranks as cosine
+ * does; 0 hides a row). Results as EG_TOPK_ARGS's: best first, equal scores by lower
+ * index; returns their number (min(k, n)) or EG_EINVAL. */
+#define EG_SKETCH_ARGS const int8_t *q, const uint8_t *rows, uint64_t n, uint64_t dim, uint64_t row_stride, \
     const float *row_scale, uint64_t k, int64_t *out_idx, float *out_score
 
 /* M:N top-k: m queries, query j at qs + j*q_stride (q_stride >= dim floats);

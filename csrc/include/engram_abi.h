@@ -4,6 +4,6 @@
 
 /* Hash of engram.h's normalised prototypes, constants and structs: eg_abi_hash() returns
  * it and engram/kernels/native.py compares it with abi_generated.ABI_HASH at load. */
-#define EG_ABI_HASH 0xcec9c7fc0b8b9318ULL
+#define EG_ABI_HASH 0xc2ea0d6369b5ea2cULL
 
 #endif /* ENGRAM_ABI_H */

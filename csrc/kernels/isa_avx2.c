@@ -17,7 +17,7 @@ static inline float eg_hsum256(__m256 v) {
 }
 #define VSUM(a) eg_hsum256(a)
 #define EG_HW_CRC
-#include "dot_i8_avx2.h"
+#include "dot_u4_avx2.h"
 #include "topk_impl.h"
 #include "decay_impl.h"
 #include "crc_impl.h"

@@ -11,7 +11,7 @@ typedef __m512 vf;
 #define VADD(a, b) _mm512_add_ps(a, b)
 #define VSUM(a) _mm512_reduce_add_ps(a)
 #define EG_HW_CRC
-#include "dot_i8_avx2.h"
+#include "dot_u4_avx2.h"
 #include "topk_impl.h"
 #include "decay_impl.h"
 #include "crc_impl.h"

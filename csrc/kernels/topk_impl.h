@@ -159,27 +159,39 @@ EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_f16), EG_FN(eg_cosine_topk_mn_f16), uint16_t
 EG_TOPK_KERNEL(EG_FN(eg_dot_topk_i8), EG_FN(eg_dot_topk_mn_i8), int8_t, EG_FN(eg_row_i8), eg_at_i8, 0)
 EG_TOPK_KERNEL(EG_FN(eg_cosine_topk_i8), EG_FN(eg_cosine_topk_mn_i8), int8_t, EG_FN(eg_row_i8), eg_at_i8, 1)
 
-/* The sketch's scan (EG_SKETCH_ARGS): an integer dot product per row. An ISA with a
- * faster one defines EG_DOT_I8 before including this file. */
-#ifndef EG_DOT_I8
-static inline int32_t EG_FN(eg_dot_i8)(const int8_t *q, const int8_t *r, uint64_t dim) {
+/* The sketch's scan (EG_SKETCH_ARGS): an integer dot product per row of q with the
+ * codes, then minus 8 x sum(q) for their offset. An ISA with a faster one defines
+ * EG_DOT_U4 before including this file. */
+#ifndef EG_DOT_U4
+static inline int32_t EG_FN(eg_dot_u4)(const int8_t *q, const uint8_t *r, uint64_t dim) {
     int32_t acc = 0;
-    for (uint64_t i = 0; i < dim; i++) acc += (int16_t)q[i] * (int16_t)r[i];
+    for (uint64_t b = 0; b < dim; b++)
+        acc += (int32_t)q[b] * (r[b] & 15) + (int32_t)q[dim + b] * (r[b] >> 4);
     return acc;
 }
-#define EG_DOT_I8 EG_FN(eg_dot_i8)
+#define EG_DOT_U4 EG_FN(eg_dot_u4)
 #endif
 
 EG_API int64_t EG_FN(eg_sketch_topk)(EG_SKETCH_ARGS) {
     if (!q || !out_idx || !out_score || (n && (!rows || !row_scale)) || dim == 0 || row_stride < dim)
         return EG_EINVAL;
     if (k == 0 || n == 0) return 0;
+    int32_t bias = 0;
+    for (uint64_t b = 0; b < 2 * dim; b++) bias += 8 * (int32_t)q[b];
     eg_topk_t h = {out_idx, out_score, k, 0};
-    const char *base = (const char *)rows;
-    for (uint64_t i = 0; i < n; i++) {
+    const uint8_t *base = rows;
+    uint64_t i = 0;
+#ifdef EG_DOT_U4_X4
+    for (; i + 4 <= n; i += 4) {
+        int32_t dot[4];
+        EG_DOT_U4_X4(q, base + i * row_stride, row_stride, dim, dot);
+        for (int j = 0; j < 4; j++) eg_topk_push(&h, (float)(dot[j] - bias) * row_scale[i + j], (int64_t)(i + j));
+    }
+#endif
+    for (; i < n; i++) {
         /* the next rows' first lines: the scan is bound by memory past a few MB */
         __builtin_prefetch(base + (i + 4) * row_stride);
-        float s = (float)EG_DOT_I8(q, (const int8_t *)(base + i * row_stride), dim) * row_scale[i];
+        float s = (float)(EG_DOT_U4(q, base + i * row_stride, dim) - bias) * row_scale[i];
         eg_topk_push(&h, s, (int64_t)i);
     }
     return eg_topk_finish(&h);

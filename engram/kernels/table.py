@@ -267,18 +267,21 @@ class KernelTable:
         return idx, score, a
 
     def sketch_topk(self, query, rows, row_scale, k: int = 10):
-        """Top-k rows of an int8 sketch (engram/recall/sketch.py) by the exact integer dot
-        product of the int8 ``query`` with each int8 row times the row's ``row_scale`` (f32):
-        (indices int64, scores f32), best first, equal scores by lower row. Values must lie in
-        [-127, 127] (the SIMD kernels may saturate on -128)."""
+        """Top-k rows of a 4-bit sketch (engram/recall/sketch.py): each row is ``rows.shape[1]``
+        bytes of two codes in [0, 15], byte b's low nibble element b and its high nibble
+        element ``rows.shape[1] + b``, each worth its code - 8; a row's score is the exact
+        integer dot product of the int8 ``query`` (twice the rows' bytes long, element order)
+        with those values, times the row's ``row_scale`` (f32): (indices int64, scores f32),
+        best first, equal scores by lower row."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidInputError(f"k must be a non-negative integer, got {shown(k)}")
         rows, q, scale = np.asarray(rows), np.asarray(query), np.asarray(row_scale)
-        if rows.ndim != 2 or rows.dtype != np.int8:
-            raise InvalidInputError(f"sketch rows must be a 2-D int8 array, got {rows.dtype} with shape {rows.shape}")
-        if q.dtype != np.int8 or q.shape != (rows.shape[1],):
-            raise InvalidInputError(f"the sketch's query must be int8 of length {rows.shape[1]}, got {q.dtype} "
-                                    f"with shape {q.shape}")
+        if rows.ndim != 2 or rows.dtype != np.uint8 or rows.shape[1] == 0:
+            raise InvalidInputError(f"sketch rows must be a 2-D uint8 array of at least one byte a row, got "
+                                    f"{rows.dtype} with shape {rows.shape}")
+        if q.dtype != np.int8 or q.shape != (2 * rows.shape[1],):
+            raise InvalidInputError(f"the sketch's query must be int8 of length {2 * rows.shape[1]} (two elements a "
+                                    f"byte of a row), got {q.dtype} with shape {q.shape}")
         if scale.dtype != np.float32 or scale.shape != (rows.shape[0],):
             raise InvalidInputError(f"row_scale must be float32 with one value per row ({rows.shape[0]}), got "
                                     f"{scale.dtype} with shape {scale.shape}")
@@ -291,9 +294,12 @@ class KernelTable:
     def _sketch_topk(self, q, rows, scale, k):
         """numpy: the oracle of the native kernels (int32 dot products are exact; the f32
         product with the scale rounds as theirs), in blocks so memory stays bounded."""
-        qi = q.astype(np.int32)
-        score = np.concatenate([(rows[a:a + 4096].astype(np.int32) @ qi).astype(np.float32) * scale[a:a + 4096]
-                                for a in range(0, rows.shape[0], 4096)])
+        half = rows.shape[1]
+        q_lo, q_hi = q[:half].astype(np.int32), q[half:].astype(np.int32)
+        bias = 8 * int(q.astype(np.int32).sum())
+        score = np.concatenate([((rows[a:a + 4096] & 15).astype(np.int32) @ q_lo
+                                 + (rows[a:a + 4096] >> 4).astype(np.int32) @ q_hi - bias).astype(np.float32)
+                                * scale[a:a + 4096] for a in range(0, rows.shape[0], 4096)])
         order = np.lexsort((np.arange(score.shape[0]), -score))[:k]
         return order.astype(np.int64), score[order]
 

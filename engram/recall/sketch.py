@@ -1,32 +1,42 @@
-"""A quantised sketch of a space's indexed rows: int8, one per memory, scanned whole.
+"""A quantised sketch of a space's indexed rows: 4 bits an element, one row per memory,
+scanned whole.
 
 The HNSW index (engram/recall/ann.py) finds a memory's neighbours in a few hundred
 vector reads, but on data without clusters (hashed word vectors, noise) its recall falls
 below what recall promises, and the audit (engram/recall/audit.py) then scans every row
 exactly: 1 ms at 10K x 384 f32 and 3 ms at 30K, bound by memory bandwidth. The sketch is
-the same rows at a quarter of the bytes, scanned with an exact integer dot product
-(engram.h's eg_sketch_topk: 0.1-0.2 ms at 10K x 384); its nearest candidates are then
-scored exactly from the stored rows like the index's, so a quantisation error can only
-reorder what lies near the cut, which the oversampled candidates absorb. The audit
-measures its recall like a search breadth's and chooses it only when it reaches the
-target.
+the same rows at an eighth of the bytes, scanned with an exact integer dot product
+(engram.h's eg_sketch_topk); its nearest candidates are then scored exactly from the
+stored rows like the index's, so a quantisation error can only reorder what lies near
+the cut, which the oversampled candidates absorb. The audit measures its recall like a
+search breadth's and chooses it only when it reaches the target.
+
+Why 4 bits: the scan is bound by memory, and the candidates are re-scored anyway. An
+int8 sketch of WordNet-30K x 384 (11.5 MB) took 0.58 ms at the median on this machine;
+at 4 bits the same candidates' recall@10 against an exact scan stayed 1.000 (64
+candidates, hashed word vectors and clustered dense vectors at 384 and 768: the numbers
+are in docs/scale.md, "The sketch").
 
 The index's builder (engram/workers/indexrun.py) writes it beside each index file for
 spaces up to MAX_BYTES of sketch (past that a scan costs more than the index's search),
 from the live rows the index covers. A row is quantised by its own largest magnitude to
-[-127, 127]; its scale is 1 / the quantised row's norm, so the kernel's score ranks as
-cosine does. The query is quantised the same way (its own norm does not change the order).
+integers in [-7, 7], stored as codes value + 8; byte b of a row holds element b in its
+low nibble and element half + b in its high one (half = ceil(dim / 2); an odd dim's last
+high nibble is a zero element), so the kernel reads a query's two halves in order. A
+row's scale is 1 / the quantised row's norm, so the kernel's score ranks as cosine does.
+The query is quantised to int8 by its own largest magnitude (its norm does not change
+the order).
 
 File (little-endian; every size checked against the file before anything is mapped):
 
-    0   8   magic b"EGSKTCH1"
+    0   8   magic b"EGSKTCH2"  (EGSKTCH1, the int8 sketch before it, is refused: rebuilt)
     8   4   dim (u32)
     12  4   zero
     16  8   count (u64)
     24  40  zero
     64      ids: int64[count]        the memory ids
-            scale: f32[count]        1 / norm of the int8 row (0: a zero row)
-    R       rows: int8[count x dim], R = the first multiple of 64 after the scales
+            scale: f32[count]        1 / norm of the quantised row (0: a zero row)
+    R       rows: uint8[count x half], R = the first multiple of 64 after the scales
 """
 from __future__ import annotations
 
@@ -39,19 +49,26 @@ import numpy as np
 
 from engram.errors import AttachError
 
-MAGIC = b"EGSKTCH1"
+MAGIC = b"EGSKTCH2"
 HEAD = struct.Struct("<8sII Q40x")
 #: a sketch larger than this is not written: its scan would cost more than the index's
 #: search, and it would cost memory where the index serves alone (at 100K x 384 the audit
-#: kept HNSW at ef 64, and a 38 MB sketch was 16% of the space's bytes). 32 MiB: 85K x
-#: 384 or 42K x 768, 1.5-3 ms of scan on this machine
-MAX_BYTES = 32 << 20
+#: kept HNSW at ef 64). 16 MiB: 85K x 384 or 42K x 768, the row counts the int8 sketch
+#: stopped at (32 MiB then), ~1 ms of scan on this machine
+MAX_BYTES = 16 << 20
+LEVELS = 7                   # elements are quantised to [-LEVELS, LEVELS]
+OFFSET = 8                   # stored code = value + OFFSET, in [0, 15]
 CHUNK = 4096                 # rows quantised at a time (the builder's memory stays bounded)
+
+
+def half(dim: int) -> int:
+    """Bytes of one row: two elements a byte."""
+    return (dim + 1) // 2
 
 
 def fits(count: int, dim: int) -> bool:
     """Whether a sketch of ``count`` rows of ``dim`` is written at all (MAX_BYTES)."""
-    return 0 < count * dim <= MAX_BYTES
+    return 0 < count * half(dim) <= MAX_BYTES
 
 
 def rows_offset(count: int) -> int:
@@ -59,30 +76,44 @@ def rows_offset(count: int) -> int:
 
 
 def file_size(count: int, dim: int) -> int:
-    return rows_offset(count) + count * dim
+    return rows_offset(count) + count * half(dim)
 
 
 def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 rows, f32 scales) of f32/f16 rows ``x``: each row by its largest magnitude to
-    [-127, 127], and 1 / the int8 row's norm (0 for a zero or non-finite row)."""
+    """(packed uint8 rows, f32 scales) of f32/f16 rows ``x``: each row by its largest
+    magnitude to integers in [-LEVELS, LEVELS], packed two a byte as the module says; the
+    scale is 1 / the quantised row's norm (0 for a zero or non-finite row)."""
     x = np.asarray(x, np.float32)
-    big = np.abs(x).max(axis=1, initial=0.0) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    n, dim = x.shape
+    big = np.abs(x).max(axis=1, initial=0.0) if dim else np.zeros(n, np.float32)
     ok = np.isfinite(big) & (big > 0)
-    mult = np.where(ok, 127.0 / np.where(ok, big, 1.0), 0.0).astype(np.float32)
-    q = np.clip(np.rint(np.nan_to_num(x) * mult[:, None]), -127, 127).astype(np.int8)
-    norm = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.int64).astype(np.float64))
+    mult = np.where(ok, LEVELS / np.where(ok, big, 1.0), 0.0).astype(np.float32)
+    v = np.zeros((n, 2 * half(dim)), np.int8)
+    v[:, :dim] = np.clip(np.rint(np.nan_to_num(x) * mult[:, None]), -LEVELS, LEVELS)
+    norm = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.int64).astype(np.float64))
     scale = np.where(norm > 0, 1.0 / np.where(norm > 0, norm, 1.0), 0.0).astype(np.float32)
-    return q, scale
+    codes = (v + OFFSET).astype(np.uint8)
+    h = half(dim)
+    return codes[:, :h] | (codes[:, h:] << 4), scale
+
+
+def unpack(rows: np.ndarray) -> np.ndarray:
+    """The int8 elements of packed rows (2 x their bytes a row; an odd dim's last is 0)."""
+    rows = np.asarray(rows, np.uint8)
+    return np.concatenate([(rows & 15).astype(np.int8), (rows >> 4).astype(np.int8)], axis=1) - OFFSET
 
 
 def quantize_query(q: np.ndarray) -> np.ndarray:
-    """One query as ``quantize`` quantises a row (its scale is not needed: it does not change
-    the order), in a few numpy calls: recall pays this per query."""
+    """One query as the kernel reads it: int8 in [-127, 127] by its largest magnitude,
+    padded to two elements a row byte, in a few numpy calls: recall pays this per query."""
     q = np.asarray(q, np.float32)
+    out = np.zeros(2 * half(q.shape[0]), np.int8)
     big = float(np.max(np.abs(q))) if q.shape[0] else 0.0
-    if not 0.0 < big < np.inf:
-        return quantize(q.reshape(1, -1))[0][0]
-    return np.rint(q * np.float32(127.0 / big)).astype(np.int8)
+    if 0.0 < big < np.inf:
+        out[:q.shape[0]] = np.rint(q * np.float32(127.0 / big))
+    elif q.shape[0] and np.isinf(big):      # the infinite elements alone, at full scale
+        out[:q.shape[0]] = np.where(np.isinf(q), np.sign(q) * 127, 0)
+    return out
 
 
 def write(path: str, dim: int, parts, count: int) -> None:
@@ -101,7 +132,7 @@ def write(path: str, dim: int, parts, count: int) -> None:
                 rows, scale = quantize(got_rows[a:b])
                 os.pwrite(fd, np.ascontiguousarray(got_ids[a:b], "<i8").tobytes(), HEAD.size + 8 * at)
                 os.pwrite(fd, scale.astype("<f4").tobytes(), HEAD.size + 8 * count + 4 * at)
-                os.pwrite(fd, rows.tobytes(), rows_offset(count) + dim * at)
+                os.pwrite(fd, rows.tobytes(), rows_offset(count) + half(dim) * at)
                 at += b - a
         if at != count:
             raise ValueError(f"the sketch was sized for {count:,} rows and given {at:,}")
@@ -137,7 +168,7 @@ class Sketch:
         self.path, self.dim, self.count = path, dim, count
         self.ids = np.frombuffer(self._map, np.int64, count, HEAD.size)
         self.scale = np.frombuffer(self._map, np.float32, count, HEAD.size + 8 * count)
-        self.rows = np.frombuffer(self._map, np.int8, count * dim, rows_offset(count)).reshape(count, dim)
+        self.rows = np.frombuffer(self._map, np.uint8, count * half(dim), rows_offset(count)).reshape(count, half(dim))
 
     def __len__(self) -> int:
         return self.count

@@ -63,17 +63,23 @@ def test_quantised_rows_keep_their_direction_and_zero_rows_are_hidden():
     x = rng.standard_normal((50, 33)).astype(np.float32) * rng.uniform(1e-3, 1e3, (50, 1)).astype(np.float32)
     x[7] = 0.0
     x[9, 4] = np.inf
-    q8, scale = sketch.quantize(x)
-    assert q8.dtype == np.int8 and scale.dtype == np.float32
-    assert q8.min() >= -127 and q8.max() <= 127
+    packed, scale = sketch.quantize(x)
+    assert packed.dtype == np.uint8 and packed.shape == (50, 17) and scale.dtype == np.float32
+    v = sketch.unpack(packed)
+    assert v.shape == (50, 34) and (v[:, 33] == 0).all()      # an odd dim's last high nibble: a zero
+    assert v.min() >= -sketch.LEVELS and v.max() <= sketch.LEVELS
+    assert ((packed & 15) == v[:, :17] + 8).all() and ((packed >> 4) == v[:, 17:] + 8).all()
     ok = np.ones(50, bool)
     ok[[7, 9]] = False
-    assert (np.abs(q8[ok]).max(axis=1) == 127).all()          # each row uses the full range
+    assert (np.abs(v[ok]).max(axis=1) == sketch.LEVELS).all()     # each row uses the full range
     assert scale[7] == 0 and scale[9] == 0 and (scale[ok] > 0).all()
-    cos = np.einsum("ij,ij->i", q8[ok].astype(np.float64), x[ok]) * scale[ok] / np.linalg.norm(x[ok], axis=1)
-    assert cos.min() > 0.99                                   # the int8 row points where the row does
+    np.testing.assert_allclose(np.linalg.norm(v[ok].astype(np.float64), axis=1) * scale[ok], 1.0, rtol=1e-6)
+    cos = np.einsum("ij,ij->i", v[ok, :33].astype(np.float64), x[ok]) * scale[ok] / np.linalg.norm(x[ok], axis=1)
+    assert cos.min() > 0.97                                   # the 4-bit row points where the row does
     one = sketch.quantize_query(x[3])
-    assert one.tolist() == q8[3].tolist()                     # a query as a row is quantised
+    assert one.dtype == np.int8 and one.shape == (34,) and one[33] == 0 and np.abs(one).max() == 127
+    idx, _ = backend().sketch_topk(one, packed, scale, 1)
+    assert idx.tolist() == [3]                                # a row's own query finds it first
 
 
 def test_a_written_sketch_reads_back(tmp_path):
@@ -209,7 +215,7 @@ def test_a_chosen_sketch_serves_recall_and_is_shown(sketched):
         assert int(sp.recall(x[i], k=3, spread=False, budget_ms=None).ids[0]) == i
     with engram.attach(eng.name) as att:        # another process's reader maps the same file
         assert int(att.space("sketched").recall(x[77], k=3, spread=False, budget_ms=None).ids[0]) == 77
-    files = [h for h in tools.segment_headers(EngineName.parse(eng.name)) if h.get("kind") == "ann sketch (int8)"]
+    files = [h for h in tools.segment_headers(EngineName.parse(eng.name)) if h.get("kind") == "ann sketch (4-bit)"]
     assert len(files) == 1 and files[0]["ok"] and files[0]["bytes"] == sketch.file_size(N, DIM)
 
 
@@ -243,9 +249,9 @@ def test_no_sketch_past_its_size_limit(monkeypatch):
         sp = eng.space("bounded")
         sp.remember(noise(300, rng))
         path = sketch_path(EngineName.parse(eng.name), "bounded", 99, 1)
-        monkeypatch.setattr(sketch, "MAX_BYTES", 299 * DIM)
+        monkeypatch.setattr(sketch, "MAX_BYTES", 299 * sketch.half(DIM))
         assert indexrun.write_sketch(sp._store, path, (300, 0, 0)) == 0 and not os.path.exists(path)
-        monkeypatch.setattr(sketch, "MAX_BYTES", 300 * DIM)
+        monkeypatch.setattr(sketch, "MAX_BYTES", 300 * sketch.half(DIM))
         sp.forget([0, 1])
         assert indexrun.write_sketch(sp._store, path, (300, 0, 0)) == 298     # the live rows only
         assert 0 not in sketch.Sketch(path, DIM, 298).ids.tolist()

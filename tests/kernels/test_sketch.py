@@ -1,6 +1,7 @@
-"""The sketch's scan kernel (engram.h's eg_sketch_topk) on every backend and ISA variant:
-bit for bit what the numpy oracle gives, which is itself checked against Python integers;
-bad arguments are refused with the name of what is wrong."""
+"""The sketch's scan kernel (engram.h's eg_sketch_topk: rows of 4-bit codes, two a byte)
+on every backend and ISA variant: bit for bit what the numpy oracle gives, which is
+itself checked against Python integers; bad arguments are refused with the name of what
+is wrong."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,14 +11,17 @@ from engram.errors import InvalidInputError
 
 from .backends import BACKEND_KEYS, get_table
 
-#: below, at and past the AVX2 loop's 32- and 64-byte steps, and the sizes recall uses
-DIMS = (1, 5, 31, 32, 33, 64, 95, 128, 384, 767)
+#: row bytes below, at and past the AVX2 loop's 32- and 64-byte steps, and the sizes recall
+#: uses (192: 384-d, 384: 768-d)
+DIMS = (1, 5, 31, 32, 33, 64, 95, 128, 192, 384, 767)
 
 
 def _case(n: int, dim: int, seed: int):
+    """n rows of ``dim`` bytes (any codes: 0, which quantize never writes, included) and a
+    query of 2 x dim in int8's whole range."""
     rng = np.random.default_rng(seed)
-    rows = rng.integers(-127, 128, (n, dim)).astype(np.int8)
-    q = rng.integers(-127, 128, dim).astype(np.int8)
+    rows = rng.integers(0, 256, (n, dim)).astype(np.uint8)
+    q = rng.integers(-128, 128, 2 * dim).astype(np.int8)
     scale = rng.random(n).astype(np.float32)
     scale[rng.random(n) < 0.1] = 0.0            # hidden rows score 0
     return q, rows, scale
@@ -25,7 +29,10 @@ def _case(n: int, dim: int, seed: int):
 
 def test_the_oracle_is_the_integer_dot_product_times_the_scale():
     q, rows, scale = _case(200, 33, 1)
-    want = [float(np.float32(sum(int(a) * int(b) for a, b in zip(q, r))) * s) for r, s in zip(rows, scale)]
+
+    def value(r, j):                                   # element j of a row: its nibble - 8
+        return (int(r[j]) & 15 if j < 33 else int(r[j - 33]) >> 4) - 8
+    want = [float(np.float32(sum(int(q[j]) * value(r, j) for j in range(66))) * s) for r, s in zip(rows, scale)]
     order = sorted(range(200), key=lambda i: (-want[i], i))[:15]
     idx, sc = get_table("numpy").sketch_topk(q, rows, scale, 15)
     assert idx.tolist() == order
@@ -46,15 +53,16 @@ def test_every_backend_matches_the_oracle_bit_for_bit(key, dim):
 @pytest.mark.parametrize("key", BACKEND_KEYS)
 def test_the_extremes_do_not_overflow_and_ties_go_to_the_lower_row(key):
     t = get_table(key)
-    dim = 767                                          # 767 x 127 x 127 fills most of an int32's
-    rows = np.full((6, dim), 127, np.int8)             # way in pair sums of the SIMD kernels
-    rows[1] = -127
-    rows[3, ::2] = -127
-    q = np.full(dim, -127, np.int8)
+    dim = 767                                          # the SIMD kernels' int16 lanes each sum four
+    rows = np.full((6, dim), 0x00, np.uint8)           # products of 15 x 128 before they widen
+    rows[1] = 0xFF                                     # every element 15 - 8 = 7
+    rows[3, ::2] = 0xFF
+    q = np.full(2 * dim, -128, np.int8)
     idx, sc = t.sketch_topk(q, rows, np.ones(6, np.float32), 6)
-    assert idx.tolist() == [1, 3, 0, 2, 4, 5]
-    assert sc[0] == np.float32(dim * 127 * 127)
-    assert sc[2] == sc[3] == sc[4] == sc[5] == np.float32(-dim * 127 * 127)
+    assert idx.tolist() == [0, 2, 4, 5, 3, 1]          # all -8 against -128 scores highest
+    assert sc[0] == np.float32(2 * dim * 128 * 8)
+    assert sc[0] == sc[1] == sc[2] == sc[3]
+    assert sc[5] == np.float32(-2 * dim * 128 * 7)
 
 
 @pytest.mark.parametrize("key", BACKEND_KEYS)
@@ -62,7 +70,7 @@ def test_strided_rows_are_read_as_rows(key):
     """The sketch file's rows are contiguous, but a view with a longer row stride is valid."""
     t = get_table(key)
     q, rows, scale = _case(500, 40, 3)
-    wide = np.zeros((500, 64), np.int8)
+    wide = np.zeros((500, 64), np.uint8)
     wide[:, :40] = rows
     got = t.sketch_topk(q, wide[:, :40], scale, 20)
     want = get_table("numpy").sketch_topk(q, rows, scale, 20)
@@ -73,10 +81,12 @@ def test_strided_rows_are_read_as_rows(key):
 def test_bad_arguments_name_what_is_wrong(key):
     t = get_table(key)
     q, rows, scale = _case(10, 8, 4)
-    with pytest.raises(InvalidInputError, match="2-D int8"):
-        t.sketch_topk(q, rows.astype(np.float32), scale)
-    with pytest.raises(InvalidInputError, match="query must be int8 of length 8"):
-        t.sketch_topk(q[:7], rows, scale)
+    with pytest.raises(InvalidInputError, match="2-D uint8"):
+        t.sketch_topk(q, rows.astype(np.int8), scale)
+    with pytest.raises(InvalidInputError, match="2-D uint8"):
+        t.sketch_topk(q[:0], rows[:, :0], scale)
+    with pytest.raises(InvalidInputError, match="query must be int8 of length 16"):
+        t.sketch_topk(q[:8], rows, scale)
     with pytest.raises(InvalidInputError, match="query must be int8"):
         t.sketch_topk(q.astype(np.int16), rows, scale)
     with pytest.raises(InvalidInputError, match="row_scale must be float32 with one value per row"):

@@ -4,7 +4,7 @@
 //! with the same constness (single, many, sentinel, optional: the C ABI passes one address).
 const layout = @import("layout.zig");
 
-pub const abi_hash: u64 = 0xcec9c7fc0b8b9318;
+pub const abi_hash: u64 = 0xc2ea0d6369b5ea2c;
 
 pub const EG_OK = 0;
 pub const EG_EINVAL = -1;
@@ -186,7 +186,7 @@ pub const variants = struct {
     ) callconv(.c) i64;
     pub const sketch_topk = fn (
         q: ?*const i8,
-        rows: ?*const i8,
+        rows: ?*const u8,
         n: u64,
         dim: u64,
         row_stride: u64,

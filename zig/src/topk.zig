@@ -249,10 +249,12 @@ pub fn TopK(comptime T: type, comptime cosine: bool) type {
     };
 }
 
-/// The sketch's scan (engram.h's EG_SKETCH_ARGS): the exact integer dot product of the
-/// int8 query with each int8 row, times the row's scale; best first, equal scores by
-/// lower index, as csrc/kernels/topk_impl.h's eg_sketch_topk.
-pub fn sketchTopk(q_: ?[*]const i8, rows_: ?[*]const i8, n: u64, dim: u64, row_stride: u64, row_scale_: ?[*]const f32, k: u64, out_idx_: ?[*]i64, out_score_: ?[*]f32) callconv(.c) i64 {
+/// The sketch's scan (engram.h's EG_SKETCH_ARGS): each row byte holds two 4-bit codes
+/// (low nibble: element b, high nibble: element dim + b; value = code - 8); a row's score
+/// is the exact integer dot product of the int8 query with the values, times the row's
+/// scale; best first, equal scores by lower index, as csrc/kernels/topk_impl.h's
+/// eg_sketch_topk.
+pub fn sketchTopk(q_: ?[*]const i8, rows_: ?[*]const u8, n: u64, dim: u64, row_stride: u64, row_scale_: ?[*]const f32, k: u64, out_idx_: ?[*]i64, out_score_: ?[*]f32) callconv(.c) i64 {
     const q = q_ orelse return EINVAL;
     const out_idx = out_idx_ orelse return EINVAL;
     const out_score = out_score_ orelse return EINVAL;
@@ -260,20 +262,28 @@ pub fn sketchTopk(q_: ?[*]const i8, rows_: ?[*]const i8, n: u64, dim: u64, row_s
     if (k == 0 or n == 0) return 0;
     const rows = rows_.?;
     const row_scale = row_scale_.?;
+    const q_hi = q + dim;
+    var bias: i32 = 0;             // the codes' offset: 8 x sum(q)
+    for (0..2 * dim) |j| bias += 8 * @as(i32, q[j]);
     var h = Heap{ .idx = out_idx, .score = out_score, .k = k };
     const L = 32;
+    const low: @Vector(L, u8) = @splat(15);
+    const four: @Vector(L, u3) = @splat(4);
     for (0..n) |i| {
         const r = rows + i * row_stride;
         var acc: @Vector(L, i32) = @splat(0);
         var j: u64 = 0;
         while (j + L <= dim) : (j += L) {
-            const a: @Vector(L, i16) = @as(@Vector(L, i8), q[j..][0..L].*);
-            const b: @Vector(L, i16) = @as(@Vector(L, i8), r[j..][0..L].*);
-            acc += @as(@Vector(L, i32), a * b);
+            const v: @Vector(L, u8) = r[j..][0..L].*;
+            const lo: @Vector(L, i32) = v & low;
+            const hi: @Vector(L, i32) = v >> four;
+            const a: @Vector(L, i32) = @as(@Vector(L, i8), q[j..][0..L].*);
+            const b: @Vector(L, i32) = @as(@Vector(L, i8), q_hi[j..][0..L].*);
+            acc += a * lo + b * hi;
         }
         var dot: i32 = @reduce(.Add, acc);
-        while (j < dim) : (j += 1) dot += @as(i32, q[j]) * @as(i32, r[j]);
-        h.push(@as(f32, @floatFromInt(dot)) * row_scale[i], @intCast(i));
+        while (j < dim) : (j += 1) dot += @as(i32, q[j]) * @as(i32, r[j] & 15) + @as(i32, q_hi[j]) * @as(i32, r[j] >> 4);
+        h.push(@as(f32, @floatFromInt(dot - bias)) * row_scale[i], @intCast(i));
     }
     return h.finish();
 }

@@ -9,7 +9,7 @@ ctypedef int64_t (*eg_topk_fn)(const float *q, const void *rows, uint64_t n, uin
 ctypedef int64_t (*eg_topk_mn_fn)(const float *qs, uint64_t m, uint64_t q_stride, const void *rows, uint64_t n,
                                   uint64_t dim, uint64_t row_stride, const uint8_t *mask, const float *row_norms,
                                   uint64_t k, int64_t *out_idx, float *out_score, int64_t *out_count) noexcept nogil
-ctypedef int64_t (*eg_sketch_fn)(const int8_t *q, const int8_t *rows, uint64_t n, uint64_t dim, uint64_t row_stride,
+ctypedef int64_t (*eg_sketch_fn)(const int8_t *q, const uint8_t *rows, uint64_t n, uint64_t dim, uint64_t row_stride,
                                  const float *row_scale, uint64_t k, int64_t *out_idx,
                                  float *out_score) noexcept nogil
 ctypedef int64_t (*eg_decay_fn)(const float *strength, const float *age, uint64_t n, uint32_t kind, float p0,

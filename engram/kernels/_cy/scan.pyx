@@ -102,8 +102,8 @@ cdef class SketchKernel:
     """The sketch's top-k kernel (engram.h's EG_SKETCH_ARGS) bound by address.
 
     SketchKernel(address)(q, rows, row_scale, out_idx, out_score) -> results written
-    q: int8[dim] contiguous; rows: 2-D int8 with contiguous rows; row_scale: f32[n]
-    contiguous; out_idx: int64[k]; out_score: f32[k].
+    rows: 2-D uint8 (two 4-bit codes a byte) with contiguous rows; q: int8[2 x the rows'
+    bytes] contiguous; row_scale: f32[n] contiguous; out_idx: int64[k]; out_score: f32[k].
     """
     cdef sketch_fn fn
 
@@ -116,10 +116,14 @@ cdef class SketchKernel:
         cdef uint64_t n, dim, stride, k
         cdef int64_t got
         cdef const float *scale
-        _check_rows(rows, 1, &n, &dim, &stride)
+        if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_TYPE(rows) != cnp.NPY_UINT8:
+            raise ValueError("sketch rows must be 2-D uint8")
+        n, dim, stride = cnp.PyArray_DIM(rows, 0), cnp.PyArray_DIM(rows, 1), cnp.PyArray_STRIDE(rows, 0)
+        if dim > 1 and cnp.PyArray_STRIDE(rows, 1) != 1:
+            raise ValueError("rows must be contiguous along their last axis")
         if not (cnp.PyArray_ISCARRAY_RO(q) and cnp.PyArray_TYPE(q) == cnp.NPY_INT8
-                and <uint64_t>cnp.PyArray_SIZE(q) == dim):
-            raise ValueError("q must be a contiguous int8 vector of length dim")
+                and <uint64_t>cnp.PyArray_SIZE(q) == 2 * dim):
+            raise ValueError("q must be a contiguous int8 vector of twice the rows' length")
         scale = _norms_ptr(row_scale, n)
         k = <uint64_t>cnp.PyArray_SIZE(out_idx)
         if not (cnp.PyArray_ISCARRAY(out_idx) and cnp.PyArray_ISCARRAY(out_score)
@@ -129,7 +133,7 @@ cdef class SketchKernel:
         if k == 0 or n == 0:
             return 0
         with nogil:
-            got = self.fn(<const int8_t *>cnp.PyArray_DATA(q), <const int8_t *>cnp.PyArray_DATA(rows), n, dim,
+            got = self.fn(<const int8_t *>cnp.PyArray_DATA(q), <const uint8_t *>cnp.PyArray_DATA(rows), n, dim,
                           stride, scale, k, <int64_t *>cnp.PyArray_DATA(out_idx),
                           <float *>cnp.PyArray_DATA(out_score))
         return got

@@ -183,7 +183,7 @@ def _space_dims(engine: EngineName, cold: list | None = None) -> dict:
 
 
 #: the approximate index's files beside the segments (engram/recall/ann.py, sketch.py)
-INDEX_FILES = {"ann": "ann index (usearch)", "sketch": "ann sketch (int8)"}
+INDEX_FILES = {"ann": "ann index (usearch)", "sketch": "ann sketch (4-bit)"}
 
 
 def segment_headers(engine: EngineName) -> list:

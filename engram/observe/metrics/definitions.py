@@ -57,7 +57,7 @@ METRICS = (
     Metric("engram_index_rows_added_total", "counter", "Rows the index runs took."),
     Metric("engram_index_run_seconds", "histogram", "Time of one index build or extension.", unit="seconds"),
     Metric("engram_index_breadth", "gauge", "The index's search breadth (HNSW ef) the owner's audit chose: 0 not "
-           "chosen yet, -1 the exact scan instead, -2 a scan of the index's int8 sketch (engram/recall/audit.py)."),
+           "chosen yet, -1 the exact scan instead, -2 a scan of the index's 4-bit sketch (engram/recall/audit.py)."),
     Metric("engram_index_audits_total", "counter", "Audits of the index against an exact scan of a recall's query."),
     Metric("engram_tier_memories", "gauge", "Live memories whose vector is in each tier (hot f32, warm f16, "
            "cold int8).", types=("hot", "warm", "cold"), label="tier"),
