@@ -37,6 +37,7 @@ K = 10                      # recall@K, the issue's measure
 TARGET = 0.98
 SAMPLE_EVERY = 8            # every 8th recall that used the index offers its query
 MIN_AUDITS = 8              # before the first choice
+REMEMBERED = 256            # queries audited lately, by hash: one asked again is not audited again
 ALPHA = 0.2                 # moving averages' weight of the newest audit
 MIN_GAP_S, COST_RATIO = 0.5, 50.0
 EXACT_MAX_MS = 3.0          # a scan this cheap replaces a search that misses the target
@@ -49,7 +50,8 @@ class Audit:
     averages of recall@K and milliseconds; ``exact`` is the exact scan's."""
 
     def __init__(self):
-        self.queue: deque = deque(maxlen=4)      # the newest offered queries
+        self.queue: deque = deque(maxlen=4)      # the newest offered queries: (hash, query)
+        self.recent: deque = deque(maxlen=REMEMBERED)     # hashes of the queries audited lately
         self.offered = 0
         self.audits = 0
         self.recall = dict.fromkeys((*LADDER, SKETCH))     # breadth -> recall@K (moving average) or None
@@ -58,10 +60,16 @@ class Audit:
         self.chosen = None                       # the last choice
 
     def offer(self, q: np.ndarray) -> None:
-        """A recall's query (any thread); every SAMPLE_EVERY-th is kept for an audit."""
+        """A recall's query (any thread); every SAMPLE_EVERY-th is kept for an audit, unless
+        it is waiting already or was one of the last REMEMBERED audited: a query asked again
+        says nothing new about the index, and a few repeated queries the index happens to
+        answer well would make a breadth that misses on others look safe."""
         self.offered += 1
         if self.offered % SAMPLE_EVERY == 0:
-            self.queue.append(np.array(q, np.float32))
+            q = np.array(q, np.float32)
+            key = hash(q.tobytes())
+            if key not in self.recent and all(key != waiting for waiting, _ in list(self.queue)):
+                self.queue.append((key, q))
 
     def due(self, now: float) -> bool:
         return bool(self.queue) and now >= self.next_at
@@ -73,9 +81,10 @@ class Audit:
         size already asks for (ann.expansion: 254 at 1M), which search alike, are searched
         once."""
         try:
-            q = self.queue.pop()
+            key, q = self.queue.pop()
         except IndexError:
             return None
+        self.recent.append(key)
         t0 = time.perf_counter()
         truth = set(similar(q, K, breadth=EXACT).ids.tolist())
         self._mean(self.ms, EXACT, (time.perf_counter() - t0) * 1e3)
