@@ -40,6 +40,7 @@ MIN_AUDITS = 8              # before the first choice
 REMEMBERED = 256            # queries audited lately, by hash: one asked again is not audited again
 ALPHA = 0.2                 # moving averages' weight of the newest audit
 MIN_GAP_S, COST_RATIO = 0.5, 50.0
+CHEAP = 256                 # the broadest breadth that still searches cheaply (Audit.hard)
 EXACT_MAX_MS = 3.0          # a scan this cheap replaces a search that misses the target
 SWITCH = 0.8                # between the scan and a breadth that both reach the target, the other
                             # must cost at most this share of the current one (the times are noisy)
@@ -120,8 +121,15 @@ class Audit:
             return self.chosen
         return best
 
+    def hard(self) -> bool:
+        """Whether the space's data is hard for the index: after MIN_AUDITS, no breadth up
+        to CHEAP reaches TARGET. The keeper then writes the index's sketch up to
+        sketch.HARD_MAX_BYTES instead of MAX_BYTES (engram/workers/indexer.py)."""
+        return self.audits >= MIN_AUDITS and not any(
+            self.recall[b] is not None and self.recall[b] >= TARGET for b in LADDER if b <= CHEAP)
+
     def stats(self) -> dict:
-        return {"audits": self.audits,
+        return {"audits": self.audits, "hard": self.hard(),
                 "recall_at_10": {BREADTH_NAMES.get(b, b): None if r is None else round(r, 4)
                                  for b, r in self.recall.items()},
                 "ms": {BREADTH_NAMES.get(b, b): None if m is None else round(m, 3) for b, m in self.ms.items()}}

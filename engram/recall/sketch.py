@@ -19,7 +19,8 @@ are in docs/scale.md, "The sketch").
 
 The index's builder (engram/workers/indexrun.py) writes it beside each index file for
 spaces up to MAX_BYTES of sketch (past that a scan costs more than the index's search),
-from the live rows the index covers. A row is quantised by its own largest magnitude to
+or up to HARD_MAX_BYTES where the audit found the index's search expensive on the
+space's data, from the live rows the index covers. A row is quantised by its own largest magnitude to
 integers in [-7, 7], stored as codes value + 8; byte b of a row holds element b in its
 low nibble and element half + b in its high one (half = ceil(dim / 2); an odd dim's last
 high nibble is a zero element), so the kernel reads a query's two halves in order. A
@@ -56,6 +57,11 @@ HEAD = struct.Struct("<8sII Q40x")
 #: kept HNSW at ef 64). 16 MiB: 85K x 384 or 42K x 768, the row counts the int8 sketch
 #: stopped at (32 MiB then), ~1 ms of scan on this machine
 MAX_BYTES = 16 << 20
+#: ... and up to this where the owner's audit found the index misses its recall target at
+#: every cheap breadth (engram/recall/audit.py, Audit.hard): on such data the search needs
+#: a breadth of 512 or more, or the exact scan, and a whole scan of the sketch (~8.5 ns a
+#: row at 384-d) costs less than either. 64 MiB: 350K x 384 or 175K x 768, ~3 ms of scan
+HARD_MAX_BYTES = 64 << 20
 LEVELS = 7                   # elements are quantised to [-LEVELS, LEVELS]
 OFFSET = 8                   # stored code = value + OFFSET, in [0, 15]
 CHUNK = 4096                 # rows quantised at a time (the builder's memory stays bounded)
@@ -66,9 +72,10 @@ def half(dim: int) -> int:
     return (dim + 1) // 2
 
 
-def fits(count: int, dim: int) -> bool:
-    """Whether a sketch of ``count`` rows of ``dim`` is written at all (MAX_BYTES)."""
-    return 0 < count * half(dim) <= MAX_BYTES
+def fits(count: int, dim: int, limit: int | None = None) -> bool:
+    """Whether a sketch of ``count`` rows of ``dim`` is written at all: at most ``limit``
+    bytes of rows (None: MAX_BYTES)."""
+    return 0 < count * half(dim) <= (MAX_BYTES if limit is None else limit)
 
 
 def rows_offset(count: int) -> int:

@@ -19,7 +19,9 @@ one; afterwards a tail of ``max(MIN_BATCH, GROWTH x index size)`` rows, or any t
 older than ``max(MAX_WAIT_S, 4 x the last run)``, is added; when more than STALE_SHARE of
 the indexed rows were forgotten (or moved by reconsolidation) the index is built anew
 without them; an index without its sketch (engram/recall/sketch.py; one loaded from a
-snapshot) is rewritten with one when the sketch would be small enough.
+snapshot, or one the audit has since found hard to search: Audit.hard raises the sketch's
+size limit) is rewritten with one when the sketch would be small enough, once per row
+count.
 """
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ class _Kept:
     last_run_s: float = 0.0
     built_rows: int = 0          # rows added by runs so far (the insert rate's numerator)
     built_s: float = 0.0
+    hard: bool = False           # the audit found the index hard to search (Audit.hard)
+    sketch_tried: tuple = ()     # (row count, size limit) a run last wrote its sketch under
 
 
 class IndexKeeper:
@@ -123,11 +127,13 @@ class IndexKeeper:
         moved = sum(int(np.count_nonzero(rl[r:])) for rl, r in zip(live, state.rows))
         if state.size and (state.size - indexed_live - moved) > STALE_SHARE * state.size:
             return (0,) * len(counts), True
-        if not state.sketch and sketch.fits(indexed_live, store.dim):
-            return state.rows, False      # an index without its sketch (one loaded at a restart)
+        k = self._kept.setdefault(store.space, _Kept())
+        limit = self.sketch_limit(store)
+        if (not state.sketch and k.sketch_tried != (sum(counts), limit)
+                and sketch.fits(sum(int(np.count_nonzero(rl)) for rl in live), store.dim, limit)):
+            return state.rows, False      # an index without its sketch (one loaded at a restart, a hard one)
         if tail <= 0:
             return None
-        k = self._kept.setdefault(store.space, _Kept())
         now = time.monotonic() if now is None else now
         if not k.tail_since:
             k.tail_since = now
@@ -153,8 +159,12 @@ class IndexKeeper:
                                   "and the exact tail", store.space)
                     self._stop.wait(MAX_WAIT_S)
 
-    @staticmethod
-    def _audit(store: SpaceStore, rec, reader) -> None:
+    def sketch_limit(self, store: SpaceStore) -> int:
+        """The largest sketch (bytes of rows) a run writes for this space now."""
+        k = self._kept.get(store.space)
+        return sketch.HARD_MAX_BYTES if k is not None and k.hard else sketch.MAX_BYTES
+
+    def _audit(self, store: SpaceStore, rec, reader) -> None:
         """One audit of the space's index when one is due; publish the breadth it chooses."""
         audit = reader.ann.audit
         if audit is None:
@@ -166,6 +176,7 @@ class IndexKeeper:
         state = AnnState.read(store.dir)
         choice = audit.run(reader.similar, now, sketch=bool(state.sketch), size=state.size)
         rec.index_audits_total.inc()
+        self._kept.setdefault(store.space, _Kept()).hard = audit.hard()
         state = AnnState.read(store.dir)
         if choice is not None and state.generation and choice != state.breadth:
             replace(state, breadth=choice).publish(store.dir)
@@ -176,8 +187,9 @@ class IndexKeeper:
         gen, salt = old.generation + 1, fresh_salt()
         out = index_path(self.engine, store.space, gen, salt)
         out_sketch = sketch_path(self.engine, store.space, gen, salt)
+        limit = self.sketch_limit(store)
         cmd = [*PROGRAM, str(self.engine), store.space, "--out", out, "--to", *map(str, counts),
-               "--threads", str(self.threads), "--sketch", out_sketch]
+               "--threads", str(self.threads), "--sketch", out_sketch, "--sketch-max-bytes", str(limit)]
         if not rebuild:
             cmd += ["--from", *map(str, rows_from), "--prev",
                     index_path(self.engine, store.space, old.generation, old.salt)]
@@ -208,10 +220,11 @@ class IndexKeeper:
             return
         AnnState(gen, salt, counts, int(result["size"]), 0, 0, old.breadth, int(result.get("sketch", 0))
                  ).publish(store.dir)
+        k = self._kept.setdefault(store.space, _Kept())
+        k.sketch_tried = (sum(counts), limit)
         if old.generation:
             _unlink(index_path(self.engine, store.space, old.generation, old.salt))
             _unlink(sketch_path(self.engine, store.space, old.generation, old.salt))
-        k = self._kept.setdefault(store.space, _Kept())
         k.last_run_s = time.monotonic() - t0
         rec.index_runs_total.inc()
         rec.index_rows_added_total.inc(total)

@@ -3,12 +3,13 @@ starts it): add a space's rows to its usearch index and save it under a new name
 
     python -m engram.workers.indexrun ENGINE SPACE --out PATH --to HOT WARM
                                       [--prev PATH --from HOT WARM] [--threads N] [--sketch PATH]
+                                      [--sketch-max-bytes N]
 
 It attaches the space read-only, loads the previous generation's file (a copy: a viewed
 index is immutable) or starts an empty index, adds the live rows of each tier between
 ``--from`` and ``--to``, saves the result at ``--out``, writes the quantised sketch of
-every live row it covers at ``--sketch`` when that is at most sketch.MAX_BYTES
-(engram/recall/sketch.py), and exits; stdout carries progress and the result as JSON
+every live row it covers at ``--sketch`` when that is at most ``--sketch-max-bytes``
+(default sketch.MAX_BYTES; engram/recall/sketch.py), and exits; stdout carries progress and the result as JSON
 lines ({"done", "total"}, then {"size", "sketch", "seconds"} or {"error"}; "sketch" is
 the sketch's rows, 0 when none was written).
 """
@@ -60,9 +61,9 @@ def build(store: SpaceStore, out: str, rows_from: tuple, rows_to: tuple, prev: s
     return len(index)
 
 
-def write_sketch(store: SpaceStore, path: str, rows_to: tuple) -> int:
+def write_sketch(store: SpaceStore, path: str, rows_to: tuple, limit: int | None = None) -> int:
     """The sketch of the live rows below ``rows_to`` in each tier, at ``path``: its rows, or 0
-    (nothing written) when it would be larger than sketch.MAX_BYTES."""
+    (nothing written) when it would be larger than ``limit`` bytes (None: sketch.MAX_BYTES)."""
     tiers = []
     for tier in TIER_TABLE:
         rows, row_node, row_live, _ = store.tier_rows(tier)
@@ -70,7 +71,7 @@ def write_sketch(store: SpaceStore, path: str, rows_to: tuple) -> int:
         live = row_live[:n].astype(bool)                   # a copy: the owner may forget meanwhile
         tiers.append((rows[:n], row_node[:n], live))
     count = sum(int(np.count_nonzero(live)) for _, _, live in tiers)
-    if not sketch.fits(count, store.dim):
+    if not sketch.fits(count, store.dim, limit):
         return 0
     step = sketch.CHUNK
     sketch.write(path, store.dim, ((row_node[a:a + step][live[a:a + step]], rows[a:a + step][live[a:a + step]])
@@ -89,6 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prev")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sketch")
+    ap.add_argument("--sketch-max-bytes", type=int, default=None)
     args = ap.parse_args(argv)
     os.nice(10)        # background work: recall and ingest come first
     name_current("engram-indexrun")
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     size = build(store, args.out, tuple(args.rows_from), tuple(args.to), args.prev, args.threads,
                  lambda done, total: say(done=done, total=total))
-    sketched = write_sketch(store, args.sketch, tuple(args.to)) if args.sketch else 0
+    sketched = write_sketch(store, args.sketch, tuple(args.to), args.sketch_max_bytes) if args.sketch else 0
     say(size=size, sketch=sketched, seconds=time.perf_counter() - t0)
     return 0
 

@@ -193,3 +193,31 @@ def test_hard_data_gets_a_breadth_or_the_scan_that_reaches_the_target(quick_audi
         by_worker = recall_at_10(sp, x, qs)
         assert by_worker >= TARGET, (by_worker, chosen)
     print(f"recall@10 {before:.3f} before the audit, {after:.3f} after; breadth {chosen}")
+
+
+def test_a_space_the_audit_finds_hard_gets_a_sketch_under_the_larger_limit(quick_audits, monkeypatch):
+    """Past sketch.MAX_BYTES no sketch is written, until the audit finds that no cheap
+    breadth reaches the target (Audit.hard): then the keeper writes one up to
+    HARD_MAX_BYTES, and the audit may choose it."""
+    from engram.recall import sketch
+    monkeypatch.setattr(audit_mod, "CHEAP", 64)           # "hard" here: ef 64 misses the target
+    x, qs = hashed_texts(10_000, np.random.default_rng(3))
+    monkeypatch.setattr(sketch, "MAX_BYTES", 1_000 * sketch.half(DIM))        # too small for these rows
+    monkeypatch.setattr(sketch, "HARD_MAX_BYTES", 20_000 * sketch.half(DIM))
+    with engram.Engine(dim=DIM, workers=0, index_min_rows=2000) as eng:
+        sp = eng.space("hard")
+        sp.remember(x, tier="warm")
+        assert eng.wait_for_index(120)
+        assert AnnState.read(sp._store.dir).sketch == 0      # over the usual limit: none yet
+        deadline = time.monotonic() + 90
+        while AnnState.read(sp._store.dir).sketch == 0 and time.monotonic() < deadline:
+            for q in qs[:40]:
+                sp.recall(q, k=10, spread=False)
+            time.sleep(0.05)
+        stats = eng._life.indexer.stats()["hard"]["audit"]
+        assert stats["hard"], stats
+        assert AnnState.read(sp._store.dir).sketch == x.shape[0], stats
+        assert eng.wait_for_index(60)                        # and nothing more is due: no run after run
+        gen = AnnState.read(sp._store.dir).generation
+        time.sleep(1.0)
+        assert AnnState.read(sp._store.dir).generation == gen
