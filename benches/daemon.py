@@ -67,9 +67,9 @@ def cpu_s(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_daemon(data: Path) -> tuple:
+def start_daemon(data: Path, workers: int = 0) -> tuple:
     p = subprocess.Popen([sys.executable, "-m", "engram.cli", "serve", "--data", str(data), "--port", "0",
-                          "--workers", "0", "--threads", "8", "--dim", str(DIM)], cwd=ROOT,
+                          "--workers", str(workers), "--threads", "8", "--dim", str(DIM)], cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -113,31 +113,46 @@ def load(n: int, url: str, mem, rng) -> np.ndarray:
 
 #: engram_index_breadth's values for the scans (docs/observability.md), to their names
 GAUGE_NAMES = {float(v): name for name, v in BREADTH_GAUGE.items()}
+STEADY_S = 5.0          # settle: the index's state unchanged this long
 
 
 def settle(url: str, eng, mem, qs, timeout: float = 300.0) -> dict:
     """Both sides' approximate index built and its audit's choice made (engram/recall/audit.py),
     as in a server that has served for a while: otherwise a row's first seconds measure the
-    index before its audit. The daemon's choice is read from its Prometheus gauge. Returns
-each side's choice ({} without an index)."""
+    index before its audit. The daemon's choice is read from its Prometheus gauge, and awaited
+    until it is the in-process one (the same data and queries: unless the timeout passes
+    first). Returns each side's choice ({} without an index)."""
     if not eng.wait_for_index(timeout):
         raise RuntimeError(f"the in-process index was not built within {timeout:.0f} s")
     _common.settle_index(mem, qs, k=10, timeout=timeout)
     if mem.stats()["index"]["generation"] == 0:        # below the index's size: nothing to settle
         return {}
-    end = time.monotonic() + timeout
+    # then until nothing changes for STEADY_S: the keeper may have more to do once the audit
+    # has judged the data (a hard space's larger sketch, engram/recall/sketch.py), and the
+    # audit then judges that too
+    end, at, last, since = time.monotonic() + timeout, 0, None, time.monotonic()
+    while time.monotonic() - since < STEADY_S and time.monotonic() < end:
+        for i in range(at, at + 64):
+            mem.recall(qs[i % len(qs)], k=10)
+        at += 64
+        now = (mem.stats()["index"]["breadth"], eng.wait_for_index(0.1))
+        if now != last or not now[1]:
+            last, since = now, time.monotonic()
+    inproc = mem.stats()["index"]["breadth"]
+    want = BREADTH_GAUGE.get(inproc, inproc)
     with httpx.Client(base_url=url, timeout=60) as h:
-        while True:
+        while True:       # the daemon's audit, on the same data and queries, until it chose as this one
             text = h.get("/metrics/prometheus").text
             gauge = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                      if line.startswith('engram_index_breadth{') and 'space="default"' in line]
-            if gauge and gauge[0] != 0:
-                return {"inproc": mem.stats()["index"]["breadth"], "http": GAUGE_NAMES.get(gauge[0], int(gauge[0]))}
+            if gauge and (gauge[0] == want or (gauge[0] != 0 and time.monotonic() > end)):
+                return {"inproc": inproc, "http": GAUGE_NAMES.get(gauge[0], int(gauge[0]))}
             if time.monotonic() > end:
                 raise RuntimeError(f"the daemon's index audit chose nothing within {timeout:.0f} s")
-            for q in qs[:64]:
-                h.post("/api/v1/memories/recall", json={"embedding": q.tolist(), "max_results": 10,
+            for i in range(at, at + 64):
+                h.post("/api/v1/memories/recall", json={"embedding": qs[i % len(qs)].tolist(), "max_results": 10,
                                                         "include_metadata": False}).raise_for_status()
+            at += 64
 
 
 def queries(vecs, rng, count=512) -> np.ndarray:
@@ -266,6 +281,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--sizes", type=_common.parse_count, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--rates", type=float, nargs="+", default=[100, 250, 500, 1000, 1500])
+    ap.add_argument("--server-workers", type=int, default=0, metavar="N",
+                    help="the daemon's recall worker processes (default 0: recalls in its own threads)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -275,7 +292,7 @@ def main(argv=None) -> int:
           f"{'CPU ms/req':>16}")
     for n in args.sizes:
         root = Path(tempfile.mkdtemp(prefix="bench-http-"))
-        daemon, url = start_daemon(root / "daemon")
+        daemon, url = start_daemon(root / "daemon", args.server_workers)
         eng = engram.Engine(path=root / "inproc", dim=DIM, workers=0)
         try:
             mem = eng.space("default")
