@@ -5,7 +5,9 @@ The index's recall depends on the data, not only on its size: on clustered dense
 the default breadth (ef 64 up to 100K) finds 0.99 of the exact top 10, but on the quality
 suite's hashed word vectors (WordNet, 30K synsets, queries of a few words) it found 0.85,
 and reaching 0.98 took ef 512 (docs/scale.md, "The audit"). So the owner audits: every
-SAMPLE_EVERY-th recall that used the index leaves a copy of its query, and the index
+SAMPLE_EVERY-th recall that used the index leaves a copy of its query (not one it audited
+lately in this index generation: a few repeated queries the index answers well made a
+breadth that misses on others look safe), and the index
 keeper's thread (engram/workers/indexer.py), at most once per ``max(MIN_GAP_S,
 COST_RATIO x the last audit's cost)``, answers one of them exactly and at each breadth of
 LADDER (and with the index's sketch, engram/recall/sketch.py, when its generation has
@@ -59,6 +61,9 @@ class Audit:
         self.ms = dict.fromkeys((*LADDER, SKETCH, EXACT))
         self.next_at = 0.0
         self.chosen = None                       # the last choice
+        self.generation = None                   # the index generation audited last
+        self.warmed: set = set()                 # choices searched once untimed in that generation
+        self.has_sketch = True                   # the last audit's generation had a sketch
 
     def offer(self, q: np.ndarray) -> None:
         """A recall's query (any thread); every SAMPLE_EVERY-th is kept for an audit, unless
@@ -71,28 +76,36 @@ class Audit:
             key = hash(q.tobytes())
             if key not in self.recent and all(key != waiting for waiting, _ in list(self.queue)):
                 self.queue.append((key, q))
+            else:          # the next query takes its turn: a workload of few queries still offers each
+                self.offered -= 1
 
     def due(self, now: float) -> bool:
         return bool(self.queue) and now >= self.next_at
 
-    def run(self, similar, now: float, sketch: bool = False, size: int = 0) -> int | None:
+    def run(self, similar, now: float, sketch: bool = False, size: int = 0, generation: int = 0) -> int | None:
         """Audit one offered query with ``similar(q, k, breadth=...)`` (SpaceReader.similar),
         the sketch's scan too when the space has one; returns the breadth to publish (None:
         no choice yet). ``size``: the index's vectors, so that rungs below the breadth the
         size already asks for (ann.expansion: 254 at 1M), which search alike, are searched
-        once."""
+        once. ``generation``: the index's; a new one is a new index to judge, on any query."""
         try:
             key, q = self.queue.pop()
         except IndexError:
             return None
+        if generation != self.generation:
+            self.generation = generation
+            self.recent.clear()
+            self.warmed.clear()
+        self.has_sketch = sketch
         self.recent.append(key)
         t0 = time.perf_counter()
 
-        # (ids, ms) of one search. A choice never timed before is searched once untimed
-        # first: that search maps and faults in its file (the sketch's first scan at 100K
+        # (ids, ms) of one search. A choice's first search in a generation runs once untimed
+        # first: it maps and faults in the generation's file (the sketch's first scan at 100K
         # took 6.3 ms, later ones ~1.2), which the moving average would carry for a dozen audits
         def timed(b):
-            if self.ms[b] is None:
+            if b not in self.warmed:
+                self.warmed.add(b)
                 similar(q, K, breadth=b)
             t = time.perf_counter()
             ids = similar(q, K, breadth=b).ids.tolist()
@@ -120,8 +133,8 @@ class Audit:
             return None
         ms = self.ms
         fits = [b for b in LADDER if self.recall[b] >= TARGET][:1]     # the narrowest: broader costs more
-        if self.recall[SKETCH] is not None and self.recall[SKETCH] >= TARGET:
-            fits.append(SKETCH)
+        if self.has_sketch and self.recall[SKETCH] is not None and self.recall[SKETCH] >= TARGET:
+            fits.append(SKETCH)             # (a generation without one scans exactly instead)
         if not fits and ms[EXACT] > EXACT_MAX_MS:
             return max(LADDER, key=lambda b: (self.recall[b], -b))
         fits.append(EXACT)

@@ -30,7 +30,8 @@ the order).
 
 File (little-endian; every size checked against the file before anything is mapped):
 
-    0   8   magic b"EGSKTCH2"  (EGSKTCH1, the int8 sketch before it, is refused: rebuilt)
+    0   8   magic b"EGSKTCH2"  (EGSKTCH1, the int8 sketch before it, is refused: exact scans
+                               until the index's next generation brings a new one)
     8   4   dim (u32)
     12  4   zero
     16  8   count (u64)
@@ -94,7 +95,8 @@ def quantize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, dim = x.shape
     big = np.abs(x).max(axis=1, initial=0.0) if dim else np.zeros(n, np.float32)
     ok = np.isfinite(big) & (big > 0)
-    mult = np.where(ok, LEVELS / np.where(ok, big, 1.0), 0.0).astype(np.float32)
+    big = big.astype(np.float64)        # LEVELS / a subnormal largest magnitude overflows float32
+    mult = np.where(ok, LEVELS / np.where(ok, big, 1.0), 0.0)
     v = np.zeros((n, 2 * half(dim)), np.int8)
     v[:, :dim] = np.clip(np.rint(np.nan_to_num(x) * mult[:, None]), -LEVELS, LEVELS)
     norm = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.int64).astype(np.float64))
@@ -116,8 +118,8 @@ def quantize_query(q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, np.float32)
     out = np.zeros(2 * half(q.shape[0]), np.int8)
     big = float(np.max(np.abs(q))) if q.shape[0] else 0.0
-    if 0.0 < big < np.inf:
-        out[:q.shape[0]] = np.rint(q * np.float32(127.0 / big))
+    if 0.0 < big < np.inf:          # in float64: 127 / a subnormal magnitude overflows float32
+        out[:q.shape[0]] = np.rint(q.astype(np.float64) * (127.0 / big))
     elif q.shape[0] and np.isinf(big):      # the infinite elements alone, at full scale
         out[:q.shape[0]] = np.where(np.isinf(q), np.sign(q) * 127, 0)
     return out

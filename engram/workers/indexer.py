@@ -20,8 +20,8 @@ older than ``max(MAX_WAIT_S, 4 x the last run)``, is added; when more than STALE
 the indexed rows were forgotten (or moved by reconsolidation) the index is built anew
 without them; an index without its sketch (engram/recall/sketch.py; one loaded from a
 snapshot, or one the audit has since found hard to search: Audit.hard raises the sketch's
-size limit) is rewritten with one when the sketch would be small enough, once per row
-count.
+size limit, for good) is rewritten with one when the sketch would be small enough, once
+per row count and limit.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class _Kept:
     last_run_s: float = 0.0
     built_rows: int = 0          # rows added by runs so far (the insert rate's numerator)
     built_s: float = 0.0
-    hard: bool = False           # the audit found the index hard to search (Audit.hard)
+    hard: bool = False           # the audit found the index hard to search (Audit.hard), once: for good
     sketch_tried: tuple = ()     # (row count, size limit) a run last wrote its sketch under
 
 
@@ -174,9 +174,11 @@ class IndexKeeper:
         if not audit.due(now):
             return
         state = AnnState.read(store.dir)
-        choice = audit.run(reader.similar, now, sketch=bool(state.sketch), size=state.size)
+        choice = audit.run(reader.similar, now, sketch=bool(state.sketch), size=state.size,
+                           generation=state.generation)
         rec.index_audits_total.inc()
-        self._kept.setdefault(store.space, _Kept()).hard = audit.hard()
+        k = self._kept.setdefault(store.space, _Kept())
+        k.hard = k.hard or audit.hard()     # sticky: a moving average near the target would flap
         state = AnnState.read(store.dir)
         if choice is not None and state.generation and choice != state.breadth:
             replace(state, breadth=choice).publish(store.dir)

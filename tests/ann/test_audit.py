@@ -92,7 +92,7 @@ def test_rungs_that_search_alike_are_searched_once():
                                np.arange(1, k + 1))
 
     a = Audit()
-    a.ms = dict.fromkeys(a.ms, 1.0)        # timed before: no untimed first searches
+    a.generation, a.warmed = 0, {EXACT, SKETCH, *LADDER}      # searched before: no untimed first searches
     a.queue.append((0, np.ones(4, np.float32)))
     a.run(similar, time.monotonic(), sketch=True, size=1_000_000)
     assert expansion(1_000_000, 64, 64) == expansion(1_000_000, 64, 128) == 254
@@ -156,6 +156,41 @@ def test_a_query_asked_again_is_not_audited_again(monkeypatch):
     assert [int(q[0]) for _, q in a.queue] == [1]
     assert sorted(set(seen)) == [1, 10, 11]
     assert seen.count(1) == 2 * (1 + len(LADDER))            # one audit (each search's first run untimed)
+
+
+def test_a_workload_of_few_queries_offers_each_and_a_new_generation_hears_them_again():
+    """A repeat does not use up its sampling turn (cycling 16 queries, every 8th kept,
+    offered 2 of them before), and a new index generation is judged on any query."""
+    a = Audit()
+    audited = []
+
+    def similar(q, k, breadth):
+        if breadth == EXACT:
+            audited.append(int(q[0]))
+        return SimpleNamespace(ids=np.arange(k))
+    qs = [np.full(4, i, np.float32) for i in range(16)]
+    for _ in range(40):
+        for q in qs:
+            a.offer(q)
+            if a.queue:
+                a.run(similar, time.monotonic(), size=20_000, generation=1)
+    assert sorted(set(audited)) == list(range(16)) and a.audits == 16
+    for q in qs[:8]:                                   # the same generation: nothing new
+        a.offer(q)
+    assert not a.queue
+    a.queue.append((hash(b"other"), np.full(4, 99, np.float32)))
+    a.run(similar, time.monotonic(), size=20_000, generation=2)       # a new generation
+    for q in qs * 8:
+        a.offer(q)
+    assert a.queue
+
+
+def test_a_generation_without_a_sketch_does_not_choose_it():
+    a = audit_with({**dict.fromkeys(LADDER, 0.6), SKETCH: 1.0},
+                   {**{b: 1.0 + b / 64 for b in LADDER}, SKETCH: 0.3, EXACT: 1.2})
+    assert a.choice() == SKETCH
+    a.has_sketch = False                # the last audit's generation had none: recalls scan exactly
+    assert a.choice() == EXACT
 
 
 @pytest.fixture

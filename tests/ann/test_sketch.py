@@ -300,3 +300,13 @@ def test_the_audit_chooses_the_sketch_only_when_it_reaches_the_target_and_costs_
     assert a.choice() == 64
     # no sketch audited (the space has none): the choice is as before
     assert audit_with(low, {**slow, ann.EXACT: 1.2}).choice() == ann.EXACT
+
+
+def test_rows_and_queries_of_subnormal_magnitude_keep_their_direction():
+    """LEVELS / a largest magnitude below ~2e-38 overflows float32: computed in float64."""
+    x = np.array([[1e-39, -1e-39, 5e-40, 0.0]], np.float32)
+    with np.errstate(all="raise"):
+        packed, scale = sketch.quantize(x)
+        q = sketch.quantize_query(x[0])
+    assert sketch.unpack(packed)[0].tolist() == [7, -7, 4, 0] and scale[0] > 0   # 5e-40 is 0.5 of the largest
+    assert q.tolist() == [127, -127, 64, 0]
