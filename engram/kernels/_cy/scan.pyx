@@ -34,10 +34,12 @@ cdef int _check_binding(uintptr_t address, int row_itemsize) except -1:
     return 0
 
 
-cdef int _check_rows(cnp.ndarray rows, int itemsize, uint64_t *n, uint64_t *dim, uint64_t *stride) except -1:
-    """Rows must be 2-D of the kernel's dtype with contiguous rows; reports n, dim and the row stride."""
-    if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_TYPE(rows) != _row_type(itemsize):
-        raise ValueError("rows must be 2-D float32, float16 or int8, matching the kernel")
+cdef int _check_rows(cnp.ndarray rows, int itemsize, uint64_t *n, uint64_t *dim, uint64_t *stride,
+                     int row_type=-1) except -1:
+    """Rows must be 2-D of the kernel's dtype (``row_type``, else the top-k kernels' of that
+    itemsize) with contiguous rows; reports n, dim and the row stride."""
+    if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_TYPE(rows) != (_row_type(itemsize) if row_type < 0 else row_type):
+        raise ValueError("rows must be 2-D float32, float16, int8 or (a sketch's) uint8, matching the kernel")
     n[0] = <uint64_t>cnp.PyArray_DIM(rows, 0)
     dim[0] = <uint64_t>cnp.PyArray_DIM(rows, 1)
     stride[0] = <uint64_t>cnp.PyArray_STRIDE(rows, 0)
@@ -116,11 +118,7 @@ cdef class SketchKernel:
         cdef uint64_t n, dim, stride, k
         cdef int64_t got
         cdef const float *scale
-        if cnp.PyArray_NDIM(rows) != 2 or cnp.PyArray_TYPE(rows) != cnp.NPY_UINT8:
-            raise ValueError("sketch rows must be 2-D uint8")
-        n, dim, stride = cnp.PyArray_DIM(rows, 0), cnp.PyArray_DIM(rows, 1), cnp.PyArray_STRIDE(rows, 0)
-        if dim > 1 and cnp.PyArray_STRIDE(rows, 1) != 1:
-            raise ValueError("rows must be contiguous along their last axis")
+        _check_rows(rows, 1, &n, &dim, &stride, cnp.NPY_UINT8)
         if not (cnp.PyArray_ISCARRAY_RO(q) and cnp.PyArray_TYPE(q) == cnp.NPY_INT8
                 and <uint64_t>cnp.PyArray_SIZE(q) == 2 * dim):
             raise ValueError("q must be a contiguous int8 vector of twice the rows' length")
