@@ -130,7 +130,7 @@ class IndexKeeper:
         k = self._kept.setdefault(store.space, _Kept())
         limit = self.sketch_limit(store)
         if (not state.sketch and k.sketch_tried != (sum(counts), limit)
-                and sketch.fits(sum(int(np.count_nonzero(rl)) for rl in live), store.dim, limit)):
+                and sketch.fits(indexed_live + moved, store.dim, limit)):     # every live row
             return state.rows, False      # an index without its sketch (one loaded at a restart, a hard one)
         if tail <= 0:
             return None
