@@ -47,6 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import finish, header_lines, machine_info, parse_count, percentiles
 from scale import clustered, wordnet
+from scan import load_faiss
 
 import engram.kernels as ek
 from engram.recall import ann, sketch
@@ -77,17 +78,6 @@ def per_query(fn, queries) -> tuple[dict, list]:
         times.append((time.perf_counter_ns() - t0) / 1e3)
         out.append(got)
     return {f"{k}_us": round(v, 1) for k, v in percentiles(times, (50, 95)).items()}, out
-
-
-def load_faiss(enabled: bool):
-    if not enabled:
-        return None
-    try:
-        import faiss
-    except ImportError:
-        return None
-    faiss.omp_set_num_threads(1)
-    return faiss
 
 
 def measure(name: str, x: np.ndarray, q: np.ndarray, faiss) -> list:
@@ -201,7 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, metavar="PATH")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    faiss = load_faiss(not a.no_faiss)
+    faiss, faiss_why = load_faiss(not a.no_faiss)
     sets = ([("wordnet", 10_000, 384)] if a.quick else
             [("wordnet", 10_000, 384), ("wordnet", 30_000, 384), ("clustered", 30_000, 384),
              ("clustered", 30_000, 768)])
@@ -209,6 +199,8 @@ def main(argv=None) -> int:
     info = machine_info(faiss=getattr(faiss, "__version__", None))
     print("sketch scan vs exact scan vs faiss SQ 4-bit")
     print("\n".join(header_lines(info)))
+    if faiss is None:
+        print(f"  no faiss peer: {faiss_why}")
     rows = []
     for name, n, d in sets:
         x, q, _ = wordnet(d, limit=n) if name == "wordnet" else clustered(n, d)
