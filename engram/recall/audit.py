@@ -24,6 +24,11 @@ process's recall reads it:
 
 An audit's exact answer is a full scan without a budget; COST_RATIO keeps the audits to
 about 1/COST_RATIO of one core (at 1M x 768 one scan takes ~100 ms: one audit every 5 s).
+An audit that leaves the choice as it was doubles the gap to the next, up to MAX_GAP_S; a
+new choice or a new index generation starts again at MIN_GAP_S. An audit runs seven
+searches, an exact scan among them, beside the recalls it serves: at 500 recalls/s on 10K
+memories the daemon's P99 was 4.5-5.4 ms with one every 0.5 s and 3.3-4.2 ms without
+them (docs/operations/http.md), and a settled choice needs few of them.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ MIN_AUDITS = 8              # before the first choice
 REMEMBERED = 256            # queries audited lately, by hash: one asked again is not audited again
 ALPHA = 0.2                 # moving averages' weight of the newest audit
 MIN_GAP_S, COST_RATIO = 0.5, 50.0
+MAX_GAP_S = 16.0            # between audits that change nothing
 CHEAP = 256                 # the broadest breadth that still searches cheaply (Audit.hard)
 EXACT_MAX_MS = 3.0          # a scan this cheap replaces a search that misses the target
 SWITCH = 0.8                # between the scan and a breadth that both reach the target, the other
@@ -60,6 +66,7 @@ class Audit:
         self.recall = dict.fromkeys((*LADDER, SKETCH))     # breadth -> recall@K (moving average) or None
         self.ms = dict.fromkeys((*LADDER, SKETCH, EXACT))
         self.next_at = 0.0
+        self.gap = MIN_GAP_S                     # to the next audit, at least
         self.chosen = None                       # the last choice
         self.generation = None                   # the index generation audited last
         self.warmed: set = set()                 # choices searched once untimed in that generation
@@ -92,7 +99,8 @@ class Audit:
             key, q = self.queue.pop()
         except IndexError:
             return None
-        if generation != self.generation:
+        new = generation != self.generation
+        if new:
             self.generation = generation
             self.recent.clear()
             self.warmed.clear()
@@ -123,8 +131,10 @@ class Audit:
             self._mean(self.recall, b, searched[search][0])
             self._mean(self.ms, b, searched[search][1])
         self.audits += 1
-        self.next_at = now + max(MIN_GAP_S, COST_RATIO * (time.perf_counter() - t0))
-        self.chosen = self.choice()
+        before, self.chosen = self.chosen, self.choice()
+        settled = not new and self.chosen is not None and self.chosen == before
+        self.gap = min(2 * self.gap, MAX_GAP_S) if settled else MIN_GAP_S
+        self.next_at = now + max(self.gap, COST_RATIO * (time.perf_counter() - t0))
         return self.chosen
 
     def choice(self) -> int | None:
@@ -151,7 +161,7 @@ class Audit:
             self.recall[b] is not None and self.recall[b] >= TARGET for b in LADDER if b <= CHEAP)
 
     def stats(self) -> dict:
-        return {"audits": self.audits, "hard": self.hard(),
+        return {"audits": self.audits, "hard": self.hard(), "gap_s": self.gap,
                 "recall_at_10": {BREADTH_NAMES.get(b, b): None if r is None else round(r, 4)
                                  for b, r in self.recall.items()},
                 "ms": {BREADTH_NAMES.get(b, b): None if m is None else round(m, 3) for b, m in self.ms.items()}}

@@ -185,6 +185,38 @@ def test_a_workload_of_few_queries_offers_each_and_a_new_generation_hears_them_a
     assert a.queue
 
 
+def test_audits_that_change_nothing_come_ever_less_often():
+    """An audit runs seven searches beside the recalls it serves (at 500 recalls/s one every
+    0.5 s was most of the daemon's P99): each that leaves the choice as it was doubles the
+    gap to the next, up to MAX_GAP_S; a new choice or a new index generation starts again."""
+    a = Audit()
+    answer = {"ids": np.arange(10)}            # what every search finds: the exact answer at first
+
+    def similar(q, k, breadth):
+        if breadth == EXACT:
+            time.sleep(0.002)                  # the scan costs more than any search: never chosen for speed
+            return SimpleNamespace(ids=answer["ids"])
+        return SimpleNamespace(ids=np.arange(10))
+
+    def audit(i, generation=1):
+        a.queue.append((i, np.full(4, i, np.float32)))
+        now = time.monotonic()
+        a.run(similar, now, size=20_000, generation=generation)
+        return a.next_at - now
+
+    gaps = [audit(i) for i in range(MIN_AUDITS + 6)]
+    assert a.chosen == LADDER[0]
+    assert gaps[:MIN_AUDITS] == [audit_mod.MIN_GAP_S] * MIN_AUDITS     # no choice yet, then a new one
+    assert gaps[MIN_AUDITS:] == [min(audit_mod.MIN_GAP_S * 2 ** i, audit_mod.MAX_GAP_S) for i in range(1, 7)]
+    assert gaps[-1] == audit_mod.MAX_GAP_S and not a.due(time.monotonic())
+    assert audit(100, generation=2) == audit_mod.MIN_GAP_S             # a new generation
+    assert audit(101, generation=2) == 2 * audit_mod.MIN_GAP_S
+    answer["ids"] = np.arange(10, 20)          # now the index misses everything: the choice changes
+    while a.chosen == LADDER[0]:
+        last = audit(102, generation=2)
+    assert last == audit_mod.MIN_GAP_S, (a.chosen, last)
+
+
 def test_a_generation_without_a_sketch_does_not_choose_it():
     a = audit_with({**dict.fromkeys(LADDER, 0.6), SKETCH: 1.0},
                    {**{b: 1.0 + b / 64 for b in LADDER}, SKETCH: 0.3, EXACT: 1.2})
