@@ -30,6 +30,7 @@ from engram.layout import PERSISTED_HASH
 from engram.recall.ann import AnnState, index_path
 from engram.store import image, indexfile, snapfile
 from engram.store.files import FILES, Files
+from engram.store.mutations import STATE_COALESCE_S
 from engram.store.shm.names import fresh_salt
 from engram.store.snapshot import PathLock
 from engram.store.wal import Log, RecordType, recover
@@ -239,12 +240,33 @@ class Persistence:
             (grown > 0 and time.monotonic() - at >= self.checkpoint_s)
 
     def _background(self) -> None:
-        while not self._stop.wait(min(1.0, self.checkpoint_s)):
+        # each tick also logs recalls' access updates that waited their time for company
+        # (Mutations.state): when recalls stop, the last ones would otherwise wait for the next
+        tick = min(STATE_COALESCE_S, self.checkpoint_s)
+        last_check = time.monotonic()
+        while not self._stop.wait(tick):
+            self._flush_states(STATE_COALESCE_S)
+            if time.monotonic() - last_check < min(1.0, self.checkpoint_s):
+                continue
+            last_check = time.monotonic()
             if self.log.failed is None and self.due():
                 try:
                     self.checkpoint()
                 except (OSError, SnapshotError) as e:    # the older snapshot and the log stay
                     log.error("engram: a background checkpoint of %s failed: %s", self.path, e)
+
+    def _flush_states(self, older_than: float | None = None) -> None:
+        """Each space's waiting access updates logged, under its lock. With ``older_than``
+        only those waiting that long, and without waiting for the lock: now if it is free,
+        else as its holder lets go (SpaceLock.defer); without, all of them, now."""
+        for o in list(self.owned.values()):
+            if not o.changes.state_waiting:
+                continue
+            if older_than is None:
+                with o.lock:
+                    o.changes.flush_state()
+            else:
+                o.lock.defer(lambda c=o.changes: c.flush_state(older_than))
 
     # ---- close -----------------------------------------------------------------------------
     def health(self) -> dict:
@@ -264,6 +286,8 @@ class Persistence:
         try:
             if self._checkpointer is not None:
                 self._checkpointer.join()
+            if self.log is not None and self.log.failed is None:
+                self._flush_states()
             if checkpoint and self.log is not None and self.log.failed is None:
                 self.checkpoint()
         finally:

@@ -333,4 +333,4 @@ class Space(SpaceView):
                     self._rec.priming_total[kind].inc(n)
                     self._events.priming(int(ids[0]), code, n)
         if self._changes.log is not None and self._changes.log.failed is None:
-            self._changes.state(changed)
+            self._changes.state(changed, coalesce=True)

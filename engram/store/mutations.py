@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 
 import numpy as np
 
@@ -27,6 +28,11 @@ COUNT = struct.Struct("<I4x")
 MIGRATE = struct.Struct("<IB3x")            # n, tier
 RECONSOLIDATE = struct.Struct("<QqB3xf")    # id, replaced ns, has (1 vector, 2 content, 4 confidence), confidence
 NO_TEXT = 0xFFFFFFFF
+#: recalls' access updates wait up to this long for company and go in one STATE record (a
+#: record each cost a recall ~25 us of its ~0.5 ms at 10K: docs/operations/http.md); the
+#: persistence thread's tick, as often, logs those left waiting when recalls stop
+STATE_COALESCE_S = 0.05
+STATE_COALESCE_IDS = 4096          # or this many ids, whichever comes first
 #: what a recall or interference changes in a node record, as STATE records carry it
 STATE_DTYPE = np.dtype([("activation", "<f4"), ("confidence", "<f4"), ("primed_s", "<u4"),
                         ("strength", "<f4"), ("access_count", "<u4"), ("last_access_ns", "<u8")])
@@ -92,6 +98,9 @@ class Mutations:
         self.seq = 0                       # this space's last sequence number
         self.on_settings = on_settings     # replay of SETTINGS: the owner applies them
         self.keys = KeyStore()             # idempotency keys of this space's changes
+        self._waiting: list = []           # access updates not logged yet (id arrays; state(coalesce=True))
+        self._waiting_ids = 0
+        self._waiting_since = 0.0
 
     def _log(self, rtype: RecordType, parts: list, lazy: bool = False, keyed=None) -> int:
         flags = 0
@@ -157,10 +166,26 @@ class Mutations:
         moved = self.store.migrate(ids.astype(np.int64), tier)
         return moved, (self._log(RecordType.MIGRATE, [MIGRATE.pack(a.shape[0], tier), a.tobytes()]) if moved else 0)
 
-    def state(self, ids: np.ndarray) -> int:
-        """Log the cognitive fields of ``ids`` as they are now (they were just changed)."""
+    def state(self, ids: np.ndarray, coalesce: bool = False) -> int:
+        """Log the cognitive fields of ``ids`` as they are now (they were just changed), and
+        of any access updates waiting. ``coalesce`` (a recall's access update): it may wait
+        up to STATE_COALESCE_S and go with later ones in one record (0 returned then). The
+        fields are read when the record is made, under the space's lock as every change
+        is, so a record carries the values its place in the log has."""
         if self.log is None or not ids.shape[0]:
             return 0
+        if coalesce:
+            if not self._waiting:
+                self._waiting_since = time.monotonic()
+            self._waiting.append(ids)
+            self._waiting_ids += ids.shape[0]
+            if self._waiting_ids < STATE_COALESCE_IDS and time.monotonic() - self._waiting_since < STATE_COALESCE_S:
+                return 0
+            ids = np.concatenate(self._waiting)
+        elif self._waiting:
+            ids = np.concatenate([*self._waiting, ids])
+        self._waiting.clear()
+        self._waiting_ids = 0
         a = np.unique(ids).astype(np.uint32)
         rec = self.store.hot()[a]
         fields = np.empty(a.shape[0], STATE_DTYPE)
@@ -168,6 +193,21 @@ class Mutations:
             fields[name] = rec[name]
         # lazy: never waited for, so a stream of recalls shares a write and a sync every few ms
         return self._log(RecordType.STATE, [COUNT.pack(a.shape[0]), a.tobytes(), fields.tobytes()], lazy=True)
+
+    @property
+    def state_waiting(self) -> bool:
+        """Whether access updates wait to be logged (flush_state)."""
+        return bool(self._waiting)
+
+    def flush_state(self, older_than: float = 0.0) -> None:
+        """Log the access updates waiting, if the first has waited ``older_than`` seconds;
+        with the space's lock held."""
+        if self._waiting and time.monotonic() - self._waiting_since >= older_than and self.store.segs \
+                and self.log is not None and self.log.failed is None:
+            ids = np.concatenate(self._waiting)
+            self._waiting.clear()
+            self._waiting_ids = 0
+            self.state(ids)
 
     def reconsolidate(self, u) -> int:
         """Apply a planned engram.cognition.reconsolidation.Update."""

@@ -6,6 +6,10 @@ and logged; negative controls show the checks fail when accesses are dropped or 
 waiting."""
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -290,3 +294,54 @@ def test_priming_recorded_while_a_writer_holds_the_lock_is_applied():
         t.join(5)
         after = mem._store.hot()["activation"]
         assert (before == 0).all() and (after > 0).any()   # semantic residuals, applied at release
+
+
+# ---- coalesced STATE records -------------------------------------------------------------
+
+CRASH_AFTER_RECALLS = textwrap.dedent("""
+    import sys, time, numpy as np, engram
+    from engram import persistence
+    if sys.argv[2] == "no-tick":           # the negative control: nothing logs waiting updates but a recall
+        persistence.Persistence._flush_states = lambda self, older_than=None: None
+    eng = engram.Engine(path=sys.argv[1], dim=16, workers=0)
+    mem = eng.space()
+    v = np.random.default_rng(0).standard_normal((60, 16)).astype(np.float32)
+    mem.remember(v)
+    eng.save()
+    for i in range(40):                    # within a few ms: their updates wait for company
+        mem.recall(v[i], k=1, spread=False)
+    print("recalled", flush=True)
+    time.sleep(60)
+""")
+
+
+def state_records(path) -> int:
+    from engram.store.wal import RecordType, recover
+    got = []
+    recover(path / "wal", 0, lambda lsn, seq, space, rtype, flags, body: got.append(rtype))
+    return got.count(RecordType.STATE)
+
+
+@pytest.mark.parametrize("mode", ["tick", "no-tick"])
+def test_recalls_access_updates_share_a_record_and_reach_the_log_when_recalls_stop(tmp_path, mode):
+    """Each recall's access update (a STATE record) waits up to STATE_COALESCE_S for
+    others, so a stream of recalls logs one record per 50 ms instead of one each (each cost
+    a recall ~25 us); when recalls stop, the persistence thread's tick logs what waits, so
+    a kill -9 half a second later loses none of the 40 recalls' updates. Without the tick
+    (the negative control) they wait for a recall that never comes, and the crash loses them."""
+    p = subprocess.Popen([sys.executable, "-c", CRASH_AFTER_RECALLS, str(tmp_path), mode],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "recalled"
+        time.sleep(0.5)          # past the wait (50 ms), the tick (50 ms) and the log's linger (50 ms)
+        records = state_records(tmp_path)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+    with engram.Engine(path=tmp_path, workers=0) as eng:
+        counts = eng.space().get(np.arange(40)).access_count
+    if mode == "tick":
+        assert counts.tolist() == [1] * 40
+        assert 1 <= records <= 10, records        # 40 recalls: one record per 50 ms, not one each
+    else:
+        assert counts.tolist() != [1] * 40 and records < 10
