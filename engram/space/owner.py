@@ -69,6 +69,11 @@ class Space(SpaceView):
             if w is not None and (busy or self._routing == "workers"):
                 r = w.recall(self.name, q, k, spread, budget_ms, self._ctx.config, t0, trace_id)
                 if r is not None:        # None: workers starting, broken, or every slot busy
+                    # the index audit is the owner's (engram/recall/audit.py): it hears the
+                    # query here, or a space whose recalls all go to workers is never audited
+                    audit = self._reader.ann.audit
+                    if audit is not None:
+                        audit.offer(q)
                     return r
             # idle workers may gather batches of this thread's large hops (work stealing)
             self._ctx.splitter = w.splitter() if w is not None else None

@@ -232,6 +232,35 @@ def quick_audits(monkeypatch):
     monkeypatch.setattr(audit_mod, "COST_RATIO", 1.0)
 
 
+def test_a_space_whose_recalls_all_go_to_workers_is_audited(quick_audits):
+    """The audit is the owner's: with routing="workers" every recall ran in a worker, whose
+    search offered the audit nothing, and the space never got a choice. The owner now
+    offers each query it sends to a worker."""
+    x = np.random.default_rng(5).standard_normal((3000, DIM)).astype(np.float32)
+    with engram.Engine(dim=DIM, workers=1, routing="workers", index_min_rows=2000) as eng:
+        sp = eng.space("far")
+        sp.remember(x)
+        assert eng.wait_for_index(120)
+        pool, answered = eng._life.workers, []
+        assert pool.wait_ready(60)
+        recall = pool.recall
+
+        def counted(*a, **kw):
+            r = recall(*a, **kw)
+            answered.append(r is not None)
+            return r
+        pool.recall = counted
+        deadline = time.monotonic() + 60
+        audits = 0
+        while audits < MIN_AUDITS and time.monotonic() < deadline:
+            for q in x[np.random.default_rng(audits).integers(0, 3000, 20)] + 0.1:
+                sp.recall(q, k=10, spread=False)
+            time.sleep(0.05)
+            audits = eng._life.indexer.stats()["far"].get("audit", {}).get("audits", 0)
+        assert audits >= MIN_AUDITS, f"{audits} audits in 60 s of recalls through a worker"
+        assert answered and all(answered)                           # every recall ran in the worker
+
+
 def test_hard_data_gets_a_breadth_or_the_scan_that_reaches_the_target(quick_audits):
     x, qs = hashed_texts(10_000, np.random.default_rng(3))
     with engram.Engine(dim=DIM, workers=1, index_min_rows=2000) as eng:
