@@ -110,14 +110,17 @@ class Audit:
 
         # (ids, ms) of one search. A choice's first search in a generation runs once untimed
         # first: it maps and faults in the generation's file (the sketch's first scan at 100K
-        # took 6.3 ms, later ones ~1.2), which the moving average would carry for a dozen audits
+        # took 6.3 ms, later ones ~1.2), which the moving average would carry for a dozen audits.
+        # The time is this thread's CPU time: the keeper runs beside the recalls, and a search
+        # that waited for the GIL or was descheduled (tens of ms on a busy host) would carry
+        # that wait in the average for several audits, and with SWITCH keep a wrong choice
         def timed(b):
             if b not in self.warmed:
                 self.warmed.add(b)
                 similar(q, K, breadth=b)
-            t = time.perf_counter()
+            t = time.thread_time()
             ids = similar(q, K, breadth=b).ids.tolist()
-            return ids, (time.perf_counter() - t) * 1e3
+            return ids, (time.thread_time() - t) * 1e3
         truth, ms = timed(EXACT)
         truth = set(truth)
         self._mean(self.ms, EXACT, ms)
