@@ -70,7 +70,8 @@ def routes(service: Service) -> APIRouter:
             return {"status": "healthy" if h["state"] == "ok" else h["state"], "timestamp": rfc3339(time.time_ns()),
                     "checks": [h], "ingest": ing,
                     "spaces": [{"space": n, "memories": len(eng.space(n)), "pressure": queued / cap if cap else 0.0,
-                                "wal_lag_records": h.get("unsynced_records", 0)} for n in eng.spaces]}
+                                "wal_lag_records": h.get("unsynced_records", 0),
+                                "index": eng.space(n).stats()["index"]} for n in eng.spaces]}
         return json_response(await service.run(work))
 
     # ---- metrics ----------------------------------------------------------------------

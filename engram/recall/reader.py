@@ -288,5 +288,14 @@ class SpaceReader:
             "content_bytes": st.count("content"),
             "generations": {t: st.generation(t) for t in schema.TABLES},
             "kernels": f"{self.kern.name}/{self.kern.isa}",
-            "index": ann.describe(st.dir, st.tier_counts()),
+            "index": self._index_stats(),
         }
+
+    def _index_stats(self) -> dict:
+        """The index as its directory tells, and in the owner the audit's figures behind its
+        breadth (each rung's recall@10 and CPU ms, engram/recall/audit.py)."""
+        st = self.store
+        out = ann.describe(st.dir, st.tier_counts())
+        if self.ann.audit is not None:
+            out["audit"] = self.ann.audit.stats()
+        return out

@@ -3,6 +3,7 @@ scan on the queries recall really gets and publishes the search breadth, or the 
 scan, that reaches the target; every recall (the owner's and a worker's) then uses it."""
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 from types import SimpleNamespace
@@ -312,6 +313,12 @@ def test_hard_data_gets_a_breadth_or_the_scan_that_reaches_the_target(quick_audi
             shown
         after = recall_at_10(sp, x, qs)
         assert after >= TARGET, (before, after, chosen, stats)
+        # the owner's stats carry the audit's figures behind the choice, JSON as they stand
+        # (the daemon's /api/v1/system/health serves them)
+        shown_audit = json.loads(json.dumps(sp.stats()["index"]["audit"]))
+        assert shown_audit["audits"] >= MIN_AUDITS and shown_audit["chosen"] is not None
+        assert set(shown_audit["recall_at_10"]) == {*map(str, LADDER), "sketch"}
+        assert shown_audit["ms"]["exact"] > 0
         # Prometheus sees the choice and the audits (the gauges follow within the keeper's poll)
         srv = engram.serve_metrics(eng)
         try:
