@@ -288,8 +288,8 @@ class Persistence:
                 self._checkpointer.join()
             if self.log is not None and self.log.failed is None:
                 self._flush_states()
-            if checkpoint and self.log is not None and self.log.failed is None:
-                self.checkpoint()
+                if checkpoint:
+                    self.checkpoint()
         finally:
             if self.log is not None:
                 self.log.close()

@@ -164,12 +164,12 @@ class Audit:
             self.recall[b] is not None and self.recall[b] >= TARGET for b in LADDER if b <= CHEAP)
 
     def stats(self) -> dict:
-        # keyed by the breadth's name as text ("64", "sketch", "exact"): JSON as it stands
+        def name(b) -> str:        # a breadth as text ("64", "sketch", "exact"): JSON as it stands
+            return str(BREADTH_NAMES.get(b, b))
         return {"audits": self.audits, "hard": self.hard(), "gap_s": self.gap,
-                "chosen": None if self.chosen is None else str(BREADTH_NAMES.get(self.chosen, self.chosen)),
-                "recall_at_10": {str(BREADTH_NAMES.get(b, b)): None if r is None else round(r, 4)
-                                 for b, r in self.recall.items()},
-                "ms": {str(BREADTH_NAMES.get(b, b)): None if m is None else round(m, 3) for b, m in self.ms.items()}}
+                "chosen": None if self.chosen is None else name(self.chosen),
+                "recall_at_10": {name(b): None if r is None else round(r, 4) for b, r in self.recall.items()},
+                "ms": {name(b): None if m is None else round(m, 3) for b, m in self.ms.items()}}
 
     @staticmethod
     def _mean(table: dict, key, value: float) -> None:

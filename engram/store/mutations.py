@@ -174,25 +174,14 @@ class Mutations:
         is, so a record carries the values its place in the log has."""
         if self.log is None or not ids.shape[0]:
             return 0
-        if coalesce:
-            if not self._waiting:
-                self._waiting_since = time.monotonic()
-            self._waiting.append(ids)
-            self._waiting_ids += ids.shape[0]
-            if self._waiting_ids < STATE_COALESCE_IDS and time.monotonic() - self._waiting_since < STATE_COALESCE_S:
-                return 0
-            ids = np.concatenate(self._waiting)
-        elif self._waiting:
-            ids = np.concatenate([*self._waiting, ids])
-        self._waiting.clear()
-        self._waiting_ids = 0
-        a = np.unique(ids).astype(np.uint32)
-        rec = self.store.hot()[a]
-        fields = np.empty(a.shape[0], STATE_DTYPE)
-        for name in STATE_DTYPE.names:
-            fields[name] = rec[name]
-        # lazy: never waited for, so a stream of recalls shares a write and a sync every few ms
-        return self._log(RecordType.STATE, [COUNT.pack(a.shape[0]), a.tobytes(), fields.tobytes()], lazy=True)
+        if not self._waiting:
+            self._waiting_since = time.monotonic()
+        self._waiting.append(ids)
+        self._waiting_ids += ids.shape[0]
+        if coalesce and self._waiting_ids < STATE_COALESCE_IDS \
+                and time.monotonic() - self._waiting_since < STATE_COALESCE_S:
+            return 0
+        return self._log_waiting()
 
     @property
     def state_waiting(self) -> bool:
@@ -204,10 +193,19 @@ class Mutations:
         with the space's lock held."""
         if self._waiting and time.monotonic() - self._waiting_since >= older_than and self.store.segs \
                 and self.log is not None and self.log.failed is None:
-            ids = np.concatenate(self._waiting)
-            self._waiting.clear()
-            self._waiting_ids = 0
-            self.state(ids)
+            self._log_waiting()
+
+    def _log_waiting(self) -> int:
+        """One STATE record of every id waiting, with its fields as they are now."""
+        a = np.unique(np.concatenate(self._waiting)).astype(np.uint32)
+        self._waiting.clear()
+        self._waiting_ids = 0
+        rec = self.store.hot()[a]
+        fields = np.empty(a.shape[0], STATE_DTYPE)
+        for name in STATE_DTYPE.names:
+            fields[name] = rec[name]
+        # lazy: never waited for, so a stream of recalls shares a write and a sync every few ms
+        return self._log(RecordType.STATE, [COUNT.pack(a.shape[0]), a.tobytes(), fields.tobytes()], lazy=True)
 
     def reconsolidate(self, u) -> int:
         """Apply a planned engram.cognition.reconsolidation.Update."""
